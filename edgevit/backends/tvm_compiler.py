@@ -1,0 +1,112 @@
+"""Every compiler-side Apache TVM call edgevit makes lives here (TVM's Python API changes every release).
+
+The board side has its own, smaller counterpart: ``edgevit.runtime.tvm_runtime`` (no ``tvm.relax`` there).
+Pinned to apache-tvm 0.27 with apache-tvm-ffi 0.1.14.post1 (see pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import ModelImportError, ToolMissingError
+
+
+def host_cpu_name() -> str:
+    """The name LLVM gives this machine's CPU (e.g. ``rocketlake``), so builds use its real instruction set."""
+    from tvm.target import codegen
+
+    name = codegen.llvm_get_system_cpu()
+    if not name or name == "generic":
+        raise ToolMissingError("LLVM could not identify this CPU; set an explicit mcpu in targets/host.toml")
+    return name
+
+
+def versions() -> dict[str, str]:
+    """Versions of the TVM packages in use (recorded in artifacts)."""
+    import tvm
+    import tvm_ffi
+
+    return {"tvm": tvm.__version__, "tvm_ffi": getattr(tvm_ffi, "__version__", "unknown")}
+
+
+def make_target(tvm_target: dict):
+    """A ``tvm.target.Target`` from the ``tvm`` table of a target file."""
+    import tvm
+
+    return tvm.target.Target(dict(tvm_target))
+
+
+def import_onnx(model, input_specs) -> "tvm.IRModule":
+    """Convert an ONNX model to a Relax module with the weights bound as constants.
+
+    Raises
+    ------
+    ModelImportError
+        With the names of the operators TVM's ONNX frontend does not support, or the converter's message.
+    """
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    shapes = {s.name: list(s.shape) for s in input_specs}
+    dtypes = {s.name: s.dtype for s in input_specs}
+    try:
+        return from_onnx(model, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
+    except tvm.error.OpNotImplemented as exc:
+        raise ModelImportError(f"TVM cannot import this model: {str(exc).strip().splitlines()[-1]}") from None
+    except Exception as exc:  # the converters raise ValueError/NotImplementedError/TVMError alike
+        message = str(exc).strip().splitlines()
+        raise ModelImportError(f"TVM's ONNX import failed: {type(exc).__name__}: "
+                               f"{message[-1] if message else ''}") from None
+
+
+def build(mod, cpu) -> "tvm.relax.VMExecutable":
+    """Compile a Relax module for a target's CPU side."""
+    import tvm
+
+    return tvm.compile(mod, target=make_target(cpu.tvm))
+
+
+def export_library(executable, cpu, path: Path) -> None:
+    """Link a compiled module into a shared library for the target, cross-linking for other architectures.
+
+    Raises
+    ------
+    ToolMissingError
+        The (cross) compiler the target names is not installed.
+    """
+    import tvm.support.cc as cc
+
+    if cpu.cross_compiler is not None:
+        tool = cpu.cross_compiler
+        if shutil.which(tool.command) is None:
+            raise ToolMissingError(f"cross compiler '{tool.command}' not found: apt-get install {tool.apt} "
+                                   "(or run tools/setup.sh)")
+        executable.export_library(str(path), fcompile=cc.cross_compiler(tool.command))
+    else:
+        if shutil.which("g++") is None:
+            raise ToolMissingError("g++ not found: apt-get install g++ (or run tools/setup.sh)")
+        executable.export_library(str(path))
+
+
+def output_types(mod) -> list[tuple[tuple[int, ...], str]]:
+    """Static (shape, dtype) of each output of a Relax module's ``main``.
+
+    Raises
+    ------
+    ModelImportError
+        If an output shape is not static.
+    """
+    from tvm import relax
+
+    ret = mod["main"].ret_ty
+    fields = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    types = []
+    for field in fields:
+        if not isinstance(field, relax.TensorType) or not isinstance(field.shape, relax.ShapeExpr):
+            raise ModelImportError(f"model output {field} has no static shape; give static input shapes")
+        try:
+            types.append((tuple(int(v) for v in field.shape.values), str(field.dtype)))
+        except TypeError:
+            raise ModelImportError(f"model output shape {field.shape} is symbolic; give static input shapes") from None
+    return types

@@ -1,0 +1,79 @@
+"""``compile_for_target``: imported model -> TVM build for a board's CPU -> verified artifact."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from .backends import tvm_compiler
+from .frontend import ImportedModel, TensorSpec
+from .runtime.artifact import write_artifact
+from .targets import Target
+
+LIBRARY = "model.so"
+REFERENCE = "reference.onnx"
+
+
+def _say(message: str) -> None:
+    print(f"[edgevit] {message}", file=sys.stderr, flush=True)
+
+
+def compile_for_target(model: ImportedModel, target: Target, output: Path, command: str | None = None) -> dict:
+    """Compile an imported model for a target's CPU and write a self-describing artifact.
+
+    Parameters
+    ----------
+    model
+        From ``edgevit.frontend`` (zoo name, ONNX file or torch module).
+    target
+        From ``edgevit.targets.get_target``; must have a ``[cpu]`` section.
+    output
+        The artifact ``.tar`` to write.
+    command
+        The command line recorded in the metadata (defaults to this process's).
+
+    Returns
+    -------
+    dict
+        The artifact's metadata, plus ``timings`` (seconds per stage).
+    """
+    cpu = target.require_cpu()
+    timings = {}
+    start = time.monotonic()
+    mod = tvm_compiler.import_onnx(model.load(), model.inputs)
+    outputs = [TensorSpec(f"output_{i}" if i else "output", shape, dtype)
+               for i, (shape, dtype) in enumerate(tvm_compiler.output_types(mod))]
+    timings["import"] = time.monotonic() - start
+    _say(f"imported {model.name} into Relax in {timings['import']:.1f} s; building for {target.name} "
+         f"({cpu.arch}, {cpu.tvm.get('mcpu', 'generic')})")
+
+    start = time.monotonic()
+    executable = tvm_compiler.build(mod, cpu)
+    timings["build"] = time.monotonic() - start
+    with tempfile.TemporaryDirectory(prefix="edgevit-build-") as tmp:
+        library = Path(tmp) / LIBRARY
+        start = time.monotonic()
+        tvm_compiler.export_library(executable, cpu, library)
+        timings["link"] = time.monotonic() - start
+        linker = cpu.cross_compiler.command if cpu.cross_compiler else "g++"
+        _say(f"built in {timings['build']:.1f} s, linked with {linker} in {timings['link']:.1f} s")
+        metadata = {
+            "model": {"name": model.name, "family": model.family, "source": model.source},
+            "inputs": [s.to_json() for s in model.inputs],
+            "outputs": [s.to_json() for s in outputs],
+            "target": {"name": target.name, "description": target.description, "arch": cpu.arch,
+                       "tvm": cpu.tvm},
+            "library": LIBRARY,
+            "reference": REFERENCE,
+            "tuned": False,
+            "versions": {"edgevit": __version__, **tvm_compiler.versions()},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": command or shlex.join(["edgevit", *sys.argv[1:]]),
+        }
+        metadata = write_artifact(output, {LIBRARY: library, REFERENCE: model.onnx_path}, metadata)
+    return {**metadata, "timings": timings}

@@ -1,0 +1,212 @@
+"""Model import: a zoo name, an ONNX file or a ``torch.nn.Module`` becomes one ONNX model with static shapes.
+
+ONNX is edgevit's single interchange format: torch models are exported with the dynamo exporter at
+opset 18 (the path that worked for every zoo variant), then every backend reads the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InputError, ModelImportError
+from .settings import cache_dir, seed
+from . import zoo
+
+OPSET = 18
+_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, static shape and numpy dtype name of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @staticmethod
+    def from_json(d: dict) -> "TensorSpec":
+        return TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])
+
+
+@dataclass
+class ImportedModel:
+    """An ONNX model ready for a backend: file, static input specs and where it came from."""
+
+    name: str
+    onnx_path: Path
+    inputs: list[TensorSpec]
+    source: str
+    family: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def load(self):
+        """The ``onnx.ModelProto`` (with the static input shapes written into it)."""
+        import onnx
+
+        return onnx.load(str(self.onnx_path))
+
+
+def parse_input_shape(text: str) -> dict[str | None, tuple[int, ...]]:
+    """Parse ``--input-shape``: ``1,3,224,224`` (the only input) or ``name:1,3,224,224[;name2:...]``."""
+    shapes: dict[str | None, tuple[int, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, dims = part.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+        except ValueError:
+            raise InputError(f"cannot read input shape '{part}': expected e.g. 1,3,224,224 or input:1,3,224,224")
+        if any(d <= 0 for d in shape):
+            raise InputError(f"input shape '{part}' has a non-positive dimension")
+        shapes[name or None] = shape
+    return shapes
+
+
+def load_model(spec: str, input_shape: str | None = None) -> ImportedModel:
+    """Import a zoo model by name or an ONNX file by path.
+
+    Parameters
+    ----------
+    spec
+        A zoo name (``edgevit models``) or a path to an ``.onnx`` file.
+    input_shape
+        Static input shape(s) for ONNX files whose inputs have symbolic dimensions (see ``parse_input_shape``).
+    """
+    if spec.endswith(".onnx") or Path(spec).exists():
+        return from_onnx_file(Path(spec), input_shape)
+    entry = zoo.get_entry(spec)
+    if input_shape:
+        raise InputError("--input-shape applies to ONNX files; zoo models have a fixed input size")
+    return _export_zoo(entry)
+
+
+def _export_zoo(entry: zoo.ZooEntry) -> ImportedModel:
+    import timm
+    import torch
+
+    path = cache_dir("onnx") / f"{entry.name}-seed{seed()}-timm{timm.__version__}-torch{torch.__version__}.onnx"
+    if not path.exists():
+        model = zoo.build(entry.name)
+        _export_torch(model, entry.input_shape, path)
+    imported = from_onnx_file(path)
+    imported.name, imported.family, imported.source = entry.name, entry.family, f"zoo:{entry.name} (timm, seed {seed()})"
+    return imported
+
+
+def from_torch(module, input_shape: tuple[int, ...], name: str = "model") -> ImportedModel:
+    """Import a ``torch.nn.Module`` (evaluated in eval mode) through the ONNX exporter.
+
+    Parameters
+    ----------
+    module
+        The model; called with one float32 tensor of ``input_shape``.
+    input_shape
+        The static input shape, batch included.
+    name
+        Name recorded in artifacts.
+    """
+    import torch
+
+    module = module.eval()
+    digest = hashlib.sha256(repr(module).encode() + repr(tuple(input_shape)).encode())
+    for tensor in module.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    path = cache_dir("onnx") / f"{name}-{digest.hexdigest()[:16]}.onnx"
+    if not path.exists():
+        _export_torch(module, tuple(input_shape), path)
+    imported = from_onnx_file(path)
+    imported.name, imported.source = name, "torch.nn.Module"
+    return imported
+
+
+def _export_torch(model, input_shape: tuple[int, ...], path: Path) -> None:
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        tmp_path = Path(tmp) / "model.onnx"
+        try:
+            torch.onnx.export(model, (torch.zeros(input_shape),), str(tmp_path), dynamo=True,
+                              opset_version=OPSET, input_names=["input"], output_names=["output"],
+                              external_data=False, verbose=False)
+        except Exception as exc:  # the exporter raises many types; all mean "this model did not export"
+            raise ModelImportError(f"ONNX export of the torch model failed: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        shutil.move(str(tmp_path), path)
+
+
+def from_onnx_file(path: Path, input_shape: str | None = None) -> ImportedModel:
+    """Read and check an ONNX file, fixing symbolic input dimensions from ``input_shape``.
+
+    Raises
+    ------
+    ModelImportError
+        The file is missing, unreadable or not a valid ONNX model.
+    InputError
+        An input has symbolic dimensions and no shape was given, or the given shape does not fit.
+    """
+    import onnx
+
+    if not path.is_file():
+        raise ModelImportError(f"model file not found: {path}")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, onnx ValidationError, OSError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelImportError(f"{path} is not a valid ONNX model: {first}") from None
+
+    overrides = parse_input_shape(input_shape) if input_shape else {}
+    initializers = {i.name for i in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    if None in overrides:
+        if len(graph_inputs) != 1:
+            raise InputError(f"{path.name} has {len(graph_inputs)} inputs "
+                             f"({', '.join(i.name for i in graph_inputs)}): name them, e.g. --input-shape NAME:1,3,224,224")
+        overrides = {graph_inputs[0].name: overrides[None]}
+    unknown = set(overrides) - {i.name for i in graph_inputs}
+    if unknown:
+        raise InputError(f"--input-shape names unknown input(s) {sorted(unknown)}; "
+                         f"inputs are {[i.name for i in graph_inputs]}")
+
+    specs, changed = [], False
+    for value in graph_inputs:
+        ttype = value.type.tensor_type
+        dims = ttype.shape.dim
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        shape = overrides.get(value.name)
+        if shape is None:
+            if any(d is None for d in declared):
+                raise InputError(f"input '{value.name}' of {path.name} has symbolic shape {declared}: "
+                                 f"give a static one with --input-shape {value.name}:1,3,224,224")
+            shape = tuple(declared)
+        else:
+            if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
+                raise InputError(f"--input-shape {list(shape)} does not fit input '{value.name}' "
+                                 f"declared as {declared}")
+            for d, s in zip(dims, shape):
+                d.dim_value = s
+            changed = True
+        specs.append(TensorSpec(value.name, tuple(shape), _ONNX_DTYPES.get(ttype.elem_type, f"onnx{ttype.elem_type}")))
+
+    if changed:
+        fixed = cache_dir("onnx") / f"{path.stem}-{hashlib.sha256(model.SerializeToString()).hexdigest()[:16]}.onnx"
+        if not fixed.exists():
+            onnx.save(model, str(fixed))
+        path = fixed
+    return ImportedModel(path.stem, path, specs, str(path))
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 of a model file (recorded in artifacts)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+__all__ = ["TensorSpec", "ImportedModel", "load_model", "from_torch", "from_onnx_file", "parse_input_shape",
+           "asdict"]

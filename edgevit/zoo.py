@@ -1,0 +1,84 @@
+"""The model zoo: lightweight hybrid ViTs from timm, built with seeded random weights (no model hub here).
+
+Every model reaches the compiler the same way: as ONNX (see ``edgevit.frontend``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .errors import UnknownNameError
+from .settings import cache_dir, seed
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A zoo model: its edgevit name, family and input resolution (batch 1, 3 channels)."""
+
+    name: str
+    family: str
+    image_size: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.image_size, self.image_size)
+
+
+def _entries(family: str, size: int, names: str) -> dict[str, ZooEntry]:
+    return {n: ZooEntry(n, family, size) for n in names.split()}
+
+
+ZOO: dict[str, ZooEntry] = {
+    **_entries("MobileViT", 256, "mobilevit_xxs mobilevit_xs mobilevit_s"),
+    **_entries("MobileViTv2", 256, "mobilevitv2_050 mobilevitv2_075 mobilevitv2_100"),
+    **_entries("SwiftFormer", 224, "swiftformer_xs swiftformer_s swiftformer_l1"),
+    **_entries("EfficientFormer", 224, "efficientformer_l1"),
+    **_entries("EfficientFormerV2", 224, "efficientformerv2_s0 efficientformerv2_s1"),
+}
+
+
+def get_entry(name: str) -> ZooEntry:
+    """Look up a zoo model.
+
+    Raises
+    ------
+    UnknownNameError
+        If ``name`` is not in the zoo; the message lists the zoo.
+    """
+    if name not in ZOO:
+        raise UnknownNameError(f"unknown model '{name}'. Zoo models: {', '.join(ZOO)}; "
+                               "or pass a path to an .onnx file")
+    return ZOO[name]
+
+
+def build(name: str):
+    """Build a zoo model as a ``torch.nn.Module`` in eval mode, with weights drawn from the edgevit seed."""
+    import timm
+    import torch
+
+    get_entry(name)
+    torch.manual_seed(seed())
+    return timm.create_model(name, pretrained=False).eval()
+
+
+def stats(name: str) -> dict:
+    """Parameter count and multiply-accumulates of one forward pass (cached per torch/timm version).
+
+    MACs are half the FLOPs torch's ``FlopCounterMode`` counts (convolutions and matrix products).
+    """
+    import timm
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    path = cache_dir("zoo") / f"stats-timm{timm.__version__}-torch{torch.__version__}.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    if name not in table:
+        model = build(name)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.zeros(get_entry(name).input_shape))
+        table[name] = {"params": sum(p.numel() for p in model.parameters()),
+                       "macs": counter.get_total_flops() // 2}
+        path.write_text(json.dumps(table, indent=1))
+    return table[name]
