@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, ModelImportError
@@ -195,18 +195,10 @@ def from_onnx_file(path: Path, input_shape: str | None = None) -> ImportedModel:
             changed = True
         specs.append(TensorSpec(value.name, tuple(shape), _ONNX_DTYPES.get(ttype.elem_type, f"onnx{ttype.elem_type}")))
 
-    if changed:
-        fixed = cache_dir("onnx") / f"{path.stem}-{hashlib.sha256(model.SerializeToString()).hexdigest()[:16]}.onnx"
-        if not fixed.exists():
-            onnx.save(model, str(fixed))
-        path = fixed
-    return ImportedModel(path.stem, path, specs, str(path))
+    name, source = path.stem, str(path)
+    if changed:  # the shapes now live in a copy; the user's file stays as it was
+        path = cache_dir("onnx") / f"{path.stem}-{hashlib.sha256(model.SerializeToString()).hexdigest()[:16]}.onnx"
+        if not path.exists():
+            onnx.save(model, str(path))
+    return ImportedModel(name, path, specs, source)
 
-
-def model_sha256(path: Path) -> str:
-    """sha256 of a model file (recorded in artifacts)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-__all__ = ["TensorSpec", "ImportedModel", "load_model", "from_torch", "from_onnx_file", "parse_input_shape",
-           "asdict"]

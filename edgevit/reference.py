@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelImportError
 from .frontend import TensorSpec
 
 
@@ -29,7 +30,10 @@ def onnxruntime_session(onnx_path: Path, threads: int = 1):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelImportError(f"onnxruntime cannot load the reference model: {str(exc).splitlines()[0]}") from None
 
 
 def run_onnxruntime(onnx_path: Path, inputs: list[np.ndarray], threads: int = 1) -> list[np.ndarray]:

@@ -1,0 +1,45 @@
+import pytest
+
+from edgevit.errors import EdgevitError, UnknownNameError
+from edgevit.runtime import host_arch
+from edgevit.targets import all_targets, get_target
+
+
+def test_every_target_file_parses_and_required_boards_exist():
+    names = {t.name for t in all_targets()}
+    assert {"host", "rpi4", "rpi5", "jetson-nano", "zcu102", "pynq-z2"} <= names
+
+
+def test_host_cpu_is_detected_not_generic():
+    host = get_target("host")
+    assert host.cpu.arch == host_arch()
+    assert host.cpu.tvm["mcpu"] not in ("detect", "generic", "")
+    assert not host.cpu.is_cross
+
+
+def test_rpi4_is_cortex_a72_neon_cross_compiled_and_emulated():
+    cpu = get_target("rpi4").cpu
+    assert cpu.arch == "aarch64"
+    assert cpu.tvm == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"],
+                       "num-cores": 4}
+    assert cpu.cross_compiler.command == "aarch64-linux-gnu-g++"
+    assert cpu.emulator.command == "qemu-aarch64-static"
+
+
+@pytest.mark.parametrize("name, part, dsp, bram, lut", [
+    ("pynq-z2", "xc7z020clg400-1", 220, 140, 53200),
+    ("zcu102", "xczu9eg-ffvb1156-2-e", 2520, 912, 274080),
+])
+def test_fpga_boards_carry_their_resources(name, part, dsp, bram, lut):
+    fpga = get_target(name).require_fpga()
+    assert (fpga.part, fpga.dsp, fpga.bram36, fpga.lut) == (part, dsp, bram, lut)
+
+
+def test_unknown_target_lists_known_ones():
+    with pytest.raises(UnknownNameError, match="rpi4"):
+        get_target("rpi9")
+
+
+def test_fpga_only_board_refuses_cpu_compile():
+    with pytest.raises(EdgevitError, match="edgevit hls"):
+        get_target("pynq-z2").require_cpu()
