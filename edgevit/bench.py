@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import EdgevitError
 from .reference import compare, onnxruntime_session, random_inputs
 from .settings import seed
+from .tables import format_table
 
 
 def _time(fn, runs: int, warmup: int) -> list[float]:
@@ -94,8 +95,6 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
 
 def format_report(report: dict) -> str:
     """The bench report as a table with a header line."""
-    from .cli import _table
-
     rows = [[name, f"{s['median_ms']:.2f}", f"{s['min_ms']:.2f}", f"{s['max_ms']:.2f}", f"{s['std_ms']:.2f}",
              s["runs"]] for name, s in report["engines"].items()]
     head = (f"{report['model']} on {report['target']} ({report['cpu']}, {report['threads']} thread(s)); "
@@ -104,4 +103,4 @@ def format_report(report: dict) -> str:
     tail = (f"edgevit / onnxruntime = {report['ratio_vs_onnxruntime']:.2f}x   "
             f"(outputs agree: max rel error {agree['max_rel_error']:.2g}, top-1 "
             f"{'same' if agree['top1_agree'] else 'DIFFERENT'})")
-    return "\n".join([head, _table(rows, ["engine", "median ms", "min ms", "max ms", "std ms", "runs"]), tail])
+    return "\n".join([head, format_table(rows, ["engine", "median ms", "min ms", "max ms", "std ms", "runs"]), tail])

@@ -14,14 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EdgevitError, InputError
-
-
-def _table(rows: list[list], header: list[str]) -> str:
-    cells = [header, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+from .tables import format_table
 
 
 def _print_json(data, path: str | None) -> None:
@@ -46,7 +39,7 @@ def cmd_models(args) -> int:
     if args.json:
         _print_json(rows, "-")
         return 0
-    print(_table([[r["name"], r["family"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.0f}",
+    print(format_table([[r["name"], r["family"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.0f}",
                    "x".join(map(str, r["input_shape"][1:]))] for r in rows],
                  ["model", "family", "params (M)", "MACs (M)", "input"]))
     print("\nWeights are random (timm, pretrained=False, seeded): no model hub here. Any .onnx file works too.")
@@ -69,7 +62,7 @@ def cmd_targets(args) -> int:
         runs = "natively" if t.cpu and not t.cpu.is_cross else (
             f"under {t.cpu.emulator.command}" if t.cpu and t.cpu.emulator else "-")
         rows.append([t.name, cpu, runs, fpga, t.description])
-    print(_table(rows, ["target", "cpu (tvm)", "runs here", "fpga", "description"]))
+    print(format_table(rows, ["target", "cpu (tvm)", "runs here", "fpga", "description"]))
     return 0
 
 

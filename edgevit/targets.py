@@ -6,12 +6,12 @@ section (the HLS backend). Fields set to ``"detect"`` are filled from the machin
 
 from __future__ import annotations
 
-import platform
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgevitError, UnknownNameError
+from .runtime import host_arch
 from .settings import getenv
 
 TARGETS_DIR = Path(getenv("TARGETS", str(Path(__file__).resolve().parent.parent / "targets")))
@@ -78,12 +78,6 @@ class Target:
             boards = ", ".join(t.name for t in all_targets() if t.fpga)
             raise EdgevitError(f"target '{self.name}' has no [fpga] section; FPGA boards: {boards}")
         return self.fpga
-
-
-def host_arch() -> str:
-    """The architecture of this machine in the names targets use (``x86_64``, ``aarch64``, ...)."""
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def _detect_cpu(tvm: dict) -> dict:
