@@ -30,12 +30,15 @@ def cmd_models(args) -> int:
     from . import zoo
 
     rows = []
+    progress = sys.stderr.isatty()  # counted once per torch/timm version, then cached
     for i, entry in enumerate(zoo.ZOO.values()):
-        print(f"\r[edgevit] measuring {entry.name} ({i + 1}/{len(zoo.ZOO)})".ljust(60), end="", file=sys.stderr)
+        if progress:
+            print(f"\r[edgevit] measuring {entry.name} ({i + 1}/{len(zoo.ZOO)})".ljust(60), end="", file=sys.stderr)
         stats = zoo.stats(entry.name)
         rows.append({"name": entry.name, "family": entry.family, "params": stats["params"],
                      "macs": stats["macs"], "input_shape": list(entry.input_shape)})
-    print("\r".ljust(60) + "\r", end="", file=sys.stderr)
+    if progress:
+        print("\r".ljust(60) + "\r", end="", file=sys.stderr)
     if args.json:
         _print_json(rows, "-")
         return 0

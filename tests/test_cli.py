@@ -148,3 +148,14 @@ def test_bench_reports_both_engines(capsys, tiny_onnx, tmp_path):
 def test_bench_refuses_a_board_target(capsys, tiny_onnx):
     code, _, err = run_cli(capsys, "bench", tiny_onnx, "--target", "rpi4")
     assert_one_line_error(code, err, 10, "qemu")
+
+
+@pytest.mark.slow
+def test_models_lists_the_zoo_with_params_and_macs(capsys):
+    code, out, _ = run_cli(capsys, "models", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert len(rows) >= 12
+    xxs = rows["mobilevit_xxs"]
+    assert xxs["family"] == "MobileViT" and xxs["input_shape"] == [1, 3, 256, 256]
+    assert 1.2e6 < xxs["params"] < 1.35e6 and 2e8 < xxs["macs"] < 5e8
