@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import tiny_cnn_onnx
+from tiny_onnx_models import tiny_cnn_onnx
 from edgevit.cli import main
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import tiny_cnn_onnx
+from tiny_onnx_models import tiny_cnn_onnx
 from edgevit.errors import InputError, ModelImportError, UnknownNameError
 from edgevit.frontend import from_torch, load_model, parse_input_shape
 

@@ -1,0 +1,139 @@
+"""``edgevit hls``: generate an HLS project, C-simulate it, report resources and cycles.
+
+    edgevit hls MODEL --board zcu102 -o build/mvit_hls   # MODEL: a zoo name or tiny_mobilevit
+    edgevit hls build build/mvit_hls --csim
+    edgevit hls report build/mvit_hls [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import EdgevitError, InputError, UnknownNameError
+from ..settings import seed
+from ..targets import get_target
+
+TINY = "tiny_mobilevit"
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``hls`` subcommand to an argparse ``subparsers`` object; ``args.func(args)`` runs it."""
+    p = subparsers.add_parser("hls", help="FPGA backend: HLS project, C-simulation, resource report",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", help="MODEL (zoo name or tiny_mobilevit), or 'build' / 'report'")
+    p.add_argument("project", nargs="?", help="project directory (for build / report)")
+    p.add_argument("--board", default="zcu102", help="FPGA target (targets/*.toml with [fpga]); default zcu102")
+    p.add_argument("-o", "--output", help="project directory to write (MODEL mode)")
+    p.add_argument("--calib", type=int, default=4, help="calibration inputs (zoo models: seeded random images)")
+    p.add_argument("--format", action="append", metavar="TENSOR=W,I", help="override a tensor's fixed-point format")
+    p.add_argument("--csim", action="store_true", help="build: run the g++ C-simulation and check it")
+    p.add_argument("--json", action="store_true", help="report: print JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    if args.what == "build":
+        return _build(args)
+    if args.what == "report":
+        return _report(args)
+    return _generate(args)
+
+
+def _generate(args) -> int:
+    import numpy as np
+
+    from . import project
+    from .codegen import NOTICE
+
+    if args.project or not args.output:
+        raise InputError(f"usage: edgevit hls {args.what} --board BOARD -o DIR")
+    overrides = project.parse_formats(args.format)
+    if args.what == TINY:
+        from .tiny_models import digits_split, trained_tiny_mobilevit
+
+        model, shape = trained_tiny_mobilevit(), (1, 1, 8, 8)
+        xtr, _, xte, _ = digits_split()
+        samples, tests = [x[None] for x in xtr[:200]], [x[None] for x in xte]
+    else:
+        from .. import zoo
+
+        if args.what not in zoo.ZOO:
+            raise UnknownNameError(f"unknown model '{args.what}' for hls: use {TINY} or a zoo model "
+                                   f"({', '.join(zoo.ZOO)}); the HLS backend reads torch modules, not ONNX files")
+        shape = zoo.get_entry(args.what).input_shape
+        model = zoo.build(args.what)
+        rng = np.random.default_rng(seed())
+        samples = [rng.standard_normal(shape) for _ in range(args.calib)]
+        tests = samples[:1]
+    prog, out = project.generate(model, shape, args.board, Path(args.output), samples, overrides, tests,
+                                 {"model": args.what})
+    from . import estimator
+
+    rep = estimator.report(prog, get_target(args.board).require_fpga())
+    print(f"wrote {out}: {len(prog.layers)} accelerator layers, {len(tests)} testbench inputs")
+    for entry in prog.cpu_layers:
+        print(f"  runs on the ARM CPU: {entry}")
+    print(f"lanes {rep['lanes']}: estimated {_usage(rep)}, {rep['latency_ms']:.3f} ms")
+    if not rep["fits"]:
+        print(f"WARNING: even the smallest lane choice does not fit {args.board}; the project was written, but "
+              f"`edgevit hls report` will refuse it")
+    print(NOTICE)
+    return 0
+
+
+def _usage(rep: dict) -> str:
+    res, av = rep["resources"], rep["available"]
+    return "  ".join(f"{k.upper()} {res[k]}/{av[k]} ({100 * res[k] / av[k]:.0f} %)" for k in res)
+
+
+def _project_dir(args) -> Path:
+    if not args.project:
+        raise InputError(f"usage: edgevit hls {args.what} DIR")
+    path = Path(args.project)
+    if not (path / "program.json").exists():
+        raise InputError(f"{path} is not an edgevit HLS project; create one with `edgevit hls MODEL -o {path}`")
+    return path
+
+
+def _build(args) -> int:
+    from .project import run_csim
+
+    path = _project_dir(args)
+    if not args.csim:
+        raise EdgevitError("only --csim builds are possible here: synthesis needs Vitis HLS (see hls.tcl)")
+    r = run_csim(path)
+    print("g++ C-simulation only: csynth/cosim need Vitis HLS, which did not run here.")
+    print(f"C-simulation of {r['inputs']} inputs: {r['mismatches']} mismatches against the golden model; "
+          f"max |error| vs float64 {r['max_abs_error_vs_float']:.3g} ({r['output_format']} output); "
+          f"argmax agreement {100 * r['argmax_agreement']:.1f} %")
+    return 0
+
+
+def _report(args) -> int:
+    from . import estimator
+    from .codegen import load_program
+
+    path = _project_dir(args)
+    prog, doc = load_program(path)
+    fpga = get_target(doc["board"]).require_fpga()
+    rep = estimator.report(prog, fpga)
+    rep["cpu_layers"] = prog.cpu_layers
+    if args.json:
+        print(json.dumps(rep, indent=1))
+        return 0
+    print(f"{'layer':<22}{'kind':<11}{'MACs':>11}{'cycles':>10}  source")
+    for r in rep["layers"]:
+        print(f"{r['layer']:<22}{r['kind']:<11}{r['macs']:>11}{r['cycles']:>10}  {r['source']}")
+    print(f"lanes {rep['lanes']}")
+    print(_usage(rep))
+    print(f"total {rep['cycles']} cycles = {rep['latency_ms']:.3f} ms at {rep['clock_mhz']} MHz; "
+          f"{'fits' if rep['fits'] else 'DOES NOT FIT'} {doc['board']} (limit 80 % per resource)")
+    for entry in prog.cpu_layers:
+        print(f"runs on the ARM CPU: {entry}")
+    print("Estimate only: synthesis needs Vitis HLS / Vivado, which did not run here.")
+    if not rep["fits"]:
+        raise EdgevitError(f"the design does not fit {doc['board']}: use a bigger board or fewer lanes")
+    return 0

@@ -1,0 +1,80 @@
+"""The HLS backend's library API: model -> calibrated program -> project; C-simulation checks; reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, VerificationError
+from ..targets import get_target
+from . import codegen, csim, estimator
+from .fixed import Fmt, to_float
+from .program import Program, calibrate
+from .torch_import import lower, to_accel_layout
+
+
+def generate(model, input_shape, board: str, out: Path, samples, overrides: dict | None = None,
+             test_inputs=None, meta: dict | None = None) -> tuple[Program, Path]:
+    """Lower ``model``, calibrate on ``samples`` (NCHW or token arrays), pick lanes for ``board``, write ``out``.
+
+    ``test_inputs`` (default: the first calibration sample) become the testbench's inputs.
+    """
+    fpga = get_target(board).require_fpga()
+    prog = lower(model, input_shape)
+    samples = [to_accel_layout(x) for x in samples]
+    calibrate(prog, samples, overrides)
+    estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))
+    tests = samples[:1] if test_inputs is None else [to_accel_layout(x) for x in test_inputs]
+    codegen.write_project(prog, out, fpga, board, np.asarray(tests), meta)
+    return prog, Path(out)
+
+
+def run_csim(project: Path) -> dict:
+    """C-simulate a project on its test inputs; compare bit for bit with the golden model and with float64.
+
+    Raises
+    ------
+    VerificationError
+        If any value of any tensor differs from the golden model.
+    """
+    project = Path(project)
+    if not (project / "program.json").exists():
+        raise InputError(f"{project} is not an edgevit HLS project (no program.json); create one with `edgevit hls MODEL -o DIR`")
+    prog, _ = codegen.load_program(project)
+    samples = np.load(project / "samples.npy")
+    outputs, probes = csim.simulate_project(project, probes=True)
+    fo = prog.formats[prog.output]
+    mismatches, errors, agree = {}, [], 0
+    for x, out, probe in zip(samples, outputs, probes):
+        env = prog.run_fixed(prog.quantize_input(x))
+        off = 0
+        for name, shape in prog.shapes.items():
+            n = int(np.prod(shape))
+            mismatches[name] = mismatches.get(name, 0) + int((probe[off:off + n] != env[name].ravel()).sum())
+            off += n
+        ref = prog.run_float(x)[prog.output].ravel()
+        got = to_float(out, fo)
+        errors.append(float(np.abs(got - ref).max()))
+        agree += int(np.argmax(got) == np.argmax(ref))
+    total = sum(mismatches.values())
+    result = {"inputs": len(samples), "mismatches": total, "per_tensor_mismatches": mismatches,
+              "max_abs_error_vs_float": max(errors), "output_format": str(fo),
+              "argmax_agreement": agree / len(samples)}
+    if total:
+        bad = [k for k, v in mismatches.items() if v]
+        raise VerificationError(f"C-simulation differs from the golden model in {total} values (tensors {bad[:5]})")
+    return result
+
+
+def parse_formats(specs: list[str]) -> dict:
+    """``name=W,I`` strings to format overrides."""
+    out = {}
+    for spec in specs or []:
+        try:
+            name, wi = spec.split("=")
+            w, i = (int(v) for v in wi.split(","))
+        except ValueError:
+            raise InputError(f"bad --format '{spec}': expected TENSOR=W,I such as l3_linear.out=16,6") from None
+        out[name] = Fmt(w, i)
+    return out

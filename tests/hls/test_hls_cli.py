@@ -1,0 +1,67 @@
+"""``edgevit hls`` through a bare argparse harness (the top-level CLI wires in the same ``register``)."""
+
+import argparse
+import json
+
+import pytest
+
+from edgevit.errors import EdgevitError, InputError, ToolMissingError, UnknownNameError
+from edgevit.hls import cli, csim
+
+
+def _run(argv):
+    parser = argparse.ArgumentParser(prog="edgevit")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_generate_build_report(tmp_path, capsys):
+    out = tmp_path / "tiny_hls"
+    assert _run(["hls", "tiny_mobilevit", "--board", "pynq-z2", "-o", str(out), "--format", "input=16,4"]) == 0
+    assert json.loads((out / "program.json").read_text())["formats"]["input"] == [16, 4]
+    text = capsys.readouterr().out
+    assert "NOT run" in text
+    for name in ("top.cpp", "model.h", "tb.cpp", "params.bin", "regmap.json", "regmap.h", "hls.tcl", "vivado_bd.tcl"):
+        assert (out / name).exists(), name
+    regmap = json.loads((out / "regmap.json").read_text())
+    assert [r["offset"] for r in regmap["registers"][4:]] == ["0x10", "0x1c", "0x28", "0x34"]
+    assert "set_part xc7z020clg400-1" in (out / "hls.tcl").read_text()
+    assert "processing_system7" in (out / "vivado_bd.tcl").read_text()
+    assert _run(["hls", "build", str(out), "--csim"]) == 0
+    assert "0 mismatches" in capsys.readouterr().out
+    assert _run(["hls", "report", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["fits"] and rep["resources"]["dsp"] <= 220
+
+
+def test_errors_are_edgevit_errors(tmp_path):
+    with pytest.raises(InputError):
+        _run(["hls", "report", str(tmp_path)])
+    with pytest.raises(UnknownNameError):
+        _run(["hls", "no_such_model", "-o", str(tmp_path / "x")])
+    with pytest.raises(UnknownNameError):
+        _run(["hls", "tiny_mobilevit", "--board", "no_such_board", "-o", str(tmp_path / "y")])
+    with pytest.raises(InputError):
+        _run(["hls", "tiny_mobilevit", "--format", "bad", "-o", str(tmp_path / "z")])
+    with pytest.raises(EdgevitError):
+        _run(["hls", "build", str(tmp_path)])
+
+
+def test_missing_gxx_is_reported(monkeypatch):
+    monkeypatch.setattr(csim.shutil, "which", lambda name: None)
+    with pytest.raises(ToolMissingError, match="apt-get install g\\+\\+"):
+        csim.compiler()
+
+
+def test_report_refuses_a_design_that_does_not_fit(tmp_path, capsys):
+    out = tmp_path / "tiny_hls"
+    assert _run(["hls", "tiny_mobilevit", "--board", "pynq-z2", "-o", str(out)]) == 0
+    doc = json.loads((out / "program.json").read_text())
+    for layer in doc["layers"]:
+        if layer["kind"] == "linear":
+            layer["attrs"].update(li=64, lo=64)   # 4096 MACs: far beyond PYNQ-Z2's 220 DSPs
+    (out / "program.json").write_text(json.dumps(doc))
+    with pytest.raises(EdgevitError, match="does not fit"):
+        _run(["hls", "report", str(out)])
+    assert "DOES NOT FIT" in capsys.readouterr().out

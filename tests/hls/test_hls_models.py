@@ -1,0 +1,108 @@
+"""End to end through generated projects: the tiny MobileViT on digits and mobilevit_xxs's MobileViT block."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgevit.hls import csim, estimator, project
+from edgevit.hls.fixed import to_float
+from edgevit.hls.tiny_models import digits_split, trained_tiny_mobilevit
+from edgevit.targets import get_target
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    return trained_tiny_mobilevit()
+
+
+def test_tiny_mobilevit_csim_matches_float(tiny, tmp_path):
+    xtr, _, xte, yte = digits_split()
+    prog, out = project.generate(tiny, (1, 1, 8, 8), "pynq-z2", tmp_path / "tiny", [x[None] for x in xtr[:200]],
+                                 test_inputs=[x[None] for x in xte])
+    assert prog.cpu_layers == []
+    result = project.run_csim(out)             # raises on any golden-model mismatch
+    assert result["mismatches"] == 0
+    outputs, _ = csim.simulate_project(out)
+    pred = np.array([np.argmax(o) for o in outputs])
+    with torch.no_grad():
+        ref = tiny(torch.from_numpy(xte)).argmax(1).numpy()
+    acc_float, acc_csim, agree = (ref == yte).mean(), (pred == yte).mean(), (pred == ref).mean()
+    print(f"tiny MobileViT on digits ({len(yte)} test images): float {100 * acc_float:.2f} %, "
+          f"C-sim {100 * acc_csim:.2f} %, agreement {100 * agree:.2f} %, "
+          f"max logit error {result['max_abs_error_vs_float']:.3g}")
+    assert acc_float >= 0.95
+    assert agree >= 0.99 and acc_float - acc_csim <= 0.005
+    assert estimator.report(prog, get_target("pynq-z2").require_fpga())["fits"]
+
+
+def test_mobilevit_xxs_block_error(tmp_path):
+    from edgevit import zoo
+
+    block = zoo.build("mobilevit_xxs").stages[2][1]       # MobileViT block: 48 ch, 32x32, 2 transformer layers
+    rng = np.random.default_rng(0)
+    shape = (1, 48, 32, 32)
+    calib = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
+    test = [rng.standard_normal(shape).astype(np.float32)]
+    prog, out = project.generate(block, shape, "zcu102", tmp_path / "xxs_block", calib, test_inputs=test)
+    assert prog.cpu_layers == []
+    outputs, _ = csim.simulate_project(out)
+    got = to_float(outputs[0], prog.formats[prog.output])
+    with torch.no_grad():
+        ref = block(torch.from_numpy(test[0]))[0].permute(1, 2, 0).numpy().ravel()
+    err = np.abs(got - ref)
+    print(f"mobilevit_xxs MobileViT block: max abs error {err.max():.3g}, mean {err.mean():.3g}, "
+          f"output peak {np.abs(ref).max():.3g}, format {prog.formats[prog.output]}")
+    assert err.max() <= 0.02 * np.abs(ref).max()
+    golden = prog.run_fixed(prog.quantize_input(project.to_accel_layout(test[0])))[prog.output].ravel()
+    assert (outputs[0] == golden).all()
+
+
+def _mixer_module(mixer):
+    from timm.models.efficientformer import MetaBlock2d, Pooling
+    from timm.models.swiftformer import Block, EfficientAdditiveAttention
+
+    torch.manual_seed(0)
+    if mixer == "efficientformer_pooling":
+        return Pooling(3)
+    if mixer == "efficientformer_metablock2d":    # pool mixer with fused layer scale and residual, BN-folded MLP
+        module = MetaBlock2d(32, layer_scale_init_value=0.5)
+    elif mixer == "swiftformer_additive_attention":
+        return EfficientAdditiveAttention(32, 32)
+    else:
+        module = Block(32, layer_scale_init_value=0.5)
+    for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):   # non-trivial BN statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    return module
+
+
+@pytest.mark.parametrize("mixer", ["efficientformer_pooling", "efficientformer_metablock2d",
+                                   "swiftformer_additive_attention", "swiftformer_block"])
+def test_token_mixer_modules_against_torch(mixer, tmp_path):
+    module = _mixer_module(mixer).eval()
+    shape = (1, 32, 7, 7)
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
+    test = [rng.standard_normal(shape).astype(np.float32)]
+    prog, out = project.generate(module, shape, "zcu102", tmp_path / mixer, calib, test_inputs=test)
+    assert prog.cpu_layers == []
+    outputs, _ = csim.simulate_project(out)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(test[0]))[0].permute(1, 2, 0).numpy().ravel()
+    err = float(np.abs(to_float(outputs[0], prog.formats[prog.output]) - ref).max())
+    print(f"{mixer}: max abs error vs torch {err:.3g} (output peak {np.abs(ref).max():.3g})")
+    assert err <= 0.01 * np.abs(ref).max()
+    golden = prog.run_fixed(prog.quantize_input(project.to_accel_layout(test[0])))[prog.output].ravel()
+    assert (outputs[0] == golden).all()
+
+
+def test_unsupported_layers_are_left_to_the_cpu():
+    from timm.layers import ConvNormAct
+
+    from edgevit.hls.torch_import import lower
+
+    model = torch.nn.Sequential(ConvNormAct(3, 8, 3), torch.nn.MaxPool2d(2), ConvNormAct(8, 8, 1)).eval()
+    prog = lower(model, (1, 3, 8, 8))
+    assert [layer.kind for layer in prog.layers] == ["im2col", "linear"]
+    assert prog.cpu_layers[0].startswith("1 (MaxPool2d") and prog.cpu_layers[1].startswith("2 (ConvNormAct")

@@ -1,0 +1,37 @@
+"""Small hand-built ONNX models for tests (a module name unique across test folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def tiny_cnn_onnx(path: Path, batch: int | str = 1) -> Path:
+    """A small Conv-Relu-GlobalAveragePool-Flatten-Gemm classifier as ONNX (seeded weights).
+
+    ``batch`` may be a string to make the batch dimension symbolic.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
+    fc = numpy_helper.from_array(rng.standard_normal((10, 8)).astype(np.float32), "fc")
+    fcb = numpy_helper.from_array(rng.standard_normal(10).astype(np.float32), "fcb")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "tiny_cnn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])],
+                              initializer=[w, b, fc, fcb])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
