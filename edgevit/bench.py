@@ -1,4 +1,4 @@
-"""``edgevit bench``: latency of edgevit's build against onnxruntime, same input, same thread count.
+"""``edgevit bench``: latency of edgevit's build against onnxruntime (and LiteRT), same input, same thread count.
 
 A benchmark, not a test: numbers depend on the machine and its load. Only the host can be timed here;
 builds for boards run under qemu, whose timings say nothing about a real board.
@@ -6,27 +6,151 @@ builds for boards run under qemu, whose timings say nothing about a real board.
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .errors import EdgevitError
-from .reference import compare, onnxruntime_session, random_inputs
+from .reference import compare, random_inputs
 from .settings import seed
 from .tables import format_table
 
 
-def _time(fn, runs: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+def _time_in_workers(models: dict[str, tuple[str, str]], inputs: list, threads: int, runs: int, warmup: int,
+                     tmp: Path) -> tuple[dict[str, list[float]], dict[str, list], float | None]:
+    """Time each engine in a process of its own, the engines taking turns in blocks of runs.
+
+    Why: timed in one process, one run each in turn, the engines measured each other's idle threads, not
+    their speed. After a run onnxruntime's intra-op threads spin-wait for more work, so at 2 threads on 2 cores
+    edgevit shared its second core with them: on an idle machine mobilevit_xxs took 35 ms interleaved, 10-11 ms
+    alone or interleaved with onnxruntime's spinning off (1 thread: ~14 ms). Here an engine waits on a pipe
+    while another is timed, and the next block starts only once the last engine's threads have stopped
+    spinning (``_wait_until_idle``). Taking turns in blocks still spreads slow changes of the machine's load
+    over all engines. Each engine keeps its default threading. Other processes still skew timings, 2-thread
+    ones most (spin-waiting suffers when cores are shared): hence the share of CPU they took, measured here.
+
+    ``models`` maps an engine name to (Python executable, model path). Returns run times and outputs per engine
+    and the share of the machine's CPU that other processes used while engines were timed (None if unknown).
+    """
+    import json
+    import subprocess
+
+    import numpy as np
+
+    np.savez(tmp / "inputs.npz", *inputs)
+    checkout = str(Path(__file__).resolve().parents[1])  # the LiteRT venv has no edgevit installed
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join([checkout, os.environ.get("PYTHONPATH", "")])}
+    logs = {name: (tmp / f"{name}.log").open("w") for name in models}
+    workers = {name: subprocess.Popen([python, "-m", "edgevit.bench_worker", name, model, str(tmp / "inputs.npz"),
+                                       str(tmp / f"{name}-outputs.npz"), str(threads)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=logs[name], text=True, env=env)
+               for name, (python, model) in models.items()}
+    try:
+        for name, worker in workers.items():
+            if worker.stdout.readline().strip() != "ready":
+                log = (tmp / f"{name}.log").read_text().strip().splitlines() or ["no message"]
+                raise EdgevitError(f"the {name} benchmark process failed to load the model: {log[-1]}")
+
+        def block(name: str, n: int) -> list[float]:
+            busy, start = _busy_cpu_seconds(), time.perf_counter()
+            workers[name].stdin.write(f"{n}\n")
+            workers[name].stdin.flush()
+            line = workers[name].stdout.readline()
+            if not line:
+                log = (tmp / f"{name}.log").read_text().strip().splitlines() or ["no message"]
+                raise EdgevitError(f"the {name} benchmark process died: {log[-1]}")
+            answer = json.loads(line)
+            if busy is not None:
+                other[0] += _busy_cpu_seconds() - busy - answer["cpu_s"]
+                other[1] += (time.perf_counter() - start) * (os.cpu_count() or 1)
+            _wait_until_idle(workers[name].pid)
+            return answer["seconds"]
+
+        rounds = max(1, min(5, runs))
+        seconds = {name: [] for name in workers}
+        other = [0.0, 0.0]  # CPU seconds of other processes, CPU seconds available, over the timed blocks
+        for name in workers:
+            block(name, warmup)
+        other[:] = [0.0, 0.0]
+        for r in range(rounds):
+            for name in workers:
+                seconds[name] += block(name, runs // rounds + (r < runs % rounds))
+    finally:
+        for name, worker in workers.items():
+            worker.stdin.close()
+            worker.wait()
+            logs[name].close()
+    outputs = {}
+    for name in workers:
+        with np.load(tmp / f"{name}-outputs.npz") as data:
+            outputs[name] = [data[f"arr_{i}"] for i in range(len(data.files))]
+    return seconds, outputs, max(0.0, other[0]) / other[1] if other[1] else None
+
+
+def _wait_until_idle(pid: int, timeout: float = 2.0) -> None:
+    """Return once process ``pid`` has used no CPU for 20 ms: its thread pool has stopped spin-waiting.
+
+    Measured here at 2 threads: after a block of runs TVM's pool spins on for ~160 ms, onnxruntime's for
+    ~45 ms, LiteRT's not at all; the next engine timed would share a core with that spinning thread.
+    """
+    stat = Path(f"/proc/{pid}/stat")
+
+    def cpu_ticks() -> int:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    try:
+        last, quiet, deadline = cpu_ticks(), 0, time.monotonic() + timeout
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            now = cpu_ticks()
+            quiet, last = (quiet + 1 if now == last else 0), now
+    except (OSError, ValueError, IndexError):  # no /proc (not Linux): give spinning threads time to stop
+        time.sleep(0.3)
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (Linux ``/proc/stat``), or None elsewhere."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def fp32_peak_gflops(threads: int) -> dict:
+    """Nominal FP32 peak of this CPU: clock x vector lanes x 2 (FMA) x 2 FMA pipes x threads.
+
+    The clock is the nominal one ``/proc/cpuinfo`` reports (turbo can exceed it); lanes come from the host
+    target (16 with AVX-512, 8 with AVX2).
+    """
+    from .backends.cpu_schedules import CpuInfo
+    from .backends.tvm_compiler import make_target
+    from .targets import get_target
+
+    mhz = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                mhz = float(line.split(":")[1])
+                break
+    except OSError:
+        pass
+    lanes = CpuInfo.of(make_target(get_target("host").require_cpu().tvm)).lanes
+    return {"gflops": mhz / 1e3 * lanes * 2 * 2 * threads,
+            "formula": f"{mhz:.0f} MHz x {lanes} lanes x 2 (FMA) x 2 pipes x {threads} thread(s)"}
+
+
+def _macs(model_name: str) -> int | None:
+    from . import zoo
+
+    return zoo.stats(model_name)["macs"] if model_name in zoo.ZOO else None
 
 
 def _summary(seconds: list[float]) -> dict:
@@ -36,8 +160,10 @@ def _summary(seconds: list[float]) -> dict:
 
 
 def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, threads: int = 1,
-          input_shape: str | None = None) -> dict:
-    """Time edgevit's build and onnxruntime on the same seeded input.
+          input_shape: str | None = None, tuning_db: str | None = None, profile: bool = False) -> dict:
+    """Time edgevit's build, onnxruntime and (if converted) LiteRT on the same seeded input.
+
+    Each engine runs in a process of its own; they take turns in blocks of runs (see ``_time_in_workers``).
 
     Parameters
     ----------
@@ -46,19 +172,24 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
     target
         Must be ``host``: other targets cannot be timed on this machine.
     threads
-        Thread count for both engines (TVM reads it from ``TVM_NUM_THREADS``, set by the CLI).
+        Thread count for every engine (passed to each engine's process; TVM's as ``TVM_NUM_THREADS``).
+    tuning_db
+        Compile with this ``edgevit tune`` database (ignored for an artifact).
+    profile
+        Also time every kernel of edgevit's build (``profile`` in the report).
 
     Returns
     -------
     dict
-        Machine, model, per-engine summaries (median/min/max/std ms), ratio and numeric agreement.
+        Machine, model, per-engine summaries (median/min/max/std ms, GFLOP/s for zoo models), ratios to
+        onnxruntime, FP32 peak, numeric agreement with onnxruntime, and ``litert``: whether LiteRT ran.
     """
     from .compiler import compile_for_target
-    from .frontend import load_model
+    from .frontend import TensorSpec, load_model
     from .runtime.artifact import Artifact
-    from .runtime.tvm_runtime import CompiledModel
+    from .litert import SETUP_HINT, find_converted
     from .targets import get_target
-    from .frontend import TensorSpec
+    from .zoo import ZOO
 
     if target != "host":
         raise EdgevitError(f"cannot time target '{target}' here: its code would run under qemu, whose timings "
@@ -68,39 +199,220 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
             artifact_path = Path(model)
         else:
             artifact_path = Path(tmp) / "model.tar"
-            compile_for_target(load_model(model, input_shape), get_target("host"), artifact_path)
+            compile_for_target(load_model(model, input_shape), get_target("host"), artifact_path,
+                               tuning_db=Path(tuning_db) if tuning_db else None)
         with Artifact.open(artifact_path) as artifact:
             meta = artifact.metadata
             specs = [TensorSpec.from_json(s) for s in meta["inputs"]]
             inputs = random_inputs(specs, seed())
-            compiled = CompiledModel(artifact.library)
-            session = onnxruntime_session(artifact.reference, threads)
-            feed = dict(zip([i.name for i in session.get_inputs()], inputs))
-            ours = _time(lambda: compiled(inputs), runs, warmup)
-            peer = _time(lambda: session.run(None, feed), runs, warmup)
-            agreement = compare(compiled(inputs), session.run(None, feed))
+            models = {"edgevit": (sys.executable, str(artifact.library)),
+                      "onnxruntime": (sys.executable, str(artifact.reference))}
+            name = meta["model"]["name"]
+            zoo_model = name in ZOO and meta["model"].get("source", "").startswith("zoo:")
+            converted = find_converted(name) if zoo_model else None
+            if converted:
+                models["litert"] = (str(converted[1]), str(converted[0]))
+            litert = "ran" if converted else SETUP_HINT if zoo_model else "zoo models only"
+            load_before = os.getloadavg()[0]
+            seconds, outputs, other_cpu = _time_in_workers(models, inputs, threads, runs, warmup, Path(tmp))
+            load_after = os.getloadavg()[0]
+            agreement = {e: compare(outputs[e], outputs["onnxruntime"]).to_json() for e in outputs
+                         if e != "onnxruntime"}
+            kernels = profile_kernels(artifact.library, inputs, max(3, runs // 3)) if profile else None
     import onnxruntime
 
-    engines = {"edgevit": _summary(ours), "onnxruntime": _summary(peer)}
-    return {
+    engines = {name: _summary(values) for name, values in seconds.items()}
+    macs = _macs(meta["model"]["name"])
+    if macs:
+        for summary in engines.values():
+            summary["gflops"] = 2 * macs / (summary["median_ms"] * 1e-3) / 1e9
+    for summary in engines.values():
+        summary["ratio_vs_onnxruntime"] = summary["median_ms"] / engines["onnxruntime"]["median_ms"]
+    peak = fp32_peak_gflops(threads)
+    report = {
         "model": meta["model"]["name"], "target": meta["target"]["name"],
         "cpu": meta["target"]["tvm"].get("mcpu"), "machine": platform.machine(), "threads": threads,
-        "tuned": meta.get("tuned", False),
+        "tuned": meta.get("tuned", False), "macs": macs, "fp32_peak": peak,
         "versions": {**meta["versions"], "onnxruntime": onnxruntime.__version__},
         "engines": engines,
         "ratio_vs_onnxruntime": engines["edgevit"]["median_ms"] / engines["onnxruntime"]["median_ms"],
-        "agreement": agreement.to_json(),
+        "agreement": agreement["edgevit"], "litert": litert,
+        # other work on the machine skews timings, 2-thread ones most: say how much there was
+        "load_average": [load_before, load_after], "other_cpu_share": other_cpu,
     }
+    if "litert" in agreement:
+        report["agreement_litert"] = agreement["litert"]
+    if kernels is not None:
+        report["profile"] = kernels
+    return report
 
 
 def format_report(report: dict) -> str:
-    """The bench report as a table with a header line."""
+    """The bench report as a table with a header line (and the slowest kernels when profiled)."""
+    peak = report["fp32_peak"]["gflops"]
     rows = [[name, f"{s['median_ms']:.2f}", f"{s['min_ms']:.2f}", f"{s['max_ms']:.2f}", f"{s['std_ms']:.2f}",
-             s["runs"]] for name, s in report["engines"].items()]
+             s["runs"], f"{s['gflops']:.1f}" if "gflops" in s else "-",
+             f"{100 * s['gflops'] / peak:.0f}%" if "gflops" in s and peak else "-",
+             f"{s['ratio_vs_onnxruntime']:.2f}x" if "ratio_vs_onnxruntime" in s else "-"]
+            for name, s in report["engines"].items()]
     head = (f"{report['model']} on {report['target']} ({report['cpu']}, {report['threads']} thread(s)); "
-            f"edgevit build {'TUNED' if report['tuned'] else 'untuned (default TVM pipeline)'}")
+            f"edgevit build {'TUNED' if report['tuned'] else 'with default schedules (untuned)'}")
     agree = report["agreement"]
     tail = (f"edgevit / onnxruntime = {report['ratio_vs_onnxruntime']:.2f}x   "
             f"(outputs agree: max rel error {agree['max_rel_error']:.2g}, top-1 "
-            f"{'same' if agree['top1_agree'] else 'DIFFERENT'})")
-    return "\n".join([head, format_table(rows, ["engine", "median ms", "min ms", "max ms", "std ms", "runs"]), tail])
+            f"{'same' if agree['top1_agree'] else 'DIFFERENT'}); FP32 peak {peak:.0f} GFLOP/s "
+            f"({report['fp32_peak']['formula']})")
+    tail += f"\nmachine during the run: {_noise(report)}"
+    litert = report.get("agreement_litert")
+    litert = (f"LiteRT vs onnxruntime outputs: max rel error {litert['max_rel_error']:.2g}, top-1 "
+              f"{'same' if litert['top1_agree'] else 'DIFFERENT'}" if litert else f"LiteRT: {report.get('litert')}")
+    parts = [head, format_table(rows, ["engine", "median ms", "min ms", "max ms", "std ms", "runs", "GFLOP/s",
+                                       "% peak", "vs ORT"]), tail, litert]
+    if report.get("profile"):
+        rows = [[r["name"], r["calls"], f"{r['ms']:.3f}", f"{r['percent']:.1f}"] for r in report["profile"][:25]]
+        parts += ["", "edgevit per kernel (VM instrument; slowest 25):",
+                  format_table(rows, ["kernel", "calls", "ms / inference", "%"])]
+    return "\n".join(parts)
+
+
+def bench_all(models: list[str], threads: list[int], runs: int = 20, warmup: int = 3,
+              tuning_db: str | None = None, out_dir: Path = Path("results"), name: str = "bench_zoo") -> dict:
+    """Bench several models at several thread counts; write ``NAME.json``, ``NAME.png`` and ``NAME.md``.
+
+    Each model is compiled once, then benched at each thread count (every engine in a process of its own).
+    """
+    import json
+
+    from .compiler import compile_for_target
+    from .frontend import load_model
+    from .targets import get_target
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp:
+        for model in models:
+            artifact = Path(tmp) / f"{Path(model).stem}.tar"
+            start = time.monotonic()
+            compile_for_target(load_model(model), get_target("host"), artifact,
+                               tuning_db=Path(tuning_db) if tuning_db else None)
+            compile_s = time.monotonic() - start
+            for n in threads:
+                report = bench(str(artifact), runs=runs, warmup=warmup, threads=n)
+                report["compile_s"] = compile_s
+                rows.append(report)
+                print(f"[edgevit] {report['model']} {n} thread(s): " + ", ".join(
+                    f"{e} {s['median_ms']:.1f} ms" for e, s in report["engines"].items())
+                    + f" ({report['ratio_vs_onnxruntime']:.2f}x); {_noise(report)}",
+                    file=sys.stderr, flush=True)
+    result = {"command": " ".join(["edgevit", *sys.argv[1:]]), "machine": platform.machine(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / f"{name}.md").write_text(f"`{result['command']}` ({result['created']})\n\n"
+                                        f"```\n{format_all(result)}\n```\n")
+    plot_all(result, out_dir / f"{name}.png")
+    return result
+
+
+def _noise(report: dict, short: bool = False) -> str:
+    load, other = report.get("load_average"), report.get("other_cpu_share")
+    load = f"{load[0]:.1f}" if load else "-"
+    other = f"{100 * other:.0f}%" if other is not None else "-"
+    return f"{load}, {other}" if short else f"load average {load}, other processes used {other} of the CPU"
+
+
+def format_all(result: dict) -> str:
+    """One line per (model, threads): every engine's latency, ratios to onnxruntime and achieved GFLOP/s."""
+    from .litert import SETUP_HINT
+
+    rows = []
+    for r in result["rows"]:
+        e, o = r["engines"]["edgevit"], r["engines"]["onnxruntime"]
+        lite = r["engines"].get("litert")
+        peak = r["fp32_peak"]["gflops"]
+        rows.append([r["model"], r["threads"], f"{e['median_ms']:.1f}", f"{o['median_ms']:.1f}",
+                     f"{r['ratio_vs_onnxruntime']:.2f}x",
+                     f"{lite['median_ms']:.1f}" if lite else "-",
+                     f"{lite['ratio_vs_onnxruntime']:.2f}x" if lite else "-",
+                     f"{e.get('gflops', 0):.1f}", f"{o.get('gflops', 0):.1f}",
+                     f"{100 * e.get('gflops', 0) / peak:.0f}%" if peak else "-",
+                     f"{r['agreement']['max_rel_error']:.1g}", "TUNED" if r["tuned"] else "default",
+                     _noise(r, short=True)])
+    table = format_table(rows, ["model", "threads", "edgevit ms", "onnxruntime ms", "ratio", "LiteRT ms",
+                                "LiteRT ratio", "edgevit GFLOP/s", "ORT GFLOP/s", "edgevit % peak", "rel err",
+                                "schedules", "load avg, other CPU"])
+    missing = sorted({r["model"] for r in result["rows"] if r.get("litert") == SETUP_HINT})
+    notes = ["ratios are to onnxruntime; each engine ran in a process of its own, the engines taking turns. "
+             "load avg: 1-minute load average before the run (counts the bench's own threads); other CPU: the "
+             "share of all cores that other processes used while the engines were timed (above ~5%, 2-thread "
+             "timings are not clean)"]
+    if missing:
+        notes.append(f"LiteRT {SETUP_HINT}: {', '.join(missing)}")
+    return "\n".join([table, *notes])
+
+
+def plot_all(result: dict, path: Path) -> None:
+    """Bar chart of median latency per model and engine, one panel per thread count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = sorted({r["threads"] for r in result["rows"]})
+    engines = [e for e in ("edgevit", "onnxruntime", "litert") if any(e in r["engines"] for r in result["rows"])]
+    width = 0.8 / len(engines)
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
+    for ax, n in zip(axes[0], threads):
+        rows = [r for r in result["rows"] if r["threads"] == n]
+        xs = range(len(rows))
+        for i, engine in enumerate(engines):
+            ax.bar([x + (i - (len(engines) - 1) / 2) * width for x in xs],
+                   [r["engines"][engine]["median_ms"] if engine in r["engines"] else 0 for r in rows], width,
+                   label=engine)
+        for x, r in zip(xs, rows):
+            ax.text(x, max(s["median_ms"] for s in r["engines"].values()),
+                    f"{r['ratio_vs_onnxruntime']:.2f}x", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(xs), [r["model"] for r in rows], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("median latency (ms)")
+        ax.set_title(f"{n} thread(s), batch 1 (labels: edgevit / onnxruntime)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def profile_kernels(library: Path, inputs: list, runs: int = 10) -> list[dict]:
+    """Time every call the Relax VM makes (kernels and builtins) over ``runs`` inferences.
+
+    Uses the VM's instrument hook (TVM 0.27 has no profiling VM): a callback before and after each call.
+
+    Returns
+    -------
+    list[dict]
+        One row per called function, slowest first: ``name``, ``calls`` per inference, ``ms`` per inference
+        and ``percent`` of the total.
+    """
+    import tvm.runtime
+    from tvm.runtime import vm
+
+    machine = vm.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.runtime.cpu())
+    tensors = [tvm.runtime.tensor(x) for x in inputs]
+    machine["main"](*tensors)
+    totals: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    started = [0.0]
+
+    def instrument(_func, name, before, _ret, *_args):
+        if before:
+            started[0] = time.perf_counter()
+        else:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - started[0]
+            calls[name] = calls.get(name, 0) + 1
+        return 0  # VMInstrumentReturnKind.NO_OP
+
+    machine.set_instrument(instrument)
+    for _ in range(runs):
+        machine["main"](*tensors)
+    total = sum(totals.values()) or 1.0
+    rows = [{"name": n, "calls": calls[n] // runs, "ms": t * 1e3 / runs, "percent": 100 * t / total}
+            for n, t in totals.items()]
+    return sorted(rows, key=lambda r: -r["ms"])

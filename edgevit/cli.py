@@ -39,13 +39,18 @@ def cmd_models(args) -> int:
                      "macs": stats["macs"], "input_shape": list(entry.input_shape)})
     if progress:
         print("\r".ljust(60) + "\r", end="", file=sys.stderr)
+    from .moe.models import format_task_builds, task_build_rows
+
+    moe_rows = task_build_rows()
     if args.json:
-        _print_json(rows, "-")
+        _print_json(rows + moe_rows, "-")
         return 0
     print(format_table([[r["name"], r["family"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.0f}",
                    "x".join(map(str, r["input_shape"][1:]))] for r in rows],
                  ["model", "family", "params (M)", "MACs (M)", "input"]))
     print("\nWeights are random (timm, pretrained=False, seeded): no model hub here. Any .onnx file works too.")
+    print(f"\nMixture-of-experts ViTs (models/moe_vit.py, trained on digits), one build per task:\n"
+          f"{format_task_builds(moe_rows)}")
     return 0
 
 
@@ -78,13 +83,45 @@ def cmd_compile(args) -> int:
     target.require_cpu()
     model = load_model(args.model, args.input_shape)
     output = Path(args.output or f"{model.name}-{target.name}.tar")
-    metadata = compile_for_target(model, target, output)
+    metadata = compile_for_target(model, target, output, tuning_db=args.tuning_db)
     if args.json:
         _print_json(metadata, "-")
     else:
         shapes = ", ".join(f"{s['name']} {s['dtype']}{s['shape']}" for s in metadata["inputs"])
+        kind = f"tuned build (database {args.tuning_db})" if args.tuning_db else "default schedules, untuned"
         print(f"{output}: {model.name} for {target.name} ({metadata['target']['arch']}), inputs {shapes}; "
-              f"untuned TVM build ({sum(metadata['timings'].values()):.1f} s)")
+              f"{kind} ({sum(metadata['timings'].values()):.1f} s)")
+        moe = metadata["model"].get("moe")
+        if moe:
+            print(f"task build {moe['name']}: experts per MoE layer {moe['experts']} of {moe['experts_total']}, "
+                  f"{moe['params']:,} parameters ({moe['params_all_tasks']:,} for all tasks)")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from .backends import tuning, tvm_compiler
+    from .frontend import load_model
+    from .targets import get_target
+
+    target = get_target(args.target)
+    target.require_cpu()
+    rpc = None
+    if args.rpc_tracker:
+        host, _, port = args.rpc_tracker.rpartition(":")
+        if not host or not port.isdigit() or not args.rpc_key:
+            raise InputError("--rpc-tracker takes HOST:PORT and needs --rpc-key KEY")
+        rpc = tuning.RpcSettings(host, int(port), args.rpc_key)
+    model = load_model(args.model, args.input_shape)
+    database = Path(args.db or f"{model.name}-{target.name}.tuning")
+    mod = tvm_compiler.import_onnx(model.load(), model.inputs)
+    summary = tuning.tune(mod, target, database, trials=args.trials, rpc=rpc)
+    rows = [[k["kernel"], k["calls"], f"{k['baseline_s'] * 1e3:.3f}" if k["baseline_s"] else "-",
+             f"{k['tuned_s'] * 1e3:.3f}" if k["tuned_s"] else "-", k["uses"]] for k in summary["kernels"]]
+    print(format_table(rows, ["kernel", "calls", "default ms", "best tuned ms", "database uses"]))
+    better = sum(k["uses"] == "tuned" for k in summary["kernels"])
+    print(f"\n{database}: {better} of {len(rows)} kernels beat the default schedules in {args.trials} trials each "
+          f"({summary['seconds']:.0f} s). Use it: edgevit compile {args.model} --target {target.name} "
+          f"--tuning-db {database}")
     return 0
 
 
@@ -169,10 +206,23 @@ def cmd_run(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench, format_report
+    from . import zoo
+    from .bench import bench, bench_all, format_all, format_report
 
-    report = bench(args.model, args.target, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                   input_shape=args.input_shape)
+    try:
+        threads = [int(t) for t in str(args.threads).split(",")]
+    except ValueError:
+        raise InputError(f"--threads takes a count or a list like 1,2, not '{args.threads}'") from None
+    if args.model == "all" or len(threads) > 1:
+        models = list(zoo.ZOO) if args.model == "all" else [args.model]
+        result = bench_all(models, threads, runs=args.runs, warmup=args.warmup, tuning_db=args.tuning_db,
+                           out_dir=Path(args.results), name=args.name)
+        print(format_all(result))
+        print(f"\nwrote {args.results}/{args.name}.json, .md and .png")
+        return 0
+    os.environ["TVM_NUM_THREADS"] = str(threads[0])
+    report = bench(args.model, args.target, runs=args.runs, warmup=args.warmup, threads=threads[0],
+                   input_shape=args.input_shape, tuning_db=args.tuning_db, profile=args.profile)
     print(format_report(report))
     if args.json:
         _print_json(report, args.json)
@@ -207,8 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", help="artifact to write (default MODEL-TARGET.tar)")
     p.add_argument("--input-shape", help="static input shape for ONNX files with symbolic dims: "
                    "1,3,224,224 or NAME:1,3,224,224[;NAME2:...]")
+    p.add_argument("--tuning-db", metavar="DIR", help="apply kernels from an `edgevit tune` database")
     p.add_argument("--json", action="store_true", help="print the artifact metadata as JSON")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("tune", help="search faster kernels with MetaSchedule (default schedules as baseline)")
+    p.add_argument("model", help="zoo name or .onnx file")
+    p.add_argument("--target", "-t", default="host", help="target name (default host)")
+    p.add_argument("--trials", type=int, default=32, help="search trials per kernel (default 32)")
+    p.add_argument("--db", metavar="DIR", help="database directory to write (default MODEL-TARGET.tuning)")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a board registered with this tracker")
+    p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker")
+    p.add_argument("--input-shape", help="as for compile")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("run", help="run an artifact (aarch64 ones under qemu here) and optionally verify it")
     p.add_argument("artifact", help="an artifact .tar from `edgevit compile`")
@@ -223,12 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="benchmark a model's edgevit build against onnxruntime on this CPU")
-    p.add_argument("model", help="zoo name, .onnx file or artifact .tar built for host")
+    p = sub.add_parser("bench", help="benchmark a model's edgevit build against onnxruntime (and LiteRT) "
+                       "on this CPU")
+    p.add_argument("model", help="zoo name, .onnx file, artifact .tar built for host, or 'all' (whole zoo)")
     p.add_argument("--target", "-t", default="host", help="only 'host' can be timed here (default host)")
     p.add_argument("--runs", type=int, default=30, help="timed runs per engine (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    p.add_argument("--threads", type=int, default=1, help="threads for every engine (default 1)")
+    p.add_argument("--threads", default="1", help="threads for every engine: a count or a list like 1,2 "
+                   "(default 1)")
+    p.add_argument("--tuning-db", metavar="DIR", help="compile with an `edgevit tune` database")
+    p.add_argument("--profile", action="store_true", help="also print edgevit's time per kernel")
+    p.add_argument("--results", default="results", help="folder for JSON/PNG/markdown of 'all' or several "
+                   "thread counts (default results)")
+    p.add_argument("--name", default="bench_zoo", help="file name stem under --results (default bench_zoo)")
     p.add_argument("--input-shape", help="as for compile")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' for stdout)")
     p.set_defaults(func=cmd_bench)
@@ -237,12 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", nargs="?", default="aarch64", choices=["aarch64"])
     p.set_defaults(func=cmd_prepare)
 
+    from .distributed import cli as distributed_cli
+    from .hls import cli as hls_cli
+    from .pynq import cli as pynq_cli
+
+    hls_cli.register(sub)
+    pynq_cli.register(sub)
+    distributed_cli.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "threads", None):
+    if str(getattr(args, "threads", "")).isdigit():
         os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read once, when TVM's thread pool starts
     try:
         return args.func(args)

@@ -23,7 +23,8 @@ def _say(message: str) -> None:
     print(f"[edgevit] {message}", file=sys.stderr, flush=True)
 
 
-def compile_for_target(model: ImportedModel, target: Target, output: Path, command: str | None = None) -> dict:
+def compile_for_target(model: ImportedModel, target: Target, output: Path, command: str | None = None,
+                       tuning_db: Path | None = None) -> dict:
     """Compile an imported model for a target's CPU and write a self-describing artifact.
 
     Parameters
@@ -36,6 +37,9 @@ def compile_for_target(model: ImportedModel, target: Target, output: Path, comma
         The artifact ``.tar`` to write.
     command
         The command line recorded in the metadata (defaults to this process's).
+    tuning_db
+        A database from ``edgevit tune`` for this target: its kernels replace the default schedules where
+        they measured faster.
 
     Returns
     -------
@@ -53,7 +57,12 @@ def compile_for_target(model: ImportedModel, target: Target, output: Path, comma
          f"({cpu.arch}, {cpu.tvm.get('mcpu', 'generic')})")
 
     start = time.monotonic()
-    executable = tvm_compiler.build(mod, cpu)
+    database = None
+    if tuning_db is not None:
+        from .backends import tuning
+
+        database = tuning.load_database(Path(tuning_db), target.name)
+    executable = tvm_compiler.build(mod, cpu, database)
     timings["build"] = time.monotonic() - start
     with tempfile.TemporaryDirectory(prefix="edgevit-build-") as tmp:
         library = Path(tmp) / LIBRARY
@@ -63,14 +72,15 @@ def compile_for_target(model: ImportedModel, target: Target, output: Path, comma
         linker = cpu.cross_compiler.command if cpu.cross_compiler else "g++"
         _say(f"built in {timings['build']:.1f} s, linked with {linker} in {timings['link']:.1f} s")
         metadata = {
-            "model": {"name": model.name, "family": model.family, "source": model.source},
+            "model": {"name": model.name, "family": model.family, "source": model.source, **model.extra},
             "inputs": [s.to_json() for s in model.inputs],
             "outputs": [s.to_json() for s in outputs],
             "target": {"name": target.name, "description": target.description, "arch": cpu.arch,
                        "tvm": cpu.tvm},
             "library": LIBRARY,
             "reference": REFERENCE,
-            "tuned": False,
+            "tuned": tuning_db is not None,
+            "tuning_db": str(tuning_db) if tuning_db is not None else None,
             "versions": {"edgevit": __version__, **tvm_compiler.versions()},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": command or shlex.join(["edgevit", *sys.argv[1:]]),

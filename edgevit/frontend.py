@@ -70,17 +70,23 @@ def parse_input_shape(text: str) -> dict[str | None, tuple[int, ...]]:
 
 
 def load_model(spec: str, input_shape: str | None = None) -> ImportedModel:
-    """Import a zoo model by name or an ONNX file by path.
+    """Import a zoo model by name, an MoE-ViT task build (``moe_vit_tiny:parity``) or an ONNX file by path.
 
     Parameters
     ----------
     spec
-        A zoo name (``edgevit models``) or a path to an ``.onnx`` file.
+        A zoo name or MoE-ViT ``PRESET[:TASK]`` (``edgevit models``), or a path to an ``.onnx`` file.
     input_shape
         Static input shape(s) for ONNX files whose inputs have symbolic dimensions (see ``parse_input_shape``).
     """
     if spec.endswith(".onnx") or Path(spec).exists():
         return from_onnx_file(Path(spec), input_shape)
+    from . import moe
+
+    if moe.is_moe_name(spec):
+        if input_shape:
+            raise InputError("--input-shape applies to ONNX files; MoE-ViT models have a fixed input size")
+        return _export_moe(spec)
     entry = zoo.get_entry(spec)
     if input_shape:
         raise InputError("--input-shape applies to ONNX files; zoo models have a fixed input size")
@@ -97,6 +103,20 @@ def _export_zoo(entry: zoo.ZooEntry) -> ImportedModel:
         _export_torch(model, entry.input_shape, path)
     imported = from_onnx_file(path)
     imported.name, imported.family, imported.source = entry.name, entry.family, f"zoo:{entry.name} (timm, seed {seed()})"
+    return imported
+
+
+def _export_moe(spec: str) -> ImportedModel:
+    """One task's build of a trained MoE-ViT preset (``PRESET[:TASK]``, see :mod:`edgevit.moe`)."""
+    from . import moe
+
+    name = moe.parse_name(spec)
+    module = moe.load_task_model(spec)
+    summary = next(r for r in moe.task_build_summary(name.preset) if r["task"] == name.task_name)
+    imported = from_torch(module, module.input_shape, name=str(name))
+    imported.family = "MoE-ViT"
+    imported.source = f"models/moe_vit.py preset {name.preset}, task {name.task_name} (trained on digits)"
+    imported.extra = {"moe": summary}
     return imported
 
 

@@ -51,6 +51,7 @@ class FpgaTarget:
     lut: int
     ff: int
     axi_bits: int
+    board_part: str = ""  # Vivado board-file id (its PS presets); needs the board files installed in Vivado
 
 
 @dataclass(frozen=True)

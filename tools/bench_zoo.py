@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(zoo.ZOO), help="comma-separated zoo names (default all)")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--skip-qemu", action="store_true")
-    parser.add_argument("--json", default="results/zoo_foundation.json")
+    parser.add_argument("--json", default="results/zoo.json")
     args = parser.parse_args()
     python = None if args.skip_qemu else emulation.prepare("aarch64")
     rows = []
@@ -72,7 +72,7 @@ def main() -> int:
                    r.get("rpi4_qemu", "skipped")] for r in rows],
                  ["model", "compile host s", "compile rpi4 s", "edgevit ms", "onnxruntime ms", "ratio",
                   "host rel err", "rpi4 under qemu"]))
-    print("1 thread each; edgevit builds untuned (TVM default pipeline); qemu checks correctness, not speed.")
+    print("1 thread each; edgevit builds untuned (default schedules); qemu checks correctness, not speed.")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1) + "\n")
     return 0

@@ -6,6 +6,7 @@ Pinned to apache-tvm 0.27 with apache-tvm-ffi 0.1.14.post1 (see pyproject.toml).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -60,11 +61,65 @@ def import_onnx(model, input_specs) -> "tvm.IRModule":
                                f"{message[-1] if message else ''}") from None
 
 
-def build(mod, cpu) -> "tvm.relax.VMExecutable":
-    """Compile a Relax module for a target's CPU side."""
+def cpu_pipeline(target, database=None):
+    """The Relax pipeline edgevit compiles CPU builds with.
+
+    TVM's CPU pipeline plus: inference decompositions, weight packing and fast math before legalisation; then,
+    after fusion, the kernels of a tuning ``database`` (MetaSchedule) where it has them and edgevit's default
+    rules (``edgevit.backends.cpu_schedules``) for every other kernel.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from .cpu_schedules import DefaultCpuSchedule
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgevitCpuPipeline")
+    def _pipeline(mod, _ctx):
+        passes = [*cpu.library_dispatch_passes(target), *_prepare_passes(target), *cpu.legalize_passes(target)]
+        if database is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+        passes += [DefaultCpuSchedule(target), *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
+        with target, database if database is not None else contextlib.nullcontext():
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+def _prepare_passes(target) -> list:
+    """Relax rewrites before legalisation: inference decompositions, weight packing, fast math."""
+    from tvm import relax
+
+    from .cpu_schedules import CpuInfo
+    from .fast_math import fast_math_passes
+    from .weight_packing import PackConvWeights
+
+    return [relax.transform.DecomposeOpsForInference(), PackConvWeights(CpuInfo.of(target).lanes),
+            *fast_math_passes()]
+
+
+def fused_module(mod, cpu):
+    """The module after legalisation and fusion, before scheduling: the kernels edgevit schedules or tunes."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_passes
+
+    target = make_target(cpu.tvm)
+    with target:
+        return tvm.transform.Sequential([*_prepare_passes(target), *cpu_passes.legalize_passes(target)])(mod)
+
+
+def build(mod, cpu, database=None) -> "tvm.relax.VMExecutable":
+    """Compile a Relax module for a target's CPU side with edgevit's default schedules (and tuned kernels).
+
+    Parameters
+    ----------
+    database
+        A MetaSchedule database from ``edgevit tune`` (see ``edgevit.backends.tuning``), or None.
+    """
     import tvm
 
-    return tvm.compile(mod, target=make_target(cpu.tvm))
+    target = make_target(cpu.tvm)
+    return tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, database))
 
 
 def export_library(executable, cpu, path: Path) -> None:

@@ -1,6 +1,7 @@
 """``edgevit hls``: generate an HLS project, C-simulate it, report resources and cycles.
 
-    edgevit hls MODEL --board zcu102 -o build/mvit_hls   # MODEL: a zoo name or tiny_mobilevit
+    edgevit hls MODEL --board zcu102 -o build/mvit_hls   # MODEL: a zoo name, tiny_mobilevit or an MoE-ViT
+                                                         # task build such as moe_vit_tiny:parity
     edgevit hls build build/mvit_hls --csim
     edgevit hls report build/mvit_hls [--json]
 """
@@ -22,7 +23,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``hls`` subcommand to an argparse ``subparsers`` object; ``args.func(args)`` runs it."""
     p = subparsers.add_parser("hls", help="FPGA backend: HLS project, C-simulation, resource report",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", help="MODEL (zoo name or tiny_mobilevit), or 'build' / 'report'")
+    p.add_argument("what", help="MODEL (zoo name, tiny_mobilevit or PRESET:TASK of an MoE-ViT), or 'build' / "
+                   "'report'")
     p.add_argument("project", nargs="?", help="project directory (for build / report)")
     p.add_argument("--board", default="zcu102", help="FPGA target (targets/*.toml with [fpga]); default zcu102")
     p.add_argument("-o", "--output", help="project directory to write (MODEL mode)")
@@ -57,12 +59,21 @@ def _generate(args) -> int:
         model, shape = trained_tiny_mobilevit(), (1, 1, 8, 8)
         xtr, _, xte, _ = digits_split()
         samples, tests = [x[None] for x in xtr[:200]], [x[None] for x in xte]
+    elif _is_moe(args.what):
+        from ..moe import load_task_model
+        from ..moe.train import digits_tasks
+
+        model = load_task_model(args.what)
+        shape = model.input_shape
+        xtr, _, xte, _ = digits_tasks()
+        samples, tests = [x[None] for x in xtr[:200]], [x[None] for x in xte]
     else:
         from .. import zoo
 
         if args.what not in zoo.ZOO:
-            raise UnknownNameError(f"unknown model '{args.what}' for hls: use {TINY} or a zoo model "
-                                   f"({', '.join(zoo.ZOO)}); the HLS backend reads torch modules, not ONNX files")
+            raise UnknownNameError(f"unknown model '{args.what}' for hls: use {TINY}, an MoE-ViT task build "
+                                   f"(moe_vit_tiny:digit) or a zoo model ({', '.join(zoo.ZOO)}); the HLS backend "
+                                   f"reads torch modules, not ONNX files")
         shape = zoo.get_entry(args.what).input_shape
         model = zoo.build(args.what)
         rng = np.random.default_rng(seed())
@@ -77,11 +88,25 @@ def _generate(args) -> int:
     for entry in prog.cpu_layers:
         print(f"  runs on the ARM CPU: {entry}")
     print(f"lanes {rep['lanes']}: estimated {_usage(rep)}, {rep['latency_ms']:.3f} ms")
+    if any(layer.kind == "moe_experts" for layer in prog.layers):
+        from .torch_import import to_accel_layout
+
+        routes = [prog.run_fixed(prog.quantize_input(to_accel_layout(x))) for x in tests]
+        t = estimator.moe_weight_traffic(prog, routes)
+        print(f"MoE expert weights per image ({len(tests)} test inputs): {t['reordered'] / 1024:.1f} KiB with patch "
+              f"reordering, {t['per_patch'] / 1024:.1f} KiB without ({t['reduction_vs_per_patch']:.1f}x), "
+              f"{t['all_experts'] / 1024:.1f} KiB for every expert of the build")
     if not rep["fits"]:
         print(f"WARNING: even the smallest lane choice does not fit {args.board}; the project was written, but "
               f"`edgevit hls report` will refuse it")
     print(NOTICE)
     return 0
+
+
+def _is_moe(name: str) -> bool:
+    from ..moe import is_moe_name
+
+    return is_moe_name(name)
 
 
 def _usage(rep: dict) -> str:

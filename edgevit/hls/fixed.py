@@ -1,8 +1,9 @@
 """Fixed-point formats and the integer arithmetic shared by the golden model and the HLS kernels.
 
 A value of format ``Fmt(w, i)`` is stored as a raw signed integer ``r`` (``int64`` in numpy) meaning
-``r / 2**frac`` with ``frac = w - i``; this is ``ap_fixed<w, i, AP_RND, AP_SAT>``. Converting to a format rounds
-half up (``floor(x + 1/2)``, what ``AP_RND`` does) and then saturates, exactly as ``ap_fixed`` assignment does.
+``r / 2**frac`` with ``frac = w - i``, the meaning of ``ap_fixed<w, i, AP_RND, AP_SAT>``. Converting to a format
+rounds half up (``floor(x + 1/2)``, what ``AP_RND`` does) and then saturates, as ``ap_fixed`` assignment does and
+as the units' runtime ``requant`` (``hw/include/edgevit/fixed.h``) does.
 Shifts inside the nonlinear units are floor shifts (``>>``), the same in C++ and numpy.
 """
 
@@ -23,10 +24,6 @@ class Fmt:
     @property
     def frac(self) -> int:
         return self.w - self.i
-
-    @property
-    def cpp(self) -> str:
-        return f"ap_fixed<{self.w}, {self.i}, AP_RND, AP_SAT>"
 
     @property
     def lo(self) -> int:

@@ -21,44 +21,52 @@ def _interp(table, idx, r, bits):
     return a + (((b - a) * r) >> bits)
 
 
-def _table_abs(table, step_log2: int, a, frac: int):
-    bits = frac - step_log2
-    idx = shift(a, bits)
+ACT_FRAC = tb.TABLE_FRAC   # the epilogue's internal activation format (activation.h): 20 fractional bits,
+ACT_FMT = Fmt(40, 20)     # range +-2^19, whatever the layer
+
+
+def _table_abs(table, step_log2: int, a):
+    bits = ACT_FRAC - step_log2
+    idx = a >> bits
     last = len(table) - 1
-    if bits <= 0:
-        return table[np.minimum(idx, last)]
-    inside = np.minimum(idx, last - 1)
-    out = _interp(table, inside, a & ((1 << bits) - 1), bits)
+    out = _interp(table, np.minimum(idx, last - 1), a & ((1 << bits) - 1), bits)
     return np.where(idx >= last, table[last], out)
 
 
-def sigmoid_raw(v, frac: int):
-    s = _table_abs(_T["SIGMOID"], tb.SIGMOID_STEP_LOG2, np.abs(v), frac)
+def sigmoid_raw(v):
+    s = _table_abs(_T["SIGMOID"], tb.SIGMOID_STEP_LOG2, np.abs(v))
     return np.where(v < 0, (1 << tb.TABLE_FRAC) - s, s)
 
 
-def activate(v, fmt: Fmt, act: str) -> np.ndarray:
-    """``activation.h``: apply ``act`` to raw values of format ``fmt``; result in ``fmt``."""
+def activate(v, act: str) -> tuple[np.ndarray, int]:
+    """``activation.h``: a table activation of raw ``v`` in the internal format ``ACT_FMT``.
+
+    Returns the raw result and its fractional bits.
+    """
     v = np.asarray(v, dtype=np.int64)
-    f = fmt.frac
-    if act == "none":
-        return v
-    if act == "relu":
-        return np.maximum(v, 0)
     if act == "gelu":
-        fy = max(f, tb.TABLE_FRAC)
-        d = _table_abs(_T["GELU_DELTA"], tb.GELU_STEP_LOG2, np.abs(v), f)
-        y = shift(np.maximum(v, 0), f - fy) - shift(d, tb.TABLE_FRAC - fy)
-        return convert(y, fy, fmt)
+        return np.maximum(v, 0) - _table_abs(_T["GELU_DELTA"], tb.GELU_STEP_LOG2, np.abs(v)), ACT_FRAC
     if act == "sigmoid":
-        return convert(sigmoid_raw(v, f), tb.TABLE_FRAC, fmt)
+        return sigmoid_raw(v), ACT_FRAC
     if act == "silu":
-        return convert(v * sigmoid_raw(v, f), f + tb.TABLE_FRAC, fmt)
+        return v * sigmoid_raw(v), 2 * ACT_FRAC
     if act == "hswish":
-        t = np.clip(v + (3 << f), 0, 6 << f)
+        t = np.clip(v + (3 << ACT_FRAC), 0, 6 << ACT_FRAC)
         sixth = ((1 << tb.TABLE_FRAC) + 3) // 6
-        return convert(v * t * sixth, 2 * f + tb.TABLE_FRAC, fmt)
+        return v * ((t * sixth) >> tb.TABLE_FRAC), 2 * ACT_FRAC
     raise ValueError(act)
+
+
+def epilogue(acc, frac: int, fo: Fmt, act: str = "none") -> np.ndarray:
+    """``activation.h``: accumulator ``acc`` (``frac`` fractional bits) through ``act`` to format ``fo``.
+
+    ReLU and none requantise straight to ``fo``; table activations run in ``ACT_FMT``, then requantise.
+    """
+    if act in ("none", "relu"):
+        y = convert(acc, frac, fo)
+        return np.maximum(y, 0) if act == "relu" else y
+    y, fy = activate(convert(acc, frac, ACT_FMT), act)
+    return convert(y, fy, fo)
 
 
 def linear(x, fx: Fmt, w, fw: Fmt, b, fo: Fmt, act="none", res=None, fr: Fmt | None = None):
@@ -66,7 +74,7 @@ def linear(x, fx: Fmt, w, fw: Fmt, b, fo: Fmt, act="none", res=None, fr: Fmt | N
     acc = np.asarray(x, np.int64) @ np.asarray(w, np.int64).T
     if b is not None:
         acc = acc + np.asarray(b, np.int64)
-    y = activate(convert(acc, fx.frac + fw.frac, fo), fo, act)
+    y = epilogue(acc, fx.frac + fw.frac, fo, act)
     if res is not None:
         f = max(fo.frac, fr.frac)
         y = convert(shift(y, fo.frac - f) + shift(res, fr.frac - f), f, fo)
@@ -161,7 +169,7 @@ def depthwise_conv(x, fx: Fmt, w, fw: Fmt, b, fo: Fmt, stride: int, pad: int, ac
     acc = np.einsum("hwijc,cij->hwc", cols, np.asarray(w, np.int64))
     if b is not None:
         acc = acc + np.asarray(b, np.int64)
-    return activate(convert(acc, fx.frac + fw.frac, fo), fo, act)
+    return epilogue(acc, fx.frac + fw.frac, fo, act)
 
 
 def _patches(x, k: int, stride: int, pad: int):
@@ -241,3 +249,50 @@ def additive_attention(qn, fq: Fmt, kn, fk: Fmt, wg, fw: Fmt, fo: Fmt):
     an = (a * rs) >> (j + tb.TABLE_FRAC - NORM_FRAC)
     g = shift(an @ qn, fq.frac)
     return convert(g[None, :] * kn, NORM_FRAC + fk.frac, fo)
+
+
+GATE_FMT = Fmt(16, 2)   # MoE gate weights in [0, 1]: 14 fractional bits
+
+
+def moe_route(logits, fl: Fmt, k: int, fo: Fmt = GATE_FMT):
+    """``moe.h``: per patch, the ``k`` largest of ``logits`` [N, E] (ties to the lower expert id) and the softmax
+    over them -> [N, k, 2] rows of (expert id, gate weight raw in ``fo``)."""
+    z = np.asarray(logits, np.int64).reshape(-1, np.shape(logits)[-1])
+    idx = np.argsort(-z, axis=1, kind="stable")[:, :k]
+    val = np.take_along_axis(z, idx, 1)
+    e = exp_neg(val - val[:, :1], fl.frac)
+    rm, k2 = recip_norm(e.sum(1))
+    s = (tb.TABLE_FRAC + k2 - fo.frac)[:, None]
+    w = np.clip((e * rm[:, None] + (np.int64(1) << (s - 1))) >> s, fo.lo, fo.hi)
+    return np.stack([idx, w], -1)
+
+
+def moe_experts(x, fx: Fmt, route, fg: Fmt, w1, b1, w2, b2, fw: Fmt, fh: Fmt, fo: Fmt, act="gelu"):
+    """``moe.h``: each patch of ``x`` [N, D] through its routed experts, fc2(act(fc1(x))), weighted by the gate.
+
+    ``route`` [N, k, 2] from :func:`moe_route`; ``w1`` [E, H, D], ``w2`` [E, D, H] raw in ``fw``; biases ``b1``
+    [E, H], ``b2`` [E, D] at the accumulator scales; ``fh`` the hidden format, ``fo`` the expert outputs' and
+    the result's. Each expert runs on its patches at once (the order does not matter: the sums are exact).
+    """
+    d = np.shape(x)[-1]
+    x = np.asarray(x, np.int64).reshape(-1, d)
+    route = np.asarray(route, np.int64).reshape(x.shape[0], -1, 2)
+    acc = np.zeros_like(x)
+    for e in range(len(w1)):
+        tok, slot = np.nonzero(route[:, :, 0] == e)
+        if tok.size:
+            h = linear(x[tok], fx, w1[e], fw, b1[e], fh, act)
+            acc[tok] += route[tok, slot, 1][:, None] * linear(h, fh, w2[e], fw, b2[e], fo)
+    return convert(acc, fg.frac + fo.frac, fo)
+
+
+def moe_active_experts(route, experts: int) -> np.ndarray:
+    """How many patches each expert gets from a ``route`` table (zero: its weights are never needed)."""
+    ids = np.asarray(route, np.int64)[..., 0].ravel()
+    return np.bincount(ids, minlength=experts)
+
+
+def add(a, fa: Fmt, b, fb: Fmt, fo: Fmt):
+    """``moe.h``: ``a + b`` summed exactly at the finer of the two formats, then converted to ``fo``."""
+    f = max(fa.frac, fb.frac)
+    return convert(shift(a, fa.frac - f) + shift(np.asarray(b, np.int64).reshape(np.shape(a)), fb.frac - f), f, fo)

@@ -17,7 +17,7 @@ from .fixed import Fmt, fit_format, quantize
 
 ACT_WIDTH = 16
 WEIGHT_WIDTH = 16
-ACC_GUARD_BITS = 16   # as in linear.h and conv.h
+ACC_GUARD_BITS = 16   # biases are quantized to the accumulator's scale with 16 guard bits (48 bits: fits int64)
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Layer:
     """One accelerator layer: ``kind`` selects the kernel, ``inputs``/``output`` name tensors.
 
     ``params`` holds float arrays (weights ``w``, bias ``b``, LayerNorm ``gamma``/``beta``); ``attrs`` the
-    kernel's compile-time settings (activation, kernel size, lanes, ...). ``source`` names the torch module.
+    layer's settings (activation, kernel size, ...) and the lanes of its unit. ``source`` names the torch module.
     """
 
     kind: str
@@ -58,6 +58,8 @@ class Program:
         them at one scale); biases are in the accumulator's format so adding them is exact.
         """
         p = layer.params
+        if layer.kind == "moe_experts":
+            return self._expert_formats(layer)
         peaks = {key: float(np.abs(v).max()) for key, v in p.items() if key not in ("b", "gamma", "beta")}
         if "gamma" in p:
             peaks["gamma"] = peaks["beta"] = float(max(np.abs(p["gamma"]).max(), np.abs(p["beta"]).max()))
@@ -67,6 +69,16 @@ class Program:
             fx, fw = self.formats[layer.inputs[0]], out["w"]
             out["b"] = Fmt(fx.w + fw.w + ACC_GUARD_BITS, fx.i + fw.i + ACC_GUARD_BITS)
         return out
+
+    def _expert_formats(self, layer: Layer) -> dict:
+        """An MoE layer's experts share one weight format (overridable as ``"<layer>.w"``, one descriptor field);
+        fc1's biases are at its accumulator's scale (tokens x weights), fc2's at the hidden activations x weights."""
+        p = layer.params
+        fw = self.formats.get(f"{layer.name}.w", fit_format(max(float(np.abs(p[k]).max()) for k in ("w1", "w2")),
+                                                          WEIGHT_WIDTH))
+        acc = [self.formats[layer.inputs[0]], self.formats[layer.name + ".hidden"]]
+        fb1, fb2 = (Fmt(f.w + fw.w + ACC_GUARD_BITS, f.i + fw.i + ACC_GUARD_BITS) for f in acc)
+        return {"w1": fw, "w2": fw, "b1": fb1, "b2": fb2}
 
     def quantized_params(self, layer: Layer) -> dict:
         fmts = self.param_formats(layer)
@@ -96,10 +108,6 @@ class Program:
 def _float_layer(layer: Layer, env: dict, stats: dict | None):
     a, p, k = layer.attrs, layer.params, layer.kind
     x = env[layer.inputs[0]]
-    if k in ("linear", "dwconv") and stats is not None and a.get("act", "none") != "none":
-        # The activation reads its input in the output format, so that format must hold the pre-activation too.
-        pre = _float_layer(Layer(k, layer.name, layer.inputs[:1], layer.output, {**a, "act": "none"}, p), env, None)
-        stats[layer.output] = max(stats.get(layer.output, 0.0), float(np.abs(pre).max()))
     if k == "linear":
         res = env[layer.inputs[1]] if len(layer.inputs) > 1 else None
         return reference.linear(x, p["w"], p.get("b"), a.get("act", "none"), res)
@@ -129,6 +137,17 @@ def _float_layer(layer: Layer, env: dict, stats: dict | None):
     if k == "additive":
         d = x.shape[-1]
         return reference.additive_attention(x.reshape(-1, d), env[layer.inputs[1]].reshape(-1, d), p["wg"])
+    if k == "moe_route":
+        return reference.moe_route(x, a["k"])
+    if k == "moe_experts":
+        y, peak_h, peak_o = reference.moe_experts(x, env[layer.inputs[1]], p["w1"], p["b1"], p["w2"], p["b2"],
+                                                  a.get("act", "none"))
+        if stats is not None:   # the expert outputs share the result's format, so both set its range
+            for key, peak in ((layer.name + ".hidden", peak_h), (layer.output, peak_o)):
+                stats[key] = max(stats.get(key, 0.0), peak)
+        return y
+    if k == "add":
+        return x + (env[layer.inputs[1]] if len(layer.inputs) > 1 else p["pos"].reshape(x.shape))
     raise ValueError(k)
 
 
@@ -167,11 +186,23 @@ def _fixed_layer(prog: Program, layer: Layer, env: dict):
         d = x.shape[-1]
         return golden.additive_attention(x.reshape(-1, d), fx, env[layer.inputs[1]].reshape(-1, d),
                                          f[layer.inputs[1]], q["wg"][0], q["wg"][1], fo)
+    if k == "moe_route":
+        return golden.moe_route(x, fx, a["k"], fo)
+    if k == "moe_experts":
+        return golden.moe_experts(x, fx, env[layer.inputs[1]], f[layer.inputs[1]], q["w1"][0], q["b1"][0],
+                                  q["w2"][0], q["b2"][0], q["w1"][1], f[layer.name + ".hidden"], fo,
+                                  a.get("act", "none"))
+    if k == "add":
+        if len(layer.inputs) > 1:
+            return golden.add(x, fx, env[layer.inputs[1]], f[layer.inputs[1]], fo)
+        return golden.add(x, fx, q["pos"][0], q["pos"][1], fo)
     raise ValueError(k)
 
 
 # Layers that only move data keep their input's format, so they need no converter.
 _SAME_FORMAT = {"im2col", "unfold", "fold"}
+# Layers whose output format is fixed by the kernel: the MoE route table (expert ids and gate weights).
+_FIXED_FORMAT = {"moe_route": golden.GATE_FMT}
 
 
 def calibrate(prog: Program, samples, overrides: dict | None = None, headroom: float = 1.25) -> Program:
@@ -189,6 +220,8 @@ def calibrate(prog: Program, samples, overrides: dict | None = None, headroom: f
     for layer in prog.layers:
         if layer.kind in _SAME_FORMAT:
             formats[layer.output] = formats[layer.inputs[0]]
+        if layer.kind in _FIXED_FORMAT:
+            formats[layer.output] = _FIXED_FORMAT[layer.kind]
     formats.update(overrides)
     for layer in prog.layers:   # data movement keeps overridden input formats too
         if layer.kind in _SAME_FORMAT and layer.output not in overrides:

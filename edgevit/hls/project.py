@@ -41,18 +41,18 @@ def run_csim(project: Path) -> dict:
     project = Path(project)
     if not (project / "program.json").exists():
         raise InputError(f"{project} is not an edgevit HLS project (no program.json); create one with `edgevit hls MODEL -o DIR`")
+    if not (project / "program.bin").exists() or not (project / "testdata" / "samples.npy").exists():
+        raise InputError(f"{project} has no layer program or no test data (made by an older edgevit, or without "
+                         f"samples): regenerate it with `edgevit hls MODEL -o {project}`")
     prog, _ = codegen.load_program(project)
-    samples = np.load(project / "samples.npy")
+    samples = np.load(project / "testdata" / "samples.npy")
     outputs, probes = csim.simulate_project(project, probes=True)
     fo = prog.formats[prog.output]
     mismatches, errors, agree = {}, [], 0
     for x, out, probe in zip(samples, outputs, probes):
         env = prog.run_fixed(prog.quantize_input(x))
-        off = 0
-        for name, shape in prog.shapes.items():
-            n = int(np.prod(shape))
-            mismatches[name] = mismatches.get(name, 0) + int((probe[off:off + n] != env[name].ravel()).sum())
-            off += n
+        for name in prog.shapes:
+            mismatches[name] = mismatches.get(name, 0) + int((probe[name] != env[name].ravel()).sum())
         ref = prog.run_float(x)[prog.output].ravel()
         got = to_float(out, fo)
         errors.append(float(np.abs(got - ref).max()))

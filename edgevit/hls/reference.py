@@ -14,10 +14,10 @@ def activate(x, act: str):
         return np.maximum(x, 0)
     if act == "gelu":
         return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
-    if act == "sigmoid":
-        return 1 / (1 + np.exp(-x))
+    if act == "sigmoid":   # 1 / (1 + e^-x) without overflowing for large |x|
+        return 0.5 * (1 + np.tanh(0.5 * np.asarray(x)))
     if act == "silu":
-        return x / (1 + np.exp(-x))
+        return x * 0.5 * (1 + np.tanh(0.5 * np.asarray(x)))
     if act == "hswish":
         return x * np.clip(x + 3, 0, 6) / 6
     raise ValueError(act)
@@ -89,3 +89,28 @@ def additive_attention(qn, kn, wg):
     a = l2_normalize((qn @ wg.ravel())[None])[0]
     g = a @ qn
     return g[None, :] * kn
+
+
+def moe_route(logits, k: int):
+    """Top-k experts per patch of ``logits`` [N, E] and the softmax over their logits: [N, k, 2] (id, weight)."""
+    z = np.asarray(logits, np.float64).reshape(-1, np.shape(logits)[-1])
+    idx = np.argsort(-z, axis=1, kind="stable")[:, :k]
+    val = np.take_along_axis(z, idx, 1)
+    p = np.exp(val - val[:, :1])
+    return np.stack([idx, p / p.sum(1, keepdims=True)], -1)
+
+
+def moe_experts(x, route, w1, b1, w2, b2, act="gelu"):
+    """Returns the gate-weighted sum of each patch's experts [N, D], and the peaks of the hidden activations
+    and of the expert outputs (for calibrating their formats)."""
+    x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+    route = np.asarray(route).reshape(x.shape[0], -1, 2)
+    out, peak_h, peak_o = np.zeros_like(x), 0.0, 0.0
+    for e in range(len(w1)):
+        tok, slot = np.nonzero(route[:, :, 0] == e)
+        if tok.size:
+            h = linear(x[tok], w1[e], b1[e], act)
+            y = linear(h, w2[e], b2[e])
+            peak_h, peak_o = max(peak_h, float(np.abs(h).max())), max(peak_o, float(np.abs(y).max()))
+            out[tok] += route[tok, slot, 1][:, None] * y
+    return out, peak_h, peak_o

@@ -278,6 +278,10 @@ HANDLERS = {"ConvNormAct": _conv_norm_act, "Conv2d": _conv_norm_act, "Bottleneck
             "Pooling": _pool_mixer, "EfficientAdditiveAttention": _additive_attention, "ConvGroup": _conv_group,
             "ConvEncoder": _conv_encoder, "LocalRepresentation": _conv_encoder, "Embedding": _embedding,
             "SwiftFormerHead": _swiftformer_head, "MetaBlock2d": _meta_block_2d, "Downsample": _downsample}
+# MoE-ViT task builds (models/moe_vit.py); moe_import uses this module's helpers, so it is imported here.
+from .moe_import import lower_task_model  # noqa: E402
+
+HANDLERS["TaskModel"] = lower_task_model
 # Block is both timm's vision-transformer block and SwiftFormer's; tell them apart by their module.
 BLOCKS = {"timm.models.swiftformer": _swiftformer_block}
 

@@ -11,12 +11,43 @@ from pathlib import Path
 import numpy as np
 
 
+_EXTRA_LIBS: list = []   # keeps the runtime extras loaded
+
+
+def register_builtins() -> None:
+    """Make available the packed functions Relax builds call that runtime-only mode does not load.
+
+    Per-patch MoE routing (ONNX TopK, NonZero) needs ``tvm.contrib.sort.*``, which live in
+    ``libtvm_runtime_extra`` (loaded by ``import tvm`` only with the compiler), and ``relax.run.nonzero``, which
+    ``tvm.relax.op.set`` defines in Python and a board never imports: this registers the same numpy function.
+    """
+    import tvm.runtime
+    import tvm_ffi
+
+    if tvm_ffi.get_global_func("tvm.contrib.sort.topk", allow_missing=True) is None:
+        from tvm import libinfo
+        from tvm_ffi.libinfo import load_lib_ctypes
+
+        try:
+            _EXTRA_LIBS.append(load_lib_ctypes("tvm", "tvm_runtime_extra", "RTLD_LOCAL",
+                                               extra_lib_paths=libinfo.package_lib_paths()))
+        except (OSError, RuntimeError):
+            pass   # a runtime without the extras: the VM names the missing function if a model needs it
+    if tvm_ffi.get_global_func("relax.run.nonzero", allow_missing=True) is None:
+        def nonzero(x):
+            return tvm.runtime.tensor(np.stack(np.atleast_1d(x.numpy()).nonzero(), axis=0))
+
+        tvm_ffi.register_global_func("relax.run.nonzero", nonzero)
+
+
 class CompiledModel:
     """A compiled library loaded into TVM's Relax virtual machine on the CPU."""
 
     def __init__(self, library: Path):
         import tvm.runtime
         from tvm.runtime import vm
+
+        register_builtins()
 
         self._tvm = tvm.runtime
         self._vm = vm.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.runtime.cpu())

@@ -7,6 +7,7 @@ import pytest
 
 from edgevit.errors import EdgevitError, InputError, ToolMissingError, UnknownNameError
 from edgevit.hls import cli, csim
+from edgevit.hls.csim import HW_INCLUDE
 
 
 def _run(argv):
@@ -22,12 +23,22 @@ def test_generate_build_report(tmp_path, capsys):
     assert json.loads((out / "program.json").read_text())["formats"]["input"] == [16, 4]
     text = capsys.readouterr().out
     assert "NOT run" in text
-    for name in ("top.cpp", "model.h", "tb.cpp", "params.bin", "regmap.json", "regmap.h", "hls.tcl", "vivado_bd.tcl"):
+    for name in ("top.cpp", "config.h", "tb.cpp", "program.bin", "params.bin", "regmap.json", "regmap.h", "hls.tcl",
+                 "vivado_bd.tcl", "testdata/inputs.bin", "testdata/golden.bin", "testdata/reference.bin"):
         assert (out / name).exists(), name
+    assert not list(out.glob("input_*.bin"))
     regmap = json.loads((out / "regmap.json").read_text())
-    assert [r["offset"] for r in regmap["registers"][4:]] == ["0x10", "0x1c", "0x28", "0x34"]
-    assert "set_part xc7z020clg400-1" in (out / "hls.tcl").read_text()
-    assert "processing_system7" in (out / "vivado_bd.tcl").read_text()
+    assert [(r["name"], r["offset"]) for r in regmap["registers"][4:]] == [
+        ("PROGRAM", "0x10"), ("PARAMS", "0x1c"), ("ARENA", "0x28"), ("INPUT", "0x34"), ("OUTPUT", "0x40")]
+    assert regmap["buffers"]["params"]["elements"] == (out / "params.bin").stat().st_size // 2
+    hls_tcl = (out / "hls.tcl").read_text()
+    assert "set_part xc7z020clg400-1" in hls_tcl
+    # Self-contained: Vitis on another machine finds the unit headers inside the project.
+    assert "-Iinclude " in hls_tcl and str(tmp_path) not in hls_tcl and "/hw/include" not in hls_tcl
+    assert (out / "include" / "edgevit" / "units.h").read_bytes() == (HW_INCLUDE / "edgevit" / "units.h").read_bytes()
+    vivado_tcl = (out / "vivado_bd.tcl").read_text()
+    assert "processing_system7" in vivado_tcl
+    assert "set_property board_part tul.com.tw:pynq-z2:part0:1.0" in vivado_tcl
     assert _run(["hls", "build", str(out), "--csim"]) == 0
     assert "0 mismatches" in capsys.readouterr().out
     assert _run(["hls", "report", str(out), "--json"]) == 0

@@ -4,7 +4,7 @@ error against float64 is printed (run with -s) and bounded."""
 import numpy as np
 import pytest
 
-from edgevit.hls import golden
+from edgevit.hls import golden, layer_table
 from edgevit.hls.fixed import Fmt, to_float
 
 from hls_helpers import csim_vs_golden, program
@@ -31,6 +31,18 @@ def test_linear_epilogues(tmp_path, act):
     print(f"linear+{act}: mismatches {mism}, max error vs float {errs[0]:.2e}")
     assert errs[0] < 0.02
     assert mism == 0
+
+
+def test_linear_both_loop_orders(tmp_path):
+    # 70 tokens span three token tiles; the narrow layer runs weight tiles outer, the wide one token tiles outer.
+    t, ci = 70, 9
+    prog = program([
+        ("linear", ["input"], "a", {"act": "silu"}, {"w": _normal(4, ci, scale=0.3), "b": _normal(4)}),
+        ("linear", ["a"], "out", {"act": "none"}, {"w": _normal(23, 4, scale=0.4), "b": _normal(23)}),
+    ], {"input": (t, ci), "a": (t, 4), "out": (t, 23)})
+    mism, errs, _ = csim_vs_golden(prog, [_normal(t, ci)], tmp_path)
+    orders = [d["d3"] for d in layer_table.build(prog).descriptors]
+    assert orders == [1, 0] and mism == 0 and errs[0] < 0.02
 
 
 def test_depthwise_conv_and_im2col(tmp_path):

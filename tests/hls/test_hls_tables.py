@@ -5,9 +5,6 @@ import numpy as np
 from edgevit.hls import golden, reference, tables
 from edgevit.hls.fixed import Fmt, quantize, to_float
 
-FINE = Fmt(24, 6)
-
-
 def test_header_matches_table_definitions():
     assert tables.HEADER_PATH.read_text() == tables.header_text(), "run tools/hls_tables.py"
 
@@ -17,11 +14,23 @@ def test_gelu_table_has_177_entries_on_5_5():
     assert (len(tables.gelu_delta()) - 1) * 2.0 ** -tables.GELU_STEP_LOG2 == 5.5
 
 
-def _max_err(act, fmt=FINE, lo=-8.0, hi=8.0):
+def _max_err(act, lo=-8.0, hi=8.0):
+    """Error of a table activation in the epilogue's internal format."""
     x = np.linspace(lo, hi, 200001)
-    raw = quantize(x, fmt)
-    got = to_float(golden.activate(raw, fmt, act), fmt)
-    return float(np.abs(got - reference.activate(to_float(raw, fmt), act)).max())
+    raw = quantize(x, golden.ACT_FMT)
+    y, frac = golden.activate(raw, act)
+    return float(np.abs(to_float(y, frac) - reference.activate(to_float(raw, golden.ACT_FMT), act)).max())
+
+
+def test_epilogue_output_is_the_rounded_internal_result():
+    # Whatever the output format, the epilogue is the internal activation rounded once to that format.
+    acc = quantize(np.linspace(-7, 7, 4001), Fmt(48, 24))
+    for fo in (Fmt(16, 3), Fmt(16, -2), Fmt(8, 4)):
+        y, frac = golden.activate(golden.convert(acc, 24, golden.ACT_FMT), "gelu")
+        assert (golden.epilogue(acc, 24, fo, "gelu") == golden.convert(y, frac, fo)).all()
+        ref = np.clip(reference.activate(to_float(acc, 24), "gelu"), *to_float([fo.lo, fo.hi], fo))
+        err = np.abs(to_float(golden.epilogue(acc, 24, fo, "gelu"), fo) - ref)
+        assert err.max() <= 2.0 ** -fo.frac / 2 + 1e-4
 
 
 def test_gelu_max_error_below_1e_4():

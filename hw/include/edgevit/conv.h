@@ -1,36 +1,58 @@
-// Convolutions on channels-last [H][W][C] maps. Depthwise KxK has its own small unit (C lanes of K*K MACs);
-// pointwise and dense KxK convolutions run on the shared linear unit, the latter after im2col, which in
-// hardware is a line buffer feeding the unit rather than a materialised matrix.
+// Convolutions on channels-last [H][W][C] maps. Depthwise KxK has its own unit (LD channel lanes of K*K
+// MACs, weights of LD channels and a K-row line buffer on chip); pointwise and dense KxK convolutions run on
+// the shared linear unit, the latter after im2col (a data mover between arena tensors).
 #ifndef EDGEVIT_CONV_H
 #define EDGEVIT_CONV_H
 
 #include "activation.h"
-#include "fixed.h"
+#include "descriptor.h"
 
 namespace edgevit {
 
-// w is [C][K][K]; output [HO][WO][C] with HO = (H + 2 PAD - K) / S + 1.
-template <int H, int W, int C, int K, int S, int PAD, int ACT, class TI, class TW, class TB, class TO>
-void depthwise_conv(const TI* x, const TW* w, const TB* b, TO* y) {
+// x [H][W][C] at d.x (d0, d1, d2), kernel K = d3 <= KMAXDW, stride d4, padding d5, W <= WMAX; w [C][K][K]
+// at d.w, bias [C]; y [HO][WO][C] with HO = (H + 2 PAD - K) / S + 1. For each group of LD channels the input
+// is read once, row by row, into a line buffer of K rows; an output row is computed as soon as its last
+// input row has arrived.
+template <int LD, int KMAXDW, int WMAX>
+void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
+    static word_t wbuf[LD][KMAXDW * KMAXDW], lines[KMAXDW][WMAX][LD];
+#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
+#pragma HLS ARRAY_PARTITION variable=lines complete dim=3
+    i64 bias[LD];
+    const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5, FA = d.fx + d.fw;
     const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1;
-    typedef ap_fixed<TI::width + TW::width + 16, TI::iwidth + TW::iwidth + 16> acc_t;
-    for (int oy = 0; oy < HO; ++oy)
-        for (int ox = 0; ox < WO; ++ox)
-            for (int c = 0; c < C; ++c) {
-                acc_t acc = b ? acc_t(b[c]) : acc_t(0);
-                for (int ky = 0; ky < K; ++ky)
-                    for (int kx = 0; kx < K; ++kx) {
-                        int iy = oy * S + ky - PAD, ix = ox * S + kx - PAD;
-                        if (iy >= 0 && iy < H && ix >= 0 && ix < W)
-                            acc += x[(iy * W + ix) * C + c] * w[(c * K + ky) * K + kx];
+    for (int c0 = 0; c0 < C; c0 += LD) {
+        const int lanes = C - c0 < LD ? C - c0 : LD;
+        for (int l = 0; l < lanes; ++l) {
+            for (int k = 0; k < K * K; ++k) wbuf[l][k] = params[d.w + (c0 + l) * K * K + k];
+            bias[l] = d.b >= 0 ? read_i64(params + d.b + 4 * (c0 + l)) : 0;
+        }
+        int oy = 0;
+        for (int iy = 0; iy < H; ++iy) {
+            for (int x = 0; x < W; ++x)
+                for (int l = 0; l < lanes; ++l) lines[iy % K][x][l] = arena[d.x + (iy * W + x) * C + c0 + l];
+            for (; oy < HO; ++oy) {  // every output row whose input rows have all arrived
+                const int last = oy * S - PAD + K - 1;
+                if ((last < H - 1 ? last : H - 1) > iy) break;
+                for (int ox = 0; ox < WO; ++ox)
+                    for (int l = 0; l < lanes; ++l) {  // unrolled: LD channels
+                        i64 acc = bias[l];
+                        for (int ky = 0; ky < K; ++ky)
+                            for (int kx = 0; kx < K; ++kx) {
+                                const int ry = oy * S + ky - PAD, rx = ox * S + kx - PAD;
+                                if (ry >= 0 && ry < H && rx >= 0 && rx < W)
+                                    acc += (i64)lines[ry % K][rx][l] * (i64)wbuf[l][ky * K + kx];
+                            }
+                        arena[d.y + (oy * WO + ox) * C + c0 + l] = epilogue(acc, FA, d.act, d.fo, d.wo);
                     }
-                y[(oy * WO + ox) * C + c] = activate<ACT>(TO(acc));
             }
+        }
+    }
 }
 
-// [H][W][C] -> [HO * WO][K * K * C], patch order (ky, kx, c), zeros outside the map.
-template <int H, int W, int C, int K, int S, int PAD, class T>
-void im2col(const T* x, T* cols) {
+// [H][W][C] -> [HO * WO][K * K * C], patch order (ky, kx, c), zeros outside the map; dims as above.
+inline void im2col(word_t* arena, const layer_desc& d) {
+    const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5;
     const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1;
     for (int oy = 0; oy < HO; ++oy)
         for (int ox = 0; ox < WO; ++ox)
@@ -39,7 +61,8 @@ void im2col(const T* x, T* cols) {
                     for (int c = 0; c < C; ++c) {
                         int iy = oy * S + ky - PAD, ix = ox * S + kx - PAD;
                         bool in = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                        cols[((oy * WO + ox) * K * K + ky * K + kx) * C + c] = in ? x[(iy * W + ix) * C + c] : T(0);
+                        arena[d.y + ((oy * WO + ox) * K * K + ky * K + kx) * C + c] =
+                            in ? arena[d.x + (iy * W + ix) * C + c] : word_t(0);
                     }
 }
 

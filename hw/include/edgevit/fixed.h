@@ -1,34 +1,33 @@
-// Raw-integer access to ap_fixed values, the leading-one detector and table interpolation.
-// The nonlinear units work on raw integers with floor shifts so that the numpy golden model
-// (edgevit/hls/fixed.py) can repeat them bit for bit; results return to ap_fixed through from_raw,
-// which uses ap_fixed's own rounding (AP_RND) and saturation (AP_SAT).
+// Raw-integer arithmetic of the units. Tensors are raw integers r meaning r * 2^-F; the format (F and the
+// width) of each tensor is a runtime setting from the layer descriptor, so one unit serves every layer.
+// Storage is 16-bit words (word_t); products and sums are exact in 64 bits; a result is requantised once,
+// by a round-half-up shift followed by saturation to the destination width (requant), exactly as
+// fixed.convert in the numpy golden model (edgevit/hls/fixed.py).
 #ifndef EDGEVIT_FIXED_H
 #define EDGEVIT_FIXED_H
 
-#include <ap_fixed.h>
+#include <ap_int.h>
 
 namespace edgevit {
 
 typedef long long i64;
-
-template <class T>
-inline i64 raw(const T& x) { return (i64)x.V; }
-
-template <class T>
-inline void set_raw(T& x, i64 v) { x.V = v; }
-
-// The value raw * 2^-F converted to T (round half up, saturate).
-template <class T, int F>
-inline T from_raw(i64 v) {
-    ap_fixed<64, 64 - F> t;
-    t.V = v;
-    return T(t);
-}
-
-template <class T>
-struct frac_bits { static const int value = T::width - T::iwidth; };
+typedef ap_int<16> word_t;
 
 inline i64 shift_floor(i64 v, int s) { return s > 0 ? (v >> s) : (v << (-s)); }
+
+// v * 2^-s rounded half up (s > 0) or exact (s <= 0), then saturated to a signed w-bit integer.
+inline i64 requant(i64 v, int s, int w) {
+    i64 r = s > 0 ? ((v + (1LL << (s - 1))) >> s) : (v << (-s));
+    const i64 hi = (1LL << (w - 1)) - 1, lo = -hi - 1;
+    return r < lo ? lo : (r > hi ? hi : r);
+}
+
+// A 64-bit parameter (a bias at the accumulator's scale) stored as four little-endian 16-bit words.
+inline i64 read_i64(const word_t* p) {
+    i64 v = 0;
+    for (int k = 0; k < 4; ++k) v |= (i64)(unsigned short)p[k].to_int() << (16 * k);
+    return v;
+}
 
 inline int msb(i64 v) {
     int k = 0;

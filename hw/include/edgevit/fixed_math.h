@@ -10,8 +10,7 @@ namespace edgevit {
 static const int EXP_FRAC = 16;  // exp_neg returns e^x with 16 fractional bits (1.0 == 1 << 16)
 
 // e^x for x <= 0 given as raw with F fractional bits: 2^(x log2 e), split into 2^n * 2^f.
-template <int F>
-inline i64 exp_neg(i64 x) {
+inline i64 exp_neg(i64 x, int F) {
     i64 t = (x * LOG2E_Q) >> F;  // x log2(e) with LOG2E_FRAC fractional bits
     i64 n = t >> LOG2E_FRAC;     // integer part (<= 0)
     i64 f = t & ((1LL << LOG2E_FRAC) - 1);

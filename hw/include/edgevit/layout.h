@@ -2,49 +2,43 @@
 #ifndef EDGEVIT_LAYOUT_H
 #define EDGEVIT_LAYOUT_H
 
-#include "fixed.h"
+#include "descriptor.h"
 
 namespace edgevit {
 
-// [H][W][C] -> [PH * PW][N][C] with N = (H / PH) * (W / PW): token n of sequence p is pixel
-// (ny * PH + py, nx * PW + px), as MobileViT's unfold orders it.
-template <int H, int W, int C, int PH, int PW, class T>
-void unfold(const T* x, T* y) {
-    const int NW = W / PW, N = (H / PH) * NW;
+// [H][W][C] -> [PH * PW][N][C] with N = (H / PH) * (W / PW) (H, W, C, PH, PW = d0..d4): token n of sequence p
+// is pixel (ny * PH + py, nx * PW + px), as MobileViT's unfold orders it. fold is the inverse (same dims).
+inline void unfold_fold(word_t* arena, const layer_desc& d, bool fold) {
+    const int H = d.d0, W = d.d1, C = d.d2, PH = d.d3, PW = d.d4, NW = W / PW, N = (H / PH) * NW;
     for (int py = 0; py < PH; ++py)
         for (int px = 0; px < PW; ++px)
             for (int n = 0; n < N; ++n)
-                for (int c = 0; c < C; ++c)
-                    y[((py * PW + px) * N + n) * C + c] = x[(((n / NW) * PH + py) * W + (n % NW) * PW + px) * C + c];
+                for (int c = 0; c < C; ++c) {
+                    const int seq = ((py * PW + px) * N + n) * C + c;
+                    const int map = (((n / NW) * PH + py) * W + (n % NW) * PW + px) * C + c;
+                    arena[d.y + (fold ? map : seq)] = arena[d.x + (fold ? seq : map)];
+                }
 }
 
-template <int H, int W, int C, int PH, int PW, class T>
-void fold(const T* x, T* y) {
-    const int NW = W / PW, N = (H / PH) * NW;
-    for (int py = 0; py < PH; ++py)
-        for (int px = 0; px < PW; ++px)
-            for (int n = 0; n < N; ++n)
-                for (int c = 0; c < C; ++c)
-                    y[(((n / NW) * PH + py) * W + (n % NW) * PW + px) * C + c] = x[((py * PW + px) * N + n) * C + c];
-}
-
-// [T][CA] ++ [T][CB] -> [T][CA + CB], both converted to TO.
-template <int T, int CA, int CB, class TA, class TB, class TO>
-void concat(const TA* a, const TB* b, TO* y) {
-    for (int t = 0; t < T; ++t) {
-        for (int c = 0; c < CA; ++c) y[t * (CA + CB) + c] = TO(a[t * CA + c]);
-        for (int c = 0; c < CB; ++c) y[t * (CA + CB) + CA + c] = TO(b[t * CB + c]);
+// [M][CA] at d.x ++ [M][CB] at d.x2 -> [M][CA + CB] (M, CA, CB = d0..d2), both requantised to fo.
+inline void concat(word_t* arena, const layer_desc& d) {
+    const int M = d.d0, CA = d.d1, CB = d.d2;
+    for (int t = 0; t < M; ++t) {
+        for (int c = 0; c < CA; ++c)
+            arena[d.y + t * (CA + CB) + c] = requant(arena[d.x + t * CA + c], d.fx - d.fo, d.wo);
+        for (int c = 0; c < CB; ++c)
+            arena[d.y + t * (CA + CB) + CA + c] = requant(arena[d.x2 + t * CB + c], d.fx2 - d.fo, d.wo);
     }
 }
 
-// Mean over T tokens: the exact sum times round(2^24 / T).
-template <int T, int C, class TI, class TO>
-void avgpool(const TI* x, TO* y) {
-    const i64 R = ((1LL << 24) + T / 2) / T;
+// Mean over M tokens of [M][C] (d0, d1): the exact sum times round(2^24 / M).
+inline void avgpool(word_t* arena, const layer_desc& d) {
+    const int M = d.d0, C = d.d1;
+    const i64 R = ((1LL << 24) + M / 2) / M;
     for (int c = 0; c < C; ++c) {
         i64 s = 0;
-        for (int t = 0; t < T; ++t) s += raw(x[t * C + c]);
-        y[c] = from_raw<TO, frac_bits<TI>::value + 24>(s * R);
+        for (int t = 0; t < M; ++t) s += arena[d.x + t * C + c];
+        arena[d.y + c] = requant(s * R, d.fx + 24 - d.fo, d.wo);
     }
 }
 

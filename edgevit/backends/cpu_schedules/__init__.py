@@ -1,0 +1,63 @@
+"""Default CPU schedules: a small library of fixed TensorIR rules that need no tuning.
+
+TVM 0.27 schedules nothing on CPU by itself. Each rule has dlight's shape, ``apply(func, target, tunable)`` →
+``Schedule`` or ``None``, and :data:`RULES` is tried in order per fused PrimFunc. The numbers they use (vector
+lanes, registers, cores) come from the target (:class:`CpuInfo`), so the same rules serve AVX2, AVX-512 and NEON.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import tirx
+from tvm.s_tir import dlight
+
+from . import elementwise, row_reduction, tiled_reduction
+from .common import CpuInfo
+
+__all__ = ["CpuInfo", "RULES", "DefaultCpuSchedule", "schedule_func"]
+
+
+def _rule(name: str, module):
+    @dlight.ScheduleRule.from_callable(name)
+    def rule(func: tirx.PrimFunc, target, tunable: bool):  # noqa: ARG001 - fixed rules, never tunable
+        try:
+            return module.apply(func, target)
+        except Exception:  # noqa: BLE001 - a rule that does not fit this function leaves it to the next
+            return None
+    return rule
+
+
+RULES = [
+    _rule("TiledReduction", tiled_reduction),
+    _rule("RowReduction", row_reduction),
+    _rule("Elementwise", elementwise),
+]
+
+
+def schedule_func(func: tirx.PrimFunc, target) -> tuple[str | None, tirx.PrimFunc]:
+    """Apply the first rule that fits; returns (rule name or None, scheduled function)."""
+    for rule in RULES:
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return type(rule).__name__, sch.mod["main"]
+    return None, func
+
+
+@tvm.transform.module_pass(opt_level=0, name="DefaultCpuSchedule")
+class DefaultCpuSchedule:
+    """Schedule every PrimFunc not already scheduled (e.g. by a tuning database) with :data:`RULES`."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updated = {}
+        for gv, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+                continue
+            name, scheduled = schedule_func(func, self.target)
+            if name is not None:
+                updated[gv] = scheduled.with_attr("tirx.is_scheduled", True)
+        for gv, func in updated.items():
+            mod[gv] = func
+        return mod

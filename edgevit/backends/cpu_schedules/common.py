@@ -1,0 +1,123 @@
+"""What the CPU rules need to know about a target and a PrimFunc's blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import tirx
+from tvm.s_tir import Schedule
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The numbers the rules are driven by."""
+
+    lanes: int        # float32 lanes per vector register
+    registers: int    # vector registers (accumulators must fit with room for operands)
+    cores: int
+
+    @staticmethod
+    def of(target) -> "CpuInfo":
+        """Read vector width and core count from a TVM llvm target (AVX-512, AVX2, NEON, else 128-bit)."""
+        attrs = target.attrs
+        mcpu = str(attrs.get("mcpu", ""))
+        mattr = [str(a) for a in attrs.get("mattr", [])]
+        triple = str(attrs.get("mtriple", ""))
+        cores = int(attrs.get("num-cores", 0) or 0)
+        x86_512 = {"skylake-avx512", "cascadelake", "cooperlake", "icelake-server", "icelake-client",
+                   "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids", "graniterapids",
+                   "znver4", "znver5", "cannonlake", "alderlake-avx512"}
+        if "+avx512f" in mattr or mcpu in x86_512:
+            return CpuInfo(16, 32, cores)
+        if triple.startswith(("aarch64", "arm64")) or "+neon" in mattr:
+            return CpuInfo(4, 32, cores)
+        if "+avx2" in mattr or mcpu in {"haswell", "broadwell", "skylake", "alderlake", "znver1", "znver2",
+                                       "znver3", "raptorlake", "meteorlake"}:
+            return CpuInfo(8, 16, cores)
+        return CpuInfo(4, 16, cores)
+
+
+def is_reduction(block: tirx.SBlock) -> bool:
+    return any(iv.iter_type == tirx.IterVar.CommReduce for iv in block.iter_vars)
+
+
+def vars_in(region) -> set:
+    """The block iteration variables a buffer region's indices use."""
+    found = set()
+    for rng in region.region:
+        found.update(v.name for v in tirx.analysis.undefined_vars(rng.min, []))
+    return found
+
+
+def extent(iv: tirx.IterVar) -> int | None:
+    value = iv.dom.extent
+    return int(value) if isinstance(value, tirx.IntImm) else None
+
+
+def extent_of(sch: Schedule, loop) -> int | None:
+    value = sch.get(loop).extent
+    return int(value) if isinstance(value, tirx.IntImm) else None
+
+
+def largest_divisor(n: int, limit: int, multiple_of: int = 1) -> int:
+    """The largest divisor of ``n`` that is ≤ ``limit``, preferring multiples of ``multiple_of``."""
+    best = 1
+    for d in range(min(n, limit), 0, -1):
+        if n % d == 0:
+            if d % multiple_of == 0:
+                return d
+            best = max(best, d)
+    return best
+
+
+def vector_tile(n: int, lanes: int, limit: int) -> int:
+    """A tile of ``n`` that vectorises cleanly: the largest divisor ≤ ``limit`` that is a multiple of ``lanes``,
+    else the largest power-of-two divisor ≤ ``lanes`` (odd widths like 20 or 7 make LLVM shuffle and spill)."""
+    for d in range(min(n, limit) // lanes * lanes, 0, -lanes):
+        if n % d == 0:
+            return d
+    d = lanes
+    while d > 1 and n % d:
+        d //= 2
+    return d
+
+
+def inline_injective(sch: Schedule, keep: set) -> None:
+    """Inline every root block not named in ``keep`` that can be, last first."""
+    for block in reversed(root_blocks(sch)):
+        if sch.get(block).name_hint in keep:
+            continue
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001 - not inlinable (several consumers, reduction consumer) is normal
+            pass
+
+
+def root_blocks(sch: Schedule) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = True) -> None:
+    """Vectorise a spatial block's innermost loop and run its outer loops, fused, in parallel.
+
+    The innermost loop alone is vectorised (fusing it with outer loops would turn every lane's index into a
+    div/mod); if its extent has no lane-multiple tile it is left to LLVM's loop vectoriser.
+    """
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    inner = loops[-1]
+    n = sch.get(inner).extent
+    n = int(n) if isinstance(n, tirx.IntImm) else None
+    outer = list(loops[:-1])
+    if n is not None and n >= info.lanes:
+        vec = vector_tile(n, info.lanes, 4 * info.lanes)
+        if vec < info.lanes:
+            vec = info.lanes
+        if vec >= info.lanes:
+            io, ii = sch.split(inner, [None, vec])
+            sch.vectorize(ii)
+            outer.append(io)
+    if parallel and info.cores != 1 and outer:
+        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        sch.parallel(fused)

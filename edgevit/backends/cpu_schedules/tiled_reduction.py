@@ -1,0 +1,195 @@
+"""Register-tiled multiply-accumulate: convolutions (dense, 1x1, depthwise/grouped), dense, (batch) matmul.
+
+The output is computed in tiles of ``block`` x ``vector`` elements held in vector registers: the innermost
+output axis is vectorised (``vector`` = 1-2 registers wide), and a second output axis that the vector-loaded
+operand does not depend on (a conv's output channels, a matmul's rows) is unrolled ``block`` times, so each
+vector load feeds ``block`` FMAs. The reduction loops sit outside the tile; the epilogue (bias, activation,
+residual add) is computed per tile, straight from the registers.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.ir.expr import TensorLoad
+from tvm.s_tir import Schedule
+
+from .common import CpuInfo, extent, inline_injective, is_reduction, largest_divisor, root_blocks, vars_in
+from .common import schedule_elementwise, vector_tile
+
+
+def _mac_block(sch: Schedule):
+    """The single multiply-accumulate reduction block of the function, or None."""
+    found = []
+    for block in root_blocks(sch):
+        stmt = sch.get(block)
+        if is_reduction(stmt) and len(stmt.reads) >= 2 and isinstance(stmt.body, tirx.BufferStore) \
+                and isinstance(stmt.body.value, tirx.Add) and isinstance(stmt.body.value.b, tirx.Mul):
+            found.append(block)
+    return found[0] if len(found) == 1 else None
+
+
+def _choose_axes(stmt: tirx.SBlock, lanes: int):
+    """(vector axis index, block axis index or None) among the block's iteration variables.
+
+    The vector axis is the output's innermost axis when its extent has a lane-multiple tile, else an output
+    axis along which some operand is contiguous (e.g. the output channel of IHWO-packed weights).
+    """
+    spatial = [i for i, iv in enumerate(stmt.iter_vars) if iv.iter_type == tirx.IterVar.DataPar]
+    out_vars = vars_in(stmt.writes[0])
+    reads = [r for r in stmt.reads if not r.source.same_as(stmt.writes[0].source)]
+    usable = [i for i in spatial if stmt.iter_vars[i].var.name in out_vars and (extent(stmt.iter_vars[i]) or 0) > 1]
+    if not usable:
+        return None, None
+    vec = usable[-1]
+
+    def tile(i):
+        return vector_tile(extent(stmt.iter_vars[i]), lanes, 2 * lanes)
+
+    if tile(vec) < lanes:
+        contiguous = [i for i in usable if tile(i) > tile(vec) and
+                      any(str(r.region[-1].min) == stmt.iter_vars[i].var.name for r in reads)]
+        if contiguous:
+            vec = max(reversed(contiguous), key=tile)
+    vec_name = stmt.iter_vars[vec].var.name
+    vector_operands = [r for r in reads if vec_name in vars_in(r)]
+    candidates = [i for i in spatial if i != vec and (extent(stmt.iter_vars[i]) or 0) > 1]
+    reusing = [i for i in candidates if all(stmt.iter_vars[i].var.name not in vars_in(r) for r in vector_operands)]
+    pool = reusing or candidates
+    return vec, (pool[-1] if pool else None)
+
+
+def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule | None:
+    """Schedule a function with one multiply-accumulate reduction, or return None if it has none."""
+    info = info or CpuInfo.of(target)
+    sch = Schedule(func)
+    main = _mac_block(sch)
+    if main is None:
+        return None
+    stmt = sch.get(main)
+    loops = sch.get_loops(main)
+    if len(loops) != len(stmt.iter_vars) or any(extent(iv) is None for iv in stmt.iter_vars):
+        return None
+    vec, blk = _choose_axes(stmt, info.lanes)
+    if vec is None:
+        return None
+    main_name = stmt.name_hint
+    # Producers that only copy/pad (pad_temp) or transpose are inlined when possible; padded inputs stay
+    # materialised (inlining would put a bounds check in the innermost loop).
+    for block in root_blocks(sch):
+        s = sch.get(block)
+        if s.name_hint == main_name:
+            break
+        if isinstance(s.body, tirx.BufferStore) and not isinstance(s.body.value, TensorLoad):
+            continue  # padding (if_then_else) or arithmetic: materialise once rather than per use
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001
+            pass
+    main = sch.get_sblock(main_name)
+    if any(sch.get(main).writes[0].source.same_as(p) for p in func.params):
+        sch.cache_write(main, 0, "global")
+        main = sch.get_sblock(main_name)
+    keep = {main_name}
+    inline_injective(sch, keep | {sch.get(b).name_hint for b in sch.get_consumers(main)}
+                     | {sch.get(b).name_hint for b in root_blocks(sch)[:_index(sch, main_name)]})
+    # Any intermediate epilogue blocks left: inline forward, keeping only the last consumer.
+    consumers = sch.get_consumers(main)
+    for c in consumers[:-1] if len(consumers) > 1 else []:
+        try:
+            sch.compute_inline(c)
+        except Exception:  # noqa: BLE001
+            pass
+    main = sch.get_sblock(main_name)
+    stmt = sch.get(main)
+    loops = list(sch.get_loops(main))
+    vec_extent = extent(stmt.iter_vars[vec])
+    vec_tile = vector_tile(vec_extent, info.lanes, 2 * info.lanes)
+    vec_regs = max(1, -(-vec_tile // info.lanes))
+    budget = max(1, (info.registers * 3 // 4) // vec_regs)
+    spatial = [i for i, iv in enumerate(stmt.iter_vars) if iv.iter_type == tirx.IterVar.DataPar]
+    reduce = [i for i, iv in enumerate(stmt.iter_vars) if iv.iter_type != tirx.IterVar.DataPar]
+    vo, vi = sch.split(loops[vec], [None, vec_tile])
+    outer = {vec: vo}
+    inner = [vi]
+    blk_tile = 1
+    if blk is not None:
+        blk_tile = largest_divisor(extent(stmt.iter_vars[blk]), min(budget, 16))
+        bo, bi = sch.split(loops[blk], [None, blk_tile])
+        outer[blk] = bo
+        inner.insert(0, bi)
+    # The block axis's outer loop goes innermost among the tile loops: the vector operand's panel (a conv's
+    # input rows, a matmul's right-hand columns) is then reused from cache by every block of rows/channels.
+    order = [i for i in spatial if i != blk] + ([blk] if blk is not None else [])
+    spatial_outer = [outer.get(i, loops[i]) for i in order]
+    sch.reorder(*spatial_outer, *[loops[i] for i in reduce], *inner)
+    sch.vectorize(vi)
+    if blk is not None:
+        sch.unroll(inner[0])
+    tile_loop = spatial_outer[-1]
+    out_dims = [str(r.min) for r in stmt.writes[0].region]
+    vec_dim = out_dims.index(stmt.iter_vars[vec].var.name)
+    tiled_dims = [d for d, name in enumerate(out_dims)
+                  if name == stmt.iter_vars[vec].var.name or (blk is not None and name == stmt.iter_vars[blk].var.name
+                                                               and blk_tile > 1)]
+    for consumer in sch.get_consumers(main):
+        sch.reverse_compute_at(consumer, tile_loop, preserve_unit_loops=False)
+        own = sch.get_loops(consumer)[len(spatial_outer):]
+        if not own:
+            continue
+        if len(own) == len(tiled_dims) and vec_dim in tiled_dims:
+            k = tiled_dims.index(vec_dim)
+            if k != len(own) - 1:
+                sch.reorder(*own[:k], *own[k + 1:], own[k])
+            sch.vectorize(own[k])
+        else:
+            sch.vectorize(own[-1])
+    sch.set_scope(main, 0, "local")
+    if vec_dim != len(out_dims) - 1:
+        # Accumulators contiguous along the vector axis, so they live in vector registers.
+        order = [d for d in range(len(out_dims)) if d != vec_dim] + [vec_dim]
+        sch.transform_layout(main, ("write", 0), tirx.IndexMap.from_func(
+            lambda *idx: [idx[d] for d in order], ndim=len(out_dims)))
+    _parallel_outer(sch, spatial_outer, info)
+    prologue = [sch.get(b).name_hint for b in root_blocks(sch)][:_index(sch, main_name)]
+    for name in prologue:
+        _deinterleave_strided(sch, sch.get_sblock(name), stmt, vec)
+    sch.decompose_reduction(main, loops[reduce[0]])
+    for name in prologue:
+        schedule_elementwise(sch, sch.get_sblock(name), info)
+    return sch
+
+
+def _deinterleave_strided(sch: Schedule, producer, stmt: tirx.SBlock, vec: int) -> None:
+    """Store a materialised input (padding) de-interleaved when the kernel reads it with a stride along the
+    vector axis (stride-2 convolutions): ``x -> (x % s, x // s)`` turns each strided gather into a plain
+    vector load. Left alone when the width is not a multiple of the stride."""
+    written = sch.get(producer).writes[0].source
+    name = stmt.iter_vars[vec].var.name
+    for region in stmt.reads:
+        if not region.source.same_as(written):
+            continue
+        index = region.region[-1].min
+        if not (isinstance(index, tirx.Add) and isinstance(index.a, tirx.Mul) and str(index.a.a) == name
+                and isinstance(index.a.b, tirx.IntImm) and int(index.a.b) > 1):
+            return
+        stride = int(index.a.b)
+        width = int(written.shape[-1])
+        if width % stride:
+            return
+        ndim = len(written.shape)
+        sch.transform_layout(producer, ("write", 0), tirx.IndexMap.from_func(
+            lambda *idx: [*idx[:-1], idx[-1] % stride, idx[-1] // stride], ndim=ndim))
+        return
+
+
+def _index(sch: Schedule, name: str) -> int:
+    names = [sch.get(b).name_hint for b in root_blocks(sch)]
+    return names.index(name) if name in names else len(names)
+
+
+def _parallel_outer(sch: Schedule, spatial_outer: list, info: CpuInfo) -> None:
+    if info.cores == 1:
+        return
+    candidates = spatial_outer[:-1] if len(spatial_outer) > 1 else spatial_outer
+    fused = sch.fuse(*candidates) if len(candidates) > 1 else candidates[0]
+    sch.parallel(fused)

@@ -1,0 +1,93 @@
+"""Weight pre-packing for convolutions on small feature maps.
+
+A NCHW convolution vectorises along the output width, which on 7x7, 14x14, 28x28 or 56x56 maps is not a
+multiple of the vector width (16 floats with AVX-512). For those, the output channels are the better vector
+axis, but then the weights must be contiguous along the output channel: ``OIHW`` weights are transposed once,
+at compile time (``FoldConstant`` folds the transpose of the constant), to ``IHWO``.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, te, topi
+from tvm.ir.expr import GenericConst
+from tvm.relax import PyExprMutator, expr_functor
+
+from .cpu_schedules.common import vector_tile
+
+
+def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilation) -> te.Tensor:
+    """NCHW convolution with ``IHWO`` weights (groups 1): ``out[n,f,y,x] = Σ in[n,c,y',x'] * w[c,ky,kx,f]``."""
+    n, c, h, w = data.shape
+    _, kh, kw, f = weight.shape
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    padded = data
+    if top or left or bottom or right:
+        padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="pad_temp")
+    rc = te.reduce_axis((0, c), "rc")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, f, oh, ow),
+        lambda nn, ff, yy, xx: te.sum(padded[nn, rc, yy * sh + ry * dh, xx * sw + rx * dw] * weight[rc, ry, rx, ff],
+                                      axis=[rc, ry, rx]),
+        name="conv2d_nchw_ihwo")
+
+
+def _dims(expr) -> list[int] | None:
+    try:
+        return [int(v) for v in expr.ty.shape.values]
+    except (AttributeError, TypeError):
+        return None
+
+
+@expr_functor.mutator
+class _Packer(PyExprMutator):
+    def __init__(self, mod, lanes: int):
+        super().__init__(mod)
+        self.lanes = lanes
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d" and self._wants(call)):
+            return super().visit_call_(call)
+        data, weight = self.visit_expr(call.args[0]), call.args[1]
+        a = call.attrs
+        packed = self.builder_.emit(relax.op.permute_dims(weight, [1, 2, 3, 0]))
+        return self.builder_.call_te(conv2d_nchw_ihwo, data, packed, strides=list(a.strides),
+                                     padding=list(a.padding), dilation=list(a.dilation),
+                                     primfunc_name_hint="conv2d_nchw_ihwo")
+
+    def _wants(self, call: relax.Call) -> bool:
+        a = call.attrs
+        if int(a.groups) != 1 or (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
+            return False
+        if not isinstance(call.args[1], GenericConst) or str(call.args[0].ty.dtype) != "float32":
+            return False
+        out, weight = _dims(call), _dims(call.args[1])
+        if out is None or weight is None:
+            return False
+        width, channels = out[3], out[1]
+        width_tile = vector_tile(width, self.lanes, 2 * self.lanes)
+        return width_tile < self.lanes and vector_tile(channels, self.lanes, 2 * self.lanes) > width_tile
+
+
+@tvm.transform.module_pass(opt_level=0, name="PackConvWeights")
+class PackConvWeights:
+    """Rewrite constant-weight NCHW convolutions whose output width vectorises worse than their channels to ``IHWO`` weights.
+
+    Safe: the same sums in the same order per output element; only the weight layout and the loop nest change.
+    """
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        packer = _Packer(mod, self.lanes)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                packer.builder_.update_func(gv, packer.visit_expr(func))
+        return packer.builder_.get()

@@ -1,0 +1,119 @@
+"""Plans: what runs where. A plan is a JSON file the host writes once (``edgevit plan``) and ``edgevit
+infer`` executes; node descriptions come from an editable ``nodes.yaml``::
+
+    nodes:
+      - key: x86          # the key the nodes register with (edgevit node --key x86)
+        count: 2          # how many nodes of that key to use
+        target: host      # target (targets/*.toml) their artifacts are compiled for
+        memory_mib: 256   # memory budget per node for models
+
+A class-split plan lists the sub-models (artifact, sha256, classes, size), which node slot each goes to
+(greedy, largest first, to the slot with the most memory left that fits it) and the fusion head's weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import EdgevitError, InputError
+
+PLAN_FORMAT = "edgevit-plan"
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NodeSlot:
+    """One node a plan may use: its key, target, memory budget and index among nodes of that key."""
+
+    key: str
+    index: int
+    target: str
+    memory_mib: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.key}#{self.index}"
+
+
+def load_nodes(path: Path) -> list[NodeSlot]:
+    """Read ``nodes.yaml`` (or JSON with the same fields) into node slots.
+
+    Raises
+    ------
+    InputError
+        Missing file or missing/invalid fields; the message names the entry.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read nodes file {path}: {exc}") from None
+    entries = data.get("nodes") if isinstance(data, dict) else None
+    if not entries:
+        raise InputError(f"{path} has no 'nodes:' list (see `edgevit plan --help`)")
+    slots = []
+    for i, entry in enumerate(entries):
+        try:
+            for index in range(int(entry.get("count", 1))):
+                slots.append(NodeSlot(str(entry["key"]), index, str(entry.get("target", "host")),
+                                      float(entry.get("memory_mib", 512))))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(f"{path}: node entry {i + 1} needs key (and optional count, target, memory_mib)") \
+                from None
+    return slots
+
+
+def assign_greedy(sizes_mib: list[float], slots: list[NodeSlot]) -> list[NodeSlot]:
+    """Place items (largest first) on the slot with the most memory left that can hold them.
+
+    Raises
+    ------
+    EdgevitError
+        Some item fits on no node; the message gives sizes and budgets.
+    """
+    left = {slot.name: slot.memory_mib for slot in slots}
+    placed: list[NodeSlot | None] = [None] * len(sizes_mib)
+    for i in sorted(range(len(sizes_mib)), key=lambda i: -sizes_mib[i]):
+        # Prefer an empty slot (parallelism), then the one with the most room.
+        candidates = [s for s in slots if left[s.name] >= sizes_mib[i]]
+        if not candidates:
+            raise EdgevitError(f"sub-model {i} needs {sizes_mib[i]:.1f} MiB and no node has that much left "
+                               f"(budgets: {left}); add nodes or raise memory_mib in the nodes file")
+        used = {p.name for p in placed if p is not None}
+        best = max(candidates, key=lambda s: (s.name not in used, left[s.name]))
+        placed[i] = best
+        left[best.name] -= sizes_mib[i]
+    return placed  # type: ignore[return-value]
+
+
+def model_memory_mib(artifact: Path, params: int) -> float:
+    """Estimated memory a node needs for a model: its library plus float32 weights, plus 25 % headroom."""
+    return 1.25 * (Path(artifact).stat().st_size + 4 * params) / 2**20
+
+
+def write_plan(path: Path, plan: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"format": PLAN_FORMAT, "format_version": PLAN_VERSION, **plan}, indent=1))
+
+
+def read_plan(path: Path) -> dict:
+    """Read a plan, resolving artifact paths relative to the plan file."""
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read plan {path}: {exc}") from None
+    if plan.get("format") != PLAN_FORMAT:
+        raise InputError(f"{path} is not an edgevit plan (make one with `edgevit plan`)")
+    for stage in plan.get("submodels", []) + plan.get("stages", []) + [plan.get("full", {})]:
+        if "artifact" in stage:
+            stage["artifact"] = str((Path(path).parent / stage["artifact"]).resolve())
+    return plan
+
+
+def fusion_of(plan: dict) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(plan["fusion"]["weight"], np.float32), np.asarray(plan["fusion"]["bias"], np.float32)

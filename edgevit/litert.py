@@ -1,0 +1,32 @@
+"""LiteRT (ai-edge-litert) as a peer in ``edgevit bench``: where converted zoo models and their runtime live.
+
+Converting needs litert-torch, whose dependencies (jax, transformers, torchao) clash with edgevit's venv, so
+``tools/setup_litert.sh`` builds a separate venv from ``tools/requirements-litert.lock`` under edgevit's cache and
+converts zoo models there with ``edgevit.zoo.build`` (same seed, same torch and timm: the same weights as
+edgevit's build). The runtime, ai-edge-litert, is in edgevit's own venv (it works with numpy 2): the bench runs
+a converted .tflite there, in a process of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .settings import cache_dir, seed
+
+SETUP_HINT = "not converted (run tools/setup_litert.sh)"
+
+
+def tflite_path(model_name: str, timm_version: str, torch_version: str) -> Path:
+    """Where the converted zoo model lives; versions and seed in the name, as for the exported ONNX."""
+    return cache_dir("tflite") / f"{model_name}-seed{seed()}-timm{timm_version}-torch{torch_version}.tflite"
+
+
+def find_converted(model_name: str) -> tuple[Path, Path] | None:
+    """The .tflite of a zoo model and the Python that runs it (this one), or None if it was not converted."""
+    import sys
+
+    import timm
+    import torch
+
+    path = tflite_path(model_name, timm.__version__, torch.__version__)
+    return (path, Path(sys.executable)) if path.exists() else None

@@ -1,0 +1,83 @@
+"""Seeded, single-threaded training of the MoE-ViT presets on two tasks of scikit-learn's digits (the digit and
+its parity), cached under ``cache_dir("moe")`` by a hash of the model file, this file and the settings."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..settings import cache_dir
+from .models import MODELS_DIR, model_module
+
+CONFIG = {"seed": 0, "epochs": 40, "batch": 64, "lr": 3e-3, "aux_weight": 0.01}
+
+
+def task_labels(y: np.ndarray) -> list[np.ndarray]:
+    """The labels of each task of the presets, from digit labels: the digit, and its parity (0 even, 1 odd)."""
+    return [y, y % 2]
+
+
+def digits_tasks():
+    """(x_train, labels_train, x_test, labels_test): images ``[n, 1, 8, 8]``, one label array per task.
+
+    The same split and scaling as :func:`edgevit.hls.tiny_models.digits_split`.
+    """
+    from ..hls.tiny_models import digits_split
+
+    xtr, ytr, xte, yte = digits_split()
+    return xtr, task_labels(ytr), xte, task_labels(yte)
+
+
+def _cache_path(preset: str) -> Path:
+    digest = hashlib.sha256((MODELS_DIR / "moe_vit.py").read_bytes() + Path(__file__).read_bytes()
+                            + repr((preset, sorted(CONFIG.items()))).encode())
+    return cache_dir("moe") / f"{preset}-{digest.hexdigest()[:16]}.pt"
+
+
+def trained_moe_vit(preset: str = "moe_vit_tiny"):
+    """The preset trained on both tasks, in eval mode (about a minute on one thread unless cached)."""
+    import torch
+
+    mv = model_module()
+    path = _cache_path(preset)
+    if path.exists():
+        model = mv.build(preset)
+        model.load_state_dict(torch.load(path))
+        return model.eval()
+    torch.set_num_threads(1)
+    torch.manual_seed(CONFIG["seed"])
+    model = mv.build(preset)
+    xtr, labels, _, _ = digits_tasks()
+    xtr = torch.from_numpy(xtr)
+    labels = [torch.from_numpy(y).long() for y in labels]
+    opt = torch.optim.AdamW(model.parameters(), lr=CONFIG["lr"])
+    per_epoch = len(xtr) // CONFIG["batch"]
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, CONFIG["lr"], total_steps=CONFIG["epochs"] * per_epoch)
+    gen = torch.Generator().manual_seed(CONFIG["seed"])
+    model.train()
+    for _ in range(CONFIG["epochs"]):
+        perm = torch.randperm(len(xtr), generator=gen)
+        for k in range(per_epoch):
+            idx = perm[k * CONFIG["batch"]:(k + 1) * CONFIG["batch"]]
+            loss = 0.0
+            for task, y in enumerate(labels):   # every task on every batch: the backbone is shared
+                loss = loss + torch.nn.functional.cross_entropy(model(xtr[idx], task), y[idx])
+                loss = loss + CONFIG["aux_weight"] * sum(getattr(m, "aux_loss", 0.0) for m in model.moe_layers())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def accuracy(model, x: np.ndarray, labels: list[np.ndarray]) -> list[float]:
+    """Top-1 accuracy of each task of the multi-task ``model`` on images ``x``."""
+    import torch
+
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        return [float((model(xt, task).argmax(1).numpy() == y).mean()) for task, y in enumerate(labels)]

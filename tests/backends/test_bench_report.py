@@ -1,0 +1,38 @@
+"""``edgevit bench`` extras: per-kernel profile, FP32 peak, the all-models table and plot (no timings asserted)."""
+
+from __future__ import annotations
+
+from edgevit.bench import format_all, fp32_peak_gflops, plot_all, profile_kernels
+from edgevit.frontend import TensorSpec
+from edgevit.reference import random_inputs
+from edgevit.runtime.artifact import Artifact
+
+
+def test_profile_lists_every_kernel(tiny_host_artifact):
+    with Artifact.open(tiny_host_artifact) as artifact:
+        specs = [TensorSpec.from_json(s) for s in artifact.metadata["inputs"]]
+        rows = profile_kernels(artifact.library, random_inputs(specs, 0), runs=2)
+    names = [r["name"] for r in rows]
+    assert any("conv2d" in n for n in names)
+    assert all(r["calls"] >= 1 and r["ms"] >= 0 for r in rows)
+    assert abs(sum(r["percent"] for r in rows) - 100) < 1e-6
+
+
+def test_peak_scales_with_threads():
+    one, two = fp32_peak_gflops(1), fp32_peak_gflops(2)
+    assert two["gflops"] == 2 * one["gflops"] and "lanes" in one["formula"]
+
+
+def _row(model, threads, ours, peer):
+    return {"model": model, "threads": threads, "tuned": False, "fp32_peak": {"gflops": 100.0},
+            "ratio_vs_onnxruntime": ours / peer, "agreement": {"max_rel_error": 1e-7},
+            "engines": {"edgevit": {"median_ms": ours, "gflops": 10.0},
+                        "onnxruntime": {"median_ms": peer, "gflops": 12.0}}}
+
+
+def test_all_models_table_and_plot(tmp_path):
+    result = {"rows": [_row("a", 1, 12.0, 10.0), _row("a", 2, 8.0, 6.0), _row("b", 1, 5.0, 5.0)]}
+    table = format_all(result)
+    assert "1.20x" in table and "b" in table
+    plot_all(result, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,177 @@
+"""Numerics of every default CPU schedule rule against onnxruntime, on single ops and small graphs.
+
+Each case names the rule that must schedule its main kernel, so a rule that silently stops matching (and leaves
+the kernel to a slower fallback) fails here too. No timings are asserted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgevit.backends import tvm_compiler
+from edgevit.backends.cpu_schedules import CpuInfo, schedule_func
+from edgevit.frontend import load_model
+from edgevit.reference import compare, random_inputs, run_onnxruntime
+from edgevit.targets import get_target
+
+RNG = np.random.default_rng(7)
+
+
+def _const(name: str, shape, scale: float = 0.3) -> onnx.TensorProto:
+    return numpy_helper.from_array((RNG.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def _model(path, nodes, inputs: dict, output: tuple[str, list], initializers=()) -> str:
+    graph = helper.make_graph(
+        nodes, path.stem,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(output[0], TensorProto.FLOAT, output[1])],
+        initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _conv(path, cin, cout, size, kernel, stride=1, groups=1, act="Sigmoid"):
+    pad = kernel // 2
+    out = (size + 2 * pad - kernel) // stride + 1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[pad] * 4, strides=[stride] * 2, group=groups),
+             helper.make_node(act, ["c"], ["a"]), helper.make_node("Mul", ["c", "a"], ["y"])]
+    return _model(path, nodes, {"x": [1, cin, size, size]}, ("y", [1, cout, out, out]),
+                  [_const("w", [cout, cin // groups, kernel, kernel]), _const("b", [cout])])
+
+
+def _matmul(path, batch, m, k, n):
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Erf", ["a"], ["e"]), helper.make_node("Mul", ["a", "e"], ["y"])]
+    return _model(path, nodes, {"x": [batch, m, k]}, ("y", [batch, m, n]), [_const("w", [k, n]), _const("b", [n])])
+
+
+def _attention(path, heads, tokens, dim):
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]),
+             helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    shape = [1, heads, tokens, dim]
+    return _model(path, nodes, {"q": shape, "k": shape, "v": shape}, ("y", shape))
+
+
+def _layer_norm(path, tokens, dim):
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)]
+    return _model(path, nodes, {"x": [1, tokens, dim]}, ("y", [1, tokens, dim]), [_const("g", [dim]), _const("b", [dim])])
+
+
+def _batch_norm(path, channels, size):
+    var = numpy_helper.from_array(RNG.uniform(0.5, 2, channels).astype(np.float32), "v")
+    nodes = [helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    return _model(path, nodes, {"x": [1, channels, size, size]}, ("y", [1, channels, size, size]),
+                  [_const("g", [channels]), _const("b", [channels]), _const("m", [channels]), var])
+
+
+def _group_norm(path, channels, size):
+    nodes = [helper.make_node("InstanceNormalization", ["x", "g", "b"], ["y"], epsilon=1e-5)]
+    return _model(path, nodes, {"x": [1, channels, size, size]}, ("y", [1, channels, size, size]),
+                  [_const("g", [channels]), _const("b", [channels])])
+
+
+def _pool_mean(path, channels, size):
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=1)]
+    axes = numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")
+    return _model(path, nodes, {"x": [1, channels, size, size]}, ("y", [1, channels, 1, 1]), [axes])
+
+
+def _whole_tensor_norm(path, channels, size):
+    """GroupNorm with one group, as MobileViTv2 exports it: mean and variance over the whole tensor."""
+    axes = numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "axes")
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=1),
+             helper.make_node("Sub", ["x", "m"], ["d"]), helper.make_node("Mul", ["d", "d"], ["d2"]),
+             helper.make_node("ReduceMean", ["d2", "axes"], ["v"], keepdims=1),
+             helper.make_node("Sqrt", ["v"], ["s"]), helper.make_node("Div", ["d", "s"], ["y"])]
+    return _model(path, nodes, {"x": [1, channels, size, size]}, ("y", [1, channels, size, size]), [axes])
+
+
+def _transpose_concat(path):
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Concat", ["t", "t"], ["c"], axis=1),
+             helper.make_node("Mul", ["c", "c"], ["y"])]
+    return _model(path, nodes, {"x": [1, 24, 40]}, ("y", [1, 80, 24]))
+
+
+CASES = {
+    # name: (builder, rule that must schedule the main kernel, substring of that kernel's name)
+    "conv3x3": (lambda p: _conv(p, 8, 32, 20, 3), "TiledReduction", "conv2d"),
+    "conv1x1": (lambda p: _conv(p, 16, 32, 32, 1), "TiledReduction", "conv2d"),
+    "conv1x1_small_map_packed": (lambda p: _conv(p, 24, 32, 7, 1), "TiledReduction", "ihwo"),
+    "conv3x3_stride2_packed": (lambda p: _conv(p, 16, 32, 14, 3, stride=2), "TiledReduction", "ihwo"),
+    "depthwise_stride2": (lambda p: _conv(p, 16, 16, 32, 3, stride=2, groups=16), "TiledReduction", "conv2d"),
+    "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
+    "attention_softmax": (lambda p: _attention(p, 2, 64, 16), "RowReduction", "softmax"),
+    "layer_norm": (lambda p: _layer_norm(p, 49, 64), "RowReduction", "layer_norm"),
+    "batch_norm_relu": (lambda p: _batch_norm(p, 16, 14), "Elementwise", ""),
+    "instance_norm": (lambda p: _group_norm(p, 8, 16), "RowReduction", ""),
+    "global_mean": (lambda p: _pool_mean(p, 32, 8), "RowReduction", "mean"),
+    "transpose_concat": (lambda p: _transpose_concat(p), "Elementwise", ""),
+    "whole_tensor_norm": (lambda p: _whole_tensor_norm(p, 16, 32), "Elementwise", "mean"),
+}
+
+
+def _run(model, executable) -> list[np.ndarray]:
+    import tvm
+    from tvm.runtime import vm
+
+    inputs = random_inputs(model.inputs, 0)
+    machine = vm.VirtualMachine(executable, tvm.cpu())
+    out = machine["main"](*[tvm.runtime.tensor(x) for x in inputs])
+    return inputs, [out.numpy()]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_rule_matches_onnxruntime(case, tmp_path):
+    builder, rule, kernel = CASES[case]
+    model = load_model(builder(tmp_path / f"{case}.onnx"))
+    cpu = get_target("host").cpu
+    mod = tvm_compiler.import_onnx(model.load(), model.inputs)
+
+    fused = tvm_compiler.fused_module(mod, cpu)
+    target = tvm_compiler.make_target(cpu.tvm)
+    rules = {gv.name_hint: schedule_func(f, target)[0] for gv, f in fused.functions_items()
+             if gv.name_hint != "main"}
+    assert any(kernel in name and used == rule for name, used in rules.items()), rules
+
+    inputs, actual = _run(model, tvm_compiler.build(mod, cpu))
+    result = compare(actual, run_onnxruntime(model.onnx_path, inputs))
+    assert result.ok, result
+
+
+def test_every_kernel_gets_a_rule(tmp_path):
+    model = load_model(_conv(tmp_path / "c.onnx", 8, 16, 12, 3))
+    cpu = get_target("host").cpu
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    target = tvm_compiler.make_target(cpu.tvm)
+    assert all(schedule_func(f, target)[0] for gv, f in fused.functions_items() if gv.name_hint != "main")
+
+
+@pytest.mark.parametrize("target,lanes", [("rpi4", 4), ("rpi5", 4)])
+def test_cpu_info_reads_the_vector_width(target, lanes):
+    info = CpuInfo.of(tvm_compiler.make_target(get_target(target).cpu.tvm))
+    assert info.lanes == lanes and info.cores == 4
+
+
+def test_cpu_info_host_and_x86_widths():
+    host = CpuInfo.of(tvm_compiler.make_target(get_target("host").cpu.tvm))
+    assert host.lanes in (4, 8, 16)
+    assert CpuInfo.of(tvm_compiler.make_target({"kind": "llvm", "mcpu": "haswell"})).lanes == 8
+    assert CpuInfo.of(tvm_compiler.make_target({"kind": "llvm", "mcpu": "skylake-avx512"})).lanes == 16
+
+
+def test_aarch64_build_uses_the_rules(tmp_path):
+    model = load_model(_conv(tmp_path / "c.onnx", 8, 16, 12, 3))
+    cpu = get_target("rpi4").cpu
+    executable = tvm_compiler.build(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    tvm_compiler.export_library(executable, cpu, tmp_path / "model.so")
+    assert (tmp_path / "model.so").stat().st_size > 0

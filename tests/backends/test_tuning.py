@@ -1,0 +1,90 @@
+"""``edgevit tune``: a short search on the tiny CNN, locally and through a local TVM RPC tracker and server,
+then ``compile --tuning-db`` and verification against onnxruntime (function only, no timings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgevit.backends import tuning, tvm_compiler
+from edgevit.compiler import compile_for_target
+from edgevit.errors import EdgevitError
+from edgevit.frontend import load_model
+from edgevit.reference import compare, random_inputs, run_onnxruntime
+from edgevit.runtime.artifact import Artifact
+from edgevit.runtime.tvm_runtime import CompiledModel
+from edgevit.targets import get_target
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_database(db, onnx_path, tmp_path):
+    summary = json.loads((db / tuning.SUMMARY).read_text())
+    assert summary["target"] == "host" and summary["kernels"]
+    assert all(k["baseline_s"] is not None for k in summary["kernels"])  # every default schedule was measured
+    assert all(k["uses"] in ("default", "tuned") for k in summary["kernels"])
+    model = load_model(str(onnx_path))
+    meta = compile_for_target(model, get_target("host"), tmp_path / "tuned.tar", command="pytest", tuning_db=db)
+    assert meta["tuned"] and meta["tuning_db"] == str(db)
+    with Artifact.open(tmp_path / "tuned.tar") as artifact:
+        inputs = random_inputs(model.inputs, 0)
+        result = compare(CompiledModel(artifact.library)(inputs), run_onnxruntime(artifact.reference, inputs))
+    assert result.ok, result
+
+
+def test_tune_locally_then_compile_with_the_database(tiny_onnx, tmp_path):
+    model = load_model(str(tiny_onnx))
+    db = tmp_path / "db"
+    tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db, trials=2)
+    _check_database(db, tiny_onnx, tmp_path)
+
+
+def test_tune_through_rpc(tiny_onnx, tmp_path):
+    port, server_port = _free_port(), _free_port()
+    # Own process groups: the server forks a worker per session, which must die with it.
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                "--port", str(port), "--port-end", str(port + 1)], start_new_session=True)
+    server = None
+    try:
+        time.sleep(2)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--port", str(server_port), "--port-end", str(server_port + 1),
+                                   "--tracker", f"127.0.0.1:{port}", "--key", "pytest-board"],
+                                  start_new_session=True)
+        time.sleep(3)
+        model = load_model(str(tiny_onnx))
+        db = tmp_path / "db"
+        summary = tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db,
+                              trials=2, rpc=tuning.RpcSettings("127.0.0.1", port, "pytest-board"))
+        assert summary["measured_on"].startswith("rpc 127.0.0.1")
+        _check_database(db, tiny_onnx, tmp_path)
+    finally:
+        for proc in (server, tracker):
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def test_cross_target_needs_rpc(tiny_onnx, tmp_path):
+    model = load_model(str(tiny_onnx))
+    with pytest.raises(EdgevitError, match="rpc-tracker"):
+        tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("rpi4"), tmp_path / "db")
+
+
+def test_database_is_checked(tmp_path):
+    with pytest.raises(EdgevitError, match="edgevit tune"):
+        tuning.load_database(tmp_path)
+    (tmp_path / tuning.SUMMARY).write_text(json.dumps({"target": "rpi4"}))
+    with pytest.raises(EdgevitError, match="rpi4"):
+        tuning.load_database(tmp_path, "host")

@@ -1,0 +1,67 @@
+"""Fixtures for the PYNQ tests: the pynq venv, the tiny trained model's HLS project, its bundle and C-sim library.
+
+pynq (numpy<2) cannot be imported in edgevit's venv, so the board side runs in the venv of
+``tools/setup_pynq_env.sh`` (created on first use, then cached) through ``pynq_helpers.run_on_board``; the tests here
+(edgevit's venv) build what the host builds and assert on what the board side reports.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from fake_bitstream import write_bit, write_hwh
+from pynq_helpers import REPO
+
+TEST_INPUTS = 40     # of the 449 held-out digits: enough for bit-exactness, cheap for the golden model
+
+
+@pytest.fixture(scope="session")
+def pynq_python() -> str:
+    """The pynq venv's python (``tools/setup_pynq_env.sh``; fails, never skips, if it cannot be made)."""
+    proc = subprocess.run(["bash", str(REPO / "tools" / "setup_pynq_env.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, f"tools/setup_pynq_env.sh failed:\n{proc.stderr[-3000:]}"
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory):
+    """(program, project dir, float test inputs NCHW): the tiny MobileViT on digits, generated for pynq-z2."""
+    import torch
+
+    from edgevit.hls import project
+    from edgevit.hls.tiny_models import digits_split, trained_tiny_mobilevit
+
+    torch.set_num_threads(1)
+    xtr, _, xte, _ = digits_split()
+    tests = [x[None] for x in xte[:TEST_INPUTS]]
+    prog, out = project.generate(trained_tiny_mobilevit(), (1, 1, 8, 8), "pynq-z2",
+                                 tmp_path_factory.mktemp("hls") / "tiny", [x[None] for x in xtr[:200]],
+                                 test_inputs=tests, meta={"model": "tiny_mobilevit"})
+    return prog, out, tests
+
+
+@pytest.fixture(scope="session")
+def vivado_outputs(tmp_path_factory) -> Path:
+    """Stand-ins for Vivado's bitstream and hardware handoff for the PYNQ-Z2 part."""
+    d = tmp_path_factory.mktemp("vivado")
+    write_bit(d / "edgevit_wrapper.bit")
+    write_hwh(d / "edgevit.hwh")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_project, vivado_outputs, tmp_path_factory) -> Path:
+    from edgevit.pynq.bundle import make_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny_bundle"
+    make_bundle(tiny_project[1], out, vivado_outputs / "edgevit_wrapper.bit", vivado_outputs / "edgevit.hwh")
+    return out
+
+
+@pytest.fixture(scope="session")
+def sim_lib(tiny_project) -> Path:
+    from edgevit.pynq import simlib
+
+    return simlib.build(tiny_project[1])
