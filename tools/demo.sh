@@ -29,3 +29,4 @@ set -x
 edgevit plan fashion-vit --strategy class --k 2 --nodes build/demo/nodes.yaml -o build/demo/class.json
 edgevit nodes --tracker "127.0.0.1:$port"
 edgevit infer build/demo/class.json --tracker "127.0.0.1:$port" --dataset fashion-mnist --stream 300
+set +x
