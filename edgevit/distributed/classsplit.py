@@ -19,6 +19,7 @@ import numpy as np
 
 from ..settings import cache_dir
 from . import fashion
+from .plan import fuse
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,6 @@ class SubModelSpec:
     heads: int
     mlp: int
     params: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _torch():
@@ -279,7 +279,7 @@ class ClassSplit:
 
     def fuse(self, outputs: list[np.ndarray]) -> np.ndarray:
         """Fusion head: class logits from the sub-models' outputs (in group order)."""
-        return np.concatenate(outputs, -1) @ self.fusion_weight.T + self.fusion_bias
+        return fuse(outputs, self.fusion_weight, self.fusion_bias)
 
 
 def split_widths(vit: VitConfig, k: int) -> tuple[int, int, int]:

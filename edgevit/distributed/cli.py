@@ -11,7 +11,19 @@ import time
 from pathlib import Path
 
 from ..errors import EdgevitError, InputError
+from ..tables import format_table
 from . import node as node_agent
+
+
+def _print_breakdown(breakdown: list[dict]) -> None:
+    """The per-node table of an inference run: compute and transfer per call, bytes in total."""
+    rows = []
+    for n in breakdown:
+        calls = max(1, n["calls"])
+        rows.append([n["slot"], n["calls"], f"{n['compute_ms'] / calls:.3f}", f"{n['transfer_ms'] / calls:.3f}",
+                     f"{n['bytes_sent'] / 1024:.1f}", f"{n['bytes_received'] / 1024:.1f}", n["failures"]])
+    print(format_table(rows, ["node", "calls", "compute ms", "transfer ms", "sent KiB", "recv KiB", "fail"]))
+    print("(compute and transfer are per call; KiB are totals)")
 
 
 def cmd_tracker(args) -> int:
@@ -166,12 +178,7 @@ def cmd_infer(args) -> int:
                                                                if answers[0].degraded else ""))
     print(f"latency per image: p50 {report['latency_ms']['p50']:.2f} ms, p90 {report['latency_ms']['p90']:.2f} ms "
           f"(predicted {report['predicted_latency_ms']:.2f} ms)")
-    print(f"{'node':<10} {'calls':>6} {'compute ms':>11} {'transfer ms':>12} {'sent KiB':>9} {'recv KiB':>9} {'fail':>4}")
-    for n in breakdown:
-        calls = max(1, n["calls"])
-        print(f"{n['slot']:<10} {n['calls']:>6} {n['compute_ms'] / calls:>11.3f} {n['transfer_ms'] / calls:>12.3f} "
-              f"{n['bytes_sent'] / 1024:>9.1f} {n['bytes_received'] / 1024:>9.1f} {n['failures']:>4}")
-    print("(compute and transfer are per call; KiB are totals)")
+    _print_breakdown(breakdown)
     return 0
 
 
@@ -208,11 +215,7 @@ def _infer_pipeline(args, plan: dict, x, labels) -> int:
         print(f"accuracy: {report['accuracy'] * 100:.2f} %")
     print(f"latency {report['latency_ms']:.2f} ms (predicted {report['predicted_latency_ms']:.2f}); throughput "
           f"{report['images_per_s']:.1f} images/s (predicted {report['predicted_images_per_s']:.1f})")
-    print(f"{'node':<10} {'calls':>6} {'compute ms':>11} {'transfer ms':>12} {'sent KiB':>9} {'recv KiB':>9} {'fail':>4}")
-    for n in breakdown:
-        calls = max(1, n["calls"])
-        print(f"{n['slot']:<10} {n['calls']:>6} {n['compute_ms'] / calls:>11.3f} {n['transfer_ms'] / calls:>12.3f} "
-              f"{n['bytes_sent'] / 1024:>9.1f} {n['bytes_received'] / 1024:>9.1f} {n['failures']:>4}")
+    _print_breakdown(breakdown)
     return 1 if failed else 0
 
 

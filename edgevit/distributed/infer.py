@@ -11,14 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgevitError, ExecutionError
-from .client import NodeSession, Tracker
-from .plan import fusion_of
+from .client import CallStats, NodeSession, Tracker
+from .plan import fuse, fusion_of
 
 
 class Slot:
@@ -29,7 +29,7 @@ class Slot:
         self.session: NodeSession | None = None
         self.lock = threading.Lock()
         self.failures = 0
-        self.stats = {"compute_ms": 0.0, "transfer_ms": 0.0, "bytes_sent": 0, "bytes_received": 0, "calls": 0}
+        self.stats = CallStats()  # shared with every session of this slot, so it survives reconnects
         self._next_attempt = 0.0
 
     def connect(self, tracker: Tracker, session_timeout: float, wait: float = 2.0) -> bool:
@@ -51,6 +51,7 @@ class Slot:
         except EdgevitError:
             self._next_attempt = time.monotonic() + 1.0
             return False
+        session.stats = self.stats
         self.session = session
         return True
 
@@ -59,18 +60,11 @@ class Slot:
         session = self.session
         if session is None:
             raise ExecutionError(f"no session on '{self.name}'")
-        before = (session.stats.compute_ms, session.stats.transfer_ms, session.stats.bytes_sent,
-                  session.stats.bytes_received)
         try:
             out = session.run(digest, inputs)
         except EdgevitError:
             self.drop()
             raise
-        after = (session.stats.compute_ms, session.stats.transfer_ms, session.stats.bytes_sent,
-                 session.stats.bytes_received)
-        for name, b, a in zip(("compute_ms", "transfer_ms", "bytes_sent", "bytes_received"), before, after):
-            self.stats[name] += a - b
-        self.stats["calls"] += 1
         return out
 
     def drop(self) -> None:
@@ -144,9 +138,28 @@ class SlotPool:
                     self.retries += 1
         raise ExecutionError(f"no '{preferred.key}' node could run {digest[:12]}: " + "; ".join(errors))
 
+    def breakdown(self) -> list[dict]:
+        """Per slot: calls, compute and transfer ms, bytes each way, failures (totals over the run)."""
+        return [{"slot": s.name, "key": s.key, **{k: (round(v, 3) if isinstance(v, float) else v)
+                                                  for k, v in asdict(s.stats).items()}, "failures": s.failures}
+                for s in self.slots]
+
     def close(self) -> None:
         for slot in self.slots:
             slot.close()
+
+
+def make_slots(entries: list[tuple[str, str, str, Path]]) -> dict[str, Slot]:
+    """Slots from ``(slot name, node key, artifact sha256, artifact path)`` entries of a plan.
+
+    Every slot of a key can take over any artifact of that key, so it loads them all.
+    """
+    per_key: dict[str, dict[str, Path]] = {}
+    keys: dict[str, str] = {}
+    for name, key, digest, path in entries:
+        per_key.setdefault(key, {})[digest] = Path(path)
+        keys[name] = key
+    return {name: Slot(name, key, dict(per_key[key])) for name, key in keys.items()}
 
 
 @dataclass
@@ -169,15 +182,11 @@ class ClassSplitRunner:
             raise EdgevitError(f"plan strategy '{plan.get('strategy')}' is not a class split")
         self.plan = plan
         self.weight, self.bias = fusion_of(plan)
-        by_slot: dict[str, dict] = {}
+        self.slots = make_slots([(sub["slot"], sub["node_key"], sub["sha256"], sub["artifact"])
+                                 for sub in plan["submodels"]])
+        self.groups: dict[str, list[dict]] = {}  # slot -> its sub-models, in plan order
         for sub in plan["submodels"]:
-            entry = by_slot.setdefault(sub["slot"], {"key": sub["node_key"], "artifacts": {}})
-            entry["artifacts"][sub["sha256"]] = Path(sub["artifact"])
-        # Every slot of a key can take over any sub-model of that key, so it loads them all.
-        per_key: dict[str, dict] = {}
-        for entry in by_slot.values():
-            per_key.setdefault(entry["key"], {}).update(entry["artifacts"])
-        self.slots = {name: Slot(name, e["key"], dict(per_key[e["key"]])) for name, e in by_slot.items()}
+            self.groups.setdefault(sub["slot"], []).append(sub)
         self.pool = SlotPool(tracker, list(self.slots.values()), session_timeout)
         self.executor = ThreadPoolExecutor(max_workers=max(1, len(self.slots)), thread_name_prefix="edgevit-slot")
 
@@ -200,10 +209,8 @@ class ClassSplitRunner:
 
     def infer(self, x: np.ndarray) -> Answer:
         start = time.perf_counter()
-        groups: dict[str, list[dict]] = {}
-        for sub in self.plan["submodels"]:
-            groups.setdefault(sub["slot"], []).append(sub)
-        futures = [self.executor.submit(self._run_slot, self.slots[name], subs, x) for name, subs in groups.items()]
+        futures = [self.executor.submit(self._run_slot, self.slots[name], subs, x)
+                   for name, subs in self.groups.items()]
         results: dict[str, np.ndarray | str] = {}
         for future in futures:
             results.update(future.result())
@@ -212,14 +219,12 @@ class ClassSplitRunner:
         for sub in self.plan["submodels"]:
             value = results[sub["name"]]
             parts.append(value if not isinstance(value, str) else np.zeros((1, sub["outputs"]), np.float32))
-        logits = np.concatenate(parts, -1) @ self.weight.T + self.bias
+        logits = fuse(parts, self.weight, self.bias)
         latency = (time.perf_counter() - start) * 1e3
         return Answer(logits, int(logits.argmax()), bool(missing), missing, latency)
 
     def breakdown(self) -> list[dict]:
-        return [{"slot": s.name, "key": s.key, **{k: (round(v, 3) if isinstance(v, float) else v)
-                                                  for k, v in s.stats.items()}, "failures": s.failures}
-                for s in self.slots.values()]
+        return self.pool.breakdown()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import EdgevitError, ExecutionError
 from .client import Tracker, artifact_digest
-from .infer import Slot, SlotPool
+from .infer import SlotPool, make_slots
 from .plan import NodeSlot, write_plan
 
 
@@ -195,11 +195,7 @@ class PipelineRunner:
         if plan.get("strategy") != "pipeline":
             raise EdgevitError(f"plan strategy '{plan.get('strategy')}' is not a pipeline")
         self.plan = plan
-        per_key: dict[str, dict] = {}
-        for st in plan["stages"]:
-            per_key.setdefault(st["node_key"], {})[st["sha256"]] = Path(st["artifact"])
-        self.slots = {st["slot"]: Slot(st["slot"], st["node_key"], dict(per_key[st["node_key"]]))
-                      for st in plan["stages"]}
+        self.slots = make_slots([(st["slot"], st["node_key"], st["sha256"], st["artifact"]) for st in plan["stages"]])
         self.pool = SlotPool(tracker, list(self.slots.values()), session_timeout)
 
     def open(self, wait: float = 60.0) -> None:
@@ -251,9 +247,7 @@ class PipelineRunner:
         return [results[i] for i in range(len(images))]
 
     def breakdown(self) -> list[dict]:
-        return [{"slot": s.name, "key": s.key, **{k: (round(v, 3) if isinstance(v, float) else v)
-                                                  for k, v in s.stats.items()}, "failures": s.failures}
-                for s in self.slots.values()]
+        return self.pool.breakdown()
 
     def close(self) -> None:
         self.pool.close()

@@ -91,9 +91,9 @@ def assign_greedy(sizes_mib: list[float], slots: list[NodeSlot]) -> list[NodeSlo
     return placed  # type: ignore[return-value]
 
 
-def model_memory_mib(artifact: Path, params: int) -> float:
+def model_memory_mib(artifact_bytes: int, params: int) -> float:
     """Estimated memory a node needs for a model: its library plus float32 weights, plus 25 % headroom."""
-    return 1.25 * (Path(artifact).stat().st_size + 4 * params) / 2**20
+    return 1.25 * (artifact_bytes + 4 * params) / 2**20
 
 
 def write_plan(path: Path, plan: dict) -> None:
@@ -117,3 +117,8 @@ def read_plan(path: Path) -> dict:
 
 def fusion_of(plan: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(plan["fusion"]["weight"], np.float32), np.asarray(plan["fusion"]["bias"], np.float32)
+
+
+def fuse(outputs: list[np.ndarray], weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The fusion head: class logits from the sub-models' outputs, concatenated in plan order."""
+    return np.concatenate(outputs, -1) @ weight.T + bias

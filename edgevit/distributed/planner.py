@@ -77,7 +77,7 @@ def build_class_plan(model: str, slots, k: int, output: Path, method: str = "con
     vit, cfg = configs or model_configs(model)
     full = cs.train_full(vit, cfg, log=_say)
     split = cs.train_split(full, vit, cfg, k, method, log=_say)
-    estimates = [(4 * spec.params + (1 << 20)) * 1.25 / 2**20 for spec in split.specs]
+    estimates = [model_memory_mib(1 << 20, spec.params) for spec in split.specs]  # ~1 MiB before building
     placed = assign_greedy(estimates, slots)
     art_dir = output.parent / f"{output.stem}-artifacts"
     art_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,8 @@ def build_class_plan(model: str, slots, k: int, output: Path, method: str = "con
             "widths": {"dim": spec.dim, "heads": spec.heads, "mlp": spec.mlp},
             "artifact": str(path.relative_to(output.parent)), "sha256": artifact_digest(path),
             "bytes": path.stat().st_size, "target": slot.target, "node_key": slot.key, "slot": slot.name,
-            "memory_mib": round(model_memory_mib(path, spec.params), 2), "profile_ms": _profile_ms(path, vit),
+            "memory_mib": round(model_memory_mib(path.stat().st_size, spec.params), 2),
+            "profile_ms": _profile_ms(path, vit),
             "outputs": len(spec.classes) + 1})
     per_slot: dict[str, float] = {}
     for s in submodels:
