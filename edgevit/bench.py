@@ -42,7 +42,7 @@ def _time_in_workers(models: dict[str, tuple[str, str]], inputs: list, threads: 
     import numpy as np
 
     np.savez(tmp / "inputs.npz", *inputs)
-    checkout = str(Path(__file__).resolve().parents[1])  # the LiteRT venv has no edgevit installed
+    checkout = str(Path(__file__).resolve().parents[1])  # a worker's Python need not have edgevit installed
     env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join([checkout, os.environ.get("PYTHONPATH", "")])}
     logs = {name: (tmp / f"{name}.log").open("w") for name in models}
@@ -51,11 +51,14 @@ def _time_in_workers(models: dict[str, tuple[str, str]], inputs: list, threads: 
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=logs[name], text=True, env=env)
                for name, (python, model) in models.items()}
+
+    def last_log_line(name: str) -> str:
+        return ((tmp / f"{name}.log").read_text().strip().splitlines() or ["no message"])[-1]
+
     try:
         for name, worker in workers.items():
             if worker.stdout.readline().strip() != "ready":
-                log = (tmp / f"{name}.log").read_text().strip().splitlines() or ["no message"]
-                raise EdgevitError(f"the {name} benchmark process failed to load the model: {log[-1]}")
+                raise EdgevitError(f"the {name} benchmark process failed to load the model: {last_log_line(name)}")
 
         def block(name: str, n: int) -> list[float]:
             busy, start = _busy_cpu_seconds(), time.perf_counter()
@@ -63,8 +66,7 @@ def _time_in_workers(models: dict[str, tuple[str, str]], inputs: list, threads: 
             workers[name].stdin.flush()
             line = workers[name].stdout.readline()
             if not line:
-                log = (tmp / f"{name}.log").read_text().strip().splitlines() or ["no message"]
-                raise EdgevitError(f"the {name} benchmark process died: {log[-1]}")
+                raise EdgevitError(f"the {name} benchmark process died: {last_log_line(name)}")
             answer = json.loads(line)
             if busy is not None:
                 other[0] += _busy_cpu_seconds() - busy - answer["cpu_s"]
@@ -235,7 +237,7 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
         "tuned": meta.get("tuned", False), "macs": macs, "fp32_peak": peak,
         "versions": {**meta["versions"], "onnxruntime": onnxruntime.__version__},
         "engines": engines,
-        "ratio_vs_onnxruntime": engines["edgevit"]["median_ms"] / engines["onnxruntime"]["median_ms"],
+        "ratio_vs_onnxruntime": engines["edgevit"]["ratio_vs_onnxruntime"],
         "agreement": agreement["edgevit"], "litert": litert,
         # other work on the machine skews timings, 2-thread ones most: say how much there was
         "load_average": [load_before, load_after], "other_cpu_share": other_cpu,
@@ -392,9 +394,10 @@ def profile_kernels(library: Path, inputs: list, runs: int = 10) -> list[dict]:
         and ``percent`` of the total.
     """
     import tvm.runtime
-    from tvm.runtime import vm
 
-    machine = vm.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.runtime.cpu())
+    from .runtime.tvm_runtime import CompiledModel
+
+    machine = CompiledModel(library).vm  # with edgevit's runtime builtins registered
     tensors = [tvm.runtime.tensor(x) for x in inputs]
     machine["main"](*tensors)
     totals: dict[str, float] = {}

@@ -220,7 +220,7 @@ def cmd_bench(args) -> int:
         print(format_all(result))
         print(f"\nwrote {args.results}/{args.name}.json, .md and .png")
         return 0
-    os.environ["TVM_NUM_THREADS"] = str(threads[0])
+    os.environ["TVM_NUM_THREADS"] = str(threads[0])  # read once, when TVM's thread pool starts
     report = bench(args.model, args.target, runs=args.runs, warmup=args.warmup, threads=threads[0],
                    input_shape=args.input_shape, tuning_db=args.tuning_db, profile=args.profile)
     print(format_report(report))
@@ -317,8 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if str(getattr(args, "threads", "")).isdigit():
-        os.environ["TVM_NUM_THREADS"] = str(args.threads)  # read once, when TVM's thread pool starts
     try:
         return args.func(args)
     except EdgevitError as exc:

@@ -105,12 +105,12 @@ def _measure_baseline(tasks, target, builder, runner, database) -> dict[str, flo
     """Measure each task's rule-based schedule and commit it as a tuning record; returns seconds per task."""
     from tvm.s_tir import meta_schedule as ms
 
-    from .cpu_schedules import RULES
+    from .cpu_schedules import first_schedule
 
     candidates = []
     for task in tasks:
         func = task.dispatched[0]["main"]
-        sch = next((s for s in (rule.apply(func, target, False) for rule in RULES) if s is not None), None)
+        _, sch = first_schedule(func, target)
         if sch is not None:
             candidates.append((task, sch, ms.arg_info.ArgInfo.from_prim_func(func)))
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch, _ in candidates])

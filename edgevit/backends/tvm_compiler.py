@@ -76,7 +76,7 @@ def cpu_pipeline(target, database=None):
 
     @tvm.transform.module_pass(opt_level=0, name="EdgevitCpuPipeline")
     def _pipeline(mod, _ctx):
-        passes = [*cpu.library_dispatch_passes(target), *_prepare_passes(target), *cpu.legalize_passes(target)]
+        passes = _lowering_passes(target)
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
         passes += [DefaultCpuSchedule(target), *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
@@ -84,6 +84,13 @@ def cpu_pipeline(target, database=None):
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def _lowering_passes(target) -> list:
+    """Everything before scheduling: library dispatch, edgevit's rewrites, legalisation and fusion."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    return [*cpu.library_dispatch_passes(target), *_prepare_passes(target), *cpu.legalize_passes(target)]
 
 
 def _prepare_passes(target) -> list:
@@ -101,11 +108,11 @@ def _prepare_passes(target) -> list:
 def fused_module(mod, cpu):
     """The module after legalisation and fusion, before scheduling: the kernels edgevit schedules or tunes."""
     import tvm
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_passes
 
     target = make_target(cpu.tvm)
     with target:
-        return tvm.transform.Sequential([*_prepare_passes(target), *cpu_passes.legalize_passes(target)])(mod)
+        # The same passes as the build's pipeline, so tuning records match the kernels the build schedules.
+        return tvm.transform.Sequential(_lowering_passes(target))(mod)
 
 
 def build(mod, cpu, database=None) -> "tvm.relax.VMExecutable":

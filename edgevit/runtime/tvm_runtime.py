@@ -50,8 +50,8 @@ class CompiledModel:
         register_builtins()
 
         self._tvm = tvm.runtime
-        self._vm = vm.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.runtime.cpu())
-        self._main = self._vm["main"]
+        self.vm = vm.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.runtime.cpu())
+        self._main = self.vm["main"]
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Run ``main`` on numpy inputs (in the model's input order); return its outputs as numpy arrays."""

@@ -14,7 +14,7 @@ from tvm.s_tir import dlight
 from . import elementwise, row_reduction, tiled_reduction
 from .common import CpuInfo
 
-__all__ = ["CpuInfo", "RULES", "DefaultCpuSchedule", "schedule_func"]
+__all__ = ["CpuInfo", "RULES", "DefaultCpuSchedule", "first_schedule", "schedule_func"]
 
 
 def _rule(name: str, module):
@@ -34,13 +34,19 @@ RULES = [
 ]
 
 
-def schedule_func(func: tirx.PrimFunc, target) -> tuple[str | None, tirx.PrimFunc]:
-    """Apply the first rule that fits; returns (rule name or None, scheduled function)."""
+def first_schedule(func: tirx.PrimFunc, target) -> tuple[str | None, "tvm.s_tir.Schedule | None"]:
+    """The first rule that fits ``func`` and its schedule, or (None, None)."""
     for rule in RULES:
         sch = rule.apply(func, target, False)
         if sch is not None:
-            return type(rule).__name__, sch.mod["main"]
-    return None, func
+            return type(rule).__name__, sch
+    return None, None
+
+
+def schedule_func(func: tirx.PrimFunc, target) -> tuple[str | None, tirx.PrimFunc]:
+    """Apply the first rule that fits; returns (rule name or None, scheduled function)."""
+    name, sch = first_schedule(func, target)
+    return (name, sch.mod["main"]) if sch is not None else (None, func)
 
 
 @tvm.transform.module_pass(opt_level=0, name="DefaultCpuSchedule")
