@@ -23,7 +23,7 @@ def random_inputs(specs: list[TensorSpec], seed: int) -> list[np.ndarray]:
     return arrays
 
 
-def onnxruntime_session(onnx_path: Path, threads: int = 1):
+def onnxruntime_session(onnx_path: Path | bytes, threads: int = 1):
     """An onnxruntime CPU session with a fixed intra-op thread count."""
     import onnxruntime as ort
 
@@ -31,7 +31,8 @@ def onnxruntime_session(onnx_path: Path, threads: int = 1):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        model = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)  # a file or serialized model
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ModelImportError(f"onnxruntime cannot load the reference model: {str(exc).splitlines()[0]}") from None
 

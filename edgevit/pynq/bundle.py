@@ -88,10 +88,13 @@ def make_bundle(project: Path, out: Path, bitstream: Path | None = None, hwh: Pa
     """
     project, out = Path(project), Path(out)
     missing = [m for m in REQUIRED if not (project / m).is_file()]
+    if not missing:
+        doc = json.loads((project / "program.json").read_text())
+        # the CPU part is exported and checked on the first sample input
+        missing = [m for m in ("testdata/samples.npy",) if doc.get("cpu_layers") and not (project / m).is_file()]
     if missing:
         raise InputError(f"{project} is not a complete edgevit HLS project (missing {', '.join(missing)}); "
                          f"create it with `edgevit hls MODEL --board pynq-z2 -o {project}`")
-    doc = json.loads((project / "program.json").read_text())
     regmap = json.loads((project / "regmap.json").read_text())
     board = doc["board"]
     fpga = get_target(board).require_fpga()

@@ -16,18 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelImportError
+from ..reference import onnxruntime_session
 from . import numpy_graph
 from .manifest import TAIL_JSON, TAIL_NPZ
 MATCH_RTOL = 1e-4     # float64 program vs float32 onnxruntime
 CHECK_RTOL = 1e-4     # numpy interpreter vs onnxruntime
-
-
-def _session(model_bytes: bytes):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def _intermediates(mp, x: np.ndarray) -> tuple[dict, list]:
@@ -39,7 +32,7 @@ def _intermediates(mp, x: np.ndarray) -> tuple[dict, list]:
     names = [o for n in m.graph.node for o in n.output if o]
     known = {o.name for o in m.graph.output}
     m.graph.output.extend(onnx.helper.ValueInfoProto(name=o) for o in names if o not in known)
-    sess = _session(m.SerializeToString())
+    sess = onnxruntime_session(m.SerializeToString())
     outs = sess.run(None, {m.graph.input[0].name: x.astype(np.float32)})
     return dict(zip([o.name for o in sess.get_outputs()], outs)), names
 

@@ -33,11 +33,14 @@ class Accelerator:
         The device to load the overlay on; None is pynq's active device (the board's PL).
     timeout_s : float
         How long :meth:`run_raw` waits for ``ap_done`` before giving up.
+    config : dict, optional
+        The bundle's configuration as :func:`.manifest.load` returned it (hashes already checked); read and
+        checked here if not given.
     """
 
-    def __init__(self, bundle: Path, device=None, timeout_s: float = 10.0):
+    def __init__(self, bundle: Path, device=None, timeout_s: float = 10.0, config: dict | None = None):
         self.bundle = Path(bundle)
-        self.config = cfg = manifest.load(self.bundle)
+        self.config = cfg = config if config is not None else manifest.load(self.bundle)
         if not cfg.get("bitstream"):
             raise ArtifactError(f"bundle {self.bundle} has no bitstream: build it with Vivado (hls.tcl, then "
                                 f"vivado_bd.tcl) and add it with `edgevit bundle PROJECT --bitstream F.bit --hwh F.hwh`")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -42,12 +41,11 @@ def run(bundle: Path, count: int | None = None, timeout_s: float = 10.0, device=
     """
     bundle = Path(bundle)
     cfg = manifest.load(bundle)
-    sim = device is None and os.environ.get("EDGEVIT_PYNQ_SIM_LIB")
-    if sim:
+    if device is None:
         from .sim_device import from_env
 
-        device = from_env(cfg)
-    acc = Accelerator(bundle, device, timeout_s)
+        device = from_env(cfg)  # None on a board: pynq's own device
+    acc = Accelerator(bundle, device, timeout_s, config=cfg)
     n_in, n_out = cfg["buffers"]["input"]["elements"], cfg["buffers"]["output"]["elements"]
     inputs = np.fromfile(bundle / cfg["selftest"]["inputs"], "<i2").reshape(-1, n_in)
     golden = np.fromfile(bundle / cfg["selftest"]["golden"], "<i2").reshape(-1, n_out)
@@ -59,7 +57,7 @@ def run(bundle: Path, count: int | None = None, timeout_s: float = 10.0, device=
         mismatches += int((got != want).sum())
         first = acc.finish(got) if first is None else first
     result = {"inputs": count, "mismatches": mismatches, "first_argmax": int(np.argmax(first)),
-              "device": "simulated (g++ C-simulation)" if sim or device is not None else f"{cfg['board']} PL",
+              "device": "simulated (g++ C-simulation)" if device is not None else f"{cfg['board']} PL",
               "ms_per_inference": 1e3 * (time.perf_counter() - start) / max(count, 1)}
     if acc.tail is not None:    # the CPU part too: the float model's output for input 0 (quantisation differs)
         ref = np.asarray(acc.tail[0]["sample_output"])

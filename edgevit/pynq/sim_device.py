@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import ExecutionError
 from . import board, manifest
+from .driver import PORTS
 
 _pynq = board.pynq_module()
 
@@ -60,8 +61,7 @@ class SimDevice(_pynq.Device):
         self.lib.edgevit_sim_run.argtypes = [p32, n, p16, n, p16, n, p16, n, p16, n]
         self.lib.edgevit_sim_run.restype = ctypes.c_int
         offsets = {name: int(off, 0) for name, off in config["registers"].items()}
-        wide = {name.lower() for name in offsets} & {"program", "params", "arena", "input", "output"}
-        self.ports = {name: offsets[name.upper()] for name in wide}
+        self.ports = {name: offsets[name.upper()] for name in PORTS}
         self.valid = {offsets[n] for n in ("CTRL", "GIE", "IER", "ISR")}
         self.valid |= {off + k for off in self.ports.values() for k in (0, 4)}
         self.regs = dict.fromkeys(self.valid, 0)

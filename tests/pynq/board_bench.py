@@ -28,7 +28,7 @@ def main(mode, bundle, library, samples=None):
     bundle = Path(bundle)
     cfg = manifest.load(bundle)
     dev = SimDevice(cfg, Path(library), fault="hang" if mode == "hang" else None)
-    acc = Accelerator(bundle, dev, timeout_s=0.2 if mode == "hang" else 10.0)
+    acc = Accelerator(bundle, dev, timeout_s=0.2 if mode == "hang" else 10.0, config=cfg)
     bo = {port: acc.buffers[port].bo for port in PORTS}
     if mode == "predict":
         return {"predicted": [acc.predict(x).ravel().tolist() for x in np.load(samples)]}

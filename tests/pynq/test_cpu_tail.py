@@ -135,3 +135,14 @@ def test_the_cut_ignores_near_copies_after_nearly_identity_blocks():
     assert _find_cut(values, ["before", "block", "tokens"], acc) == ("tokens", None)
     with pytest.raises(ModelImportError, match="no tensor"):
         _find_cut(values, ["before"], acc)
+
+
+def test_a_project_without_sample_inputs_cannot_export_its_cpu_part(tail_case, tmp_path):
+    import shutil
+
+    model, _, out, _, _ = tail_case
+    project = tmp_path / "prj"
+    shutil.copytree(out, project)
+    (project / "testdata" / "samples.npy").unlink()
+    with pytest.raises(InputError, match="missing testdata/samples.npy"):
+        make_bundle(project, tmp_path / "b", model=model, input_shape=SHAPE)
