@@ -45,11 +45,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layer_table import FIELDS, expert_words, linear_traffic, unit_bounds
+from .golden import moe_active_experts
+from .layer_table import FIELDS, WORD_BITS, expert_words, linear_traffic, unit_bounds
 from .program import Program
 
 UTIL_LIMIT = 0.8
-WORD_BITS = 16
 BRAM_BITS = 36 * 1024
 
 
@@ -219,8 +219,7 @@ def moe_weight_traffic(prog: Program, routes: list[dict]) -> dict:
             continue
         e, h, d = layer.params["w1"].shape
         block = expert_words(d, h) * WORD_BITS // 8
-        active = [int((np.bincount(np.asarray(r[layer.inputs[1]])[..., 0].ravel(), minlength=e) > 0).sum())
-                  for r in routes]
+        active = [int((moe_active_experts(r[layer.inputs[1]], e) > 0).sum()) for r in routes]
         pairs = int(np.prod(prog.shapes[layer.inputs[1]][:-1]))
         row = {"layer": layer.name, "experts": e, "expert_bytes": block, "pairs": pairs,
                "active": float(np.mean(active)), "reordered": block * float(np.mean(active)),

@@ -76,8 +76,7 @@ def linear(x, fx: Fmt, w, fw: Fmt, b, fo: Fmt, act="none", res=None, fr: Fmt | N
         acc = acc + np.asarray(b, np.int64)
     y = epilogue(acc, fx.frac + fw.frac, fo, act)
     if res is not None:
-        f = max(fo.frac, fr.frac)
-        y = convert(shift(y, fo.frac - f) + shift(res, fr.frac - f), f, fo)
+        y = add(y, fo, res, fr, fo)
     return y
 
 

@@ -123,7 +123,7 @@ def build(prog: Program) -> LayerTable:
             dims = (tokens, shape[-1], oshape[-1], int(weights_outer(tokens, shape[-1], oshape[-1], a.get("lo", 1))))
         elif k in ("dwconv", "im2col"):
             dims = (*shape, a["k"], a["stride"], a["pad"])
-        elif k in ("layernorm", "avgpool", "l2norm", "additive"):
+        elif k in ("layernorm", "avgpool", "l2norm", "additive", "add"):
             dims = (tokens, shape[-1])
         elif k == "attention":
             g, n, w3 = shape
@@ -138,8 +138,6 @@ def build(prog: Program) -> LayerTable:
             dims = (tokens, shape[-1], prog.shapes[layer.inputs[1]][-1])
         elif k == "pool_mixer":
             dims = (*shape, a["k"])
-        elif k == "add":
-            dims = (tokens, shape[-1])
         elif k == "moe_route":
             dims = (tokens, shape[-1], a["k"])
         elif k == "moe_experts":

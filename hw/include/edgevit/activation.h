@@ -57,10 +57,10 @@ inline i64 epilogue(i64 acc, int fa, int act, int fo, int wo) {
     return requant(y, fy - fo, wo);
 }
 
-// y (fo bits) + res (fr bits), aligned exactly to the finer of the two, then requantised to fo, wo wide.
-inline i64 add_residual(i64 y, int fo, i64 res, int fr, int wo) {
-    const int f = fo > fr ? fo : fr;
-    return requant(shift_floor(y, fo - f) + shift_floor(res, fr - f), f - fo, wo);
+// y (fy bits) + res (fr bits), summed exactly at the finer of the two, then requantised to fo bits, wo wide.
+inline i64 add_residual(i64 y, int fy, i64 res, int fr, int fo, int wo) {
+    const int f = fy > fr ? fy : fr;
+    return requant(shift_floor(y, fy - f) + shift_floor(res, fr - f), f - fo, wo);
 }
 
 }  // namespace edgevit

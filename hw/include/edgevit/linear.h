@@ -47,7 +47,7 @@ struct linear_tiles {
             const int row = (m0 + m) * N;
             for (int lo = 0; lo < LO && n0 + lo < N; ++lo) {
                 i64 v = epilogue(acc[lo], FA, d.act, d.fo, d.wo);
-                if (d.x2 >= 0) v = add_residual(v, d.fo, arena[d.x2 + row + n0 + lo], d.fx2, d.wo);
+                if (d.x2 >= 0) v = add_residual(v, d.fo, arena[d.x2 + row + n0 + lo], d.fx2, d.fo, d.wo);
                 arena[d.y + row + n0 + lo] = v;
             }
         }

@@ -146,11 +146,10 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
 // y = x + x2 (arena) or x + a parameter tensor at w (x2 = -1; fw fractional bits), [M][C] (d0, d1): exact
 // sum at the finer input format, requantised to (fo, wo). Residuals after MoE layers; position embeddings.
 inline void add_tensors(const word_t* params, word_t* arena, const layer_desc& d) {
-    const int M = d.d0 * d.d1, FB = d.x2 >= 0 ? d.fx2 : d.fw, F = d.fx > FB ? d.fx : FB;
+    const int M = d.d0 * d.d1, FB = d.x2 >= 0 ? d.fx2 : d.fw;
     for (int k = 0; k < M; ++k) {
         const i64 b = d.x2 >= 0 ? arena[d.x2 + k].to_int() : params[d.w + k].to_int();
-        const i64 sum = shift_floor(arena[d.x + k].to_int(), d.fx - F) + shift_floor(b, FB - F);
-        arena[d.y + k] = requant(sum, F - d.fo, d.wo);
+        arena[d.y + k] = add_residual(arena[d.x + k].to_int(), d.fx, b, FB, d.fo, d.wo);
     }
 }
 
