@@ -94,15 +94,16 @@ def _lowering_passes(target) -> list:
 
 
 def _prepare_passes(target) -> list:
-    """Relax rewrites before legalisation: inference decompositions, weight packing, fast math."""
+    """Relax rewrites before legalisation: inference decompositions, weight packing, attention fusion, fast math."""
     from tvm import relax
 
+    from .attention import FuseAttention
     from .cpu_schedules import CpuInfo
     from .fast_math import fast_math_passes
     from .weight_packing import PackConvWeights
 
     return [relax.transform.DecomposeOpsForInference(), PackConvWeights(CpuInfo.of(target).lanes),
-            *fast_math_passes()]
+            FuseAttention(), *fast_math_passes()]
 
 
 def fused_module(mod, cpu):

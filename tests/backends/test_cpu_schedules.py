@@ -51,13 +51,17 @@ def _matmul(path, batch, m, k, n):
     return _model(path, nodes, {"x": [batch, m, k]}, ("y", [batch, m, n]), [_const("w", [k, n]), _const("b", [n])])
 
 
-def _attention(path, heads, tokens, dim):
+def _attention(path, heads, tokens, dim, bias=False):
+    """softmax(q kᵀ) v, fused into one kernel; with an attention bias between (EfficientFormer) it is not."""
+    scores = "sb" if bias else "s"
     nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
              helper.make_node("MatMul", ["q", "kt"], ["s"]),
-             helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             *([helper.make_node("Add", ["s", "b"], ["sb"])] if bias else []),
+             helper.make_node("Softmax", [scores], ["p"], axis=-1),
              helper.make_node("MatMul", ["p", "v"], ["y"])]
     shape = [1, heads, tokens, dim]
-    return _model(path, nodes, {"q": shape, "k": shape, "v": shape}, ("y", shape))
+    return _model(path, nodes, {"q": shape, "k": shape, "v": shape}, ("y", shape),
+                  [_const("b", [heads, tokens, tokens])] if bias else [])
 
 
 def _layer_norm(path, tokens, dim):
@@ -110,7 +114,9 @@ CASES = {
     "conv3x3_stride2_packed": (lambda p: _conv(p, 16, 32, 14, 3, stride=2), "TiledReduction", "ihwo"),
     "depthwise_stride2": (lambda p: _conv(p, 16, 16, 32, 3, stride=2, groups=16), "TiledReduction", "conv2d"),
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
-    "attention_softmax": (lambda p: _attention(p, 2, 64, 16), "RowReduction", "softmax"),
+    "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
+    "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
+    "attention_bias_softmax": (lambda p: _attention(p, 2, 64, 16, bias=True), "RowReduction", "softmax"),
     "layer_norm": (lambda p: _layer_norm(p, 49, 64), "RowReduction", "layer_norm"),
     "batch_norm_relu": (lambda p: _batch_norm(p, 16, 14), "Elementwise", ""),
     "instance_norm": (lambda p: _group_norm(p, 8, 16), "RowReduction", ""),

@@ -11,7 +11,7 @@ import tvm
 from tvm import tirx
 from tvm.s_tir import dlight
 
-from . import elementwise, row_reduction, tiled_reduction
+from . import attention, elementwise, row_reduction, tiled_reduction
 from .common import CpuInfo
 
 __all__ = ["CpuInfo", "RULES", "DefaultCpuSchedule", "first_schedule", "schedule_func"]
@@ -28,6 +28,7 @@ def _rule(name: str, module):
 
 
 RULES = [
+    _rule("Attention", attention),
     _rule("TiledReduction", tiled_reduction),
     _rule("RowReduction", row_reduction),
     _rule("Elementwise", elementwise),

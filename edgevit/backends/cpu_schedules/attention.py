@@ -1,0 +1,72 @@
+"""Fused attention (``edgevit.backends.attention``): one block of query rows at a time, scores kept in L1.
+
+Per block of ``rows`` queries: the scores ``rows x N`` are register-tiled like a matmul (rows unrolled, keys
+vectorised, the head dimension as reduction), then the row maxima, ``fast_exp`` and row sums are vectorised
+over the keys, then ``exp @ v`` is register-tiled (rows unrolled, output channels vectorised, keys as
+reduction) and divided by the row sums on the way out. Batches x row blocks run in parallel.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.s_tir import Schedule
+
+from .common import CpuInfo, extent_of, largest_divisor, root_blocks, vector_tile
+from .row_reduction import vector_rfactor
+
+BLOCKS = ("attn_score", "attn_max", "attn_delta", "T_fast_exp", "attn_sum", "attn_out", "attn_norm")
+
+
+def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule | None:
+    """Schedule the fused attention kernel; None for any other function."""
+    info = info or CpuInfo.of(target)
+    sch = Schedule(func)
+    if {sch.get(b).name_hint for b in root_blocks(sch)} != set(BLOCKS):
+        return None
+    sch.compute_inline(sch.get_sblock("attn_delta"))
+    norm = sch.get_sblock("attn_norm")
+    *lead, m_loop, c_loop = sch.get_loops(norm)
+    m, c = extent_of(sch, m_loop), extent_of(sch, c_loop)
+    c_vec = vector_tile(c, info.lanes, 2 * info.lanes)
+    c_regs = max(1, -(-c_vec // info.lanes))
+    rows = largest_divisor(m, max(1, min(16, (info.registers * 3 // 4) // c_regs)))
+    mo, mi = sch.split(m_loop, [None, rows])
+    batch = sch.fuse(*lead, mo) if lead else mo
+    if info.cores != 1:
+        sch.parallel(batch)
+    partials = [vector_rfactor(sch, sch.get_sblock(name), info) for name in ("attn_max", "attn_sum")]
+    for partial in filter(None, partials):
+        # rfactor puts the lane axis first; a block of rows needs it last to stay a contiguous vector.
+        block = sch.get_sblock(partial)
+        ndim = len(sch.get(block).writes[0].source.shape)
+        sch.transform_layout(block, ("write", 0), tirx.IndexMap.from_func(lambda lane, *row: [*row, lane],
+                                                                           ndim=ndim))
+    for block in reversed(root_blocks(sch)[:-1]):  # every block but the output, consumers first
+        sch.compute_at(block, batch, preserve_unit_loops=False)
+    _register_tile(sch, "attn_score", info, info.lanes)
+    for partial in filter(None, partials):
+        # compute_at regenerated the loops in block-iter order (lane, row, reduction): lanes go innermost.
+        block = sch.get_sblock(partial)
+        lane, row, red = sch.get_loops(block)[1:]
+        sch.reorder(row, red, lane)
+        sch.vectorize(lane)
+        sch.decompose_reduction(block, red)
+    exp_loops = sch.get_loops(sch.get_sblock("T_fast_exp"))
+    inner = sch.fuse(*exp_loops[1:]) if len(exp_loops) > 2 else exp_loops[-1]
+    n = extent_of(sch, inner)
+    sch.vectorize(sch.split(inner, [None, vector_tile(n, info.lanes, 2 * info.lanes)])[1])
+    _register_tile(sch, "attn_out", info, 2 * info.lanes)
+    sch.vectorize(sch.split(sch.get_loops(norm)[-1], [None, c_vec])[1])
+    return sch
+
+
+def _register_tile(sch: Schedule, name: str, info: CpuInfo, width: int) -> None:
+    """(rows, cols, k) under the batch loop -> cols_o, k, rows (unrolled), cols_i (vectorised, ≤ width)."""
+    block = sch.get_sblock(name)
+    rows, cols, k = sch.get_loops(block)[1:]
+    n = extent_of(sch, cols)
+    co, ci = sch.split(cols, [None, vector_tile(n, info.lanes, width)])
+    sch.reorder(co, k, rows, ci)
+    sch.unroll(rows)
+    sch.vectorize(ci)
+    sch.decompose_reduction(block, k)
