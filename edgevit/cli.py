@@ -115,12 +115,21 @@ def cmd_tune(args) -> int:
     database = Path(args.db or f"{model.name}-{target.name}.tuning")
     mod = tvm_compiler.import_onnx(model.load(), model.inputs)
     summary = tuning.tune(mod, target, database, trials=args.trials, rpc=rpc)
-    rows = [[k["kernel"], k["calls"], f"{k['baseline_s'] * 1e3:.3f}" if k["baseline_s"] else "-",
-             f"{k['tuned_s'] * 1e3:.3f}" if k["tuned_s"] else "-", k["uses"]] for k in summary["kernels"]]
-    print(format_table(rows, ["kernel", "calls", "default ms", "best tuned ms", "database uses"]))
-    better = sum(k["uses"] == "tuned" for k in summary["kernels"])
-    print(f"\n{database}: {better} of {len(rows)} kernels beat the default schedules in {args.trials} trials each "
-          f"({summary['seconds']:.0f} s). Use it: edgevit compile {args.model} --target {target.name} "
+
+    def ms(seconds):
+        return f"{seconds * 1e3:.3f}" if seconds else "-"
+
+    rows = [[k["kernel"], k["calls"], ms(k["baseline_s"]), ms(k["variant_s"]), ms(k["tuned_s"]), k["uses"]]
+            for k in summary["kernels"]]
+    print(format_table(rows, ["kernel", "calls", "default ms", "best tile variant ms", "best searched ms",
+                              "database uses"]))
+    better = sum(k["uses"] != "default" for k in summary["kernels"])
+    before = sum((k["baseline_s"] or 0) * k["calls"] for k in summary["kernels"])
+    after = sum(min(v for v in (k["baseline_s"], k["variant_s"], k["tuned_s"]) if v) * k["calls"]
+                for k in summary["kernels"] if k["baseline_s"])
+    print(f"\n{database}: {better} of {len(rows)} kernels beat the default schedules (sum of kernel times "
+          f"{before * 1e3:.2f} -> {after * 1e3:.2f} ms; {args.trials} search trials each, "
+          f"{summary['seconds']:.0f} s). Use it: edgevit compile {args.model} --target {target.name} "
           f"--tuning-db {database}")
     return 0
 
@@ -261,10 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the artifact metadata as JSON")
     p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("tune", help="search faster kernels with MetaSchedule (default schedules as baseline)")
+    p = sub.add_parser("tune", help="measure the rules' tile choices and search with MetaSchedule (default "
+                                    "schedules as baseline)")
     p.add_argument("model", help="zoo name or .onnx file")
     p.add_argument("--target", "-t", default="host", help="target name (default host)")
-    p.add_argument("--trials", type=int, default=32, help="search trials per kernel (default 32)")
+    p.add_argument("--trials", type=int, default=32, help="MetaSchedule random-search trials per kernel after the "
+                   "rules' tile variants; 0 = variants only (default 32)")
     p.add_argument("--db", metavar="DIR", help="database directory to write (default MODEL-TARGET.tuning)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a board registered with this tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker")

@@ -1,9 +1,11 @@
-"""``edgevit tune``: MetaSchedule search over a model's kernels, with edgevit's default schedules as baseline.
+"""``edgevit tune``: measured schedule choices per kernel, with edgevit's default schedules as baseline.
 
-Every kernel's rule-based schedule is measured first, with the same builder and runner as the search, and
-committed to the database as a tuning record. MetaSchedule's replay-trace search then adds its candidates;
-the database keeps the fastest record per kernel, so a tuned kernel is used only where it measured faster than
-the rule-based one (``compile --tuning-db`` applies the database, the rules schedule everything else).
+Three steps, all measured with the same builder and runner (locally or on a board through RPC) and committed
+to one MetaSchedule database as tuning records: every kernel's default (rule-based) schedule; then, for the
+slowest kernels, the rule's other tile choices (``SPACE`` in each rule: vector width, unroll, loop order), a
+small space that already schedules well; then, optionally, MetaSchedule's random replay-trace search. The
+database keeps the fastest record per kernel, so a kernel changes only where a choice measured faster than the
+default (``compile --tuning-db`` applies the database, the rules schedule everything else).
 
 Database layout (a directory): MetaSchedule's ``database_workload.json`` and ``database_tuning_record.json``,
 plus ``edgevit_tuning.json`` (what was tuned, for which target, and which kernels beat the baseline).
@@ -101,35 +103,61 @@ class _Progress:
               f"{time.monotonic() - self.start:.0f} s", end="", file=sys.stderr, flush=True)
 
 
-def _measure_baseline(tasks, target, builder, runner, database) -> dict[str, float]:
-    """Measure each task's rule-based schedule and commit it as a tuning record; returns seconds per task."""
+def _measure(candidates, target, builder, runner, database) -> list[float | None]:
+    """Build and run (task, label, schedule) candidates; commit each measured one as a tuning record.
+
+    Returns the mean seconds per candidate (None where it failed to build or run)."""
     from tvm.s_tir import meta_schedule as ms
 
-    from .cpu_schedules import first_schedule
-
-    candidates = []
-    for task in tasks:
-        func = task.dispatched[0]["main"]
-        _, sch = first_schedule(func, target)
-        if sch is not None:
-            candidates.append((task, sch, ms.arg_info.ArgInfo.from_prim_func(func)))
-    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch, _ in candidates])
-    runnable = [(c, b) for c, b in zip(candidates, built) if not b.error_msg]
-    futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args) for (_, _, args), b in runnable])
-    seconds = {}
-    for ((task, sch, args), _), future in zip(runnable, futures):
+    inputs = [(task, sch, ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"]))
+              for task, _, sch in candidates]
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch, _ in inputs])
+    runnable = [i for i, b in enumerate(built) if not b.error_msg]
+    futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, "cpu", inputs[i][2]) for i in runnable])
+    seconds: list[float | None] = [None] * len(candidates)
+    for i, future in zip(runnable, futures):
         result = future.result()
         if result.error_msg or not result.run_secs:
             continue
-        run_secs = [float(s) for s in result.run_secs]
+        task, sch, args = inputs[i]
+        run_secs = [float(x) for x in result.run_secs]
         workload = database.commit_workload(task.dispatched[0])
         database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, run_secs, target, args))
-        seconds[task.task_name] = sum(run_secs) / len(run_secs)
+        seconds[i] = sum(run_secs) / len(run_secs)
     return seconds
 
 
+def _measure_rules(tasks, target, builder, runner, database, share: float) -> dict[str, dict]:
+    """Measure every kernel's default schedule, then the rule's other tile choices for the kernels that make
+    up ``share`` of the default run time (slowest first). All go into the database as tuning records.
+
+    Returns per kernel ``{"default": s, "variant": label, "variant_s": s}`` (variant entries only where a
+    variant was measured)."""
+    from .cpu_schedules import schedule_variants
+
+    variants = {t.task_name: schedule_variants(t.dispatched[0]["main"], target) for t in tasks}
+    defaults = [(t, "default", variants[t.task_name][0][1]) for t in tasks if variants[t.task_name]]
+    seconds = _measure(defaults, target, builder, runner, database)
+    found = {task.task_name: {"default": s} for (task, _, _), s in zip(defaults, seconds) if s is not None}
+    cost = sorted(((found[t.task_name]["default"] * float(t.weight), t) for t in tasks if t.task_name in found),
+                  key=lambda c: -c[0])
+    total, covered, chosen = sum(c for c, _ in cost), 0.0, []
+    for c, task in cost:
+        if covered >= share * total:
+            break
+        covered += c
+        chosen += [(task, label, sch) for label, sch in variants[task.task_name][1:]]
+    print(f"[edgevit] {len(found)} default schedules measured; {len(chosen)} tile variants of the kernels that "
+          f"take {100 * share:.0f} % of the time", file=sys.stderr, flush=True)
+    for (task, label, _), s in zip(chosen, _measure(chosen, target, builder, runner, database)):
+        best = found[task.task_name]
+        if s is not None and s < best.get("variant_s", float("inf")):
+            best.update(variant=label, variant_s=s)
+    return found
+
+
 def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings | None = None,
-         min_weight: float = 0.0) -> dict:
+         min_weight: float = 0.0, share: float = 0.9) -> dict:
     """Tune a model's kernels for a target and write the database to ``database_dir``.
 
     Parameters
@@ -139,18 +167,21 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
     target_obj
         An ``edgevit.targets.Target`` with a CPU side.
     trials
-        Search trials per kernel (replay-trace; the rule-based baseline is measured on top).
+        Random-search trials per kernel (MetaSchedule replay-trace), after the rules' own tile variants;
+        0 measures the rules' variants only.
+    share
+        The rules' tile variants are measured for the slowest kernels that together take this share of the
+        default schedules' run time.
     rpc
         Measure on a board through a TVM RPC tracker instead of this machine (needed for foreign targets).
 
     Returns
     -------
     dict
-        The summary also written to ``edgevit_tuning.json``: per kernel, baseline and best tuned seconds and
-        which one the database will use.
+        The summary also written to ``edgevit_tuning.json``: per kernel, the default schedule's seconds, the
+        best tile variant's and the best searched one's, and which one the database will use.
     """
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.measure_callback.measure_callback import _PyMeasureCallback
 
     cpu = target_obj.require_cpu()
     if cpu.is_cross and rpc is None:
@@ -178,17 +209,11 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
         database = open_database(database_dir)
         print(f"[edgevit] {len(tasks)} kernels; measuring the default schedules first", file=sys.stderr,
               flush=True)
-        baseline = _measure_baseline(tasks, target, builder, runner, database)
-        contexts = [ms.TuneContext(mod=t.dispatched[0], target=target, space_generator="post-order-apply",
-                                   search_strategy="replay-trace", task_name=t.task_name, num_threads=1)
-                    for t in tasks]
-        progress = _Progress(trials * len(tasks))
         start = time.monotonic()
-        ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in tasks], work_dir=str(database_dir),
-                      max_trials_global=trials * len(tasks), max_trials_per_task=trials,
-                      num_trials_per_iter=min(trials, 16), builder=builder, runner=runner, database=database,
-                      cost_model="random", task_scheduler="round-robin",
-                      measure_callbacks=[*ms.MeasureCallback.create("default"), _PyMeasureCallback(progress)])
+        rules = _measure_rules(tasks, target, builder, runner, database, share)
+        progress = _Progress(trials * len(tasks))
+        if trials > 0:
+            _search(tasks, target, trials, database_dir, builder, runner, database, progress)
     finally:
         # The runner's worker process (~1 GB) outlives this call otherwise, even after the interpreter exits.
         pool = getattr(runner, "pool", None)
@@ -197,12 +222,29 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
     print(file=sys.stderr)
     kernels = []
     for i, task in enumerate(tasks):
-        tuned = progress.best.get(i)
-        base = baseline.get(task.task_name)
-        kernels.append({"kernel": task.task_name, "calls": int(task.weight), "baseline_s": base, "tuned_s": tuned,
-                        "uses": "tuned" if tuned is not None and (base is None or tuned < base) else "default"})
-    summary = {"target": target_obj.name, "tvm": cpu.tvm, "trials_per_kernel": trials,
+        found = rules.get(task.task_name, {})
+        times = {"default": found.get("default"), "variant": found.get("variant_s"), "search": progress.best.get(i)}
+        measured = {k: v for k, v in times.items() if v is not None}
+        kernels.append({"kernel": task.task_name, "calls": int(task.weight), "baseline_s": times["default"],
+                        "variant": found.get("variant"), "variant_s": times["variant"], "tuned_s": times["search"],
+                        "uses": min(measured, key=measured.get) if measured else "default"})
+    summary = {"target": target_obj.name, "tvm": cpu.tvm, "trials_per_kernel": trials, "share": share,
                "measured_on": f"rpc {rpc.tracker_host}:{rpc.tracker_port} key {rpc.key}" if rpc else "local",
                "seconds": time.monotonic() - start, "kernels": kernels}
     (database_dir / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _search(tasks, target, trials, database_dir, builder, runner, database, progress) -> None:
+    """MetaSchedule's replay-trace search, ``trials`` per kernel, into the same database."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.measure_callback.measure_callback import _PyMeasureCallback
+
+    contexts = [ms.TuneContext(mod=t.dispatched[0], target=target, space_generator="post-order-apply",
+                               search_strategy="replay-trace", task_name=t.task_name, num_threads=1)
+                for t in tasks]
+    ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in tasks], work_dir=str(database_dir),
+                  max_trials_global=trials * len(tasks), max_trials_per_task=trials,
+                  num_trials_per_iter=min(trials, 16), builder=builder, runner=runner, database=database,
+                  cost_model="random", task_scheduler="round-robin",
+                  measure_callbacks=[*ms.MeasureCallback.create("default"), _PyMeasureCallback(progress)])

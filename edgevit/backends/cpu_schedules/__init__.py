@@ -8,31 +8,33 @@ lanes, registers, cores) come from the target (:class:`CpuInfo`), so the same ru
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import tirx
 from tvm.s_tir import dlight
 
 from . import attention, elementwise, row_reduction, tiled_reduction
 from .common import CpuInfo
 
-__all__ = ["CpuInfo", "RULES", "DefaultCpuSchedule", "first_schedule", "schedule_func"]
+__all__ = ["CpuInfo", "RULES", "DefaultCpuSchedule", "first_schedule", "schedule_func", "schedule_variants"]
+
+
+def _try(module, func: tirx.PrimFunc, target, **knobs):
+    try:
+        return module.apply(func, target, **knobs)
+    except Exception:  # noqa: BLE001 - a rule that does not fit this function leaves it to the next
+        return None
 
 
 def _rule(name: str, module):
     @dlight.ScheduleRule.from_callable(name)
     def rule(func: tirx.PrimFunc, target, tunable: bool):  # noqa: ARG001 - fixed rules, never tunable
-        try:
-            return module.apply(func, target)
-        except Exception:  # noqa: BLE001 - a rule that does not fit this function leaves it to the next
-            return None
+        return _try(module, func, target)
     return rule
 
 
-RULES = [
-    _rule("Attention", attention),
-    _rule("TiledReduction", tiled_reduction),
-    _rule("RowReduction", row_reduction),
-    _rule("Elementwise", elementwise),
-]
+_MODULES = [attention, tiled_reduction, row_reduction, elementwise]
+RULES = [_rule(name, module) for name, module in
+         zip(["Attention", "TiledReduction", "RowReduction", "Elementwise"], _MODULES)]
 
 
 def first_schedule(func: tirx.PrimFunc, target) -> tuple[str | None, "tvm.s_tir.Schedule | None"]:
@@ -42,6 +44,23 @@ def first_schedule(func: tirx.PrimFunc, target) -> tuple[str | None, "tvm.s_tir.
         if sch is not None:
             return type(rule).__name__, sch
     return None, None
+
+
+def schedule_variants(func: tirx.PrimFunc, target) -> list[tuple[str, "tvm.s_tir.Schedule"]]:
+    """Every distinct schedule of the first rule that fits ``func``, over that rule's ``SPACE`` of tile choices
+    (default first), as (label, schedule). What ``edgevit tune`` measures before any random search."""
+    for module in _MODULES:
+        default = _try(module, func, target)
+        if default is None:
+            continue
+        found, seen = [("default", default)], {tvm_ffi.structural_hash(default.mod)}
+        for knobs in getattr(module, "SPACE", []):
+            sch = _try(module, func, target, knobs=knobs)
+            if sch is not None and tvm_ffi.structural_hash(sch.mod) not in seen:
+                seen.add(tvm_ffi.structural_hash(sch.mod))
+                found.append((f"{module.__name__.rsplit('.', 1)[-1]} {knobs}", sch))
+        return found
+    return []
 
 
 def schedule_func(func: tirx.PrimFunc, target) -> tuple[str | None, tirx.PrimFunc]:

@@ -8,16 +8,29 @@ reduction) and divided by the row sums on the way out. Batches x row blocks run 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import tirx
 from tvm.s_tir import Schedule
 
 from .common import CpuInfo, extent_of, largest_divisor, root_blocks, vector_tile
 from .row_reduction import vector_rfactor
 
+
+@dataclass(frozen=True)
+class Knobs:
+    """Query rows per block (at most; also bounded by the accumulator registers). ``edgevit tune`` measures
+    :data:`SPACE`."""
+
+    rows: int = 16
+
+
+SPACE = [Knobs(4), Knobs(8)]
+
 BLOCKS = ("attn_score", "attn_max", "attn_delta", "T_fast_exp", "attn_sum", "attn_out", "attn_norm")
 
 
-def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule | None:
+def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs = Knobs()) -> Schedule | None:
     """Schedule the fused attention kernel; None for any other function."""
     info = info or CpuInfo.of(target)
     sch = Schedule(func)
@@ -29,7 +42,7 @@ def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule 
     m, c = extent_of(sch, m_loop), extent_of(sch, c_loop)
     c_vec = vector_tile(c, info.lanes, 2 * info.lanes)
     c_regs = max(1, -(-c_vec // info.lanes))
-    rows = largest_divisor(m, max(1, min(16, (info.registers * 3 // 4) // c_regs)))
+    rows = largest_divisor(m, max(1, min(knobs.rows, (info.registers * 3 // 4) // c_regs)))
     mo, mi = sch.split(m_loop, [None, rows])
     batch = sch.fuse(*lead, mo) if lead else mo
     if info.cores != 1:

@@ -9,12 +9,27 @@ residual add) is computed per tile, straight from the registers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import tirx
 from tvm.ir.expr import TensorLoad
 from tvm.s_tir import Schedule
 
 from .common import CpuInfo, extent, inline_injective, is_reduction, largest_divisor, root_blocks, vars_in
 from .common import schedule_elementwise, vector_tile
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The rule's tile choices. The defaults are what ``edgevit compile`` uses; ``edgevit tune`` measures
+    the others (:data:`SPACE`) per kernel."""
+
+    vector: int = 2           # vector tile, in vector registers (at most)
+    block: int = 16           # block-axis unroll (at most; also bounded by the accumulator registers)
+    block_innermost: bool = True  # block axis's outer loop innermost among the tile loops (panel reuse)
+
+
+SPACE = [Knobs(v, b, o) for v in (1, 2, 4) for b in (4, 8, 16) for o in (True, False)]
 
 
 def _mac_block(sch: Schedule):
@@ -58,7 +73,7 @@ def _choose_axes(stmt: tirx.SBlock, lanes: int):
     return vec, (pool[-1] if pool else None)
 
 
-def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule | None:
+def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs = Knobs()) -> Schedule | None:
     """Schedule a function with one multiply-accumulate reduction, or return None if it has none."""
     info = info or CpuInfo.of(target)
     sch = Schedule(func)
@@ -103,7 +118,7 @@ def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule 
     stmt = sch.get(main)
     loops = list(sch.get_loops(main))
     vec_extent = extent(stmt.iter_vars[vec])
-    vec_tile = vector_tile(vec_extent, info.lanes, 2 * info.lanes)
+    vec_tile = vector_tile(vec_extent, info.lanes, knobs.vector * info.lanes)
     vec_regs = max(1, -(-vec_tile // info.lanes))
     budget = max(1, (info.registers * 3 // 4) // vec_regs)
     spatial = [i for i, iv in enumerate(stmt.iter_vars) if iv.iter_type == tirx.IterVar.DataPar]
@@ -113,13 +128,15 @@ def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule 
     inner = [vi]
     blk_tile = 1
     if blk is not None:
-        blk_tile = largest_divisor(extent(stmt.iter_vars[blk]), min(budget, 16))
+        blk_tile = largest_divisor(extent(stmt.iter_vars[blk]), min(budget, knobs.block))
         bo, bi = sch.split(loops[blk], [None, blk_tile])
         outer[blk] = bo
         inner.insert(0, bi)
     # The block axis's outer loop goes innermost among the tile loops: the vector operand's panel (a conv's
     # input rows, a matmul's right-hand columns) is then reused from cache by every block of rows/channels.
     order = [i for i in spatial if i != blk] + ([blk] if blk is not None else [])
+    if blk is not None and not knobs.block_innermost:
+        order = [i for i in spatial if i != vec] + [vec]
     spatial_outer = [outer.get(i, loops[i]) for i in order]
     sch.reorder(*spatial_outer, *[loops[i] for i in reduce], *inner)
     sch.vectorize(vi)
