@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgevit.backends import tvm_compiler
-from edgevit.backends.cpu_schedules import CpuInfo, schedule_func
+from edgevit.backends.cpu_schedules import CpuInfo, schedule_func, schedule_variants
 from edgevit.frontend import load_model
 from edgevit.reference import compare, random_inputs, run_onnxruntime
 from edgevit.targets import get_target
@@ -116,6 +116,7 @@ CASES = {
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
     "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
+    "attention_prime_tokens": (lambda p: _attention(p, 2, 197, 16), "Attention", "fused_attention"),
     "attention_bias_softmax": (lambda p: _attention(p, 2, 64, 16, bias=True), "RowReduction", "softmax"),
     "layer_norm": (lambda p: _layer_norm(p, 49, 64), "RowReduction", "layer_norm"),
     "batch_norm_relu": (lambda p: _batch_norm(p, 16, 14), "Elementwise", ""),
@@ -181,3 +182,27 @@ def test_aarch64_build_uses_the_rules(tmp_path):
     executable = tvm_compiler.build(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
     tvm_compiler.export_library(executable, cpu, tmp_path / "model.so")
     assert (tmp_path / "model.so").stat().st_size > 0
+
+
+@pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "matmul_bias_gelu", "attention_fused"])
+def test_every_tile_variant_computes_the_same(case, tmp_path):
+    """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
+    import tvm
+
+    builder, _, kernel = CASES[case]
+    model = load_model(builder(tmp_path / f"{case}.onnx"))
+    cpu = get_target("host").cpu
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    target = tvm_compiler.make_target(cpu.tvm)
+    func = next(f for gv, f in fused.functions_items() if kernel in gv.name_hint)
+    variants = schedule_variants(func, target)
+    assert len(variants) > 1 and variants[0][0] == "default"
+    args = [RNG.standard_normal([int(x) for x in p.ty.shape]).astype(np.float32) for p in func.params]
+    outputs = []
+    for _, sch in variants:
+        lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        lib["main"](*tensors)
+        outputs.append(tensors[-1].numpy())
+    for (label, _), out in zip(variants[1:], outputs[1:]):
+        np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-6, err_msg=label)

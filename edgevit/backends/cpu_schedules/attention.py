@@ -55,17 +55,17 @@ def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs
         sch.transform_layout(block, ("write", 0), tirx.IndexMap.from_func(lambda lane, *row: [*row, lane],
                                                                            ndim=ndim))
     for block in reversed(root_blocks(sch)[:-1]):  # every block but the output, consumers first
-        sch.compute_at(block, batch, preserve_unit_loops=False)
+        sch.compute_at(block, batch, preserve_unit_loops=True)  # a 1-row block keeps its row loop
     _register_tile(sch, "attn_score", info, info.lanes)
     for partial in filter(None, partials):
         # compute_at regenerated the loops in block-iter order (lane, row, reduction): lanes go innermost.
         block = sch.get_sblock(partial)
-        lane, row, red = sch.get_loops(block)[1:]
+        loops = sch.get_loops(block)
+        lane, row, red = loops[1], loops[-2], loops[-1]
         sch.reorder(row, red, lane)
         sch.vectorize(lane)
         sch.decompose_reduction(block, red)
-    exp_loops = sch.get_loops(sch.get_sblock("T_fast_exp"))
-    inner = sch.fuse(*exp_loops[1:]) if len(exp_loops) > 2 else exp_loops[-1]
+    inner = sch.fuse(*sch.get_loops(sch.get_sblock("T_fast_exp"))[-2:])  # rows x keys
     n = extent_of(sch, inner)
     sch.vectorize(sch.split(inner, [None, vector_tile(n, info.lanes, 2 * info.lanes)])[1])
     _register_tile(sch, "attn_out", info, 2 * info.lanes)
@@ -76,7 +76,7 @@ def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs
 def _register_tile(sch: Schedule, name: str, info: CpuInfo, width: int) -> None:
     """(rows, cols, k) under the batch loop -> cols_o, k, rows (unrolled), cols_i (vectorised, ≤ width)."""
     block = sch.get_sblock(name)
-    rows, cols, k = sch.get_loops(block)[1:]
+    rows, cols, k = sch.get_loops(block)[-3:]
     n = extent_of(sch, cols)
     co, ci = sch.split(cols, [None, vector_tile(n, info.lanes, width)])
     sch.reorder(co, k, rows, ci)

@@ -101,7 +101,9 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
     """Vectorise a spatial block's innermost loop and run its outer loops, fused, in parallel.
 
     The innermost loop alone is vectorised (fusing it with outer loops would turn every lane's index into a
-    div/mod); if its extent has no lane-multiple tile it is left to LLVM's loop vectoriser.
+    div/mod): by its largest lane-multiple tile up to 4 vectors, else by one vector with a scalar tail. A loop
+    shorter than a vector is left to LLVM's loop vectoriser (fusing a 7- or 14-wide map's loops to vectorise
+    them made a resize + GELU kernel twice as slow: gathers).
     """
     loops = sch.get_loops(block)
     if not loops:
@@ -111,13 +113,9 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
     n = int(n) if isinstance(n, tirx.IntImm) else None
     outer = list(loops[:-1])
     if n is not None and n >= info.lanes:
-        vec = vector_tile(n, info.lanes, 4 * info.lanes)
-        if vec < info.lanes:
-            vec = info.lanes
-        if vec >= info.lanes:
-            io, ii = sch.split(inner, [None, vec])
-            sch.vectorize(ii)
-            outer.append(io)
+        io, ii = sch.split(inner, [None, max(vector_tile(n, info.lanes, 4 * info.lanes), info.lanes)])
+        sch.vectorize(ii)
+        outer.append(io)
     if parallel and info.cores != 1 and outer:
         fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
         sch.parallel(fused)
