@@ -35,3 +35,25 @@ def tiny_cnn_onnx(path: Path, batch: int | str = 1) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def tiny_attention_onnx(path: Path, heads: int = 2, tokens: int = 64, dim: int = 16) -> Path:
+    """``softmax(x Wq (x Wk)ᵀ) x Wv`` over ``heads`` heads: the pattern edgevit fuses into one attention kernel."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    weights = [numpy_helper.from_array((rng.standard_normal((dim, dim)) * 0.3).astype(np.float32), name)
+               for name in ("wq", "wk", "wv")]
+    nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
+             helper.make_node("MatMul", ["x", "wv"], ["v"]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["y"])]
+    shape = [1, heads, tokens, dim]
+    graph = helper.make_graph(nodes, "tiny_attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

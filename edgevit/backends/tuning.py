@@ -90,13 +90,15 @@ def load_database(path: Path, target_name: str | None = None):
 class _Progress:
     def __init__(self, total: int):
         self.total, self.done, self.best, self.start = total, 0, {}, time.monotonic()
+        self.task_index: list[int] = []  # searched task -> index among all tasks
 
     def __call__(self, task_scheduler, task_id, candidates, builder_results, runner_results) -> None:
         self.done += len(candidates)
+        task = self.task_index[task_id]
         for result in runner_results:
             if result.run_secs:
                 secs = sum(float(s) for s in result.run_secs) / len(result.run_secs)
-                self.best[task_id] = min(self.best.get(task_id, secs), secs)
+                self.best[task] = min(self.best.get(task, secs), secs)
         width = 30
         filled = int(width * min(self.done, self.total) / max(self.total, 1))
         print(f"\r[edgevit] tuning [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} trials, "
@@ -240,11 +242,22 @@ def _search(tasks, target, trials, database_dir, builder, runner, database, prog
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.measure_callback.measure_callback import _PyMeasureCallback
 
-    contexts = [ms.TuneContext(mod=t.dispatched[0], target=target, space_generator="post-order-apply",
-                               search_strategy="replay-trace", task_name=t.task_name, num_threads=1)
-                for t in tasks]
-    ms.tune_tasks(tasks=contexts, task_weights=[float(t.weight) for t in tasks], work_dir=str(database_dir),
-                  max_trials_global=trials * len(tasks), max_trials_per_task=trials,
+    contexts, weights = [], []
+    for i, task in enumerate(tasks):
+        ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
+                             search_strategy="replay-trace", task_name=task.task_name, num_threads=1)
+        try:
+            ctx.generate_design_space()
+        except Exception:  # noqa: BLE001 - MetaSchedule's rules cannot schedule it (fused attention): skip
+            print(f"[edgevit] {task.task_name}: no MetaSchedule search space; tile variants only",
+                  file=sys.stderr, flush=True)
+            continue
+        contexts.append(ctx)
+        weights.append(float(task.weight))
+        progress.task_index.append(i)
+    progress.total = trials * len(contexts)
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database_dir),
+                  max_trials_global=trials * len(contexts), max_trials_per_task=trials,
                   num_trials_per_iter=min(trials, 16), builder=builder, runner=runner, database=database,
                   cost_model="random", task_scheduler="round-robin",
                   measure_callbacks=[*ms.MeasureCallback.create("default"), _PyMeasureCallback(progress)])
