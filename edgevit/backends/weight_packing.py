@@ -71,6 +71,10 @@ class _Packer(PyExprMutator):
         if out is None or weight is None:
             return False
         width, channels = out[3], out[1]
+        pointwise = weight[2:] == [1, 1] and all(int(x) == 1 for x in (*a.strides, *a.dilation)) \
+            and not any(int(x) for x in a.padding)
+        if pointwise and (out[2] * width) % self.lanes == 0:
+            return False  # the rule vectorises over the map's pixels instead (tiled_reduction._flatten_pixels)
         width_tile = vector_tile(width, self.lanes, 2 * self.lanes)
         return width_tile < self.lanes and vector_tile(channels, self.lanes, 2 * self.lanes) > width_tile
 

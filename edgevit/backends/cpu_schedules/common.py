@@ -43,10 +43,12 @@ def is_reduction(block: tirx.SBlock) -> bool:
 
 def vars_in(region) -> set:
     """The block iteration variables a buffer region's indices use."""
-    found = set()
-    for rng in region.region:
-        found.update(v.name for v in tirx.analysis.undefined_vars(rng.min, []))
-    return found
+    return set().union(*[vars_in_range(rng) for rng in region.region])
+
+
+def vars_in_range(rng) -> set:
+    """The variables one index range of a buffer region uses."""
+    return {v.name for v in tirx.analysis.undefined_vars(rng.min, [])}
 
 
 def extent(iv: tirx.IterVar) -> int | None:

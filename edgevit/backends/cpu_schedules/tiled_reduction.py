@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.ir.expr import TensorLoad
 from tvm.s_tir import Schedule
+from tvm.sym.analyzer import Analyzer
 
 from .common import CpuInfo, extent, inline_injective, is_reduction, largest_divisor, root_blocks, vars_in
+from .common import vars_in_range
 from .common import schedule_elementwise, vector_tile
 
 
@@ -115,6 +117,9 @@ def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs
         except Exception:  # noqa: BLE001
             pass
     main = sch.get_sblock(main_name)
+    if _flatten_pixels(sch, main, info):
+        main = sch.get_sblock(main_name)
+        vec, blk = _choose_axes(sch.get(main), info.lanes)
     stmt = sch.get(main)
     loops = list(sch.get_loops(main))
     vec_extent = extent(stmt.iter_vars[vec])
@@ -174,6 +179,54 @@ def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs
     for name in prologue:
         schedule_elementwise(sch, sch.get_sblock(name), info)
     return sch
+
+
+def _flatten_pixels(sch: Schedule, main, info: CpuInfo) -> bool:
+    """Iterate a pointwise (1x1, stride 1) kernel over pixels ``y * W + x`` instead of rows and columns when the
+    map's width has no lane-multiple tile but its pixel count has (56x56, 28x28 with 16 lanes): the pixels are
+    contiguous in NCHW, so the vector axis becomes the whole map instead of a 56-wide row. The accumulator and
+    the epilogue are flattened the same way, so the epilogue stays a contiguous vector store.
+
+    Returns True if the block was changed. Only when every operand indexes the map as ``[..., y, x]`` over its
+    whole extent (no padding, stride or dilation).
+    """
+    stmt = sch.get(main)
+    out = [str(r.min) for r in stmt.writes[0].region]
+    names = [iv.var.name for iv in stmt.iter_vars]
+    if len(out) < 2 or out[-2] not in names or out[-1] not in names:
+        return False
+    iy, ix = names.index(out[-2]), names.index(out[-1])
+    height, width = extent(stmt.iter_vars[iy]), extent(stmt.iter_vars[ix])
+    if ix != iy + 1 or not width or width % info.lanes == 0 or (height * width) % info.lanes:
+        return False
+    # A 1x1 kernel's unit reduction axes appear in the indices (``y + ry``): they are 0.
+    analyzer = Analyzer()
+    for iv in stmt.iter_vars:
+        if extent(iv) == 1:
+            analyzer.bind(iv.var, iv.dom.min)
+
+    def index(rng) -> str:
+        return str(analyzer.simplify(rng.min))
+
+    for region in [stmt.writes[0], *stmt.reads]:
+        if not {out[-2], out[-1]} & vars_in(region):
+            continue
+        dims = [int(d) if isinstance(d, tirx.IntImm) else None for d in region.source.shape[-2:]]
+        if [index(r) for r in region.region[-2:]] != out[-2:] or dims != [height, width] or \
+                {out[-2], out[-1]} & set().union(*[vars_in_range(r) for r in region.region[:-2]]):
+            return False
+    ndim = len(out)
+    sch.transform_layout(main, ("write", 0), tirx.IndexMap.from_func(
+        lambda *i: [*i[:-2], i[-2] * width + i[-1]], ndim=ndim))
+    sch.transform_block_layout(main, tirx.IndexMap.from_func(
+        lambda *v: [*v[:iy], v[iy] * width + v[ix], *v[ix + 1:]], ndim=len(names)))
+    for consumer in sch.get_consumers(main):
+        try:  # its read of the accumulator is now [..., y * W + x]: iterate it over pixels too
+            sch.transform_block_layout(consumer, tirx.IndexMap.from_func(
+                lambda *v: [*v[:-2], v[-2] * width + v[-1]], ndim=len(sch.get(consumer).iter_vars)))
+        except Exception:  # noqa: BLE001 - left row-wise: still correct, the epilogue vectorises worse
+            pass
+    return True
 
 
 def _deinterleave_strided(sch: Schedule, producer, stmt: tirx.SBlock, vec: int) -> None:
