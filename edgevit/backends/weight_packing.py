@@ -16,8 +16,13 @@ from tvm.relax import PyExprMutator, expr_functor
 from .cpu_schedules.common import vector_tile
 
 
-def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilation) -> te.Tensor:
-    """NCHW convolution with ``IHWO`` weights (groups 1): ``out[n,f,y,x] = Σ in[n,c,y',x'] * w[c,ky,kx,f]``."""
+def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
+                     channels: int | None = None) -> te.Tensor:
+    """NCHW convolution with ``IHWO`` weights (groups 1): ``out[n,f,y,x] = Σ in[n,c,y',x'] * w[c,ky,kx,f]``.
+
+    ``channels`` < the weights' ``O`` means the weights were zero-padded to a whole number of vectors: the
+    padded channels are computed (in registers) and cropped.
+    """
     n, c, h, w = data.shape
     _, kh, kw, f = weight.shape
     sh, sw = (int(s) for s in strides)
@@ -31,11 +36,14 @@ def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilat
     rc = te.reduce_axis((0, c), "rc")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
-    return te.compute(
+    out = te.compute(
         (n, f, oh, ow),
         lambda nn, ff, yy, xx: te.sum(padded[nn, rc, yy * sh + ry * dh, xx * sw + rx * dw] * weight[rc, ry, rx, ff],
                                       axis=[rc, ry, rx]),
         name="conv2d_nchw_ihwo")
+    if channels is None or channels == int(f):
+        return out
+    return te.compute((n, channels, oh, ow), lambda *i: out(*i), name="conv2d_nchw_ihwo_crop")
 
 
 def _dims(expr) -> list[int] | None:
@@ -57,8 +65,13 @@ class _Packer(PyExprMutator):
         data, weight = self.visit_expr(call.args[0]), call.args[1]
         a = call.attrs
         packed = self.builder_.emit(relax.op.permute_dims(weight, [1, 2, 3, 0]))
+        channels = _dims(weight)[0]
+        extra = -channels % self.lanes
+        if extra and vector_tile(channels, self.lanes, 2 * self.lanes) < self.lanes:
+            # e.g. 220 channels: 4-wide vectors; zero-pad the weights to 224 and crop the output instead
+            packed = self.builder_.emit(relax.op.nn.pad(packed, [0, 0, 0, 0, 0, 0, 0, extra]))
         return self.builder_.call_te(conv2d_nchw_ihwo, data, packed, strides=list(a.strides),
-                                     padding=list(a.padding), dilation=list(a.dilation),
+                                     padding=list(a.padding), dilation=list(a.dilation), channels=channels,
                                      primfunc_name_hint="conv2d_nchw_ihwo")
 
     def _wants(self, call: relax.Call) -> bool:
@@ -76,7 +89,8 @@ class _Packer(PyExprMutator):
         if pointwise and (out[2] * width) % self.lanes == 0:
             return False  # the rule vectorises over the map's pixels instead (tiled_reduction._flatten_pixels)
         width_tile = vector_tile(width, self.lanes, 2 * self.lanes)
-        return width_tile < self.lanes and vector_tile(channels, self.lanes, 2 * self.lanes) > width_tile
+        channel_tile = vector_tile(channels + (-channels % self.lanes), self.lanes, 2 * self.lanes)
+        return width_tile < self.lanes and channel_tile > width_tile
 
 
 @tvm.transform.module_pass(opt_level=0, name="PackConvWeights")

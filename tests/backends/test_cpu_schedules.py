@@ -111,6 +111,8 @@ CASES = {
     "conv3x3": (lambda p: _conv(p, 8, 32, 20, 3), "TiledReduction", "conv2d"),
     "conv1x1": (lambda p: _conv(p, 16, 32, 32, 1), "TiledReduction", "conv2d"),
     "conv1x1_small_map_packed": (lambda p: _conv(p, 24, 32, 7, 1), "TiledReduction", "ihwo"),
+    "conv1x1_220_channels_padded": (lambda p: _conv(p, 64, 220, 7, 1), "TiledReduction", "ihwo"),
+    "conv3x3_20_channels_padded": (lambda p: _conv(p, 8, 20, 14, 3, stride=2), "TiledReduction", "ihwo"),
     "conv1x1_28_map_over_pixels": (lambda p: _conv(p, 24, 40, 28, 1), "TiledReduction", "fused_conv2d_add"),
     "conv3x3_stride2_packed": (lambda p: _conv(p, 16, 32, 14, 3, stride=2), "TiledReduction", "ihwo"),
     "depthwise_stride2": (lambda p: _conv(p, 16, 16, 32, 3, stride=2, groups=16), "TiledReduction", "conv2d"),
@@ -186,6 +188,7 @@ def test_aarch64_build_uses_the_rules(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
+                                  "conv1x1_220_channels_padded",
                                   "matmul_bias_gelu", "attention_fused"])
 def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
