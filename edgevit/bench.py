@@ -6,6 +6,8 @@ builds for boards run under qemu, whose timings say nothing about a real board.
 
 from __future__ import annotations
 
+import functools
+
 import os
 import platform
 import statistics
@@ -126,12 +128,9 @@ def _busy_cpu_seconds() -> float | None:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
-def fp32_peak_gflops(threads: int) -> dict:
-    """Nominal FP32 peak of this CPU: clock x vector lanes x 2 (FMA) x 2 FMA pipes x threads.
-
-    The clock is the nominal one ``/proc/cpuinfo`` reports (turbo can exceed it); lanes come from the host
-    target (16 with AVX-512, 8 with AVX2).
-    """
+@functools.lru_cache(maxsize=1)
+def _clock_and_lanes() -> tuple[float, int]:
+    """Nominal clock (MHz, from /proc/cpuinfo; 0 if unknown) and float32 vector lanes of the host: read once."""
     from .backends.cpu_schedules import CpuInfo
     from .backends.tvm_compiler import make_target
     from .targets import get_target
@@ -144,7 +143,16 @@ def fp32_peak_gflops(threads: int) -> dict:
                 break
     except OSError:
         pass
-    lanes = CpuInfo.of(make_target(get_target("host").require_cpu().tvm)).lanes
+    return mhz, CpuInfo.of(make_target(get_target("host").require_cpu().tvm)).lanes
+
+
+def fp32_peak_gflops(threads: int) -> dict:
+    """Nominal FP32 peak of this CPU: clock x vector lanes x 2 (FMA) x 2 FMA pipes x threads.
+
+    The clock is the nominal one ``/proc/cpuinfo`` reports (turbo can exceed it); lanes come from the host
+    target (16 with AVX-512, 8 with AVX2).
+    """
+    mhz, lanes = _clock_and_lanes()
     return {"gflops": mhz / 1e3 * lanes * 2 * 2 * threads,
             "formula": f"{mhz:.0f} MHz x {lanes} lanes x 2 (FMA) x 2 pipes x {threads} thread(s)"}
 

@@ -30,9 +30,9 @@ SPACE = [Knobs(4), Knobs(8)]
 BLOCKS = ("attn_score", "attn_max", "attn_delta", "T_fast_exp", "attn_sum", "attn_out", "attn_norm")
 
 
-def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs = Knobs()) -> Schedule | None:
+def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | None:
     """Schedule the fused attention kernel; None for any other function."""
-    info = info or CpuInfo.of(target)
+    info = CpuInfo.of(target)
     sch = Schedule(func)
     if {sch.get(b).name_hint for b in root_blocks(sch)} != set(BLOCKS):
         return None

@@ -11,9 +11,9 @@ from .common import CpuInfo, is_reduction, root_blocks, schedule_elementwise
 from .row_reduction import vector_rfactor, vectorize_partials
 
 
-def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule | None:
+def apply(func: tirx.PrimFunc, target) -> Schedule | None:
     """Schedule any function; returns None only if it has no blocks."""
-    info = info or CpuInfo.of(target)
+    info = CpuInfo.of(target)
     sch = Schedule(func)
     blocks = root_blocks(sch)
     if not blocks:

@@ -13,9 +13,9 @@ from tvm.s_tir import Schedule
 from .common import CpuInfo, extent, extent_of, is_reduction, root_blocks, vector_tile
 
 
-def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None) -> Schedule | None:
+def apply(func: tirx.PrimFunc, target) -> Schedule | None:
     """Schedule a function whose reductions all keep the same leading axes as its single output."""
-    info = info or CpuInfo.of(target)
+    info = CpuInfo.of(target)
     sch = Schedule(func)
     blocks = root_blocks(sch)
     reductions = [b for b in blocks if is_reduction(sch.get(b))]

@@ -75,9 +75,9 @@ def _choose_axes(stmt: tirx.SBlock, lanes: int):
     return vec, (pool[-1] if pool else None)
 
 
-def apply(func: tirx.PrimFunc, target, info: CpuInfo | None = None, knobs: Knobs = Knobs()) -> Schedule | None:
+def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | None:
     """Schedule a function with one multiply-accumulate reduction, or return None if it has none."""
-    info = info or CpuInfo.of(target)
+    info = CpuInfo.of(target)
     sch = Schedule(func)
     main = _mac_block(sch)
     if main is None:
