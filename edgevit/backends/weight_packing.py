@@ -13,7 +13,10 @@ from tvm import relax, te, topi
 from tvm.ir.expr import GenericConst
 from tvm.relax import PyExprMutator, expr_functor
 
-from .cpu_schedules.common import vector_tile
+from .cpu_schedules.common import largest_divisor, vector_tile
+
+#: Output channels the tiled-reduction rule likes to hold per register block (see ``_Packer._pad_channels``).
+CHANNEL_BLOCK = 8
 
 
 def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
@@ -60,8 +63,11 @@ class _Packer(PyExprMutator):
         self.lanes = lanes
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d" and self._wants(call)):
+        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d" and self._eligible(call)):
             return super().visit_call_(call)
+        if not self._wants(call):
+            padded = self._pad_channels(call)
+            return padded if padded is not None else super().visit_call_(call)
         data, weight = self.visit_expr(call.args[0]), call.args[1]
         a = call.attrs
         packed = self.builder_.emit(relax.op.permute_dims(weight, [1, 2, 3, 0]))
@@ -74,15 +80,28 @@ class _Packer(PyExprMutator):
                                      padding=list(a.padding), dilation=list(a.dilation), channels=channels,
                                      primfunc_name_hint="conv2d_nchw_ihwo")
 
+    def _pad_channels(self, call: relax.Call) -> relax.Expr | None:
+        """An NCHW conv whose output channels split badly into register blocks (MobileViTv2's 193 = 1 + 2 x 96:
+        a prime, so one channel per block) computes zero-padded weights' channels and crops them."""
+        channels = _dims(call)[1]
+        if channels <= CHANNEL_BLOCK or largest_divisor(channels, CHANNEL_BLOCK) >= CHANNEL_BLOCK // 2:
+            return None
+        a = call.attrs
+        weight = self.builder_.emit(relax.op.nn.pad(call.args[1], [0, -channels % CHANNEL_BLOCK, 0, 0, 0, 0, 0, 0]))
+        out = self.builder_.emit(relax.op.nn.conv2d(self.visit_expr(call.args[0]), weight, strides=a.strides,
+                                                    padding=a.padding, dilation=a.dilation, groups=1,
+                                                    out_dtype=a.out_dtype))
+        return relax.op.strided_slice(out, axes=[1], begin=[0], end=[channels])
+
+    def _eligible(self, call: relax.Call) -> bool:
+        a = call.attrs
+        return (int(a.groups) == 1 and (a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW")
+                and isinstance(call.args[1], GenericConst) and str(call.args[0].ty.dtype) == "float32"
+                and _dims(call) is not None and _dims(call.args[1]) is not None)
+
     def _wants(self, call: relax.Call) -> bool:
         a = call.attrs
-        if int(a.groups) != 1 or (a.data_layout, a.kernel_layout, a.out_layout) != ("NCHW", "OIHW", "NCHW"):
-            return False
-        if not isinstance(call.args[1], GenericConst) or str(call.args[0].ty.dtype) != "float32":
-            return False
         out, weight = _dims(call), _dims(call.args[1])
-        if out is None or weight is None:
-            return False
         width, channels = out[3], out[1]
         pointwise = weight[2:] == [1, 1] and all(int(x) == 1 for x in (*a.strides, *a.dilation)) \
             and not any(int(x) for x in a.padding)

@@ -113,6 +113,7 @@ CASES = {
     "conv1x1_small_map_packed": (lambda p: _conv(p, 24, 32, 7, 1), "TiledReduction", "ihwo"),
     "conv1x1_220_channels_padded": (lambda p: _conv(p, 64, 220, 7, 1), "TiledReduction", "ihwo"),
     "conv3x3_20_channels_padded": (lambda p: _conv(p, 8, 20, 14, 3, stride=2), "TiledReduction", "ihwo"),
+    "conv1x1_prime_channels_padded": (lambda p: _conv(p, 32, 37, 16, 1), "TiledReduction", "strided_slice"),
     "conv1x1_28_map_over_pixels": (lambda p: _conv(p, 24, 40, 28, 1), "TiledReduction", "fused_conv2d_add"),
     "conv3x3_stride2_packed": (lambda p: _conv(p, 16, 32, 14, 3, stride=2), "TiledReduction", "ihwo"),
     "depthwise_stride2": (lambda p: _conv(p, 16, 16, 32, 3, stride=2, groups=16), "TiledReduction", "conv2d"),
@@ -188,7 +189,7 @@ def test_aarch64_build_uses_the_rules(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
-                                  "conv1x1_220_channels_padded",
+                                  "conv1x1_220_channels_padded", "conv1x1_prime_channels_padded",
                                   "matmul_bias_gelu", "attention_fused"])
 def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
