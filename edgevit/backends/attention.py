@@ -14,8 +14,13 @@ import tvm
 from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
-#: Name of the fused kernel's PrimFunc and the prefix of its blocks (the schedule rule looks for them).
+from .relax_rewrite import is_op, rewrite_functions, static_shape
+
+#: Name of the fused kernel's PrimFunc.
 KERNEL = "fused_attention"
+#: The blocks :func:`attention` builds (``T_fast_exp`` is topi's name): ``cpu_schedules.attention`` schedules a
+#: function made of exactly these.
+BLOCKS = ("attn_score", "attn_max", "attn_delta", "T_fast_exp", "attn_sum", "attn_out", "attn_norm")
 
 
 def attention(q: te.Tensor, kt: te.Tensor, v: te.Tensor) -> te.Tensor:
@@ -37,17 +42,6 @@ def attention(q: te.Tensor, kt: te.Tensor, v: te.Tensor) -> te.Tensor:
     return te.compute(out.shape, lambda *i: out[i] / total[i[:-1]], name="attn_norm")
 
 
-def _static_shape(expr) -> list[int] | None:
-    try:
-        return [int(x) for x in expr.ty.shape.values]
-    except (AttributeError, TypeError):
-        return None
-
-
-def _is(call, name: str) -> bool:
-    return isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == name
-
-
 @expr_functor.mutator
 class _Fuser(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
@@ -67,16 +61,16 @@ class _Fuser(PyExprMutator):
 
     def _match(self, call: relax.Call):
         """(q, kt, v) when ``call`` is ``matmul(softmax(matmul(q, kt), axis=-1), v)`` on equal float32 batches."""
-        if not _is(call, "relax.matmul"):
+        if not is_op(call, "relax.matmul"):
             return None
         soft = self._binding(call.args[0])
-        if not _is(soft, "relax.nn.softmax"):
+        if not is_op(soft, "relax.nn.softmax"):
             return None
         scores = self._binding(soft.args[0])
-        if not _is(scores, "relax.matmul"):
+        if not is_op(scores, "relax.matmul"):
             return None
         q, kt, v = scores.args[0], scores.args[1], call.args[1]
-        shapes = [_static_shape(x) for x in (q, kt, v)]
+        shapes = [static_shape(x) for x in (q, kt, v)]
         if any(s is None or len(s) < 2 for s in shapes):
             return None
         sq, sk, sv = shapes
@@ -98,8 +92,4 @@ class FuseAttention:
     """
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        fuser = _Fuser(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                fuser.builder_.update_func(gv, fuser.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(fuser.builder_.get())
+        return relax.transform.DeadCodeElimination()(rewrite_functions(_Fuser(mod), mod))

@@ -11,6 +11,8 @@ import tvm
 from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
+from .relax_rewrite import is_op, rewrite_functions
+
 
 def fast_sigmoid(x: te.Tensor) -> te.Tensor:
     """``1 / (1 + fast_exp(-x))``: vectorisable, saturates to 0 and 1 like the exact sigmoid."""
@@ -22,7 +24,7 @@ def fast_sigmoid(x: te.Tensor) -> te.Tensor:
 @expr_functor.mutator
 class _SigmoidRewriter(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.sigmoid":
+        if is_op(call, "relax.sigmoid"):
             return self.builder_.call_te(fast_sigmoid, self.visit_expr(call.args[0]), primfunc_name_hint="fast_sigmoid")
         return super().visit_call_(call)
 
@@ -32,11 +34,7 @@ class FastSigmoid:
     """Rewrite ``relax.sigmoid`` to :func:`fast_sigmoid` (safe: same value to ~1e-7, same saturation)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _SigmoidRewriter(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(_SigmoidRewriter(mod), mod)
 
 
 def fast_math_passes() -> list:

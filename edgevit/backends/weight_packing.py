@@ -14,6 +14,7 @@ from tvm.ir.expr import GenericConst
 from tvm.relax import PyExprMutator, expr_functor
 
 from .cpu_schedules.common import largest_divisor, vector_tile
+from .relax_rewrite import is_op, rewrite_functions, static_shape
 
 #: Output channels the tiled-reduction rule likes to hold per register block (see ``_Packer._pad_channels``).
 CHANNEL_BLOCK = 8
@@ -49,13 +50,6 @@ def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilat
     return te.compute((n, channels, oh, ow), lambda *i: out(*i), name="conv2d_nchw_ihwo_crop")
 
 
-def _dims(expr) -> list[int] | None:
-    try:
-        return [int(v) for v in expr.ty.shape.values]
-    except (AttributeError, TypeError):
-        return None
-
-
 @expr_functor.mutator
 class _Packer(PyExprMutator):
     def __init__(self, mod, lanes: int):
@@ -63,7 +57,7 @@ class _Packer(PyExprMutator):
         self.lanes = lanes
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d" and self._eligible(call)):
+        if not (is_op(call, "relax.nn.conv2d") and self._eligible(call)):
             return super().visit_call_(call)
         if not self._wants(call):
             padded = self._pad_channels(call)
@@ -71,7 +65,7 @@ class _Packer(PyExprMutator):
         data, weight = self.visit_expr(call.args[0]), call.args[1]
         a = call.attrs
         packed = self.builder_.emit(relax.op.permute_dims(weight, [1, 2, 3, 0]))
-        channels = _dims(weight)[0]
+        channels = static_shape(weight)[0]
         extra = -channels % self.lanes
         if extra and vector_tile(channels, self.lanes, 2 * self.lanes) < self.lanes:
             # e.g. 220 channels: 4-wide vectors; zero-pad the weights to 224 and crop the output instead
@@ -83,7 +77,7 @@ class _Packer(PyExprMutator):
     def _pad_channels(self, call: relax.Call) -> relax.Expr | None:
         """An NCHW conv whose output channels split badly into register blocks (MobileViTv2's 193 = 1 + 2 x 96:
         a prime, so one channel per block) computes zero-padded weights' channels and crops them."""
-        channels = _dims(call)[1]
+        channels = static_shape(call)[1]
         if channels <= CHANNEL_BLOCK or largest_divisor(channels, CHANNEL_BLOCK) >= CHANNEL_BLOCK // 2:
             return None
         a = call.attrs
@@ -97,11 +91,11 @@ class _Packer(PyExprMutator):
         a = call.attrs
         return (int(a.groups) == 1 and (a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW")
                 and isinstance(call.args[1], GenericConst) and str(call.args[0].ty.dtype) == "float32"
-                and _dims(call) is not None and _dims(call.args[1]) is not None)
+                and static_shape(call) is not None and static_shape(call.args[1]) is not None)
 
     def _wants(self, call: relax.Call) -> bool:
         a = call.attrs
-        out, weight = _dims(call), _dims(call.args[1])
+        out, weight = static_shape(call), static_shape(call.args[1])
         width, channels = out[3], out[1]
         pointwise = weight[2:] == [1, 1] and all(int(x) == 1 for x in (*a.strides, *a.dilation)) \
             and not any(int(x) for x in a.padding)
@@ -123,8 +117,4 @@ class PackConvWeights:
         self.lanes = lanes
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        packer = _Packer(mod, self.lanes)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                packer.builder_.update_func(gv, packer.visit_expr(func))
-        return packer.builder_.get()
+        return rewrite_functions(_Packer(mod, self.lanes), mod)

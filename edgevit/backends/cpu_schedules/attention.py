@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.s_tir import Schedule
 
+from ..attention import BLOCKS
 from .common import CpuInfo, extent_of, largest_divisor, root_blocks, vector_tile
 from .row_reduction import vector_rfactor
 
@@ -26,8 +27,6 @@ class Knobs:
 
 
 SPACE = [Knobs(4), Knobs(8)]
-
-BLOCKS = ("attn_score", "attn_max", "attn_delta", "T_fast_exp", "attn_sum", "attn_out", "attn_norm")
 
 
 def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | None:
