@@ -88,9 +88,9 @@ def load_database(path: Path, target_name: str | None = None):
 
 
 class _Progress:
-    def __init__(self, total: int):
+    def __init__(self, total: int, task_index: list[int]):
         self.total, self.done, self.best, self.start = total, 0, {}, time.monotonic()
-        self.task_index: list[int] = []  # searched task -> index among all tasks
+        self.task_index = task_index  # searched task -> index among all tasks
 
     def __call__(self, task_scheduler, task_id, candidates, builder_results, runner_results) -> None:
         self.done += len(candidates)
@@ -213,9 +213,7 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
               flush=True)
         start = time.monotonic()
         rules = _measure_rules(tasks, target, builder, runner, database, share)
-        progress = _Progress(trials * len(tasks))
-        if trials > 0:
-            _search(tasks, target, trials, database_dir, builder, runner, database, progress)
+        searched = _search(tasks, target, trials, database_dir, builder, runner, database) if trials > 0 else {}
     finally:
         # The runner's worker process (~1 GB) outlives this call otherwise, even after the interpreter exits.
         pool = getattr(runner, "pool", None)
@@ -225,7 +223,7 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
     kernels = []
     for i, task in enumerate(tasks):
         found = rules.get(task.task_name, {})
-        times = {"default": found.get("default"), "variant": found.get("variant_s"), "search": progress.best.get(i)}
+        times = {"default": found.get("default"), "variant": found.get("variant_s"), "search": searched.get(i)}
         measured = {k: v for k, v in times.items() if v is not None}
         kernels.append({"kernel": task.task_name, "calls": int(task.weight), "baseline_s": times["default"],
                         "variant": found.get("variant"), "variant_s": times["variant"], "tuned_s": times["search"],
@@ -237,12 +235,14 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
     return summary
 
 
-def _search(tasks, target, trials, database_dir, builder, runner, database, progress) -> None:
-    """MetaSchedule's replay-trace search, ``trials`` per kernel, into the same database."""
+def _search(tasks, target, trials, database_dir, builder, runner, database) -> dict[int, float]:
+    """MetaSchedule's replay-trace search, ``trials`` per kernel, into the same database.
+
+    Returns the best measured seconds per index into ``tasks`` (kernels without a search space are skipped)."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.measure_callback.measure_callback import _PyMeasureCallback
 
-    contexts, weights = [], []
+    contexts, weights, task_index = [], [], []
     for i, task in enumerate(tasks):
         ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
                              search_strategy="replay-trace", task_name=task.task_name, num_threads=1)
@@ -254,10 +254,11 @@ def _search(tasks, target, trials, database_dir, builder, runner, database, prog
             continue
         contexts.append(ctx)
         weights.append(float(task.weight))
-        progress.task_index.append(i)
-    progress.total = trials * len(contexts)
+        task_index.append(i)
+    progress = _Progress(trials * len(contexts), task_index)
     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database_dir),
                   max_trials_global=trials * len(contexts), max_trials_per_task=trials,
                   num_trials_per_iter=min(trials, 16), builder=builder, runner=runner, database=database,
                   cost_model="random", task_scheduler="round-robin",
                   measure_callbacks=[*ms.MeasureCallback.create("default"), _PyMeasureCallback(progress)])
+    return progress.best

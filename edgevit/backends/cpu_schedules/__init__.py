@@ -56,8 +56,9 @@ def schedule_variants(func: tirx.PrimFunc, target) -> list[tuple[str, "tvm.s_tir
         found, seen = [("default", default)], {tvm_ffi.structural_hash(default.mod)}
         for knobs in getattr(module, "SPACE", []):
             sch = _try(module, func, target, knobs=knobs)
-            if sch is not None and tvm_ffi.structural_hash(sch.mod) not in seen:
-                seen.add(tvm_ffi.structural_hash(sch.mod))
+            key = tvm_ffi.structural_hash(sch.mod) if sch is not None else None
+            if key is not None and key not in seen:
+                seen.add(key)
                 found.append((f"{module.__name__.rsplit('.', 1)[-1]} {knobs}", sch))
         return found
     return []
