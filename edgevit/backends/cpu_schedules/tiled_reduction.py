@@ -117,6 +117,17 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
         except Exception:  # noqa: BLE001
             pass
     main = sch.get_sblock(main_name)
+    # An epilogue chain (bias add -> GELU): fold each intermediate into its consumer, so the last block (the
+    # function's output) is computed per tile from the accumulators instead of in a second pass over memory.
+    consumers = sch.get_consumers(main)
+    while len(consumers) == 1 and sch.get_consumers(consumers[0]):
+        try:
+            sch.compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001
+            break
+        main = sch.get_sblock(main_name)
+        consumers = sch.get_consumers(main)
+    main = sch.get_sblock(main_name)
     if _flatten_pixels(sch, main, info):
         main = sch.get_sblock(main_name)
         vec, blk = _choose_axes(sch.get(main), info.lanes)
