@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import EdgevitError
 from .reference import compare, random_inputs
+from .runtime.profiling import profile_kernels
 from .settings import seed
 from .tables import format_table
 
@@ -388,42 +389,3 @@ def plot_all(result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def profile_kernels(library: Path, inputs: list, runs: int = 10) -> list[dict]:
-    """Time every call the Relax VM makes (kernels and builtins) over ``runs`` inferences.
-
-    Uses the VM's instrument hook (TVM 0.27 has no profiling VM): a callback before and after each call.
-
-    Returns
-    -------
-    list[dict]
-        One row per called function, slowest first: ``name``, ``calls`` per inference, ``ms`` per inference
-        and ``percent`` of the total.
-    """
-    import tvm.runtime
-
-    from .runtime.tvm_runtime import CompiledModel
-
-    machine = CompiledModel(library).vm  # with edgevit's runtime builtins registered
-    tensors = [tvm.runtime.tensor(x) for x in inputs]
-    machine["main"](*tensors)
-    totals: dict[str, float] = {}
-    calls: dict[str, int] = {}
-    started = [0.0]
-
-    def instrument(_func, name, before, _ret, *_args):
-        if before:
-            started[0] = time.perf_counter()
-        else:
-            totals[name] = totals.get(name, 0.0) + time.perf_counter() - started[0]
-            calls[name] = calls.get(name, 0) + 1
-        return 0  # VMInstrumentReturnKind.NO_OP
-
-    machine.set_instrument(instrument)
-    for _ in range(runs):
-        machine["main"](*tensors)
-    total = sum(totals.values()) or 1.0
-    rows = [{"name": n, "calls": calls[n] // runs, "ms": t * 1e3 / runs, "percent": 100 * t / total}
-            for n, t in totals.items()]
-    return sorted(rows, key=lambda r: -r["ms"])

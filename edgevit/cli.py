@@ -114,23 +114,27 @@ def cmd_tune(args) -> int:
     model = load_model(args.model, args.input_shape)
     database = Path(args.db or f"{model.name}-{target.name}.tuning")
     mod = tvm_compiler.import_onnx(model.load(), model.inputs)
-    summary = tuning.tune(mod, target, database, trials=args.trials, rpc=rpc)
+    summary = tuning.tune(mod, target, database, trials=args.trials, rpc=rpc, threads=args.threads)
 
     def ms(seconds):
         return f"{seconds * 1e3:.3f}" if seconds else "-"
 
-    rows = [[k["kernel"], k["calls"], ms(k["baseline_s"]), ms(k["variant_s"]), ms(k["tuned_s"]), k["uses"]]
+    def in_model(value):
+        return f"{value:.3f}" if value is not None else "-"
+
+    rows = [[k["kernel"], k["calls"], ms(k["baseline_s"]), ms(k["variant_s"]), ms(k["tuned_s"]),
+             in_model(k.get("in_model_default_ms")), in_model(k.get("in_model_ms")), k["uses"]]
             for k in summary["kernels"]]
     print(format_table(rows, ["kernel", "calls", "default ms", "best tile variant ms", "best searched ms",
-                              "database uses"]))
-    better = sum(k["uses"] != "default" for k in summary["kernels"])
-    before = sum((k["baseline_s"] or 0) * k["calls"] for k in summary["kernels"])
-    after = sum(min(v for v in (k["baseline_s"], k["variant_s"], k["tuned_s"]) if v) * k["calls"]
-                for k in summary["kernels"] if k["baseline_s"])
-    print(f"\n{database}: {better} of {len(rows)} kernels beat the default schedules (sum of kernel times "
-          f"{before * 1e3:.2f} -> {after * 1e3:.2f} ms; {args.trials} search trials each, "
-          f"{summary['seconds']:.0f} s). Use it: edgevit compile {args.model} --target {target.name} "
-          f"--tuning-db {database}")
+                              "in model: default ms", "in model: chosen ms", "database uses"]))
+    print("(alone: per call; in model: per inference, all calls)")
+    changed = sum(k["uses"] != "default" for k in summary["kernels"])
+    model = summary.get("model_ms")
+    result = (f"whole model {model['default']:.2f} -> {model['chosen']:.2f} ms" if model else
+              "chosen by kernel times alone (the model cannot be profiled through RPC)")
+    print(f"\n{database}: {changed} of {len(rows)} kernels use a tuned schedule, chosen by {summary['selected_by']}; "
+          f"{result} ({args.trials} search trials per kernel, {summary['seconds']:.0f} s). Use it: edgevit compile "
+          f"{args.model} --target {target.name} --tuning-db {database}")
     return 0
 
 
@@ -277,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=32, help="MetaSchedule random-search trials per kernel after the "
                    "rules' tile variants; 0 = variants only (default 32)")
     p.add_argument("--db", metavar="DIR", help="database directory to write (default MODEL-TARGET.tuning)")
+    p.add_argument("--threads", type=int, help="TVM threads to tune for (default: every core)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a board registered with this tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker")
     p.add_argument("--input-shape", help="as for compile")

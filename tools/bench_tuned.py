@@ -32,7 +32,8 @@ def tune_once(name: str, db: Path, trials: int) -> dict:
     if not summary.exists():
         print(f"[bench_tuned] tuning {name} ({trials} search trials per kernel)", file=sys.stderr, flush=True)
         model = load_model(name)
-        tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db, trials=trials)
+        tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db, trials=trials,
+                    threads=1)
     return json.loads(summary.read_text())
 
 

@@ -1,14 +1,22 @@
 """``edgevit tune``: measured schedule choices per kernel, with edgevit's default schedules as baseline.
 
-Three steps, all measured with the same builder and runner (locally or on a board through RPC) and committed
-to one MetaSchedule database as tuning records: every kernel's default (rule-based) schedule; then, for the
+Candidates are measured kernel by kernel with the same builder and runner (locally or on a board through RPC)
+and logged in a MetaSchedule database (``measured/``): every kernel's default (rule-based) schedule; for the
 slowest kernels, the rule's other tile choices (``SPACE`` in each rule: vector width, unroll, loop order), a
-small space that already schedules well; then, optionally, MetaSchedule's random replay-trace search. The
-database keeps the fastest record per kernel, so a kernel changes only where a choice measured faster than the
-default (``compile --tuning-db`` applies the database, the rules schedule everything else).
+small space that already schedules well; then, optionally, MetaSchedule's random replay-trace search.
 
-Database layout (a directory): MetaSchedule's ``database_workload.json`` and ``database_tuning_record.json``,
-plus ``edgevit_tuning.json`` (what was tuned, for which target, and which kernels beat the baseline).
+A kernel timed alone, repeatedly, has its weights in cache; inside the model they come in cold, and the choice
+that wins alone often loses there (measured: tuned builds of efficientformer_l1 whose kernels summed 15 % faster
+alone ran no faster as a model). So, when measuring on this machine, the final choice is made inside the model:
+the model is built once per tile choice (every kernel its j-th variant) and once with the fastest isolated
+record per kernel, every build is profiled kernel by kernel (``runtime.profiling``), and each kernel keeps the
+candidate with the lowest in-model time, the default unless another measured faster. Through RPC the model
+cannot be profiled, and the fastest isolated record is kept.
+
+Database layout (a directory): MetaSchedule's ``database_workload.json`` and ``database_tuning_record.json``
+with one record per kernel that does not use its default schedule (``compile --tuning-db`` applies them, the
+rules schedule everything else); ``measured/``, every isolated measurement; ``edgevit_tuning.json``, what was
+tuned, for which target, and each kernel's times and choice.
 """
 
 from __future__ import annotations
@@ -129,15 +137,12 @@ def _measure(candidates, target, builder, runner, database) -> list[float | None
     return seconds
 
 
-def _measure_rules(tasks, target, builder, runner, database, share: float) -> dict[str, dict]:
+def _measure_rules(tasks, variants, target, builder, runner, database, share: float) -> dict[str, dict]:
     """Measure every kernel's default schedule, then the rule's other tile choices for the kernels that make
     up ``share`` of the default run time (slowest first). All go into the database as tuning records.
 
     Returns per kernel ``{"default": s, "variant": label, "variant_s": s}`` (variant entries only where a
     variant was measured)."""
-    from .cpu_schedules import schedule_variants
-
-    variants = {t.task_name: schedule_variants(t.dispatched[0]["main"], target) for t in tasks}
     defaults = [(t, "default", variants[t.task_name][0][1]) for t in tasks if variants[t.task_name]]
     seconds = _measure(defaults, target, builder, runner, database)
     found = {task.task_name: {"default": s} for (task, _, _), s in zip(defaults, seconds) if s is not None}
@@ -159,7 +164,7 @@ def _measure_rules(tasks, target, builder, runner, database, share: float) -> di
 
 
 def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings | None = None,
-         min_weight: float = 0.0, share: float = 0.9) -> dict:
+         min_weight: float = 0.0, share: float = 0.9, threads: int | None = None) -> dict:
     """Tune a model's kernels for a target and write the database to ``database_dir``.
 
     Parameters
@@ -176,27 +181,36 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
         default schedules' run time.
     rpc
         Measure on a board through a TVM RPC tracker instead of this machine (needed for foreign targets).
+    threads
+        TVM threads to measure with (locally: ``TVM_NUM_THREADS`` of the measuring processes and this one's
+        thread pool); None leaves TVM's default (every core). Choices made for 1 thread need not suit 2.
 
     Returns
     -------
     dict
         The summary also written to ``edgevit_tuning.json``: per kernel, the default schedule's seconds, the
-        best tile variant's and the best searched one's, and which one the database will use.
+        best tile variant's and the best searched one's (alone), the in-model seconds of the default and of
+        the choice (local tuning), and which one the database uses.
     """
+    import os
+
     from tvm.s_tir import meta_schedule as ms
+
+    from .cpu_schedules import schedule_variants
 
     cpu = target_obj.require_cpu()
     if cpu.is_cross and rpc is None:
         raise EdgevitError(f"target '{target_obj.name}' is {cpu.arch}: its kernels can only be measured on the "
                            "board; pass --rpc-tracker HOST:PORT --rpc-key KEY")
-    import os
-
+    if threads is not None:
+        os.environ["TVM_NUM_THREADS"] = str(threads)  # inherited by the runner's worker process
     # MetaSchedule insists on a core count; the host target leaves it to the runtime.
     target = make_target({"num-cores": os.cpu_count() or 1, **cpu.tvm})
     tasks = [t for t in ms.relax_integration.extract_tasks(fused_module(mod, cpu), target)
              if t.weight >= min_weight]
     if not tasks:
         raise EdgevitError("this model has no kernels to tune")
+    variants = {t.task_name: schedule_variants(t.dispatched[0]["main"], target) for t in tasks}
     builder = ms.builder.LocalBuilder(f_build=build_kernel, max_workers=1, timeout_sec=60,
                                       f_export=_export_with(cpu.cross_compiler.command if cpu.cross_compiler
                                                             else None))
@@ -207,32 +221,183 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
         runner = ms.runner.RPCRunner(ms.runner.RPCConfig(rpc.tracker_host, rpc.tracker_port, rpc.key,
                                                          session_timeout_sec=rpc.session_timeout_sec),
                                      evaluator_config=evaluator, max_workers=1)
+    measured = open_database(database_dir / "measured")
     try:
-        database = open_database(database_dir)
         print(f"[edgevit] {len(tasks)} kernels; measuring the default schedules first", file=sys.stderr,
               flush=True)
         start = time.monotonic()
-        rules = _measure_rules(tasks, target, builder, runner, database, share)
-        searched = _search(tasks, target, trials, database_dir, builder, runner, database) if trials > 0 else {}
+        rules = _measure_rules(tasks, variants, target, builder, runner, measured, share)
+        searched = _search(tasks, target, trials, database_dir, builder, runner, measured) if trials > 0 else {}
     finally:
         # The runner's worker process (~1 GB) outlives this call otherwise, even after the interpreter exits.
         pool = getattr(runner, "pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
     print(file=sys.stderr)
+    isolated = {t.task_name: _fastest_record(measured, t) for t in tasks}
+    if rpc is None:
+        selection = _select_in_model(mod, cpu, tasks, variants, isolated, target, threads)
+    else:
+        selection = _select_isolated(tasks, variants, isolated)
+    _write_database(database_dir, tasks, selection["choices"], target)
     kernels = []
     for i, task in enumerate(tasks):
-        found = rules.get(task.task_name, {})
-        times = {"default": found.get("default"), "variant": found.get("variant_s"), "search": searched.get(i)}
-        measured = {k: v for k, v in times.items() if v is not None}
-        kernels.append({"kernel": task.task_name, "calls": int(task.weight), "baseline_s": times["default"],
-                        "variant": found.get("variant"), "variant_s": times["variant"], "tuned_s": times["search"],
-                        "uses": min(measured, key=measured.get) if measured else "default"})
+        found, choice = rules.get(task.task_name, {}), selection["choices"][task.task_name]
+        kernels.append({"kernel": task.task_name, "calls": int(task.weight), "baseline_s": found.get("default"),
+                        "variant": found.get("variant"), "variant_s": found.get("variant_s"),
+                        "tuned_s": searched.get(i), "uses": choice.uses, "uses_variant": choice.label,
+                        **selection["kernels"][task.task_name]})
     summary = {"target": target_obj.name, "tvm": cpu.tvm, "trials_per_kernel": trials, "share": share,
+               "threads": threads,
                "measured_on": f"rpc {rpc.tracker_host}:{rpc.tracker_port} key {rpc.key}" if rpc else "local",
+               "selected_by": selection["by"], "model_ms": selection.get("model_ms"),
                "seconds": time.monotonic() - start, "kernels": kernels}
     (database_dir / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _fastest_record(database, task):
+    """The database's fastest record for a task's kernel, or None."""
+    workload = database.commit_workload(task.dispatched[0])
+    top = database.get_top_k(workload, 1)
+    return top[0] if top else None
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """One candidate schedule of a kernel: ``record`` None means the rules' default schedule."""
+
+    record: object
+    uses: str                 # "default" | "variant" | "search"
+    label: str | None = None  # the tile variant's knobs
+
+    def timed(self, target, seconds: float) -> "_Choice":
+        """The same schedule as a record whose time is ``seconds`` (what decided it)."""
+        from tvm.s_tir import meta_schedule as ms
+
+        if self.record is None:
+            return self
+        r = self.record
+        return _Choice(ms.database.TuningRecord(r.trace, r.workload, [seconds], target, r.args_info),
+                       self.uses, self.label)
+
+
+def _variant_choices(task, variants, target) -> list[_Choice]:
+    """The rule's tile variants of a task as choices (the first, the default, without a record)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    workload = ms.database.Workload(task.dispatched[0])
+    args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+    return [_Choice(None, "default")] + [
+        _Choice(ms.database.TuningRecord(sch.trace, workload, [1.0], target, args), "variant", label)
+        for label, sch in variants[1:]]
+
+
+def _isolated_choice(record, variants) -> _Choice:
+    """A measured record as a choice, named by what made it: a tile variant (by its schedule) or the search."""
+    import tvm_ffi
+    from tvm.s_tir import Schedule
+
+    if record is None:
+        return _Choice(None, "default")
+    replayed = Schedule(record.workload.mod)
+    record.trace.apply_to_schedule(replayed, remove_postproc=False)
+    key = tvm_ffi.structural_hash(replayed.mod)
+    for j, (label, sch) in enumerate(variants):
+        if tvm_ffi.structural_hash(sch.mod) == key:
+            return _Choice(None, "default") if j == 0 else _Choice(record, "variant", label)
+    return _Choice(record, "search")
+
+
+def _memory_database(tasks, choices: dict):
+    """A MetaSchedule database holding each task's choice (tasks without one, or default: rules schedule)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.MemoryDatabase(module_equality="structural")
+    for task in tasks:
+        choice = choices.get(task.task_name)
+        if choice is not None and choice.record is not None:
+            database.commit_workload(task.dispatched[0])
+            database.commit_tuning_record(choice.record)
+    return database
+
+
+def _select_isolated(tasks, variants, isolated) -> dict:
+    """Each kernel's fastest record measured alone (RPC tuning: the model cannot be profiled on the board)."""
+    return {"by": "isolated measurement",
+            "choices": {t.task_name: _isolated_choice(isolated[t.task_name], variants[t.task_name]) for t in tasks},
+            "kernels": {t.task_name: {} for t in tasks}}
+
+
+def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, rounds: int = 3, runs: int = 5) -> dict:
+    """Choose each kernel's schedule by its time inside the model (see the module's docstring).
+
+    Builds: ``j`` = every kernel's ``j``-th tile variant (0: the defaults), and one with every kernel's fastest
+    record measured alone. Each build is profiled ``rounds`` x ``runs`` inferences, the builds taking turns;
+    per kernel, the lowest median (over rounds) of its in-model milliseconds decides.
+    """
+    import statistics
+    import tempfile
+
+    import numpy as np
+
+    from ..runtime.profiling import profile_kernels, time_models
+    from ..runtime.tvm_runtime import thread_count
+    from .tvm_compiler import build, export_library, input_types
+
+    per_task = {t.task_name: _variant_choices(t, variants[t.task_name], target) for t in tasks}
+    candidates = [{name: c[j] for name, c in per_task.items() if j < len(c)}
+                  for j in range(max(len(c) for c in per_task.values()))]
+    fastest_alone = {t.task_name: _isolated_choice(isolated[t.task_name], variants[t.task_name]) for t in tasks}
+    candidates.append({name: choice for name, choice in fastest_alone.items() if choice.uses != "default"})
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(shape).astype(dtype) for shape, dtype in input_types(mod)]
+    print(f"[edgevit] choosing inside the model: {len(candidates)} builds, each profiled {rounds} x {runs} "
+          "inferences", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="edgevit-select-") as tmp, thread_count(threads):
+        def build_library(choices: dict, name: str) -> Path:
+            library = Path(tmp) / f"{name}.so"  # a name of its own: dlopen hands back a loaded path's library
+            export_library(build(mod, cpu, _memory_database(tasks, choices)), cpu, library)
+            return library
+
+        libraries = []
+        for c, choices in enumerate(candidates):
+            libraries.append(build_library(choices, f"candidate{c}"))
+            print(f"\r[edgevit] built {c + 1}/{len(candidates)}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        times = {t.task_name: {} for t in tasks}
+        for _ in range(rounds):
+            for c, library in enumerate(libraries):
+                for row in profile_kernels(library, inputs, runs):
+                    if row["name"] in candidates[c]:
+                        times[row["name"]].setdefault(c, []).append(row["ms"])
+        chosen, kernels = {}, {}
+        for task in tasks:
+            ms_per = {c: statistics.median(v) for c, v in times[task.task_name].items()}
+            best = min(ms_per, key=ms_per.get) if ms_per else 0
+            calls = max(int(task.weight), 1)
+            chosen[task.task_name] = candidates[best][task.task_name].timed(target, ms_per.get(best, 0) / 1e3 / calls)
+            kernels[task.task_name] = {"in_model_default_ms": ms_per.get(0), "in_model_ms": ms_per.get(best)}
+        model_ms = time_models([libraries[0], build_library(chosen, "chosen")], inputs, rounds=5, runs=10)
+    print(f"[edgevit] whole model: default schedules {model_ms[0]:.2f} ms, chosen {model_ms[1]:.2f} ms "
+          "(medians of 5 x 10 inferences)", file=sys.stderr, flush=True)
+    return {"by": "in-model profile", "choices": chosen, "kernels": kernels,
+            "model_ms": {"default": model_ms[0], "chosen": model_ms[1]}}
+
+
+def _write_database(database_dir: Path, tasks, choices: dict, target) -> None:
+    """The database ``compile --tuning-db`` applies: exactly the chosen record per kernel (none: default)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        (database_dir / name).unlink(missing_ok=True)
+    database = open_database(database_dir)
+    for task in tasks:
+        record = choices[task.task_name].record
+        if record is not None:
+            workload = database.commit_workload(task.dispatched[0])
+            database.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, record.run_secs,
+                                                                   target, record.args_info))
 
 
 def _search(tasks, target, trials, database_dir, builder, runner, database) -> dict[int, float]:

@@ -163,13 +163,23 @@ def output_types(mod) -> list[tuple[tuple[int, ...], str]]:
     from tvm import relax
 
     ret = mod["main"].ret_ty
-    fields = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    return _static_types(list(ret.fields) if isinstance(ret, relax.TupleType) else [ret], "output")
+
+
+def input_types(mod) -> list[tuple[tuple[int, ...], str]]:
+    """Static (shape, dtype) of each parameter of a Relax module's ``main`` (see :func:`output_types`)."""
+    return _static_types([p.ty for p in mod["main"].params], "input")
+
+
+def _static_types(fields, kind: str) -> list[tuple[tuple[int, ...], str]]:
+    from tvm import relax
+
     types = []
     for field in fields:
         if not isinstance(field, relax.TensorType) or not isinstance(field.shape, relax.ShapeExpr):
-            raise ModelImportError(f"model output {field} has no static shape; give static input shapes")
+            raise ModelImportError(f"model {kind} {field} has no static shape; give static input shapes")
         try:
             types.append((tuple(int(v) for v in field.shape.values), str(field.dtype)))
         except TypeError:
-            raise ModelImportError(f"model output shape {field.shape} is symbolic; give static input shapes") from None
+            raise ModelImportError(f"model {kind} shape {field.shape} is symbolic; give static input shapes") from None
     return types

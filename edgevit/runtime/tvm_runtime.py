@@ -6,6 +6,7 @@ to start under qemu) and on boards without TVM's compiler.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,23 @@ def version() -> str:
     import tvm
 
     return tvm.__version__
+
+
+@contextlib.contextmanager
+def thread_count(threads: int | None):
+    """Run TVM's thread pool in this process with ``threads`` threads inside the block (None: leave it).
+
+    The pool cannot grow past the size it started with (``TVM_NUM_THREADS``, else the core count)."""
+    import tvm.runtime  # noqa: F401 - registers the thread pool's functions
+    import tvm_ffi
+
+    if threads is None:
+        yield
+        return
+    config = tvm_ffi.get_global_func("runtime.config_threadpool")
+    before = int(tvm_ffi.get_global_func("runtime.NumThreads")())
+    config(0, threads)
+    try:
+        yield
+    finally:
+        config(0, before)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgevit.bench import format_all, fp32_peak_gflops, plot_all, profile_kernels
+from edgevit.bench import format_all, fp32_peak_gflops, plot_all
+from edgevit.runtime.profiling import profile_kernels
 from edgevit.frontend import TensorSpec
 from edgevit.reference import random_inputs
 from edgevit.runtime.artifact import Artifact

@@ -36,6 +36,10 @@ def _check_database(db, onnx_path, tmp_path):
     assert all(k["uses"] in ("default", "variant", "search") for k in summary["kernels"])
     # the rules' other tile choices were measured for the kernels that take the time (share 0.9)
     assert any(k["variant"] for k in summary["kernels"])
+    # the database holds exactly one record per kernel that does not keep its default schedule
+    records = (db / "database_tuning_record.json").read_text().splitlines()
+    assert len(records) == sum(k["uses"] != "default" for k in summary["kernels"])
+    assert (db / "measured" / "database_tuning_record.json").read_text().count("\n") >= len(summary["kernels"])
     model = load_model(str(onnx_path))
     meta = compile_for_target(model, get_target("host"), tmp_path / "tuned.tar", command="pytest", tuning_db=db)
     assert meta["tuned"] and meta["tuning_db"] == str(db)
@@ -48,7 +52,20 @@ def _check_database(db, onnx_path, tmp_path):
 def test_tune_locally_then_compile_with_the_database(tiny_onnx, tmp_path):
     model = load_model(str(tiny_onnx))
     db = tmp_path / "db"
-    tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db, trials=2)
+    summary = tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db, trials=2,
+                          threads=1)
+    # chosen inside the model: no kernel kept a choice slower there than its default; a kernel the model never
+    # calls (the reshape: a runtime view after lowering) has no in-model time and keeps its default
+    assert summary["selected_by"] == "in-model profile" and summary["threads"] == 1
+    profiled = [k for k in summary["kernels"] if k["in_model_default_ms"] is not None]
+    assert len(profiled) >= 3
+    for kernel in summary["kernels"]:
+        if kernel["in_model_default_ms"] is None:
+            assert kernel["uses"] == "default" and "reshape" in kernel["kernel"]
+            continue
+        assert 0 < kernel["in_model_ms"] <= kernel["in_model_default_ms"]
+        assert (kernel["uses"] == "default") == (kernel["in_model_ms"] == kernel["in_model_default_ms"])
+    assert summary["model_ms"]["default"] > 0 and summary["model_ms"]["chosen"] > 0
     _check_database(db, tiny_onnx, tmp_path)
 
 
@@ -84,6 +101,7 @@ def test_tune_through_rpc(tiny_onnx, tmp_path):
         summary = tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db,
                               trials=2, rpc=tuning.RpcSettings("127.0.0.1", port, "pytest-board"))
         assert summary["measured_on"].startswith("rpc 127.0.0.1")
+        assert summary["selected_by"] == "isolated measurement" and summary["model_ms"] is None
         _check_database(db, tiny_onnx, tmp_path)
     finally:
         for proc in (server, tracker):

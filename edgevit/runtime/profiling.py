@@ -1,0 +1,70 @@
+"""Time every call a compiled model's Relax VM makes: where an inference's time goes, kernel by kernel."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def profile_kernels(library: Path, inputs: list, runs: int = 10) -> list[dict]:
+    """Time every call the Relax VM makes (kernels and builtins) over ``runs`` inferences.
+
+    Uses the VM's instrument hook (TVM 0.27 has no profiling VM): a callback before and after each call.
+
+    Returns
+    -------
+    list[dict]
+        One row per called function, slowest first: ``name``, ``calls`` per inference, ``ms`` per inference
+        and ``percent`` of the total.
+    """
+    import tvm.runtime
+
+    from .tvm_runtime import CompiledModel
+
+    machine = CompiledModel(library).vm  # with edgevit's runtime builtins registered
+    tensors = [tvm.runtime.tensor(x) for x in inputs]
+    machine["main"](*tensors)
+    totals: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    started = [0.0]
+
+    def instrument(_func, name, before, _ret, *_args):
+        if before:
+            started[0] = time.perf_counter()
+        else:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - started[0]
+            calls[name] = calls.get(name, 0) + 1
+        return 0  # VMInstrumentReturnKind.NO_OP
+
+    machine.set_instrument(instrument)
+    for _ in range(runs):
+        machine["main"](*tensors)
+    total = sum(totals.values()) or 1.0
+    rows = [{"name": n, "calls": calls[n] // runs, "ms": t * 1e3 / runs, "percent": 100 * t / total}
+            for n, t in totals.items()]
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
+def time_models(libraries: list[Path], inputs: list, rounds: int = 5, runs: int = 10) -> list[float]:
+    """Median milliseconds per inference of each library, the libraries taking turns in blocks of ``runs``.
+
+    Taking turns spreads slow phases of a shared machine over all of them; no instrument hook is set.
+    """
+    import statistics
+
+    import tvm.runtime
+
+    from .tvm_runtime import CompiledModel
+
+    mains = [CompiledModel(library).vm["main"] for library in libraries]
+    tensors = [tvm.runtime.tensor(x) for x in inputs]
+    seconds: list[list[float]] = [[] for _ in mains]
+    for main in mains:
+        main(*tensors)  # warm-up: first-call allocations
+    for _ in range(rounds):
+        for main, times in zip(mains, seconds):
+            for _ in range(runs):
+                start = time.perf_counter()
+                main(*tensors)
+                times.append(time.perf_counter() - start)
+    return [statistics.median(times) * 1e3 for times in seconds]
