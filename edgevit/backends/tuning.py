@@ -202,6 +202,7 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
     if cpu.is_cross and rpc is None:
         raise EdgevitError(f"target '{target_obj.name}' is {cpu.arch}: its kernels can only be measured on the "
                            "board; pass --rpc-tracker HOST:PORT --rpc-key KEY")
+    saved_threads = os.environ.get("TVM_NUM_THREADS")
     if threads is not None:
         os.environ["TVM_NUM_THREADS"] = str(threads)  # inherited by the runner's worker process
     # MetaSchedule insists on a core count; the host target leaves it to the runtime.
@@ -233,13 +234,17 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
         pool = getattr(runner, "pool", None)
         if pool is not None:
             pool.shutdown(wait=False)
+        if saved_threads is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = saved_threads
     print(file=sys.stderr)
     isolated = {t.task_name: _fastest_record(measured, t) for t in tasks}
     if rpc is None:
         selection = _select_in_model(mod, cpu, tasks, variants, isolated, target, threads)
     else:
         selection = _select_isolated(tasks, variants, isolated)
-    _write_database(database_dir, tasks, selection["choices"], target)
+    _write_database(database_dir, tasks, selection["choices"])
     kernels = []
     for i, task in enumerate(tasks):
         found, choice = rules.get(task.task_name, {}), selection["choices"][task.task_name]
@@ -271,19 +276,20 @@ class _Choice:
     uses: str                 # "default" | "variant" | "search"
     label: str | None = None  # the tile variant's knobs
 
-    def timed(self, target, seconds: float) -> "_Choice":
+    def timed(self, seconds: float) -> "_Choice":
         """The same schedule as a record whose time is ``seconds`` (what decided it)."""
         from tvm.s_tir import meta_schedule as ms
 
         if self.record is None:
             return self
         r = self.record
-        return _Choice(ms.database.TuningRecord(r.trace, r.workload, [seconds], target, r.args_info),
+        return _Choice(ms.database.TuningRecord(r.trace, r.workload, [seconds], r.target, r.args_info),
                        self.uses, self.label)
 
 
 def _variant_choices(task, variants, target) -> list[_Choice]:
-    """The rule's tile variants of a task as choices (the first, the default, without a record)."""
+    """The rule's tile variants of a task as choices (the first, the default, without a record; the others'
+    time a placeholder until :meth:`_Choice.timed`)."""
     from tvm.s_tir import meta_schedule as ms
 
     workload = ms.database.Workload(task.dispatched[0])
@@ -309,16 +315,18 @@ def _isolated_choice(record, variants) -> _Choice:
     return _Choice(record, "search")
 
 
-def _memory_database(tasks, choices: dict):
-    """A MetaSchedule database holding each task's choice (tasks without one, or default: rules schedule)."""
+def _fill(database, tasks, choices: dict):
+    """Commit each task's chosen record (none for the default: the rules schedule it) to ``database``."""
     from tvm.s_tir import meta_schedule as ms
 
-    database = ms.database.MemoryDatabase(module_equality="structural")
     for task in tasks:
         choice = choices.get(task.task_name)
-        if choice is not None and choice.record is not None:
-            database.commit_workload(task.dispatched[0])
-            database.commit_tuning_record(choice.record)
+        if choice is None or choice.record is None:
+            continue
+        r = choice.record
+        workload = database.commit_workload(task.dispatched[0])
+        database.commit_tuning_record(ms.database.TuningRecord(r.trace, workload, r.run_secs, r.target,
+                                                               r.args_info))
     return database
 
 
@@ -340,6 +348,7 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
     import tempfile
 
     import numpy as np
+    from tvm.s_tir import meta_schedule as ms
 
     from ..runtime.profiling import profile_kernels, time_models
     from ..runtime.tvm_runtime import thread_count
@@ -357,7 +366,8 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
     with tempfile.TemporaryDirectory(prefix="edgevit-select-") as tmp, thread_count(threads):
         def build_library(choices: dict, name: str) -> Path:
             library = Path(tmp) / f"{name}.so"  # a name of its own: dlopen hands back a loaded path's library
-            export_library(build(mod, cpu, _memory_database(tasks, choices)), cpu, library)
+            database = _fill(ms.database.MemoryDatabase(module_equality="structural"), tasks, choices)
+            export_library(build(mod, cpu, database), cpu, library)
             return library
 
         libraries = []
@@ -376,7 +386,7 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
             ms_per = {c: statistics.median(v) for c, v in times[task.task_name].items()}
             best = min(ms_per, key=ms_per.get) if ms_per else 0
             calls = max(int(task.weight), 1)
-            chosen[task.task_name] = candidates[best][task.task_name].timed(target, ms_per.get(best, 0) / 1e3 / calls)
+            chosen[task.task_name] = candidates[best][task.task_name].timed(ms_per.get(best, 0) / 1e3 / calls)
             kernels[task.task_name] = {"in_model_default_ms": ms_per.get(0), "in_model_ms": ms_per.get(best)}
         model_ms = time_models([libraries[0], build_library(chosen, "chosen")], inputs, rounds=5, runs=10)
     print(f"[edgevit] whole model: default schedules {model_ms[0]:.2f} ms, chosen {model_ms[1]:.2f} ms "
@@ -385,19 +395,11 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
             "model_ms": {"default": model_ms[0], "chosen": model_ms[1]}}
 
 
-def _write_database(database_dir: Path, tasks, choices: dict, target) -> None:
+def _write_database(database_dir: Path, tasks, choices: dict) -> None:
     """The database ``compile --tuning-db`` applies: exactly the chosen record per kernel (none: default)."""
-    from tvm.s_tir import meta_schedule as ms
-
     for name in ("database_workload.json", "database_tuning_record.json"):
         (database_dir / name).unlink(missing_ok=True)
-    database = open_database(database_dir)
-    for task in tasks:
-        record = choices[task.task_name].record
-        if record is not None:
-            workload = database.commit_workload(task.dispatched[0])
-            database.commit_tuning_record(ms.database.TuningRecord(record.trace, workload, record.run_secs,
-                                                                   target, record.args_info))
+    _fill(open_database(database_dir), tasks, choices)
 
 
 def _search(tasks, target, trials, database_dir, builder, runner, database) -> dict[int, float]:
