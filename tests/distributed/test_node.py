@@ -78,7 +78,9 @@ def test_channel_needs_the_session_token(shared_cluster):
         with socket.create_connection(("127.0.0.1", port), timeout=2) as intruder:
             intruder.sendall(b"0" * 16)
             assert intruder.recv(1) == b""
-    except ConnectionRefusedError:
-        pass  # the listener accepts one connection only: already closed
+    except (ConnectionRefusedError, ConnectionResetError):
+        # the listener accepts one connection only: already closed (refused), or closed on the intruder with
+        # its bytes unread, which Linux signals with a reset instead of an orderly close (seen once in CI)
+        pass
     finally:
         session.close()
