@@ -198,6 +198,7 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
     from .compiler import compile_for_target
     from .frontend import TensorSpec, load_model
     from .runtime.artifact import Artifact
+    from .runtime.tvm_runtime import CompiledModel
     from .litert import SETUP_HINT, find_converted
     from .targets import get_target
     from .zoo import ZOO
@@ -229,7 +230,8 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
             load_after = os.getloadavg()[0]
             agreement = {e: compare(outputs[e], outputs["onnxruntime"]).to_json() for e in outputs
                          if e != "onnxruntime"}
-            kernels = profile_kernels(artifact.library, inputs, max(3, runs // 3)) if profile else None
+            kernels = profile_kernels(CompiledModel(artifact.library), inputs, max(3, runs // 3)) \
+                if profile else None
     import onnxruntime
 
     engines = {name: _summary(values) for name, values in seconds.items()}

@@ -347,11 +347,13 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
     import statistics
     import tempfile
 
-    import numpy as np
     from tvm.s_tir import meta_schedule as ms
 
+    from ..frontend import TensorSpec
+    from ..reference import random_inputs
     from ..runtime.profiling import profile_kernels, time_models
-    from ..runtime.tvm_runtime import thread_count
+    from ..runtime.tvm_runtime import CompiledModel, thread_count
+    from ..settings import seed
     from .tvm_compiler import build, export_library, input_types
 
     per_task = {t.task_name: _variant_choices(t, variants[t.task_name], target) for t in tasks}
@@ -359,8 +361,8 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
                   for j in range(max(len(c) for c in per_task.values()))]
     fastest_alone = {t.task_name: _isolated_choice(isolated[t.task_name], variants[t.task_name]) for t in tasks}
     candidates.append({name: choice for name, choice in fastest_alone.items() if choice.uses != "default"})
-    rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal(shape).astype(dtype) for shape, dtype in input_types(mod)]
+    inputs = random_inputs([TensorSpec(f"input{i}", shape, dtype)
+                            for i, (shape, dtype) in enumerate(input_types(mod))], seed())
     print(f"[edgevit] choosing inside the model: {len(candidates)} builds, each profiled {rounds} x {runs} "
           "inferences", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="edgevit-select-") as tmp, thread_count(threads):
@@ -375,10 +377,11 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
             libraries.append(build_library(choices, f"candidate{c}"))
             print(f"\r[edgevit] built {c + 1}/{len(candidates)}", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
+        models = [CompiledModel(library) for library in libraries]  # loaded once for all rounds
         times = {t.task_name: {} for t in tasks}
         for _ in range(rounds):
-            for c, library in enumerate(libraries):
-                for row in profile_kernels(library, inputs, runs):
+            for c, model in enumerate(models):
+                for row in profile_kernels(model, inputs, runs):
                     if row["name"] in candidates[c]:
                         times[row["name"]].setdefault(c, []).append(row["ms"])
         chosen, kernels = {}, {}

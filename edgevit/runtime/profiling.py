@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 
-def profile_kernels(library: Path, inputs: list, runs: int = 10) -> list[dict]:
+def profile_kernels(model, inputs: list, runs: int = 10) -> list[dict]:
     """Time every call the Relax VM makes (kernels and builtins) over ``runs`` inferences.
 
-    Uses the VM's instrument hook (TVM 0.27 has no profiling VM): a callback before and after each call.
+    Uses the VM's instrument hook (TVM 0.27 has no profiling VM): a callback before and after each call. The
+    hook stays on ``model`` (a loaded ``tvm_runtime.CompiledModel``) for its later calls: profile it again, but
+    time a fresh one.
 
     Returns
     -------
@@ -19,9 +21,7 @@ def profile_kernels(library: Path, inputs: list, runs: int = 10) -> list[dict]:
     """
     import tvm.runtime
 
-    from .tvm_runtime import CompiledModel
-
-    machine = CompiledModel(library).vm  # with edgevit's runtime builtins registered
+    machine = model.vm
     tensors = [tvm.runtime.tensor(x) for x in inputs]
     machine["main"](*tensors)
     totals: dict[str, float] = {}

@@ -127,7 +127,6 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
             break
         main = sch.get_sblock(main_name)
         consumers = sch.get_consumers(main)
-    main = sch.get_sblock(main_name)
     if _flatten_pixels(sch, main, info):
         main = sch.get_sblock(main_name)
         vec, blk = _choose_axes(sch.get(main), info.lanes)
