@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgevit.backends import tvm_compiler
-from edgevit.backends.cpu_schedules import CpuInfo, schedule_func, schedule_variants
+from edgevit.backends.cpu_schedules import CpuInfo, schedule_func, schedule_variants, tiled_reduction
 from edgevit.frontend import load_model
 from edgevit.reference import compare, random_inputs, run_onnxruntime
 from edgevit.targets import get_target
@@ -118,6 +118,9 @@ CASES = {
     "conv3x3_stride2_packed": (lambda p: _conv(p, 16, 32, 14, 3, stride=2), "TiledReduction", "ihwo"),
     "depthwise_stride2": (lambda p: _conv(p, 16, 16, 32, 3, stride=2, groups=16), "TiledReduction", "conv2d"),
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
+    # Reductions longer than tiled_reduction.LONG_REDUCTION run in chunks (test_long_reductions_are_chunked).
+    "conv1x1_long_reduction_chunked": (lambda p: _conv(p, 320, 24, 7, 1), "TiledReduction", "ihwo"),
+    "matmul_long_reduction_chunked": (lambda p: _matmul(p, 1, 49, 448, 40), "TiledReduction", "matmul"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
     "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
     "attention_prime_tokens": (lambda p: _attention(p, 2, 197, 16), "Attention", "fused_attention"),
@@ -186,6 +189,39 @@ def test_aarch64_build_uses_the_rules(tmp_path):
     executable = tvm_compiler.build(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
     tvm_compiler.export_library(executable, cpu, tmp_path / "model.so")
     assert (tmp_path / "model.so").stat().st_size > 0
+
+
+@pytest.mark.parametrize("case", ["conv1x1_long_reduction_chunked", "matmul_long_reduction_chunked"])
+def test_long_reductions_are_chunked(case, tmp_path):
+    """The chunked cases above check numerics against onnxruntime; this checks they do exercise the chunking."""
+    builder, _, kernel = CASES[case]
+    model = load_model(builder(tmp_path / f"{case}.onnx"))
+    cpu = get_target("host").cpu
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    target = tvm_compiler.make_target(cpu.tvm)
+    func = next(f for gv, f in fused.functions_items() if kernel in gv.name_hint)
+    chunked = tiled_reduction.apply(func, target)
+    whole = tiled_reduction.apply(func, target, tiled_reduction.Knobs(reduction=0))
+    # The reduction split in chunks of (at most) Knobs.reduction = 64.
+    def extents(sch):
+        return [int(sch.get(loop).extent) for loop in _update_loops(sch)]
+
+    assert 64 in extents(chunked) and 64 not in extents(whole), (extents(chunked), extents(whole))
+
+
+def _update_loops(sch) -> list:
+    """The loops around the main reduction's update block (decompose_reduction's ``*_update``)."""
+    block = next(b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.endswith("_update"))
+    return list(sch.get_loops(block))
+
+
+@pytest.mark.parametrize("lanes,registers,vec,blk,expected", [
+    (8, 16, 448, 7, (8, 7)),     # AVX2, 7x7 map: 1 vector x 7 pixels, not 2 vectors x 1 pixel
+    (8, 16, 896, 14, (32, 2)),   # AVX2, 14x14 map: 4 vectors x 2 pixels (8 accumulators)
+    (16, 32, 896, 14, (32, 7)),  # AVX-512: 2 vectors x 7 pixels, as before the joint choice
+])
+def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expected):
+    assert tiled_reduction.register_tile(vec, blk, CpuInfo(lanes, registers, 1), tiled_reduction.Knobs()) == expected
 
 
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",

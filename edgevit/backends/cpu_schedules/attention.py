@@ -26,7 +26,7 @@ class Knobs:
     rows: int = 16
 
 
-SPACE = [Knobs(4), Knobs(8)]
+SPACE = [Knobs(2), Knobs(4), Knobs(8)]
 
 
 def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | None:
