@@ -94,16 +94,18 @@ def _lowering_passes(target) -> list:
 
 
 def _prepare_passes(target) -> list:
-    """Relax rewrites before legalisation: inference decompositions, weight packing, attention fusion, fast math."""
+    """Relax rewrites before legalisation: inference decompositions, weight packing, 2x upsampling, attention
+    fusion, fast math."""
     from tvm import relax
 
     from .attention import FuseAttention
     from .cpu_schedules import CpuInfo
     from .fast_math import fast_math_passes
+    from .upsample import BilinearUpsample2x
     from .weight_packing import PackConvWeights
 
     return [relax.transform.DecomposeOpsForInference(), PackConvWeights(CpuInfo.of(target).lanes),
-            FuseAttention(), *fast_math_passes()]
+            BilinearUpsample2x(), FuseAttention(), *fast_math_passes()]
 
 
 def fused_module(mod, cpu):

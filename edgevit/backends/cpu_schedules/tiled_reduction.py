@@ -32,10 +32,12 @@ class Knobs:
     reduction: int = 64       # chunk (at most) of a reduction longer than LONG_REDUCTION; 0 = never chunk
 
 
-#: Reductions longer than this are chunked: a tile reads one cache line per reduction step from each operand,
-#: and beyond ~256 steps the two panels no longer fit a 32 KB L1 (measured on Zen 3: a 1792-long 1x1 conv on
-#: a 7x7 map ran 2x faster in chunks of 64).
-LONG_REDUCTION = 256
+#: Reductions longer than this are chunked when the vector operand is a weight panel (packed conv weights, a
+#: matmul's constant right-hand side): a tile reads one cache line per reduction step from each operand, and
+#: beyond ~128 steps the weight panel and the input lines no longer share a 32 KB L1. Measured on Zen 3: 1x1
+#: convs on 14x14 and 7x7 maps 17 % (224 long) to 2x (1792 long) faster in chunks of 56-64; where the vector
+#: operand is the input (rows of a 56x56 map) chunking made a 192-long conv 20-60 % slower, so it is not done.
+LONG_REDUCTION = 128
 
 
 SPACE = [Knobs(v, b, o) for v in (16, 32, 64) for b in (4, 8, 16) for o in (True, False)] + \
@@ -164,7 +166,8 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     # The epilogue runs per tile from the accumulators, or, when the reduction is chunked, per panel.
     depth, first_reduce = len(spatial_outer), loops[reduce[0]]
     length = extent(stmt.iter_vars[reduce[0]])
-    chunk = largest_divisor(length, knobs.reduction) if knobs.reduction and length > LONG_REDUCTION else 0
+    chunk = largest_divisor(length, knobs.reduction) \
+        if knobs.reduction and length > LONG_REDUCTION and _weight_panel(stmt, vec) else 0
     panel = order.index(vec) + 1
     if chunk and panel < len(order):
         # A long reduction streams both operand panels through L2 for every tile; chunked, the vector
@@ -205,6 +208,15 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     return sch
 
 
+def _weight_panel(stmt: tirx.SBlock, vec: int) -> bool:
+    """Whether the operands read along the vector axis depend on no other output axis (one panel per vector
+    tile, reused by every tile of the other axes: packed conv weights, a matmul's right-hand side)."""
+    name = stmt.iter_vars[vec].var.name
+    others = {iv.var.name for i, iv in enumerate(stmt.iter_vars) if i != vec and iv.iter_type == tirx.IterVar.DataPar}
+    operands = [r for r in stmt.reads if not r.source.same_as(stmt.writes[0].source) and name in vars_in(r)]
+    return bool(operands) and not any(others & vars_in(r) for r in operands)
+
+
 def register_tile(vec_extent: int, blk_extent: int, info: CpuInfo, knobs: Knobs) -> tuple[int, int]:
     """(vector tile, block tile) with the most accumulator registers, within the knobs' limits.
 
@@ -214,8 +226,12 @@ def register_tile(vec_extent: int, blk_extent: int, info: CpuInfo, knobs: Knobs)
     """
     budget = info.registers * 3 // 4
     best = (0, 0), 1, 1
-    for limit in range(info.lanes, max(knobs.vector, info.lanes) + 1, info.lanes):
-        tile = vector_tile(vec_extent, info.lanes, limit)
+    # Tiles of 1, 2, 4 .. registers (a 3-register tile, <24 x float>, ran 8x slower), else vector_tile's
+    # fallback for extents with no lane-multiple divisor.
+    tiles = {vector_tile(vec_extent, info.lanes, info.lanes)}
+    tiles |= {info.lanes * r for r in (1, 2, 4, 8, 16) if info.lanes * r <= knobs.vector
+              and vec_extent % (info.lanes * r) == 0}
+    for tile in sorted(tiles):
         regs = -(-tile // info.lanes)
         block = largest_divisor(blk_extent, max(1, min(budget // regs, knobs.block)))
         best = max(best, ((regs * block, tile), tile, block))
