@@ -130,8 +130,9 @@ def _busy_cpu_seconds() -> float | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _clock_and_lanes() -> tuple[float, int]:
-    """Nominal clock (MHz, from /proc/cpuinfo; 0 if unknown) and float32 vector lanes of the host: read once."""
+def _clock_and_lanes() -> tuple[float, int, str]:
+    """Nominal clock (MHz, from /proc/cpuinfo; 0 if unknown), float32 vector lanes and LLVM CPU name of the
+    host."""
     from .backends.cpu_schedules import CpuInfo
     from .backends.tvm_compiler import make_target
     from .targets import get_target
@@ -144,18 +145,21 @@ def _clock_and_lanes() -> tuple[float, int]:
                 break
     except OSError:
         pass
-    return mhz, CpuInfo.of(make_target(get_target("host").require_cpu().tvm)).lanes
+    cpu = get_target("host").require_cpu().tvm
+    return mhz, CpuInfo.of(make_target(cpu)).lanes, str(cpu.get("mcpu", ""))
 
 
 def fp32_peak_gflops(threads: int) -> dict:
-    """Nominal FP32 peak of this CPU: clock x vector lanes x 2 (FMA) x 2 FMA pipes x threads.
+    """Nominal FP32 peak of this CPU: clock x vector lanes x 2 (FMA) x FMA pipes x threads.
 
     The clock is the nominal one ``/proc/cpuinfo`` reports (turbo can exceed it); lanes come from the host
-    target (16 with AVX-512, 8 with AVX2).
+    target (16 with AVX-512, 8 with AVX2). Two full-width FMA pipes, except Zen 4, which splits a 512-bit FMA
+    over its two 256-bit pipes (one per cycle).
     """
-    mhz, lanes = _clock_and_lanes()
-    return {"gflops": mhz / 1e3 * lanes * 2 * 2 * threads,
-            "formula": f"{mhz:.0f} MHz x {lanes} lanes x 2 (FMA) x 2 pipes x {threads} thread(s)"}
+    mhz, lanes, mcpu = _clock_and_lanes()
+    pipes = 1 if mcpu == "znver4" and lanes == 16 else 2
+    return {"gflops": mhz / 1e3 * lanes * 2 * pipes * threads,
+            "formula": f"{mhz:.0f} MHz x {lanes} lanes x 2 (FMA) x {pipes} pipes x {threads} thread(s)"}
 
 
 def _macs(model_name: str) -> int | None:

@@ -1,10 +1,12 @@
 """Register-tiled multiply-accumulate: convolutions (dense, 1x1, depthwise/grouped), dense, (batch) matmul.
 
 The output is computed in tiles of ``block`` x ``vector`` elements held in vector registers: the innermost
-output axis is vectorised (``vector`` = 1-2 registers wide), and a second output axis that the vector-loaded
+output axis is vectorised (``vector`` = 1-4 registers wide), and a second output axis that the vector-loaded
 operand does not depend on (a conv's output channels, a matmul's rows) is unrolled ``block`` times, so each
-vector load feeds ``block`` FMAs. The reduction loops sit outside the tile; the epilogue (bias, activation,
-residual add) is computed per tile, straight from the registers.
+vector load feeds ``block`` FMAs. The tile sizes are chosen together for the most accumulators that fit the
+target's registers. The reduction loops sit outside the tile; the epilogue (bias, activation, residual add) is
+computed per tile, straight from the registers. A long reduction over a weight panel is split in chunks that
+stay in L1 while every tile of the panel uses them; the epilogue then runs per panel.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     if chunk and panel < len(order):
         # A long reduction streams both operand panels through L2 for every tile; chunked, the vector
         # operand's chunk (e.g. kc x 8 weights) stays in L1 for all the tiles inside the vector axis's loop.
-        first_reduce, rest = sch.split(first_reduce, [None, chunk])
+        first_reduce, _ = sch.split(first_reduce, [None, chunk])
         sch.reorder(first_reduce, *spatial_outer[panel:])
         depth = panel
     inside = {order[j] for j in range(depth, len(order))
