@@ -43,8 +43,17 @@ def _run(model):
 
 @pytest.mark.parametrize("size,transform", [(7, "pytorch_half_pixel"), (5, "half_pixel"), (1, "half_pixel")])
 def test_2x_bilinear_is_rewritten_and_matches_onnxruntime(size, transform, tmp_path):
+    from edgevit.backends.cpu_schedules import schedule_func
+
     model = load_model(_resize_gelu(tmp_path / "m.onnx", size, 2.0, transform=transform))
-    assert any("upsample2x" in name for name in _kernels(model))
+    kernels = _kernels(model)
+    assert any("upsample2x" in name for name in kernels)
+    # The elementwise rule computes the upsample once per map into a local buffer, then the GELU from it.
+    cpu = get_target("host").cpu
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    func = next(f for gv, f in fused.functions_items() if "upsample2x" in gv.name_hint)
+    rule, scheduled = schedule_func(func, tvm_compiler.make_target(cpu.tvm))
+    assert rule == "Elementwise" and 'upsample2x_intermediate_local' in scheduled.script()
     inputs, actual = _run(model)
     result = compare([actual], run_onnxruntime(model.onnx_path, inputs))
     assert result.max_rel_error <= 1e-5, result  # not top-1: an upsampled map has ties

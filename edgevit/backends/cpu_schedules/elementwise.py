@@ -19,15 +19,28 @@ def apply(func: tirx.PrimFunc, target) -> Schedule | None:
     if not blocks:
         return None
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
+    gathers = {sch.get(b).name_hint for b in blocks if _gathers(sch.get(b))}
     for block in reversed(blocks):
         stmt = sch.get(block)
-        if stmt.name_hint in outputs or is_reduction(stmt):
+        if stmt.name_hint in outputs | gathers or is_reduction(stmt):
             continue
         try:
             sch.compute_inline(block)
         except Exception:  # noqa: BLE001 - a block with several consumers or a reduction consumer stays
             pass
+    per_map = {sch.get(c).name_hint for name in gathers - outputs for c in _per_map(sch, sch.get_sblock(name))}
     for block in root_blocks(sch):
+        if sch.get(block).name_hint in gathers - outputs:  # computed per map (or inlined): vectorised only
+            schedule_elementwise(sch, block, info, parallel=False)
+            continue
+        if sch.get(block).name_hint in per_map:
+            # Its map loops now hold two loop nests (the gather's and its own): only the loops above run in
+            # parallel.
+            outer = sch.get_loops(block)[:-2]
+            schedule_elementwise(sch, block, info, parallel=False)
+            if info.cores != 1 and outer:
+                sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+            continue
         if not is_reduction(sch.get(block)):
             schedule_elementwise(sch, block, info)
             continue
@@ -38,3 +51,35 @@ def apply(func: tirx.PrimFunc, target) -> Schedule | None:
         except Exception:  # noqa: BLE001 - left as a scalar reduction
             pass
     return sch
+
+
+def _gathers(block: tirx.SBlock) -> bool:
+    """Whether a spatial block reads more than one element of some input per output element (a resize's taps
+    at computed indices): inlined into an element-wise chain, every use of its value gathers again."""
+    if is_reduction(block):
+        return False
+    return any(not (isinstance(r.extent, tirx.IntImm) and int(r.extent) == 1) for region in block.reads
+               for r in region.region)
+
+
+def _per_map(sch: Schedule, block) -> list:
+    """Compute a gathering block once per 2-D map (e.g. per channel, 14x14 for EfficientFormerV2's upsample)
+    into a local buffer that its consumer then reads with plain vector loads, instead of inlining it.
+    Measured: 2x upsample + GELU on 1024 x 14 x 14, 1.6 -> 0.6 ms (Zen 3). Inlined if that does not apply.
+    Returns the consumer it was computed in (a list of one), or an empty list."""
+    consumers = sch.get_consumers(block)
+    if len(consumers) == 1:
+        loops = sch.get_loops(consumers[0])
+        written = sch.get(block).writes[0].source
+        if len(loops) >= 3 and len(written.shape) == len(loops):
+            try:
+                sch.compute_at(block, loops[-3], preserve_unit_loops=True)
+                sch.set_scope(block, 0, "local")
+                return consumers
+            except Exception:  # noqa: BLE001 - e.g. the consumer reads it transposed
+                pass
+    try:
+        sch.compute_inline(block)
+    except Exception:  # noqa: BLE001 - stays a separate pass over memory
+        pass
+    return []
