@@ -194,12 +194,7 @@ def test_aarch64_build_uses_the_rules(tmp_path):
 @pytest.mark.parametrize("case", ["conv1x1_long_reduction_chunked", "matmul_long_reduction_chunked"])
 def test_long_reductions_are_chunked(case, tmp_path):
     """The chunked cases above check numerics against onnxruntime; this checks they do exercise the chunking."""
-    builder, _, kernel = CASES[case]
-    model = load_model(builder(tmp_path / f"{case}.onnx"))
-    cpu = get_target("host").cpu
-    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
-    target = tvm_compiler.make_target(cpu.tvm)
-    func = next(f for gv, f in fused.functions_items() if kernel in gv.name_hint)
+    func, target = _case_kernel(case, tmp_path)
     chunked = tiled_reduction.apply(func, target)
     whole = tiled_reduction.apply(func, target, tiled_reduction.Knobs(reduction=0))
     # The reduction split in chunks of (at most) Knobs.reduction = 64.
@@ -207,6 +202,15 @@ def test_long_reductions_are_chunked(case, tmp_path):
         return [int(sch.get(loop).extent) for loop in _update_loops(sch)]
 
     assert 64 in extents(chunked) and 64 not in extents(whole), (extents(chunked), extents(whole))
+
+
+def _case_kernel(case: str, tmp_path):
+    """The fused kernel a case is about, before scheduling, and the host target."""
+    builder, _, kernel = CASES[case]
+    model = load_model(builder(tmp_path / f"{case}.onnx"))
+    cpu = get_target("host").cpu
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    return next(f for gv, f in fused.functions_items() if kernel in gv.name_hint), tvm_compiler.make_target(cpu.tvm)
 
 
 def _update_loops(sch) -> list:
@@ -231,12 +235,7 @@ def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
     import tvm
 
-    builder, _, kernel = CASES[case]
-    model = load_model(builder(tmp_path / f"{case}.onnx"))
-    cpu = get_target("host").cpu
-    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
-    target = tvm_compiler.make_target(cpu.tvm)
-    func = next(f for gv, f in fused.functions_items() if kernel in gv.name_hint)
+    func, target = _case_kernel(case, tmp_path)
     variants = schedule_variants(func, target)
     assert len(variants) > 1 and variants[0][0] == "default"
     args = [RNG.standard_normal([int(x) for x in p.ty.shape]).astype(np.float32) for p in func.params]
