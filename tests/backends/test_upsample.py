@@ -25,10 +25,11 @@ def _resize_gelu(path, size: int, scale: float, mode: str = "linear", transform:
     return str(path)
 
 
-def _kernels(model) -> list[str]:
+def _kernels(model) -> dict:
+    """The model's fused kernels before scheduling, by name."""
     cpu = get_target("host").cpu
     fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
-    return [gv.name_hint for gv, _ in fused.functions_items()]
+    return {gv.name_hint: func for gv, func in fused.functions_items()}
 
 
 def _run(model):
@@ -46,13 +47,10 @@ def test_2x_bilinear_is_rewritten_and_matches_onnxruntime(size, transform, tmp_p
     from edgevit.backends.cpu_schedules import schedule_func
 
     model = load_model(_resize_gelu(tmp_path / "m.onnx", size, 2.0, transform=transform))
-    kernels = _kernels(model)
-    assert any("upsample2x" in name for name in kernels)
+    upsampling = [func for name, func in _kernels(model).items() if "upsample2x" in name]
+    assert upsampling
     # The elementwise rule computes the upsample once per map into a local buffer, then the GELU from it.
-    cpu = get_target("host").cpu
-    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
-    func = next(f for gv, f in fused.functions_items() if "upsample2x" in gv.name_hint)
-    rule, scheduled = schedule_func(func, tvm_compiler.make_target(cpu.tvm))
+    rule, scheduled = schedule_func(upsampling[0], tvm_compiler.make_target(get_target("host").cpu.tvm))
     assert rule == "Elementwise" and 'upsample2x_intermediate_local' in scheduled.script()
     inputs, actual = _run(model)
     result = compare([actual], run_onnxruntime(model.onnx_path, inputs))

@@ -118,6 +118,11 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
         io, ii = sch.split(inner, [None, max(vector_tile(n, info.lanes, 4 * info.lanes), info.lanes)])
         sch.vectorize(ii)
         outer.append(io)
-    if parallel and info.cores != 1 and outer:
-        fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-        sch.parallel(fused)
+    if parallel:
+        run_in_parallel(sch, outer, info)
+
+
+def run_in_parallel(sch: Schedule, loops: list, info: CpuInfo) -> None:
+    """Fuse adjacent ``loops`` (outermost first) and run them in parallel, unless the target has one core."""
+    if info.cores != 1 and loops:
+        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.s_tir import Schedule
 
-from .common import CpuInfo, is_reduction, root_blocks, schedule_elementwise
+from .common import CpuInfo, is_reduction, root_blocks, run_in_parallel, schedule_elementwise
 from .row_reduction import vector_rfactor, vectorize_partials
 
 
@@ -19,7 +19,7 @@ def apply(func: tirx.PrimFunc, target) -> Schedule | None:
     if not blocks:
         return None
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(sch.get_sblock("root"))}
-    gathers = {sch.get(b).name_hint for b in blocks if _gathers(sch.get(b))}
+    gathers = {sch.get(b).name_hint for b in blocks if _gathers(sch.get(b))} - outputs
     for block in reversed(blocks):
         stmt = sch.get(block)
         if stmt.name_hint in outputs | gathers or is_reduction(stmt):
@@ -28,9 +28,9 @@ def apply(func: tirx.PrimFunc, target) -> Schedule | None:
             sch.compute_inline(block)
         except Exception:  # noqa: BLE001 - a block with several consumers or a reduction consumer stays
             pass
-    per_map = {sch.get(c).name_hint for name in gathers - outputs for c in _per_map(sch, sch.get_sblock(name))}
+    per_map = {sch.get(c).name_hint for name in gathers for c in _per_map(sch, sch.get_sblock(name))}
     for block in root_blocks(sch):
-        if sch.get(block).name_hint in gathers - outputs:  # computed per map (or inlined): vectorised only
+        if sch.get(block).name_hint in gathers:  # computed per map (or inlined): vectorised only
             schedule_elementwise(sch, block, info, parallel=False)
             continue
         if sch.get(block).name_hint in per_map:
@@ -38,8 +38,7 @@ def apply(func: tirx.PrimFunc, target) -> Schedule | None:
             # parallel.
             outer = sch.get_loops(block)[:-2]
             schedule_elementwise(sch, block, info, parallel=False)
-            if info.cores != 1 and outer:
-                sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+            run_in_parallel(sch, outer, info)
             continue
         if not is_reduction(sch.get(block)):
             schedule_elementwise(sch, block, info)

@@ -20,7 +20,7 @@ from tvm.sym.analyzer import Analyzer
 
 from .common import CpuInfo, extent, extent_of, inline_injective, is_reduction, largest_divisor, root_blocks, vars_in
 from .common import vars_in_range
-from .common import schedule_elementwise, vector_tile
+from .common import run_in_parallel, schedule_elementwise, vector_tile
 
 
 @dataclass(frozen=True)
@@ -317,8 +317,4 @@ def _index(sch: Schedule, name: str) -> int:
 
 
 def _parallel_outer(sch: Schedule, spatial_outer: list, info: CpuInfo) -> None:
-    if info.cores == 1:
-        return
-    candidates = spatial_outer[:-1] if len(spatial_outer) > 1 else spatial_outer
-    fused = sch.fuse(*candidates) if len(candidates) > 1 else candidates[0]
-    sch.parallel(fused)
+    run_in_parallel(sch, spatial_outer[:-1] if len(spatial_outer) > 1 else spatial_outer, info)
