@@ -116,9 +116,12 @@ CASES = {
     "conv1x1_prime_channels_padded": (lambda p: _conv(p, 32, 37, 16, 1), "TiledReduction", "strided_slice"),
     "conv1x1_28_map_over_pixels": (lambda p: _conv(p, 24, 40, 28, 1), "TiledReduction", "fused_conv2d_add"),
     "conv3x3_stride2_packed": (lambda p: _conv(p, 16, 32, 14, 3, stride=2), "TiledReduction", "ihwo"),
+    "depthwise_padded_per_channel": (lambda p: _conv(p, 16, 16, 24, 3, groups=16), "TiledReduction", "conv2d"),
     "depthwise_stride2": (lambda p: _conv(p, 16, 16, 32, 3, stride=2, groups=16), "TiledReduction", "conv2d"),
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
     # Reductions longer than tiled_reduction.LONG_REDUCTION run in chunks (test_long_reductions_are_chunked).
+    "conv1x1_input_panel_packed": (lambda p: _conv(p, 32, 24, 64, 1), "TiledReduction", "conv2d"),
+    "conv3x3_input_panel_packed": (lambda p: _conv(p, 8, 16, 32, 3), "TiledReduction", "conv2d"),
     "conv1x1_long_reduction_chunked": (lambda p: _conv(p, 320, 24, 7, 1), "TiledReduction", "ihwo"),
     "matmul_long_reduction_chunked": (lambda p: _matmul(p, 1, 49, 448, 40), "TiledReduction", "matmul"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
@@ -204,6 +207,36 @@ def test_long_reductions_are_chunked(case, tmp_path):
     assert 64 in extents(chunked) and 64 not in extents(whole), (extents(chunked), extents(whole))
 
 
+@pytest.mark.parametrize("case,packed", [("conv1x1_input_panel_packed", True), ("conv3x3_input_panel_packed", True),
+                                         ("conv1x1", True), ("depthwise_stride2", False),
+                                         ("conv3x3_stride2_packed", False), ("matmul_bias_gelu", False),
+                                         ("conv1x1_long_reduction_chunked", False)])
+def test_input_panels_are_packed(case, packed, tmp_path):
+    """Activations re-read by every block of output channels are copied to a contiguous panel first; weight
+    panels, depthwise and strided inputs are not. The packed cases' numerics are checked against onnxruntime."""
+    func, target = _case_kernel(case, tmp_path)
+
+    def copies(knobs):
+        sch = tiled_reduction.apply(func, target, knobs)
+        return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
+                if sch.get(b).name_hint.endswith("_global")]
+
+    assert bool(copies(tiled_reduction.Knobs())) == packed
+    assert not copies(tiled_reduction.Knobs(pack=False))
+
+
+@pytest.mark.parametrize("case,sliced", [("depthwise_padded_per_channel", True), ("depthwise_stride2", True),
+                                         ("conv3x3", False)])
+def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
+    """A depthwise conv's padded input is made one channel at a time, inside the conv's channel loop (numerics:
+    the cases above); a dense conv's padding, read by every output channel, is made once."""
+    func, target = _case_kernel(case, tmp_path)
+    sch = tiled_reduction.apply(func, target)
+    pad = sch.get_loops(sch.get_sblock("pad_temp"))
+    conv = _update_loops(sch)
+    assert sch.get(pad[0]).same_as(sch.get(conv[0])) == sliced
+
+
 def _case_kernel(case: str, tmp_path):
     """The fused kernel a case is about, before scheduling, and the host target."""
     builder, _, kernel = CASES[case]
@@ -230,6 +263,7 @@ def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expect
 
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
                                   "conv1x1_220_channels_padded", "conv1x1_prime_channels_padded",
+                                  "conv1x1_input_panel_packed", "conv3x3_input_panel_packed",
                                   "matmul_bias_gelu", "attention_fused"])
 def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
