@@ -121,7 +121,7 @@ CASES = {
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
     # Reductions longer than tiled_reduction.LONG_REDUCTION run in chunks (test_long_reductions_are_chunked).
     "conv1x1_input_panel_packed": (lambda p: _conv(p, 32, 24, 64, 1), "TiledReduction", "conv2d"),
-    "conv3x3_input_panel_packed": (lambda p: _conv(p, 8, 16, 32, 3), "TiledReduction", "conv2d"),
+    "conv1x1_56_map_unpacked": (lambda p: _conv(p, 32, 24, 56, 1), "TiledReduction", "conv2d"),
     "conv1x1_long_reduction_chunked": (lambda p: _conv(p, 320, 24, 7, 1), "TiledReduction", "ihwo"),
     "matmul_long_reduction_chunked": (lambda p: _matmul(p, 1, 49, 448, 40), "TiledReduction", "matmul"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
@@ -207,13 +207,15 @@ def test_long_reductions_are_chunked(case, tmp_path):
     assert 64 in extents(chunked) and 64 not in extents(whole), (extents(chunked), extents(whole))
 
 
-@pytest.mark.parametrize("case,packed", [("conv1x1_input_panel_packed", True), ("conv3x3_input_panel_packed", True),
-                                         ("conv1x1", True), ("depthwise_stride2", False),
+@pytest.mark.parametrize("case,packed", [("conv1x1_input_panel_packed", True), ("conv1x1", True),
+                                         ("conv1x1_56_map_unpacked", False), ("depthwise_stride2", False),
                                          ("conv3x3_stride2_packed", False), ("matmul_bias_gelu", False),
                                          ("conv1x1_long_reduction_chunked", False)])
 def test_input_panels_are_packed(case, packed, tmp_path):
-    """Activations re-read by every block of output channels are copied to a contiguous panel first; weight
-    panels, depthwise and strided inputs are not. The packed cases' numerics are checked against onnxruntime."""
+    """Activations re-read by every block of output channels, whose channels are a multiple of 4 KB apart (64x64
+    and 32x32 maps), are copied to a contiguous panel first; a 56x56 map's channels (12.25 KB apart) spread over
+    the L1 sets and are read in place; weight panels, depthwise and strided inputs are never packed. The
+    cases' numerics are checked against onnxruntime above."""
     func, target = _case_kernel(case, tmp_path)
 
     def copies(knobs):
@@ -263,7 +265,7 @@ def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expect
 
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
                                   "conv1x1_220_channels_padded", "conv1x1_prime_channels_padded",
-                                  "conv1x1_input_panel_packed", "conv3x3_input_panel_packed",
+                                  "conv1x1_input_panel_packed",
                                   "matmul_bias_gelu", "attention_fused"])
 def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""

@@ -11,6 +11,7 @@ stay in L1 while every tile of the panel uses them; the epilogue then runs per p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tvm import tirx
@@ -261,7 +262,9 @@ def _pack_panel(sch: Schedule, main, vec: int, blk: int, spatial_outer: list, in
     sets and evict each other: a 64->128 1x1 conv on a 64x64 map ran at 20 GFLOP/s, packed at 56 (Zen 3).
     Only for an activation (an operand indexed by an output axis outside the tile) that the block axis does
     not index (else there is no reuse), read with unit stride along the vector axis (stride-2 convs keep their
-    de-interleaved input instead).
+    de-interleaved input instead), and only where the stride does thrash (:func:`_thrashes_l1`): the copy
+    costs a pass over the panel, and where the lines spread over L1 it made a 128->32 1x1 conv on 56x56
+    (reused by 4 channel blocks) 2x slower.
     """
     if extent_of(sch, spatial_outer[-1]) <= 1:
         return
@@ -277,12 +280,33 @@ def _pack_panel(sch: Schedule, main, vec: int, blk: int, spatial_outer: list, in
         if region.source.same_as(stmt.writes[0].source) or blk_name in used or not outside & used \
                 or vec_name not in vars_in_range(region.region[-1]) or not reduce_names & used:
             continue
-        if vec_name not in {v for rng in region.region[-1:] for v in _plain_terms(rng.min)}:
+        if vec_name not in _plain_terms(region.region[-1].min) or not _thrashes_l1(region, stmt):
             return
         cache = sch.cache_read(main, index, "global")
         sch.compute_at(cache, spatial_outer[-2], preserve_unit_loops=False)
         schedule_elementwise(sch, cache, info, parallel=False)
         return
+
+
+#: L1 data cache geometry the panel packing models: 64 sets x 8 ways of 64-byte lines (32 KB), as in AMD Zen
+#: and Intel cores since Sandy Bridge. (Cortex-A72's is 256 x 2-way; not measured here, so not modelled.)
+L1_SETS, L1_WAYS, LINE = 64, 8, 64
+
+
+def _thrashes_l1(region, stmt: tirx.SBlock) -> bool:
+    """Whether the rows a panel reads along its outermost reduction dimension (the input channels) map to too
+    few L1 sets to stay cached together: rows ``stride`` bytes apart fall in ``64 / gcd(stride / 64, 64)``
+    sets, which hold 8 rows each. 64x64 maps: 1 set for 64 channels; 56x56: 16 sets, so up to 128 fit."""
+    shape = [int(d) for d in region.source.shape]
+    extents = {iv.var.name: extent(iv) for iv in stmt.iter_vars if iv.iter_type != tirx.IterVar.DataPar}
+    for dim, rng in enumerate(region.region):
+        rows = [extents[v] for v in vars_in_range(rng) if (extents.get(v) or 1) > 1]
+        if not rows:
+            continue
+        stride = 4 * math.prod(shape[dim + 1:])  # float32
+        sets = L1_SETS if stride % LINE else L1_SETS // math.gcd(stride // LINE, L1_SETS)
+        return rows[0] > sets * L1_WAYS
+    return False
 
 
 def _plain_terms(index) -> set:
