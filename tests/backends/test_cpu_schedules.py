@@ -258,6 +258,8 @@ def _update_loops(sch) -> list:
     (8, 16, 448, 7, (8, 7)),     # AVX2, 7x7 map: 1 vector x 7 pixels, not 2 vectors x 1 pixel
     (8, 16, 896, 14, (32, 2)),   # AVX2, 14x14 map: 4 vectors x 2 pixels (8 accumulators)
     (16, 32, 896, 14, (32, 7)),  # AVX-512: 2 vectors x 7 pixels, as before the joint choice
+    (8, 16, 64, 192, (16, 6)),   # AVX2, 64-wide rows, 192 channels: not 4 vectors x 3 (spills), 2 x 6
+    (16, 32, 64, 192, (32, 12)), # AVX-512: 2 vectors x 12 channels (24 accumulators)
 ])
 def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expected):
     assert tiled_reduction.register_tile(vec, blk, CpuInfo(lanes, registers, 1), tiled_reduction.Knobs()) == expected

@@ -343,7 +343,13 @@ def register_tile(vec_extent: int, blk_extent: int, info: CpuInfo, knobs: Knobs)
               and vec_extent % (info.lanes * r) == 0}
     for tile in sorted(tiles):
         regs = -(-tile // info.lanes)
-        block = largest_divisor(blk_extent, max(1, min(budget // regs, knobs.block)))
+        limit = max(1, min(budget // regs, knobs.block))
+        block = largest_divisor(blk_extent, limit)
+        # Besides the accumulators, a reduction step holds min(regs, block) operands (the vector loads, or the
+        # broadcasts, whichever are fewer) and one more: with 16 registers 4 vectors x 3 rows (12 + 3 + 1)
+        # spilled and ran 1.6-2x slower than 2 x 6 or 2 x 4 (96->192 1x1 conv on 64x64, Zen 3).
+        while block > 1 and regs * block + min(regs, block) + 1 >= info.registers:
+            block = largest_divisor(blk_extent, block - 1)
         best = max(best, ((regs * block, tile), tile, block))
     return best[1], best[2]
 
