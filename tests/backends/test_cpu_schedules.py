@@ -239,6 +239,19 @@ def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
     assert sch.get(pad[0]).same_as(sch.get(conv[0])) == sliced
 
 
+@pytest.mark.parametrize("case,lanes,flat", [("conv1x1_56_map_unpacked", 8, True),  # AVX2: 56 = 7 vectors
+                                              ("conv1x1_56_map_unpacked", 16, True),
+                                              ("conv1x1_input_panel_packed", 8, False)])  # 64 = 8 vectors
+def test_pointwise_maps_are_flattened_when_rows_vectorise_badly(case, lanes, flat, tmp_path):
+    """A 1x1 conv iterates over pixels when a row has no 2-register tile and the whole map has."""
+    from tvm.s_tir import Schedule
+
+    func, _ = _case_kernel(case, tmp_path)
+    sch = Schedule(func)
+    info = CpuInfo(lanes, 2 * lanes, 1)
+    assert tiled_reduction._flatten_pixels(sch, tiled_reduction._mac_block(sch), info) == flat
+
+
 def _case_kernel(case: str, tmp_path):
     """The fused kernel a case is about, before scheduling, and the host target."""
     builder, _, kernel = CASES[case]
