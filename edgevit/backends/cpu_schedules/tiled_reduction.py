@@ -6,7 +6,9 @@ operand does not depend on (a conv's output channels, a matmul's rows) is unroll
 vector load feeds ``block`` FMAs. The tile sizes are chosen together for the most accumulators that fit the
 target's registers. The reduction loops sit outside the tile; the epilogue (bias, activation, residual add) is
 computed per tile, straight from the registers. A long reduction over a weight panel is split in chunks that
-stay in L1 while every tile of the panel uses them; the epilogue then runs per panel.
+stay in L1 while every tile of the panel uses them; the epilogue then runs per panel. An input panel whose rows
+(channels) would evict each other in L1 is first copied to a contiguous buffer, once per row of tiles; a
+depthwise conv's padded input is made one channel at a time, while the conv reads it from L1.
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     if knobs.pack and blk is not None and knobs.block_innermost and depth == len(spatial_outer) > 1:
         _pack_panel(sch, main, vec, blk, spatial_outer, info)
     lead = _leading_loops(order, {vec, blk})
-    sliced = [name for name in prologue if _slice_producer(sch, main, sch.get_sblock(name), stmt, order[:lead])]
+    sliced = [name for name in prologue if _slice_producer(sch, sch.get_sblock(name), stmt, order[:lead])]
     if sliced:
         # A materialised producer computed per channel (depthwise padding): the channel loop is as deep as the
         # parallel loop can go, since it now holds two loop nests.
@@ -228,7 +230,7 @@ def _leading_loops(order: list, tile_axes: set) -> int:
     return next((j for j, i in enumerate(order) if i in tile_axes), len(order))
 
 
-def _slice_producer(sch: Schedule, main, producer, stmt: tirx.SBlock, leading: list) -> bool:
+def _slice_producer(sch: Schedule, producer, stmt: tirx.SBlock, leading: list) -> bool:
     """Whether ``producer`` (a materialised input such as padding) can be computed one slice at a time inside
     the leading outer loops: every leading axis longer than 1 indexes one of its dimensions alone (a depthwise
     conv reads channel ``f + rc`` with ``rc`` of extent 1), so the slices do not overlap and nothing is
@@ -343,8 +345,7 @@ def register_tile(vec_extent: int, blk_extent: int, info: CpuInfo, knobs: Knobs)
               and vec_extent % (info.lanes * r) == 0}
     for tile in sorted(tiles):
         regs = -(-tile // info.lanes)
-        limit = max(1, min(budget // regs, knobs.block))
-        block = largest_divisor(blk_extent, limit)
+        block = largest_divisor(blk_extent, max(1, min(budget // regs, knobs.block)))
         # Besides the accumulators, a reduction step holds min(regs, block) operands (the vector loads, or the
         # broadcasts, whichever are fewer) and one more: with 16 registers 4 vectors x 3 rows (12 + 3 + 1)
         # spilled and ran 1.6-2x slower than 2 x 6 or 2 x 4 (96->192 1x1 conv on 64x64, Zen 3).
@@ -356,9 +357,9 @@ def register_tile(vec_extent: int, blk_extent: int, info: CpuInfo, knobs: Knobs)
 
 def _flatten_pixels(sch: Schedule, main, info: CpuInfo) -> bool:
     """Iterate a pointwise (1x1, stride 1) kernel over pixels ``y * W + x`` instead of rows and columns when the
-    map's width has no lane-multiple tile but its pixel count has (56x56, 28x28 with 16 lanes): the pixels are
-    contiguous in NCHW, so the vector axis becomes the whole map instead of a 56-wide row. The accumulator and
-    the epilogue are flattened the same way, so the epilogue stays a contiguous vector store.
+    map's width has no 2-register tile but its pixel count has one (56x56 and 28x28, with 8 or 16 lanes):
+    the pixels are contiguous in NCHW, so the vector axis becomes the whole map instead of a 56-wide row. The
+    accumulator and the epilogue are flattened the same way, so the epilogue stays a contiguous vector store.
 
     Returns True if the block was changed. Only when every operand indexes the map as ``[..., y, x]`` over its
     whole extent (no padding, stride or dilation).
@@ -373,8 +374,8 @@ def _flatten_pixels(sch: Schedule, main, info: CpuInfo) -> bool:
     # Worth it when a row has no 2-register tile but the map has: 56-wide rows on AVX2 take 1 vector (so
     # 1 x 12 tiles, a broadcast per FMA: load-bound), 3136 pixels take 2 or 4.
     wide = 2 * info.lanes
-    if ix != iy + 1 or not width or width % wide == 0 or (height * width) % (wide if width % info.lanes == 0
-                                                                          else info.lanes):
+    pixel_tile = wide if width % info.lanes == 0 else info.lanes  # what the map must split into to gain
+    if ix != iy + 1 or not width or width % wide == 0 or (height * width) % pixel_tile:
         return False
     # A 1x1 kernel's unit reduction axes appear in the indices (``y + ry``): they are 0.
     analyzer = Analyzer()
