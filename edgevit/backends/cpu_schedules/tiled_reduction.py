@@ -214,7 +214,7 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
         # parallel loop can go, since it now holds two loop nests.
         for name in sliced:
             sch.compute_at(sch.get_sblock(name), spatial_outer[lead - 1], preserve_unit_loops=False)
-        _parallel_outer(sch, spatial_outer[:lead] + [spatial_outer[lead]], info)
+        run_in_parallel(sch, spatial_outer[:lead], info)
     else:
         _parallel_outer(sch, spatial_outer[:depth] + ([first_reduce] if depth < len(spatial_outer) else []), info)
     for name in prologue:
