@@ -118,6 +118,10 @@ CASES = {
     "conv3x3_stride2_packed": (lambda p: _conv(p, 16, 32, 14, 3, stride=2), "TiledReduction", "ihwo"),
     "depthwise_padded_per_channel": (lambda p: _conv(p, 16, 16, 24, 3, groups=16), "TiledReduction", "conv2d"),
     "depthwise_stride2": (lambda p: _conv(p, 16, 16, 32, 3, stride=2, groups=16), "TiledReduction", "conv2d"),
+    # 7-wide rows: vectorised along the channels, with 1HWC weights and channel-last padding (weight_packing)
+    "depthwise_channel_last": (lambda p: _conv(p, 32, 32, 7, 3, groups=32), "TiledReduction", "nchw_hwc"),
+    "depthwise_channel_last_stride2": (lambda p: _conv(p, 48, 48, 14, 3, stride=2, groups=48, act="Erf"),
+                                       "TiledReduction", "nchw_hwc"),
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
     # Reductions longer than tiled_reduction.LONG_REDUCTION run in chunks (test_long_reductions_are_chunked).
     "conv1x1_input_panel_packed": (lambda p: _conv(p, 32, 24, 64, 1), "TiledReduction", "conv2d"),
@@ -186,8 +190,9 @@ def test_cpu_info_host_and_x86_widths():
     assert CpuInfo.of(tvm_compiler.make_target({"kind": "llvm", "mcpu": "skylake-avx512"})).lanes == 16
 
 
-def test_aarch64_build_uses_the_rules(tmp_path):
-    model = load_model(_conv(tmp_path / "c.onnx", 8, 16, 12, 3))
+@pytest.mark.parametrize("case", ["conv3x3", "depthwise_channel_last"])
+def test_aarch64_build_uses_the_rules(case, tmp_path):
+    model = load_model(CASES[case][0](tmp_path / "c.onnx"))
     cpu = get_target("rpi4").cpu
     executable = tvm_compiler.build(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
     tvm_compiler.export_library(executable, cpu, tmp_path / "model.so")
@@ -228,10 +233,12 @@ def test_input_panels_are_packed(case, packed, tmp_path):
 
 
 @pytest.mark.parametrize("case,sliced", [("depthwise_padded_per_channel", True), ("depthwise_stride2", True),
+                                         ("depthwise_channel_last", True), ("depthwise_channel_last_stride2", True),
                                          ("conv3x3", False)])
 def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
-    """A depthwise conv's padded input is made one channel at a time, inside the conv's channel loop (numerics:
-    the cases above); a dense conv's padding, read by every output channel, is made once."""
+    """A depthwise conv's padded input is made one channel (channel-last: one vector of channels) at a time,
+    inside the conv's channel loop (numerics: the cases above); a dense conv's padding, read by every output
+    channel, is made once."""
     func, target = _case_kernel(case, tmp_path)
     sch = tiled_reduction.apply(func, target)
     pad = sch.get_loops(sch.get_sblock("pad_temp"))
@@ -280,7 +287,7 @@ def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expect
 
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
                                   "conv1x1_220_channels_padded", "conv1x1_prime_channels_padded",
-                                  "conv1x1_input_panel_packed",
+                                  "conv1x1_input_panel_packed", "depthwise_channel_last",
                                   "matmul_bias_gelu", "attention_fused"])
 def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
