@@ -246,6 +246,18 @@ def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
     assert sch.get(pad[0]).same_as(sch.get(conv[0])) == sliced
 
 
+@pytest.mark.parametrize("case,padded", [("matmul_bias_gelu", True), ("matmul_long_reduction_chunked", True),
+                                         ("conv1x1_small_map_packed", False), ("conv1x1", False)])
+def test_short_row_blocks_are_padded(case, padded, tmp_path):
+    """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) computes on rows padded to a
+    multiple of a better tile (numerics: the cases above); a conv is not an einsum and is left as it is."""
+    func, target = _case_kernel(case, tmp_path)
+    sch = tiled_reduction.apply(func, target)
+    pads = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
+            if sch.get(b).name_hint.endswith("_pad")]
+    assert bool(pads) == padded, pads
+
+
 @pytest.mark.parametrize("case,lanes,flat", [("conv1x1_56_map_unpacked", 8, True),  # AVX2: 56 = 7 vectors
                                               ("conv1x1_56_map_unpacked", 16, True),
                                               ("conv1x1_input_panel_packed", 8, False)])  # 64 = 8 vectors
@@ -288,7 +300,7 @@ def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expect
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
                                   "conv1x1_220_channels_padded", "conv1x1_prime_channels_padded",
                                   "conv1x1_input_panel_packed", "depthwise_channel_last",
-                                  "matmul_bias_gelu", "attention_fused"])
+                                  "matmul_bias_gelu", "matmul_long_reduction_chunked", "attention_fused"])
 def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
     import tvm
