@@ -128,6 +128,7 @@ CASES = {
     "conv1x1_56_map_unpacked": (lambda p: _conv(p, 32, 24, 56, 1), "TiledReduction", "conv2d"),
     "conv1x1_long_reduction_chunked": (lambda p: _conv(p, 320, 24, 7, 1), "TiledReduction", "ihwo"),
     "matmul_long_reduction_chunked": (lambda p: _matmul(p, 1, 49, 448, 40), "TiledReduction", "matmul"),
+    "matmul_220_columns_padded": (lambda p: _matmul(p, 1, 48, 32, 220), "TiledReduction", "matmul"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
     "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
     "attention_prime_tokens": (lambda p: _attention(p, 2, 197, 16), "Attention", "fused_attention"),
@@ -247,10 +248,12 @@ def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
 
 
 @pytest.mark.parametrize("case,padded", [("matmul_bias_gelu", True), ("matmul_long_reduction_chunked", True),
+                                         ("matmul_220_columns_padded", True),
                                          ("conv1x1_small_map_packed", False), ("conv1x1", False)])
-def test_short_row_blocks_are_padded(case, padded, tmp_path):
-    """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) computes on rows padded to a
-    multiple of a better tile (numerics: the cases above); a conv is not an einsum and is left as it is."""
+def test_badly_divisible_axes_are_padded(case, padded, tmp_path):
+    """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) or 220 columns (4-wide vectors)
+    computes on rows or columns padded to a multiple of a better tile (numerics: the cases above); a conv is
+    not an einsum and is left as it is."""
     func, target = _case_kernel(case, tmp_path)
     sch = tiled_reduction.apply(func, target)
     pads = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
@@ -300,7 +303,8 @@ def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expect
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
                                   "conv1x1_220_channels_padded", "conv1x1_prime_channels_padded",
                                   "conv1x1_input_panel_packed", "depthwise_channel_last",
-                                  "matmul_bias_gelu", "matmul_long_reduction_chunked", "attention_fused"])
+                                  "matmul_bias_gelu", "matmul_long_reduction_chunked",
+                                  "matmul_220_columns_padded", "attention_fused"])
 def test_every_tile_variant_computes_the_same(case, tmp_path):
     """``edgevit tune`` may pick any variant of a rule's SPACE: each must compute what the default computes."""
     import tvm

@@ -146,7 +146,7 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     if _flatten_pixels(sch, main, info):
         main = sch.get_sblock(main_name)
         vec, blk = _choose_axes(sch.get(main), info.lanes)
-    if blk is not None and _pad_block_axis(sch, main, vec, blk, info, knobs):
+    if blk is not None and _pad_axes(sch, main, vec, blk, info, knobs):
         main = sch.get_sblock(main_name)
     stmt = sch.get(main)
     loops = list(sch.get_loops(main))
@@ -339,35 +339,44 @@ def _weight_panel(stmt: tirx.SBlock, vec: int) -> bool:
 MIN_ACCUMULATORS = 8
 
 
-def _pad_block_axis(sch: Schedule, main, vec: int, blk: int, info: CpuInfo, knobs: Knobs) -> bool:
-    """Pad the block axis to a multiple of a better register tile when its extent has no good divisor.
+def _pad_axes(sch: Schedule, main, vec: int, blk: int, info: CpuInfo, knobs: Knobs) -> bool:
+    """Pad the vector and block axes to multiples of better register tiles when their extents have no good
+    divisor (``pad_einsum``: the operands are copied into zero-padded buffers, the extra rows and columns
+    computed and dropped). Returns True if padded; the copy out of the padded result is inlined into the
+    epilogue. Only einsums (a matmul; not a conv's ``y + ry``), adding at most 1/8 to an axis.
 
-    A matmul over 49 tokens (a 7x7 map) takes 1 vector x 7 rows on 16 registers: 7 accumulators do not
-    cover the FMA latency (:data:`MIN_ACCUMULATORS`), and each FMA needs more than one load. Padded to 54 rows
-    (``pad_einsum``: the rows are copied into a zero-padded buffer, the 5 extra rows computed and dropped),
-    it takes 2 vectors x 6 rows: 49x448 @ 448x1792 1.31 -> 1.02 ms on Zen 3, 10 % more FMAs included.
-    Only from fewer to at least that many accumulators (counting the padded rows' share as lost), adding at
-    most 1/8 of the axis. Returns True if padded (the copy out of the padded result is inlined into the
-    epilogue).
+    - Vector axis: a whole number of vectors. 220 columns (SwiftFormer's 49x220 @ 220x220) take 4-wide
+      vectors; padded to 224, 8-wide.
+    - Block axis: from fewer accumulators than hide the FMA latency (:data:`MIN_ACCUMULATORS`) to at least
+      that many, counting the padded rows' share as lost. A matmul over 49 tokens (a 7x7 map) takes 1 vector
+      x 7 rows on 16 registers; padded to 54 rows, 2 vectors x 6: 49x448 @ 448x1792 1.31 -> 1.02 ms on Zen 3,
+      10 % more FMAs included.
     """
     stmt = sch.get(main)
     vec_extent, blk_extent = extent(stmt.iter_vars[vec]), extent(stmt.iter_vars[blk])
+    vec_factor = 1
+    if vector_tile(vec_extent, info.lanes, info.lanes) < info.lanes and -vec_extent % info.lanes <= vec_extent // 8:
+        vec_factor = info.lanes
+        vec_extent += -vec_extent % info.lanes
 
     def accumulators(n: int) -> tuple[int, int]:
         vec_tile, blk_tile = register_tile(vec_extent, n, info, knobs)
         return -(-vec_tile // info.lanes) * blk_tile, blk_tile
 
+    blk_factor = 1
     now, _ = accumulators(blk_extent)
-    if now >= MIN_ACCUMULATORS or register_tile(vec_extent, blk_extent, info, knobs)[0] < info.lanes:
-        return False  # enough already, or no whole vector (49 columns): padding rows does not help
-    # (useful accumulators, block tile) of each padded extent
-    options = [(accumulators(n)[0] * blk_extent / n, accumulators(n)[1])
-               for n in range(blk_extent + 1, blk_extent + blk_extent // 8 + 1)]
-    useful, tile = max(options, default=(0, 1))
-    if useful < MIN_ACCUMULATORS or tile <= 1:
+    # Not when the vector axis has no whole vector (49 columns): padding rows does not help then.
+    if now < MIN_ACCUMULATORS and register_tile(vec_extent, blk_extent, info, knobs)[0] >= info.lanes:
+        # (useful accumulators, block tile) of each padded extent
+        options = [(accumulators(n)[0] * blk_extent / n, accumulators(n)[1])
+                   for n in range(blk_extent + 1, blk_extent + blk_extent // 8 + 1)]
+        useful, tile = max(options, default=(0, 1))
+        blk_factor = tile if useful >= MIN_ACCUMULATORS else 1
+    if vec_factor == blk_factor == 1:
         return False
+    factors = {vec: vec_factor, blk: blk_factor}
     try:
-        sch.pad_einsum(main, [tile if i == blk else 1 for i in range(len(stmt.iter_vars))])
+        sch.pad_einsum(main, [factors.get(i, 1) for i in range(len(stmt.iter_vars))])
     except Exception:  # noqa: BLE001 - not an einsum (e.g. a conv's padded input, ``y + ry``): left as is
         return False
     for crop in sch.get_consumers(main):
