@@ -5,7 +5,8 @@ multiple of the vector width (16 floats with AVX-512). For those, the output cha
 axis, but then the weights must be contiguous along the output channel: ``OIHW`` weights are transposed once,
 at compile time (``FoldConstant`` folds the transpose of the constant), to ``IHWO``. A depthwise conv on such
 a map is vectorised along its channels too: its weights become ``1HWC`` and its padded input is made
-channel-last (:func:`depthwise_conv2d_nchw_hwc`).
+channel-last (:func:`depthwise_conv2d_nchw_hwc`). A 1x1 conv on such a map is a matmul over the map's pixels,
+on a view of its input (:func:`pointwise_nchw_ihwo`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,23 @@ def depthwise_conv2d_nchw_hwc(data: te.Tensor, weight: te.Tensor, strides, paddi
         name="depthwise_conv2d_nchw_hwc")
 
 
+def pointwise_nchw_ihwo(data: te.Tensor, weight: te.Tensor, width: int, channels: int) -> te.Tensor:
+    """1x1 convolution over a map's pixels, a matmul: ``out[n,f,p] = Σ in[n,c,p] * w[c,0,0,f]``, then
+    unflattened to ``[n, f, y, x]``. ``data`` is the NCHW input reshaped to ``[n, c, y * x]``.
+
+    Over pixels, not rows and columns, the rule can tile 49 pixels (a 7x7 map) as 54 = 9 x 6 (padded) instead
+    of 7 x 7: 2 vectors x 6 pixels instead of 1 x 7 (:func:`~.cpu_schedules.tiled_reduction._pad_axes`).
+    ``channels`` < the weights' ``O`` crops zero-padded channels, as in :func:`conv2d_nchw_ihwo`.
+    """
+    n, c, pixels = data.shape
+    f = weight.shape[3]
+    rc = te.reduce_axis((0, c), "rc")
+    out = te.compute((n, f, pixels), lambda nn, ff, p: te.sum(data[nn, rc, p] * weight[rc, 0, 0, ff], axis=rc),
+                     name="conv2d_nchw_ihwo")
+    return te.compute((n, channels, pixels // width, width), lambda nn, ff, y, x: out[nn, ff, y * width + x],
+                      name="conv2d_nchw_ihwo_unflatten")
+
+
 @expr_functor.mutator
 class _Packer(PyExprMutator):
     def __init__(self, mod, lanes: int):
@@ -108,6 +126,13 @@ class _Packer(PyExprMutator):
         if extra and vector_tile(channels, self.lanes, 2 * self.lanes) < self.lanes:
             # e.g. 220 channels: 4-wide vectors; zero-pad the weights to 224 and crop the output instead
             packed = self.builder_.emit(relax.op.nn.pad(packed, [0, 0, 0, 0, 0, 0, 0, extra]))
+        if self._pointwise(call):
+            n, c, h, w = static_shape(call.args[0])
+            # A view, no copy. (R.reshape would be fused into the kernel that makes ``data``, which then writes
+            # [n, c, h * w]: efficientformerv2's 2x upsample + GELU ran 6x slower that way.)
+            flat = self.builder_.emit(relax.op.memory.view(data, [n, c, h * w]))
+            return self.builder_.call_te(pointwise_nchw_ihwo, flat, packed, width=w, channels=channels,
+                                         primfunc_name_hint="conv2d_nchw_ihwo")
         return self.builder_.call_te(conv2d_nchw_ihwo, data, packed, strides=list(a.strides),
                                      padding=list(a.padding), dilation=list(a.dilation), channels=channels,
                                      primfunc_name_hint="conv2d_nchw_ihwo")
@@ -141,13 +166,16 @@ class _Packer(PyExprMutator):
                 and isinstance(call.args[1], GenericConst) and str(call.args[0].ty.dtype) == "float32"
                 and static_shape(call) is not None and static_shape(call.args[1]) is not None)
 
-    def _wants(self, call: relax.Call) -> bool:
+    @staticmethod
+    def _pointwise(call: relax.Call) -> bool:
         a = call.attrs
-        out, weight = static_shape(call), static_shape(call.args[1])
-        width, channels = out[3], out[1]
-        pointwise = weight[2:] == [1, 1] and all(int(x) == 1 for x in (*a.strides, *a.dilation)) \
+        return static_shape(call.args[1])[2:] == [1, 1] and all(int(x) == 1 for x in (*a.strides, *a.dilation)) \
             and not any(int(x) for x in a.padding)
-        if pointwise and (out[2] * width) % self.lanes == 0:
+
+    def _wants(self, call: relax.Call) -> bool:
+        out = static_shape(call)
+        width, channels = out[3], out[1]
+        if self._pointwise(call) and (out[2] * width) % self.lanes == 0:
             return False  # the rule vectorises over the map's pixels instead (tiled_reduction._flatten_pixels)
         width_tile = vector_tile(width, self.lanes, 2 * self.lanes)
         channel_tile = vector_tile(channels + (-channels % self.lanes), self.lanes, 2 * self.lanes)

@@ -248,12 +248,12 @@ def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
 
 
 @pytest.mark.parametrize("case,padded", [("matmul_bias_gelu", True), ("matmul_long_reduction_chunked", True),
-                                         ("matmul_220_columns_padded", True),
-                                         ("conv1x1_small_map_packed", False), ("conv1x1", False)])
+                                         ("matmul_220_columns_padded", True), ("conv1x1_small_map_packed", True),
+                                         ("conv3x3_stride2_packed", False), ("conv1x1", False)])
 def test_badly_divisible_axes_are_padded(case, padded, tmp_path):
-    """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) or 220 columns (4-wide vectors)
-    computes on rows or columns padded to a multiple of a better tile (numerics: the cases above); a conv is
-    not an einsum and is left as it is."""
+    """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) or 220 columns (4-wide vectors),
+    or a 1x1 conv over a 7x7 map's 49 pixels, computes on rows or columns padded to a multiple of a better tile
+    (numerics: the cases above); a 3x3 conv is not an einsum (``y + ry``) and is left as it is."""
     func, target = _case_kernel(case, tmp_path)
     sch = tiled_reduction.apply(func, target)
     pads = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))

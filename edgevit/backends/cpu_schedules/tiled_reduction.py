@@ -148,6 +148,10 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
         vec, blk = _choose_axes(sch.get(main), info.lanes)
     if blk is not None and _pad_axes(sch, main, vec, blk, info, knobs):
         main = sch.get_sblock(main_name)
+    for consumer in sch.get_consumers(main):
+        width = _unflattening_width(sch.get(consumer), sch.get(main).writes[0].source)
+        if width:
+            _iterate_over_pixels(sch, consumer, width)
     stmt = sch.get(main)
     loops = list(sch.get_loops(main))
     vec_tile, blk_tile = register_tile(extent(stmt.iter_vars[vec]),
@@ -453,13 +457,31 @@ def _flatten_pixels(sch: Schedule, main, info: CpuInfo) -> bool:
         lambda *i: [*i[:-2], i[-2] * width + i[-1]], ndim=ndim))
     sch.transform_block_layout(main, tirx.IndexMap.from_func(
         lambda *v: [*v[:iy], v[iy] * width + v[ix], *v[ix + 1:]], ndim=len(names)))
-    for consumer in sch.get_consumers(main):
-        try:  # its read of the accumulator is now [..., y * W + x]: iterate it over pixels too
-            sch.transform_block_layout(consumer, tirx.IndexMap.from_func(
-                lambda *v: [*v[:-2], v[-2] * width + v[-1]], ndim=len(sch.get(consumer).iter_vars)))
-        except Exception:  # noqa: BLE001 - left row-wise: still correct, the epilogue vectorises worse
-            pass
+    for consumer in sch.get_consumers(main):  # its read of the accumulator is now [..., y * W + x]
+        _iterate_over_pixels(sch, consumer, width)
     return True
+
+
+def _iterate_over_pixels(sch: Schedule, block, width: int) -> None:
+    """Iterate an elementwise block over pixels ``y * width + x`` instead of its last two axes (rows and
+    columns), like the accumulator it reads: an epilogue can then be computed per register tile of pixels."""
+    try:
+        sch.transform_block_layout(block, tirx.IndexMap.from_func(
+            lambda *v: [*v[:-2], v[-2] * width + v[-1]], ndim=len(sch.get(block).iter_vars)))
+    except Exception:  # noqa: BLE001 - left row-wise: still correct, the epilogue vectorises worse
+        pass
+
+
+def _unflattening_width(consumer: tirx.SBlock, buffer) -> int | None:
+    """``W`` if ``consumer`` reads ``buffer``'s last dimension as ``y * W + x`` over its last two axes (a kernel
+    computed over pixels, e.g. :func:`~edgevit.backends.weight_packing.pointwise_nchw_ihwo`), else None."""
+    y, x = (iv.var for iv in consumer.iter_vars[-2:]) if len(consumer.iter_vars) >= 2 else (None, None)
+    for region in consumer.reads:
+        index = region.region[-1].min if region.source.same_as(buffer) else None
+        if isinstance(index, tirx.Add) and isinstance(index.a, tirx.Mul) and index.b.same_as(x) \
+                and index.a.a.same_as(y) and isinstance(index.a.b, tirx.IntImm):
+            return int(index.a.b)
+    return None
 
 
 def _deinterleave_strided(sch: Schedule, producer, stmt: tirx.SBlock, vec: int) -> None:
