@@ -129,6 +129,8 @@ CASES = {
     "conv1x1_long_reduction_chunked": (lambda p: _conv(p, 320, 24, 7, 1), "TiledReduction", "ihwo"),
     "matmul_long_reduction_chunked": (lambda p: _matmul(p, 1, 49, 448, 40), "TiledReduction", "matmul"),
     "matmul_220_columns_padded": (lambda p: _matmul(p, 1, 48, 32, 220), "TiledReduction", "matmul"),
+    "matmul_49_columns_padded": (lambda p: _matmul(p, 2, 48, 32, 49), "TiledReduction", "matmul"),
+    "conv1x1_8_channels_over_2401_pixels": (lambda p: _conv(p, 8, 8, 49, 1), "TiledReduction", "ihwo"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
     "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
     "attention_prime_tokens": (lambda p: _attention(p, 2, 197, 16), "Attention", "fused_attention"),
@@ -248,7 +250,9 @@ def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
 
 
 @pytest.mark.parametrize("case,padded", [("matmul_bias_gelu", True), ("matmul_long_reduction_chunked", True),
-                                         ("matmul_220_columns_padded", True), ("conv1x1_small_map_packed", True),
+                                         ("matmul_220_columns_padded", True), ("matmul_49_columns_padded", True),
+                                         ("conv1x1_small_map_packed", True),
+                                         ("conv1x1_8_channels_over_2401_pixels", False),  # 1 vector: copy too dear
                                          ("conv3x3_stride2_packed", False), ("conv1x1", False)])
 def test_badly_divisible_axes_are_padded(case, padded, tmp_path):
     """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) or 220 columns (4-wide vectors),

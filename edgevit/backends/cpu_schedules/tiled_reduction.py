@@ -347,19 +347,21 @@ def _pad_axes(sch: Schedule, main, vec: int, blk: int, info: CpuInfo, knobs: Kno
     """Pad the vector and block axes to multiples of better register tiles when their extents have no good
     divisor (``pad_einsum``: the operands are copied into zero-padded buffers, the extra rows and columns
     computed and dropped). Returns True if padded; the copy out of the padded result is inlined into the
-    epilogue. Only einsums (a matmul; not a conv's ``y + ry``), adding at most 1/8 to an axis.
+    epilogue. Only einsums (a matmul; not a conv's ``y + ry``).
 
-    - Vector axis: a whole number of vectors. 220 columns (SwiftFormer's 49x220 @ 220x220) take 4-wide
-      vectors; padded to 224, 8-wide.
+    - Vector axis: a whole number of vectors, adding at most 1/7. 220 columns (SwiftFormer's 49x220 @ 220x220)
+      take 4-wide vectors; padded to 224, 8-wide (2.1x faster). 49 (attention scores over a 7x7 map) take
+      1-wide ones; padded to 56, 8-wide (2.9x).
     - Block axis: from fewer accumulators than hide the FMA latency (:data:`MIN_ACCUMULATORS`) to at least
-      that many, counting the padded rows' share as lost. A matmul over 49 tokens (a 7x7 map) takes 1 vector
-      x 7 rows on 16 registers; padded to 54 rows, 2 vectors x 6: 49x448 @ 448x1792 1.31 -> 1.02 ms on Zen 3,
-      10 % more FMAs included.
+      that many, counting the padded rows' share as lost, adding at most 1/8. A matmul over 49 tokens (a 7x7
+      map) takes 1 vector x 7 rows on 16 registers; padded to 54 rows, 2 vectors x 6: 49x448 @ 448x1792
+      1.31 -> 1.02 ms on Zen 3, 10 % more FMAs included.
     """
     stmt = sch.get(main)
     vec_extent, blk_extent = extent(stmt.iter_vars[vec]), extent(stmt.iter_vars[blk])
     vec_factor = 1
-    if vector_tile(vec_extent, info.lanes, info.lanes) < info.lanes and -vec_extent % info.lanes <= vec_extent // 8:
+    if vector_tile(vec_extent, info.lanes, info.lanes) < info.lanes and -vec_extent % info.lanes <= vec_extent // 7:
+        # (a 4-wide tile does divide 220: vector_tile is asked for whole vectors only)
         vec_factor = info.lanes
         vec_extent += -vec_extent % info.lanes
 
@@ -369,8 +371,10 @@ def _pad_axes(sch: Schedule, main, vec: int, blk: int, info: CpuInfo, knobs: Kno
 
     blk_factor = 1
     now, _ = accumulators(blk_extent)
-    # Not when the vector axis has no whole vector (49 columns): padding rows does not help then.
-    if now < MIN_ACCUMULATORS and register_tile(vec_extent, blk_extent, info, knobs)[0] >= info.lanes:
+    # Not when the vector axis has no whole vector (49 columns): padding rows does not help then; nor when it is
+    # short: the copy of the padded rows then costs as much as the FMAs (8 x 2401 @ 8 x 8: 3x slower).
+    if now < MIN_ACCUMULATORS and register_tile(vec_extent, blk_extent, info, knobs)[0] >= info.lanes \
+            and vec_extent >= 4 * info.lanes:
         # (useful accumulators, block tile) of each padded extent
         options = [(accumulators(n)[0] * blk_extent / n, accumulators(n)[1])
                    for n in range(blk_extent + 1, blk_extent + blk_extent // 8 + 1)]
