@@ -468,12 +468,13 @@ def _flatten_pixels(sch: Schedule, main, info: CpuInfo) -> bool:
 
 def _iterate_over_pixels(sch: Schedule, block, width: int) -> None:
     """Iterate an elementwise block over pixels ``y * width + x`` instead of its last two axes (rows and
-    columns), like the accumulator it reads: an epilogue can then be computed per register tile of pixels."""
-    try:
-        sch.transform_block_layout(block, tirx.IndexMap.from_func(
-            lambda *v: [*v[:-2], v[-2] * width + v[-1]], ndim=len(sch.get(block).iter_vars)))
-    except Exception:  # noqa: BLE001 - left row-wise: still correct, the epilogue vectorises worse
-        pass
+    columns), like the accumulator it reads: an epilogue can then be computed per register tile of pixels.
+
+    Raises if it cannot (the rule then leaves the kernel to the next): left row-wise, the epilogue would be
+    placed per tile of pixels all the same, and TVM bounds a row-wise region of ``y * W + x`` wrongly (a 7x7
+    map's columns came out as 0..4)."""
+    sch.transform_block_layout(block, tirx.IndexMap.from_func(
+        lambda *v: [*v[:-2], v[-2] * width + v[-1]], ndim=len(sch.get(block).iter_vars)))
 
 
 def _unflattening_width(consumer: tirx.SBlock, buffer) -> int | None:
