@@ -23,6 +23,16 @@ from .relax_rewrite import is_op, rewrite_functions, static_shape
 CHANNEL_BLOCK = 8
 
 
+def _window(h, w, kh, kw, strides, padding, dilation) -> tuple:
+    """A conv's strides, dilations and paddings as ints, then its output height and width."""
+    sh, sw = (int(s) for s in strides)
+    dh, dw = (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    return sh, sw, dh, dw, top, left, bottom, right, oh, ow
+
+
 def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
                      channels: int | None = None) -> te.Tensor:
     """NCHW convolution with ``IHWO`` weights (groups 1): ``out[n,f,y,x] = Σ in[n,c,y',x'] * w[c,ky,kx,f]``.
@@ -32,11 +42,7 @@ def conv2d_nchw_ihwo(data: te.Tensor, weight: te.Tensor, strides, padding, dilat
     """
     n, c, h, w = data.shape
     _, kh, kw, f = weight.shape
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    top, left, bottom, right = (int(p) for p in padding)
-    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    sh, sw, dh, dw, top, left, bottom, right, oh, ow = _window(h, w, kh, kw, strides, padding, dilation)
     padded = data
     if top or left or bottom or right:
         padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="pad_temp")
@@ -62,11 +68,7 @@ def depthwise_conv2d_nchw_hwc(data: te.Tensor, weight: te.Tensor, strides, paddi
     """
     n, c, h, w = data.shape
     _, kh, kw, _ = weight.shape
-    sh, sw = (int(s) for s in strides)
-    dh, dw = (int(d) for d in dilation)
-    top, left, bottom, right = (int(p) for p in padding)
-    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    sh, sw, dh, dw, top, left, bottom, right, oh, ow = _window(h, w, kh, kw, strides, padding, dilation)
     zero = tvm.tirx.const(0.0, data.dtype)
 
     def padded_value(nn, y, x, cc):
