@@ -42,9 +42,13 @@ def test_an_engine_that_cannot_load_is_an_error(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_next_block_waits_for_spinning_threads_to_stop():
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # The sleeper says when its start-up (CPU spent importing) is over: on a loaded machine that start-up
+    # alone took longer than the bound below, and the test failed in CI.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(30)"],
+                               stdout=subprocess.PIPE, text=True)
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
+        assert sleeper.stdout.readline().strip() == "ready"
         start = time.monotonic()
         _wait_until_idle(sleeper.pid, timeout=5.0)
         assert time.monotonic() - start < 4.0
