@@ -365,19 +365,20 @@ def _pad_axes(sch: Schedule, main, vec: int, blk: int, info: CpuInfo, knobs: Kno
         vec_factor = info.lanes
         vec_extent += -vec_extent % info.lanes
 
-    def accumulators(n: int) -> tuple[int, int]:
+    def tiles(n: int) -> tuple[int, int, int]:
+        """(accumulators, vector tile, block tile) for a block axis of extent ``n``."""
         vec_tile, blk_tile = register_tile(vec_extent, n, info, knobs)
-        return -(-vec_tile // info.lanes) * blk_tile, blk_tile
+        return -(-vec_tile // info.lanes) * blk_tile, vec_tile, blk_tile
 
     blk_factor = 1
-    now, _ = accumulators(blk_extent)
+    now, vec_tile, _ = tiles(blk_extent)
     # Not when the vector axis has no whole vector (49 columns): padding rows does not help then; nor when it is
     # short: the copy of the padded rows then costs as much as the FMAs (8 x 2401 @ 8 x 8: 3x slower).
-    if now < MIN_ACCUMULATORS and register_tile(vec_extent, blk_extent, info, knobs)[0] >= info.lanes \
-            and vec_extent >= 4 * info.lanes:
-        # (useful accumulators, block tile) of each padded extent
-        options = [(accumulators(n)[0] * blk_extent / n, accumulators(n)[1])
-                   for n in range(blk_extent + 1, blk_extent + blk_extent // 8 + 1)]
+    if now < MIN_ACCUMULATORS and vec_tile >= info.lanes and vec_extent >= 4 * info.lanes:
+        options = []  # (useful accumulators, block tile) of each padded extent
+        for n in range(blk_extent + 1, blk_extent + blk_extent // 8 + 1):
+            accumulators, _, blk_tile = tiles(n)
+            options.append((accumulators * blk_extent / n, blk_tile))
         useful, tile = max(options, default=(0, 1))
         blk_factor = tile if useful >= MIN_ACCUMULATORS else 1
     if vec_factor == blk_factor == 1:
