@@ -244,7 +244,9 @@ def test_depthwise_padding_is_computed_per_channel(case, sliced, tmp_path):
     channel, is made once."""
     func, target = _case_kernel(case, tmp_path)
     sch = tiled_reduction.apply(func, target)
-    pad = sch.get_loops(sch.get_sblock("pad_temp"))
+    # The padded rows' copy may be partitioned (whole vectors, scalar tail): its blocks are renamed pad_temp_*.
+    pad = sch.get_loops(next(b for b in sch.get_child_blocks(sch.get_sblock("root"))
+                             if sch.get(b).name_hint.startswith("pad_temp")))
     conv = _update_loops(sch)
     assert sch.get(pad[0]).same_as(sch.get(conv[0])) == sliced
 
@@ -261,7 +263,7 @@ def test_badly_divisible_axes_are_padded(case, padded, tmp_path):
     func, target = _case_kernel(case, tmp_path)
     sch = tiled_reduction.apply(func, target)
     pads = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
-            if sch.get(b).name_hint.endswith("_pad")]
+            if "_pad" in sch.get(b).name_hint]  # x_pad, or x_pad_* when its copy is partitioned
     assert bool(pads) == padded, pads
 
 
