@@ -108,8 +108,7 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
     loop, every lane behind a bounds test (a 3x3 conv's 130-wide padded rows: 40 % of a depthwise conv's time
     went to that copy; partitioned, 128x128 depthwise + SiLU 0.68 -> 0.49 ms on Zen 3). A loop shorter than a
     vector is left to LLVM's loop vectoriser (fusing a 7- or 14-wide map's loops to vectorise them made a
-    resize + GELU kernel twice as slow: gathers). A ragged loop whose stores scatter (a stride-2 conv's
-    de-interleaved padding) keeps the split with a remainder: partitioned, or left to LLVM, it ran 1.7x slower.
+    resize + GELU kernel twice as slow: gathers).
     """
     loops = sch.get_loops(block)
     if not loops:
@@ -119,7 +118,7 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
     n = int(n) if isinstance(n, tirx.IntImm) else None
     outer = list(loops[:-1])
     if n is not None and n >= info.lanes:
-        ragged = n % info.lanes and _stores_contiguously(sch.get(block))
+        ragged = n % info.lanes
         if ragged:
             n -= n % info.lanes
             inner, _tail = sch.loop_partition(inner, [n])
@@ -129,17 +128,6 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
             outer.append(vectors)
     if parallel:
         run_in_parallel(sch, outer, info)
-
-
-def _stores_contiguously(block: tirx.SBlock) -> bool:
-    """Whether the block's store index along the buffer's last dimension is a plain sum of variables and
-    constants (a de-interleaved layout's ``x % 2, x // 2`` scatters consecutive iterations)."""
-    def plain(e) -> bool:
-        if isinstance(e, (tirx.Var, tirx.IntImm)):
-            return True
-        return isinstance(e, (tirx.Add, tirx.Sub)) and plain(e.a) and plain(e.b)
-
-    return isinstance(block.body, tirx.BufferStore) and plain(block.body.indices[-1])
 
 
 def run_in_parallel(sch: Schedule, loops: list, info: CpuInfo) -> None:
