@@ -1,0 +1,75 @@
+"""Fast-math rewrites: division by a constant becomes a multiply where that is safe, and the result still
+matches onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+from edgevit.backends import tvm_compiler
+from edgevit.backends.fast_math import MultiplyByReciprocal
+from edgevit.backends.relax_rewrite import is_op
+from edgevit.frontend import load_model
+from edgevit.reference import compare, random_inputs, run_onnxruntime
+from edgevit.targets import get_target
+
+
+def _ops(mod: tvm.IRModule) -> list:
+    calls = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) else None)
+    return calls
+
+
+def _divide(divisor) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    y = relax.Var("y", relax.TensorType((2, 3), "float32"))
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.divide(x, y if divisor is None else relax.const(divisor)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("divisor,rewritten", [
+    (np.float32(np.sqrt(2)), True),                        # GELU's x / sqrt(2)
+    (np.array([[2.0], [3.0]], np.float32), True),          # a broadcast constant
+    (np.array([[2.0], [0.0]], np.float32), False),         # a zero: x / 0 is inf or nan, keep IEEE semantics
+    (np.float32(1e-39), False),                            # a denormal: its reciprocal overflows
+    (None, False),                                         # not a constant
+])
+def test_division_by_a_constant_becomes_a_multiply(divisor, rewritten):
+    mod = MultiplyByReciprocal()(_divide(divisor))
+    ops = {c.op.name for c in _ops(mod) if isinstance(c.op, tvm.ir.Op)}
+    assert ops == ({"relax.multiply"} if rewritten else {"relax.divide"})
+    if rewritten:
+        (call,) = [c for c in _ops(mod) if is_op(c, "relax.multiply")]
+        np.testing.assert_array_equal(call.args[1].value.numpy(), np.float32(1) / divisor)
+
+
+def test_gelu_with_reciprocal_matches_onnxruntime(tmp_path):
+    """PyTorch's exported erf GELU (``x / sqrt(2)``) built with the rewrite, against onnxruntime."""
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["x", "a"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n)
+              for n, v in (("sqrt2", np.sqrt(2)), ("one", 1.0), ("half", 0.5))]
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 9, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 9, 11])], consts)
+    path = tmp_path / "gelu.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+                     .SerializeToString())
+    model = load_model(str(path))
+    cpu = get_target("host").cpu
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    assert not any("divide" in gv.name_hint for gv, _ in fused.functions_items())
+    from tvm.runtime import vm
+
+    inputs = [x * 4 for x in random_inputs(model.inputs, 0)]
+    executable = tvm_compiler.build(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    out = vm.VirtualMachine(executable, tvm.cpu())["main"](*[tvm.runtime.tensor(x) for x in inputs])
+    result = compare([out.numpy()], run_onnxruntime(model.onnx_path, inputs))
+    assert result.max_rel_error <= 1e-5, result
