@@ -111,18 +111,18 @@ class _Packer(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         if is_op(call, "relax.nn.conv2d") and self._depthwise(call):
             a = call.attrs
-            packed = self.builder_.emit(relax.op.permute_dims(call.args[1], [1, 2, 3, 0]))
+            packed = self._ihwo(call.args[1])  # 1HWC: the depthwise conv's O is its channel axis
             return self.builder_.call_te(depthwise_conv2d_nchw_hwc, self.visit_expr(call.args[0]), packed,
                                          strides=list(a.strides), padding=list(a.padding),
                                          dilation=list(a.dilation), primfunc_name_hint="depthwise_conv2d_nchw_hwc")
-        if not (is_op(call, "relax.nn.conv2d") and self._eligible(call)):
+        if not (is_op(call, "relax.nn.conv2d") and int(call.attrs.groups) == 1 and self._eligible(call)):
             return super().visit_call_(call)
         if not self._wants(call):
             padded = self._pad_channels(call)
             return padded if padded is not None else super().visit_call_(call)
         data, weight = self.visit_expr(call.args[0]), call.args[1]
         a = call.attrs
-        packed = self.builder_.emit(relax.op.permute_dims(weight, [1, 2, 3, 0]))
+        packed = self._ihwo(weight)
         channels = static_shape(weight)[0]
         extra = -channels % self.lanes
         if extra and vector_tile(channels, self.lanes, 2 * self.lanes) < self.lanes:
@@ -155,16 +155,21 @@ class _Packer(PyExprMutator):
     def _depthwise(self, call: relax.Call) -> bool:
         """A padded depthwise conv (one weight per channel) whose rows vectorise worse than its channels."""
         a = call.attrs
-        if int(a.groups) == 1 or not self._eligible(call, groups=int(a.groups)):
+        if int(a.groups) == 1 or not self._eligible(call):
             return False
         weight, out = static_shape(call.args[1]), static_shape(call)
         return weight[0] == out[1] == int(a.groups) and weight[1] == 1 and any(int(x) for x in a.padding) \
             and vector_tile(out[3], self.lanes, 2 * self.lanes) < self.lanes \
             and vector_tile(out[1], self.lanes, 2 * self.lanes) >= self.lanes
 
-    def _eligible(self, call: relax.Call, groups: int = 1) -> bool:
+    def _ihwo(self, weight: relax.Expr) -> relax.Expr:
+        """OIHW weights transposed to IHWO (``FoldConstant`` folds it at compile time)."""
+        return self.builder_.emit(relax.op.permute_dims(weight, [1, 2, 3, 0]))
+
+    def _eligible(self, call: relax.Call) -> bool:
+        """An NCHW/OIHW float32 conv with constant weights and static shapes (any groups: callers test those)."""
         a = call.attrs
-        return (int(a.groups) == groups and (a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW")
+        return ((a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW")
                 and isinstance(call.args[1], GenericConst) and str(call.args[0].ty.dtype) == "float32"
                 and static_shape(call) is not None and static_shape(call.args[1]) is not None)
 
