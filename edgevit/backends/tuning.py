@@ -10,7 +10,9 @@ that wins alone often loses there (measured: tuned builds of efficientformer_l1 
 alone ran no faster as a model). So, when measuring on this machine, the final choice is made inside the model:
 the model is built once per tile choice (every kernel its j-th variant) and once with the fastest isolated
 record per kernel, every build is profiled kernel by kernel (``runtime.profiling``), and each kernel keeps the
-candidate with the lowest in-model time, the default unless another measured faster. Through RPC the model
+candidate with the lowest in-model time, the default unless another measured faster; then the model built
+with those choices is timed against the defaults, and if it is not faster every kernel keeps its default (per-kernel
+wins did not always add up: mobilevit_xxs's choices once ran 3 % slower as a model). Through RPC the model
 cannot be profiled, and the fastest isolated record is kept.
 
 Database layout (a directory): MetaSchedule's ``database_workload.json`` and ``database_tuning_record.json``
@@ -392,10 +394,14 @@ def _select_in_model(mod, cpu, tasks, variants, isolated, target, threads, round
             chosen[task.task_name] = candidates[best][task.task_name].timed(ms_per.get(best, 0) / 1e3 / calls)
             kernels[task.task_name] = {"in_model_default_ms": ms_per.get(0), "in_model_ms": ms_per.get(best)}
         model_ms = time_models([libraries[0], build_library(chosen, "chosen")], inputs, rounds=5, runs=10)
+    kept = model_ms[1] < model_ms[0]
     print(f"[edgevit] whole model: default schedules {model_ms[0]:.2f} ms, chosen {model_ms[1]:.2f} ms "
-          "(medians of 5 x 10 inferences)", file=sys.stderr, flush=True)
-    return {"by": "in-model profile", "choices": chosen, "kernels": kernels,
-            "model_ms": {"default": model_ms[0], "chosen": model_ms[1]}}
+          f"(medians of 5 x 10 inferences): {'chosen kept' if kept else 'not faster, the defaults are kept'}",
+          file=sys.stderr, flush=True)
+    if not kept:  # the per-kernel choices did not add up to a faster model: the rules' schedules stay
+        chosen = {name: _Choice(None, "default") for name in chosen}
+    return {"by": "in-model profile" if kept else "in-model profile; defaults kept (whole model not faster)",
+            "choices": chosen, "kernels": kernels, "model_ms": {"default": model_ms[0], "chosen": model_ms[1]}}
 
 
 def _write_database(database_dir: Path, tasks, choices: dict) -> None:
