@@ -122,7 +122,8 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
         if ragged:
             n -= n % info.lanes
             inner, _tail = sch.loop_partition(inner, [n])
-        vectors, lanes = sch.split(inner, [None, max(vector_tile(n, info.lanes, 4 * info.lanes), info.lanes)])
+        # n is now a multiple of the vector, so its tile is too
+        vectors, lanes = sch.split(inner, [None, vector_tile(n, info.lanes, 4 * info.lanes)])
         sch.vectorize(lanes)
         if not ragged:  # the partitions are blocks of their own: their loops do not fuse with the outer ones
             outer.append(vectors)
