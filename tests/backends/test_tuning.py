@@ -55,14 +55,20 @@ def test_tune_locally_then_compile_with_the_database(tiny_onnx, tmp_path, monkey
     defaults (the final check's timing is replaced here, to take both branches)."""
     from edgevit.runtime import profiling
 
-    timed = []
-    monkeypatch.setattr(profiling, "time_models", lambda libraries, *a, **k: timed.append(libraries) or
-                        ([2.0, 1.0] if chosen_faster else [1.0, 1.0]))
+    real, timed = profiling.time_models, []
+
+    def time_models(libraries, *args, **kwargs):  # the real timing runs; its verdict is then forced
+        timed.append(real(libraries, *args, **kwargs))
+        return [2.0, 1.0] if chosen_faster else [1.0, 1.0]
+
+    monkeypatch.setattr(profiling, "time_models", time_models)
     model = load_model(str(tiny_onnx))
     db = tmp_path / "db"
     summary = tuning.tune(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host"), db, trials=2,
                           threads=1)
-    assert len(timed) == 1 and len(timed[0]) == 2  # default build vs chosen build, once
+    assert len(timed) == 1 and len(timed[0]) == 2 and min(timed[0]) > 0  # default vs chosen build, once
+    assert summary["model_ms"] == ({"default": 2.0, "chosen": 1.0} if chosen_faster
+                                   else {"default": 1.0, "chosen": 1.0})
     # chosen inside the model: no kernel kept a choice slower there than its default; a kernel the model never
     # calls (the reshape: a runtime view after lowering) has no in-model time and keeps its default
     assert summary["selected_by"].startswith("in-model profile") and summary["threads"] == 1
