@@ -121,7 +121,9 @@ def _measure(candidates, target, builder, runner, database) -> list[float | None
     Returns the mean seconds per candidate (None where it failed to build or run)."""
     from tvm.s_tir import meta_schedule as ms
 
-    inputs = [(task, sch, ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"]))
+    # The arguments the kernel takes once its weight re-layout block is removed (build_kernel removes it: the
+    # build folds it into the constants), i.e. the weights already in panels.
+    inputs = [(task, sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
               for task, _, sch in candidates]
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch, _ in inputs])
     runnable = [i for i, b in enumerate(built) if not b.error_msg]
@@ -295,9 +297,10 @@ def _variant_choices(task, variants, target) -> list[_Choice]:
     from tvm.s_tir import meta_schedule as ms
 
     workload = ms.database.Workload(task.dispatched[0])
-    args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
     return [_Choice(None, "default")] + [
-        _Choice(ms.database.TuningRecord(sch.trace, workload, [1.0], target, args), "variant", label)
+        _Choice(ms.database.TuningRecord(sch.trace, workload, [1.0], target,
+                                         ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)),
+                "variant", label)
         for label, sch in variants[1:]]
 
 

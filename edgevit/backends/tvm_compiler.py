@@ -79,7 +79,9 @@ def cpu_pipeline(target, database=None):
         passes = _lowering_passes(target)
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
-        passes += [DefaultCpuSchedule(target), *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
+        # Weights re-laid out by the schedules (tiled_reduction's prepacking) are split off and folded now.
+        passes += [DefaultCpuSchedule(target), relax.transform.SplitLayoutRewritePreproc(),
+                   relax.transform.FoldConstant(), *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
         with target, database if database is not None else contextlib.nullcontext():
             return tvm.transform.Sequential(passes)(mod)
 
@@ -90,7 +92,11 @@ def _lowering_passes(target) -> list:
     """Everything before scheduling: library dispatch, edgevit's rewrites, legalisation and fusion."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    return [*cpu.library_dispatch_passes(target), *_prepare_passes(target), *cpu.legalize_passes(target)]
+    from .weight_packing import MarkWeightParams
+
+    # Which kernel parameters are the model's constants (weights), for the schedules that re-lay them out.
+    return [*cpu.library_dispatch_passes(target), *_prepare_passes(target), *cpu.legalize_passes(target),
+            MarkWeightParams()]
 
 
 def _prepare_passes(target) -> list:

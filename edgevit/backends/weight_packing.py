@@ -201,3 +201,34 @@ class PackConvWeights:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return rewrite_functions(_Packer(mod, self.lanes), mod)
+
+
+#: The PrimFunc attribute (TVM's, as set by MetaSchedule's ``AttachAttrLayoutFreeBuffers``) listing the indices
+#: of parameters that are constants of the model: a schedule may re-lay them out at compile time.
+LAYOUT_FREE = "layout_free_buffers"
+
+
+@tvm.transform.module_pass(opt_level=0, name="MarkWeightParams")
+class MarkWeightParams:
+    """Mark each kernel's parameters that every call passes a model constant (its weights) in ``layout_free_buffers``.
+
+    TVM's ``AttachAttrLayoutFreeBuffers`` does the same but copies every kernel under a new name
+    (``fused_conv2d_add_relu1``), which the profiles and tuning records would then show.
+    """
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        constant: dict = {}  # kernel GlobalVar -> parameter indices passed a constant by every call
+
+        def visit(expr):
+            if is_op(expr, "relax.call_tir") and isinstance(expr.args[1], relax.Tuple):
+                found = {i for i, arg in enumerate(expr.args[1].fields) if isinstance(arg, GenericConst)}
+                gv = expr.args[0]
+                constant[gv] = constant[gv] & found if gv in constant else found
+
+        for func in mod.functions.values():
+            if isinstance(func, relax.Function):
+                relax.analysis.post_order_visit(func, visit)
+        for gv, indices in constant.items():
+            if indices:
+                mod[gv] = mod[gv].with_attr(LAYOUT_FREE, sorted(indices))
+        return mod

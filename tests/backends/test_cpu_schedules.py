@@ -229,7 +229,7 @@ def test_input_panels_are_packed(case, packed, tmp_path):
     def copies(knobs):
         sch = tiled_reduction.apply(func, target, knobs)
         return [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
-                if sch.get(b).name_hint.endswith("_global")]
+                if sch.get(b).name_hint.endswith("_global") and not _prepacks(sch, b)]
 
     assert bool(copies(tiled_reduction.Knobs())) == packed
     assert not copies(tiled_reduction.Knobs(pack=False))
@@ -305,6 +305,11 @@ def _case_kernel(case: str, tmp_path):
     return next(f for gv, f in fused.functions_items() if kernel in gv.name_hint), tvm_compiler.make_target(cpu.tvm)
 
 
+def _prepacks(sch, block) -> bool:
+    """Whether a block re-lays out a weight (run once, at compile time, by the build's pipeline)."""
+    return tiled_reduction.LAYOUT_REWRITE in sch.get(block).annotations
+
+
 def _update_loops(sch) -> list:
     """The loops around the main reduction's update block (decompose_reduction's ``*_update``)."""
     block = next(b for b in sch.get_child_blocks(sch.get_sblock("root")) if sch.get(b).name_hint.endswith("_update"))
@@ -343,3 +348,49 @@ def test_every_tile_variant_computes_the_same(case, tmp_path):
         outputs.append(tensors[-1].numpy())
     for (label, _), out in zip(variants[1:], outputs[1:]):
         np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-6, err_msg=label)
+
+
+@pytest.mark.parametrize("case,packed", [("conv1x1_small_map_packed", True),  # IHWO weights, vector tile 16 of 32
+                                         ("matmul_long_reduction_chunked", True),
+                                         ("conv3x3", True),  # OIHW weights, read along the block of channels
+                                         ("attention_fused", False)])  # no weights: q, k, v are activations
+def test_weights_are_prepacked_in_panels(case, packed, tmp_path):
+    """A weight the register tile reads along a tiled axis is re-laid out as ``[axis // tile, ..., axis % tile]``
+    by a block marked for TVM's ``SplitLayoutRewritePreproc`` (numerics: the cases above, through the build)."""
+    from edgevit.backends.weight_packing import LAYOUT_FREE
+
+    func, target = _case_kernel(case, tmp_path)
+    sch = tiled_reduction.apply(func, target) or schedule_variants(func, target)[0][1]
+    packs = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root")) if _prepacks(sch, b)]
+    assert bool(packs) == packed
+    weights = [func.params[int(i)] for i in (func.attrs.get(LAYOUT_FREE, []) if func.attrs else [])]
+    for pack in packs:
+        source, panels = pack.reads[0].source, pack.writes[0].source
+        assert any(source.same_as(w) for w in weights)
+        shape, new = [int(x) for x in source.shape], [int(x) for x in panels.shape]
+        tile = new[-1]
+        assert 1 < tile and len(new) == len(shape) + 1 and np.prod(new) == np.prod(shape)
+        assert new[0] * tile in shape and sorted(new[1:-1] + [new[0] * tile]) == sorted(shape)
+
+
+def test_prepacking_is_folded_into_the_constants(tmp_path):
+    """The build runs the weights' re-layout once, at compile time: the runtime ``main`` calls the prepacked
+    kernel with a constant, and no ``*_weight_prepack`` function is left to call."""
+    model = load_model(CASES["conv1x1_small_map_packed"][0](tmp_path / "c.onnx"))
+    cpu = get_target("host").cpu
+    mod = tvm_compiler.import_onnx(model.load(), model.inputs)
+    lowered = tvm_compiler.cpu_pipeline(tvm_compiler.make_target(cpu.tvm))(mod)
+    main = lowered["main"].script()
+    assert "_prepacked" in main and "_weight_prepack" not in main, main
+
+
+def test_weight_parameters_are_marked_without_renaming_kernels(tmp_path):
+    """Each kernel lists the parameters every call passes a constant (the weights), never the input; the
+    kernels keep their names (TVM's own marking pass renames every kernel it copies)."""
+    from edgevit.backends.weight_packing import LAYOUT_FREE
+
+    func, _ = _case_kernel("matmul_bias_gelu", tmp_path)
+    assert [int(i) for i in func.attrs[LAYOUT_FREE]] == [1, 2]  # (x, w, b, out): w and b are constants
+    model = load_model(CASES["matmul_bias_gelu"][0](tmp_path / "m.onnx"))
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host").cpu)
+    assert "fused_matmul_add_fast_erf_multiply" in [gv.name_hint for gv, _ in fused.functions_items()]

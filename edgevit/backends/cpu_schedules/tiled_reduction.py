@@ -8,7 +8,8 @@ target's registers. The reduction loops sit outside the tile; the epilogue (bias
 computed per tile, straight from the registers. A long reduction over a weight panel is split in chunks that
 stay in L1 while every tile of the panel uses them; the epilogue then runs per panel. An input panel whose rows
 (channels) would evict each other in L1 is first copied to a contiguous buffer, once per row of tiles; a
-depthwise conv's padded input is made one channel at a time, while the conv reads it from L1.
+depthwise conv's padded input is made one channel at a time, while the conv reads it from L1. The model's
+weights that a tile reads along a tiled axis are stored in panels of that tile, re-laid out once at compile time.
 """
 
 from __future__ import annotations
@@ -225,6 +226,10 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     else:
         _parallel_outer(sch, spatial_outer[:depth] + ([first_reduce] if depth < len(spatial_outer) else []), info)
     strides = {name: _deinterleave_strided(sch, sch.get_sblock(name), stmt, vec) for name in prologue}
+    tiles = {stmt.iter_vars[vec].var.name: vec_tile}
+    if blk is not None:
+        tiles[stmt.iter_vars[blk].var.name] = blk_tile
+    _prepack_weights(sch, main, func, tiles)
     sch.decompose_reduction(main, first_reduce)
     for name in prologue:
         if strides[name]:
@@ -232,6 +237,48 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
         else:
             schedule_elementwise(sch, sch.get_sblock(name), info, parallel=name not in sliced)
     return sch
+
+
+#: The PrimFunc attribute listing its weight parameters (``weight_packing.MarkWeightParams``; TVM's name).
+LAYOUT_FREE = "layout_free_buffers"
+#: The block annotation TVM's ``SplitLayoutRewritePreproc`` looks for: such a block only re-lays out a weight,
+#: and is split off into a function of its own that ``FoldConstant`` then runs once, at compile time.
+LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
+
+
+def _prepack_weights(sch: Schedule, main, func: tirx.PrimFunc, tiles: dict) -> None:
+    """Re-lay out each weight (a layout-free parameter: a constant of the model) that the tile reads along a
+    tiled axis as ``[axis // tile, other dims..., axis % tile]``, at compile time.
+
+    A tile then reads its weights as one contiguous stream (``tile`` floats per reduction step) instead of
+    ``tile`` floats every row of the weight matrix: fewer cache lines and TLB pages per panel, no L1 set
+    conflicts between rows at power-of-two-ish strides, and a stream the prefetcher follows when the weights
+    come in cold from memory, as they do inside a model. ``tiles`` maps the block's iteration variable names
+    to their register tile.
+    """
+    free = {int(i) for i in (func.attrs.get(LAYOUT_FREE, []) if func.attrs else [])}
+    weights = [func.params[i] for i in free]
+    stmt = sch.get(main)
+    for idx, region in enumerate(stmt.reads):
+        if not any(region.source.same_as(w) for w in weights):
+            continue
+        dims = [str(r.min) for r in region.region]
+        shape = [int(x) for x in region.source.shape]
+        for name, tile in tiles.items():
+            if dims.count(name) != 1:
+                continue
+            d = dims.index(name)
+            if not 1 < tile < shape[d] or shape[d] % tile:
+                continue
+            copy = sch.cache_read(main, idx, "global")
+            sch.transform_layout(main, ("read", idx), _panels(d, tile, len(dims)))
+            sch.annotate(copy, LAYOUT_REWRITE, 1)
+            break
+
+
+def _panels(d: int, tile: int, ndim: int) -> tirx.IndexMap:
+    """``[..., x_d, ...] -> [x_d // tile, ..., x_d % tile]``: dimension ``d`` split in panels of ``tile``."""
+    return tirx.IndexMap.from_func(lambda *i: [i[d] // tile, *i[:d], *i[d + 1:], i[d] % tile], ndim=ndim)
 
 
 def _slice_depth(sch: Schedule, producer, stmt: tirx.SBlock, order: list) -> int:
