@@ -80,12 +80,33 @@ def cpu_pipeline(target, database=None):
         if database is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
         # Weights re-laid out by the schedules (tiled_reduction's prepacking) are split off and folded now.
-        passes += [DefaultCpuSchedule(target), relax.transform.SplitLayoutRewritePreproc(),
-                   relax.transform.FoldConstant(), *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
+        split = tvm.transform.module_pass(_split_weight_prepacking, opt_level=0, name="SplitWeightPrepacking")
+        passes += [DefaultCpuSchedule(target), split, relax.transform.FoldConstant(),
+                   *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
         with target, database if database is not None else contextlib.nullcontext():
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def _split_weight_prepacking(mod, _ctx):
+    """TVM's ``SplitLayoutRewritePreproc`` on the kernels that re-lay out a weight: each becomes a re-layout
+    kernel (folded into the constant by ``FoldConstant``) and the kernel proper. The other kernels are kept out
+    of its way: it rejects extern-call kernels such as ``topk``'s."""
+    import tvm
+    from tvm import relax, tirx
+
+    from .cpu_schedules.tiled_reduction import LAYOUT_REWRITE
+
+    others = {gv: f for gv, f in mod.functions_items()
+              if isinstance(f, tirx.PrimFunc) and LAYOUT_REWRITE not in f.script(show_meta=False)}
+    if len(others) == sum(isinstance(f, tirx.PrimFunc) for f in mod.functions.values()):
+        return mod
+    part = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv not in others}, attrs=mod.attrs)
+    split = relax.transform.SplitLayoutRewritePreproc()(part)
+    for gv, f in others.items():
+        split[gv] = f
+    return split
 
 
 def _lowering_passes(target) -> list:
