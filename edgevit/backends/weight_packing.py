@@ -16,7 +16,7 @@ from tvm import relax, te, topi
 from tvm.ir.expr import GenericConst
 from tvm.relax import PyExprMutator, expr_functor
 
-from .cpu_schedules.common import largest_divisor, vector_tile
+from .cpu_schedules.common import LAYOUT_FREE, largest_divisor, vector_tile
 from .relax_rewrite import is_op, rewrite_functions, static_shape
 
 #: Output channels the tiled-reduction rule likes to hold per register block (see ``_Packer._pad_channels``).
@@ -202,10 +202,6 @@ class PackConvWeights:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return rewrite_functions(_Packer(mod, self.lanes), mod)
 
-
-#: The PrimFunc attribute (TVM's, as set by MetaSchedule's ``AttachAttrLayoutFreeBuffers``) listing the indices
-#: of parameters that are constants of the model: a schedule may re-lay them out at compile time.
-LAYOUT_FREE = "layout_free_buffers"
 
 
 @tvm.transform.module_pass(opt_level=0, name="MarkWeightParams")

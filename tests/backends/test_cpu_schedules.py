@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgevit.backends import tvm_compiler
 from edgevit.backends.cpu_schedules import CpuInfo, schedule_func, schedule_variants, tiled_reduction
+from edgevit.backends.cpu_schedules.common import LAYOUT_FREE
 from edgevit.frontend import load_model
 from edgevit.reference import compare, random_inputs, run_onnxruntime
 from edgevit.targets import get_target
@@ -357,8 +358,6 @@ def test_every_tile_variant_computes_the_same(case, tmp_path):
 def test_weights_are_prepacked_in_panels(case, packed, tmp_path):
     """A weight the register tile reads along a tiled axis is re-laid out as ``[axis // tile, ..., axis % tile]``
     by a block marked for TVM's ``SplitLayoutRewritePreproc`` (numerics: the cases above, through the build)."""
-    from edgevit.backends.weight_packing import LAYOUT_FREE
-
     func, target = _case_kernel(case, tmp_path)
     sch = tiled_reduction.apply(func, target) or schedule_variants(func, target)[0][1]
     packs = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root")) if _prepacks(sch, b)]
@@ -387,8 +386,6 @@ def test_prepacking_is_folded_into_the_constants(tmp_path):
 def test_weight_parameters_are_marked_without_renaming_kernels(tmp_path):
     """Each kernel lists the parameters every call passes a constant (the weights), never the input; the
     kernels keep their names (TVM's own marking pass renames every kernel it copies)."""
-    from edgevit.backends.weight_packing import LAYOUT_FREE
-
     func, _ = _case_kernel("matmul_bias_gelu", tmp_path)
     assert [int(i) for i in func.attrs[LAYOUT_FREE]] == [1, 2]  # (x, w, b, out): w and b are constants
     model = load_model(CASES["matmul_bias_gelu"][0](tmp_path / "m.onnx"))

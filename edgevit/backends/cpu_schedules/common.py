@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.s_tir import Schedule
 
+#: The PrimFunc attribute listing the parameters that are constants of the model (its weights), which a schedule
+#: may re-lay out at compile time: TVM's name (MetaSchedule's ``AttachAttrLayoutFreeBuffers``); edgevit's
+#: ``weight_packing.MarkWeightParams`` sets it.
+LAYOUT_FREE = "layout_free_buffers"
+
 
 @dataclass(frozen=True)
 class CpuInfo:

@@ -22,7 +22,8 @@ from tvm.ir.expr import TensorLoad
 from tvm.s_tir import Schedule
 from tvm.sym.analyzer import Analyzer
 
-from .common import CpuInfo, extent, extent_of, inline_injective, is_reduction, largest_divisor, root_blocks, vars_in
+from .common import LAYOUT_FREE, CpuInfo, extent, extent_of, inline_injective, is_reduction, largest_divisor
+from .common import root_blocks, vars_in
 from .common import vars_in_range
 from .common import run_in_parallel, schedule_elementwise, vector_tile
 
@@ -239,8 +240,6 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     return sch
 
 
-#: The PrimFunc attribute listing its weight parameters (``weight_packing.MarkWeightParams``; TVM's name).
-LAYOUT_FREE = "layout_free_buffers"
 #: The block annotation TVM's ``SplitLayoutRewritePreproc`` looks for: such a block only re-lays out a weight,
 #: and is split off into a function of its own that ``FoldConstant`` then runs once, at compile time.
 LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
