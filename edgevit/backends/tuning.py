@@ -115,16 +115,21 @@ class _Progress:
               f"{time.monotonic() - self.start:.0f} s", end="", file=sys.stderr, flush=True)
 
 
+def _kernel_args(sch):
+    """The arguments a scheduled kernel takes once its weight re-layout block is removed (``build_kernel``
+    removes it; the model's build folds it into the constants), i.e. with its weights already in panels."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+
+
 def _measure(candidates, target, builder, runner, database) -> list[float | None]:
     """Build and run (task, label, schedule) candidates; commit each measured one as a tuning record.
 
     Returns the mean seconds per candidate (None where it failed to build or run)."""
     from tvm.s_tir import meta_schedule as ms
 
-    # The arguments the kernel takes once its weight re-layout block is removed (build_kernel removes it: the
-    # build folds it into the constants), i.e. the weights already in panels.
-    inputs = [(task, sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True))
-              for task, _, sch in candidates]
+    inputs = [(task, sch, _kernel_args(sch)) for task, _, sch in candidates]
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch, _ in inputs])
     runnable = [i for i, b in enumerate(built) if not b.error_msg]
     futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, "cpu", inputs[i][2]) for i in runnable])
@@ -298,9 +303,7 @@ def _variant_choices(task, variants, target) -> list[_Choice]:
 
     workload = ms.database.Workload(task.dispatched[0])
     return [_Choice(None, "default")] + [
-        _Choice(ms.database.TuningRecord(sch.trace, workload, [1.0], target,
-                                         ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)),
-                "variant", label)
+        _Choice(ms.database.TuningRecord(sch.trace, workload, [1.0], target, _kernel_args(sch)), "variant", label)
         for label, sch in variants[1:]]
 
 

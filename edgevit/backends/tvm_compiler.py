@@ -100,9 +100,9 @@ def _split_weight_prepacking(mod, _ctx):
 
     others = {gv: f for gv, f in mod.functions_items()
               if isinstance(f, tirx.PrimFunc) and LAYOUT_REWRITE not in f.script(show_meta=False)}
-    if len(others) == sum(isinstance(f, tirx.PrimFunc) for f in mod.functions.values()):
-        return mod
     part = tvm.IRModule({gv: f for gv, f in mod.functions_items() if gv not in others}, attrs=mod.attrs)
+    if not any(isinstance(f, tirx.PrimFunc) for f in part.functions.values()):
+        return mod
     split = relax.transform.SplitLayoutRewritePreproc()(part)
     for gv, f in others.items():
         split[gv] = f

@@ -203,7 +203,6 @@ class PackConvWeights:
         return rewrite_functions(_Packer(mod, self.lanes), mod)
 
 
-
 @tvm.transform.module_pass(opt_level=0, name="MarkWeightParams")
 class MarkWeightParams:
     """Mark each kernel's parameters that every call passes a model constant (its weights) in ``layout_free_buffers``.

@@ -22,10 +22,8 @@ from tvm.ir.expr import TensorLoad
 from tvm.s_tir import Schedule
 from tvm.sym.analyzer import Analyzer
 
-from .common import LAYOUT_FREE, CpuInfo, extent, extent_of, inline_injective, is_reduction, largest_divisor
-from .common import root_blocks, vars_in
-from .common import vars_in_range
-from .common import run_in_parallel, schedule_elementwise, vector_tile
+from .common import (LAYOUT_FREE, CpuInfo, extent, extent_of, inline_injective, is_reduction, largest_divisor,
+                     root_blocks, run_in_parallel, schedule_elementwise, vars_in, vars_in_range, vector_tile)
 
 
 @dataclass(frozen=True)
