@@ -264,6 +264,15 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
     return report
 
 
+def arm_note(machine: str) -> str | None:
+    """What the bench says of ARM speed when it runs on another architecture (``machine``: the host's, as
+    ``platform.machine()`` names it), or None on an ARM host."""
+    if machine in ("aarch64", "arm64"):
+        return None
+    return (f"ARM speed cannot be measured here ({machine} host): aarch64 builds (e.g. --target rpi4) run only "
+            "under qemu, checked for correctness (edgevit run --verify); time them on the board")
+
+
 def format_report(report: dict) -> str:
     """The bench report as a table with a header line (and the slowest kernels when profiled)."""
     peak = report["fp32_peak"]["gflops"]
@@ -285,6 +294,9 @@ def format_report(report: dict) -> str:
               f"{'same' if litert['top1_agree'] else 'DIFFERENT'}" if litert else f"LiteRT: {report.get('litert')}")
     parts = [head, format_table(rows, ["engine", "median ms", "min ms", "max ms", "std ms", "runs", "GFLOP/s",
                                        "% peak", "vs ORT"]), tail, litert]
+    arm = arm_note(report.get("machine", platform.machine()))
+    if arm:
+        parts.append(arm)
     if report.get("profile"):
         rows = [[r["name"], r["calls"], f"{r['ms']:.3f}", f"{r['percent']:.1f}"] for r in report["profile"][:25]]
         parts += ["", "edgevit per kernel (VM instrument; slowest 25):",
@@ -364,6 +376,9 @@ def format_all(result: dict) -> str:
              "timings are not clean)"]
     if missing:
         notes.append(f"LiteRT {SETUP_HINT}: {', '.join(missing)}")
+    arm = arm_note(result.get("machine", platform.machine()))
+    if arm:
+        notes.append(arm)
     return "\n".join([table, *notes])
 
 
