@@ -16,9 +16,14 @@ from edgevit.backends.cpu_schedules import CpuInfo, schedule_func, schedule_vari
 from edgevit.backends.cpu_schedules.common import LAYOUT_FREE
 from edgevit.frontend import load_model
 from edgevit.reference import compare, random_inputs, run_onnxruntime
-from edgevit.targets import get_target
+from edgevit.targets import CpuTarget, get_target
 
 RNG = np.random.default_rng(7)
+
+#: Explicit x86 targets for the tests of a schedule's structure (what gets padded or prepacked depends on the
+#: vector registers): they only build schedules, so both run on any host; the numerics tests use the host's.
+AVX2 = CpuTarget("x86_64", {"kind": "llvm", "mcpu": "haswell"})            # 8 lanes, 16 registers
+AVX512 = CpuTarget("x86_64", {"kind": "llvm", "mcpu": "skylake-avx512"})   # 16 lanes, 32 registers
 
 
 def _const(name: str, shape, scale: float = 0.3) -> onnx.TensorProto:
@@ -268,16 +273,21 @@ def test_padding_copies_are_vectorised(case, tmp_path):
     assert not any("T.where" in line for line in above), "\n".join(above)
 
 
-@pytest.mark.parametrize("case,padded", [("matmul_bias_gelu", True), ("matmul_long_reduction_chunked", True),
-                                         ("matmul_220_columns_padded", True), ("matmul_49_columns_padded", True),
-                                         ("conv1x1_small_map_packed", True),
-                                         ("conv1x1_8_channels_over_2401_pixels", False),  # 1 vector: copy too dear
-                                         ("conv3x3_stride2_packed", False), ("conv1x1", False)])
-def test_badly_divisible_axes_are_padded(case, padded, tmp_path):
+@pytest.mark.parametrize("cpu,case,padded", [
+    (AVX2, "matmul_bias_gelu", True), (AVX2, "matmul_long_reduction_chunked", True),
+    (AVX2, "matmul_220_columns_padded", True), (AVX2, "matmul_49_columns_padded", True),
+    (AVX2, "conv1x1_small_map_packed", True),
+    (AVX2, "conv1x1_8_channels_over_2401_pixels", False),  # 1 vector: copy too dear
+    (AVX2, "conv3x3_stride2_packed", False), (AVX2, "conv1x1", False),
+    (AVX512, "matmul_220_columns_padded", True),  # 220 = 13.75 vectors of 16
+    # 32 registers hold 8+ accumulators unpadded: 2 vectors x 7 rows of 49, 1 x 7 of a 7x7 map's 49 pixels
+    (AVX512, "matmul_49_columns_padded", False), (AVX512, "conv1x1_small_map_packed", False)],
+    ids=lambda v: {id(AVX2): "avx2", id(AVX512): "avx512"}.get(id(v), str(v)))
+def test_badly_divisible_axes_are_padded(cpu, case, padded, tmp_path):
     """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) or 220 columns (4-wide vectors),
     or a 1x1 conv over a 7x7 map's 49 pixels, computes on rows or columns padded to a multiple of a better tile
     (numerics: the cases above); a 3x3 conv is not an einsum (``y + ry``) and is left as it is."""
-    func, target = _case_kernel(case, tmp_path)
+    func, target = _case_kernel(case, tmp_path, cpu)
     sch = tiled_reduction.apply(func, target)
     pads = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
             if "_pad" in sch.get(b).name_hint]  # x_pad, or x_pad_* when its copy is partitioned
@@ -297,11 +307,11 @@ def test_pointwise_maps_are_flattened_when_rows_vectorise_badly(case, lanes, fla
     assert tiled_reduction._flatten_pixels(sch, tiled_reduction._mac_block(sch), info) == flat
 
 
-def _case_kernel(case: str, tmp_path):
-    """The fused kernel a case is about, before scheduling, and the host target."""
+def _case_kernel(case: str, tmp_path, cpu: CpuTarget | None = None):
+    """The fused kernel a case is about, before scheduling, and the target (``cpu``, by default the host's)."""
     builder, _, kernel = CASES[case]
     model = load_model(builder(tmp_path / f"{case}.onnx"))
-    cpu = get_target("host").cpu
+    cpu = cpu or get_target("host").cpu
     fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
     return next(f for gv, f in fused.functions_items() if kernel in gv.name_hint), tvm_compiler.make_target(cpu.tvm)
 
@@ -351,14 +361,18 @@ def test_every_tile_variant_computes_the_same(case, tmp_path):
         np.testing.assert_allclose(out, outputs[0], rtol=1e-5, atol=1e-6, err_msg=label)
 
 
-@pytest.mark.parametrize("case,packed", [("conv1x1_small_map_packed", True),  # IHWO weights, vector tile 16 of 32
-                                         ("matmul_long_reduction_chunked", True),
-                                         ("conv3x3", True),  # OIHW weights, read along the block of channels
-                                         ("attention_fused", False)])  # no weights: q, k, v are activations
-def test_weights_are_prepacked_in_panels(case, packed, tmp_path):
+@pytest.mark.parametrize("cpu,case,packed", [
+    (AVX2, "conv1x1_small_map_packed", True),  # IHWO weights, vector tile 16 of 32
+    (AVX2, "matmul_long_reduction_chunked", True),
+    (AVX2, "conv3x3", True),  # OIHW weights, read along the block of channels
+    (AVX2, "attention_fused", False),  # no weights: q, k, v are activations
+    (AVX512, "matmul_long_reduction_chunked", True),
+    (AVX512, "conv1x1_small_map_packed", False)],  # the vector tile (2 x 16) is all 32 channels: nothing to split
+    ids=lambda v: {id(AVX2): "avx2", id(AVX512): "avx512"}.get(id(v), str(v)))
+def test_weights_are_prepacked_in_panels(cpu, case, packed, tmp_path):
     """A weight the register tile reads along a tiled axis is re-laid out as ``[axis // tile, ..., axis % tile]``
     by a block marked for TVM's ``SplitLayoutRewritePreproc`` (numerics: the cases above, through the build)."""
-    func, target = _case_kernel(case, tmp_path)
+    func, target = _case_kernel(case, tmp_path, cpu)
     sch = tiled_reduction.apply(func, target) or schedule_variants(func, target)[0][1]
     packs = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root")) if _prepacks(sch, b)]
     assert bool(packs) == packed
@@ -374,11 +388,11 @@ def test_weights_are_prepacked_in_panels(case, packed, tmp_path):
 
 def test_prepacking_is_folded_into_the_constants(tmp_path):
     """The build runs the weights' re-layout once, at compile time: the runtime ``main`` calls the prepacked
-    kernel with a constant, and no ``*_weight_prepack`` function is left to call."""
+    kernel with a constant, and no ``*_weight_prepack`` function is left to call. (AVX2, where this kernel's
+    weights are packed; ``FoldConstant`` runs the re-layout kernel here, so the target must run on the host.)"""
     model = load_model(CASES["conv1x1_small_map_packed"][0](tmp_path / "c.onnx"))
-    cpu = get_target("host").cpu
     mod = tvm_compiler.import_onnx(model.load(), model.inputs)
-    lowered = tvm_compiler.cpu_pipeline(tvm_compiler.make_target(cpu.tvm))(mod)
+    lowered = tvm_compiler.cpu_pipeline(tvm_compiler.make_target(AVX2.tvm))(mod)
     main = lowered["main"].script()
     assert "_prepacked" in main and "_weight_prepack" not in main, main
 
