@@ -92,6 +92,13 @@ def test_reports_say_how_to_get_litert_when_not_converted():
     assert f"LiteRT {SETUP_HINT}: mobilevit_xxs" in format_all({"rows": [report]})
 
 
+
+def test_report_says_arm_speed_is_not_measured_on_another_host():
+    report = dict(_report("ran", with_litert=False), machine="x86_64")
+    assert "ARM speed cannot be measured here (x86_64 host)" in format_report(report)
+    assert "ARM speed" not in format_report(dict(report, machine="aarch64"))
+
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -24,6 +24,7 @@ RNG = np.random.default_rng(7)
 #: vector registers): they only build schedules, so both run on any host; the numerics tests use the host's.
 AVX2 = CpuTarget("x86_64", {"kind": "llvm", "mcpu": "haswell"})            # 8 lanes, 16 registers
 AVX512 = CpuTarget("x86_64", {"kind": "llvm", "mcpu": "skylake-avx512"})   # 16 lanes, 32 registers
+_ISA_NAMES = {id(AVX2): "avx2", id(AVX512): "avx512"}  # test ids
 
 
 def _const(name: str, shape, scale: float = 0.3) -> onnx.TensorProto:
@@ -282,7 +283,7 @@ def test_padding_copies_are_vectorised(case, tmp_path):
     (AVX512, "matmul_220_columns_padded", True),  # 220 = 13.75 vectors of 16
     (AVX512, "matmul_49_columns_padded", False),  # 49 -> 64 columns would add more than 1/7
     (AVX512, "conv1x1_small_map_packed", False)],  # 32 registers: 2 vectors x 7 of 49 pixels fit unpadded
-    ids=lambda v: {id(AVX2): "avx2", id(AVX512): "avx512"}.get(id(v), str(v)))
+    ids=lambda v: _ISA_NAMES.get(id(v), str(v)))
 def test_badly_divisible_axes_are_padded(cpu, case, padded, tmp_path):
     """A matmul over 49 rows (no register tile of 8+ accumulators divides 49) or 220 columns (4-wide vectors),
     or a 1x1 conv over a 7x7 map's 49 pixels, computes on rows or columns padded to a multiple of a better tile
@@ -368,7 +369,7 @@ def test_every_tile_variant_computes_the_same(case, tmp_path):
     (AVX2, "attention_fused", False),  # no weights: q, k, v are activations
     (AVX512, "matmul_long_reduction_chunked", True),
     (AVX512, "conv1x1_small_map_packed", False)],  # the vector tile (2 x 16) is all 32 channels: nothing to split
-    ids=lambda v: {id(AVX2): "avx2", id(AVX512): "avx512"}.get(id(v), str(v)))
+    ids=lambda v: _ISA_NAMES.get(id(v), str(v)))
 def test_weights_are_prepacked_in_panels(cpu, case, packed, tmp_path):
     """A weight the register tile reads along a tiled axis is re-laid out as ``[axis // tile, ..., axis % tile]``
     by a block marked for TVM's ``SplitLayoutRewritePreproc`` (numerics: the cases above, through the build)."""
