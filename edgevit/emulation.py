@@ -9,6 +9,7 @@ Timings under qemu say nothing about a real board: use it for correctness only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from .settings import cache_dir
 DEBIAN_SUITE = "bookworm"  # Python 3.11, like the wheels we install for it
 # What the board-side runner imports (and, for the RPC node agent, TVM's RPC extra).
 RUNTIME_PACKAGES = ["apache-tvm", "apache-tvm-ffi", "numpy", "ml_dtypes", "typing_extensions",
-                    "tornado", "psutil", "cloudpickle"]
+                    "tornado", "psutil", "cloudpickle", "pyzmq"]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _EMULATED = {"aarch64": ("arm64", "manylinux_2_28_aarch64", "qemu-aarch64-static")}
 
@@ -113,7 +114,8 @@ def _prepare_root(debian_arch: str) -> Path:
 
 def _prepare_site(platform_tag: str) -> Path:
     pins = [f"{name}=={importlib_metadata.version(name)}" for name in RUNTIME_PACKAGES]
-    key = "-".join(p.replace("==", "") for p in pins[:3])
+    # The folder is keyed by every pin, so adding a package to RUNTIME_PACKAGES prepares a new site.
+    key = "-".join(p.replace("==", "") for p in pins[:3]) + "-" + hashlib.sha256(" ".join(pins).encode()).hexdigest()[:8]
     site = cache_dir("emulation", f"site-{platform_tag}-{key}")
     if (site / ".complete").exists():
         return site
