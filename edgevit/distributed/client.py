@@ -188,6 +188,22 @@ class NodeSession:
         self.stats.calls += 1
         return outputs
 
+    def measure_link(self, repeat: int = 5) -> tuple[float, float]:
+        """The link into this node: (MB/s for a 1 MiB tensor each way, ms of one small message round trip)."""
+        blob, tiny = np.zeros(1 << 18, np.float32), np.zeros(1, np.float32)
+        self.channel.put("link-probe", tiny)
+        start = time.perf_counter()
+        for _ in range(repeat):
+            self.channel.put("link-probe", tiny)
+        message_ms = (time.perf_counter() - start) / repeat * 1e3
+        start = time.perf_counter()
+        for _ in range(repeat):
+            self.channel.put("link-probe", blob)
+            self.channel.get("link-probe")
+        seconds = max((time.perf_counter() - start) / (2 * repeat) - message_ms / 2e3, 1e-9)
+        self.channel.drop(["link-probe"])
+        return blob.nbytes / seconds / 1e6, message_ms / 2
+
     def close(self) -> None:
         """End the session. A call still blocked in TVM (after a timeout) would make releasing the session
         wait for it, so the RPC socket is shut down first: the blocked call then fails at once."""

@@ -1,253 +1,366 @@
-"""Pipeline split (PipeEdge-style): cut the ViT into consecutive stages, one node each, chosen by a dynamic
-program over measured per-layer latencies, per-layer output sizes and link bandwidth.
+"""Pipeline split of any model on its ONNX graph (PipeEdge-style): consecutive stages, one node each, chosen by
+a dynamic program over a cost profile, each stage compiled for its node's target.
 
-Layers are the ViT's natural units: patch embedding, each transformer block, and the head. ``profile``
-compiles every layer for each node kind's target, times it on a node of that kind through RPC (node-side
-compute time), measures the host<->node tensor bandwidth, and writes an editable JSON profile. ``choose_cuts``
-is the DP; ``PipelineRunner`` streams images through the stages (a thread per stage, so image i+1 is in
-stage 1 while image i is in stage 2). Tensors travel through the host (TVM RPC is a star).
+``build_pipeline_plan`` is ``edgevit plan --strategy pipeline``: import the model (anything ``edgevit
+compile`` takes, plus the trained distributed-demo models), find the cut candidates on the graph
+(``graph_split``), profile the units between them on each node kind (``cost``), choose the stages, extract and
+check them (the chained stages in onnxruntime must equal the whole model in onnxruntime), compile each stage,
+and write ``PLAN_DIR/plan.json`` with the stage models and artifacts beside it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
-import queue
-import threading
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgevitError, ExecutionError
-from .client import Tracker, artifact_digest
-from .infer import SlotPool, make_slots
+from ..errors import EdgevitError, InputError, VerificationError
+from . import cost
+from .graph_split import GraphSplitter, run_chain, save_stage
 from .plan import NodeSlot, write_plan
 
-
-def layer_count(vit) -> int:
-    return vit.depth + 2
-
-
-def stage_module(full, vit, start: int, end: int):
-    """A torch module running layers ``start..end-1`` of ``full`` (0 = embedding, 1..depth = blocks,
-    depth + 1 = head)."""
-    import torch
-
-    class Stage(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.full = full
-
-        def forward(self, x):
-            for i in range(start, end):
-                if i == 0:
-                    x = self.full.embed(x).flatten(2).transpose(1, 2) + self.full.pos
-                elif i <= vit.depth:
-                    x = self.full.blocks[i - 1](x)
-                else:
-                    x = self.full.head(self.full.norm(x).mean(1))
-            return x
-
-    return Stage().eval()
+PROFILE_RUNS = 7
+CHAIN_RTOL = 1e-5
 
 
-def layer_input_shape(vit, i: int) -> tuple[int, ...]:
-    tokens = (vit.image // vit.patch) ** 2
-    return (1, vit.channels, vit.image, vit.image) if i == 0 else (1, tokens, vit.dim)
+def _say(message: str) -> None:
+    print(f"[edgevit] {message}", file=sys.stderr, flush=True)
 
 
-def layer_output_bytes(vit, i: int) -> int:
-    return 4 * (vit.classes if i == layer_count(vit) - 1 else int(np.prod(layer_input_shape(vit, i + 1))))
+@dataclass(frozen=True)
+class StageChoice:
+    """One stage of a chosen pipeline: units ``first..end-1`` on a node of ``key`` and its predicted cost."""
+
+    key: str
+    first: int
+    end: int
+    cost: dict
 
 
-def compile_stage(full, vit, model: str, start: int, end: int, target: str, folder: Path) -> Path:
-    from .planner import _compile_shape
+def choose_stages(profile: dict, slots: list[NodeSlot], objective: str = "latency",
+                  stages: int | None = None) -> tuple[list[StageChoice], dict]:
+    """The DP: split the profile's units into consecutive stages, each on a distinct node, nodes of any kind
+    in any order, within each node's memory.
 
-    path = folder / f"layers{start}-{end}-{target}.tar"
-    return _compile_shape(stage_module(full, vit, start, end), layer_input_shape(vit, start),
-                          f"{model}-layers{start}-{end}", target, path)
-
-
-def profile(full, vit, model: str, slots: list[NodeSlot], tracker: Tracker, folder: Path,
-            repeat: int = 5) -> dict:
-    """Per node kind: each layer's median node-side compute time (run through RPC), the host<->node
-    bandwidth and per-call overhead; plus each layer's output size."""
-    result = {"model": model, "layers": layer_count(vit), "input_bytes": 4 * int(np.prod(layer_input_shape(vit, 0))),
-              "layer_out_bytes": [layer_output_bytes(vit, i) for i in range(layer_count(vit))], "keys": {}}
-    for key, target in dict((s.key, s.target) for s in slots).items():
-        arts = [compile_stage(full, vit, model, i, i + 1, target, folder) for i in range(layer_count(vit))]
-        session = tracker.request(key, 600)
-        try:
-            times = []
-            for i, art in enumerate(arts):
-                digest = artifact_digest(art)
-                session.ensure_artifact(art, digest)
-                x = np.zeros(layer_input_shape(vit, i), np.float32)
-                before = []
-                for _ in range(repeat):
-                    start = session.stats.compute_ms
-                    session.run(digest, [x])
-                    before.append(session.stats.compute_ms - start)
-                times.append(float(np.median(before)))
-            blob = np.zeros(1 << 18, np.float32)  # 1 MiB
-            start = time.perf_counter()
-            for _ in range(repeat):
-                session.channel.put("bw", blob)
-                session.channel.get("bw")
-            seconds = (time.perf_counter() - start) / (2 * repeat)
-            session.health()  # the first call also looks the function up
-            start = time.perf_counter()
-            for _ in range(repeat):
-                session.health()
-            rpc_ms = (time.perf_counter() - start) / repeat * 1e3
-        finally:
-            session.close()
-        result["keys"][key] = {"target": target, "layer_ms": times, "bandwidth_mb_s": blob.nbytes / seconds / 1e6,
-                               "rpc_ms": rpc_ms}
-    return result
-
-
-def _stage_cost(prof: dict, key: str, i: int, j: int) -> float:
-    """ms for layers i..j-1 on a node of ``key``: compute, tensors in and out through the host, 3 calls."""
-    k = prof["keys"][key]
-    in_bytes = prof["input_bytes"] if i == 0 else prof["layer_out_bytes"][i - 1]
-    transfer = (in_bytes + prof["layer_out_bytes"][j - 1]) / (k["bandwidth_mb_s"] * 1e6) * 1e3
-    return sum(k["layer_ms"][i:j]) + transfer + 3 * k["rpc_ms"]
-
-
-def choose_cuts(prof: dict, slots: list[NodeSlot], objective: str = "latency") -> tuple[list[tuple], float]:
-    """The DP: split layers 0..L-1 into consecutive stages on distinct slots (in the nodes file's order,
-    any subset), minimising the sum of stage times (latency) or the slowest stage (throughput).
+    Parameters
+    ----------
+    profile
+        A cost profile (``cost.read_profile``) with an entry for every key in ``slots``.
+    slots
+        The nodes the plan may use (``plan.load_nodes``); nodes of one key are interchangeable.
+    objective
+        ``latency`` (one image's time through all stages and links) or ``throughput`` (the slowest stage's
+        period: its compute and incoming transfer; ties broken by latency).
+    stages
+        Use exactly this many stages (default: whatever the objective prefers).
 
     Returns
     -------
-    stages, value
-        ``[(slot, first_layer, end_layer), ...]`` and the predicted latency or bottleneck in ms.
+    choices, prediction
+        The stages in order, and ``{"latency_ms", "bottleneck_ms", "images_per_s"}``.
+
+    Raises
+    ------
+    EdgevitError
+        Bad objective or stage count, or no split fits the nodes' memory.
     """
     if objective not in ("latency", "throughput"):
         raise EdgevitError(f"unknown objective '{objective}' (latency, throughput)")
-    combine = (lambda a, b: a + b) if objective == "latency" else max
-    n, count = prof["layers"], len(slots)
-    inf = float("inf")
-    # best[j][s] = (value, how) for layers 0..j-1 on slots 0..s-1; how is None (j = 0), ("skip",) (slot s-1
-    # unused) or ("use", i) (the last stage is layers i..j-1 on slot s-1).
-    best = [[(0.0 if j == 0 else inf, None) for _ in range(count + 1)] for j in range(n + 1)]
-    for s in range(1, count + 1):
-        for j in range(1, n + 1):
-            best[j][s] = (best[j][s - 1][0], ("skip",))
-            for i in range(j):
-                if best[i][s - 1][0] == inf:
+    n = len(profile["units"])
+    if stages is not None and not 1 <= stages <= min(n, len(slots)):
+        raise EdgevitError(f"--stages must be between 1 and {min(n, len(slots))} (units: {n}, nodes: "
+                           f"{len(slots)}), got {stages}")
+    keys = list(dict.fromkeys(s.key for s in slots))
+    missing = [k for k in keys if k not in profile["kinds"]]
+    if missing:
+        raise EdgevitError(f"the profile has no entry for node kind(s) {missing}: profile again with --tracker")
+    capacity = [sum(s.key == k for s in slots) for k in keys]
+    memory = [min(s.memory_mib for s in slots if s.key == k) for k in keys]
+
+    def value(period: float, latency: float) -> tuple[float, float]:
+        return (latency, period) if objective == "latency" else (period, latency)
+
+    # best[(j, used)] = ((period, latency), previous state, choice): units 0..j-1 placed, `used` nodes per key.
+    start = (0, (0,) * len(keys))
+    best: dict = {start: ((0.0, 0.0), None, None)}
+    for j in range(n):
+        for used in itertools.product(*(range(c + 1) for c in capacity)):
+            state = (j, used)
+            if state not in best:
+                continue
+            (period, latency), _, _ = best[state]
+            for k, key in enumerate(keys):
+                if used[k] == capacity[k]:
                     continue
-                value = combine(best[i][s - 1][0], _stage_cost(prof, slots[s - 1].key, i, j))
-                if value < best[j][s][0]:
-                    best[j][s] = (value, ("use", i))
-    value = best[n][count][0]
-    if value == inf:
-        raise EdgevitError("no pipeline fits these nodes")
-    stages, j, s = [], n, count
-    while j > 0:
-        how = best[j][s][1]
-        if how[0] == "use":
-            stages.append((slots[s - 1], how[1], j))
-            j = how[1]
-        s -= 1
-    return stages[::-1], value
+                after = used[:k] + (used[k] + 1,) + used[k + 1:]
+                for end in range(j + 1, n + 1):
+                    c = cost.stage_cost(profile, key, j, end)
+                    if cost.stage_memory_mib(c) > memory[k]:
+                        continue
+                    last = c["out_ms"] if end == n else 0.0
+                    stage_period = c["compute_ms"] + c["in_ms"] + last
+                    new = (max(period, stage_period), latency + stage_period)
+                    target = (end, after)
+                    if target not in best or value(*new) < value(*best[target][0]):
+                        best[target] = (new, state, StageChoice(key, j, end, c))
+    finals = [(state, entry) for state, entry in best.items() if state[0] == n
+              and (stages is None or sum(state[1]) == stages)]
+    if not finals:
+        biggest = max(memory)
+        raise EdgevitError(f"no split into {stages or 'any number of'} stage(s) fits these nodes' memory "
+                           f"(largest budget {biggest:g} MiB): add nodes or raise memory_mib in the nodes file")
+    state, entry = min(finals, key=lambda item: value(*item[1][0]))
+    (period, latency) = entry[0]
+    choices = []
+    while entry[1] is not None:
+        choices.append(entry[2])
+        entry = best[entry[1]]
+    return choices[::-1], {"latency_ms": latency, "bottleneck_ms": period, "images_per_s": 1e3 / period}
 
 
-def build_pipeline_plan(model: str, slots: list[NodeSlot], tracker: Tracker | None, output: Path,
-                        objective: str = "latency", profile_path: Path | None = None, configs=None) -> dict:
-    """Profile (or read ``profile_path``), choose cuts, compile the stages, write the plan."""
-    from . import classsplit as cs
-    from .planner import model_configs
+# ---- import ----------------------------------------------------------------------------------------------
 
-    vit, cfg = configs or model_configs(model)
-    full = cs.train_full(vit, cfg)
-    folder = output.parent / f"{output.stem}-artifacts"
-    folder.mkdir(parents=True, exist_ok=True)
-    if profile_path and Path(profile_path).exists():
-        prof = json.loads(Path(profile_path).read_text())
-    else:
+def import_model(spec: str, input_shape: str | None = None):
+    """What ``edgevit compile`` accepts, plus the distributed demo models trained here (``fashion-vit``)."""
+    from ..frontend import from_torch, load_model
+    from .planner import MODELS, model_configs
+
+    if spec in MODELS:
+        from . import classsplit as cs
+
+        vit, cfg = model_configs(spec)
+        return from_torch(cs.train_full(vit, cfg, log=_say), (1, vit.channels, vit.image, vit.image), spec)
+    return load_model(spec, input_shape)
+
+
+# ---- profile ---------------------------------------------------------------------------------------------
+
+def unit_table(splitter: GraphSplitter, cuts) -> tuple[list[dict], int]:
+    units = [{"start": u.start.position, "end": u.end.position, "macs": int(u.macs), "ops": int(u.ops),
+              "out_bytes": int(u.end.bytes), "weight_bytes": int(u.weight_bytes),
+              "inputs": list(u.start.tensors), "outputs": list(u.end.tensors)} for u in splitter.units(cuts)]
+    return units, int(cuts[0].bytes)
+
+
+def _sample_inputs(stage) -> list[np.ndarray]:
+    """Seeded random tensors for a stage model's inputs (its value infos give shapes and types)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    arrays = []
+    for value in stage.graph.input:
+        ttype = value.type.tensor_type
+        shape = [d.dim_value for d in ttype.shape.dim]
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type))
+        arrays.append(rng.standard_normal(shape).astype(dtype) if dtype.kind == "f" else np.zeros(shape, dtype))
+    return arrays
+
+
+def _compile_stage(stage_path: Path, target: str, out: Path, name: str) -> Path:
+    """Compile one stage's ONNX for ``target`` (reusing an artifact built from the same file and target)."""
+    from ..compiler import compile_for_target
+    from ..frontend import from_onnx_file
+    from ..targets import get_target
+
+    digest = hashlib.sha256(stage_path.read_bytes()).hexdigest()[:16]
+    stamp = out.with_suffix(".source")
+    if out.exists() and stamp.exists() and stamp.read_text() == f"{digest} {target}":
+        return out
+    model = from_onnx_file(stage_path)
+    model.name = name
+    compile_for_target(model, get_target(target), out, command=f"edgevit plan ({name})")
+    stamp.write_text(f"{digest} {target}")
+    return out
+
+
+def measure_kind(splitter: GraphSplitter, cuts, units: list[dict], key: str, target: str, tracker,
+                 folder: Path) -> dict:
+    """Time every unit on a node of ``key`` through RPC (node-side compute), and the link into it.
+
+    A node that reports it runs under emulation is not timed: the entry is an estimate, labelled so.
+    """
+    from .client import artifact_digest
+
+    session = tracker.request(key, 600)
+    try:
+        if session.info.get("emulated"):
+            entry = cost.estimated_kind(target, units)
+            entry["source"] += f"; node '{key}' runs under qemu, whose timings mean nothing for a board"
+            return entry
+        times = []
+        for index, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            stage = splitter.extract(a, b)
+            path = save_stage(stage, folder / f"unit{index}.onnx")
+            art = _compile_stage(path, target, folder / f"unit{index}-{target}.tar", f"unit{index}")
+            _say(f"profiling unit {index + 1}/{len(units)} on '{key}'")
+            digest = artifact_digest(art)
+            session.ensure_artifact(art, digest)
+            x = _sample_inputs(stage)
+            runs = []
+            for _ in range(PROFILE_RUNS):
+                before = session.stats.compute_ms
+                session.run(digest, x)
+                runs.append(session.stats.compute_ms - before)
+            times.append(float(np.median(runs[1:])))
+        link_mb_s, message_ms = session.measure_link()
+    finally:
+        session.close()
+    return {"target": target, "unit_ms": times, "link_mb_s": link_mb_s, "message_ms": message_ms,
+            "source": f"measured on node '{key}' ({session.info.get('host')}:{session.info.get('port')}) "
+                      f"through RPC, median of {PROFILE_RUNS - 1} runs"}
+
+
+def make_profile(splitter: GraphSplitter, cuts, model_name: str, model_sha: str, slots: list[NodeSlot],
+                 tracker, folder: Path) -> dict:
+    """Per node kind in ``slots``: measured through ``tracker`` when given, else estimated from MACs."""
+    units, input_bytes = unit_table(splitter, cuts)
+    kinds = {}
+    for key, target in dict((s.key, s.target) for s in slots).items():
         if tracker is None:
-            raise EdgevitError("profiling the layers needs nodes: give --tracker HOST:PORT (or --profile FILE)")
-        prof = profile(full, vit, model, slots, tracker, folder)
-        Path(profile_path or output.with_suffix(".profile.json")).write_text(json.dumps(prof, indent=1))
-    cuts, value = choose_cuts(prof, slots, objective)
-    stages = []
-    for index, (slot, i, j) in enumerate(cuts):
-        art = compile_stage(full, vit, model, i, j, slot.target, folder)
-        stages.append({"name": f"stage{index}", "layers": [i, j], "slot": slot.name, "node_key": slot.key,
-                       "target": slot.target, "artifact": str(art.relative_to(output.parent)),
-                       "sha256": artifact_digest(art), "bytes": art.stat().st_size,
-                       "predicted_ms": _stage_cost(prof, slot.key, i, j)})
-    plan = {"strategy": "pipeline", "model": model, "objective": objective,
-            "input": {"shape": list(layer_input_shape(vit, 0)), "dtype": "float32"}, "classes": vit.classes,
-            "stages": stages, "profile": prof,
-            "predicted_latency_ms": sum(s["predicted_ms"] for s in stages),
-            "predicted_bottleneck_ms": max(s["predicted_ms"] for s in stages)}
-    write_plan(output, plan)
+            kinds[key] = cost.estimated_kind(target, units)
+        else:
+            kinds[key] = measure_kind(splitter, cuts, units, key, target, tracker, folder)
+    return {"format": cost.PROFILE_FORMAT, "model": model_name, "model_sha256": model_sha,
+            "input_bytes": input_bytes, "units": units, "kinds": kinds,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+# ---- plan ------------------------------------------------------------------------------------------------
+
+def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path, objective: str = "latency",
+                        profile_path: Path | None = None, stages: int | None = None, max_live: int = 1,
+                        units: int = 12, input_shape: str | None = None) -> dict:
+    """Plan, check and compile a pipeline; writes ``out_dir/plan.json``.
+
+    Parameters
+    ----------
+    spec
+        Zoo name, MoE task build, ONNX file, or a distributed demo model (``fashion-vit``).
+    slots
+        The nodes (``plan.load_nodes``).
+    tracker
+        A ``client.Tracker`` to measure units on the nodes, or None (then ``profile_path`` or MAC estimates).
+    out_dir
+        The plan folder: ``plan.json``, ``profile.json``, ``stages/*.onnx``, ``artifacts/*.tar``.
+    profile_path
+        A profile to read (if it exists and was made for this model and these units) or to write.
+    stages, max_live, units
+        Exact stage count (default: the objective's choice); most tensors a cut may send; how many units
+        the graph is coarsened to before the DP.
+
+    Returns
+    -------
+    dict
+        The plan as written.
+    """
+    if max_live < 1:
+        raise InputError(f"--max-live must be at least 1, got {max_live}")
+    if units < 1:
+        raise InputError(f"--units must be at least 1, got {units}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} exists and is not a folder: a pipeline plan is a folder (-o PLAN_DIR)")
+    model = import_model(spec, input_shape)
+    onnx_model = model.load()
+    model_sha = hashlib.sha256(onnx_model.SerializeToString()).hexdigest()
+    splitter = GraphSplitter(onnx_model)
+    candidates = splitter.candidate_cuts(max_live)
+    cuts = splitter.coarsen(candidates, units)
+    _say(f"{model.name}: {len(splitter.nodes)} nodes, {len(candidates) - 2} cut candidates with <= {max_live} "
+         f"live tensor(s); {len(cuts) - 1} units for the planner")
+    (out_dir / "stages").mkdir(parents=True, exist_ok=True)
+    (out_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+
+    profile = None
+    profile_path = Path(profile_path) if profile_path else out_dir / "profile.json"
+    if profile_path.exists():
+        profile = cost.read_profile(profile_path)
+        expected = [(c.position, d.position) for c, d in zip(cuts, cuts[1:])]
+        if profile.get("model_sha256") != model_sha or [(u["start"], u["end"]) for u in profile["units"]] != expected:
+            _say(f"{profile_path} was made for another model or other units: profiling again")
+            profile = None
+    if profile is None:
+        profile = make_profile(splitter, cuts, model.name, model_sha, slots, tracker, out_dir / "profile-units")
+        profile_path.write_text(json.dumps(profile, indent=1))
+    else:
+        for key, target in dict((s.key, s.target) for s in slots).items():
+            if key not in profile["kinds"]:
+                profile["kinds"][key] = cost.estimated_kind(target, profile["units"])
+
+    choices, prediction = choose_stages(profile, slots, objective, stages)
+    stage_cuts = [cuts[c.first] for c in choices] + [cuts[-1]]
+    stage_paths = [save_stage(splitter.extract(a, b), out_dir / "stages" / f"stage{i}.onnx")
+                   for i, (a, b) in enumerate(zip(stage_cuts, stage_cuts[1:]))]
+    check = verify_chain(model, stage_paths)
+    _say(f"chained stages in onnxruntime match the whole model: max rel error {check['max_rel_error']:.2g}")
+
+    used: dict[str, int] = {}
+    slot_of = {}
+    for s in slots:
+        slot_of.setdefault(s.key, []).append(s)
+    entries = []
+    from .client import artifact_digest
+
+    for index, (choice, path) in enumerate(zip(choices, stage_paths)):
+        slot = slot_of[choice.key][used.get(choice.key, 0)]
+        used[choice.key] = used.get(choice.key, 0) + 1
+        _say(f"compiling stage {index + 1}/{len(choices)} (units {choice.first}-{choice.end - 1}) for "
+             f"{slot.target}")
+        art = _compile_stage(path, slot.target, out_dir / "artifacts" / f"stage{index}-{slot.target}.tar",
+                             f"{model.name}-stage{index}")
+        entries.append({"name": f"stage{index}", "units": [choice.first, choice.end],
+                        "nodes": [stage_cuts[index].position, stage_cuts[index + 1].position],
+                        "inputs": list(stage_cuts[index].tensors), "outputs": list(stage_cuts[index + 1].tensors),
+                        "slot": slot.name, "node_key": slot.key, "target": slot.target,
+                        "onnx": str(path.relative_to(out_dir)), "artifact": str(art.relative_to(out_dir)),
+                        "sha256": artifact_digest(art), "bytes": art.stat().st_size,
+                        "predicted": {k: round(v, 4) if isinstance(v, float) else v for k, v in choice.cost.items()},
+                        "cost_source": profile["kinds"][choice.key]["source"]})
+    one_node = {key: cost.stage_cost(profile, key, 0, len(profile["units"])) for key in profile["kinds"]
+                if key in slot_of}
+    plan = {"strategy": "pipeline", "model": model.name, "source": model.source, "model_sha256": model_sha,
+            "objective": objective, "input": {"name": model.inputs[0].name, "shape": list(model.inputs[0].shape),
+                                              "dtype": model.inputs[0].dtype},
+            "inputs": [s.to_json() for s in model.inputs], "outputs": list(splitter.outputs),
+            "whole_model": "model.onnx", "stages": entries, "profile": profile_path.name
+            if profile_path.parent == out_dir else str(profile_path),
+            "predicted": prediction, "chain_check": check,
+            "one_node": {k: {"latency_ms": c["compute_ms"] + c["in_ms"] + c["out_ms"]} for k, c in one_node.items()}}
+    onnx_path = out_dir / "model.onnx"
+    onnx_path.write_bytes(onnx_model.SerializeToString())
+    write_plan(out_dir / "plan.json", plan)
     return plan
 
 
-class PipelineRunner:
-    """Streams images through a pipeline plan's stages, one thread per stage."""
+def verify_chain(model, stage_paths: list[Path]) -> dict:
+    """Run the stages one after another and the whole model in onnxruntime on the same seeded input.
 
-    def __init__(self, plan: dict, tracker: Tracker, session_timeout: float = 600.0):
-        if plan.get("strategy") != "pipeline":
-            raise EdgevitError(f"plan strategy '{plan.get('strategy')}' is not a pipeline")
-        self.plan = plan
-        self.slots = make_slots([(st["slot"], st["node_key"], st["sha256"], st["artifact"]) for st in plan["stages"]])
-        self.pool = SlotPool(tracker, list(self.slots.values()), session_timeout)
+    Raises
+    ------
+    VerificationError
+        The chained result differs from the whole model's beyond ``CHAIN_RTOL`` (a wrong cut).
+    """
+    from ..reference import random_inputs, run_onnxruntime
 
-    def open(self, wait: float = 60.0) -> None:
-        self.pool.open(wait)
+    inputs = random_inputs(model.inputs, 0)
+    expected = run_onnxruntime(model.onnx_path, inputs)
+    values = run_chain(stage_paths, {s.name: x for s, x in zip(model.inputs, inputs)})
+    import onnx
 
-    def stream(self, images: list[np.ndarray], wait: float = 10.0) -> list[dict]:
-        """Results in input order: ``{"logits", "prediction", "latency_ms", "error"}``; a stage that no node
-        can run fails that image (``error`` says which), never silently."""
-        queues = [queue.Queue() for _ in range(len(self.plan["stages"]) + 1)]
-        started: dict[int, float] = {}
-
-        def worker(k: int, stage: dict):
-            slot = self.slots[stage["slot"]]
-            while True:
-                item = queues[k].get()
-                if item is None:
-                    queues[k + 1].put(None)
-                    return
-                index, x = item
-                if isinstance(x, str):
-                    queues[k + 1].put(item)
-                    continue
-                try:
-                    (y,), _ = self.pool.run(slot, stage["sha256"], [x], wait=wait)
-                    queues[k + 1].put((index, y))
-                except EdgevitError as exc:
-                    queues[k + 1].put((index, f"{stage['name']}: {exc}"))
-
-        threads = [threading.Thread(target=worker, args=(k, st), daemon=True)
-                   for k, st in enumerate(self.plan["stages"])]
-        for t in threads:
-            t.start()
-        for index, image in enumerate(images):
-            started[index] = time.perf_counter()
-            queues[0].put((index, np.ascontiguousarray(image, np.float32)))
-        queues[0].put(None)
-        results: dict[int, dict] = {}
-        while True:
-            item = queues[-1].get(timeout=600)
-            if item is None:
-                break
-            index, y = item
-            latency = (time.perf_counter() - started[index]) * 1e3
-            if index in results:
-                raise ExecutionError(f"image {index} answered twice")  # never expected; never hidden
-            results[index] = ({"logits": None, "prediction": None, "error": y, "latency_ms": latency}
-                              if isinstance(y, str) else
-                              {"logits": y, "prediction": int(y.argmax()), "error": None, "latency_ms": latency})
-        return [results[i] for i in range(len(images))]
-
-    def breakdown(self) -> list[dict]:
-        return self.pool.breakdown()
-
-    def close(self) -> None:
-        self.pool.close()
+    names = [o.name for o in onnx.load(str(model.onnx_path), load_external_data=False).graph.output]
+    errors = []
+    for name, want in zip(names, expected):
+        got = values[name]
+        scale = max(float(np.abs(want).max()), 1e-30)
+        errors.append(float(np.abs(got - want).max()) / scale)
+    worst = max(errors) if errors else 0.0
+    if not worst <= CHAIN_RTOL:
+        raise VerificationError(f"the chained stages differ from the whole model by {worst:.3g} (relative): "
+                                "the cuts are wrong; please report this model")
+    return {"max_rel_error": worst, "rtol": CHAIN_RTOL, "engine": "onnxruntime"}

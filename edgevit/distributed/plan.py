@@ -102,7 +102,10 @@ def write_plan(path: Path, plan: dict) -> None:
 
 
 def read_plan(path: Path) -> dict:
-    """Read a plan, resolving artifact paths relative to the plan file."""
+    """Read a plan (a plan file, or a pipeline plan's folder), resolving artifact paths relative to it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "plan.json"
     try:
         plan = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
