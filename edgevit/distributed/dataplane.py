@@ -222,7 +222,7 @@ def _shape_bytes(spec, max_bytes: int) -> tuple[np.dtype, tuple[int, ...], int]:
         raise Malformed("bad_dtype", f"array spec {str(spec)[:80]}: dtype must be one of {sorted(ALLOWED_DTYPES)}")
     dtype, shape = np.dtype(spec["dtype"]), spec.get("shape")
     if (not isinstance(shape, list) or len(shape) > MAX_DIMS
-            or not all(type(d) is int and 0 <= d <= max_bytes for d in shape)):
+            or not all(type(d) is int and d >= 0 for d in shape)):
         raise Malformed("bad_shape", f"shape {str(shape)[:80]} is not a list of at most {MAX_DIMS} sizes")
     # Zero-size arrays are bounded too (by their nonzero sizes), so numpy never sees an absurd shape.
     bound, nbytes = dtype.itemsize, dtype.itemsize
