@@ -1,7 +1,7 @@
 """The few exception classes edgevit raises for problems a user can fix.
 
-Each class carries the process exit code the CLI uses, so scripts can tell failures apart.
-Anything else escaping the CLI is a bug in edgevit and is reported as such (exit 1).
+Each class carries the process exit code the CLI uses, so scripts can tell failures apart (the table is in
+``docs/security.md``). Anything else escaping the CLI is a bug in edgevit and is reported as such (exit 1).
 """
 
 
@@ -9,6 +9,12 @@ class EdgevitError(Exception):
     """Base class: a problem with the user's input or environment, with a message that says what to do."""
 
     exit_code = 10
+
+
+class UsageError(EdgevitError):
+    """A command line argparse rejects: unknown option, missing or malformed value."""
+
+    exit_code = 2
 
 
 class UnknownNameError(EdgevitError):
@@ -51,6 +57,24 @@ class ExecutionError(EdgevitError):
     """Running a compiled model failed (on the host, under qemu or on a remote node)."""
 
     exit_code = 9
+
+
+class TargetError(EdgevitError):
+    """A target file that is not valid (missing or mistyped field), or a target that cannot do what is asked."""
+
+    exit_code = 10
+
+
+class OutputError(EdgevitError):
+    """An output path that cannot or must not be written: a directory, an input file, an unwritable place."""
+
+    exit_code = 11
+
+
+class ResourceError(EdgevitError):
+    """A model that does not fit the memory of the target it is built for or run on."""
+
+    exit_code = 12
 
 
 def errors_by_name(name: str) -> type[EdgevitError]:

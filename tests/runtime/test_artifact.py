@@ -66,6 +66,7 @@ def test_missing_member_and_extra_member_are_refused(tiny_host_artifact, tmp_pat
         if name == "metadata.json":
             meta = json.loads(data)
             meta["members"].pop("reference.onnx")
+            meta["reference"] = None   # else the metadata names an unhashed member, refused before the scan
             return json.dumps(meta).encode()
         return data
 
