@@ -13,6 +13,8 @@ from pathlib import Path
 from ..errors import EdgevitError, InputError
 from ..tables import format_table
 from . import node as node_agent
+from . import keys_cli
+from .keys_cli import add_security_arguments, security_from_args
 
 
 def _print_breakdown(breakdown: list[dict]) -> None:
@@ -44,15 +46,15 @@ def cmd_tracker(args) -> int:
 
 def cmd_node(args) -> int:
     node_agent.serve(node_agent.parse_address(args.tracker), args.key, args.host, args.port, args.port_end,
-                     args.cache, args.run_delay, silent=True)
+                     args.cache, args.run_delay, silent=True, security=security_from_args(args, args.key))
     return 0
 
 
-def _tracker(address: str, timeout: float = 20.0):
+def _tracker(address: str, timeout: float = 20.0, security=None):
     from .client import Tracker
 
     host, port = node_agent.parse_address(address)
-    return Tracker(host, port, timeout)
+    return Tracker(host, port, timeout, security)
 
 
 def cmd_nodes(args) -> int:
@@ -99,17 +101,26 @@ def cmd_plan(args) -> int:
 def _plan_pipeline(args, slots) -> int:
     from .pipeline import build_pipeline_plan
 
-    tracker = _tracker(args.tracker, 120.0) if args.tracker else None
-    plan = build_pipeline_plan(args.model, slots, tracker, Path(args.output), args.objective,
-                               Path(args.profile) if args.profile else None)
-    print(f"{args.output}: pipeline of {plan['model']} in {len(plan['stages'])} stage(s), objective "
-          f"{plan['objective']}")
-    print(f"{'stage':<7} {'layers':<8} {'node':<10} {'predicted ms':>12} {'artifact':>10}")
+    tracker = _tracker(args.tracker, 120.0, security_from_args(args, "host")) if args.tracker else None
+    out_dir = Path(args.output if args.output != "plan.json" else "plan")
+    plan = build_pipeline_plan(args.model, slots, tracker, out_dir, args.objective,
+                               Path(args.profile) if args.profile else None, args.stages, args.max_live,
+                               args.units, args.input_shape)
+    print(f"{out_dir}/plan.json: pipeline of {plan['model']} in {len(plan['stages'])} stage(s), objective "
+          f"{plan['objective']}; chained stages match the whole model in onnxruntime "
+          f"(max rel error {plan['chain_check']['max_rel_error']:.2g})")
+    rows = []
     for st in plan["stages"]:
-        print(f"{st['name']:<7} {st['layers'][0]}-{st['layers'][1] - 1:<6} {st['slot']:<10} {st['predicted_ms']:>12.3f} "
-              f"{st['bytes'] / 1024:>6.0f} KiB")
-    print(f"predicted latency {plan['predicted_latency_ms']:.2f} ms, bottleneck stage {plan['predicted_bottleneck_ms']:.2f} ms"
-          " (profile: per-layer node compute through RPC, output sizes, measured bandwidth)")
+        p = st["predicted"]
+        rows.append([st["name"], f"{st['units'][0]}-{st['units'][1] - 1}", st["slot"], st["target"],
+                     f"{p['compute_ms']:.3f}", f"{p['in_ms']:.3f}", f"{p['in_bytes'] / 1024:.1f}",
+                     f"{p['weight_bytes'] / 2**20:.2f}", f"{st['bytes'] / 1024:.0f}", st["cost_source"]])
+    print(format_table(rows, ["stage", "units", "node", "target", "compute ms", "in ms", "in KiB", "weights MiB",
+                              "artifact KiB", "cost from"]))
+    pred = plan["predicted"]
+    alone = ", ".join(f"{k} {v['latency_ms']:.2f} ms" for k, v in plan["one_node"].items())
+    print(f"predicted: latency {pred['latency_ms']:.2f} ms, throughput {pred['images_per_s']:.1f} images/s "
+          f"(bottleneck {pred['bottleneck_ms']:.2f} ms); one node alone: {alone}")
     return 0
 
 
@@ -146,10 +157,10 @@ def cmd_infer(args) -> int:
     from .plan import read_plan
 
     plan = read_plan(Path(args.plan))
-    x, labels = _inputs(args, plan)
     if plan["strategy"] == "pipeline":
-        return _infer_pipeline(args, plan, x, labels)
-    runner = ClassSplitRunner(plan, _tracker(args.tracker, args.timeout))
+        return _infer_pipeline(args, plan)
+    x, labels = _inputs(args, plan)
+    runner = ClassSplitRunner(plan, _tracker(args.tracker, args.timeout, security_from_args(args, "host")))
     answers = []
     try:
         runner.open(wait=args.wait)
@@ -182,41 +193,118 @@ def cmd_infer(args) -> int:
     return 0
 
 
-def _infer_pipeline(args, plan: dict, x, labels) -> int:
+def _pipeline_inputs(args, plan: dict) -> tuple[list[list], object]:
+    """Each item's model inputs: ``--input`` files (one per model input, a stack allowed for a single-input
+    model), a dataset, or seeded random inputs of the plan's shapes; ``--stream N`` repeats them to N items."""
     import numpy as np
 
-    from .pipeline import PipelineRunner
+    from ..frontend import TensorSpec
+    from ..reference import random_inputs
 
-    runner = PipelineRunner(plan, _tracker(args.tracker, args.timeout))
+    specs = [TensorSpec.from_json(s) for s in plan["inputs"]]
+    labels = None
+    if args.dataset or (args.input and len(specs) == 1):
+        x, labels = _inputs(args, {"input": {"shape": list(specs[0].shape)}})
+        items = [[np.ascontiguousarray(image[None] if image.ndim == len(specs[0].shape) - 1 else image,
+                                       specs[0].dtype)] for image in x]
+    elif args.input:
+        raise InputError(f"the model has {len(specs)} inputs: --input takes one-input models (or use --stream "
+                         "with seeded random inputs)")
+    else:
+        count = args.stream or 1
+        items = [random_inputs(specs, seed) for seed in range(min(count, 16))]
+        items = [items[i % len(items)] for i in range(count)]
+    return items, labels
+
+
+def _infer_pipeline(args, plan: dict) -> int:
+    import numpy as np
+
+    from .pipeline_runner import PipelineRunner, summarize
+
+    items, labels = _pipeline_inputs(args, plan)
+    tracker = _tracker(args.tracker, args.timeout, security_from_args(args, "host"))
+    runner = PipelineRunner(plan, tracker, bind=args.bind, call_timeout=args.timeout,
+                            stall_timeout=args.stall_timeout)
     try:
         runner.open(wait=args.wait)
-        single = runner.stream(list(x[:1]))[0]  # one image alone: the pipeline's latency
+        single = runner.stream(items[:min(len(items), 5)], window=1, wait=args.wait)  # one at a time: latency
         start = time.perf_counter()
-        results = runner.stream(list(x))
+        streamed = runner.stream(items, wait=args.wait)
         wall = time.perf_counter() - start
-        breakdown = runner.breakdown()
     finally:
         runner.close()
-    failed = [i for i, r in enumerate(results) if r["error"]]
-    report = {"plan": args.plan, "images": len(results), "failed": len(failed),
-              "errors": [results[i]["error"] for i in failed][:10],
-              "latency_ms": single["latency_ms"], "images_per_s": len(results) / wall,
-              "predicted_latency_ms": plan["predicted_latency_ms"],
-              "predicted_images_per_s": 1e3 / plan["predicted_bottleneck_ms"],
-              "nodes": breakdown, "retries": runner.pool.retries,
-              "predictions": [r["prediction"] for r in results]}
+    report = {"plan": str(args.plan), "model": plan["model"], "images": len(items), **summarize(plan, single,
+                                                                                                  streamed, wall),
+              "counters": runner.counters,
+              "predictions": [int(np.argmax(r["outputs"][0])) if r["outputs"] is not None else None
+                              for r in streamed]}
     if labels is not None:
-        report["accuracy"] = float(np.mean([r["prediction"] == y for r, y in zip(results, labels)]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    print(f"{len(results)} image(s) streamed through {len(plan['stages'])} stage(s); failed: {len(failed)}; "
-          f"retries: {runner.pool.retries}")
+        report["accuracy"] = float(np.mean([p == y for p, y in zip(report["predictions"], labels)]))
+    verdict = None
+    if args.verify:
+        verdict = _verify_pipeline(args, plan, items, streamed)
+        report["verify"] = verdict
+    rows = [[s["stage"], s["node"], s["target"], _ms(s["compute_ms"]), _ms(s["predicted_compute_ms"]),
+             f"{s['bytes_in'] / 1024:.1f}"] for s in report["stages"]]
+    print(format_table(rows, ["stage", "node", "target", "compute ms", "predicted", "in KiB"]))
+    rows = [[link["link"], f"{link['bytes'] / 1024:.1f}", _ms(link["transfer_ms"]), _ms(link["predicted_ms"])]
+            for link in report["links"]]
+    print(format_table(rows, ["link", "KiB", "transfer ms", "predicted"]))
+    print("(host links: their time is in the end-to-end latency; node-to-node transfer from the nodes' clocks)")
+    print(f"latency {_ms(report['latency_ms'])} ms (predicted {report['predicted_latency_ms']:.2f}); throughput "
+          f"{report['images_per_s']:.1f} images/s (predicted {report['predicted_images_per_s']:.1f}); "
+          f"{len(items)} image(s), failed {report['failed']}; resent {runner.counters['resent']}, nodes replaced "
+          f"{runner.counters['nodes_replaced']}")
     if labels is not None:
         print(f"accuracy: {report['accuracy'] * 100:.2f} %")
-    print(f"latency {report['latency_ms']:.2f} ms (predicted {report['predicted_latency_ms']:.2f}); throughput "
-          f"{report['images_per_s']:.1f} images/s (predicted {report['predicted_images_per_s']:.1f})")
-    _print_breakdown(breakdown)
-    return 1 if failed else 0
+    if verdict:
+        print(f"verify vs onnxruntime (whole model): max rel error {verdict['max_rel_error']:.3g} over "
+              f"{verdict['checked']} result(s) (tolerance {verdict['rtol']:g}) -> "
+              f"{'PASS' if verdict['ok'] else 'FAIL'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if verdict and not verdict["ok"]:
+        from ..errors import VerificationError
+
+        raise VerificationError(f"pipeline results differ from onnxruntime on the whole model: {verdict['why']}")
+    return 1 if report["failed"] else 0
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _verify_pipeline(args, plan: dict, items: list, results: list[dict]) -> dict:
+    """Every distinct input's result against onnxruntime running the whole model (``PLAN_DIR/model.onnx``)."""
+    import numpy as np
+
+    from ..reference import run_onnxruntime
+
+    whole = Path(plan["artifact_root"]) / plan["whole_model"]
+    worst, checked, why = 0.0, 0, ""
+    seen: dict[int, list] = {}
+    for item, result in zip(items, results):
+        if result["outputs"] is None:
+            return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": args.rtol,
+                    "why": f"an input got no result ({result['error']})"}
+        key = id(item)
+        if key not in seen:
+            seen[key] = run_onnxruntime(whole, item)
+        for got, want in zip(result["outputs"], seen[key]):
+            if not (np.all(np.isfinite(got)) and np.all(np.isfinite(want))):
+                return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": args.rtol,
+                        "why": "NaN or Inf in an output"}
+            if got.shape != want.shape:
+                return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": args.rtol,
+                        "why": f"output shape {list(got.shape)} != {list(want.shape)}"}
+            err = float(np.abs(got - want).max()) / max(float(np.abs(want).max()), 1e-30)
+            worst = max(worst, err)
+        checked += 1
+    ok = worst <= args.rtol
+    if not ok:
+        why = f"max rel error {worst:.3g} > {args.rtol:g}"
+    return {"ok": ok, "max_rel_error": worst, "checked": checked, "rtol": args.rtol, "why": why}
 
 
 def register(subparsers) -> None:
@@ -230,28 +318,40 @@ def register(subparsers) -> None:
     node_agent.add_arguments(p)
     p.set_defaults(func=cmd_node)
 
+    keys_cli.register(subparsers)
+
     p = subparsers.add_parser("nodes", help="list nodes per key: free/busy/queued, arch, memory, versions")
     p.add_argument("--tracker", required=True, help="tracker HOST:PORT")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_nodes)
 
     p = subparsers.add_parser("plan", help="split a model across nodes and compile the parts (plan.json)")
-    p.add_argument("model", help="fashion-vit (ViT trained here on Fashion-MNIST) or fashion-vit-tiny")
+    p.add_argument("model", help="pipeline: anything `edgevit compile` takes (zoo name, MoE task build, .onnx file) "
+                   "or a model trained here (fashion-vit, fashion-vit-tiny); class: a model trained here")
     p.add_argument("--strategy", choices=["class", "pipeline"], default="class",
                    help="class: ED-ViT class-wise split; pipeline: consecutive stages chosen by a DP")
     p.add_argument("--nodes", required=True, help="nodes.yaml: key, count, target, memory_mib per entry")
     p.add_argument("--objective", choices=["latency", "throughput"], default="latency",
                    help="pipeline: minimise one image's latency or the slowest stage (default latency)")
     p.add_argument("--tracker", help="pipeline: tracker HOST:PORT, to profile layers on the nodes")
-    p.add_argument("--profile", help="pipeline: profile JSON to read (editable) or to write")
+    p.add_argument("--profile", help="pipeline: cost profile JSON to read (editable; e.g. measured on a real "
+                   "board) or to write (default PLAN_DIR/profile.json)")
+    p.add_argument("--stages", type=int, help="pipeline: use exactly this many stages (default: the objective's "
+                   "choice)")
+    p.add_argument("--max-live", type=int, default=1, help="pipeline: most tensors one cut may send (default 1)")
+    p.add_argument("--units", type=int, default=12, help="pipeline: graph units the planner chooses among "
+                   "(default 12)")
+    p.add_argument("--input-shape", help="pipeline: static input shape for ONNX files, as for compile")
+    add_security_arguments(p, "the host's member name in the key folder (default host)")
     p.add_argument("--k", type=int, help="number of sub-models (default: number of nodes)")
     p.add_argument("--assign", choices=["confusion", "random"], default="confusion",
                    help="class assignment: balanced by confusion (default) or seeded random")
-    p.add_argument("-o", "--output", default="plan.json", help="plan to write (default plan.json)")
+    p.add_argument("-o", "--output", default="plan.json", help="class: plan file to write (default plan.json); "
+                   "pipeline: plan folder (default plan/)")
     p.set_defaults(func=cmd_plan)
 
     p = subparsers.add_parser("infer", help="run a plan on the nodes of a tracker")
-    p.add_argument("plan", help="plan.json from `edgevit plan`")
+    p.add_argument("plan", help="plan.json (class split) or plan folder (pipeline) from `edgevit plan`")
     p.add_argument("--tracker", required=True, help="tracker HOST:PORT")
     p.add_argument("--input", help=".npy image (or stack of images)")
     p.add_argument("--dataset", help="fashion-mnist: run test images and report accuracy")
@@ -259,4 +359,12 @@ def register(subparsers) -> None:
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per remote call (default 20)")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for nodes to appear (default 60)")
     p.add_argument("--json", help="also write the report as JSON")
+    p.add_argument("--verify", action="store_true", help="pipeline: compare every result with onnxruntime "
+                   "running the whole model")
+    p.add_argument("--rtol", type=float, default=1e-5, help="max relative error for --verify (default 1e-5)")
+    p.add_argument("--bind", default="127.0.0.1", help="pipeline: host address the last stage sends results to "
+                   "(must be reachable from the nodes; default 127.0.0.1)")
+    p.add_argument("--stall-timeout", type=float, default=10.0, help="pipeline: seconds without a result before "
+                   "the host checks the nodes and moves a dead node's stage (default 10)")
+    add_security_arguments(p, "the host's member name in the key folder (default host)")
     p.set_defaults(func=cmd_infer)

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..errors import EdgevitError, ExecutionError, errors_by_name
 from ..runtime.artifact import sha256_file
-from .channel import ChannelClient
 from .node import INFO_KEY_PREFIX
 
 
@@ -66,6 +65,7 @@ class Tracker:
     host: str
     port: int
     timeout: float = 20.0
+    security: object = None  # the host's data plane Security (dataplane.Security)
 
     def _session(self):
         from tvm import rpc
@@ -118,7 +118,10 @@ class Tracker:
                                             what=f"requesting a '{key}' node")
         finally:
             tracker.close()
-        return NodeSession(rpc_session, key, self.timeout)
+        if self.security is None:
+            raise EdgevitError("the host needs data plane security to use nodes: --keys DIR (or "
+                               "--insecure-plaintext)")
+        return NodeSession(rpc_session, key, self.security, self.timeout)
 
 
 @dataclass
@@ -133,17 +136,20 @@ class CallStats:
 
 
 class NodeSession:
-    """One RPC session on a node, with its tensor channel. Not thread-safe: one caller at a time."""
+    """One RPC session on a node (control) with a data plane client to its server (tensors). Not thread-safe:
+    one caller at a time."""
 
-    def __init__(self, rpc_session, key: str, timeout: float = 20.0):
-        self.rpc, self.key, self.timeout = rpc_session, key, timeout
+    def __init__(self, rpc_session, key: str, security, timeout: float = 20.0):
+        from .dataplane import Client
+
+        self.rpc, self.key, self.timeout, self.security = rpc_session, key, timeout, security
         self._functions: dict[str, object] = {}
         self.stats = CallStats()
-        self._counter = 0
         self.loaded: dict[str, dict] = {}
         self.info = self._json("info")
-        channel = self._json("channel")
-        self.channel = ChannelClient(channel["host"], channel["port"], channel["token"], timeout)
+        where = self._json("dataplane")
+        self.address, self.public_key = where["address"], where["public_key"]
+        self.data = Client(self.address, self.public_key, security, timeout)
 
     def _call(self, name: str, *args, timeout: float | None = None):
         if name not in self._functions:
@@ -154,60 +160,59 @@ class NodeSession:
     def _json(self, name: str, *args, timeout: float | None = None) -> dict:
         return _decode(self._call(name, *args, timeout=timeout), f"node '{self.key}'")
 
-    def health(self) -> dict:
-        return self._json("health")
+    def health(self, timeout: float | None = None) -> dict:
+        return self._json("health", timeout=timeout)
 
     def ensure_artifact(self, path: Path, digest: str | None = None) -> dict:
-        """Upload the artifact unless the node has it, then have the node verify and load it."""
+        """Upload the artifact (data plane) unless the node has it, then have the node verify and load it."""
         digest = digest or artifact_digest(path)
         if self._call("has", digest) != "1":
-            self.channel.put_file(f"{digest}.tar", Path(path).read_bytes())
+            blob = np.frombuffer(Path(path).read_bytes(), np.uint8)
+            self.data.call("put_file", {"name": f"{digest}.tar"}, [blob], timeout=max(self.timeout, 120.0))
         self.loaded[digest] = self._json("load", digest, timeout=max(self.timeout, 120.0))
         return self.loaded[digest]
 
     def run(self, digest: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Send the inputs, run an artifact loaded by ``ensure_artifact``, fetch its outputs; adds to ``stats``."""
-        self._counter += 1
-        names = [f"in{self._counter}_{i}" for i in range(len(inputs))]
-        outs = [f"out{self._counter}_{i}" for i in range(len(self.loaded[digest]["outputs"]))]
+        """Run an artifact loaded by ``ensure_artifact`` on ``inputs`` (one data plane round trip); adds to
+        ``stats``."""
+        sent0, received0 = self.data.bytes_sent, self.data.bytes_received
         start = time.perf_counter()
-        sent0, recv0 = self.channel.bytes_sent, self.channel.bytes_received
-        for name, x in zip(names, inputs):
-            self.channel.put(name, x)
-        sent = time.perf_counter()
-        result = self._json("run", digest, json.dumps(names), json.dumps(outs))
-        ran = time.perf_counter()
-        outputs = [self.channel.get(name) for name in outs]
-        self.channel.drop(outs)
-        done = time.perf_counter()
-        compute = result["seconds"] * 1e3
+        header, outputs = self.data.call("run", {"digest": digest}, [np.ascontiguousarray(x) for x in inputs])
+        wall = (time.perf_counter() - start) * 1e3
+        compute = float(header["seconds"]) * 1e3
         self.stats.compute_ms += compute
-        self.stats.transfer_ms += (sent - start + done - ran) * 1e3 + max(0.0, (ran - sent) * 1e3 - compute)
-        self.stats.bytes_sent += self.channel.bytes_sent - sent0
-        self.stats.bytes_received += self.channel.bytes_received - recv0
+        self.stats.transfer_ms += max(0.0, wall - compute)
+        self.stats.bytes_sent += self.data.bytes_sent - sent0
+        self.stats.bytes_received += self.data.bytes_received - received0
         self.stats.calls += 1
-        return outputs
+        return [np.array(o) for o in outputs]  # writable copies: received arrays are views of the message
+
+    def route(self, digest: str, next_hop: tuple[str, str | None] | None, sink: tuple[str, str | None],
+              stage: int) -> None:
+        """Make this node run ``digest`` on streamed inputs and send results to ``next_hop`` (another node's
+        data plane) or, for the last stage, to ``sink`` (the host's)."""
+        next_address, next_key = next_hop or ("", None)
+        self._json("route", digest, next_address, next_key or "", sink[0], sink[1] or "", stage,
+                   timeout=max(self.timeout, 120.0))
 
     def measure_link(self, repeat: int = 5) -> tuple[float, float]:
-        """The link into this node: (MB/s for a 1 MiB tensor each way, ms of one small message round trip)."""
+        """The link into this node: (MB/s for a 1 MiB tensor each way, ms of one small message one way)."""
         blob, tiny = np.zeros(1 << 18, np.float32), np.zeros(1, np.float32)
-        self.channel.put("link-probe", tiny)
+        self.data.call("echo", {}, [tiny])
         start = time.perf_counter()
         for _ in range(repeat):
-            self.channel.put("link-probe", tiny)
-        message_ms = (time.perf_counter() - start) / repeat * 1e3
+            self.data.call("echo", {}, [tiny])
+        message_ms = (time.perf_counter() - start) / repeat * 1e3 / 2
         start = time.perf_counter()
         for _ in range(repeat):
-            self.channel.put("link-probe", blob)
-            self.channel.get("link-probe")
-        seconds = max((time.perf_counter() - start) / (2 * repeat) - message_ms / 2e3, 1e-9)
-        self.channel.drop(["link-probe"])
-        return blob.nbytes / seconds / 1e6, message_ms / 2
+            self.data.call("echo", {}, [blob])
+        seconds = max((time.perf_counter() - start) / (2 * repeat) - message_ms / 1e3, 1e-9)
+        return blob.nbytes / seconds / 1e6, message_ms
 
     def close(self) -> None:
         """End the session. A call still blocked in TVM (after a timeout) would make releasing the session
         wait for it, so the RPC socket is shut down first: the blocked call then fails at once."""
-        self.channel.close()
+        self.data.close()
         self._shutdown_rpc_socket()
         self.rpc = None
         self._functions.clear()

@@ -36,3 +36,32 @@ def register(subparsers) -> None:
     p.add_argument("--members", required=True,
                    help="comma-separated member names, e.g. host,pi1,pi2 ([A-Za-z0-9_.-]+)")
     p.set_defaults(func=cmd_keys)
+
+
+def add_security_arguments(parser, member_help: str) -> None:
+    """``--keys DIR --member NAME`` (CURVE) or ``--insecure-plaintext``, for every command with a data plane."""
+    parser.add_argument("--keys", metavar="DIR", help="this member's key folder from `edgevit keys` (public/ and "
+                        "private/MEMBER.key_secret): the data plane is authenticated and encrypted with CURVE")
+    parser.add_argument("--member", help=member_help)
+    parser.add_argument("--insecure-plaintext", action="store_true",
+                        help="data plane without authentication or encryption (trusted networks only)")
+
+
+def security_from_args(args, default_member: str):
+    """The ``Security`` the arguments ask for.
+
+    Raises
+    ------
+    InputError
+        Neither keys nor the plain-text flag, or both.
+    """
+    from .dataplane import Security
+
+    if args.insecure_plaintext and args.keys:
+        raise InputError("give either --keys DIR or --insecure-plaintext, not both")
+    if args.insecure_plaintext:
+        return Security.plaintext()
+    if not args.keys:
+        raise InputError("the data plane needs keys: make them with `edgevit keys DIR --members host,NODE,...` "
+                         "and pass --keys DIR --member NAME (or --insecure-plaintext on a trusted network)")
+    return Security.curve(Path(args.keys), args.member or default_member)

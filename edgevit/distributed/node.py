@@ -1,28 +1,34 @@
 """The node agent: a TVM RPC server that registers with a tracker and serves edgevit's functions.
 
-Board side: imports only ``edgevit.runtime`` (and the stdlib-only ``errors``/``settings``/``channel``),
-``tvm.runtime``, ``tvm.rpc`` and ``tvm_ffi`` -- never torch, onnx or ``tvm.relax`` -- so it runs with
+Board side: imports only ``edgevit.runtime`` (and the stdlib-only ``errors``/``settings``), the data plane
+(pyzmq), ``tvm.runtime``, ``tvm.rpc`` and ``tvm_ffi`` -- never torch, onnx or ``tvm.relax`` -- so it runs with
 ``TVM_USE_RUNTIME_LIB=1`` on a board and under qemu here::
 
-    python -m edgevit.distributed.node --tracker HOST:9190 --key rpi4 [--host ADDR] [--port 9090]
+    python -m edgevit.distributed.node --tracker HOST:9190 --key rpi4 --keys KEYDIR --member pi1 [--host ADDR]
 
-Functions registered in the server (visible to every RPC session, each one a forked process):
+Control goes through TVM RPC: functions registered in the server (visible to every RPC session, each one a
+forked process):
 
-``edgevit.node.info()``          JSON: key, arch, CPUs, memory, versions.
-``edgevit.node.health()``        JSON: alive, models loaded in this session, memory available.
-``edgevit.node.channel()``       JSON ``{port, token}`` of this session's tensor channel (``channel.py``).
+``edgevit.node.info()``          JSON: key, arch, CPUs, memory, versions, whether it runs under emulation.
+``edgevit.node.health()``        JSON: alive, models loaded in this session, memory, data plane counters.
+``edgevit.node.dataplane()``     JSON ``{address, public_key}`` of this session's data plane server.
 ``edgevit.node.has(sha256)``     whether the artifact with that whole-file sha256 is in the node's cache.
 ``edgevit.node.load(sha256)``    check the cached file's sha256, open and verify the artifact (every member's
                                  sha256, its architecture) and load it into the Relax VM.
-``edgevit.node.run(sha256, inputs, outputs)``  run a loaded model on channel tensors named ``inputs``
-                                 (JSON list), store its results as ``outputs``; JSON timings.
+``edgevit.node.route(sha256, next, next_key, sink, sink_key, stage)``  what streamed inputs run and where
+                                 their results go (the next stage's node, or the host's sink).
+
+Tensors go through the data plane (``dataplane.py``, ZeroMQ, CURVE unless the node was started with
+``--insecure-plaintext``). Its operations on a node: ``put_file`` (an artifact, named ``<sha256>.tar``),
+``run`` (request/reply: run a loaded model), ``feed`` (streamed: run the routed stage, send the result on
+with the item's number and a timing trace), ``echo`` (link measurements).
 
 Errors a user can fix come back as JSON ``{"error", "kind"}`` (an ``edgevit.errors`` class name).
 
 Trust boundary: TVM RPC has no authentication or encryption, and any client that reaches the port can
 upload and run code. Run nodes on a trusted LAN or behind an SSH tunnel. What edgevit adds: the node binds
 only the address it is given (default 127.0.0.1), it loads nothing whose sha256 does not match what the
-host asked for, and the tensor channel accepts one connection that presents a per-session random token.
+host asked for, and its tensors travel only to and from members whose CURVE keys it holds.
 """
 
 from __future__ import annotations
@@ -37,30 +43,33 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import ArtifactError, EdgevitError
+from ..errors import ArtifactError, EdgevitError, ExecutionError, InputError
 from ..runtime import host_arch
 from ..runtime.artifact import Artifact, sha256_file
 from ..settings import cache_dir
-from .channel import ChannelServer
+from .keys_cli import add_security_arguments, security_from_args
 
 INFO_KEY_PREFIX = "server-edgevit:"  # tracker entry carrying a node's description (shown by `edgevit nodes`)
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 class NodeState:
-    """What one node process knows; each RPC session (a fork) gets its own copy of ``models`` and ``store``."""
+    """What one node process knows; each RPC session (a fork) gets its own copy of ``models``, its own data
+    plane server and its own route."""
 
-    def __init__(self, key: str, host: str, cache: Path, run_delay: float = 0.0):
+    def __init__(self, key: str, host: str, cache: Path, security, run_delay: float = 0.0):
         self.key, self.host, self.cache, self.run_delay = key, host, cache, run_delay
+        self.security = security
         self.started, self.pid, self.port = time.time(), os.getpid(), None
         self.models: dict[str, object] = {}
-        self.store: dict[str, object] = {}
-        self.channel: ChannelServer | None = None
+        self.dataplane = None
+        # Where a streamed input goes: {"digest", "next": (address, key) | None, "sink": (address, key), "stage"}.
+        self.route: dict | None = None
 
     def artifact_path(self, name: str) -> Path:
         """Where the artifact named ``<sha256>.tar`` lives; refuses any other name."""
         if not name.endswith(".tar") or not _HASH.match(name[:-4]):
-            raise ValueError(f"refusing upload '{name}': artifacts are named <sha256>.tar")
+            raise InputError(f"refusing upload '{name}': artifacts are named <sha256>.tar")
         return self.cache / name
 
     def info(self) -> dict:
@@ -69,16 +78,22 @@ class NodeState:
         return {"key": self.key, "arch": host_arch(), "cpus": os.cpu_count(), "memory": _memory(),
                 "versions": {"tvm": tvm.__version__, "python": platform.python_version(),
                              "edgevit": _edgevit_version()},
-                "host": self.host, "port": self.port, "node_pid": self.pid, "session_pid": os.getpid()}
+                "host": self.host, "port": self.port, "node_pid": self.pid, "session_pid": os.getpid(),
+                "emulated": _emulated(), "dataplane_security": self.security.describe()}
 
     def health(self) -> dict:
+        stats = self.dataplane.stats if self.dataplane is not None else {}
         return {"ok": True, "key": self.key, "uptime": time.time() - self.started,
-                "loaded": sorted(self.models), "memory": _memory()}
+                "loaded": sorted(self.models), "memory": _memory(),
+                "dataplane": {k: (dict(v) if isinstance(v, dict) else v) for k, v in stats.items()}}
 
-    def open_channel(self) -> dict:
-        if self.channel is None:
-            self.channel = ChannelServer(self.host, self.store, self.artifact_path)
-        return self.channel.describe()
+    def open_dataplane(self) -> dict:
+        """Start this session's data plane server (once) and say where it is."""
+        from .dataplane import Server
+
+        if self.dataplane is None:
+            self.dataplane = Server(self.host, self.security, self.handle)
+        return {"address": self.dataplane.address, "public_key": self.dataplane.public_key}
 
     def has(self, digest: str) -> bool:
         path = self.cache / f"{digest}.tar"
@@ -108,33 +123,92 @@ class NodeState:
         self.models[digest] = (model, meta)
         return meta
 
-    def run(self, digest: str, inputs: list[str], outputs: list[str]) -> dict:
+    def set_route(self, digest: str, next_address: str, next_key: str, sink_address: str, sink_key: str,
+                  stage: int) -> dict:
+        """Make streamed inputs (``feed``) run ``digest`` and go on to the next stage's node, or, from the last
+        stage (``next_address`` empty), to the host's sink. Peer keys must be in this node's public keys."""
+        if digest not in self.models:
+            self.load(digest)
+        if next_address:
+            self.security.check_peer(next_key or None)
+        self.security.check_peer(sink_key or None)
+        self.route = {"digest": digest, "next": (next_address, next_key or None) if next_address else None,
+                      "sink": (sink_address, sink_key or None), "stage": int(stage)}
+        return {"ok": True}
+
+    def _run(self, digest: str, arrays: list) -> tuple[list, float]:
         from ..runtime.runner import check_inputs
 
         if digest not in self.models:
-            self.load(digest)
+            raise ArtifactError(f"artifact {str(digest)[:12]} is not loaded on node '{self.key}'")
         model, meta = self.models[digest]
-        try:
-            arrays = [self.store[name] for name in inputs]
-        except KeyError as exc:
-            raise ArtifactError(f"input tensor {exc} was not sent to node '{self.key}'") from None
         check_inputs({"inputs": meta["inputs"]}, arrays)
         start = time.perf_counter()
         results = model(arrays)
         seconds = time.perf_counter() - start
         if self.run_delay:
             time.sleep(self.run_delay)
-        for name, value in zip(outputs, results):
-            self.store[name] = value
-        for name in inputs:
-            self.store.pop(name, None)
-        return {"seconds": seconds, "outputs": len(results)}
+        return results, seconds
+
+    def handle(self, op: str, header: dict, arrays: list):
+        """The data plane handler (the data plane's loop thread): see the module docstring for the ops."""
+        if op == "run":
+            results, seconds = self._run(header.get("digest"), arrays)
+            return {"seconds": seconds}, results
+        if op == "feed":
+            return self._feed(header, arrays)
+        if op == "put_file":
+            if len(arrays) != 1 or arrays[0].dtype != "uint8" or arrays[0].ndim != 1:
+                raise InputError("put_file takes one uint8 vector")
+            path = self.artifact_path(str(header.get("name")))
+            tmp = path.with_name(path.name + ".partial")
+            tmp.write_bytes(arrays[0].tobytes())
+            tmp.replace(path)
+            return {"ok": True}, []
+        if op == "echo":
+            return {"ok": True}, list(arrays)
+        raise InputError(f"unknown data plane operation '{op}'")
+
+    def _feed(self, header: dict, arrays: list) -> None:
+        """Run this node's stage on a streamed input and pass the result on. A failure goes to the host's sink
+        as an error for that item, so the host can retry it; nothing is dropped silently."""
+        route = self.route
+        if route is None:
+            raise ExecutionError(f"node '{self.key}' has no stage routed to it")
+        received = time.time()
+        trace = list(header.get("trace", []))[:64]
+        item = {"seq": header.get("seq"), "epoch": header.get("epoch")}
+        try:
+            results, seconds = self._run(route["digest"], arrays)
+        except EdgevitError as exc:
+            self.dataplane.send(*route["sink"], {"op": "result", **item, "error": str(exc), "kind": type(exc).__name__,
+                                                 "stage": route["stage"], "trace": trace}, [])
+            return None
+        trace.append({"stage": route["stage"], "received": received, "compute_ms": seconds * 1e3,
+                      "sent": time.time(), "bytes_in": int(sum(a.nbytes for a in arrays)),
+                      "bytes_out": int(sum(r.nbytes for r in results))})
+        if route["next"] is not None:
+            self.dataplane.send(*route["next"], {"op": "feed", **item, "trace": trace}, results)
+        else:
+            self.dataplane.send(*route["sink"], {"op": "result", **item, "trace": trace}, results)
+        return None
 
 
 def _edgevit_version() -> str:
     from .. import __version__
 
     return __version__
+
+
+def _emulated() -> bool:
+    """Whether this process runs under user-mode emulation (qemu): an ARM Python whose /proc/cpuinfo describes
+    the x86 host (qemu-user passes the host's file through). Such a node is never timed for a plan."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return host_arch() != "x86_64" and ("vendor_id" in cpuinfo or "GenuineIntel" in cpuinfo
+                                        or "AuthenticAMD" in cpuinfo)
 
 
 def _memory() -> dict:
@@ -163,10 +237,11 @@ def register_functions(state: NodeState) -> None:
     functions = {
         "info": lambda: _reply(state.info),
         "health": lambda: _reply(state.health),
-        "channel": lambda: _reply(state.open_channel),
+        "dataplane": lambda: _reply(state.open_dataplane),
         "has": lambda digest: "1" if state.has(digest) else "0",
         "load": lambda digest: _reply(state.load, digest),
-        "run": lambda digest, inputs, outputs: _reply(state.run, digest, json.loads(inputs), json.loads(outputs)),
+        "route": lambda digest, next_address, next_key, sink_address, sink_key, stage: _reply(
+            state.set_route, digest, next_address, next_key, sink_address, sink_key, stage),
     }
     for name, fn in functions.items():
         tvm_ffi.register_global_func(f"edgevit.node.{name}", fn, override=True)
@@ -197,7 +272,8 @@ def _publish_info(tracker: tuple[str, int], state: NodeState, port: int, stop: t
 
 
 def serve(tracker: tuple[str, int] | None, key: str, host: str = "127.0.0.1", port: int = 9090,
-          port_end: int | None = None, cache: Path | None = None, run_delay: float = 0.0, silent: bool = True) -> None:
+          port_end: int | None = None, cache: Path | None = None, run_delay: float = 0.0, silent: bool = True,
+          security=None) -> None:
     """Run a node agent in this process until it is killed.
 
     The listening loop is TVM's own (``tvm.rpc.server.PopenRPCServerState``: tracker registration,
@@ -212,7 +288,10 @@ def serve(tracker: tuple[str, int] | None, key: str, host: str = "127.0.0.1", po
     if host in ("0.0.0.0", "::"):
         print(f"[edgevit] node '{key}' listens on all interfaces: TVM RPC has no authentication, keep it "
               "on a trusted network", file=sys.stderr, flush=True)
-    state = NodeState(key, host, cache, run_delay)
+    if security is None:
+        raise InputError("a node needs data plane security: keys (--keys DIR --member NAME) or, explicitly, "
+                         "--insecure-plaintext")
+    state = NodeState(key, host, cache, security, run_delay)
     register_functions(state)
     try:
         server = PopenRPCServerState(host, port, port_end or port + 100, tracker_addr=tracker, key=key,
@@ -250,6 +329,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-end", type=int, help="last port to try (default PORT + 100)")
     parser.add_argument("--cache", type=Path, help="artifact cache folder (default: edgevit's cache)")
     parser.add_argument("--run-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # fault-injection tests
+    add_security_arguments(parser, "this node's member name in the key folder (default: its --key)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         serve(parse_address(args.tracker), args.key, args.host, args.port, args.port_end, args.cache,
-              args.run_delay)
+              args.run_delay, security=security_from_args(args, args.key))
     except EdgevitError as exc:
         print(f"edgevit: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -115,6 +115,7 @@ def read_plan(path: Path) -> dict:
     for stage in plan.get("submodels", []) + plan.get("stages", []) + [plan.get("full", {})]:
         if "artifact" in stage:
             stage["artifact"] = str((Path(path).parent / stage["artifact"]).resolve())
+    plan["artifact_root"] = str(Path(path).parent.resolve())
     return plan
 
 
