@@ -40,6 +40,9 @@ from ..errors import EdgevitError, ExecutionError, InputError, errors_by_name
 MAX_MESSAGE_BYTES = 256 << 20
 MAX_HEADER_BYTES = 64 << 10
 MAX_DIMS = 32
+# Messages a socket queues per peer before a send waits (client) or fails (forwarding): a node with 1 GB must not
+# buffer a thousand tensors (libzmq's default) for a stage that stopped reading.
+QUEUE_MESSAGES = 64
 ALLOWED_DTYPES = frozenset({"float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"})
 ZAP_DOMAIN = "edgevit"
 _MEMBER = re.compile(r"[A-Za-z0-9_.-]+\Z")
@@ -211,10 +214,13 @@ def encode(op: str, msg_id, header: dict, arrays) -> list:
         specs.append({"dtype": a.dtype.name, "shape": list(a.shape)})
         frames.append(a.reshape(-1).view(np.uint8))
     try:
-        blob = json.dumps({"op": op, "id": msg_id, "arrays": specs, "header": header}, separators=(",", ":"))
+        blob = json.dumps({"op": op, "id": msg_id, "arrays": specs, "header": header}, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         raise InputError(f"the header of '{op}' cannot be sent as JSON: {exc}") from None
-    return [blob.encode(), *frames]
+    if len(blob) > MAX_HEADER_BYTES:
+        raise InputError(f"the header of '{op}' is {len(blob)} bytes of JSON, over {MAX_HEADER_BYTES}: send data "
+                         "as arrays")
+    return [blob, *frames]
 
 
 def _shape_bytes(spec, max_bytes: int) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -272,6 +278,13 @@ def decode(frames: list, max_bytes: int) -> tuple[str, object, dict, list[np.nda
                                           f"its frame has {len(frame)}", msg_id)
         arrays.append(np.frombuffer(frame.buffer, dtype=dtype).reshape(shape))
     return op, msg_id, header, arrays
+
+
+def _configure(sock: zmq.Socket, max_message_bytes: int) -> zmq.Socket:
+    sock.linger = 0
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+    sock.sndhwm = sock.rcvhwm = QUEUE_MESSAGES
+    return sock
 
 
 def _error_header(exc: BaseException) -> dict:
@@ -340,10 +353,7 @@ class Server:
         self._thread.start()
 
     def _socket(self, kind: int) -> zmq.Socket:
-        sock = self._ctx.socket(kind)
-        sock.linger = 0
-        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        return sock
+        return _configure(self._ctx.socket(kind), self.max_message_bytes)
 
     def _loop(self) -> None:
         while True:
@@ -423,6 +433,9 @@ class Server:
         """
         if threading.current_thread() is not self._thread:
             raise RuntimeError("Server.send is for the handler (the loop thread) only")
+        op = header.get("op")
+        if not isinstance(op, str) or not op:
+            raise InputError("a forwarded message needs an 'op' (a string) in its header")
         self.security.check_peer(public_key)
         sock = self._peers.get(address)
         if sock is None:
@@ -432,8 +445,7 @@ class Server:
             self._peers[address] = sock
             self._poller.register(sock, zmq.POLLIN)
         try:
-            sock.send_multipart(encode(str(header.get("op", "")), None, header, arrays), copy=False,
-                                flags=zmq.NOBLOCK)
+            sock.send_multipart(encode(op, None, header, arrays), copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:
             raise ExecutionError(f"the data plane peer {address} is not taking messages (its queue is full: "
                                  "is it running?)") from None
@@ -488,9 +500,7 @@ class Client:
         self.bytes_sent = self.bytes_received = 0
         self.stale_replies = 0
         self._ids = itertools.count(1)
-        self._sock = zmq.Context.instance().socket(zmq.DEALER)
-        self._sock.linger = 0
-        self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self._sock = _configure(zmq.Context.instance().socket(zmq.DEALER), max_message_bytes)
         self._sock.sndtimeo = int(timeout * 1000)
         security._secure_client(self._sock, server_public_key)
         try:
@@ -509,7 +519,7 @@ class Client:
         self.bytes_sent += sum(memoryview(f).nbytes for f in frames)
 
     def call(self, op: str, header: dict, arrays=(), timeout: float | None = None) -> tuple[dict, list[np.ndarray]]:
-        """Send a request and wait for its reply ``(header, arrays)``.
+        """Send a request and wait for its reply ``(header, arrays)`` (arrays: read-only views of the reply).
 
         Raises
         ------

@@ -276,6 +276,37 @@ def test_forwarding_from_a_handler_to_the_next_member(keys, tmp_path):
     assert len(received) == 1
 
 
+def test_forwarding_to_a_stopped_member_fails_after_a_bounded_queue(keys):
+    with serving(dp.Security.curve(keys, "b")) as b:
+        gone_address, gone_key = b.address, b.public_key
+
+    def stage(op, header, arrays):
+        if op == "no_op":
+            stage_server.send(gone_address, gone_key, {"seq": 1}, [])
+        stage_server.send(gone_address, gone_key, {"op": "feed"}, [np.zeros(16, np.float32)])
+        return {}, []
+
+    with serving(dp.Security.curve(keys, "a"), stage) as stage_server:
+        with dp.Client(stage_server.address, stage_server.public_key, dp.Security.curve(keys, "host")) as c:
+            with pytest.raises(InputError, match="needs an 'op'"):
+                c.call("no_op", {})
+            accepted = 0
+            with pytest.raises(ExecutionError, match="not taking messages"):
+                for _ in range(dp.QUEUE_MESSAGES + 1):
+                    c.call("stage", {})
+                    accepted += 1
+            assert accepted == dp.QUEUE_MESSAGES  # queued up to the limit, then refused, never blocked
+        assert stage_server.stats["forwarded"] == dp.QUEUE_MESSAGES
+        assert stage_server.stats["loop_errors"] == 0
+
+
+def test_a_header_too_large_is_refused_before_sending(plain_server, plain):
+    with dp.Client(plain_server.address, None, plain, timeout=5) as client:
+        with pytest.raises(InputError, match="over 65536"):
+            client.send("echo", {"blob": "x" * dp.MAX_HEADER_BYTES})
+    echo_ok(plain_server, plain)
+
+
 # ---------------------------------------------------------------- bad input
 
 def header_frame(arrays, op="echo", msg_id=5, **extra) -> bytes:
