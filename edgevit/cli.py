@@ -1,20 +1,30 @@
 """The ``edgevit`` command: thin argparse wrappers around the library.
 
-User errors (``edgevit.errors``) print one line and exit with the error's code; anything else is a bug in
-edgevit and shows a traceback with exit code 1.
+User errors (``edgevit.errors``, command-line mistakes included) print one line ``edgevit: error: ...`` and exit
+with the error's code (the traceback too with ``--debug``); anything else is a bug in edgevit and shows a
+traceback with exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import EdgevitError, InputError
+from .errors import EdgevitError, InputError, OutputError, UsageError
 from .tables import format_table
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are edgevit errors: one line and exit code 2, no usage dump."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
 def _print_json(data, path: str | None) -> None:
@@ -22,8 +32,37 @@ def _print_json(data, path: str | None) -> None:
     if path in (None, "-"):
         print(text)
     else:
-        Path(path).write_text(text + "\n")
+        from .outputs import check_output
+
+        try:
+            check_output(path, what="--json").write_text(text + "\n")
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         print(f"wrote {path}", file=sys.stderr)
+
+
+def _count(low: int, high: int):
+    """An argparse type: an integer in ``[low, high]``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
 
 
 def cmd_models(args) -> int:
@@ -74,13 +113,32 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def cmd_ops(args) -> int:
+    from .backends.tvm_compiler import supported_onnx_ops
+    from .frontend import BUILD_FAILS
+
+    ops = sorted(supported_onnx_ops() - set(BUILD_FAILS))
+    if args.json:
+        _print_json(ops, "-")
+        return 0
+    print(f"{len(ops)} ONNX operators edgevit compiles (TVM 0.27's Relax ONNX frontend):")
+    print(format_table([ops[i:i + 6] + [""] * (6 - len(ops[i:i + 6])) for i in range(0, len(ops), 6)],
+                       [""] * 6))
+    for op, why in sorted(BUILD_FAILS.items()):
+        print(f"not supported although TVM converts it: {op} ({why})")
+    return 0
+
+
 def cmd_compile(args) -> int:
     from .compiler import compile_for_target
     from .frontend import load_model
+    from .outputs import check_output
     from .targets import get_target
 
     target = get_target(args.target)
     target.require_cpu()
+    if args.output:  # checked before the model is read, so a bad -o costs nothing
+        check_output(args.output, [Path(args.model)], "-o")
     model = load_model(args.model, args.input_shape)
     output = Path(args.output or f"{model.name}-{target.name}.tar")
     metadata = compile_for_target(model, target, output, tuning_db=args.tuning_db)
@@ -113,7 +171,11 @@ def cmd_tune(args) -> int:
         rpc = tuning.RpcSettings(host, int(port), args.rpc_key)
     model = load_model(args.model, args.input_shape)
     database = Path(args.db or f"{model.name}-{target.name}.tuning")
-    mod = tvm_compiler.import_onnx(model.load(), model.inputs)
+    from .frontend import check_operators
+
+    onnx_model = model.load()
+    check_operators(onnx_model, tvm_compiler.supported_onnx_ops())
+    mod = tvm_compiler.import_onnx(onnx_model, model.inputs)
     summary = tuning.tune(mod, target, database, trials=args.trials, rpc=rpc, threads=args.threads)
 
     def ms(seconds):
@@ -147,10 +209,17 @@ def _load_inputs(paths: list[str] | None, specs, seed: int):
         return random_inputs(specs, seed)
     arrays = []
     for path in paths:
+        if Path(path).is_dir():
+            raise InputError(f"input {path} is a directory: give one .npy file per model input")
         try:
-            arrays.append(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read input {path}: {exc}") from None
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise InputError(f"cannot read input {path}: {str(exc)[:200]}") from None
+        if not isinstance(array, np.ndarray):
+            array.close()
+            raise InputError(f"input {path} is an .npz archive: give one .npy file per model input "
+                             "(-i a.npy -i b.npy)")
+        arrays.append(array)
     return arrays
 
 
@@ -159,15 +228,21 @@ def cmd_run(args) -> int:
 
     from . import emulation
     from .errors import ArtifactError
-    from .reference import compare, run_onnxruntime
+    from .reference import verify
     from .runtime import host_arch
     from .runtime.artifact import Artifact
     from .runtime.runner import check_inputs, run_artifact
     from .settings import seed
     from .frontend import TensorSpec
 
+    from .outputs import check_output
+    from .runtime.runner import check_memory
+
+    if args.output:
+        check_output(args.output, [Path(args.artifact), *map(Path, args.input or [])], "--output")
     with Artifact.open(Path(args.artifact)) as artifact:
         meta = artifact.metadata
+        check_memory(meta)
         specs = [TensorSpec.from_json(s) for s in meta["inputs"]]
         inputs = _load_inputs(args.input, specs, seed())
         check_inputs(meta, inputs)
@@ -192,11 +267,16 @@ def cmd_run(args) -> int:
             result["top5"] = np.argsort(-outputs[0][0])[:5].tolist()
         comparison = None
         if args.verify:
-            reference = run_onnxruntime(artifact.reference, inputs)
-            comparison = compare(outputs, reference, args.rtol)
+            if artifact.reference is None:
+                raise ArtifactError(f"{args.artifact} holds no reference model: --verify needs one")
+            comparison = verify(outputs, artifact.reference, inputs, args.rtol)
             result["verify"] = comparison.to_json()
         if args.output:
-            np.save(args.output, outputs[0])
+            try:
+                with open(args.output, "wb") as f:  # the exact name given (np.save would append .npy)
+                    np.save(f, outputs[0])
+            except OSError as exc:
+                raise OutputError(f"cannot write --output {args.output}: {exc.strerror or exc}") from None
     if args.json:
         _print_json(result, "-")
     else:
@@ -207,14 +287,16 @@ def cmd_run(args) -> int:
         if "top5" in result:
             print(f"top-5 classes: {result['top5']}")
         if comparison:
-            print(f"verify vs onnxruntime: max abs error {comparison.max_abs_error:.3g}, max rel error "
-                  f"{comparison.max_rel_error:.3g} (tolerance {comparison.rtol:g}), top-1 "
-                  f"{'agrees' if comparison.top1_agree else 'DIFFERS'} -> {'PASS' if comparison.ok else 'FAIL'}")
+            print(f"verify vs onnxruntime: {comparison.summary()}")
     if comparison and not comparison.ok:
         from .errors import VerificationError
 
+        if comparison.nonfinite:
+            raise VerificationError(f"verification failed: {comparison.nonfinite}")
         raise VerificationError(f"verification failed: max rel error {comparison.max_rel_error:.3g} > "
-                                f"{comparison.rtol:g} or top-1 differs")
+                                f"{comparison.rtol:g} or top-1 differs"
+                                + (f"; {comparison.off} is off (float64 evaluation)" if comparison.off != "unknown"
+                                   else ""))
     return 0
 
 
@@ -251,9 +333,10 @@ def cmd_prepare(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgevit", description="Compile and run lightweight hybrid vision "
-                                     "transformers on edge CPUs (TVM) and FPGAs (HLS).")
+    parser = _Parser(prog="edgevit", description="Compile and run lightweight hybrid vision "
+                     "transformers on edge CPUs (TVM) and FPGAs (HLS).")
     parser.add_argument("--version", action="version", version=f"edgevit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors too")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the model zoo (name, family, params, MACs, input size)")
@@ -263,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list the boards described in targets/")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("ops", help="list the ONNX operators edgevit compiles")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_ops)
 
     p = sub.add_parser("compile", help="compile a zoo model or ONNX file for a target into an artifact .tar")
     p.add_argument("model", help="zoo name (see `edgevit models`) or path to an .onnx file")
@@ -278,10 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "schedules as baseline)")
     p.add_argument("model", help="zoo name or .onnx file")
     p.add_argument("--target", "-t", default="host", help="target name (default host)")
-    p.add_argument("--trials", type=int, default=32, help="MetaSchedule random-search trials per kernel after the "
+    p.add_argument("--trials", type=_count(0, 100000), default=32, help="MetaSchedule random-search trials per kernel after the "
                    "rules' tile variants; 0 = variants only (default 32)")
     p.add_argument("--db", metavar="DIR", help="database directory to write (default MODEL-TARGET.tuning)")
-    p.add_argument("--threads", type=int, help="TVM threads to tune for (default: every core)")
+    p.add_argument("--threads", type=_count(1, 1024), help="TVM threads to tune for (default: every core)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a board registered with this tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker")
     p.add_argument("--input-shape", help="as for compile")
@@ -295,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "local", "qemu"], default="auto",
                    help="where to run: this CPU, or qemu user-mode emulation (auto: by the artifact's arch)")
     p.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same input")
-    p.add_argument("--rtol", type=float, default=1e-5, help="max relative error for --verify (default 1e-5)")
-    p.add_argument("--repeat", type=int, default=1, help="runs to time (default 1)")
+    p.add_argument("--rtol", type=_positive_float, default=1e-5, help="max relative error for --verify (default 1e-5)")
+    p.add_argument("--repeat", type=_count(1, 1000000), default=1, help="runs to time (default 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_run)
 
@@ -304,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "on this CPU")
     p.add_argument("model", help="zoo name, .onnx file, artifact .tar built for host, or 'all' (whole zoo)")
     p.add_argument("--target", "-t", default="host", help="only 'host' can be timed here (default host)")
-    p.add_argument("--runs", type=int, default=30, help="timed runs per engine (default 30)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--runs", type=_count(1, 1000000), default=30, help="timed runs per engine (default 30)")
+    p.add_argument("--warmup", type=_count(0, 1000000), default=3, help="untimed runs first (default 3)")
     p.add_argument("--threads", default="1", help="threads for every engine: a count or a list like 1,2 "
                    "(default 1)")
     p.add_argument("--tuning-db", metavar="DIR", help="compile with an `edgevit tune` database")
@@ -332,11 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the ``edgevit`` command; returns the exit code (see ``edgevit.errors``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv[:argv.index("--")] if "--" in argv else "--debug" in argv
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except EdgevitError as exc:
-        print(f"edgevit: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"edgevit: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("edgevit: interrupted", file=sys.stderr)

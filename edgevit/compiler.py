@@ -11,7 +11,10 @@ from pathlib import Path
 
 from . import __version__
 from .backends import tvm_compiler
-from .frontend import ImportedModel, TensorSpec
+from .errors import EdgevitError, ModelImportError
+from .frontend import ImportedModel, TensorSpec, check_operators
+from .memory_estimate import check_fits
+from .outputs import check_output
 from .runtime.artifact import write_artifact
 from .targets import Target
 
@@ -45,11 +48,24 @@ def compile_for_target(model: ImportedModel, target: Target, output: Path, comma
     -------
     dict
         The artifact's metadata, plus ``timings`` (seconds per stage).
+
+    Raises
+    ------
+    OutputError
+        ``output`` is a directory, the model file itself, or not writable.
+    ModelImportError
+        An operator edgevit cannot build (named with its node), or TVM failing to build the model.
+    ResourceError
+        The model's estimated memory exceeds the target's.
     """
     cpu = target.require_cpu()
+    check_output(output, [Path(model.source), model.onnx_path], "-o")
     timings = {}
     start = time.monotonic()
-    mod = tvm_compiler.import_onnx(model.load(), model.inputs)
+    onnx_model = model.load()
+    check_operators(onnx_model, tvm_compiler.supported_onnx_ops())
+    check_fits(onnx_model, model.inputs, cpu.memory_bytes, f"target {target.name}")
+    mod = tvm_compiler.import_onnx(onnx_model, model.inputs)
     outputs = [TensorSpec(f"output_{i}" if i else "output", shape, dtype)
                for i, (shape, dtype) in enumerate(tvm_compiler.output_types(mod))]
     timings["import"] = time.monotonic() - start
@@ -62,7 +78,14 @@ def compile_for_target(model: ImportedModel, target: Target, output: Path, comma
         from .backends import tuning
 
         database = tuning.load_database(Path(tuning_db), target.name)
-    executable = tvm_compiler.build(mod, cpu, database)
+    try:
+        executable = tvm_compiler.build(mod, cpu, database)
+    except EdgevitError:
+        raise
+    except Exception as exc:  # TVM raises InternalError/TVMError/ValueError alike for what it cannot lower
+        lines = str(exc).strip().splitlines()
+        raise ModelImportError(f"TVM could not build {model.name} for {target.name}: {type(exc).__name__}: "
+                               f"{lines[-1] if lines else ''} (run with --debug for the traceback)") from exc
     timings["build"] = time.monotonic() - start
     with tempfile.TemporaryDirectory(prefix="edgevit-build-") as tmp:
         library = Path(tmp) / LIBRARY

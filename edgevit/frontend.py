@@ -17,6 +17,10 @@ from .settings import cache_dir, seed
 from . import zoo
 
 OPSET = 18
+MAX_DIM = (1 << 31) - 1
+MAX_RANK = 16
+# Ops TVM 0.27's ONNX frontend converts but edgevit's CPU build cannot compile (found by trying them).
+BUILD_FAILS = {"NonMaxSuppression": "TVM 0.27 converts it, but its CPU build fails in FlattenBuffer"}
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
 
 
@@ -62,9 +66,10 @@ def parse_input_shape(text: str) -> dict[str | None, tuple[int, ...]]:
         try:
             shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
         except ValueError:
-            raise InputError(f"cannot read input shape '{part}': expected e.g. 1,3,224,224 or input:1,3,224,224")
-        if any(d <= 0 for d in shape):
-            raise InputError(f"input shape '{part}' has a non-positive dimension")
+            raise InputError(f"cannot read input shape '{part}': expected e.g. 1,3,224,224 or "
+                             "input:1,3,224,224") from None
+        if any(d <= 0 or d > MAX_DIM for d in shape) or len(shape) > MAX_RANK:
+            raise InputError(f"input shape '{part}' needs 1 to {MAX_RANK} dimensions from 1 to {MAX_DIM}")
         shapes[name or None] = shape
     return shapes
 
@@ -174,10 +179,15 @@ def from_onnx_file(path: Path, input_shape: str | None = None) -> ImportedModel:
     import onnx
 
     if not path.is_file():
-        raise ModelImportError(f"model file not found: {path}")
+        raise ModelImportError(f"model file not found: {path}" + (" (a directory)" if path.is_dir() else ""))
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
+        external = _check_external_data(model, path)
+        if external:  # bundled: the artifact's reference.onnx must be complete on its own
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
         onnx.checker.check_model(model)
+    except ModelImportError:
+        raise
     except Exception as exc:  # protobuf DecodeError, onnx ValidationError, OSError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelImportError(f"{path} is not a valid ONNX model: {first}") from None
@@ -213,12 +223,87 @@ def from_onnx_file(path: Path, input_shape: str | None = None) -> ImportedModel:
             for d, s in zip(dims, shape):
                 d.dim_value = s
             changed = True
-        specs.append(TensorSpec(value.name, tuple(shape), _ONNX_DTYPES.get(ttype.elem_type, f"onnx{ttype.elem_type}")))
+        if ttype.elem_type not in _ONNX_DTYPES:
+            raise ModelImportError(f"input '{value.name}' of {path.name} has ONNX element type {ttype.elem_type}; "
+                                   f"edgevit takes {', '.join(_ONNX_DTYPES.values())}")
+        specs.append(TensorSpec(value.name, tuple(shape), _ONNX_DTYPES[ttype.elem_type]))
 
     name, source = path.stem, str(path)
-    if changed:  # the shapes now live in a copy; the user's file stays as it was
+    if changed or external:  # shapes or bundled data live in a copy; the user's file stays as it was
         path = cache_dir("onnx") / f"{path.stem}-{hashlib.sha256(model.SerializeToString()).hexdigest()[:16]}.onnx"
         if not path.exists():
             onnx.save(model, str(path))
     return ImportedModel(name, path, specs, source)
+
+
+def _graphs(graph):
+    """``graph`` and every subgraph (If/Loop bodies) in it."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _graphs(sub)
+
+
+def _check_external_data(model, path: Path) -> bool:
+    """Whether ``model`` keeps tensors in external files; refuse files outside its folder or missing.
+
+    Raises
+    ------
+    ModelImportError
+        A location that is absolute, climbs out with ``..``, is a link, is missing or too short, or data too
+        large to bundle into one ONNX file (protobuf's 2 GiB limit).
+    """
+    from onnx import TensorProto
+
+    folder, total, found = path.parent.resolve(), 0, False
+    for graph in _graphs(model.graph):
+        for tensor in graph.initializer:
+            if tensor.data_location != TensorProto.EXTERNAL:
+                continue
+            found = True
+            info = {e.key: e.value for e in tensor.external_data}
+            location = info.get("location", "")
+            target = folder / location
+            if (not location or Path(location).is_absolute() or ".." in Path(location).parts
+                    or target.is_symlink() or not target.resolve().is_relative_to(folder)):
+                raise ModelImportError(f"{path.name}: tensor '{tensor.name}' keeps its data at '{location}', outside "
+                                       f"the model's folder: refused")
+            if not target.is_file():
+                raise ModelImportError(f"{path.name}: tensor '{tensor.name}' keeps its data in '{location}', which "
+                                       f"is missing: keep the data file beside the model")
+            try:
+                offset, length = int(info.get("offset", 0)), int(info.get("length", target.stat().st_size))
+            except ValueError:
+                raise ModelImportError(f"{path.name}: tensor '{tensor.name}' has a malformed external data "
+                                       "offset or length") from None
+            if offset < 0 or length < 0 or offset + length > target.stat().st_size:
+                raise ModelImportError(f"{path.name}: tensor '{tensor.name}' reads past the end of '{location}'")
+            total += length
+    if total >= 2**31 - (1 << 20):
+        raise ModelImportError(f"{path.name} keeps {total / 2**30:.1f} GiB of external data: too large to bundle "
+                               "into one ONNX file (protobuf's 2 GiB limit); edgevit cannot build it")
+    return found
+
+
+def check_operators(model, supported: set[str]) -> None:
+    """Refuse the first node whose operator edgevit cannot build, naming the node.
+
+    Raises
+    ------
+    ModelImportError
+        With the operator, the node's name and index and where the supported list is (``edgevit ops``).
+    """
+    for graph in _graphs(model.graph):
+        for index, node in enumerate(graph.node):
+            where = f"node {index}" + (f" '{node.name}'" if node.name else "") + (
+                f" of subgraph '{graph.name}'" if graph is not model.graph else "")
+            if node.op_type in BUILD_FAILS:
+                raise ModelImportError(f"operator {node.op_type} at {where} is not supported: "
+                                       f"{BUILD_FAILS[node.op_type]}; `edgevit ops` lists the supported operators")
+            if node.op_type not in supported:
+                raise ModelImportError(f"operator {node.op_type} at {where} is not supported by TVM 0.27's ONNX "
+                                       "frontend; `edgevit ops` lists the supported operators")
 

@@ -212,3 +212,11 @@ def _static_types(fields, kind: str) -> list[tuple[tuple[int, ...], str]]:
         except TypeError:
             raise ModelImportError(f"model {kind} shape {field.shape} is symbolic; give static input shapes") from None
     return types
+
+
+def supported_onnx_ops() -> set[str]:
+    """The ONNX operator types TVM's Relax ONNX frontend converts (its converter map, plus the ops it handles
+    itself)."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return set(onnx_frontend._get_convert_map()) | {"Constant", "If"}

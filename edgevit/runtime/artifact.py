@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, OutputError
 
 FORMAT = "edgevit-artifact"
 FORMAT_VERSION = 1
@@ -53,20 +53,29 @@ def write_artifact(path: Path, members: dict[str, Path], metadata: dict) -> dict
     -------
     dict
         The metadata as written.
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written (no space, no permission); nothing is left behind.
     """
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
                 "members": {name: sha256_file(src) for name, src in members.items()}}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    with tarfile.open(tmp, "w") as tar:
-        blob = json.dumps(metadata, indent=1).encode()
-        info = tarfile.TarInfo(METADATA)
-        info.size = len(blob)
-        tar.addfile(info, io.BytesIO(blob))
-        for name, src in members.items():
-            tar.add(src, arcname=name)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tmp, "w") as tar:
+            blob = json.dumps(metadata, indent=1).encode()
+            info = tarfile.TarInfo(METADATA)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+            for name, src in members.items():
+                tar.add(src, arcname=name)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the artifact {path}: {exc.strerror or exc}") from None
     return metadata
 
 
