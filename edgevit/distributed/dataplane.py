@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -499,6 +499,7 @@ class Client:
         self.address, self.timeout, self.max_message_bytes = address, timeout, max_message_bytes
         self.bytes_sent = self.bytes_received = 0
         self.stale_replies = 0
+        self.stream_errors: deque[tuple[str, str]] = deque(maxlen=100)  # (kind, message) for one-way sends
         self._ids = itertools.count(1)
         self._sock = _configure(zmq.Context.instance().socket(zmq.DEALER), max_message_bytes)
         self._sock.sndtimeo = int(timeout * 1000)
@@ -542,6 +543,9 @@ class Client:
                 rop, rid, rheader, rarrays = decode(frames, self.max_message_bytes)
             except Malformed as exc:
                 raise ExecutionError(f"malformed reply from {self.address} to '{op}': {exc}") from None
+            if rid is None and rop == "error":
+                self.stream_errors.append((str(rheader.get("kind")), str(rheader.get("error"))))
+                continue
             if rid != msg_id:
                 self.stale_replies += 1  # the late answer to a request that timed out earlier
                 continue
@@ -553,7 +557,8 @@ class Client:
 
     def send(self, op: str, header: dict, arrays=()) -> None:
         """Send a message that expects no reply (e.g. a streamed input). Arrays are sent without a copy: do
-        not write into them afterwards."""
+        not write into them afterwards. If the server refuses it (malformed, or its handler failed), the error
+        is appended to ``stream_errors`` when the next ``call`` reads it."""
         self._send(op, None, header, arrays)
 
     def close(self) -> None:

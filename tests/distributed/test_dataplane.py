@@ -357,6 +357,9 @@ def test_handler_errors_become_error_replies_with_their_class(plain_server, plai
             client.call("raise_value", {})
         with pytest.raises(InputError, match="allowed dtypes"):
             client.call("bad_reply", {})
+        client.send("raise_input", {})
+        assert client.call("echo", {})[0]["op"] == "echo"
+        assert list(client.stream_errors) == [("InputError", "that input does not fit")]
     echo_ok(plain_server, plain)
 
 
