@@ -377,12 +377,7 @@ class Server:
         if self._closed_by_handler:
             self._teardown()
 
-    def _reply(self, identity, msg_id, op: str, header: dict, arrays=()) -> None:
-        try:
-            frames = encode(op, msg_id, header, arrays)
-        except InputError as exc:
-            self.stats["handler_errors"] += 1
-            op, frames = "error", encode("error", msg_id, _error_header(exc), [])
+    def _reply(self, identity, frames: list) -> None:
         # A ROUTER drops (never blocks on) a message for a peer that is gone or whose queue is full.
         self._sock.send_multipart([identity, *frames], copy=False)
         self.stats["replies"] += 1
@@ -393,17 +388,20 @@ class Server:
             op, msg_id, header, arrays = decode(frames, self.max_message_bytes)
         except Malformed as exc:
             self.stats["dropped"][exc.reason] += 1
-            self._reply(identity, exc.msg_id, "error", {"error": f"malformed message: {exc}", "kind": "InputError"})
+            self._reply(identity, encode("error", exc.msg_id, {"error": f"malformed message: {exc}",
+                                                                "kind": "InputError"}, []))
             return
         self.stats["requests"] += 1
         try:
             result = self._handler(op, header, arrays)
+            if result is None:
+                return
+            reply_header, reply_arrays = result
+            frames = encode("reply", msg_id, reply_header, reply_arrays)
         except Exception as exc:
             self.stats["handler_errors"] += 1
-            self._reply(identity, msg_id, "error", _error_header(exc))
-            return
-        if result is not None:
-            self._reply(identity, msg_id, "reply", *result)
+            frames = encode("error", msg_id, _error_header(exc), [])
+        self._reply(identity, frames)
 
     def _peer_reply(self, sock: zmq.Socket) -> None:
         """A reply from a member this one forwarded to: only errors are expected (forwards want no answer)."""

@@ -43,6 +43,8 @@ class Echo:
             return {"slow": True}, []
         if op == "bad_reply":
             return {}, [np.array(["text"])]
+        if op == "not_a_reply":
+            return {"just": "a dict"}
         return {"op": op, "header": header}, list(arrays)
 
 
@@ -357,6 +359,8 @@ def test_handler_errors_become_error_replies_with_their_class(plain_server, plai
             client.call("raise_value", {})
         with pytest.raises(InputError, match="allowed dtypes"):
             client.call("bad_reply", {})
+        with pytest.raises(ExecutionError, match="ValueError"):
+            client.call("not_a_reply", {})
         client.send("raise_input", {})
         assert client.call("echo", {})[0]["op"] == "echo"
         assert list(client.stream_errors) == [("InputError", "that input does not fit")]
