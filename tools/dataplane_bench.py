@@ -130,7 +130,8 @@ def sodium_ms(nbytes: int, repeat: int) -> dict:
 
     enc, dec = timed(encrypt, repeat), timed(decrypt, repeat)
     return {"encrypt_ms": summary(enc), "decrypt_ms": summary(dec),
-            "encrypt_MBps": nbytes / statistics.median(enc) / 1e3, "decrypt_MBps": nbytes / statistics.median(dec) / 1e3}
+            "encrypt_MBps": nbytes / statistics.median(enc) / 1e3,
+            "decrypt_MBps": nbytes / statistics.median(dec) / 1e3}
 
 
 def bench(args, keys: Path, node: dict) -> dict:
@@ -213,7 +214,8 @@ COLUMNS = [("curve_hop_ms", "CURVE hop"), ("plain_hop_ms", "plain hop"), ("curve
 
 def markdown(report: dict) -> str:
     lines = [f"# Data plane hops on loopback ({report['cpu']}, {report['cores']} cores)", "",
-             f"ms, median / p90 over {report['repeat']} runs (TVM RPC: {report['rpc_repeat']}), transports taking turns; "
+             f"ms, median / p90 over {report['repeat']} runs (TVM RPC: {report['rpc_repeat']}), "
+             "transports taking turns; "
              "hop = one-way host -> node handler; hop back = node handler -> host handler; fwd = host -> node -> "
              "host sink; RT = request + reply, both with the tensor. Load average before/after: "
              f"{report['load_average']['before']} / {report['load_average']['after']}.", "",

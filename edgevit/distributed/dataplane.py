@@ -34,6 +34,7 @@ import numpy as np
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from ..errors import EdgevitError, ExecutionError, InputError, errors_by_name
 
@@ -106,7 +107,7 @@ def _load_key(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     """A certificate's z85 public (and secret) key, checked to be CURVE keys; InputError otherwise."""
     try:
         public_key, secret_key = zmq.auth.load_certificate(path)
-        if len(zmq.utils.z85.decode(public_key)) != 32:
+        if len(z85.decode(public_key)) != 32:
             raise ValueError("the public key is not a 32-byte z85 key")
         if secret:
             if secret_key is None:
