@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+from ..errors import InputError
 
 
 def register(subparsers) -> None:
@@ -52,7 +55,13 @@ def run_flash(args) -> int:
     from .flash import DEFAULT_PYTHON, flash
     from .transport import LocalTransport, SSHTransport
 
+    if not (math.isfinite(args.timeout) and 0 < args.timeout <= 86400):
+        raise InputError(f"--timeout {args.timeout} must be a number of seconds from 0 to 86400")
+    if args.count is not None and args.count < 1:
+        raise InputError(f"--count {args.count} must be at least 1")
     local = args.host.startswith("local:")
+    if local and not args.host[6:]:
+        raise InputError("--host local:DIR needs a directory")
     transport = LocalTransport(Path(args.host[6:])) if local else SSHTransport(args.host, args.port)
     flash(Path(args.bundle), args.board, transport, args.dry_run,
           args.remote_python or DEFAULT_PYTHON, args.timeout, args.count)

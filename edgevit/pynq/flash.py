@@ -9,6 +9,7 @@ loads the overlay and compares the accelerator's outputs with the golden model b
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ArtifactError, ExecutionError, InputError, errors_by_name
+from ..runtime import schema
+from ..runtime.artifact import MEMBER_NAME
 from ..targets import get_target
 from . import manifest
 from .bundle import check_part
@@ -51,8 +54,15 @@ def check_bundle(bundle: Path, board: str) -> tuple[dict, list]:
     fpga = get_target(board).require_fpga()
     try:
         cfg = json.loads((bundle / manifest.CONFIG).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         cfg = manifest.load(bundle)   # raises with the reason
+    if not isinstance(cfg, dict):
+        raise ArtifactError(f"{bundle / manifest.CONFIG} is not an edgevit PYNQ bundle configuration")
+    try:
+        schema.check(cfg, _BUNDLE_SCHEMA)
+    except schema.SchemaViolation as exc:
+        raise ArtifactError(f"{bundle / manifest.CONFIG}: {exc}; remake it with `edgevit bundle`") from None
+    _check_names(bundle, cfg)
     if cfg.get("board") != board:
         raise ArtifactError(f"bundle {bundle} was made for {cfg.get('board')}, not {board}")
     if cfg.get("bitstream") and not (cfg.get("hwh") and (bundle / cfg["hwh"]).is_file()):
@@ -72,6 +82,30 @@ def check_bundle(bundle: Path, board: str) -> tuple[dict, list]:
         lines.append(f"the model continues on the board's CPU after the accelerator ({len(cfg['cpu_layers'])} "
                      f"modules, numpy): {cfg['cpu_tail']}")
     return cfg, lines
+
+
+_NAME_OR_NULL = schema.Either((schema.STRING, schema.NULL))
+# The fields flash reads (the driver's own fields are the board's business): checked before any is used.
+_BUNDLE_SCHEMA = schema.Record(
+    required={"board": schema.STRING, "bitstream": _NAME_OR_NULL, "hwh": _NAME_OR_NULL,
+              "selftest": schema.Record({"count": schema.int_in(0, 1 << 31)}, open=True),
+              "files": schema.MapOf(schema.STRING, schema.matching(r"[0-9a-f]{64}", "a sha256 in hex"))},
+    optional={"model": _NAME_OR_NULL, "cpu_tail": _NAME_OR_NULL, "cpu_layers": schema.ListOf(schema.ANY)},
+    open=True)
+
+
+def _check_names(bundle: Path, cfg: dict) -> None:
+    """Every file ``bundle.json`` names must be a plain relative name inside the bundle (no ``..``, no link)."""
+    names = [*cfg["files"], *(cfg.get(k) for k in ("bitstream", "hwh", "cpu_tail"))]
+    inside = bundle.resolve()
+    for name in names:
+        if not name:
+            continue
+        path = bundle / name
+        if (not re.fullmatch(MEMBER_NAME, name) or path.is_symlink()
+                or not path.resolve().is_relative_to(inside)):
+            raise ArtifactError(f"bundle {bundle}: {manifest.CONFIG} names '{name}', which is not a file inside the "
+                                "bundle: refused")
 
 
 def selftest_command(name: str, remote_python: str, timeout_s: float, count: int | None) -> str:

@@ -8,12 +8,33 @@ there is no board here.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
-from ..errors import ExecutionError, ToolMissingError
+from ..errors import ExecutionError, InputError, ToolMissingError
+
+# [user@]host: a user name, then a host name, an IPv4 address or an IPv6 address. Nothing may start with '-',
+# so a "host" can never be read by ssh or scp as an option (-oProxyCommand=... runs a local command).
+USER = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}"
+HOST_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
+IPV6 = r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
+
+
+def parse_host(text: str) -> tuple[str, str]:
+    """Split and check ``[user@]host``; returns (user or "", host).
+
+    Raises
+    ------
+    InputError
+        For anything else (options, spaces, shell characters, empty parts).
+    """
+    user, at, host = str(text).rpartition("@")
+    if (at and not re.fullmatch(USER, user)) or not (re.fullmatch(HOST_NAME, host) or re.fullmatch(IPV6, host)):
+        raise InputError(f"--host '{text}' is not user@host (a user name, then a host name or IP address)")
+    return user, host
 
 
 class Transport:
@@ -36,7 +57,12 @@ class SSHTransport(Transport):
     """The board at ``host`` (``user@name``) over OpenSSH, non-interactive (keys, no password prompts)."""
 
     def __init__(self, host: str, port: int | None = None, connect_timeout: int = 10):
+        user, name = parse_host(host)
+        if port is not None and not 1 <= port <= 65535:
+            raise InputError(f"--port {port} is not a TCP port (1-65535)")
         self.host = host
+        # scp reads host:path, so an IPv6 address needs brackets there
+        self.scp_host = (f"{user}@" if user else "") + (f"[{name}]" if ":" in name else name)
         self.opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}"]
         self.port = port
 
@@ -44,7 +70,8 @@ class SSHTransport(Transport):
         return f"{self.host}" + (f" port {self.port}" if self.port else "")
 
     def _ssh(self, command: str) -> list:
-        return ["ssh", *self.opts, *(["-p", str(self.port)] if self.port else []), self.host, command]
+        # "--" ends ssh's options: nothing after it is read as one, whatever it looks like
+        return ["ssh", *self.opts, *(["-p", str(self.port)] if self.port else []), "--", self.host, command]
 
     def check(self) -> None:
         for tool in ("ssh", "scp"):
@@ -63,8 +90,8 @@ class SSHTransport(Transport):
         proc = self.run(f"rm -rf {target} && mkdir -p {shlex.quote(remote_parent)}", 60)
         if proc.returncode != 0:
             raise ExecutionError(f"cannot prepare {remote_parent} on {self}: {proc.stderr.strip()[-300:]}")
-        scp = ["scp", *self.opts, "-r", "-q", *(["-P", str(self.port)] if self.port else []), str(local),
-               f"{self.host}:{remote_parent}/"]
+        scp = ["scp", *self.opts, "-r", "-q", *(["-P", str(self.port)] if self.port else []), "--", str(local),
+               f"{self.scp_host}:{remote_parent}/"]
         proc = subprocess.run(scp, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ExecutionError(f"copying the bundle to {self} failed: {proc.stderr.strip()[-500:]}")

@@ -18,7 +18,7 @@ cd "$FAKE_SSH_HOME" && exec bash -c "$*"
 
 FAKE_SCP = """#!/usr/bin/env bash
 echo "scp $*" >> "$FAKE_SSH_LOG"
-args=(); while [ $# -gt 0 ]; do case "$1" in -o|-P) shift 2;; -r|-q) shift;; *) args+=("$1"); shift;; esac; done
+args=(); while [ $# -gt 0 ]; do case "$1" in -o|-P) shift 2;; -r|-q|--) shift;; *) args+=("$1"); shift;; esac; done
 host=${args[1]%%:*}; path=${args[1]#*:}
 [ "$host" = "$FAKE_SSH_HOST" ] || exit 255
 cp -r "${args[0]}" "$FAKE_SSH_HOME/$path"
@@ -44,11 +44,11 @@ def test_flash_over_the_ssh_code_path(tiny_bundle, sim_lib, pynq_python, tmp_pat
     assert "5 inputs, 0 output words differ" in out
     calls = log.read_text().splitlines()
     opts = "-o BatchMode=yes -o ConnectTimeout=10"
-    assert calls[0] == f"ssh {opts} -p 2222 xilinx@pynq true"
-    assert calls[1] == (f"ssh {opts} -p 2222 xilinx@pynq rm -rf edgevit-bundles/{tiny_bundle.name} && "
+    assert calls[0] == f"ssh {opts} -p 2222 -- xilinx@pynq true"
+    assert calls[1] == (f"ssh {opts} -p 2222 -- xilinx@pynq rm -rf edgevit-bundles/{tiny_bundle.name} && "
                         f"mkdir -p edgevit-bundles")
-    assert calls[2].startswith(f"scp {opts} -r -q -P 2222 ") and calls[2].endswith(" xilinx@pynq:edgevit-bundles/")
-    assert calls[3] == (f"ssh {opts} -p 2222 xilinx@pynq cd edgevit-bundles/{tiny_bundle.name} && {pynq_python} "
+    assert calls[2].startswith(f"scp {opts} -r -q -P 2222 -- ") and calls[2].endswith(" xilinx@pynq:edgevit-bundles/")
+    assert calls[3] == (f"ssh {opts} -p 2222 -- xilinx@pynq cd edgevit-bundles/{tiny_bundle.name} && {pynq_python} "
                         f"-m edgevit.pynq.selftest . --timeout 10.0 --count 5")
     assert (home / "edgevit-bundles" / tiny_bundle.name / "edgevit" / "pynq" / "driver.py").is_file()
     code = cli.main(["flash", str(tiny_bundle), "--board", "pynq-z2", "--host", "xilinx@elsewhere"])
