@@ -219,7 +219,10 @@ class Artifact:
                     _check_tar_member(member, seen, str(path))
                 if METADATA not in seen:
                     raise ArtifactError(f"{path} is not an edgevit artifact (no {METADATA})")
-                tar.extractall(directory, members=members, filter="data")
+                # The members are checked above; the data filter is a second guard where this Python has it
+                # (3.11.4+: a board's Debian 12 Python 3.11.2 has not).
+                extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(directory, members=members, **extra)
             return cls.from_dir(directory, owns_dir=True, label=str(path))
         except (tarfile.TarError, EOFError, OSError) as exc:
             shutil.rmtree(directory, ignore_errors=True)
