@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
-from ..errors import EdgevitError, InputError, UnknownNameError
+from ..errors import ArtifactError, EdgevitError, InputError, UnknownNameError
 from ..settings import seed
 from ..targets import get_target
 
 TINY = "tiny_mobilevit"
+# ap_fixed<W,I> the kernels handle: accumulators add two widths plus guard bits inside 64-bit integers.
+FORMAT_SPEC = r"([A-Za-z0-9_.]+)=(\d{1,3}),(\d{1,3})"
+WIDTHS = (2, 32)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -28,8 +32,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("project", nargs="?", help="project directory (for build / report)")
     p.add_argument("--board", default="zcu102", help="FPGA target (targets/*.toml with [fpga]); default zcu102")
     p.add_argument("-o", "--output", help="project directory to write (MODEL mode)")
-    p.add_argument("--calib", type=int, default=4, help="calibration inputs (zoo models: seeded random images)")
-    p.add_argument("--format", action="append", metavar="TENSOR=W,I", help="override a tensor's fixed-point format")
+    p.add_argument("--calib", type=int, default=4, help="calibration inputs (zoo models: seeded random images, "
+                   "1-1000)")
+    p.add_argument("--format", action="append", metavar="TENSOR=W,I", help="override a tensor's fixed-point format "
+                   f"(ap_fixed<W,I>: W from {WIDTHS[0]} to {WIDTHS[1]}, I from 1 to W)")
     p.add_argument("--csim", action="store_true", help="build: run the g++ C-simulation and check it")
     p.add_argument("--json", action="store_true", help="report: print JSON")
     p.set_defaults(func=run)
@@ -37,11 +43,51 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    _check_options(args)
     if args.what == "build":
         return _build(args)
     if args.what == "report":
         return _report(args)
     return _generate(args)
+
+
+def _check_options(args) -> None:
+    """Refuse options the chosen mode would ignore and values out of range, before any work."""
+    mode = args.what if args.what in ("build", "report") else "MODEL"
+    used = {"MODEL": {"output", "calib", "format", "board"}, "build": {"csim"}, "report": {"json"}}[mode]
+    given = {"output": args.output is not None, "calib": args.calib != 4, "format": bool(args.format),
+             "board": args.board != "zcu102", "csim": args.csim, "json": args.json}
+    ignored = sorted(k for k, on in given.items() if on and k not in used)
+    if ignored:
+        raise InputError(f"--{ignored[0]} does not apply to `edgevit hls {'MODEL' if mode == 'MODEL' else mode}`")
+    if not 1 <= args.calib <= 1000:
+        raise InputError(f"--calib {args.calib} must be from 1 to 1000")
+    for spec in args.format or []:
+        match = re.fullmatch(FORMAT_SPEC, spec)
+        if not match:
+            raise InputError(f"bad --format '{spec}': expected TENSOR=W,I such as l3_linear.out=16,6")
+        w, i = int(match[2]), int(match[3])
+        if not (WIDTHS[0] <= w <= WIDTHS[1] and 1 <= i <= w):
+            raise InputError(f"bad --format '{spec}': width W must be {WIDTHS[0]}-{WIDTHS[1]} and integer bits I "
+                             "1-W (sign included)")
+    if mode == "MODEL":
+        get_target(args.board).require_fpga()
+        if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+            raise InputError(f"-o {args.output} is a file: name a project directory")
+
+
+def _check_format_names(model, shape, sample, overrides: dict) -> None:
+    """Every --format must name a tensor or parameter of the lowered model (a typo would be silently ignored)."""
+    from .torch_import import lower, to_accel_layout
+
+    prog = lower(model, shape)
+    stats: dict = {}
+    prog.run_float(to_accel_layout(sample), stats)
+    names = set(stats) | {f"{layer.name}.{key}" for layer in prog.layers for key in [*layer.params, "w"]}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise InputError(f"--format names '{unknown[0]}', which is not a tensor of this model (tensors: "
+                         f"{', '.join(sorted(stats)[:8])}...; `edgevit hls report` lists the layers)")
 
 
 def _generate(args) -> int:
@@ -79,6 +125,8 @@ def _generate(args) -> int:
         rng = np.random.default_rng(seed())
         samples = [rng.standard_normal(shape) for _ in range(args.calib)]
         tests = samples[:1]
+    if overrides:
+        _check_format_names(model, shape, samples[0], overrides)
     prog, out = project.generate(model, shape, args.board, Path(args.output), samples, overrides, tests,
                                  {"model": args.what})
     from . import estimator
@@ -142,8 +190,13 @@ def _report(args) -> int:
     from .codegen import load_program
 
     path = _project_dir(args)
-    prog, doc = load_program(path)
-    fpga = get_target(doc["board"]).require_fpga()
+    try:
+        prog, doc = load_program(path)
+        board = doc["board"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{path} is not a readable edgevit HLS project ({type(exc).__name__}: {exc}); "
+                            f"regenerate it with `edgevit hls MODEL -o {path}`") from None
+    fpga = get_target(str(board)).require_fpga()
     rep = estimator.report(prog, fpga)
     rep["cpu_layers"] = prog.cpu_layers
     if args.json:
@@ -155,10 +208,10 @@ def _report(args) -> int:
     print(f"lanes {rep['lanes']}")
     print(_usage(rep))
     print(f"total {rep['cycles']} cycles = {rep['latency_ms']:.3f} ms at {rep['clock_mhz']} MHz; "
-          f"{'fits' if rep['fits'] else 'DOES NOT FIT'} {doc['board']} (limit 80 % per resource)")
+          f"{'fits' if rep['fits'] else 'DOES NOT FIT'} {board} (limit 80 % per resource)")
     for entry in prog.cpu_layers:
         print(f"runs on the ARM CPU: {entry}")
     print("Estimate only: synthesis needs Vitis HLS / Vivado, which did not run here.")
     if not rep["fits"]:
-        raise EdgevitError(f"the design does not fit {doc['board']}: use a bigger board or fewer lanes")
+        raise EdgevitError(f"the design does not fit {board}: use a bigger board or fewer lanes")
     return 0
