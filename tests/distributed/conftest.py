@@ -56,10 +56,23 @@ class Proc:
         self.popen.wait(timeout=10)
 
 
+MEMBERS = ["host"] + [f"node{i}" for i in range(12)]
+
+
 class Cluster:
-    """A tracker plus nodes; ``add_node`` starts one (x86 or, with ``emulated``, aarch64 under qemu)."""
+    """A tracker plus nodes; ``add_node`` starts one (x86 or, with ``emulated``, aarch64 under qemu). The data
+    plane uses CURVE: keys for the host and up to 12 nodes are made in a temporary folder."""
 
     def __init__(self):
+        import tempfile
+
+        from edgevit.distributed.dataplane import Security, make_keys
+
+        self._keys = tempfile.TemporaryDirectory(prefix="edgevit-keys-")
+        self.keys = Path(self._keys.name)
+        make_keys(self.keys, MEMBERS)
+        self.security = Security.curve(self.keys, "host")
+        self.nodes_started = 0
         self.tracker_port = free_port()
         self.procs: list[Proc] = []
         self.tracker = self._start_tracker()
@@ -87,8 +100,9 @@ class Cluster:
 
     def add_node(self, key: str, emulated=None, run_delay: float = 0.0, cache: Path | None = None,
                  wait: bool = True) -> Proc:
+        self.nodes_started += 1
         args = ["-m", "edgevit.distributed.node", "--tracker", self.address, "--key", key,
-                "--port", str(free_port())]
+                "--port", str(free_port()), "--keys", str(self.keys), "--member", MEMBERS[self.nodes_started]]
         if run_delay:
             args += ["--run-delay", str(run_delay)]
         if cache:
@@ -105,7 +119,12 @@ class Cluster:
     def client(self, timeout: float = 30.0):
         from edgevit.distributed.client import Tracker
 
-        return Tracker("127.0.0.1", self.tracker_port, timeout)
+        return Tracker("127.0.0.1", self.tracker_port, timeout, self.security)
+
+    @property
+    def host_keys(self) -> list[str]:
+        """The CLI arguments that make ``edgevit plan|infer`` the cluster's host member."""
+        return ["--keys", str(self.keys), "--member", "host"]
 
     def wait_for(self, key: str, free: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -122,6 +141,7 @@ class Cluster:
     def close(self) -> None:
         for proc in reversed(self.procs):
             proc.kill()
+        self._keys.cleanup()
 
 
 @pytest.fixture

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import socket
 
 import numpy as np
 import pytest
 
-from edgevit.errors import ArtifactError, ExecutionError
+from edgevit.errors import ArtifactError, ExecutionError, InputError
 
 
 def _reference(artifact, x):
@@ -53,11 +52,11 @@ def test_tampered_upload_is_refused(shared_cluster, tiny_host_artifact):
     data[len(data) // 2] ^= 0xFF  # what arrives is not what the host hashed
     session = shared_cluster.client().request("x86")
     try:
-        session.channel.put_file(f"{claimed}.tar", bytes(data))
+        session.data.call("put_file", {"name": f"{claimed}.tar"}, [np.frombuffer(bytes(data), np.uint8)])
         with pytest.raises(ArtifactError, match="sha256"):
             session._json("load", claimed)
-        with pytest.raises(ExecutionError, match="refusing upload"):
-            session.channel.put_file("../evil.tar", b"x")
+        with pytest.raises(InputError, match="refusing upload"):
+            session.data.call("put_file", {"name": "../evil.tar"}, [np.zeros(1, np.uint8)])
     finally:
         session.close()
 
@@ -71,16 +70,32 @@ def test_foreign_architecture_is_refused(shared_cluster, tiny_rpi4_artifact):
         session.close()
 
 
-def test_channel_needs_the_session_token(shared_cluster):
+def test_data_plane_refuses_a_member_without_the_clusters_keys(shared_cluster, tmp_path):
+    from edgevit.distributed.dataplane import Client, Security, make_keys
+
+    make_keys(tmp_path, ["intruder"])
+    intruder = Security.curve(tmp_path, "intruder")
     session = shared_cluster.client().request("x86")
     try:
-        port = session._json("channel")["port"]  # the session's channel is already taken by the host
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as intruder:
-            intruder.sendall(b"0" * 16)
-            assert intruder.recv(1) == b""
-    except (ConnectionRefusedError, ConnectionResetError):
-        # the listener accepts one connection only: already closed (refused), or closed on the intruder with
-        # its bytes unread, which Linux signals with a reset instead of an orderly close (seen once in CI)
-        pass
+        with pytest.raises(InputError, match="not in this member's public"):
+            Client(session.address, session.public_key, intruder)  # the node's key is not one it knows
+        intruder.authorised = intruder.authorised | {session.public_key}  # trust it anyway: the node still refuses
+        with Client(session.address, session.public_key, intruder, timeout=2.0) as client:
+            with pytest.raises(ExecutionError, match="no reply"):
+                client.call("echo", {}, [np.zeros(4, np.float32)])
+        with pytest.raises(InputError, match="plain text"):
+            Client(session.address, session.public_key, Security.plaintext())
+        header, (back,) = session.data.call("echo", {}, [np.arange(4, dtype=np.float32)])
+        assert back.tolist() == [0, 1, 2, 3]  # the host, a member, is still served
     finally:
         session.close()
+
+
+def test_node_refuses_to_start_without_data_plane_security(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "edgevit.distributed.node", "--tracker", "127.0.0.1:1",
+                           "--key", "x86"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == InputError.exit_code
+    assert "--insecure-plaintext" in proc.stderr and "Traceback" not in proc.stderr

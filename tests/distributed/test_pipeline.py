@@ -1,5 +1,5 @@
-"""Pipeline split: the cut-point DP, and a profiled plan streamed through x86 and aarch64 (qemu) nodes whose
-answers equal the unsplit model's."""
+"""Pipeline plans: the DP over node kinds, profiles, and a zoo model planned, compiled and streamed node to
+node through two x86 nodes and an aarch64 node under qemu, verified against onnxruntime on the whole model."""
 
 from __future__ import annotations
 
@@ -7,70 +7,132 @@ import json
 import subprocess
 import sys
 
+import pytest
 
-from edgevit.distributed.pipeline import choose_cuts
+from edgevit.distributed import cost
+from edgevit.distributed.pipeline import choose_stages
 from edgevit.distributed.plan import NodeSlot
+from edgevit.errors import EdgevitError, InputError
 
 
-def _profile(fast_key_ms: float) -> dict:
-    return {"layers": 4, "input_bytes": 1000, "layer_out_bytes": [1000, 1000, 1000, 40],
-            "keys": {"a": {"layer_ms": [1.0, 4.0, 4.0, 1.0], "bandwidth_mb_s": 100.0, "rpc_ms": 0.1},
-                     "b": {"layer_ms": [fast_key_ms] * 4, "bandwidth_mb_s": 100.0, "rpc_ms": 0.1}}}
+def _profile(a_ms, b_ms, out_bytes=1000, weight_bytes=0) -> dict:
+    units = [{"start": i, "end": i + 1, "macs": 0, "ops": 0, "out_bytes": out_bytes if i < len(a_ms) - 1 else 40,
+              "weight_bytes": weight_bytes} for i in range(len(a_ms))]
+    kind = {"link_mb_s": 100.0, "message_ms": 0.1}
+    return {"format": cost.PROFILE_FORMAT, "input_bytes": 1000, "units": units,
+            "kinds": {"a": {"target": "host", "unit_ms": a_ms, **kind, "source": "test"},
+                      "b": {"target": "rpi4", "unit_ms": b_ms, **kind, "source": "test"}}}
 
 
-def test_dp_latency_keeps_one_stage_throughput_balances():
+def _shape(choices):
+    return [(c.key, c.first, c.end) for c in choices]
+
+
+def test_latency_keeps_one_stage_throughput_balances():
     slots = [NodeSlot("a", 0, "host", 64), NodeSlot("a", 1, "host", 64)]
-    stages, latency = choose_cuts(_profile(9.0), slots, "latency")
-    assert [(s.name, i, j) for s, i, j in stages] == [("a#0", 0, 4)]  # extra hops only add transfer
-    stages, bottleneck = choose_cuts(_profile(9.0), slots, "throughput")
-    assert [(i, j) for _, i, j in stages] == [(0, 2), (2, 4)] and bottleneck < latency
+    profile = _profile([1.0, 4.0, 4.0, 1.0], [9.0] * 4)
+    choices, latency = choose_stages(profile, slots, "latency")
+    assert _shape(choices) == [("a", 0, 4)]  # extra hops only add transfer
+    choices, throughput = choose_stages(profile, slots, "throughput")
+    assert _shape(choices) == [("a", 0, 2), ("a", 2, 4)]
+    assert throughput["bottleneck_ms"] < latency["bottleneck_ms"]
 
 
-def test_dp_prefers_the_faster_node_kind():
+def test_the_faster_kind_wins_and_kinds_mix_in_any_order():
     slots = [NodeSlot("a", 0, "host", 64), NodeSlot("b", 0, "rpi4", 64)]
-    stages, _ = choose_cuts(_profile(0.1), slots, "latency")
-    assert [(s.key, i, j) for s, i, j in stages] == [("b", 0, 4)]
+    choices, _ = choose_stages(_profile([1.0] * 4, [0.1] * 4), slots, "latency")
+    assert _shape(choices) == [("b", 0, 4)]
+    # b is fast on the first half, a on the second: the throughput plan puts b first although a is listed first
+    choices, _ = choose_stages(_profile([9.0, 9.0, 1.0, 1.0], [1.0, 1.0, 9.0, 9.0]), slots, "throughput")
+    assert _shape(choices) == [("b", 0, 2), ("a", 2, 4)]
 
 
-def _run(*args, timeout=300):
+def test_memory_limits_force_a_split_and_exact_stage_counts():
+    profile = _profile([1.0] * 4, [1.0] * 4, weight_bytes=10 << 20)  # 10 MiB of weights per unit
+    slots = [NodeSlot("a", i, "host", 50) for i in range(3)]
+    choices, _ = choose_stages(profile, slots, "latency")
+    assert len(choices) >= 2 and all(cost.stage_memory_mib(c.cost) <= 50 for c in choices)
+    choices, _ = choose_stages(_profile([1.0] * 4, [1.0] * 4), slots, "latency", stages=3)
+    assert len(choices) == 3
+    with pytest.raises(EdgevitError, match="fits these nodes' memory"):
+        choose_stages(profile, [NodeSlot("a", 0, "host", 20)], "latency")
+    with pytest.raises(EdgevitError, match="--stages must be between 1 and 3"):
+        choose_stages(profile, slots, "latency", stages=0)
+    with pytest.raises(EdgevitError, match="objective"):
+        choose_stages(profile, slots, "fastest")
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda p: p.update(format="other"), "not an edgevit profile"),
+    (lambda p: p.update(units=[]), "'units'"),
+    (lambda p: p["units"][1].update(macs="many"), "units\\[1\\].macs"),
+    (lambda p: p["kinds"]["a"].update(unit_ms=[1.0]), "kinds.a.unit_ms"),
+    (lambda p: p["kinds"]["b"].update(link_mb_s=0), "kinds.b.link_mb_s"),
+    (lambda p: p["kinds"]["b"].update(unit_ms=[1.0, float("nan"), 1.0, 1.0]), "kinds.b.unit_ms"),
+    (lambda p: p.pop("input_bytes"), "input_bytes"),
+])
+def test_a_bad_profile_names_the_field(tmp_path, edit, field):
+    profile = _profile([1.0] * 4, [1.0] * 4)
+    edit(profile)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(profile))
+    with pytest.raises(InputError, match=field):
+        cost.read_profile(path)
+
+
+def _edgevit(*args, timeout=900):
     proc = subprocess.run([sys.executable, "-m", "edgevit.distributed", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
-def test_pipeline_profiled_plan_and_stream(shared_cluster, tmp_path):
-    from edgevit.distributed import classsplit as cs, fashion
-    from edgevit.distributed.planner import model_configs
-
+def test_zoo_model_pipelined_over_x86_and_qemu_nodes_matches_onnxruntime(shared_cluster, tmp_path):
+    """mobilevit_xxs on 3 nodes: profiled on the x86 nodes through RPC, the aarch64 node (qemu) estimated, never
+    timed; three stages forced, the last on the aarch64 node; streamed node to node and verified."""
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text("nodes:\n  - {key: x86, count: 2, target: host}\n  - {key: rpi4, target: rpi4}\n")
-    profile = tmp_path / "profile.json"
-    _run("plan", "fashion-vit-tiny", "--strategy", "pipeline", "--nodes", nodes, "--objective", "throughput",
-         "--tracker", shared_cluster.address, "--profile", profile, "-o", tmp_path / "measured.json")
-    measured = json.loads(profile.read_text())
-    assert set(measured["keys"]) == {"x86", "rpi4"} and all(t > 0 for t in measured["keys"]["rpi4"]["layer_ms"])
+    plan_dir = tmp_path / "plan"
+    _edgevit("plan", "mobilevit_xxs", "--strategy", "pipeline", "--nodes", nodes, "--tracker",
+             shared_cluster.address, *shared_cluster.host_keys, "--units", 4, "-o", plan_dir)
+    profile = json.loads((plan_dir / "profile.json").read_text())
+    assert profile["kinds"]["x86"]["source"].startswith("measured")
+    assert profile["kinds"]["rpi4"]["source"].startswith("estimate") and "qemu" in profile["kinds"]["rpi4"]["source"]
+    assert all(t > 0 for t in profile["kinds"]["x86"]["unit_ms"])
 
-    # Profiles are editable: pretend every node is equally (and slowly) fast, so that balancing the stages
-    # for throughput needs all three nodes, the aarch64 one included.
-    for key in measured["keys"].values():
-        key.update(layer_ms=[5.0] * measured["layers"], bandwidth_mb_s=100.0, rpc_ms=0.5)
-    profile.write_text(json.dumps(measured))
-    plan_path = tmp_path / "plan.json"
-    _run("plan", "fashion-vit-tiny", "--strategy", "pipeline", "--nodes", nodes, "--objective", "throughput",
-         "--profile", profile, "-o", plan_path)
-    plan = json.loads(plan_path.read_text())
-    assert [s["slot"] for s in plan["stages"]] == ["x86#0", "x86#1", "rpi4#0"]
-    assert [s["layers"][0] for s in plan["stages"]][0] == 0 and plan["stages"][-1]["layers"][1] == measured["layers"]
+    # Make the aarch64 node the fastest on the last units (an edited profile, as from a real board), so the
+    # throughput plan with three stages puts the last stage on it.
+    profile["kinds"]["rpi4"]["unit_ms"] = [100.0] * (len(profile["units"]) - 1) + [0.01]
+    (plan_dir / "profile.json").write_text(json.dumps(profile))
+    out = _edgevit("plan", "mobilevit_xxs", "--strategy", "pipeline", "--nodes", nodes, "--objective",
+                   "throughput", "--stages", 3, "--units", 4, "-o", plan_dir)
+    assert "chained stages match the whole model" in out
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    assert [s["node_key"] for s in plan["stages"]][-1] == "rpi4" and len(plan["stages"]) == 3
+    assert plan["stages"][0]["inputs"] == [plan["input"]["name"]]
+    assert all(a["outputs"] == b["inputs"] for a, b in zip(plan["stages"], plan["stages"][1:]))
 
     report_path = tmp_path / "report.json"
-    out = _run("infer", plan_path, "--tracker", shared_cluster.address, "--dataset", "fashion-mnist",
-               "--stream", 8, "--json", report_path, "--timeout", 120)
-    assert "throughput" in out
+    out = _edgevit("infer", plan_dir, "--tracker", shared_cluster.address, *shared_cluster.host_keys,
+                   "--stream", 4, "--verify", "--json", report_path, "--stall-timeout", 120, "--timeout", 120)
+    assert "PASS" in out
     report = json.loads(report_path.read_text())
-    assert report["failed"] == 0
-    vit, cfg = model_configs("fashion-vit-tiny")
-    x, _ = fashion.load("test", 8)
-    expected = cs.predict(cs.train_full(vit, cfg), x).argmax(1)
-    assert report["predictions"] == expected.tolist()
-    assert all(n["calls"] > 0 for n in report["nodes"])
+    assert report["failed"] == 0 and report["verify"]["ok"] and report["verify"]["checked"] == 4
+    assert all(s["compute_ms"] > 0 for s in report["stages"])
+    assert report["links"][1]["bytes"] == plan["stages"][1]["predicted"]["in_bytes"] > 0
+    assert report["links"][1]["transfer_ms"] is not None
+    assert report["counters"]["duplicate_results"] == 0
+
+
+def test_plan_refuses_bad_options_with_one_line(tmp_path):
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text("nodes:\n  - {key: x86, count: 1, target: host}\n")
+    file = tmp_path / "plan"
+    file.write_text("not a folder")
+    for args, message in [(["--max-live", 0], "--max-live"), (["--units", 0], "--units"),
+                          (["-o", file], "not a folder")]:
+        proc = subprocess.run([sys.executable, "-m", "edgevit.distributed", "plan", "mobilevit_xxs", "--strategy",
+                               "pipeline", "--nodes", str(nodes), *map(str, args)], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+        assert proc.returncode == InputError.exit_code, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
