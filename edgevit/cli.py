@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose errors are edgevit errors: one line and exit code 2, no usage dump."""
 
     def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _print_json(data, path: str | None) -> None:
@@ -137,7 +137,7 @@ def cmd_compile(args) -> int:
 
     target = get_target(args.target)
     target.require_cpu()
-    if args.output:  # checked before the model is read, so a bad -o costs nothing
+    if args.output is not None:  # checked before the model is read, so a bad -o costs nothing
         check_output(args.output, [Path(args.model)], "-o")
     model = load_model(args.model, args.input_shape)
     output = Path(args.output or f"{model.name}-{target.name}.tar")
@@ -238,7 +238,7 @@ def cmd_run(args) -> int:
     from .outputs import check_output
     from .runtime.runner import check_memory
 
-    if args.output:
+    if args.output is not None:
         check_output(args.output, [Path(args.artifact), *map(Path, args.input or [])], "--output")
     with Artifact.open(Path(args.artifact)) as artifact:
         meta = artifact.metadata
@@ -271,7 +271,7 @@ def cmd_run(args) -> int:
                 raise ArtifactError(f"{args.artifact} holds no reference model: --verify needs one")
             comparison = verify(outputs, artifact.reference, inputs, args.rtol)
             result["verify"] = comparison.to_json()
-        if args.output:
+        if args.output is not None:
             try:
                 with open(args.output, "wb") as f:  # the exact name given (np.save would append .npy)
                     np.save(f, outputs[0])
