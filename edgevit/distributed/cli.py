@@ -29,18 +29,15 @@ def _print_breakdown(breakdown: list[dict]) -> None:
 
 
 def cmd_tracker(args) -> int:
-    from tvm.rpc.tracker import Tracker
+    from .rpc_listener import TrackerServer
 
     try:
-        tracker = Tracker(args.host, args.port, args.port + 1, silent=True)
-    except (ValueError, OSError) as exc:
+        tracker = TrackerServer(args.host, args.port)
+    except OSError as exc:
         raise EdgevitError(f"cannot start a tracker on {args.host}:{args.port}: {exc}") from None
     print(f"TVM RPC tracker listening on {args.host}:{tracker.port} (no authentication: trusted network only)",
           flush=True)
-    try:
-        tracker.proc.join()
-    finally:
-        tracker.terminate()
+    tracker.serve_until_signal()  # in this process: nothing is left listening after SIGTERM
     return 0
 
 

@@ -276,12 +276,13 @@ def serve(tracker: tuple[str, int] | None, key: str, host: str = "127.0.0.1", po
           security=None) -> None:
     """Run a node agent in this process until it is killed.
 
-    The listening loop is TVM's own (``tvm.rpc.server.PopenRPCServerState``: tracker registration,
-    re-registration after a tracker restart, one forked process per session), started in this process
-    rather than through ``tvm.rpc.Server``'s extra ``sys.executable`` worker, which is what lets the same
-    code run under qemu without a wrapper script.
+    The listening loop is ``rpc_listener.GuardedListener``: TVM's protocol, tracker registration and
+    re-registration and one forked session process at a time, with every handshake read by a thread of its
+    own under a timeout, so no client can end or block the node (issue 20). It runs in this process rather
+    than through ``tvm.rpc.Server``'s extra ``sys.executable`` worker, which is what lets the same code run
+    under qemu without a wrapper script.
     """
-    from tvm.rpc.server import PopenRPCServerState
+    from .rpc_listener import GuardedListener
 
     cache = Path(cache) if cache else cache_dir("node", key)
     cache.mkdir(parents=True, exist_ok=True)
@@ -294,19 +295,20 @@ def serve(tracker: tuple[str, int] | None, key: str, host: str = "127.0.0.1", po
     state = NodeState(key, host, cache, security, run_delay)
     register_functions(state)
     try:
-        server = PopenRPCServerState(host, port, port_end or port + 100, tracker_addr=tracker, key=key,
-                                     custom_addr=host, silent=silent)
-    except (ValueError, OSError) as exc:
+        listener = GuardedListener(host, port, port_end or port + 100, key, tracker, silent)
+    except OSError as exc:
         raise EdgevitError(f"node '{key}' cannot listen on {host}: {exc}") from None
-    state.port = server.port  # sessions are forked after this, so they report it
+    state.port = listener.port  # sessions are forked after this, so they report it
     stop = threading.Event()
     if tracker:
-        threading.Thread(target=_publish_info, args=(tracker, state, server.port, stop), daemon=True).start()
-    print(json.dumps({"ready": True, "key": key, "host": host, "port": server.port, "pid": os.getpid(),
+        threading.Thread(target=_publish_info, args=(tracker, state, listener.port, stop), daemon=True).start()
+    print(json.dumps({"ready": True, "key": key, "host": host, "port": listener.port, "pid": os.getpid(),
                       "arch": host_arch()}), flush=True)
-    server.thread.join()
-    stop.set()
-    raise EdgevitError(f"node '{key}' stopped: its RPC listener ended (tracker unreachable for 60 s?)")
+    try:
+        listener.serve_forever()  # ends only by raising: the tracker unreachable for too long
+    finally:
+        stop.set()
+        listener.close()
 
 
 def parse_address(text: str, default_port: int = 9190) -> tuple[str, int]:

@@ -1,0 +1,213 @@
+"""Bad or idle RPC clients cannot end or wedge a node (issue 20), and the tracker leaves nothing listening
+after SIGTERM. Attacks are raw loopback sockets; after each one a real client must still get a session, run
+``edgevit.node.health`` and see the node listed by the tracker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+
+from pathlib import Path
+
+import psutil
+import pytest
+from tvm.rpc import base
+
+ROOT = Path(__file__).resolve().parents[2]
+MAGIC = struct.pack("<i", base.RPC_MAGIC)
+
+
+def _node(cluster, key: str = "x86", emulated=None) -> int:
+    """Start a node, wait until the tracker lists it free, return its RPC port."""
+    proc = cluster.add_node(key, emulated=emulated, wait=False)
+    port = proc.ready(180 if emulated else 60)["port"]
+    cluster.wait_for(key, 1, timeout=120 if emulated else 60)
+    return port
+
+
+def _send(port: int, payload: bytes) -> None:
+    """Connect, send ``payload``, half-close and read until the node hangs up (bounded by a timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            while sock.recv(4096):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+
+
+def _assert_serves(cluster, key: str = "x86", timeout: float = 30.0) -> None:
+    """A real client gets a session on a node of ``key``, runs a function, and the tracker lists the node."""
+    session = cluster.client(timeout).request(key, wait=60)
+    try:
+        assert session.health()["ok"]
+    finally:
+        session.close()
+    rows = {r["key"]: r for r in cluster.client(timeout).nodes()}
+    assert rows[key]["total"] == 1
+    cluster.wait_for(key, 1)  # free again once the session ended
+
+
+def _handshake(key: bytes) -> bytes:
+    return MAGIC + struct.pack("<i", len(key)) + key
+
+
+def test_empty_or_non_utf8_key_does_not_end_node(cluster):
+    port = _node(cluster)
+    for payload in (MAGIC + struct.pack("<i", 0), _handshake(b"client:\xff\xfe\xfd"), _handshake(b"   ")):
+        _send(port, payload)
+        _assert_serves(cluster)
+
+
+def test_idle_connections_do_not_wedge_node(cluster):
+    port = _node(cluster)
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(3)]
+    half = socket.create_connection(("127.0.0.1", port), timeout=60)
+    half.sendall(MAGIC + struct.pack("<i", 40) + b"client:")  # a handshake that stops half way
+    try:
+        _assert_serves(cluster)
+        for sock in idle + [half]:  # the node hangs up on a handshake that does not finish
+            try:
+                assert sock.recv(1) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        for sock in idle + [half]:
+            sock.close()
+    _assert_serves(cluster)
+
+
+BAD_CLIENTS = {
+    "connect-and-close": b"",
+    "half-magic": MAGIC[:2],
+    "wrong-magic": struct.pack("<i", base.RPC_MAGIC + 1) + b"client:x",
+    "garbage": bytes(range(256)) * 4,
+    "huge-key-length": MAGIC + struct.pack("<i", 0x7FFFFFFF) + b"client:",
+    "negative-key-length": MAGIC + struct.pack("<i", -8),
+    "wrong-key": _handshake(b"client:not-the-match-key -timeout=5"),
+    "bad-timeout": _handshake(b"client:x -timeout=soon"),
+}
+
+
+def test_bad_handshakes_leave_node_serving(cluster):
+    port = _node(cluster)  # one node takes every attack in turn
+    for name, payload in BAD_CLIENTS.items():
+        _send(port, payload)
+        try:
+            _assert_serves(cluster)
+        except Exception as exc:
+            raise AssertionError(f"node stopped serving after the '{name}' client") from exc
+
+
+def _match_key(cluster, key: str) -> tuple[int, str]:
+    """Ask the tracker for a node the way TVM's client does: ``(port, match key)`` of a free node."""
+    with socket.create_connection(("127.0.0.1", cluster.tracker_port), timeout=30) as sock:
+        sock.sendall(struct.pack("<i", base.RPC_TRACKER_MAGIC))
+        assert base.recvall(sock, 4) == struct.pack("<i", base.RPC_TRACKER_MAGIC)
+        base.sendjson(sock, [base.TrackerCode.REQUEST, key, "attacker", 1])
+        code, (_, port, match_key) = base.recvjson(sock)
+        assert code == base.TrackerCode.SUCCESS
+        return port, match_key
+
+
+def test_garbage_inside_a_session_does_not_end_node(cluster):
+    _node(cluster)
+    port, match_key = _match_key(cluster, "x86")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(_handshake(f"client:{match_key} -timeout=20".encode()))
+        assert base.recvall(sock, 4) == struct.pack("<i", base.RPC_CODE_SUCCESS)
+        sock.sendall(struct.pack("<q", 1 << 40) + os.urandom(256))  # a packet length no session can hold
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            while sock.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    _assert_serves(cluster)
+
+
+def test_silent_session_ends_at_its_timeout(cluster):
+    _node(cluster)
+    silent = cluster.client(30).request("x86", session_timeout=4)
+    try:
+        assert not cluster.client(30).nodes()[0]["free"]  # the node is busy with the silent session
+        _assert_serves(cluster)  # served once the silent session's 4 s are up
+    finally:
+        silent.close()
+
+
+def test_emulated_node_survives_bad_handshake(cluster, aarch64_python):
+    port = _node(cluster, "rpi4", emulated=aarch64_python)
+    _send(port, MAGIC + struct.pack("<i", 0))
+    idle = socket.create_connection(("127.0.0.1", port), timeout=120)
+    try:
+        _assert_serves(cluster, "rpi4", timeout=120)
+    finally:
+        idle.close()
+
+
+def _listening(pids: set[int], port: int) -> list[int]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid in pids and any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                                        for c in proc.net_connections(kind="tcp")):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def test_tracker_sigterm_leaves_nothing_listening():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "edgevit.distributed", "tracker", "--port", str(port)],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert "listening" in proc.stdout.readline()
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
+        group = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        assert _listening(group, port)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        group |= {p.pid for p in psutil.process_iter() if _group_of(p) == proc.pid}
+        assert not _listening(group, port)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+def _group_of(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def test_node_listener_is_board_side(tmp_path):
+    code = ("import importlib.abc, sys\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'onnx', 'onnxruntime') or name.startswith('tvm.relax'):\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from edgevit.distributed import rpc_listener\n"
+            "listener = rpc_listener.GuardedListener('127.0.0.1', 0, 0, 'k', None)\n"
+            "print(listener.port)\n"
+            "listener.close()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={"TVM_USE_RUNTIME_LIB": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert int(proc.stdout.split()[-1]) > 0
