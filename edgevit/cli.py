@@ -26,6 +26,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
+    def _get_values(self, action, arg_strings):
+        # argparse drops a "--" value (--host=--) and hands the option an empty list instead of a string
+        if action.nargs is None and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, not '--'")
+        return super()._get_values(action, arg_strings)
+
 
 def _print_json(data, path: str | None) -> None:
     text = json.dumps(data, indent=1)
