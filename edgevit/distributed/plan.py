@@ -101,22 +101,71 @@ def write_plan(path: Path, plan: dict) -> None:
     Path(path).write_text(json.dumps({"format": PLAN_FORMAT, "format_version": PLAN_VERSION, **plan}, indent=1))
 
 
+# What each plan strategy's entries must hold (name -> accepted types); checked before anything is used.
+_PLAN_FIELDS = {"strategy": str, "model": str, "input": dict}
+_ENTRY_FIELDS = {"artifact": str, "sha256": str, "node_key": str, "slot": str, "name": str}
+_PIPELINE_FIELDS = {"inputs": list, "outputs": list, "predicted": dict, "target": str}
+_PIPELINE_PLAN_FIELDS = {"predicted": dict, "whole_model": str}
+_CLASS_FIELDS = {"outputs": int, "classes": list}
+
+
 def read_plan(path: Path) -> dict:
-    """Read a plan (a plan file, or a pipeline plan's folder), resolving artifact paths relative to it."""
+    """Read and check a plan (a class-split plan file, or a pipeline plan's folder), resolving artifact paths
+    relative to it.
+
+    Raises
+    ------
+    InputError
+        Unreadable, not a plan, a field missing or of the wrong type (named), or a file it names that lies
+        outside the plan's folder.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "plan.json"
     try:
-        plan = json.loads(Path(path).read_text())
+        plan = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read plan {path}: {exc}") from None
-    if plan.get("format") != PLAN_FORMAT:
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
         raise InputError(f"{path} is not an edgevit plan (make one with `edgevit plan`)")
-    for stage in plan.get("submodels", []) + plan.get("stages", []) + [plan.get("full", {})]:
-        if "artifact" in stage:
-            stage["artifact"] = str((Path(path).parent / stage["artifact"]).resolve())
-    plan["artifact_root"] = str(Path(path).parent.resolve())
+    _check_fields(plan, _PLAN_FIELDS, path, "")
+    strategy = plan["strategy"]
+    if strategy not in ("class", "pipeline"):
+        raise InputError(f"{path}: unknown strategy '{strategy}' (class, pipeline)")
+    entries_name = "stages" if strategy == "pipeline" else "submodels"
+    entries = plan.get(entries_name)
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise InputError(f"{path}: '{entries_name}' must be a non-empty list of objects")
+    fields = {**_ENTRY_FIELDS, **(_PIPELINE_FIELDS if strategy == "pipeline" else _CLASS_FIELDS)}
+    for i, entry in enumerate(entries):
+        _check_fields(entry, fields, path, f"{entries_name}[{i}].")
+    if strategy == "pipeline":
+        _check_fields(plan, _PIPELINE_PLAN_FIELDS, path, "")
+        _inside(path.parent, plan["whole_model"], path, "whole_model")
+    elif not isinstance(plan.get("fusion"), dict):
+        raise InputError(f"{path}: 'fusion' must be an object with weight and bias")
+    root = path.parent.resolve()
+    for i, entry in enumerate(entries + ([plan["full"]] if isinstance(plan.get("full"), dict) else [])):
+        if "artifact" in entry:
+            entry["artifact"] = str(_inside(root, entry["artifact"], path, f"{entries_name}[{i}].artifact"))
+    plan["artifact_root"] = str(root)
     return plan
+
+
+def _check_fields(data: dict, fields: dict, path: Path, prefix: str) -> None:
+    for name, kind in fields.items():
+        value = data.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InputError(f"{path}: {prefix}{name} must be a {kind.__name__}, got {type(value).__name__}")
+
+
+def _inside(root: Path, relative: str, path: Path, field: str) -> Path:
+    """``root / relative`` if it stays inside ``root`` (no absolute paths, no '..', no links out)."""
+    root = root.resolve()
+    target = (root / relative).resolve()
+    if Path(relative).is_absolute() or not target.is_relative_to(root):
+        raise InputError(f"{path}: {field} '{relative}' lies outside the plan's folder: refused")
+    return target
 
 
 def fusion_of(plan: dict) -> tuple[np.ndarray, np.ndarray]:
