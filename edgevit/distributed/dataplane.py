@@ -514,8 +514,10 @@ class Client:
         try:
             self._sock.send_multipart(frames, copy=False)
         except zmq.Again:
-            raise ExecutionError(f"cannot send '{op}' to {self.address}: not connected after {self.timeout:g} s "
-                                 "(is the server running?)") from None
+            # No connection, or a full queue: also what a client whose key the server refuses sees.
+            raise ExecutionError(f"cannot send '{op}' to {self.address}: no connection taking messages after "
+                                 f"{self.timeout:g} s (is the server running, and is this member's key in its "
+                                 "public/ folder?)") from None
         self.bytes_sent += sum(memoryview(f).nbytes for f in frames)
 
     def call(self, op: str, header: dict, arrays=(), timeout: float | None = None) -> tuple[dict, list[np.ndarray]]:
