@@ -4,6 +4,7 @@ the node it is assigned to, and write the plan JSON next to its artifacts."""
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,20 @@ import numpy as np
 from ..errors import EdgevitError, UnknownNameError
 from . import classsplit as cs
 from .client import artifact_digest
+from .fashion_models import MobileVitConfig, VitConfig
 from .plan import assign_greedy, model_memory_mib, write_plan
+from .prune import count
 
-# Built-in models a plan can be made for: the ViT trained here on Fashion-MNIST, and a tiny variant that
-# trains in seconds (tests, demos).
+# Built-in models a plan can be made for, each trained here on Fashion-MNIST: a plain ViT and a reduced-width
+# MobileViT v1 (timm's classes), each with a tiny variant that trains in seconds (tests, demos).
 MODELS = {
-    "fashion-vit": (cs.VitConfig(), cs.TrainConfig()),
-    "fashion-vit-tiny": (cs.VitConfig(dim=32, depth=2, heads=2, mlp=64),
+    "fashion-vit": (VitConfig(), cs.TrainConfig()),
+    "fashion-vit-tiny": (VitConfig(dim=32, depth=2, heads=2, mlp=64),
                          cs.TrainConfig(train_images=4000, epochs=2, finetune_epochs=1)),
+    "fashion-mobilevit": (MobileVitConfig(), cs.TrainConfig(train_images=20000, epochs=5, finetune_epochs=2)),
+    "fashion-mobilevit-tiny": (MobileVitConfig(stem=8, mbconv=((8, 1, 1), (16, 1, 2)), mvit=((24, 2, 32, 1),),
+                                               heads=4, features=64),
+                               cs.TrainConfig(train_images=4000, epochs=4, finetune_epochs=2)),
 }
 RPC_CALL_MS = 0.5  # per remote call (put + run + get) on a LAN, used by the latency prediction
 
@@ -27,14 +34,44 @@ def _say(message: str) -> None:
     print(f"[edgevit] {message}", file=sys.stderr, flush=True)
 
 
-def model_configs(name: str) -> tuple[cs.VitConfig, cs.TrainConfig]:
+Arch = VitConfig | MobileVitConfig
+
+
+def model_configs(name: str) -> tuple[Arch, cs.TrainConfig]:
+    """The architecture and training configuration of a built-in model.
+
+    Raises
+    ------
+    UnknownNameError
+        ``name`` is not in ``MODELS``; the message lists the known names.
+    """
     if name not in MODELS:
         raise UnknownNameError(f"unknown model '{name}' for a distributed plan; known: {', '.join(MODELS)}")
     return MODELS[name]
 
 
-def _compile(module, vit: cs.VitConfig, name: str, target_name: str, out: Path) -> Path:
-    return _compile_shape(module, (1, vit.channels, vit.image, vit.image), name, target_name, out)
+def check_k(k, classes: int) -> int:
+    """``k`` if it is a valid number of class groups for a class split (2 to ``classes``).
+
+    Raises
+    ------
+    EdgevitError
+        ``k`` is not a whole number, or outside 2..``classes``; the message says what to pass.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise EdgevitError(f"--k must be a whole number of sub-models, got {k!r}")
+    if not 2 <= k <= classes:
+        raise EdgevitError(f"--k must be between 2 and the number of classes ({classes}) for a class split, got "
+                           f"{k}: a class split needs at least two groups and at least one class per group")
+    return int(k)
+
+
+def _input_shape(arch: Arch) -> tuple[int, int, int, int]:
+    return (1, arch.channels, arch.image, arch.image)
+
+
+def _compile(module, arch: Arch, name: str, target_name: str, out: Path) -> Path:
+    return _compile_shape(module, _input_shape(arch), name, target_name, out)
 
 
 def _compile_shape(module, shape: tuple[int, ...], name: str, target_name: str, out: Path) -> Path:
@@ -49,7 +86,7 @@ def _compile_shape(module, shape: tuple[int, ...], name: str, target_name: str, 
     return out
 
 
-def _profile_ms(artifact: Path, vit: cs.VitConfig, repeat: int = 20) -> float | None:
+def _profile_ms(artifact: Path, arch: Arch, repeat: int = 20) -> float | None:
     """Median local run time of a host artifact (None for other architectures)."""
     from ..runtime import host_arch
     from ..runtime.artifact import Artifact
@@ -58,51 +95,56 @@ def _profile_ms(artifact: Path, vit: cs.VitConfig, repeat: int = 20) -> float | 
     with Artifact.open(artifact) as art:
         if art.arch != host_arch():
             return None
-        x = np.zeros((1, vit.channels, vit.image, vit.image), np.float32)
-        _, seconds = run_artifact(art, [x], repeat)
+        _, seconds = run_artifact(art, [np.zeros(_input_shape(arch), np.float32)], repeat)
     return float(np.median(seconds) * 1e3)
 
 
 def build_class_plan(model: str, slots, k: int, output: Path, method: str = "confusion",
-                     configs: tuple[cs.VitConfig, cs.TrainConfig] | None = None) -> dict:
+                     configs: tuple[Arch, cs.TrainConfig] | None = None) -> dict:
     """Split ``model`` into ``k`` class groups, assign them to ``slots``, compile, write the plan.
 
     Returns
     -------
     dict
         The plan as written (artifact paths relative to the plan file).
+
+    Raises
+    ------
+    EdgevitError
+        ``k`` is not 2..number of classes, or a sub-model fits on no node.
+    UnknownNameError
+        ``model`` is not a built-in model.
     """
-    if k < 1 or k > 10:
-        raise EdgevitError(f"--k must be between 1 and the number of classes (10), got {k}")
-    vit, cfg = configs or model_configs(model)
-    full = cs.train_full(vit, cfg, log=_say)
-    split = cs.train_split(full, vit, cfg, k, method, log=_say)
+    arch, cfg = configs or model_configs(model)
+    k = check_k(k, arch.classes)
+    full = cs.train_full(arch, cfg, log=_say)
+    split = cs.train_split(full, arch, cfg, k, method, log=_say)
     estimates = [model_memory_mib(1 << 20, spec.params) for spec in split.specs]  # ~1 MiB before building
     placed = assign_greedy(estimates, slots)
     art_dir = output.parent / f"{output.stem}-artifacts"
     art_dir.mkdir(parents=True, exist_ok=True)
-    full_art = _compile(full, vit, f"{model}-full", "host", art_dir / "full-host.tar")
+    full_art = _compile(full, arch, f"{model}-full", "host", art_dir / "full-host.tar")
+    full_macs, full_params = count(full, cs.example_input(arch))
     submodels = []
     for i, (spec, sub, slot) in enumerate(zip(split.specs, split.submodels, placed)):
-        path = _compile(sub, vit, f"{model}-k{k}-sub{i}", slot.target, art_dir / f"sub{i}-{slot.target}.tar")
+        path = _compile(sub, arch, f"{model}-k{k}-sub{i}", slot.target, art_dir / f"sub{i}-{slot.target}.tar")
         submodels.append({
-            "name": f"sub{i}", "classes": spec.classes, "params": spec.params,
-            "widths": {"dim": spec.dim, "heads": spec.heads, "mlp": spec.mlp},
-            "artifact": str(path.relative_to(output.parent)), "sha256": artifact_digest(path),
+            "name": f"sub{i}", "classes": spec.classes, "params": spec.params, "macs": spec.macs,
+            "keep": spec.keep, "artifact": str(path.relative_to(output.parent)), "sha256": artifact_digest(path),
             "bytes": path.stat().st_size, "target": slot.target, "node_key": slot.key, "slot": slot.name,
             "memory_mib": round(model_memory_mib(path.stat().st_size, spec.params), 2),
-            "profile_ms": _profile_ms(path, vit),
+            "profile_ms": _profile_ms(path, arch),
             "outputs": len(spec.classes) + 1})
     per_slot: dict[str, float] = {}
     for s in submodels:
         per_slot[s["slot"]] = per_slot.get(s["slot"], 0.0) + (s["profile_ms"] or 0.0) + RPC_CALL_MS
     plan = {
         "strategy": "class", "model": model, "k": k, "assignment": method,
-        "input": {"shape": [1, vit.channels, vit.image, vit.image], "dtype": "float32"},
-        "classes": vit.classes,
-        "vit": vit.__dict__, "train": cfg.__dict__,
-        "full": {"params": cs.param_count(full), "bytes": full_art.stat().st_size,
-                 "artifact": str(full_art.relative_to(output.parent)), "profile_ms": _profile_ms(full_art, vit)},
+        "input": {"shape": list(_input_shape(arch)), "dtype": "float32"},
+        "classes": arch.classes,
+        "arch": {"family": type(arch).__name__, **asdict(arch)}, "train": asdict(cfg),
+        "full": {"params": full_params, "macs": full_macs, "bytes": full_art.stat().st_size,
+                 "artifact": str(full_art.relative_to(output.parent)), "profile_ms": _profile_ms(full_art, arch)},
         "submodels": submodels,
         "fusion": {"weight": split.fusion_weight.tolist(), "bias": split.fusion_bias.tolist()},
         "predicted_latency_ms": max(per_slot.values()),

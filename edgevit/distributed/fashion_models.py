@@ -1,0 +1,150 @@
+"""The models the class-wise split is made for, trained here on Fashion-MNIST (28x28 grey images).
+
+Two families: a small plain ViT, and a reduced-width MobileViT v1 built from timm's own classes (``ByobNet``
+with MobileViT's block types: conv stem, inverted-residual MobileNet blocks, MobileViT blocks that unfold
+the map into 2x2 patches, run timm ViT transformer blocks and fold back). Each configuration is a frozen
+dataclass with ``build(out)``; every model ends in a linear ``head`` (the split replaces it), and its
+attention modules expose ``qkv``, ``num_heads`` and ``attn_dim`` as timm's do, so one structured pruner
+(``prune.py``) handles both. The module classes live at module level so pruned models can be saved whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VitConfig:
+    """A small ViT for 28x28 grey images: ``dim`` residual width, ``heads`` x ``head_dim`` attention."""
+
+    image: int = 28
+    patch: int = 7
+    channels: int = 1
+    dim: int = 64
+    depth: int = 4
+    heads: int = 4
+    head_dim: int = 16
+    mlp: int = 128
+    classes: int = 10
+
+    def build(self, out: int | None = None) -> "Vit":
+        """The model (random weights), with ``out`` logits (default: ``classes``)."""
+        return Vit(self, out or self.classes)
+
+    def unwrapped_parameters(self, model: "Vit") -> dict:
+        """Parameters outside ``nn.Module`` layers that pruning must slice, with the dimension to slice."""
+        return {model.pos: 2}
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; the head count is an attribute so pruning whole heads can lower it."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.head_dim, self.attn_dim = heads, head_dim, heads * head_dim
+        self.scale = head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * self.attn_dim)
+        self.proj = nn.Linear(self.attn_dim, dim)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, self.attn_dim))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: VitConfig):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(cfg.dim), Attention(cfg.dim, cfg.heads, cfg.head_dim)
+        self.norm2, self.fc1, self.fc2 = nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, cfg.mlp), nn.Linear(cfg.mlp, cfg.dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class Vit(nn.Module):
+    """Patch embedding + position embedding, ``depth`` pre-norm blocks, mean pooling, ``head``."""
+
+    def __init__(self, cfg: VitConfig, out: int):
+        super().__init__()
+        self.embed = nn.Conv2d(cfg.channels, cfg.dim, cfg.patch, cfg.patch)
+        self.pos = nn.Parameter(torch.zeros(1, (cfg.image // cfg.patch) ** 2, cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm, self.head = nn.LayerNorm(cfg.dim), nn.Linear(cfg.dim, out)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x).mean(1))
+
+
+@dataclass(frozen=True)
+class MobileVitConfig:
+    """A MobileViT v1 for 28x28 grey images, zero-padded by ``pad`` to 32x32 so every stride-2 stage halves
+    the map exactly and 2x2 patches tile it without timm's bilinear resize.
+
+    ``mbconv``: inverted-residual stages as (channels, depth, stride). ``mvit``: MobileViT stages as
+    (channels, stride, transformer dim, transformer depth), each an inverted-residual block (doing the stride)
+    then one MobileViT block. ``heads`` per transformer block, ``expansion`` the inverted residuals'
+    bottleneck ratio, ``features`` the last 1x1 conv's width before pooling. The default has about a tenth
+    of ``mobilevit_xxs``'s width and depth budget: 16x16 -> 8x8 -> 4x4 maps.
+    """
+
+    image: int = 28
+    channels: int = 1
+    classes: int = 10
+    pad: int = 2
+    stem: int = 16
+    mbconv: tuple = ((16, 1, 1), (24, 2, 2))
+    mvit: tuple = ((32, 1, 48, 2), (48, 2, 64, 2))
+    heads: int = 4
+    expansion: float = 2.0
+    features: int = 128
+
+    def build(self, out: int | None = None) -> "FashionMobileVit":
+        """The model (random weights), with ``out`` logits (default: ``classes``)."""
+        return FashionMobileVit(self, out or self.classes)
+
+    def unwrapped_parameters(self, model: "FashionMobileVit") -> dict:
+        """Parameters outside ``nn.Module`` layers that pruning must slice (none: all are timm layers)."""
+        return {}
+
+
+def _byob_config(cfg: MobileVitConfig):
+    import timm.models.mobilevit  # noqa: F401  (registers the 'mobilevit' block type with ByobNet)
+    from timm.models.byobnet import ByoBlockCfg, ByoModelCfg
+
+    def inverted_residual(c, d, s):
+        return ByoBlockCfg(type="bottle", d=d, c=c, s=s, gs=1, br=cfg.expansion,
+                           block_kwargs=dict(bottle_in=True, linear_out=True))
+
+    blocks = [inverted_residual(c, d, s) for c, d, s in cfg.mbconv]
+    for c, s, dim, depth in cfg.mvit:
+        blocks.append((inverted_residual(c, 1, s),
+                       ByoBlockCfg(type="mobilevit", d=1, c=c, s=1,
+                                   block_kwargs=dict(transformer_dim=dim, transformer_depth=depth, patch_size=2,
+                                                     num_heads=cfg.heads))))
+    return ByoModelCfg(blocks=tuple(blocks), stem_chs=cfg.stem, stem_type="3x3", stem_pool="", downsample="",
+                       act_layer="silu", num_features=cfg.features)
+
+
+class FashionMobileVit(nn.Module):
+    """timm ``ByobNet`` with MobileViT v1 blocks and no classifier (it pools), then a linear ``head``."""
+
+    def __init__(self, cfg: MobileVitConfig, out: int):
+        from timm.models.byobnet import ByobNet
+
+        super().__init__()
+        self.pad = cfg.pad
+        self.body = ByobNet(_byob_config(cfg), in_chans=cfg.channels, num_classes=0)
+        self.head = nn.Linear(cfg.features, out)
+
+    def forward(self, x):
+        return self.head(self.body(F.pad(x, (self.pad,) * 4)))
