@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgevitError, ExecutionError, errors_by_name
+from ..errors import ArtifactError, EdgevitError, ExecutionError, errors_by_name
 from ..runtime.artifact import sha256_file
 from .node import INFO_KEY_PREFIX
 
@@ -46,6 +46,10 @@ def call_with_timeout(fn, *args, timeout: float, what: str):
     raise ExecutionError(f"{what} failed: {type(value).__name__}: {message[-1] if message else ''}") from None
 
 
+class TrackerUnreachableError(ExecutionError):
+    """The tracker does not answer (so no node can be found, whatever nodes exist)."""
+
+
 def artifact_digest(path: Path) -> str:
     """The sha256 of a whole artifact file: its name on nodes and what a node checks before loading."""
     return sha256_file(path)
@@ -70,8 +74,12 @@ class Tracker:
     def _session(self):
         from tvm import rpc
 
-        return call_with_timeout(rpc.connect_tracker, self.host, self.port, timeout=self.timeout,
-                                 what=f"connecting to the tracker {self.host}:{self.port}")
+        try:
+            return call_with_timeout(rpc.connect_tracker, self.host, self.port, timeout=self.timeout,
+                                     what=f"connecting to the tracker {self.host}:{self.port}")
+        except ExecutionError as exc:
+            raise TrackerUnreachableError(f"the tracker {self.host}:{self.port} does not answer ({exc}): is "
+                                          "`edgevit tracker` running there?") from None
 
     def summary(self) -> dict:
         session = self._session()
@@ -153,7 +161,9 @@ class NodeSession:
 
     def _call(self, name: str, *args, timeout: float | None = None):
         if name not in self._functions:
-            self._functions[name] = self.rpc.get_function(f"edgevit.node.{name}")
+            self._functions[name] = call_with_timeout(self.rpc.get_function, f"edgevit.node.{name}",
+                                                      timeout=timeout or self.timeout,
+                                                      what=f"looking up edgevit.node.{name} on '{self.key}'")
         return call_with_timeout(self._functions[name], *args, timeout=timeout or self.timeout,
                                  what=f"edgevit.node.{name} on '{self.key}'")
 
@@ -164,8 +174,21 @@ class NodeSession:
         return self._json("health", timeout=timeout)
 
     def ensure_artifact(self, path: Path, digest: str | None = None) -> dict:
-        """Upload the artifact (data plane) unless the node has it, then have the node verify and load it."""
-        digest = digest or artifact_digest(path)
+        """Upload the artifact (data plane) unless the node has it, then have the node verify and load it.
+
+        Raises
+        ------
+        ArtifactError
+            The file is missing or is not the one the plan names (``digest``): changed since planning.
+        """
+        try:
+            actual = artifact_digest(path)
+        except OSError as exc:
+            raise ArtifactError(f"cannot read artifact {path}: {exc}") from None
+        if digest is not None and actual != digest:
+            raise ArtifactError(f"artifact {path} has sha256 {actual[:12]}, not the {digest[:12]} the plan names: "
+                                "it changed since planning (make the plan again)")
+        digest = actual
         if self._call("has", digest) != "1":
             blob = np.frombuffer(Path(path).read_bytes(), np.uint8)
             self.data.call("put_file", {"name": f"{digest}.tar"}, [blob], timeout=max(self.timeout, 120.0))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgevitError, ExecutionError
-from .client import CallStats, NodeSession, Tracker
+from ..errors import ArtifactError, EdgevitError, ExecutionError
+from .client import CallStats, NodeSession, Tracker, TrackerUnreachableError
 from .plan import fuse, fusion_of
 
 
@@ -48,6 +48,8 @@ class Slot:
             session = tracker.request(self.key, session_timeout, wait)
             for digest, path in self.artifacts.items():
                 session.ensure_artifact(path, digest)
+        except (TrackerUnreachableError, ArtifactError):
+            raise  # no other node would do better: the tracker is down or the plan's artifact changed
         except EdgevitError:
             self._next_attempt = time.monotonic() + 1.0
             return False

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EdgevitError, ExecutionError
-from .client import NodeSession, Tracker
+from ..errors import ArtifactError, EdgevitError, ExecutionError
+from .client import NodeSession, Tracker, TrackerUnreachableError
 
 
 @dataclass
@@ -84,6 +84,8 @@ class PipelineRunner:
                     session.ensure_artifact(stage.artifact, stage.spec["sha256"])
                     stage.session = session
                     return
+            except (TrackerUnreachableError, ArtifactError):
+                raise  # waiting would not help: no tracker, or the plan's artifact is not what it says
             except EdgevitError as exc:
                 last = exc
             time.sleep(0.3)
