@@ -188,7 +188,10 @@ class GuardedListener:
                 self._stop.wait(1.0)
                 continue
             if session is not None:
-                self._serve_session(*session)
+                try:
+                    self._serve_session(*session)
+                except OSError as exc:  # no fork or temporary folder right now: this client loses its session
+                    logger.warning("cannot start a session for %s: %s", session[1], exc)
         self._drop_tracker()
 
     def _accept_loop(self) -> None:
@@ -302,7 +305,11 @@ class GuardedListener:
             self._tracker_conn = None
 
     def _serve_session(self, conn: socket.socket, addr, timeout: float) -> None:
-        work = utils.tempdir()
+        try:
+            work = utils.tempdir()
+        except BaseException:
+            conn.close()
+            raise
         inherited = [self._sock] + ([self._tracker_conn] if self._tracker_conn else [])
         proc = _FORK.Process(target=_session_main, args=(conn, work, inherited), daemon=True)
         try:
@@ -310,14 +317,22 @@ class GuardedListener:
             proc.join(timeout)
             if proc.is_alive():
                 logger.info("session of %s reached its %g s timeout: ended", addr, timeout)
-                _ffi_api.ReturnException(conn.fileno(), f"RPCSessionTimeoutError: Your {timeout:g}s session "
-                                         'has expired, try to increase the "session_timeout" value.')
+                _tell_expired(conn, timeout)
                 _end(proc)
             elif proc.exitcode != 0:
                 logger.warning("session of %s ended with exit code %s", addr, proc.exitcode)
         finally:
             conn.close()
             work.remove()
+
+
+def _tell_expired(conn: socket.socket, timeout: float) -> None:
+    """Send the client TVM's session-timeout error, as TVM's loop does; best effort (it may be gone)."""
+    try:
+        _ffi_api.ReturnException(conn.fileno(), f"RPCSessionTimeoutError: Your {timeout:g}s session has expired, "
+                                 'try to increase the "session_timeout" value.')
+    except Exception as exc:  # whatever TVM raises for a dead socket must not end the node
+        logger.info("could not tell the client its session expired: %s", exc)
 
 
 def _end(proc) -> None:
