@@ -49,6 +49,7 @@ def main() -> int:
 
     from edgevit.distributed import classsplit as cs, fashion
     from edgevit.distributed.client import Tracker
+    from edgevit.distributed.dataplane import Security
     from edgevit.distributed.infer import ClassSplitRunner
     from edgevit.distributed.plan import load_nodes, read_plan
     from edgevit.distributed.planner import build_class_plan, model_configs
@@ -78,9 +79,10 @@ def main() -> int:
         port = free_port()
         procs = [start(["-m", "edgevit.distributed", "tracker", "--port", str(port)])]
         time.sleep(1.0)
+        # Loopback only, so the data plane runs in plain text (the CURVE path is what the tests use).
         procs += [start(["-m", "edgevit.distributed.node", "--tracker", f"127.0.0.1:{port}", "--key", "fmnist",
-                         "--port", str(free_port())]) for _ in range(k)]
-        runner = ClassSplitRunner(plan, Tracker("127.0.0.1", port, timeout=30.0))
+                         "--port", str(free_port()), "--insecure-plaintext"]) for _ in range(k)]
+        runner = ClassSplitRunner(plan, Tracker("127.0.0.1", port, timeout=30.0, security=Security.plaintext()))
         try:
             runner.open(wait=120)
             start_time = time.perf_counter()
