@@ -132,6 +132,12 @@ def test_garbage_inside_a_session_does_not_end_node(cluster):
     _assert_serves(cluster)
 
 
+def test_match_key_taken_but_unused_is_replaced(cluster):
+    _node(cluster)
+    _match_key(cluster, "x86")  # the tracker hands this client the node's key; it never connects
+    _assert_serves(cluster)  # the node puts a new key after a few seconds, as TVM's loop does
+
+
 def test_silent_session_ends_at_its_timeout(cluster):
     _node(cluster)
     silent = cluster.client(30).request("x86", session_timeout=4)
