@@ -54,7 +54,8 @@ def prune_for_classes(model: nn.Module, example: torch.Tensor, images: torch.Ten
         Images of the sub-model's classes and their labels in ``model``'s output space: the Taylor importance
         is taken from the cross-entropy on them.
     keep
-        Fraction of channels (and of heads, rounded down, at least one) to keep, in (0, 1].
+        Fraction of channels to keep, in (0, 1]; each attention keeps ``keep`` of its heads, rounded down
+        (torch-pruning removes ``ceil((1 - keep) * heads)``), so ``keep`` >= 0.5 always leaves one.
     unwrapped
         Parameters that are not inside a layer, with the dimension to prune (e.g. a position embedding).
 
