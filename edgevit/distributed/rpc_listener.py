@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import os
 import queue
 import signal
 import socket
@@ -58,6 +59,11 @@ TRACKER_RETRY = 60.0  # as TVM's connect_with_retry: seconds without a tracker b
 _FORK = multiprocessing.get_context("fork")  # sessions inherit the registered functions, as in TVM
 
 logger = logging.getLogger("edgevit.node")
+
+
+def _check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise OSError(f"port {port} is not in 0..65535")
 
 
 class _Rejected(Exception):
@@ -98,8 +104,6 @@ def _session_timeout(options: list[str]) -> float:
 
 def _session_main(conn: socket.socket, work, inherited: list[socket.socket]) -> None:
     """The forked session process: TVM's session loop on the handshaken connection, in its own folder."""
-    import os
-
     for sock in inherited:  # the listener's sockets are the parent's business
         sock.close()
     os.chdir(work.path)
@@ -125,6 +129,7 @@ class GuardedListener:
 
     def __init__(self, host: str, port: int, port_end: int, key: str, tracker: tuple[str, int] | None,
                  silent: bool = True):
+        _check_port(port)
         self.host, self.key, self.tracker = host, key, tracker
         if silent:
             logging.getLogger("RPCServer").setLevel(logging.ERROR)  # TVM's session logs each module load
@@ -133,12 +138,13 @@ class GuardedListener:
             logger.addHandler(logging.StreamHandler())
         self._sock = socket.socket(base.get_addr_family((host, port)), socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for candidate in range(port, max(port_end, port + 1)):
+        end = min(max(port_end, port + 1), 65536)
+        for candidate in range(port, end):
             try:
                 self._sock.bind((host, candidate))
                 break
             except OSError as exc:
-                if candidate + 1 >= max(port_end, port + 1):
+                if candidate + 1 >= end:
                     self._sock.close()
                     raise OSError(f"no free port in [{port}, {port_end}): {exc}") from None
         self._sock.listen(16)
@@ -376,6 +382,7 @@ class TrackerServer:
     def __init__(self, host: str, port: int):
         from tvm.rpc.tracker import _tracker_server
 
+        _check_port(port)
         logging.getLogger("RPCTracker").setLevel(logging.WARNING)
         self.host = host
         self._sock = socket.socket(base.get_addr_family((host, port)), socket.SOCK_STREAM)
