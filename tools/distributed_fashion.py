@@ -5,7 +5,8 @@ them on K local nodes through TVM RPC and compare accuracy and size with the uns
                                                   [--json results/distributed_fashion.json]
 
 The unsplit model's accuracy is measured with its compiled artifact on this CPU; the split ones through the
-nodes (tracker + K x86 nodes on loopback, random free ports, all killed at the end).
+nodes (tracker + K x86 nodes on loopback, random free ports, plain-text data plane, all killed at the end).
+``--model fashion-mobilevit`` runs the MobileViT; tools/classsplit_report.py reports sizes without nodes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +61,8 @@ def main() -> int:
     x, y = fashion.load("test", args.images)
     vit, cfg = model_configs(args.model)
     work = Path(tempfile.mkdtemp(prefix="edgevit-fashion-"))
-    report = {"model": args.model, "vit": vit.__dict__, "train": cfg.__dict__, "test_images": len(x), "splits": []}
+    report = {"model": args.model, "arch": {"family": type(vit).__name__, **asdict(vit)}, "train": asdict(cfg),
+              "test_images": len(x), "splits": []}
     for k in args.ks:
         (work / f"nodes{k}.yaml").write_text(f"nodes:\n  - {{key: fmnist, count: {k}, target: host, memory_mib: 64}}\n")
         plan_path = work / f"plan-k{k}.json"
