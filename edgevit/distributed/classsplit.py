@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UnknownNameError
 from ..settings import cache_dir
 from . import fashion
 from .plan import fuse
@@ -131,7 +132,14 @@ def assign_classes(k: int, classes: int, method: str = "confusion", confusion: n
     same group (they need the same features): starting from one group per class, repeatedly merge the two
     groups with the most confusion between them that still fit the size cap (the two smallest if none is
     confused), until ``k`` groups remain.
+
+    Raises
+    ------
+    UnknownNameError
+        ``method`` is neither ``confusion`` nor ``random``.
     """
+    if method not in ("confusion", "random"):
+        raise UnknownNameError(f"unknown class assignment '{method}'; known: confusion, random")
     sizes = [classes // k + (1 if i < classes % k else 0) for i in range(k)]
     if method == "random":
         order = np.random.default_rng(seed).permutation(classes).tolist()
@@ -140,8 +148,8 @@ def assign_classes(k: int, classes: int, method: str = "confusion", confusion: n
             groups.append(sorted(order[start:start + size]))
             start += size
         return groups
-    if method != "confusion" or confusion is None:
-        raise ValueError(f"class assignment '{method}' needs a confusion matrix (methods: confusion, random)")
+    if confusion is None:
+        raise ValueError("the confusion assignment needs the full model's confusion matrix")
     sym = confusion + confusion.T
     np.fill_diagonal(sym, 0)
     cap = max(sizes)

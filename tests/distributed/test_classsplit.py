@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edgevit.distributed import classsplit as cs
 from edgevit.distributed.plan import NodeSlot, assign_greedy, load_nodes, read_plan
 from edgevit.distributed.planner import build_class_plan, check_k, model_configs
-from edgevit.errors import EdgevitError
+from edgevit.errors import EdgevitError, UnknownNameError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,11 @@ def test_confusion_assignment_groups_confused_classes():
     confusion = np.eye(4) * 100
     confusion[0, 3] = confusion[3, 0] = 40  # 0 and 3 are confused with each other
     assert [0, 3] in cs.assign_classes(2, 4, "confusion", confusion)
+
+
+def test_unknown_assignment_is_a_clear_error():
+    with pytest.raises(UnknownNameError, match="known: confusion, random"):
+        cs.assign_classes(2, 10, "alphabetical", np.eye(10))
 
 
 def test_greedy_assignment_respects_memory():
