@@ -82,7 +82,7 @@ def cmd_plan(args) -> int:
     slots = load_nodes(Path(args.nodes))
     if args.strategy == "pipeline":
         return _plan_pipeline(args, slots)
-    plan = build_class_plan(args.model, slots, args.k or len(slots), Path(args.output), args.assign)
+    plan = build_class_plan(args.model, slots, args.k if args.k is not None else max(2, len(slots)), Path(args.output), args.assign)
     full = plan["full"]
     print(f"{args.output}: class split of {plan['model']} into {plan['k']} sub-models "
           f"(assignment {plan['assignment']}); full model {full['params']:,} params, {full['bytes'] / 1024:.0f} KiB")
@@ -324,7 +324,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("plan", help="split a model across nodes and compile the parts (plan.json)")
     p.add_argument("model", help="pipeline: anything `edgevit compile` takes (zoo name, MoE task build, .onnx file) "
-                   "or a model trained here (fashion-vit, fashion-vit-tiny); class: a model trained here")
+                   "or a model trained here (fashion-vit, fashion-vit-tiny, fashion-mobilevit, fashion-mobilevit-tiny); "
+                   "class: a model trained here")
     p.add_argument("--strategy", choices=["class", "pipeline"], default="class",
                    help="class: ED-ViT class-wise split; pipeline: consecutive stages chosen by a DP")
     p.add_argument("--nodes", required=True, help="nodes.yaml: key, count, target, memory_mib per entry")
@@ -340,7 +341,8 @@ def register(subparsers) -> None:
                    "(default 12)")
     p.add_argument("--input-shape", help="pipeline: static input shape for ONNX files, as for compile")
     add_security_arguments(p, "the host's member name in the key folder (default host)")
-    p.add_argument("--k", type=int, help="number of sub-models (default: number of nodes)")
+    p.add_argument("--k", type=int, help="class: number of sub-models, 2..number of classes (default: number of nodes, at "
+                   "least 2)")
     p.add_argument("--assign", choices=["confusion", "random"], default="confusion",
                    help="class assignment: balanced by confusion (default) or seeded random")
     p.add_argument("-o", "--output", default="plan.json", help="class: plan file to write (default plan.json); "
