@@ -43,3 +43,34 @@ def test_unknown_target_lists_known_ones():
 def test_fpga_only_board_refuses_cpu_compile():
     with pytest.raises(EdgevitError, match="edgevit hls"):
         get_target("pynq-z2").require_cpu()
+
+
+def test_a_target_is_a_registry_name_or_a_toml_path(tmp_path):
+    for spec in ("../targets/rpi4", "../../etc/passwd", "rpi4/", "RPI4", ""):
+        with pytest.raises(UnknownNameError):
+            get_target(spec)
+    path = tmp_path / "myboard.toml"
+    path.write_text('name = "myboard"\n[cpu]\narch = "aarch64"\ntvm = { kind = "llvm" }\nmemory_mib = 512\n')
+    target = get_target(str(path))
+    assert (target.name, target.cpu.arch, target.cpu.memory_bytes) == ("myboard", "aarch64", 512 << 20)
+
+
+def test_boards_carry_their_memory():
+    assert get_target("rpi4").cpu.memory_bytes == 4 << 30
+    assert get_target("host").cpu.memory_bytes > 0
+
+
+@pytest.mark.parametrize("text, field", [
+    ('name = "b"\n[cpu]\narch = "aarch64"\n', "cpu.tvm"),
+    ('name = "b"\n[cpu]\narch = "aarch64"\ntvm = { kind = "llvm" }\nmemory_mib = "4G"\n', "cpu.memory_mib"),
+    ('name = "b"\n[fpga]\npart = "x"\nfamily = "z"\nclock_mhz = 100\ndsp = "220"\nbram36 = 1\nlut = 1\n'
+     'ff = 1\naxi_bits = 64\n', "fpga.dsp"),
+    ('name = "b"\n[cpux]\n', "cpux"),
+])
+def test_broken_target_files_name_the_field(tmp_path, text, field):
+    from edgevit.errors import TargetError
+
+    path = tmp_path / "b.toml"
+    path.write_text(text)
+    with pytest.raises(TargetError, match=f"field '{field}'"):
+        get_target(str(path))
