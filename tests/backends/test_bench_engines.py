@@ -46,9 +46,11 @@ def test_next_block_waits_for_spinning_threads_to_stop():
     # alone took longer than the bound below, and the test failed in CI.
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(30)"],
                                stdout=subprocess.PIPE, text=True)
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    spinner = subprocess.Popen([sys.executable, "-c", "print('spinning', flush=True)\nwhile True: pass"],
+                               stdout=subprocess.PIPE, text=True)
     try:
         assert sleeper.stdout.readline().strip() == "ready"
+        assert spinner.stdout.readline().strip() == "spinning"  # past start-up, so it really spins
         start = time.monotonic()
         _wait_until_idle(sleeper.pid, timeout=5.0)
         assert time.monotonic() - start < 4.0
