@@ -147,6 +147,8 @@ CASES = [
     ("bench-json-dir", ["bench", "{art}", "--json", "{outdir}/"], OUTPUT, ["directory"]),
     # --- hls
     ("hls-format-width-0", ["hls", "tiny_mobilevit", "-o", "{tmp}/h", "--format", "input=0,0"], INPUT, ["--format"]),
+    ("hls-format-unknown-tensor", ["hls", "tiny_mobilevit", "-o", "{tmp}/h", "--format", "l99.out=16,6"], INPUT,
+     ["'l99.out'", "not a tensor"]),
     ("hls-format-nonsense", ["hls", "tiny_mobilevit", "-o", "{tmp}/h", "--format", "nonsense"], INPUT, ["--format"]),
     ("hls-calib-0", ["hls", "tiny_mobilevit", "-o", "{tmp}/h", "--calib", "0"], INPUT, ["--calib"]),
     ("hls-cpu-board", ["hls", "tiny_mobilevit", "-o", "{tmp}/h", "--board", "rpi4"], TARGET, ["no [fpga]"]),
