@@ -132,12 +132,7 @@ class PipelineRunner:
             if self._alive(stage):
                 continue
             stage.failures += 1
-            if stage.session is not None:
-                try:
-                    stage.session.close()
-                except (OSError, EdgevitError):
-                    pass
-                stage.session = None
+            _drop_session(stage)
             self._connect(stage, wait)
             replaced.append(stage.spec["name"])
             self.counters["nodes_replaced"] += 1
@@ -229,13 +224,18 @@ class PipelineRunner:
         if self.feed is not None:
             self.feed.close()
         for stage in self.stages:
-            if stage.session is not None:
-                try:
-                    stage.session.close()
-                except (OSError, EdgevitError):
-                    pass
-                stage.session = None
+            _drop_session(stage)
         self.sink.close()
+
+
+def _drop_session(stage: StageNode) -> None:
+    """Close a stage's session, if any; a node that is already gone makes closing fail, which is fine."""
+    if stage.session is not None:
+        try:
+            stage.session.close()
+        except (OSError, EdgevitError):
+            pass
+        stage.session = None
 
 
 def summarize(plan: dict, single: list[dict], streamed: list[dict], wall_s: float) -> dict:
