@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..runtime.schema import SchemaViolation, check
 
 PROFILE_FORMAT = "edgevit-profile"
 # Sustained fp32 throughput (4 threads) used when a kind is neither measured nor profiled. Rough, labelled as
@@ -59,32 +60,24 @@ def read_profile(path: Path) -> dict:
         raise InputError(f"cannot read profile {path}: {exc}") from None
     if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
         raise InputError(f"{path} is not an edgevit profile (format '{PROFILE_FORMAT}')")
-    units = profile.get("units")
-    if not isinstance(units, list) or not units:
-        raise InputError(f"{path}: 'units' must be a non-empty list")
-    for i, unit in enumerate(units):
-        for name in ("start", "end", "macs", "ops", "out_bytes", "weight_bytes"):
-            if not isinstance(unit, dict) or not _number(unit.get(name)) or unit[name] < 0:
-                raise InputError(f"{path}: units[{i}].{name} must be a non-negative number")
-    if not _number(profile.get("input_bytes")):
-        raise InputError(f"{path}: 'input_bytes' must be a number")
-    kinds = profile.get("kinds")
-    if not isinstance(kinds, dict):
-        raise InputError(f"{path}: 'kinds' must be an object")
-    for key, kind in kinds.items():
-        times = kind.get("unit_ms") if isinstance(kind, dict) else None
-        if not isinstance(times, list) or len(times) != len(units) or not all(_number(t) and t >= 0 for t in times):
-            raise InputError(f"{path}: kinds.{key}.unit_ms must list {len(units)} non-negative numbers")
-        for name in ("link_mb_s", "message_ms"):
-            if not _number(kind.get(name)) or kind[name] < 0 or (name == "link_mb_s" and kind[name] == 0):
-                raise InputError(f"{path}: kinds.{key}.{name} must be a positive number")
-        if not isinstance(kind.get("target"), str):
-            raise InputError(f"{path}: kinds.{key}.target must be a target name")
+    try:
+        check(profile, _profile_schema(profile))
+    except SchemaViolation as exc:
+        raise InputError(f"{path}: {exc}") from None
     return profile
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+def _profile_schema(profile: dict):
+    """What a profile must hold; every kind lists one time per unit."""
+    from ..runtime import schema as s
+
+    count = len(profile["units"]) if isinstance(profile.get("units"), list) else 1
+    size = s.number_in(0, 1e18)
+    unit = s.Record({name: size for name in ("start", "end", "macs", "ops", "out_bytes", "weight_bytes")},
+                    open=True)
+    kind = s.Record({"target": s.STRING, "unit_ms": s.ListOf(s.number_in(0, 1e9), count, count),
+                     "link_mb_s": s.number_in(1e-6, 1e12), "message_ms": s.number_in(0, 1e9)}, open=True)
+    return s.Record({"units": s.ListOf(unit, 1), "input_bytes": size, "kinds": s.MapOf(s.STRING, kind)}, open=True)
 
 
 def stage_cost(profile: dict, key: str, first: int, end: int) -> dict:

@@ -101,12 +101,20 @@ def write_plan(path: Path, plan: dict) -> None:
     Path(path).write_text(json.dumps({"format": PLAN_FORMAT, "format_version": PLAN_VERSION, **plan}, indent=1))
 
 
-# What each plan strategy's entries must hold (name -> accepted types); checked before anything is used.
-_PLAN_FIELDS = {"strategy": str, "model": str, "input": dict}
-_ENTRY_FIELDS = {"artifact": str, "sha256": str, "node_key": str, "slot": str, "name": str}
-_PIPELINE_FIELDS = {"inputs": list, "outputs": list, "predicted": dict, "target": str}
-_PIPELINE_PLAN_FIELDS = {"predicted": dict, "whole_model": str}
-_CLASS_FIELDS = {"outputs": int, "classes": list}
+def _plan_schema(strategy: str):
+    """What a plan of ``strategy`` must hold (other fields are allowed: plans carry reports and profiles)."""
+    from ..runtime import schema as s
+
+    anything = s.Record({}, open=True)
+    entry = {"artifact": s.STRING, "sha256": s.STRING, "node_key": s.STRING, "slot": s.STRING, "name": s.STRING}
+    if strategy == "pipeline":
+        entry.update(inputs=s.ListOf(s.STRING), outputs=s.ListOf(s.STRING), predicted=anything, target=s.STRING)
+        extra = {"stages": s.ListOf(s.Record(entry, open=True), min_len=1), "predicted": anything,
+                 "whole_model": s.STRING}
+    else:
+        entry.update(outputs=s.int_in(1, 1 << 20), classes=s.ListOf(s.int_in(0, 1 << 20)))
+        extra = {"submodels": s.ListOf(s.Record(entry, open=True), min_len=1), "fusion": anything}
+    return s.Record({"strategy": s.one_of(strategy), "model": s.STRING, "input": anything, **extra}, open=True)
 
 
 def read_plan(path: Path) -> dict:
@@ -119,6 +127,8 @@ def read_plan(path: Path) -> dict:
         Unreadable, not a plan, a field missing or of the wrong type (named), or a file it names that lies
         outside the plan's folder.
     """
+    from ..runtime.schema import SchemaViolation, check, one_of
+
     path = Path(path)
     if path.is_dir():
         path = path / "plan.json"
@@ -128,35 +138,20 @@ def read_plan(path: Path) -> dict:
         raise InputError(f"cannot read plan {path}: {exc}") from None
     if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
         raise InputError(f"{path} is not an edgevit plan (make one with `edgevit plan`)")
-    _check_fields(plan, _PLAN_FIELDS, path, "")
-    strategy = plan["strategy"]
-    if strategy not in ("class", "pipeline"):
-        raise InputError(f"{path}: unknown strategy '{strategy}' (class, pipeline)")
-    entries_name = "stages" if strategy == "pipeline" else "submodels"
-    entries = plan.get(entries_name)
-    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-        raise InputError(f"{path}: '{entries_name}' must be a non-empty list of objects")
-    fields = {**_ENTRY_FIELDS, **(_PIPELINE_FIELDS if strategy == "pipeline" else _CLASS_FIELDS)}
-    for i, entry in enumerate(entries):
-        _check_fields(entry, fields, path, f"{entries_name}[{i}].")
-    if strategy == "pipeline":
-        _check_fields(plan, _PIPELINE_PLAN_FIELDS, path, "")
-        _inside(path.parent, plan["whole_model"], path, "whole_model")
-    elif not isinstance(plan.get("fusion"), dict):
-        raise InputError(f"{path}: 'fusion' must be an object with weight and bias")
+    try:
+        one_of("class", "pipeline").check(plan.get("strategy"), "strategy")
+        check(plan, _plan_schema(plan["strategy"]))
+    except SchemaViolation as exc:
+        raise InputError(f"{path}: {exc}") from None
     root = path.parent.resolve()
-    for i, entry in enumerate(entries + ([plan["full"]] if isinstance(plan.get("full"), dict) else [])):
+    if plan["strategy"] == "pipeline":
+        _inside(root, plan["whole_model"], path, "whole_model")
+    entries_name = "stages" if plan["strategy"] == "pipeline" else "submodels"
+    for i, entry in enumerate(plan[entries_name] + ([plan["full"]] if isinstance(plan.get("full"), dict) else [])):
         if "artifact" in entry:
             entry["artifact"] = str(_inside(root, entry["artifact"], path, f"{entries_name}[{i}].artifact"))
     plan["artifact_root"] = str(root)
     return plan
-
-
-def _check_fields(data: dict, fields: dict, path: Path, prefix: str) -> None:
-    for name, kind in fields.items():
-        value = data.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise InputError(f"{path}: {prefix}{name} must be a {kind.__name__}, got {type(value).__name__}")
 
 
 def _inside(root: Path, relative: str, path: Path, field: str) -> Path:

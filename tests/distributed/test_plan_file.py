@@ -26,20 +26,20 @@ def _edit(fn):
 
 CASES = [
     (lambda p: p.update(format="nope"), "not an edgevit plan"),
-    (lambda p: p.pop("strategy"), "strategy must be a str"),
-    (lambda p: p.update(strategy="ring"), "unknown strategy"),
-    (lambda p: p.update(model=7), "model must be a str"),
-    (lambda p: p.update(stages=[]), "'stages' must be a non-empty list"),
-    (lambda p: p.update(stages="stage0"), "'stages' must be a non-empty list"),
-    (lambda p: p["stages"].append(3), "'stages' must be a non-empty list of objects"),
-    (lambda p: p["stages"][0].pop("artifact"), "stages\\[0\\].artifact must be a str"),
-    (lambda p: p["stages"][0].update(inputs="x"), "stages\\[0\\].inputs must be a list"),
-    (lambda p: p["stages"][0].update(sha256=None), "stages\\[0\\].sha256"),
+    (lambda p: p.pop("strategy"), "field 'strategy' must be one of 'class', 'pipeline', got None"),
+    (lambda p: p.update(strategy="ring"), "field 'strategy' must be one of 'class', 'pipeline', got 'ring'"),
+    (lambda p: p.update(model=7), "field 'model' must be a string, got 7"),
+    (lambda p: p.update(stages=[]), "field 'stages' must have 1 to 65536 items, got 0"),
+    (lambda p: p.update(stages="stage0"), "field 'stages' must be a list"),
+    (lambda p: p["stages"].append(3), "field 'stages\\[1\\]' must be a table/object, got 3"),
+    (lambda p: p["stages"][0].pop("artifact"), "field 'stages\\[0\\].artifact' is missing"),
+    (lambda p: p["stages"][0].update(inputs="x"), "field 'stages\\[0\\].inputs' must be a list, got 'x'"),
+    (lambda p: p["stages"][0].update(sha256=None), "field 'stages\\[0\\].sha256' must be a string, got None"),
     (lambda p: p["stages"][0].update(artifact="../../etc/passwd"), "outside the plan's folder"),
     (lambda p: p["stages"][0].update(artifact="/etc/passwd"), "outside the plan's folder"),
     (lambda p: p.update(whole_model="../model.onnx"), "outside the plan's folder"),
-    (lambda p: p.pop("predicted"), "predicted must be a dict"),
-    (lambda p: p.update(input=[1, 3]), "input must be a dict"),
+    (lambda p: p.pop("predicted"), "field 'predicted' is missing"),
+    (lambda p: p.update(input=[1, 3]), "field 'input' must be a table/object, got \\[1, 3\\]"),
 ]
 
 
