@@ -196,9 +196,15 @@ def compare(actual: list[np.ndarray], expected: list[np.ndarray], rtol: float = 
     return result
 
 
-def verify(outputs: list[np.ndarray], onnx_path: Path, inputs: list[np.ndarray], rtol: float) -> Comparison:
-    """``--verify``: compare edgevit's outputs with onnxruntime, and with float64 when the two disagree."""
-    reference = run_onnxruntime(onnx_path, inputs)
+def verify(outputs: list[np.ndarray], onnx_path: Path, inputs: list[np.ndarray], rtol: float,
+           reference: list[np.ndarray] | None = None) -> Comparison:
+    """``--verify``: compare edgevit's outputs with onnxruntime, and with float64 when the two disagree.
+
+    ``reference`` is onnxruntime's result on ``inputs`` when the caller has it already (many results of one
+    input); otherwise onnxruntime runs here.
+    """
+    if reference is None:
+        reference = run_onnxruntime(onnx_path, inputs)
     result = compare(outputs, reference, rtol)
     if result.ok or result.nonfinite or result.max_rel_error == float("inf"):
         return result

@@ -273,35 +273,25 @@ def _ms(value) -> str:
 
 
 def _verify_pipeline(args, plan: dict, items: list, results: list[dict]) -> dict:
-    """Every distinct input's result against onnxruntime running the whole model (``PLAN_DIR/model.onnx``)."""
-    import numpy as np
-
-    from ..reference import run_onnxruntime
+    """Every result against onnxruntime running the whole model (``PLAN_DIR/model.onnx``), by the rule of
+    ``edgevit run --verify`` (``reference.verify``); onnxruntime runs once per distinct input."""
+    from ..reference import run_onnxruntime, verify
 
     whole = Path(plan["artifact_root"]) / plan["whole_model"]
-    worst, checked, why = 0.0, 0, ""
-    seen: dict[int, list] = {}
+    worst, checked = 0.0, 0
+    expected: dict[int, list] = {}
     for item, result in zip(items, results):
         if result["outputs"] is None:
             return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": args.rtol,
                     "why": f"an input got no result ({result['error']})"}
-        key = id(item)
-        if key not in seen:
-            seen[key] = run_onnxruntime(whole, item)
-        for got, want in zip(result["outputs"], seen[key]):
-            if not (np.all(np.isfinite(got)) and np.all(np.isfinite(want))):
-                return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": args.rtol,
-                        "why": "NaN or Inf in an output"}
-            if got.shape != want.shape:
-                return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": args.rtol,
-                        "why": f"output shape {list(got.shape)} != {list(want.shape)}"}
-            err = float(np.abs(got - want).max()) / max(float(np.abs(want).max()), 1e-30)
-            worst = max(worst, err)
-        checked += 1
-    ok = worst <= args.rtol
-    if not ok:
-        why = f"max rel error {worst:.3g} > {args.rtol:g}"
-    return {"ok": ok, "max_rel_error": worst, "checked": checked, "rtol": args.rtol, "why": why}
+        if id(item) not in expected:
+            expected[id(item)] = run_onnxruntime(whole, item)
+        comparison = verify(result["outputs"], whole, item, args.rtol, reference=expected[id(item)])
+        if not comparison.ok:
+            return {"ok": False, "max_rel_error": comparison.max_rel_error, "checked": checked, "rtol": args.rtol,
+                    "why": comparison.summary()}
+        worst, checked = max(worst, comparison.max_rel_error), checked + 1
+    return {"ok": True, "max_rel_error": worst, "checked": checked, "rtol": args.rtol, "why": ""}
 
 
 def register(subparsers) -> None:

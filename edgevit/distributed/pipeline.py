@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import EdgevitError, InputError, VerificationError
 from . import cost
 from .graph_split import GraphSplitter, run_chain, save_stage
+from .client import artifact_digest
 from .plan import NodeSlot, write_plan
 
 PROFILE_RUNS = 7
@@ -185,8 +186,6 @@ def measure_kind(splitter: GraphSplitter, cuts, units: list[dict], key: str, tar
 
     A node that reports it runs under emulation is not timed: the entry is an estimate, labelled so.
     """
-    from .client import artifact_digest
-
     session = tracker.request(key, 600)
     try:
         if session.info.get("emulated"):
@@ -268,7 +267,8 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
         raise InputError(f"{out_dir} exists and is not a folder: a pipeline plan is a folder (-o PLAN_DIR)")
     model = import_model(spec, input_shape)
     onnx_model = model.load()
-    model_sha = hashlib.sha256(onnx_model.SerializeToString()).hexdigest()
+    serialized = onnx_model.SerializeToString()
+    model_sha = hashlib.sha256(serialized).hexdigest()
     splitter = GraphSplitter(onnx_model)
     candidates = splitter.candidate_cuts(max_live)
     cuts = splitter.coarsen(candidates, units)
@@ -297,19 +297,13 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
     stage_cuts = [cuts[c.first] for c in choices] + [cuts[-1]]
     stage_paths = [save_stage(splitter.extract(a, b), out_dir / "stages" / f"stage{i}.onnx")
                    for i, (a, b) in enumerate(zip(stage_cuts, stage_cuts[1:]))]
-    check = verify_chain(model, stage_paths)
+    check = verify_chain(model, stage_paths, splitter.outputs)
     _say(f"chained stages in onnxruntime match the whole model: max rel error {check['max_rel_error']:.2g}")
 
-    used: dict[str, int] = {}
-    slot_of = {}
-    for s in slots:
-        slot_of.setdefault(s.key, []).append(s)
+    unused = {key: iter([s for s in slots if s.key == key]) for key in {s.key for s in slots}}
     entries = []
-    from .client import artifact_digest
-
     for index, (choice, path) in enumerate(zip(choices, stage_paths)):
-        slot = slot_of[choice.key][used.get(choice.key, 0)]
-        used[choice.key] = used.get(choice.key, 0) + 1
+        slot = next(unused[choice.key])  # the DP uses each node once
         _say(f"compiling stage {index + 1}/{len(choices)} (units {choice.first}-{choice.end - 1}) for "
              f"{slot.target}")
         art = _compile_stage(path, slot.target, out_dir / "artifacts" / f"stage{index}-{slot.target}.tar",
@@ -323,7 +317,7 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
                         "predicted": {k: round(v, 4) if isinstance(v, float) else v for k, v in choice.cost.items()},
                         "cost_source": profile["kinds"][choice.key]["source"]})
     one_node = {key: cost.stage_cost(profile, key, 0, len(profile["units"])) for key in profile["kinds"]
-                if key in slot_of}
+                if key in unused}
     plan = {"strategy": "pipeline", "model": model.name, "source": model.source, "model_sha256": model_sha,
             "objective": objective, "input": {"name": model.inputs[0].name, "shape": list(model.inputs[0].shape),
                                               "dtype": model.inputs[0].dtype},
@@ -333,34 +327,27 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
             "predicted": prediction, "chain_check": check,
             "one_node": {k: {"latency_ms": c["compute_ms"] + c["in_ms"] + c["out_ms"]} for k, c in one_node.items()}}
     onnx_path = out_dir / "model.onnx"
-    onnx_path.write_bytes(onnx_model.SerializeToString())
+    onnx_path.write_bytes(serialized)
     write_plan(out_dir / "plan.json", plan)
     return plan
 
 
-def verify_chain(model, stage_paths: list[Path]) -> dict:
-    """Run the stages one after another and the whole model in onnxruntime on the same seeded input.
+def verify_chain(model, stage_paths: list[Path], outputs: list[str]) -> dict:
+    """Run the stages one after another and the whole model in onnxruntime on the same seeded input and compare
+    the model's ``outputs`` (``reference.compare``: NaN/Inf, shapes, relative error, top-1).
 
     Raises
     ------
     VerificationError
         The chained result differs from the whole model's beyond ``CHAIN_RTOL`` (a wrong cut).
     """
-    from ..reference import random_inputs, run_onnxruntime
+    from ..reference import compare, random_inputs, run_onnxruntime
 
     inputs = random_inputs(model.inputs, 0)
     expected = run_onnxruntime(model.onnx_path, inputs)
     values = run_chain(stage_paths, {s.name: x for s, x in zip(model.inputs, inputs)})
-    import onnx
-
-    names = [o.name for o in onnx.load(str(model.onnx_path), load_external_data=False).graph.output]
-    errors = []
-    for name, want in zip(names, expected):
-        got = values[name]
-        scale = max(float(np.abs(want).max()), 1e-30)
-        errors.append(float(np.abs(got - want).max()) / scale)
-    worst = max(errors) if errors else 0.0
-    if not worst <= CHAIN_RTOL:
-        raise VerificationError(f"the chained stages differ from the whole model by {worst:.3g} (relative): "
+    comparison = compare([values[name] for name in outputs], expected, CHAIN_RTOL)
+    if not comparison.ok:
+        raise VerificationError(f"the chained stages differ from the whole model ({comparison.summary()}): "
                                 "the cuts are wrong; please report this model")
-    return {"max_rel_error": worst, "rtol": CHAIN_RTOL, "engine": "onnxruntime"}
+    return {"max_rel_error": comparison.max_rel_error, "rtol": CHAIN_RTOL, "engine": "onnxruntime"}
