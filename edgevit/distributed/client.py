@@ -150,7 +150,7 @@ class NodeSession:
     def __init__(self, rpc_session, key: str, security, timeout: float = 20.0):
         from .dataplane import Client
 
-        self.rpc, self.key, self.timeout, self.security = rpc_session, key, timeout, security
+        self.rpc, self.key, self.timeout = rpc_session, key, timeout
         self._functions: dict[str, object] = {}
         self.stats = CallStats()
         self.loaded: dict[str, dict] = {}

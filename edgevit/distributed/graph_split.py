@@ -25,8 +25,6 @@ from ..errors import EdgevitError, ModelImportError
 
 _NUMPY_OF_ONNX = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_,
                   10: np.float16, 11: np.float64}
-# Ops whose cost is counted as multiply-accumulates; everything else counts one operation per output element.
-_ELEMENTWISE_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ class Unit:
     @property
     def work(self) -> float:
         """MACs plus other element operations: what the estimated cost model scales."""
-        return self.macs + _ELEMENTWISE_WEIGHT * self.ops
+        return self.macs + self.ops
 
 
 def _subgraph_reads(node) -> set[str]:
@@ -124,25 +122,31 @@ class GraphSplitter:
         return dynamic
 
     def _all_cuts(self) -> list[Cut]:
-        """The live input-dependent tensors at every position 0..len(nodes) (sorted by name)."""
+        """The live input-dependent tensors at every position 0..len(nodes) (sorted by name), in one sweep:
+        node ``i`` makes its outputs live and ends the tensors it is the last to read."""
+        end = len(self.nodes)
         last_use: dict[str, int] = {}
         for index, reads in enumerate(self.node_inputs):
             for x in reads:
                 last_use[x] = index
-        end = len(self.nodes)
         for name in self.outputs:
             last_use[name] = end  # model outputs are live to the end
-        produced_at = {name: -1 for name in self.inputs}
-        for index, node in enumerate(self.nodes):
-            for o in node.output:
-                if o:
-                    produced_at[o] = index
+        dies_after: dict[int, list[str]] = {}
+        for name, index in last_use.items():
+            dies_after.setdefault(index, []).append(name)
+        live = {name for name in self.inputs if name in last_use}
+        sizes = {}
         cuts = []
         for position in range(end + 1):
-            live = tuple(sorted(name for name, made in produced_at.items()
-                                if name in self._dynamic and made < position and last_use.get(name, -1) >= position))
-            sizes = [self.nbytes(t) for t in live]
-            cuts.append(Cut(position, live, -1 if None in sizes else int(sum(sizes))))
+            names = tuple(sorted(live))
+            for t in names:
+                if t not in sizes:
+                    sizes[t] = self.nbytes(t)
+            known = [sizes[t] for t in names]
+            cuts.append(Cut(position, names, -1 if None in known else int(sum(known))))
+            if position < end:
+                live.update(o for o in self.nodes[position].output if o in self._dynamic and o in last_use)
+                live.difference_update(dies_after.get(position, ()))
         return cuts
 
     def candidate_cuts(self, max_live: int = 1) -> list[Cut]:
