@@ -78,3 +78,15 @@ def test_infer_on_a_broken_plan_prints_one_line(tmp_path, capsys):
     code = main(["infer", str(tmp_path), "--tracker", "127.0.0.1:1", "--insecure-plaintext"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == InputError.exit_code and len(err) == 1 and "stages[0].slot" in err[0]
+
+
+@pytest.mark.parametrize("option", [["--stream", "-3"], ["--stream", "0"], ["--timeout", "nan"], ["--wait", "-1"],
+                                    ["--stall-timeout", "soon"], ["--rtol", "-1e-5"]])
+def test_infer_refuses_bad_numbers_with_one_line(tmp_path, capsys, option):
+    from edgevit.cli import main
+    from edgevit.errors import UsageError
+
+    (tmp_path / "plan.json").write_text(json.dumps(PIPELINE))
+    code = main(["infer", str(tmp_path), "--tracker", "127.0.0.1:1", "--insecure-plaintext", *option])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == UsageError.exit_code and len(err) == 1 and option[0] in err[0]
