@@ -145,7 +145,15 @@ def cmd_compile(args) -> int:
     target.require_cpu()
     if args.output is not None:  # checked before the model is read, so a bad -o costs nothing
         check_output(args.output, [Path(args.model)], "-o")
+    if args.quantize and args.calibration is None:
+        raise UsageError("--quantize int8 needs --calibration DATA (see `edgevit compile --help`)")
+    if not args.quantize and (args.calibration is not None or args.per_channel):
+        raise UsageError("--calibration and --per-channel apply with --quantize int8")
     model = load_model(args.model, args.input_shape)
+    if args.quantize:
+        from .quantize import QuantizeSettings, quantize_cached
+
+        model = quantize_cached(model, QuantizeSettings(args.calibration, args.calib_count, args.per_channel))
     output = Path(args.output or f"{model.name}-{target.name}.tar")
     metadata = compile_for_target(model, target, output, tuning_db=args.tuning_db)
     if args.json:
@@ -159,6 +167,28 @@ def cmd_compile(args) -> int:
         if moe:
             print(f"task build {moe['name']}: experts per MoE layer {moe['experts']} of {moe['experts_total']}, "
                   f"{moe['params']:,} parameters ({moe['params_all_tasks']:,} for all tasks)")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from .frontend import load_model
+    from .outputs import check_output
+    from .quantize import QuantizeSettings, quantize_model
+
+    output = check_output(args.output, [Path(args.model)], "-o")
+    if not output.resolve().parent.is_dir():
+        raise OutputError(f"-o '{args.output}': folder {output.parent} does not exist; create it first")
+    model = load_model(args.model, args.input_shape)
+    summary = quantize_model(model, QuantizeSettings(args.calibration, args.calib_count, args.per_channel,
+                                                     args.method), output)
+    if args.json:
+        _print_json(summary, "-")
+        return 0
+    ops = ", ".join(f"{op} {n}" for op, n in summary["quantized_ops"].items())
+    print(f"{output}: {model.name} in int8 QDQ form ({'per-channel' if args.per_channel else 'per-tensor'} weights, "
+          f"{summary['method']} ranges from {summary['samples']} {args.calibration} samples, "
+          f"{summary['seconds']:.1f} s); int8 inputs of: {ops}")
+    print(f"build it: edgevit compile {output} --target host|rpi4")
     return 0
 
 
@@ -338,6 +368,14 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _quantize_options(p, required: bool = False) -> None:
+    p.add_argument("--calibration", required=required, metavar="DATA", help="calibration data: 'fashion-mnist' "
+                   "or a folder of .npy samples (resized to the model's input)")
+    p.add_argument("--calib-count", type=_count(1, 100000), default=32, metavar="N",
+                   help="calibration samples to use (default 32)")
+    p.add_argument("--per-channel", action="store_true", help="one scale per output channel of each weight")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgevit", description="Compile and run lightweight hybrid vision "
                      "transformers on edge CPUs (TVM) and FPGAs (HLS).")
@@ -364,8 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", help="static input shape for ONNX files with symbolic dims: "
                    "1,3,224,224 or NAME:1,3,224,224[;NAME2:...]")
     p.add_argument("--tuning-db", metavar="DIR", help="apply kernels from an `edgevit tune` database")
+    p.add_argument("--quantize", choices=["int8"], help="quantize first (as `edgevit quantize`; needs "
+                   "--calibration)")
+    _quantize_options(p)
     p.add_argument("--json", action="store_true", help="print the artifact metadata as JSON")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("quantize", help="quantize a zoo model or float ONNX file to int8 (QDQ ONNX, calibrated)")
+    p.add_argument("model", help="zoo name (see `edgevit models`) or path to a float .onnx file")
+    p.add_argument("--output", "-o", required=True, help="the QDQ .onnx file to write (its folder must exist)")
+    _quantize_options(p, required=True)
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="minmax",
+                   help="onnxruntime calibrator for activation ranges (default minmax)")
+    p.add_argument("--input-shape", help="as for compile")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("tune", help="measure the rules' tile choices and search with MetaSchedule (default "
                                     "schedules as baseline)")

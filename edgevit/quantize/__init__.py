@@ -1,0 +1,11 @@
+"""Post-training int8 quantization: calibration data and QDQ ONNX models (onnxruntime's static quantizer).
+
+``calibration`` turns Fashion-MNIST or a folder of ``.npy`` files into inputs of a model's shape; ``qdq``
+writes the quantized model (QuantizeLinear/DequantizeLinear around int8 tensors), which onnxruntime runs as the
+int8 reference and ``edgevit compile`` builds.
+"""
+
+from .calibration import FASHION_MNIST, calibration_inputs
+from .qdq import METHODS, QuantizeSettings, is_qdq_model, quantize_cached, quantize_model
+
+__all__ = ["FASHION_MNIST", "METHODS", "QuantizeSettings", "calibration_inputs", "is_qdq_model", "quantize_cached", "quantize_model"]
