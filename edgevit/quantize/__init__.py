@@ -6,6 +6,7 @@ int8 reference and ``edgevit compile`` builds.
 """
 
 from .calibration import FASHION_MNIST, calibration_inputs
+from .verify import MAX_STEPS, compare_int8, output_steps
 from .qdq import METHODS, QuantizeSettings, is_qdq_model, quantize_cached, quantize_model
 
-__all__ = ["FASHION_MNIST", "METHODS", "QuantizeSettings", "calibration_inputs", "is_qdq_model", "quantize_cached", "quantize_model"]
+__all__ = ["FASHION_MNIST", "MAX_STEPS", "METHODS", "QuantizeSettings", "calibration_inputs", "compare_int8", "is_qdq_model", "quantize_cached", "output_steps", "quantize_model"]

@@ -1,0 +1,48 @@
+"""The int8 verification rule: differences counted in output quantization steps, top-1 must agree."""
+
+import numpy as np
+import onnx
+import pytest
+
+from tiny_onnx_models import tiny_cnn_onnx
+from edgevit.quantize import MAX_STEPS, QuantizeSettings, compare_int8, output_steps, quantize_cached
+from edgevit.frontend import load_model
+
+
+@pytest.fixture(scope="module")
+def qdq_model(tmp_path_factory):
+    path = tiny_cnn_onnx(tmp_path_factory.mktemp("int8") / "cnn.onnx")
+    return quantize_cached(load_model(str(path)), QuantizeSettings("fashion-mnist", 4))
+
+
+def test_output_step_is_the_last_dequantize_scale(qdq_model):
+    model = qdq_model.load()
+    (step,) = output_steps(model)
+    scale = next(t for t in model.graph.initializer if t.name == "y_scale")
+    assert step == pytest.approx(float(onnx.numpy_helper.to_array(scale)))
+    float_model = onnx.load(str(tiny_cnn_onnx(qdq_model.onnx_path.parent / "float_cnn.onnx")))
+    assert output_steps(float_model) == [None]
+
+
+def test_steps_limit_and_top1():
+    ref = np.array([[0.0, 0.5, 0.1]], np.float32)
+    assert compare_int8([ref.copy()], [ref], [0.1]).max_steps == 0
+    near = ref + np.array([[0.0, 0.0, MAX_STEPS * 0.1]], np.float32)
+    result = compare_int8([near], [ref], [0.1])
+    assert result.ok and result.max_steps == pytest.approx(MAX_STEPS) and result.differing == 1
+    far = ref + np.array([[0.0, 0.0, (MAX_STEPS + 1) * 0.1]], np.float32)
+    assert not compare_int8([far], [ref], [0.1]).ok
+    swapped = np.array([[0.0, 0.5, 0.55]], np.float32)  # within one step, but the class changes
+    result = compare_int8([swapped], [ref], [1.0])
+    assert not result.ok and not result.top1_agree and "DIFFERS" in result.summary()
+
+
+def test_nonfinite_and_shape_fail():
+    ref = np.zeros((1, 3), np.float32)
+    assert "NaN" in compare_int8([np.full((1, 3), np.nan, np.float32)], [ref], [0.1]).summary()
+    assert compare_int8([np.zeros((1, 4), np.float32)], [ref], [0.1]).max_steps == float("inf")
+
+
+def test_float_outputs_use_the_float_tolerance():
+    ref = np.array([[1.0, 2.0]], np.float32)
+    assert compare_int8([ref + 2e-5], [ref], [None]).max_steps == pytest.approx(1.0, rel=1e-3)
