@@ -44,7 +44,8 @@ def cmd_tracker(args) -> int:
 
 def cmd_node(args) -> int:
     node_agent.serve(node_agent.parse_address(args.tracker), args.key, args.host, args.port, args.port_end,
-                     args.cache, args.run_delay, silent=True, security=security_from_args(args, args.key))
+                     args.cache, args.run_delay, silent=True, security=security_from_args(args, args.key),
+                     accelerator=node_agent.accelerator_from_args(args))
     return 0
 
 
@@ -112,9 +113,16 @@ def _plan_pipeline(args, slots) -> int:
         p = st["predicted"]
         rows.append([st["name"], f"{st['units'][0]}-{st['units'][1] - 1}", st["slot"], st["target"],
                      f"{p['compute_ms']:.3f}", f"{p['in_ms']:.3f}", f"{p['in_bytes'] / 1024:.1f}",
-                     f"{p['weight_bytes'] / 2**20:.2f}", f"{st['bytes'] / 1024:.0f}", st["cost_source"]])
+                     f"{p['weight_bytes'] / 2**20:.2f}",
+                     f"{st['bytes'] / 1024:.0f} KiB" if "bytes" in st else f"bundle {st['sha256'][:12]}",
+                     st["cost_source"]])
     print(format_table(rows, ["stage", "units", "node", "target", "compute ms", "in ms", "in KiB", "weights MiB",
-                              "artifact KiB", "cost from"]))
+                              "runs", "cost from"]))
+    fixed = plan["chain_check"].get("fixed_point")
+    if fixed:
+        print(f"FPGA stage: with the accelerator's fixed-point result ({fixed['input']}) the model's output is off "
+              f"by {fixed['max_rel_error']:.3g} (relative), top-1 {'agrees' if fixed['top1_agree'] else 'DIFFERS'}; "
+              f"infer --verify allows {plan['verify_rtol']:.3g}")
     pred = plan["predicted"]
     alone = ", ".join(f"{k} {v['latency_ms']:.2f} ms" for k, v in plan["one_node"].items())
     print(f"predicted: latency {pred['latency_ms']:.2f} ms, throughput {pred['images_per_s']:.1f} images/s "
@@ -279,20 +287,21 @@ def _verify_pipeline(args, plan: dict, items: list, results: list[dict]) -> dict
     from ..reference import run_onnxruntime, verify
 
     whole = Path(plan["artifact_root"]) / plan["whole_model"]
+    rtol = args.rtol or float(plan.get("verify_rtol", 1e-5))
     worst, checked = 0.0, 0
     expected: dict[int, list] = {}
     for item, result in zip(items, results):
         if result["outputs"] is None:
-            return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": args.rtol,
+            return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": rtol,
                     "why": f"an input got no result ({result['error']})"}
         if id(item) not in expected:
             expected[id(item)] = run_onnxruntime(whole, item)
-        comparison = verify(result["outputs"], whole, item, args.rtol, reference=expected[id(item)])
+        comparison = verify(result["outputs"], whole, item, rtol, reference=expected[id(item)])
         if not comparison.ok:
-            return {"ok": False, "max_rel_error": comparison.max_rel_error, "checked": checked, "rtol": args.rtol,
+            return {"ok": False, "max_rel_error": comparison.max_rel_error, "checked": checked, "rtol": rtol,
                     "why": comparison.summary()}
         worst, checked = max(worst, comparison.max_rel_error), checked + 1
-    return {"ok": True, "max_rel_error": worst, "checked": checked, "rtol": args.rtol, "why": ""}
+    return {"ok": True, "max_rel_error": worst, "checked": checked, "rtol": rtol, "why": ""}
 
 
 def register(subparsers) -> None:
@@ -351,7 +360,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", help="also write the report as JSON")
     p.add_argument("--verify", action="store_true", help="pipeline: compare every result with onnxruntime "
                    "running the whole model")
-    p.add_argument("--rtol", type=_positive_float, default=1e-5, help="max relative error for --verify (default 1e-5)")
+    p.add_argument("--rtol", type=_positive_float, help="max relative error for --verify (default: the plan's, 1e-5; "
+                   "with an FPGA stage, 4x the fixed-point error measured at plan time)")
     p.add_argument("--bind", default="127.0.0.1", help="pipeline: host address the last stage sends results to "
                    "(must be reachable from the nodes; default 127.0.0.1)")
     p.add_argument("--stall-timeout", type=_positive_float, default=10.0, help="pipeline: seconds without a result before "

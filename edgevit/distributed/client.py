@@ -195,6 +195,23 @@ class NodeSession:
         self.loaded[digest] = self._json("load", digest, timeout=max(self.timeout, 120.0))
         return self.loaded[digest]
 
+    def ensure_accelerator(self, digest: str) -> dict:
+        """Have an FPGA node start the accelerator of the bundle ``digest`` (nothing is uploaded: the bundle is
+        flashed on the board, ``edgevit node --fpga BUNDLE``).
+
+        Raises
+        ------
+        ArtifactError
+            The node runs no bundle, or another one.
+        """
+        if self._call("has", digest) != "1":
+            fpga = self.info.get("fpga") or {}
+            running = f"runs bundle {fpga['bundle_sha256'][:12]}" if fpga else "runs no bundle (no --fpga)"
+            raise ArtifactError(f"node '{self.key}' {running}, but the plan's stage needs bundle {digest[:12]}: "
+                                "start the node with --fpga and the bundle the plan was made with")
+        self.loaded[digest] = self._json("load", digest, timeout=max(self.timeout, 300.0))
+        return self.loaded[digest]
+
     def run(self, digest: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Run an artifact loaded by ``ensure_artifact`` on ``inputs`` (one data plane round trip); adds to
         ``stats``."""

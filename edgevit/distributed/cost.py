@@ -10,13 +10,20 @@ A *profile* is an editable JSON file (``edgevit plan ... --profile P.json`` writ
      "kinds": {"x86":  {"target": "host", "unit_ms": [0.41, ...], "link_mb_s": 900.0, "message_ms": 0.08,
                         "source": "measured on node x86 (127.0.0.1:9091) through RPC"},
                "rpi4": {"target": "rpi4", "unit_ms": [17.5, ...], "link_mb_s": 100.0, "message_ms": 0.3,
-                        "source": "estimate: MACs at 3.0 GMAC/s (not measured)"}}}
+                        "source": "estimate: MACs at 3.0 GMAC/s (not measured)"},
+               "zcu102": {"target": "zcu102", "only_units": [0, 5], "unit_ms": [9.57, 0, 0, ...], ...,
+                          "source": "HLS estimator: 2870000 cycles at 300 MHz (analytic, not measured)"}}}
 
 Per kind: each unit's node-side compute time, the bandwidth into a node of that kind and the fixed cost of one
 message. Where the numbers come from is the ``source``: measured through RPC on a node that runs natively,
 taken from a file measured on a real board (make one on the board with ``edgevit plan`` against a tracker the
 board's node is registered with, then edit or keep it), or estimated from the units' MACs. A node emulated
 under qemu is never timed: qemu's speed says nothing about a board's.
+
+An FPGA node (``edgevit node --fpga BUNDLE``) runs exactly one thing, its bundle's accelerator part: the units
+``only_units = [0, u]`` (the model's input up to the tensor where the accelerator stops). Its time is the HLS
+estimator's latency at the board's clock, on the first unit (the others' entries are unused); the C-simulation
+that stands in for the PL off-board is never timed either.
 """
 
 from __future__ import annotations
@@ -44,6 +51,16 @@ def estimated_kind(target: str, units: list[dict], gmacs: float | None = None) -
     return {"target": target, "unit_ms": [(u["macs"] + u["ops"]) / (rate * 1e9) * 1e3 for u in units],
             "link_mb_s": DEFAULT_LINK_MB_S, "message_ms": DEFAULT_MESSAGE_MS,
             "source": f"estimate: MACs at {rate:g} GMAC/s (not measured)"}
+
+
+def accelerator_kind(target: str, units: list[dict], end: int, estimate: dict) -> dict:
+    """An FPGA node kind: it runs units ``0..end-1`` (its bundle's accelerator part) in the estimator's time."""
+    unit_ms = [0.0] * len(units)
+    unit_ms[0] = float(estimate["latency_ms"])
+    return {"target": target, "only_units": [0, end], "unit_ms": unit_ms, "link_mb_s": DEFAULT_LINK_MB_S,
+            "message_ms": DEFAULT_MESSAGE_MS,
+            "source": f"HLS estimator: {estimate['cycles']} cycles at {estimate['clock_mhz']:g} MHz (analytic, not "
+                      f"measured; the link is a LAN estimate)"}
 
 
 def read_profile(path: Path) -> dict:
@@ -76,7 +93,8 @@ def _profile_schema(profile: dict):
     unit = s.Record({name: size for name in ("start", "end", "macs", "ops", "out_bytes", "weight_bytes")},
                     open=True)
     kind = s.Record({"target": s.STRING, "unit_ms": s.ListOf(s.number_in(0, 1e9), count, count),
-                     "link_mb_s": s.number_in(1e-6, 1e12), "message_ms": s.number_in(0, 1e9)}, open=True)
+                     "link_mb_s": s.number_in(1e-6, 1e12), "message_ms": s.number_in(0, 1e9)},
+                    {"only_units": s.ListOf(s.int_in(0, count), 2, 2)}, open=True)
     return s.Record({"units": s.ListOf(unit, 1), "input_bytes": size, "kinds": s.MapOf(s.STRING, kind)}, open=True)
 
 

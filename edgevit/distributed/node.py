@@ -5,6 +5,10 @@ Board side: imports only ``edgevit.runtime`` (and the stdlib-only ``errors``/``s
 ``TVM_USE_RUNTIME_LIB=1`` on a board and under qemu here::
 
     python -m edgevit.distributed.node --tracker HOST:9190 --key rpi4 --keys KEYDIR --member pi1 [--host ADDR]
+    python -m edgevit.distributed.node ... --key zcu102 --fpga BUNDLE [--simulate --fpga-python PY]
+
+With ``--fpga BUNDLE`` the node also serves the bundle's accelerator part as a stage (named by the sha256 of
+its ``bundle.json``; ``accelerator_stage.py``); ``--simulate`` runs the C-simulation in its place, off-board.
 
 Control goes through TVM RPC: functions registered in the server (visible to every RPC session, each one a
 forked process):
@@ -57,8 +61,9 @@ class NodeState:
     """What one node process knows; each RPC session (a fork) gets its own copy of ``models``, its own data
     plane server and its own route."""
 
-    def __init__(self, key: str, host: str, cache: Path, security, run_delay: float = 0.0):
+    def __init__(self, key: str, host: str, cache: Path, security, run_delay: float = 0.0, accelerator=None):
         self.key, self.host, self.cache, self.run_delay = key, host, cache, run_delay
+        self.accelerator = accelerator  # accelerator_stage.AcceleratorStage of an FPGA node, else None
         self.security = security
         self.started, self.pid, self.port = time.time(), os.getpid(), None
         self.models: dict[str, object] = {}
@@ -79,7 +84,8 @@ class NodeState:
                 "versions": {"tvm": tvm.__version__, "python": platform.python_version(),
                              "edgevit": _edgevit_version()},
                 "host": self.host, "port": self.port, "node_pid": self.pid, "session_pid": os.getpid(),
-                "emulated": _emulated(), "dataplane_security": self.security.describe()}
+                "emulated": _emulated(), "dataplane_security": self.security.describe(),
+                "fpga": self.accelerator.describe() if self.accelerator is not None else None}
 
     def health(self) -> dict:
         stats = self.dataplane.stats if self.dataplane is not None else {}
@@ -96,6 +102,8 @@ class NodeState:
         return {"address": self.dataplane.address, "public_key": self.dataplane.public_key}
 
     def has(self, digest: str) -> bool:
+        if self.accelerator is not None and digest == self.accelerator.digest:
+            return True
         path = self.cache / f"{digest}.tar"
         return bool(_HASH.match(digest)) and path.is_file()
 
@@ -105,6 +113,10 @@ class NodeState:
 
         if digest in self.models:
             return self.models[digest][1]
+        if self.accelerator is not None and digest == self.accelerator.digest:
+            meta = self.accelerator.start()
+            self.models[digest] = (self.accelerator, meta)
+            return meta
         path = self.artifact_path(f"{digest}.tar")
         if not path.is_file():
             raise ArtifactError(f"artifact {digest[:12]} is not on node '{self.key}': upload it first")
@@ -270,7 +282,7 @@ def _publish_info(tracker: tuple[str, int], state: NodeState, port: int, stop: t
 
 def serve(tracker: tuple[str, int] | None, key: str, host: str = "127.0.0.1", port: int = 9090,
           port_end: int | None = None, cache: Path | None = None, run_delay: float = 0.0, silent: bool = True,
-          security=None) -> None:
+          security=None, accelerator=None) -> None:
     """Run a node agent in this process until it is killed.
 
     The listening loop is ``rpc_listener.GuardedListener``: TVM's protocol, tracker registration and
@@ -289,7 +301,7 @@ def serve(tracker: tuple[str, int] | None, key: str, host: str = "127.0.0.1", po
     if security is None:
         raise InputError("a node needs data plane security: keys (--keys DIR --member NAME) or, explicitly, "
                          "--insecure-plaintext")
-    state = NodeState(key, host, cache, security, run_delay)
+    state = NodeState(key, host, cache, security, run_delay, accelerator)
     register_functions(state)
     try:
         listener = GuardedListener(host, port, port_end or port + 100, key, tracker, silent)
@@ -328,7 +340,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-end", type=int, help="last port to try (default PORT + 100)")
     parser.add_argument("--cache", type=Path, help="artifact cache folder (default: edgevit's cache)")
     parser.add_argument("--run-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # fault-injection tests
+    parser.add_argument("--fpga", type=Path, metavar="BUNDLE",
+                        help="also serve this PYNQ bundle's accelerator part as a pipeline stage (an FPGA node)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="with --fpga: run the bundle's g++ C-simulation instead of the programmable logic "
+                             "(off-board stand-in, labelled so in the node's description)")
+    parser.add_argument("--fpga-python", metavar="PY",
+                        help="with --fpga: the Python that has pynq (default: this one; off-board, the venv of "
+                             "tools/setup_pynq_env.sh)")
     add_security_arguments(parser, "this node's member name in the key folder (default: its --key)")
+
+
+def accelerator_from_args(args):
+    """The ``--fpga`` stage of a node's arguments, or None; refuses ``--simulate``/``--fpga-python`` alone."""
+    if args.fpga is None:
+        if args.simulate or args.fpga_python:
+            raise InputError("--simulate and --fpga-python apply only with --fpga BUNDLE")
+        return None
+    from .accelerator_stage import AcceleratorStage
+
+    if not Path(args.fpga, "bundle.json").is_file():
+        raise InputError(f"--fpga {args.fpga}: not a bundle folder (no bundle.json); make one with `edgevit bundle`")
+    return AcceleratorStage(args.fpga, args.fpga_python, args.simulate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         serve(parse_address(args.tracker), args.key, args.host, args.port, args.port_end, args.cache,
-              args.run_delay, security=security_from_args(args, args.key))
+              args.run_delay, security=security_from_args(args, args.key), accelerator=accelerator_from_args(args))
     except EdgevitError as exc:
         print(f"edgevit: error: {exc}", file=sys.stderr)
         return exc.exit_code

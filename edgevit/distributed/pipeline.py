@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgevitError, InputError, VerificationError
-from . import cost
+from . import accelerator_part, cost
 from .graph_split import GraphSplitter, run_chain, save_stage
 from .client import artifact_digest
 from .plan import NodeSlot, write_plan
@@ -83,6 +83,8 @@ def choose_stages(profile: dict, slots: list[NodeSlot], objective: str = "latenc
         raise EdgevitError(f"the profile has no entry for node kind(s) {missing}: profile again with --tracker")
     capacity = [sum(s.key == k for s in slots) for k in keys]
     memory = [min(s.memory_mib for s in slots if s.key == k) for k in keys]
+    # An FPGA kind runs exactly its accelerator part (cost.accelerator_kind): one fixed range of units.
+    only = [tuple(profile["kinds"][k].get("only_units") or ()) for k in keys]
 
     def value(period: float, latency: float) -> tuple[float, float]:
         return (latency, period) if objective == "latency" else (period, latency)
@@ -101,6 +103,8 @@ def choose_stages(profile: dict, slots: list[NodeSlot], objective: str = "latenc
                     continue
                 after = used[:k] + (used[k] + 1,) + used[k + 1:]
                 for end in range(j + 1, n + 1):
+                    if only[k] and (j, end) != only[k]:
+                        continue
                     c = cost.stage_cost(profile, key, j, end)
                     if cost.stage_memory_mib(c) > memory[k]:
                         continue
@@ -115,7 +119,8 @@ def choose_stages(profile: dict, slots: list[NodeSlot], objective: str = "latenc
     if not finals:
         biggest = max(memory)
         raise EdgevitError(f"no split into {stages or 'any number of'} stage(s) fits these nodes' memory "
-                           f"(largest budget {biggest:g} MiB): add nodes or raise memory_mib in the nodes file")
+                           f"(largest budget {biggest:g} MiB) and their fixed parts (an FPGA node runs only its "
+                           f"accelerator part): add nodes or raise memory_mib in the nodes file")
     state, entry = min(finals, key=lambda item: value(*item[1][0]))
     (period, latency) = entry[0]
     choices = []
@@ -216,18 +221,26 @@ def measure_kind(splitter: GraphSplitter, cuts, units: list[dict], key: str, tar
 
 
 def make_profile(splitter: GraphSplitter, cuts, model_name: str, model_sha: str, slots: list[NodeSlot],
-                 tracker, folder: Path) -> dict:
-    """Per node kind in ``slots``: measured through ``tracker`` when given, else estimated from MACs."""
+                 tracker, folder: Path, part=None, part_end: int = 0) -> dict:
+    """Per node kind in ``slots``: measured through ``tracker`` when given, else estimated from MACs; the FPGA
+    kind (``part``, an ``accelerator_part.AcceleratorPart``) from the HLS estimator."""
     units, input_bytes = unit_table(splitter, cuts)
     kinds = {}
-    for key, target in dict((s.key, s.target) for s in slots).items():
-        if tracker is None:
+    for key, target in node_targets(slots).items():
+        if part is not None and key == part.key:
+            kinds[key] = cost.accelerator_kind(target, units, part_end, part.estimate)
+        elif tracker is None:
             kinds[key] = cost.estimated_kind(target, units)
         else:
             kinds[key] = measure_kind(splitter, cuts, units, key, target, tracker, folder)
     return {"format": cost.PROFILE_FORMAT, "model": model_name, "model_sha256": model_sha,
             "input_bytes": input_bytes, "units": units, "kinds": kinds,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def node_targets(slots: list[NodeSlot]) -> dict:
+    """Node key -> target, in the order the nodes file lists them."""
+    return {s.key: s.target for s in slots}
 
 
 # ---- plan ------------------------------------------------------------------------------------------------
@@ -265,15 +278,25 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a folder: a pipeline plan is a folder (-o PLAN_DIR)")
+    part = accelerator_part.find(slots)
     model = import_model(spec, input_shape)
+    if part is not None and part.model not in (spec, model.name):
+        raise InputError(f"the FPGA nodes' bundle runs '{part.model}', not '{spec}': plan that model, or make a "
+                         f"bundle for this one (`edgevit hls {spec}`, then `edgevit bundle`)")
     onnx_model = model.load()
     serialized = onnx_model.SerializeToString()
     model_sha = hashlib.sha256(serialized).hexdigest()
     splitter = GraphSplitter(onnx_model)
     candidates = splitter.candidate_cuts(max_live)
     cuts = splitter.coarsen(candidates, units)
+    part_end = 0
+    if part is not None:
+        cuts, part_end = accelerator_part.cut_index(part, candidates, cuts)
     _say(f"{model.name}: {len(splitter.nodes)} nodes, {len(candidates) - 2} cut candidates with <= {max_live} "
          f"live tensor(s); {len(cuts) - 1} units for the planner")
+    if part is not None:
+        _say(f"the FPGA kind '{part.key}' runs units 0-{part_end - 1} (its accelerator stops at "
+             f"{part.stops_at or 'the output'}): {part.estimate['latency_ms']:.3g} ms estimated")
     (out_dir / "stages").mkdir(parents=True, exist_ok=True)
     (out_dir / "artifacts").mkdir(parents=True, exist_ok=True)
 
@@ -286,11 +309,14 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
             _say(f"{profile_path} was made for another model or other units: profiling again")
             profile = None
     if profile is None:
-        profile = make_profile(splitter, cuts, model.name, model_sha, slots, tracker, out_dir / "profile-units")
+        profile = make_profile(splitter, cuts, model.name, model_sha, slots, tracker, out_dir / "profile-units",
+                               part, part_end)
         profile_path.write_text(json.dumps(profile, indent=1))
     else:
-        for key, target in dict((s.key, s.target) for s in slots).items():
-            if key not in profile["kinds"]:
+        for key, target in node_targets(slots).items():
+            if key not in profile["kinds"] and part is not None and key == part.key:
+                profile["kinds"][key] = cost.accelerator_kind(target, profile["units"], part_end, part.estimate)
+            elif key not in profile["kinds"]:
                 profile["kinds"][key] = cost.estimated_kind(target, profile["units"])
 
     choices, prediction = choose_stages(profile, slots, objective, stages)
@@ -299,25 +325,39 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
                    for i, (a, b) in enumerate(zip(stage_cuts, stage_cuts[1:]))]
     check = verify_chain(model, stage_paths, splitter.outputs)
     _say(f"chained stages in onnxruntime match the whole model: max rel error {check['max_rel_error']:.2g}")
+    on_fpga = part is not None and choices[0].key == part.key
+    if on_fpga:
+        check["fixed_point"] = accelerator_part.fixed_point_check(part, model, stage_paths[1:], splitter.outputs)
+        _say(f"with the accelerator's fixed-point result (its golden model, bit-exact with the C-simulation): max "
+             f"rel error {check['fixed_point']['max_rel_error']:.3g} vs onnxruntime, top-1 "
+             f"{'agrees' if check['fixed_point']['top1_agree'] else 'DIFFERS'}")
 
     unused = {key: iter([s for s in slots if s.key == key]) for key in {s.key for s in slots}}
     entries = []
     for index, (choice, path) in enumerate(zip(choices, stage_paths)):
         slot = next(unused[choice.key])  # the DP uses each node once
-        _say(f"compiling stage {index + 1}/{len(choices)} (units {choice.first}-{choice.end - 1}) for "
-             f"{slot.target}")
-        art = _compile_stage(path, slot.target, out_dir / "artifacts" / f"stage{index}-{slot.target}.tar",
-                             f"{model.name}-stage{index}")
-        entries.append({"name": f"stage{index}", "units": [choice.first, choice.end],
-                        "nodes": [stage_cuts[index].position, stage_cuts[index + 1].position],
-                        "inputs": list(stage_cuts[index].tensors), "outputs": list(stage_cuts[index + 1].tensors),
-                        "slot": slot.name, "node_key": slot.key, "target": slot.target,
-                        "onnx": str(path.relative_to(out_dir)), "artifact": str(art.relative_to(out_dir)),
-                        "sha256": artifact_digest(art), "bytes": art.stat().st_size,
-                        "predicted": {k: round(v, 4) if isinstance(v, float) else v for k, v in choice.cost.items()},
-                        "cost_source": profile["kinds"][choice.key]["source"]})
-    one_node = {key: cost.stage_cost(profile, key, 0, len(profile["units"])) for key in profile["kinds"]
-                if key in unused}
+        entry = {"name": f"stage{index}", "units": [choice.first, choice.end],
+                 "nodes": [stage_cuts[index].position, stage_cuts[index + 1].position],
+                 "inputs": list(stage_cuts[index].tensors), "outputs": list(stage_cuts[index + 1].tensors),
+                 "slot": slot.name, "node_key": slot.key, "target": slot.target,
+                 "onnx": str(path.relative_to(out_dir)),
+                 "predicted": {k: round(v, 4) if isinstance(v, float) else v for k, v in choice.cost.items()},
+                 "cost_source": profile["kinds"][choice.key]["source"]}
+        if part is not None and choice.key == part.key:
+            # The node runs the bundle flashed on it; the ONNX stage is its float reference.
+            entry.update(sha256=part.digest, accelerator={"board": part.board, "bundle_sha256": part.digest,
+                                                          "bundle": str(part.bundle), "model": part.model})
+        else:
+            _say(f"compiling stage {index + 1}/{len(choices)} (units {choice.first}-{choice.end - 1}) for "
+                 f"{slot.target}")
+            art = _compile_stage(path, slot.target, out_dir / "artifacts" / f"stage{index}-{slot.target}.tar",
+                                 f"{model.name}-stage{index}")
+            entry.update(artifact=str(art.relative_to(out_dir)), sha256=artifact_digest(art),
+                         bytes=art.stat().st_size)
+        entries.append(entry)
+    n = len(profile["units"])
+    one_node = {key: cost.stage_cost(profile, key, 0, n) for key, kind in profile["kinds"].items()
+                if key in unused and kind.get("only_units", [0, n]) == [0, n]}
     plan = {"strategy": "pipeline", "model": model.name, "source": model.source, "model_sha256": model_sha,
             "objective": objective, "input": {"name": model.inputs[0].name, "shape": list(model.inputs[0].shape),
                                               "dtype": model.inputs[0].dtype},
@@ -325,6 +365,7 @@ def build_pipeline_plan(spec: str, slots: list[NodeSlot], tracker, out_dir: Path
             "whole_model": "model.onnx", "stages": entries, "profile": profile_path.name
             if profile_path.parent == out_dir else str(profile_path),
             "predicted": prediction, "chain_check": check,
+            "verify_rtol": check["fixed_point"]["verify_rtol"] if on_fpga else CHAIN_RTOL,
             "one_node": {k: {"latency_ms": c["compute_ms"] + c["in_ms"] + c["out_ms"]} for k, c in one_node.items()}}
     onnx_path = out_dir / "model.onnx"
     onnx_path.write_bytes(serialized)

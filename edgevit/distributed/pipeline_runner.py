@@ -27,7 +27,7 @@ class StageNode:
 
     index: int
     spec: dict
-    artifact: Path
+    artifact: Path | None     # None: an FPGA node's stage (the bundle flashed on the node)
     session: NodeSession | None = None
     failures: int = 0
     replaced: list[str] = field(default_factory=list)
@@ -58,7 +58,8 @@ class PipelineRunner:
         self.plan, self.tracker = plan, tracker
         self.session_timeout, self.call_timeout, self.stall_timeout = session_timeout, call_timeout, stall_timeout
         self.max_attempts = max_attempts
-        self.stages = [StageNode(i, st, Path(st["artifact"])) for i, st in enumerate(plan["stages"])]
+        self.stages = [StageNode(i, st, Path(st["artifact"]) if "artifact" in st else None)
+                       for i, st in enumerate(plan["stages"])]
         self.results: queue.Queue = queue.Queue()
         self.sink = Server(bind, tracker.security, self._on_result)
         self.feed = None  # data plane client to the first stage's node
@@ -81,7 +82,10 @@ class PipelineRunner:
             try:
                 if self.tracker.free(key) > 0:
                     session = self.tracker.request(key, self.session_timeout, wait=min(10.0, wait))
-                    session.ensure_artifact(stage.artifact, stage.spec["sha256"])
+                    if stage.artifact is None:
+                        session.ensure_accelerator(stage.spec["sha256"])
+                    else:
+                        session.ensure_artifact(stage.artifact, stage.spec["sha256"])
                     stage.session = session
                     return
             except (TrackerUnreachableError, ArtifactError):

@@ -6,6 +6,9 @@ infer`` executes; node descriptions come from an editable ``nodes.yaml``::
         count: 2          # how many nodes of that key to use
         target: host      # target (targets/*.toml) their artifacts are compiled for
         memory_mib: 256   # memory budget per node for models
+      - key: zcu102       # an FPGA node (edgevit node --key zcu102 --fpga BUNDLE): runs the bundle's accelerator
+        target: zcu102    # part as the first stage; an FPGA target (targets/*.toml with [fpga])
+        bundle: ef1_bundle    # the bundle it runs (relative to this file), as flashed on the board
 
 A class-split plan lists the sub-models (artifact, sha256, classes, size), which node slot each goes to
 (greedy, largest first, to the slot with the most memory left that fits it) and the fusion head's weights.
@@ -33,6 +36,7 @@ class NodeSlot:
     index: int
     target: str
     memory_mib: float
+    bundle: str | None = None   # an FPGA node's bundle folder: the node runs its accelerator part
 
     @property
     def name(self) -> str:
@@ -59,12 +63,18 @@ def load_nodes(path: Path) -> list[NodeSlot]:
     slots = []
     for i, entry in enumerate(entries):
         try:
+            bundle = entry.get("bundle")
+            bundle = str((Path(path).parent / str(bundle)).resolve()) if bundle is not None else None
             for index in range(int(entry.get("count", 1))):
                 slots.append(NodeSlot(str(entry["key"]), index, str(entry.get("target", "host")),
-                                      float(entry.get("memory_mib", 512))))
+                                      float(entry.get("memory_mib", 512)), bundle))
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise InputError(f"{path}: node entry {i + 1} needs key (and optional count, target, memory_mib)") \
-                from None
+            raise InputError(f"{path}: node entry {i + 1} needs key (and optional count, target, memory_mib, "
+                             "bundle)") from None
+    bundles = {s.key: s.bundle for s in slots}
+    for slot in slots:
+        if bundles[slot.key] != slot.bundle:
+            raise InputError(f"{path}: the entries of key '{slot.key}' name different bundles: one key, one bundle")
     return slots
 
 
@@ -109,12 +119,17 @@ def _plan_schema(strategy: str):
     entry = {"artifact": s.STRING, "sha256": s.STRING, "node_key": s.STRING, "slot": s.STRING, "name": s.STRING}
     if strategy == "pipeline":
         entry.update(inputs=s.ListOf(s.STRING), outputs=s.ListOf(s.STRING), predicted=anything, target=s.STRING)
-        extra = {"stages": s.ListOf(s.Record(entry, open=True), min_len=1), "predicted": anything,
+        # An FPGA node's stage names the bundle the node runs (by sha256) instead of an artifact to upload.
+        del entry["artifact"]
+        optional = {"artifact": s.STRING,
+                    "accelerator": s.Record({"board": s.STRING, "bundle_sha256": s.STRING}, open=True)}
+        extra = {"stages": s.ListOf(s.Record(entry, optional, open=True), min_len=1), "predicted": anything,
                  "whole_model": s.STRING}
     else:
         entry.update(outputs=s.int_in(1, 1 << 20), classes=s.ListOf(s.int_in(0, 1 << 20)))
         extra = {"submodels": s.ListOf(s.Record(entry, open=True), min_len=1), "fusion": anything}
-    return s.Record({"strategy": s.one_of(strategy), "model": s.STRING, "input": anything, **extra}, open=True)
+    return s.Record({"strategy": s.one_of(strategy), "model": s.STRING, "input": anything, **extra},
+                    {"verify_rtol": s.number_in(0, 1)}, open=True)
 
 
 def read_plan(path: Path) -> dict:
@@ -146,6 +161,10 @@ def read_plan(path: Path) -> dict:
     root = path.parent.resolve()
     if plan["strategy"] == "pipeline":
         _inside(root, plan["whole_model"], path, "whole_model")
+        for i, stage in enumerate(plan["stages"]):
+            if ("artifact" in stage) == ("accelerator" in stage):
+                raise InputError(f"{path}: stages[{i}] needs either an artifact or an accelerator, not "
+                                 f"{'both' if 'artifact' in stage else 'neither'}")
     entries_name = "stages" if plan["strategy"] == "pipeline" else "submodels"
     for i, entry in enumerate(plan[entries_name] + ([plan["full"]] if isinstance(plan.get("full"), dict) else [])):
         if "artifact" in entry:

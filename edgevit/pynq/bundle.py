@@ -9,6 +9,9 @@ A bundle is a directory that ``edgevit flash`` copies to the board as it is::
     top.cpp, config.h, ...        the HLS sources and Tcl (to run Vitis HLS / Vivado, or the off-board C-sim)
     testdata/inputs.bin, golden.bin   the self-test: inputs and the golden model's raw outputs
     cpu_tail.json, cpu_tail.npz   the model's part after the accelerator's, for the board's CPU (if any)
+
+``bundle.json`` also carries the estimator's latency of the accelerator part (``estimate``), the cost a
+pipeline plan gives an FPGA node that runs this bundle.
 """
 
 from __future__ import annotations
@@ -70,6 +73,17 @@ def _tail(project: Path, out: Path, doc: dict, model, input_shape) -> dict:
     return cpu_tail.export(model, input_shape, prog, x, out)
 
 
+def _estimate(project: Path, fpga) -> dict:
+    """The HLS estimator's latency of the accelerator part at the board's clock (what a pipeline plan uses as
+    an FPGA node's stage cost: the C-simulation's speed says nothing about the PL's)."""
+    from ..hls import estimator
+    from ..hls.codegen import load_program
+
+    report = estimator.report(load_program(project)[0], fpga)
+    return {"latency_ms": report["latency_ms"], "cycles": report["cycles"], "clock_mhz": report["clock_mhz"],
+            "fits": report["fits"], "source": "edgevit HLS estimator (analytic; Vitis HLS did not run)"}
+
+
 def make_bundle(project: Path, out: Path, bitstream: Path | None = None, hwh: Path | None = None, model=None,
                 input_shape: tuple | None = None) -> dict:
     """Write a bundle for ``project`` (an ``edgevit hls`` directory) into ``out``; returns its configuration.
@@ -115,6 +129,7 @@ def make_bundle(project: Path, out: Path, bitstream: Path | None = None, hwh: Pa
     if hwh is not None:
         shutil.copyfile(hwh, out / manifest.HWH)
     tail = _tail(project, out, doc, model, input_shape) if doc.get("cpu_layers") else None
+    estimate = _estimate(project, fpga)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     inputs = regmap["buffers"]["input"]["elements"]
     cfg = {"format": manifest.FORMAT, "version": manifest.VERSION, "created_by": f"edgevit {__version__}",
@@ -123,7 +138,7 @@ def make_bundle(project: Path, out: Path, bitstream: Path | None = None, hwh: Pa
            "hwh": manifest.HWH if hwh is not None else None,
            "ip": regmap["ip"], "registers": {r["name"]: r["offset"] for r in regmap["registers"]},
            "buffers": regmap["buffers"], "program_header": list(HEADER), "cpu_layers": doc.get("cpu_layers", []),
-           "cpu_tail": manifest.TAIL_JSON if tail else None,
+           "cpu_tail": manifest.TAIL_JSON if tail else None, "estimate": estimate,
            "selftest": {"inputs": "testdata/inputs.bin", "golden": "testdata/golden.bin",
                         "count": (out / "testdata/inputs.bin").stat().st_size // (2 * inputs)},
            "files": {name: manifest.sha256(out / name) for name in files}}

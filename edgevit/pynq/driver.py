@@ -129,14 +129,31 @@ class Accelerator:
         ExecutionError
             If the model continues after the accelerator but the bundle has no CPU part for it.
         """
-        spec = self.config["buffers"]["output"]
-        w, i = spec["format"]
-        y = np.asarray(raw, dtype=np.float64).reshape(spec["shape"]) / 2.0 ** (w - i)
+        if self.tail is None and self.config.get("cpu_layers"):
+            raise ExecutionError(f"this model continues after the accelerator ({self.config['cpu_layers'][0]}"
+                                 f", ...) but the bundle has no CPU part: rebuild it with the model")
+        y = self.part_output(raw)
         if self.tail is None:
-            if self.config.get("cpu_layers"):
-                raise ExecutionError(f"this model continues after the accelerator ({self.config['cpu_layers'][0]}"
-                                     f", ...) but the bundle has no CPU part: rebuild it with the model")
             return y
         graph, weights = self.tail
-        y = y.transpose(graph["transpose"]) if graph["transpose"] else y
-        return numpy_graph.run(graph, weights, {graph["input"]: y.reshape(graph["input_shape"])})[0]
+        return numpy_graph.run(graph, weights, {graph["input"]: y})[0]
+
+    def part_output(self, raw) -> np.ndarray:
+        """The accelerator's raw output, dequantised, in the layout of the model's tensor it equals
+        (:func:`part_output`)."""
+        return part_output(raw, self.config["buffers"]["output"], self.tail[0] if self.tail is not None else None)
+
+
+def part_output(raw, spec: dict, tail: dict | None) -> np.ndarray:
+    """Raw accelerator output words -> float, in the layout of the model's tensor they equal.
+
+    With a CPU part (``tail``, from ``cpu_tail.json``) that is the part's input, the tensor of the model's ONNX
+    graph where the accelerator stops (e.g. NCHW where the accelerator is channels-last); without, the model's
+    output. A pipeline that puts the accelerator part on an FPGA node sends this tensor on to the next node.
+    """
+    w, i = spec["format"]
+    y = np.asarray(raw, dtype=np.float64).reshape(spec["shape"]) / 2.0 ** (w - i)
+    if tail is None:
+        return y
+    y = y.transpose(tail["transpose"]) if tail["transpose"] else y
+    return y.reshape(tail["input_shape"])

@@ -99,10 +99,11 @@ class Cluster:
         return f"127.0.0.1:{self.tracker_port}"
 
     def add_node(self, key: str, emulated=None, run_delay: float = 0.0, cache: Path | None = None,
-                 wait: bool = True) -> Proc:
+                 wait: bool = True, extra: tuple = ()) -> Proc:
         self.nodes_started += 1
         args = ["-m", "edgevit.distributed.node", "--tracker", self.address, "--key", key,
-                "--port", str(free_port()), "--keys", str(self.keys), "--member", MEMBERS[self.nodes_started]]
+                "--port", str(free_port()), "--keys", str(self.keys), "--member", MEMBERS[self.nodes_started],
+                *map(str, extra)]
         if run_delay:
             args += ["--run-delay", str(run_delay)]
         if cache:

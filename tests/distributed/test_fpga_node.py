@@ -1,0 +1,121 @@
+"""A heterogeneous pipeline: an FPGA node (PYNQ bundle, its C-simulation standing in for the PL) runs the
+convolutional and MobileViT part of a small hybrid trained on digits, an x86 node runs the head; verified against
+onnxruntime on the whole model within the tolerance measured at plan time, with real digits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tests" / "pynq"))
+from fake_bitstream import write_bit, write_hwh  # noqa: E402  (Vivado's outputs, stood in: no Vivado here)
+
+
+def tiny_hybrid():
+    """The trained tiny MobileViT with its head as pool + flatten + linear, which the accelerator does not run:
+    the accelerator stops after the MobileViT block and the head goes to the CPU."""
+    import torch.nn as nn
+
+    from edgevit.hls.tiny_models import trained_tiny_mobilevit
+
+    trained = trained_tiny_mobilevit()
+    head = nn.Linear(16, 10)
+    head.load_state_dict(trained[3].fc.state_dict())
+    return nn.Sequential(trained[0], trained[1], trained[2], nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+
+@pytest.fixture(scope="module")
+def pynq_python() -> str:
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "setup_pynq_env.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, f"tools/setup_pynq_env.sh failed:\n{proc.stderr[-3000:]}"
+    return proc.stdout.strip().splitlines()[-1]
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory):
+    """(folder, model.onnx, bundle, digits test set): the tiny hybrid's HLS project, bundle and ONNX file."""
+    import torch
+
+    from edgevit.frontend import from_torch
+    from edgevit.hls import project
+    from edgevit.hls.tiny_models import digits_split
+    from edgevit.pynq.bundle import make_bundle
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("hybrid")
+    model = tiny_hybrid()
+    xtr, _, xte, yte = digits_split()
+    _, proj = project.generate(model, (1, 1, 8, 8), "pynq-z2", folder / "project", [x[None] for x in xtr[:200]],
+                               test_inputs=[x[None] for x in xte[:4]], meta={"model": "tiny_hybrid"})
+    make_bundle(proj, folder / "bundle", write_bit(folder / "edgevit.bit"), write_hwh(folder / "edgevit.hwh"),
+                model=model, input_shape=(1, 1, 8, 8))
+    onnx_path = folder / "tiny_hybrid.onnx"
+    onnx_path.write_bytes(from_torch(model, (1, 1, 8, 8), "tiny_hybrid").onnx_path.read_bytes())
+    return folder, onnx_path, folder / "bundle", (xte, yte)
+
+def _nodes_file(folder: Path, bundle: Path) -> Path:
+    path = folder / "nodes.yaml"
+    path.write_text(f"nodes:\n  - {{key: pynq, target: pynq-z2, bundle: {bundle}}}\n"
+                    "  - {key: x86, count: 1, target: host}\n")
+    return path
+
+def test_plan_puts_the_accelerator_part_on_the_fpga_node(hybrid, tmp_path):
+    from edgevit.distributed.pipeline import build_pipeline_plan
+    from edgevit.distributed.plan import load_nodes, read_plan
+
+    folder, onnx_path, bundle, _ = hybrid
+    plan = build_pipeline_plan(str(onnx_path), load_nodes(_nodes_file(folder, bundle)), None, tmp_path / "plan",
+                               stages=2)
+    first, second = plan["stages"]
+    assert first["node_key"] == "pynq" and "artifact" not in first
+    assert first["accelerator"]["board"] == "pynq-z2"
+    assert json.loads((bundle / "cpu_tail.json").read_text())["input"] == first["outputs"][0]
+    assert second["node_key"] == "x86" and second["artifact"].endswith(".tar")
+    assert "HLS estimator" in first["cost_source"]
+    fixed = plan["chain_check"]["fixed_point"]
+    assert fixed["top1_agree"] and 0 < fixed["max_rel_error"] < 0.1
+    assert plan["verify_rtol"] == pytest.approx(4 * fixed["max_rel_error"])
+    assert read_plan(tmp_path / "plan")["stages"][0]["sha256"] == first["sha256"]
+
+def test_fpga_node_runs_its_stage_verified_end_to_end(hybrid, pynq_python, cluster, tmp_path):
+    from edgevit.cli import main
+
+    folder, onnx_path, bundle, (xte, yte) = hybrid
+    nodes = _nodes_file(folder, bundle)
+    fpga = cluster.add_node("pynq", extra=("--fpga", bundle, "--simulate", "--fpga-python", pynq_python))
+    cluster.add_node("x86")
+    cluster.wait_for("pynq", 1)
+    info = [r for r in cluster.client().nodes() if r["key"] == "pynq"]
+    assert info and "C-simulation" in json.dumps(info)
+    plan_dir = tmp_path / "plan"
+    assert main(["plan", str(onnx_path), "--strategy", "pipeline", "--nodes", str(nodes), "--stages", "2",
+                 "-o", str(plan_dir)]) == 0
+    np.save(tmp_path / "digits.npy", xte[:12])
+    report = tmp_path / "r.json"
+    assert main(["infer", str(plan_dir), "--tracker", cluster.address, *cluster.host_keys, "--input",
+                 str(tmp_path / "digits.npy"), "--verify", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["verify"]["ok"] and result["verify"]["checked"] == 12
+    assert result["failed"] == 0
+    # the digits are real: the split model still classifies them (the float model gets these right too)
+    assert np.mean(np.array(result["predictions"]) == yte[:12]) >= 0.9
+    assert fpga.popen.poll() is None
+
+def test_wrong_bundle_on_the_fpga_node_is_named(hybrid, pynq_python, cluster, tmp_path):
+    """A node that runs another bundle (or none) than the plan's: a clear error, no waiting for nodes."""
+    from edgevit.cli import main
+
+    folder, onnx_path, bundle, _ = hybrid
+    plan_dir = tmp_path / "plan"
+    assert main(["plan", str(onnx_path), "--strategy", "pipeline", "--nodes", str(_nodes_file(folder, bundle)),
+                 "--stages", "2", "-o", str(plan_dir)]) == 0
+    cluster.add_node("pynq")   # no --fpga
+    cluster.add_node("x86")
+    cluster.wait_for("pynq", 1)
+    code = main(["infer", str(plan_dir), "--tracker", cluster.address, *cluster.host_keys, "--wait", "20"])
+    assert code == 7   # ArtifactError
