@@ -36,17 +36,21 @@ class Accelerator:
     config : dict, optional
         The bundle's configuration as :func:`.manifest.load` returned it (hashes already checked); read and
         checked here if not given.
+    bitstream : Path, optional
+        The overlay to load instead of the bundle's (off-board: the simulated device's stand-in, for bundles
+        made without Vivado).
     """
 
-    def __init__(self, bundle: Path, device=None, timeout_s: float = 10.0, config: dict | None = None):
+    def __init__(self, bundle: Path, device=None, timeout_s: float = 10.0, config: dict | None = None,
+                 bitstream: Path | None = None):
         self.bundle = Path(bundle)
         self.config = cfg = config if config is not None else manifest.load(self.bundle)
-        if not cfg.get("bitstream"):
+        if bitstream is None and not cfg.get("bitstream"):
             raise ArtifactError(f"bundle {self.bundle} has no bitstream: build it with Vivado (hls.tcl, then "
                                 f"vivado_bd.tcl) and add it with `edgevit bundle PROJECT --bitstream F.bit --hwh F.hwh`")
         self.timeout_s = timeout_s
         self.regs = {name: int(off, 0) for name, off in cfg["registers"].items()}
-        self.overlay = board.load_overlay(self.bundle / cfg["bitstream"], device)
+        self.overlay = board.load_overlay(bitstream or self.bundle / cfg["bitstream"], device)
         self.ip = board.ip_core(self.overlay, cfg["ip"])
         self.buffers = {p: board.allocate(cfg["buffers"][p]["elements"], cfg["buffers"][p]["dtype"], device)
                         for p in PORTS}

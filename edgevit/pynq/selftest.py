@@ -24,7 +24,8 @@ from .driver import Accelerator
 MARK = "EDGEVIT_SELFTEST"
 
 
-def run(bundle: Path, count: int | None = None, timeout_s: float = 10.0, device=None) -> dict:
+def run(bundle: Path, count: int | None = None, timeout_s: float = 10.0, device=None,
+        bitstream: Path | None = None) -> dict:
     """Run the bundle's self-test inputs through :class:`~edgevit.pynq.driver.Accelerator`.
 
     Returns
@@ -45,7 +46,7 @@ def run(bundle: Path, count: int | None = None, timeout_s: float = 10.0, device=
         from .sim_device import from_env
 
         device = from_env(cfg)  # None on a board: pynq's own device
-    acc = Accelerator(bundle, device, timeout_s, config=cfg)
+    acc = Accelerator(bundle, device, timeout_s, config=cfg, bitstream=bitstream)
     n_in, n_out = cfg["buffers"]["input"]["elements"], cfg["buffers"]["output"]["elements"]
     inputs = np.fromfile(bundle / cfg["selftest"]["inputs"], "<i2").reshape(-1, n_in)
     golden = np.fromfile(bundle / cfg["selftest"]["golden"], "<i2").reshape(-1, n_out)

@@ -80,8 +80,15 @@ def serve(bundle: Path, checks: int, timeout_s: float, inp, out) -> int:
     from .sim_device import from_env
 
     device = from_env(cfg)   # None on a board: pynq's device, the programmable logic
-    report = selftest.run(bundle, checks, timeout_s, device=device) if checks else {}
-    acc = Accelerator(bundle, device, timeout_s, config=cfg)
+    bitstream = None
+    if device is not None and not cfg.get("bitstream"):   # off-board, a bundle made without Vivado
+        import tempfile
+
+        from .sim_device import stand_in_overlay
+
+        bitstream = stand_in_overlay(Path(tempfile.mkdtemp(prefix="edgevit-sim-")), cfg["part"])
+    report = selftest.run(bundle, checks, timeout_s, device=device, bitstream=bitstream) if checks else {}
+    acc = Accelerator(bundle, device, timeout_s, config=cfg, bitstream=bitstream)
     shape = cfg["buffers"]["input"]["shape"]
     out_shape = list(acc.part_output(np.zeros(cfg["buffers"]["output"]["elements"], np.int64)).shape)
     tail_input = acc.tail[0]["input"] if acc.tail is not None else None
