@@ -251,9 +251,9 @@ def _infer_pipeline(args, plan: dict) -> int:
     if args.verify:
         verdict = _verify_pipeline(args, plan, items, streamed)
         report["verify"] = verdict
-    rows = [[s["stage"], s["node"], s["target"], _ms(s["compute_ms"]), _ms(s["predicted_compute_ms"]),
-             f"{s['bytes_in'] / 1024:.1f}"] for s in report["stages"]]
-    print(format_table(rows, ["stage", "node", "target", "compute ms", "predicted", "in KiB"]))
+    rows = [[s["stage"], s["node"], s["target"], _ms(s["compute_ms"]), _ms(s["streaming_compute_ms"]),
+             _ms(s["predicted_compute_ms"]), f"{s['bytes_in'] / 1024:.1f}"] for s in report["stages"]]
+    print(format_table(rows, ["stage", "node", "target", "compute ms", "while streaming", "predicted", "in KiB"]))
     rows = [[link["link"], f"{link['bytes'] / 1024:.1f}", _ms(link["transfer_ms"]), _ms(link["predicted_ms"])]
             for link in report["links"]]
     print(format_table(rows, ["link", "KiB", "transfer ms", "predicted"]))

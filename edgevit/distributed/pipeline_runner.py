@@ -253,8 +253,12 @@ def summarize(plan: dict, single: list[dict], streamed: list[dict], wall_s: floa
     stages = []
     for index, st in enumerate(plan["stages"]):
         compute = [t["compute_ms"] for r in ok for t in r["trace"] if t["stage"] == index]
+        # The same stage while the pipeline is full: nodes that share a machine slow each other down.
+        busy = [t["compute_ms"] for r in streamed if r["error"] is None for t in r.get("trace") or []
+                if t["stage"] == index]
         stages.append({"stage": st["name"], "node": st["slot"], "target": st["target"],
                        "compute_ms": float(np.median(compute)) if compute else None,
+                       "streaming_compute_ms": float(np.median(busy)) if busy else None,
                        "predicted_compute_ms": st["predicted"]["compute_ms"],
                        "bytes_in": st["predicted"]["in_bytes"]})
     links = []

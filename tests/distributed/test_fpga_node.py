@@ -115,3 +115,33 @@ def test_wrong_bundle_on_the_fpga_node_is_named(hybrid, pynq_python, cluster, tm
     cluster.wait_for("pynq", 1)
     code = main(["infer", str(plan_dir), "--tracker", cluster.address, *cluster.host_keys, "--wait", "20"])
     assert code == 7   # ArtifactError
+
+
+def _profile(fpga_ms: float) -> dict:
+    from edgevit.distributed import cost
+
+    units = [{"start": i, "end": i + 1, "macs": 1e6, "ops": 0, "out_bytes": 1000, "weight_bytes": 1000}
+             for i in range(4)]
+    cpu = {"target": "host", "unit_ms": [5.0, 5.0, 1.0, 1.0], "link_mb_s": 1000.0, "message_ms": 0.1,
+           "source": "test"}
+    fpga = cost.accelerator_kind("zcu102", units, 2, {"latency_ms": fpga_ms, "cycles": 1, "clock_mhz": 300})
+    return {"units": units, "input_bytes": 1000, "kinds": {"fpga": fpga, "cpu": cpu}}
+
+
+def test_dp_gives_the_fpga_kind_exactly_its_accelerator_part():
+    from edgevit.distributed.pipeline import choose_stages
+    from edgevit.distributed.plan import NodeSlot
+
+    slots = [NodeSlot("fpga", 0, "zcu102", 512, "bundle"), NodeSlot("cpu", 0, "host", 512),
+             NodeSlot("cpu", 1, "host", 512)]
+    choices, predicted = choose_stages(_profile(1.0), slots, "latency")
+    assert [(c.key, c.first, c.end) for c in choices] == [("fpga", 0, 2), ("cpu", 2, 4)]
+    # compute 1 + 2 ms; into the FPGA node over the default LAN estimate (100 MB/s, 0.3 ms a message), then
+    # into and out of the CPU node over its measured link (1000 MB/s, 0.1 ms)
+    assert predicted["latency_ms"] == pytest.approx(3.0 + (1e-2 + 0.3) + 2 * (1e-3 + 0.1), rel=1e-6)
+    # an accelerator slower than the CPU for its part is left out
+    choices, _ = choose_stages(_profile(50.0), slots, "latency")
+    assert all(c.key == "cpu" for c in choices)
+    # and it never runs anything but its part, even when forced to be used
+    choices, _ = choose_stages(_profile(50.0), slots, "latency", stages=3)
+    assert [(c.key, c.first, c.end) for c in choices][0] == ("fpga", 0, 2)
