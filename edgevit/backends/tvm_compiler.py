@@ -64,15 +64,17 @@ def import_onnx(model, input_specs) -> "tvm.IRModule":
 def cpu_pipeline(target, database=None):
     """The Relax pipeline edgevit compiles CPU builds with.
 
-    TVM's CPU pipeline plus: inference decompositions, weight packing and fast math before legalisation; then,
-    after fusion, the kernels of a tuning ``database`` (MetaSchedule) where it has them and edgevit's default
-    rules (``edgevit.backends.cpu_schedules``) for every other kernel.
+    TVM's CPU pipeline plus: integer kernels for QDQ models, inference decompositions, weight packing and fast
+    math before legalisation; then, after fusion, the kernels of a tuning ``database`` (MetaSchedule) where it
+    has them, the int8 kernels' schedules (``edgevit.backends.int8``) and edgevit's default rules
+    (``edgevit.backends.cpu_schedules``) for every other kernel.
     """
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     from .cpu_schedules import DefaultCpuSchedule
+    from .int8 import ScheduleIntegerKernels
 
     @tvm.transform.module_pass(opt_level=0, name="EdgevitCpuPipeline")
     def _pipeline(mod, _ctx):
@@ -81,7 +83,7 @@ def cpu_pipeline(target, database=None):
             passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
         # Weights re-laid out by the schedules (tiled_reduction's prepacking) are split off and folded now.
         split = tvm.transform.module_pass(_split_weight_prepacking, opt_level=0, name="SplitWeightPrepacking")
-        passes += [DefaultCpuSchedule(target), split, relax.transform.FoldConstant(),
+        passes += [ScheduleIntegerKernels(target), DefaultCpuSchedule(target), split, relax.transform.FoldConstant(),
                    *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target)]
         with target, database if database is not None else contextlib.nullcontext():
             return tvm.transform.Sequential(passes)(mod)
@@ -121,17 +123,20 @@ def _lowering_passes(target) -> list:
 
 
 def _prepare_passes(target) -> list:
-    """Relax rewrites before legalisation: inference decompositions, weight packing, 2x upsampling, attention
-    fusion, fast math."""
+    """Relax rewrites before legalisation: integer kernels for QDQ models, inference decompositions, weight
+    packing, 2x upsampling, attention fusion, fast math."""
     from tvm import relax
 
     from .attention import FuseAttention
     from .cpu_schedules import CpuInfo
     from .fast_math import fast_math_passes
+    from .int8 import IntegerQdqKernels
     from .upsample import BilinearUpsample2x
     from .weight_packing import PackConvWeights
 
-    return [relax.transform.DecomposeOpsForInference(), PackConvWeights(CpuInfo.of(target).lanes),
+    # IntegerQdqKernels first: it matches the quantize/dequantize ops as the ONNX frontend wrote them (a float
+    # model has none and is returned unchanged).
+    return [IntegerQdqKernels(), relax.transform.DecomposeOpsForInference(), PackConvWeights(CpuInfo.of(target).lanes),
             BilinearUpsample2x(), FuseAttention(), *fast_math_passes()]
 
 

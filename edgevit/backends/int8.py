@@ -1,0 +1,236 @@
+"""Integer kernels for QDQ models: ``dequantize -> conv2d/matmul (+ bias) -> quantize`` becomes int8 x int8 ->
+int32 accumulation and one requantization.
+
+TVM's ONNX frontend turns a QDQ model into float operators between ``R.dequantize`` and ``R.quantize``: every
+quantized convolution would run in float32 on dequantized copies of its input and weights. This rewrite keeps
+the int8 tensors: with ``x = sx (xq - zx)``, ``w = sw wq`` (weights are symmetric) and ``b = sx sw bq``,
+
+    y = sx sw (Σ xq wq - zx Σ wq + bq)
+
+so the convolution runs on the int8 input (padded with ``zx``, the zero point, which is what float zero
+padding is in integers) and int8 weights, accumulating in int32; ``bq - zx Σ wq`` is one int32 constant per
+output channel, folded at compile time. The requantization is onnxruntime's: ``M = sx sw / sy`` in float32,
+``clip(round_half_even(float(acc) M) + zy)``. Results equal the float path's except where a value falls within
+float rounding of a half step (see ``edgevit.quantize.verify``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import GenericConst
+from tvm.relax import PyExprMutator, expr_functor
+
+from .relax_rewrite import is_op, rewrite_functions, static_shape
+
+
+def _constant(expr) -> np.ndarray | None:
+    return expr.value.numpy() if isinstance(expr, GenericConst) and hasattr(expr.value, "numpy") else None
+
+
+@expr_functor.mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.rewritten = 0
+
+    def _binding(self, expr):
+        if isinstance(expr, relax.Var):
+            try:
+                return self.lookup_binding(expr)
+            except Exception:  # noqa: BLE001 - not a bound variable (a function parameter)
+                return None
+        return None
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        found = self._match(call) if is_op(call, "relax.quantize") else None
+        if found is None:
+            return super().visit_call_(call)
+        self.rewritten += 1
+        return self._integer(call, *found)
+
+    def _match(self, quantize: relax.Call):
+        """(kernel call, activation (xq, sx, zx), weights (wq, sw), bias or None) under a per-tensor int8
+        ``quantize``, or None."""
+        if str(quantize.attrs.out_dtype) != "int8" or _scalar(quantize.args[1]) is None \
+                or _scalar(quantize.args[2]) is None:
+            return None
+        value, bias = self._binding(quantize.args[0]), None
+        if is_op(value, "relax.add"):
+            for kernel_arg, bias_arg in ((0, 1), (1, 0)):
+                kernel, bias = self._binding(value.args[kernel_arg]), self._bias(value.args[bias_arg])
+                if bias is not None and (is_op(kernel, "relax.nn.conv2d") or is_op(kernel, "relax.matmul")):
+                    value = kernel
+                    break
+            else:
+                return None
+        if is_op(value, "relax.nn.conv2d"):
+            if value.attrs.data_layout != "NCHW" or value.attrs.kernel_layout != "OIHW" or value.attrs.groups != 1:
+                return None  # grouped (depthwise) convs: few MACs, and the float path has a vectorised kernel
+            weights = self._weights(value.args[1], channel_axis=0)
+        elif is_op(value, "relax.matmul"):
+            if len(static_shape(value.args[1]) or []) != 2:
+                return None  # activation x activation (attention) and batched weights stay in float
+            weights = self._weights(value.args[1], channel_axis=1)
+        else:
+            return None
+        activation = self._activation(value.args[0])
+        if weights is None or activation is None:
+            return None
+        return value, activation, weights, bias
+
+    def _activation(self, expr):
+        """(xq, sx, zx) when ``expr`` is a per-tensor int8 ``dequantize``."""
+        deq = self._binding(expr)
+        if not is_op(deq, "relax.dequantize") or str(deq.args[0].ty.dtype) != "int8":
+            return None
+        sx, zx = _scalar(deq.args[1]), _scalar(deq.args[2])
+        return None if sx is None or zx is None else (deq.args[0], float(sx), int(zx))
+
+    def _weights(self, expr, channel_axis: int):
+        """(int8 weights, float32 scale per output channel) of a dequantized constant, through a 2-D transpose.
+
+        None unless the weights are symmetric (zero point 0) and their scale varies along ``channel_axis`` only.
+        """
+        axes = None
+        deq = self._binding(expr)
+        if is_op(deq, "relax.permute_dims"):
+            axes = [int(a) for a in deq.attrs.axes] if deq.attrs.axes is not None else []
+            deq = self._binding(deq.args[0])
+        if not is_op(deq, "relax.dequantize"):
+            return None
+        wq, scale, zero = (_constant(a) for a in deq.args)
+        if wq is None or scale is None or zero is None or wq.dtype != np.int8 or np.any(zero != 0):
+            return None
+        full = np.broadcast_to(scale.reshape([-1 if i == int(deq.attrs.axis) % wq.ndim else 1
+                                              for i in range(wq.ndim)]) if scale.ndim else scale, wq.shape)
+        if axes is not None:
+            axes = axes or list(reversed(range(wq.ndim)))  # no axes: a full reversal
+            wq, full = wq.transpose(axes), full.transpose(axes)
+        channel = np.moveaxis(full, channel_axis, 0).reshape(full.shape[channel_axis], -1)
+        if not np.all(channel == channel[:, :1]):
+            return None
+        return np.ascontiguousarray(wq), channel[:, 0].astype(np.float32)
+
+    def _bias(self, expr):
+        """(int32 bias, its float scale per channel) of ``[reshape] dequantize(int32 constant)``, or None."""
+        deq = self._binding(expr)
+        if is_op(deq, "relax.reshape"):
+            deq = self._binding(deq.args[0])
+        if not is_op(deq, "relax.dequantize"):
+            return None
+        bq, scale, zero = (_constant(a) for a in deq.args)
+        if bq is None or scale is None or zero is None or bq.dtype != np.int32 or bq.ndim != 1 or np.any(zero != 0):
+            return None
+        return bq, np.broadcast_to(scale, bq.shape).astype(np.float32)
+
+    def _integer(self, quantize, kernel, activation, weights, bias):
+        xq, sx, zx = activation
+        wq, sw = weights
+        sy, zy = float(_scalar(quantize.args[1])), int(_scalar(quantize.args[2]))
+        xq = self.visit_expr(xq)
+        if is_op(kernel, "relax.nn.conv2d"):
+            attrs = kernel.attrs
+            top, left, bottom, right = (int(p) for p in attrs.padding)
+            if top or left or bottom or right:
+                xq = relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zx))
+            acc = relax.op.nn.conv2d(xq, relax.const(wq), strides=attrs.strides, padding=0,
+                                     dilation=attrs.dilation, groups=attrs.groups, out_dtype="int32")
+            weight_sums, channel_shape = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1), (1, -1, 1, 1)
+        else:
+            acc = relax.op.matmul(xq, relax.const(wq), out_dtype="int32")
+            weight_sums, channel_shape = wq.astype(np.int64).sum(0), (-1,)
+        acc_scale = np.float32(sx) * sw  # float32, as onnxruntime computes input scale x weight scale
+        offset = -zx * weight_sums
+        if bias is not None:  # the bias in accumulator units (onnxruntime's bias scale is sx * sw already)
+            bq, bias_scale = bias
+            offset = offset + np.round(bq.astype(np.float64) * bias_scale / acc_scale).astype(np.int64)
+        if np.any(np.abs(offset) >= 2**31):
+            offset = np.clip(offset, -2**31, 2**31 - 1)  # a degenerate scale: saturates like int32 would
+        acc = relax.op.add(acc, relax.const(offset.astype(np.int32).reshape(channel_shape)))
+        multiplier = (acc_scale / np.float32(sy)).astype(np.float32).reshape(channel_shape)
+        y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier)))
+        y = relax.op.add(y, relax.const(np.float32(zy)))
+        return relax.op.astype(relax.op.clip(y, -128, 127), "int8")
+
+
+def _scalar(expr):
+    """The value of a one-element constant, else None."""
+    value = _constant(expr)
+    return value.reshape(()).item() if value is not None and value.size == 1 else None
+
+
+@tvm.transform.module_pass(opt_level=0, name="IntegerQdqKernels")
+class IntegerQdqKernels:
+    """Rewrite ``quantize([add(] conv2d|matmul(dequantize(xq), dequantize(W)) [, bias)])`` to int8 kernels.
+
+    Safe when: the activation is int8 with a per-tensor scale and zero point, the weights an int8 constant with
+    zero point 0 and one scale per output channel (or one for all), the bias an int32 constant, the output a
+    per-tensor int8 ``quantize``; NCHW/OIHW convolutions and matmuls by a 2-D weight. Anything else (attention's
+    activation x activation matmuls, float models) is left as it was; a module without a match is returned
+    unchanged.
+    """
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _Rewriter(mod)
+        rewritten = rewrite_functions(rewriter, mod)
+        if not rewriter.rewritten:
+            return mod
+        return relax.transform.DeadCodeElimination()(rewritten)
+
+
+def _integer_mac(sch):
+    """The int32 multiply-accumulate block of a kernel made by :class:`IntegerQdqKernels`, or None."""
+    from .cpu_schedules.common import is_reduction, root_blocks
+
+    found = [b for b in root_blocks(sch) if is_reduction(sch.get(b)) and sch.get(b).writes[0].source.dtype == "int32"]
+    return found[0] if len(found) == 1 else None
+
+
+def schedule_integer_kernel(func, target):
+    """Schedule an int8 conv/matmul kernel with the tiled-reduction rule, or return None.
+
+    A residual add fused into the kernel's epilogue brings its own ``dequantize`` ahead of the convolution; the
+    rule keeps such arithmetic producers materialised, and then cannot move the epilogue into the tile loop.
+    They feed only the epilogue, so they are inlined into it first.
+    """
+    from tvm.s_tir import Schedule
+
+    from .cpu_schedules import tiled_reduction
+    from .cpu_schedules.common import root_blocks
+
+    sch = Schedule(func)
+    mac = _integer_mac(sch)
+    if mac is None:
+        return None
+    mac_name = sch.get(mac).name_hint
+    feeding = {r.source for r in sch.get(mac).reads}
+    for block in root_blocks(sch):
+        stmt = sch.get(block)
+        if stmt.name_hint == mac_name:
+            break
+        if not any(stmt.writes[0].source.same_as(b) for b in feeding):
+            sch.compute_inline(block)
+    try:
+        return tiled_reduction.apply(sch.mod["main"], target)
+    except Exception:  # noqa: BLE001 - a kernel the rule does not fit is left to the default schedules
+        return None
+
+
+@tvm.transform.module_pass(opt_level=0, name="ScheduleIntegerKernels")
+class ScheduleIntegerKernels:
+    """Schedule the int8 kernels (see :func:`schedule_integer_kernel`) before the default rules see them."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        from tvm import tirx
+
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
+                sch = schedule_integer_kernel(func, self.target)
+                if sch is not None:
+                    mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        return mod
