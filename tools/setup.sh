@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${EDGEVIT_VENV:-.venv}
-APT_PACKAGES=(g++ gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static debootstrap dataset-fashion-mnist)
+APT_PACKAGES=(g++ gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static qemu-user debootstrap dataset-fashion-mnist)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -1,0 +1,115 @@
+"""Host latency of int8 builds: edgevit int8 vs onnxruntime int8 (the same QDQ model) vs edgevit fp32.
+
+    python tools/bench_int8.py [--models mobilevit_xxs,efficientformer_l1,swiftformer_xs] [--runs 20]
+
+For each zoo model: quantize it (per-channel weights, 32 Fashion-MNIST calibration samples), build both the QDQ
+and the float model for the host, then time two pairs, each with its engines taking turns in blocks of runs in
+processes of their own (``edgevit.bench``): edgevit int8 with onnxruntime int8, then edgevit fp32 with
+onnxruntime fp32. 1 thread. Also records how far edgevit int8 is from onnxruntime int8, in output quantization
+steps (``edgevit.quantize.verify``). Writes results/int8_host.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgevit.bench import _summary, _time_in_workers  # noqa: E402
+from edgevit.compiler import compile_for_target  # noqa: E402
+from edgevit.frontend import load_model  # noqa: E402
+from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached  # noqa: E402
+from edgevit.reference import random_inputs  # noqa: E402
+from edgevit.runtime.artifact import Artifact  # noqa: E402
+from edgevit.settings import seed  # noqa: E402
+from edgevit.tables import format_table  # noqa: E402
+from edgevit.targets import get_target  # noqa: E402
+
+
+def bench_model(name: str, runs: int, warmup: int, tmp: Path) -> dict:
+    """Quantize, build and time one zoo model (see the module docstring)."""
+    fp32 = load_model(name)
+    int8 = quantize_cached(fp32, QuantizeSettings("fashion-mnist", 32, per_channel=True))
+    row = {"model": name, "quantization": int8.extra["quantization"]}
+    timings, outputs = {}, {}
+    for kind, model in (("int8", int8), ("fp32", fp32)):
+        path = tmp / f"{name}-{kind}.tar"
+        start = time.monotonic()
+        compile_for_target(model, get_target("host"), path, command=f"tools/bench_int8.py ({kind})")
+        row[f"compile_s_{kind}"] = round(time.monotonic() - start, 1)
+        with Artifact.open(path) as artifact:
+            inputs = random_inputs(model.inputs, seed())
+            engines = {"edgevit": (sys.executable, str(artifact.library)),
+                       "onnxruntime": (sys.executable, str(artifact.reference))}
+            work = tmp / f"{name}-{kind}"
+            work.mkdir()
+            seconds, outs, other = _time_in_workers(engines, inputs, 1, runs, warmup, work)
+        for engine, values in seconds.items():
+            timings[f"{engine} {kind}"] = _summary(values)
+        outputs[kind] = outs
+        row[f"other_cpu_share_{kind}"] = other
+    row["engines"] = timings
+    ms = {k: v["median_ms"] for k, v in timings.items()}
+    row["ratios"] = {"edgevit int8 / onnxruntime int8": ms["edgevit int8"] / ms["onnxruntime int8"],
+                     "edgevit int8 / edgevit fp32": ms["edgevit int8"] / ms["edgevit fp32"],
+                     "onnxruntime int8 / onnxruntime fp32": ms["onnxruntime int8"] / ms["onnxruntime fp32"]}
+    row["agreement_int8"] = compare_int8(outputs["int8"]["edgevit"], outputs["int8"]["onnxruntime"],
+                                         output_steps(int8.load())).to_json()
+    return row
+
+
+def markdown(report: dict) -> str:
+    rows = []
+    for r in report["models"]:
+        ms = {k: v["median_ms"] for k, v in r["engines"].items()}
+        rows.append([r["model"], f"{ms['edgevit int8']:.1f}", f"{ms['onnxruntime int8']:.1f}",
+                     f"{ms['edgevit fp32']:.1f}", f"{ms['onnxruntime fp32']:.1f}",
+                     f"{r['ratios']['edgevit int8 / onnxruntime int8']:.2f}x",
+                     f"{r['ratios']['edgevit int8 / edgevit fp32']:.2f}x",
+                     f"{r['agreement_int8']['max_steps']:g} ({'ok' if r['agreement_int8']['ok'] else 'FAIL'})",
+                     f"{100 * max(r['other_cpu_share_int8'] or 0, r['other_cpu_share_fp32'] or 0):.0f} %"])
+    table = format_table(rows, ["model", "edgevit int8 ms", "ORT int8 ms", "edgevit fp32 ms", "ORT fp32 ms",
+                                "int8: edgevit/ORT", "edgevit int8/fp32", "int8 diff (steps)", "other CPU use"])
+    return (f"# int8 on the host ({report['cpu']}, 1 thread)\n\n"
+            f"Command: `{report['command']}` ({report['date']}). Medians of {report['runs']} runs; each pair "
+            "(edgevit int8 with onnxruntime int8 on the same QDQ file, edgevit fp32 with onnxruntime fp32) "
+            "timed taking turns in its own processes. QDQ models: onnxruntime quantize_static, per-channel "
+            "weights, MinMax over 32 Fashion-MNIST images. edgevit int8 runs conv (groups 1) and matmul/Gemm by "
+            "constant weights as int8 x int8 -> int32 kernels; depthwise convs, attention matmuls and every "
+            "other operator run as dequantize -> fp32 -> quantize. 'other CPU use': share of the machine other "
+            "processes used while timing (the box is shared).\n\n" + table + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mobilevit_xxs,efficientformer_l1,swiftformer_xs")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default="results/int8_host")
+    args = parser.parse_args()
+    from edgevit.backends.tvm_compiler import host_cpu_name
+
+    report = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "cpu": host_cpu_name(), "machine": platform.machine(), "runs": args.runs, "models": []}
+    with tempfile.TemporaryDirectory(prefix="edgevit-int8-") as tmp:
+        for name in args.models.split(","):
+            print(f"[bench_int8] {name}", file=sys.stderr, flush=True)
+            report["models"].append(bench_model(name, args.runs, args.warmup, Path(tmp)))
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
