@@ -15,10 +15,11 @@ from .torch_import import lower, to_accel_layout
 
 
 def generate(model, input_shape, board: str, out: Path, samples, overrides: dict | None = None,
-             test_inputs=None, meta: dict | None = None) -> tuple[Program, Path]:
+             test_inputs=None, meta: dict | None = None, testbench: bool = True) -> tuple[Program, Path]:
     """Lower ``model``, calibrate on ``samples`` (NCHW or token arrays), pick lanes for ``board``, write ``out``.
 
-    ``test_inputs`` (default: the first calibration sample) become the testbench's inputs.
+    ``test_inputs`` (default: the first calibration sample) become the testbench's inputs. With
+    ``testbench=False`` no ``testdata/`` is written (no golden-model run): the sources synthesis reads only.
     """
     fpga = get_target(board).require_fpga()
     prog = lower(model, input_shape)
@@ -26,7 +27,7 @@ def generate(model, input_shape, board: str, out: Path, samples, overrides: dict
     calibrate(prog, samples, overrides)
     estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))
     tests = samples[:1] if test_inputs is None else [to_accel_layout(x) for x in test_inputs]
-    codegen.write_project(prog, out, fpga, board, np.asarray(tests), meta)
+    codegen.write_project(prog, out, fpga, board, np.asarray(tests) if testbench else None, meta)
     return prog, Path(out)
 
 

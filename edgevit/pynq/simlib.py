@@ -31,7 +31,7 @@ extern "C" int edgevit_sim_run(const int* program, long program_n, short* params
                                long arena_n, short* input, long input_n, short* output, long output_n) {
     if (program_n < HEADER_WORDS) return 1;
     program_header hd;
-    load_words(program, hd);
+    read_header(program, hd);
     if (hd.magic != PROGRAM_MAGIC || hd.desc_words != DESC_WORDS || hd.params_words > params_n ||
         hd.arena_words > arena_n || hd.input_words > input_n || hd.output_words > output_n ||
         HEADER_WORDS + (long)hd.layers * DESC_WORDS > program_n)

@@ -66,7 +66,7 @@ def test_top_instantiates_each_unit_once(tiny, tmp_path):
     kinds = [l.kind for l in tiny.layers]
     assert kinds.count("linear") >= 8
     top = (out / "top.cpp").read_text()
-    for unit in ("linear_unit<", "depthwise_unit<", "attention_unit<", "layernorm_unit<", "im2col(", "concat("):
+    for unit in ("linear_unit<", "depthwise_unit<", "attention_unit<", "layernorm_unit<", "im2col<", "concat<"):
         assert top.count(unit) == 1, unit
     other = program([("linear", ["input"], "out", {"act": "gelu"}, {"w": np.ones((3, 4))})],
                     {"input": (2, 4), "out": (2, 3)})

@@ -12,58 +12,94 @@ namespace edgevit {
 // x [H][W][C] at d.x (d0, d1, d2), kernel K = d3 <= KMAXDW, stride d4, padding d5, W <= WMAX; w [C][K][K]
 // at d.w, bias [C]; y [HO][WO][C] with HO = (H + 2 PAD - K) / S + 1. For each group of LD channels the input
 // is read once, row by row, into a line buffer of K rows; an output row is computed as soon as its last
-// input row has arrived.
-template <int LD, int KMAXDW, int WMAX>
+// input row has arrived. One output pixel per cycle (the pipelined ox loop): the LD lanes and the
+// KMAXDW x KMAXDW window are unrolled (taps beyond the layer's K masked), so the line buffer is split into
+// its rows, KMAXDW column banks (a window's columns are consecutive) and its lanes, and the weights by lane.
+template <class CFG>
 void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
-    static word_t wbuf[LD][KMAXDW * KMAXDW], lines[KMAXDW][WMAX][LD];
-#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
+    static word_t wbuf[CFG::LD][CFG::KMAXDW * CFG::KMAXDW], lines[CFG::KMAXDW][CFG::WMAX][CFG::LD];
+#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=0
+#pragma HLS ARRAY_PARTITION variable=lines complete dim=1
+#pragma HLS ARRAY_PARTITION variable=lines cyclic factor=CFG::KMAXDW dim=2
 #pragma HLS ARRAY_PARTITION variable=lines complete dim=3
-    i64 bias[LD];
+    i64 bias[CFG::LD];
+#pragma HLS ARRAY_PARTITION variable=bias complete
     const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5, FA = d.fx + d.fw;
     const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1;
-    for (int c0 = 0; c0 < C; c0 += LD) {
-        const int lanes = C - c0 < LD ? C - c0 : LD;
-        for (int l = 0; l < lanes; ++l) {
-            for (int k = 0; k < K * K; ++k) wbuf[l][k] = params[d.w + (c0 + l) * K * K + k];
-            bias[l] = d.b >= 0 ? read_i64(params + d.b + 4 * (c0 + l)) : 0;
+    for (int c0 = 0; c0 < C; c0 += CFG::LD) {
+        EDGEVIT_TRIPCOUNT(CFG::dw_channel_groups)
+        for (int l = 0; l < CFG::LD; ++l) {
+            if (c0 + l < C) {
+                for (int k = 0; k < K * K; ++k) {
+                    EDGEVIT_TRIPCOUNT(CFG::dw_window)
+#pragma HLS PIPELINE II=1
+                    wbuf[l][k] = params[d.w + (c0 + l) * K * K + k];
+                }
+                bias[l] = d.b >= 0 ? read_i64(params + d.b + 4 * (c0 + l)) : 0;
+            }
         }
         int oy = 0;
         for (int iy = 0; iy < H; ++iy) {
-            for (int x = 0; x < W; ++x)
-                for (int l = 0; l < lanes; ++l) lines[iy % K][x][l] = arena[d.x + (iy * W + x) * C + c0 + l];
+            EDGEVIT_TRIPCOUNT(CFG::dw_rows)
+            for (int x = 0; x < W; ++x) {
+                EDGEVIT_TRIPCOUNT(CFG::dw_cols)
+                for (int l = 0; l < CFG::LD; ++l) {
+#pragma HLS PIPELINE II=1
+                    if (c0 + l < C) lines[iy % K][x][l] = arena[d.x + (iy * W + x) * C + c0 + l];
+                }
+            }
             for (; oy < HO; ++oy) {  // every output row whose input rows have all arrived
+                EDGEVIT_TRIPCOUNT(CFG::dw_rows_ready)
                 const int last = oy * S - PAD + K - 1;
                 if ((last < H - 1 ? last : H - 1) > iy) break;
-                for (int ox = 0; ox < WO; ++ox)
-                    for (int l = 0; l < lanes; ++l) {  // unrolled: LD channels
+                for (int ox = 0; ox < WO; ++ox) {
+                    EDGEVIT_TRIPCOUNT(CFG::dw_out_cols)
+#pragma HLS PIPELINE II=1
+                    for (int l = 0; l < CFG::LD; ++l) {
+#pragma HLS UNROLL
                         i64 acc = bias[l];
-                        for (int ky = 0; ky < K; ++ky)
-                            for (int kx = 0; kx < K; ++kx) {
+                        for (int ky = 0; ky < CFG::KMAXDW; ++ky) {
+#pragma HLS UNROLL
+                            for (int kx = 0; kx < CFG::KMAXDW; ++kx) {
+#pragma HLS UNROLL
                                 const int ry = oy * S + ky - PAD, rx = ox * S + kx - PAD;
-                                if (ry >= 0 && ry < H && rx >= 0 && rx < W)
+                                if (ky < K && kx < K && ry >= 0 && ry < H && rx >= 0 && rx < W)
                                     acc += (i64)lines[ry % K][rx][l] * (i64)wbuf[l][ky * K + kx];
                             }
-                        arena[d.y + (oy * WO + ox) * C + c0 + l] = epilogue(acc, FA, d.act, d.fo, d.wo);
+                        }
+                        if (c0 + l < C) arena[d.y + (oy * WO + ox) * C + c0 + l] = epilogue(acc, FA, d.act, d.fo, d.wo);
                     }
+                }
             }
         }
     }
 }
 
 // [H][W][C] -> [HO * WO][K * K * C], patch order (ky, kx, c), zeros outside the map; dims as above.
-inline void im2col(word_t* arena, const layer_desc& d) {
+template <class CFG>
+void im2col(word_t* arena, const layer_desc& d) {
     const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5;
     const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1;
-    for (int oy = 0; oy < HO; ++oy)
-        for (int ox = 0; ox < WO; ++ox)
-            for (int ky = 0; ky < K; ++ky)
-                for (int kx = 0; kx < K; ++kx)
+    for (int oy = 0; oy < HO; ++oy) {
+        EDGEVIT_TRIPCOUNT(CFG::im2col_out_rows)
+        for (int ox = 0; ox < WO; ++ox) {
+            EDGEVIT_TRIPCOUNT(CFG::im2col_out_cols)
+            for (int ky = 0; ky < K; ++ky) {
+                EDGEVIT_TRIPCOUNT(CFG::im2col_k)
+                for (int kx = 0; kx < K; ++kx) {
+                    EDGEVIT_TRIPCOUNT(CFG::im2col_k)
                     for (int c = 0; c < C; ++c) {
+                        EDGEVIT_TRIPCOUNT(CFG::im2col_channels)
+#pragma HLS PIPELINE II=1
                         int iy = oy * S + ky - PAD, ix = ox * S + kx - PAD;
                         bool in = iy >= 0 && iy < H && ix >= 0 && ix < W;
                         arena[d.y + ((oy * WO + ox) * K * K + ky * K + kx) * C + c] =
                             in ? arena[d.x + (iy * W + ix) * C + c] : word_t(0);
                     }
+                }
+            }
+        }
+    }
 }
 
 }  // namespace edgevit

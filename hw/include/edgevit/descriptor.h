@@ -32,12 +32,42 @@ static const int PROGRAM_VERSION = 1;
 static const int HEADER_WORDS = sizeof(program_header) / sizeof(int);
 static const int DESC_WORDS = sizeof(layer_desc) / sizeof(int);
 
-// Both structs are plain int sequences: a word-by-word copy is the whole decoder (a burst read in hardware).
-template <class S>
-inline void load_words(const int* src, S& s) {
-    int* dst = reinterpret_cast<int*>(&s);
-    for (int k = 0; k < (int)(sizeof(S) / sizeof(int)); ++k) dst[k] = src[k];
+// The decoders: one burst of words, each to its named field (no pointer casts, which synthesis refuses).
+inline void read_header(const int* src, program_header& h) {
+    int w[HEADER_WORDS];
+    for (int k = 0; k < HEADER_WORDS; ++k) w[k] = src[k];
+    h.magic = w[0], h.version = w[1], h.layers = w[2], h.desc_words = w[3], h.arena_words = w[4];
+    h.params_words = w[5], h.input_off = w[6], h.input_words = w[7], h.output_off = w[8];
+    h.output_words = w[9], h.input_frac = w[10], h.output_frac = w[11], h.input_width = w[12];
+    h.output_width = w[13];
 }
+
+inline void read_layer(const int* src, layer_desc& d) {
+    int w[DESC_WORDS];
+    for (int k = 0; k < DESC_WORDS; ++k) w[k] = src[k];
+    d.op = w[0], d.act = w[1], d.x = w[2], d.x2 = w[3], d.y = w[4], d.w = w[5], d.w2 = w[6], d.b = w[7];
+    d.d0 = w[8], d.d1 = w[9], d.d2 = w[10], d.d3 = w[11], d.d4 = w[12], d.d5 = w[13];
+    d.fx = w[14], d.fx2 = w[15], d.fw = w[16], d.fo = w[17], d.wo = w[18], d.fl = w[19], d.wl = w[20];
+    d.eps_lo = w[21], d.eps_hi = w[22];
+}
+
+// Trip counts of a loop whose bound comes from the descriptor: the least, largest and mean count over the
+// layers of this model's program (config.h). Vitis uses them only for its latency report.
+template <int MIN, int MAX, int AVG>
+struct tripcount {
+    static const int min = MIN, max = MAX, avg = AVG;
+};
+
+// EDGEVIT_TRIPCOUNT(CFG::name) inside a loop body is `#pragma HLS LOOP_TRIPCOUNT min= max= avg=` of that
+// tripcount (the two-level macro is how UG1399 puts constants into a pragma). The synthesis-mode check
+// (edgevit/hls/synth_check.py) defines EDGEVIT_CHECK_TRIPCOUNTS so that the compiler resolves every name and
+// checks min <= avg <= max: a pragma is otherwise text that g++ never reads.
+#define EDGEVIT_PRAGMA(x) _Pragma(#x)
+#ifdef EDGEVIT_CHECK_TRIPCOUNTS
+#define EDGEVIT_TRIPCOUNT(t) static_assert(t::min <= t::avg && t::avg <= t::max, "bad tripcount " #t);
+#else
+#define EDGEVIT_TRIPCOUNT(t) EDGEVIT_PRAGMA(HLS LOOP_TRIPCOUNT min=t::min max=t::max avg=t::avg)
+#endif
 
 inline i64 eps_of(const layer_desc& d) { return ((i64)d.eps_hi << 32) | (i64)(unsigned)d.eps_lo; }
 

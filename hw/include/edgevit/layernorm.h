@@ -13,14 +13,21 @@ namespace edgevit {
 static const int XHAT_FRAC = 16;
 
 // x [M][C] at d.x (d0, d1), gamma [C] at d.w, beta [C] at d.w2 (one format, fw bits), y [M][C] at d.y.
-template <int CMAX>
+// Both passes over a row are pipelined and unrolled by LI (the linear unit's input lanes), the row buffer
+// split into LI banks to match.
+template <class CFG>
 void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
-    static word_t row[CMAX];
+    static word_t row[CFG::CMAX];
+#pragma HLS ARRAY_PARTITION variable=row cyclic factor=CFG::LI
     const int M = d.d0, C = d.d1;
     const i64 eps = eps_of(d);
     for (int t = 0; t < M; ++t) {
+        EDGEVIT_TRIPCOUNT(CFG::ln_rows)
         i64 s1 = 0, s2 = 0;
         for (int c = 0; c < C; ++c) {
+            EDGEVIT_TRIPCOUNT(CFG::ln_channels)
+#pragma HLS PIPELINE II=1
+#pragma HLS UNROLL factor=CFG::LI
             row[c] = arena[d.x + t * C + c];
             i64 v = row[c];
             s1 += v;
@@ -30,6 +37,9 @@ void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
         int j = 0;
         i64 rs = dv > 0 ? rsqrt_norm(dv, j) : 0;
         for (int c = 0; c < C; ++c) {
+            EDGEVIT_TRIPCOUNT(CFG::ln_channels)
+#pragma HLS PIPELINE II=1
+#pragma HLS UNROLL factor=CFG::LI
             i64 xhat = (((i64)C * row[c] - s1) * rs) >> (j + TABLE_FRAC - XHAT_FRAC);
             i64 acc = (i64)params[d.w + c] * xhat + ((i64)params[d.w2 + c] << XHAT_FRAC);
             arena[d.y + t * C + c] = requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo);

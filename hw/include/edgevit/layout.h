@@ -1,4 +1,5 @@
 // Data movement for MobileViT blocks and heads: patch unfold/fold, channel concat, global average pool.
+// Each moves one word per cycle (the innermost loops are pipelined).
 #ifndef EDGEVIT_LAYOUT_H
 #define EDGEVIT_LAYOUT_H
 
@@ -8,36 +9,59 @@ namespace edgevit {
 
 // [H][W][C] -> [PH * PW][N][C] with N = (H / PH) * (W / PW) (H, W, C, PH, PW = d0..d4): token n of sequence p
 // is pixel (ny * PH + py, nx * PW + px), as MobileViT's unfold orders it. fold is the inverse (same dims).
-inline void unfold_fold(word_t* arena, const layer_desc& d, bool fold) {
+template <class CFG>
+void unfold_fold(word_t* arena, const layer_desc& d, bool fold) {
     const int H = d.d0, W = d.d1, C = d.d2, PH = d.d3, PW = d.d4, NW = W / PW, N = (H / PH) * NW;
-    for (int py = 0; py < PH; ++py)
-        for (int px = 0; px < PW; ++px)
-            for (int n = 0; n < N; ++n)
+    for (int py = 0; py < PH; ++py) {
+        EDGEVIT_TRIPCOUNT(CFG::unfold_patch_rows)
+        for (int px = 0; px < PW; ++px) {
+            EDGEVIT_TRIPCOUNT(CFG::unfold_patch_cols)
+            for (int n = 0; n < N; ++n) {
+                EDGEVIT_TRIPCOUNT(CFG::unfold_tokens)
                 for (int c = 0; c < C; ++c) {
+                    EDGEVIT_TRIPCOUNT(CFG::unfold_channels)
+#pragma HLS PIPELINE II=1
                     const int seq = ((py * PW + px) * N + n) * C + c;
                     const int map = (((n / NW) * PH + py) * W + (n % NW) * PW + px) * C + c;
                     arena[d.y + (fold ? map : seq)] = arena[d.x + (fold ? seq : map)];
                 }
+            }
+        }
+    }
 }
 
 // [M][CA] at d.x ++ [M][CB] at d.x2 -> [M][CA + CB] (M, CA, CB = d0..d2), both requantised to fo.
-inline void concat(word_t* arena, const layer_desc& d) {
+template <class CFG>
+void concat(word_t* arena, const layer_desc& d) {
     const int M = d.d0, CA = d.d1, CB = d.d2;
     for (int t = 0; t < M; ++t) {
-        for (int c = 0; c < CA; ++c)
+        EDGEVIT_TRIPCOUNT(CFG::concat_rows)
+        for (int c = 0; c < CA; ++c) {
+            EDGEVIT_TRIPCOUNT(CFG::concat_first_channels)
+#pragma HLS PIPELINE II=1
             arena[d.y + t * (CA + CB) + c] = requant(arena[d.x + t * CA + c], d.fx - d.fo, d.wo);
-        for (int c = 0; c < CB; ++c)
+        }
+        for (int c = 0; c < CB; ++c) {
+            EDGEVIT_TRIPCOUNT(CFG::concat_second_channels)
+#pragma HLS PIPELINE II=1
             arena[d.y + t * (CA + CB) + CA + c] = requant(arena[d.x2 + t * CB + c], d.fx2 - d.fo, d.wo);
+        }
     }
 }
 
 // Mean over M tokens of [M][C] (d0, d1): the exact sum times round(2^24 / M).
-inline void avgpool(word_t* arena, const layer_desc& d) {
+template <class CFG>
+void avgpool(word_t* arena, const layer_desc& d) {
     const int M = d.d0, C = d.d1;
     const i64 R = ((1LL << 24) + M / 2) / M;
     for (int c = 0; c < C; ++c) {
+        EDGEVIT_TRIPCOUNT(CFG::avgpool_channels)
         i64 s = 0;
-        for (int t = 0; t < M; ++t) s += arena[d.x + t * C + c];
+        for (int t = 0; t < M; ++t) {
+            EDGEVIT_TRIPCOUNT(CFG::avgpool_tokens)
+#pragma HLS PIPELINE II=1
+            s += arena[d.x + t * C + c];
+        }
         arena[d.y + c] = requant(s * R, d.fx + 24 - d.fo, d.wo);
     }
 }

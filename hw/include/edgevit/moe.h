@@ -10,11 +10,14 @@
 //
 // moe_experts: the route table is read once into per-expert queues (patch id, gate weight) in patch order -
 // the patch reordering. Each active expert's weights (fc1, fc2 and their biases, one block in DDR) are then
-// loaded once per image into one half of a ping-pong buffer while the previous expert computes from the other
-// half; the expert's queued patches are gathered, run through fc1 (+ activation) and fc2 on the shared linear
-// unit, and scattered back into exact 64-bit accumulators scaled by their gate weights. With d5 = 0 the unit
-// instead walks patches in order and loads the weights of each (patch, expert) pair: the same result, one
-// weight load per pair (the baseline the reordering is measured against).
+// loaded once per image into one half of a two-block buffer: the next expert's block is loaded before the
+// current expert computes from the other half. The two steps touch different halves and different m_axi
+// bundles (params: gmem0, arena: gmem1), but nothing forces them to overlap (no DATAFLOW region: the loop
+// carries which half is which), so in hardware they may run one after the other. The expert's queued
+// patches are gathered, run through fc1 (+ activation) and fc2 on the shared linear unit, and scattered
+// back into exact 64-bit accumulators scaled by their gate weights. With d5 = 0 the unit instead walks
+// patches in order and loads the weights of each (patch, expert) pair: the same result, one weight load per
+// pair (the baseline the reordering is measured against).
 #ifndef EDGEVIT_MOE_H
 #define EDGEVIT_MOE_H
 
@@ -24,28 +27,36 @@
 
 namespace edgevit {
 
+#ifndef __SYNTHESIS__
 // C-simulation only: per (MoE layer, expert), the words of expert weights read from DDR (null: not recorded),
 // and the first slot of the next MoE layer. The testbench dumps them to check the reordering's traffic.
 inline long*& moe_weight_reads() { static long* p = 0; return p; }
 inline int& moe_weight_reads_pos() { static int n = 0; return n; }
+#endif
 
 // Words of one expert's parameter block: fc1 [H][D], fc2 [D][H], then the 64-bit biases b1 [H], b2 [D].
 inline int expert_words(int D, int H) { return 2 * H * D + 4 * (H + D); }
 
 // logits [N][E] at d.x (fx fractional bits) -> route [N][K][2] at d.y: (expert id, gate weight with fo
 // fractional bits, wo wide). N, E, K = d0, d1, d2; K <= E <= EMAX.
-template <int EMAX>
+template <class CFG>
 void moe_route(word_t* arena, const layer_desc& d) {
     const int N = d.d0, E = d.d1, K = d.d2;
     for (int n = 0; n < N; ++n) {
-        i64 val[EMAX];
-        int id[EMAX], kept = 0;
+        EDGEVIT_TRIPCOUNT(CFG::route_patches)
+        i64 val[CFG::EMAX];
+        int id[CFG::EMAX], kept = 0;
         for (int e = 0; e < E; ++e) {
+            EDGEVIT_TRIPCOUNT(CFG::route_experts)
             const i64 v = arena[d.x + n * E + e].to_int();
             int pos = kept;
-            while (pos > 0 && v > val[pos - 1]) --pos;
+            while (pos > 0 && v > val[pos - 1]) {
+                EDGEVIT_TRIPCOUNT(CFG::route_kept)
+                --pos;
+            }
             if (pos >= K) continue;
             for (int j = (kept < K ? kept : K - 1); j > pos; --j) {
+                EDGEVIT_TRIPCOUNT(CFG::route_kept)
                 val[j] = val[j - 1];
                 id[j] = id[j - 1];
             }
@@ -53,24 +64,28 @@ void moe_route(word_t* arena, const layer_desc& d) {
             id[pos] = e;
             if (kept < K) ++kept;
         }
-        i64 ex[EMAX], sum = 0;
+        i64 ex[CFG::EMAX], sum = 0;
         for (int j = 0; j < K; ++j) {
+            EDGEVIT_TRIPCOUNT(CFG::route_kept)
             ex[j] = exp_neg(val[j] - val[0], d.fx);  // EXP_FRAC bits; the first is 1.0
             sum += ex[j];
         }
         int k2 = 0;
         const i64 rm = recip_norm(sum, k2);
         for (int j = 0; j < K; ++j) {
+            EDGEVIT_TRIPCOUNT(CFG::route_kept)
             arena[d.y + (n * K + j) * 2] = id[j];
             arena[d.y + (n * K + j) * 2 + 1] = requant(ex[j] * rm, TABLE_FRAC + k2 - d.fo, d.wo);
         }
     }
 }
 
-// One expert's block from DDR (params + w) into an on-chip half of the ping-pong buffer, counted per expert.
-template <int EWMAX>
+// One expert's block from DDR (params + w) into an on-chip half of the two-block buffer, counted per expert.
+template <class CFG>
 void load_expert(const word_t* params, int w, int e, int words, word_t* buf) {
     for (int k = 0; k < words; ++k) {
+        EDGEVIT_TRIPCOUNT(CFG::moe_block_words)
+#pragma HLS PIPELINE II=1
         buf[k] = params[w + e * words + k];
 #ifndef __SYNTHESIS__
         if (moe_weight_reads()) ++moe_weight_reads()[moe_weight_reads_pos() + e];
@@ -83,24 +98,37 @@ void load_expert(const word_t* params, int w, int e, int words, word_t* buf) {
 // N, D, H, E, K, reorder = d0..d5; fx, fw: tokens and expert weights; fl, wl: the hidden activations;
 // fo, wo: the expert outputs and y. Scratch in the arena right after y: gathered tokens [N][D], hidden
 // [N][H], expert outputs [N][D].
-template <int LI, int LO, int TM, int KMAX, int EMAX, int MNMAX, int MDMAX, int EWMAX>
+template <class CFG>
 void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
-    static word_t wbuf[2][EWMAX];  // ping-pong: the next expert's weights arrive while this one computes
-    static i64 acc[MNMAX][MDMAX];
-    static int qtok[EMAX][MNMAX];
-    static i64 qw[EMAX][MNMAX];
-    int qn[EMAX];
+    static word_t wbuf[2][CFG::EWMAX];  // the next expert's block is loaded into one half, the current computes
+    static i64 acc[CFG::MNMAX][CFG::MDMAX];
+    static int qtok[CFG::EMAX][CFG::MNMAX];
+    static i64 qw[CFG::EMAX][CFG::MNMAX];
+#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
+    int qn[CFG::EMAX];
     const int N = d.d0, D = d.d1, H = d.d2, E = d.d3, K = d.d4, S = expert_words(D, H);
     const int GATHER = d.y + N * D, HIDDEN = GATHER + N * D, OUT = HIDDEN + N * H;
-    for (int n = 0; n < N; ++n)
-        for (int c = 0; c < D; ++c) acc[n][c] = 0;
-    for (int e = 0; e < E; ++e) qn[e] = 0;
-    for (int n = 0; n < N; ++n)
+    for (int n = 0; n < N; ++n) {
+        EDGEVIT_TRIPCOUNT(CFG::moe_patches)
+        for (int c = 0; c < D; ++c) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_dim)
+#pragma HLS PIPELINE II=1
+            acc[n][c] = 0;
+        }
+    }
+    for (int e = 0; e < E; ++e) {
+        EDGEVIT_TRIPCOUNT(CFG::moe_expert_count)
+        qn[e] = 0;
+    }
+    for (int n = 0; n < N; ++n) {
+        EDGEVIT_TRIPCOUNT(CFG::moe_patches)
         for (int j = 0; j < K; ++j) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_kept)
             const int e = arena[d.x2 + (n * K + j) * 2].to_int();
             qtok[e][qn[e]] = n;
             qw[e][qn[e]++] = arena[d.x2 + (n * K + j) * 2 + 1].to_int();
         }
+    }
     // fc1 and fc2 as linear descriptors over the gathered tokens; weights and biases from the buffer half.
     layer_desc fc1 = d, fc2 = d;
     fc1.op = fc2.op = OP_LINEAR;
@@ -110,34 +138,60 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
     fc2.x = HIDDEN, fc2.y = OUT, fc2.w = H * D, fc2.b = 2 * H * D + 4 * H, fc2.d1 = H, fc2.d2 = D, fc2.d3 = 1;
     fc2.fx = d.fl, fc2.act = ACT_NONE;
     // The work list: (expert, first queue entry, count) - whole queues when reordering, else single patches.
-    int work_e[MNMAX * EMAX], work_q[MNMAX * EMAX], work_n[MNMAX * EMAX], works = 0;
+    int work_e[CFG::MNMAX * CFG::EMAX], work_q[CFG::MNMAX * CFG::EMAX], work_n[CFG::MNMAX * CFG::EMAX], works = 0;
     if (d.d5) {
-        for (int e = 0; e < E; ++e)
+        for (int e = 0; e < E; ++e) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_expert_count)
             if (qn[e]) work_e[works] = e, work_q[works] = 0, work_n[works++] = qn[e];
+        }
     } else {
-        int next[EMAX];
-        for (int e = 0; e < E; ++e) next[e] = 0;
-        for (int n = 0; n < N; ++n)
+        int next[CFG::EMAX];
+        for (int e = 0; e < E; ++e) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_expert_count)
+            next[e] = 0;
+        }
+        for (int n = 0; n < N; ++n) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_patches)
             for (int j = 0; j < K; ++j) {
+                EDGEVIT_TRIPCOUNT(CFG::moe_kept)
                 const int e = arena[d.x2 + (n * K + j) * 2].to_int();
                 work_e[works] = e, work_q[works] = next[e]++, work_n[works++] = 1;
             }
+        }
     }
-    if (works) load_expert<EWMAX>(params, d.w, work_e[0], S, wbuf[0]);
+    if (works) load_expert<CFG>(params, d.w, work_e[0], S, wbuf[0]);
     for (int i = 0; i < works; ++i) {
-        if (i + 1 < works) load_expert<EWMAX>(params, d.w, work_e[i + 1], S, wbuf[(i + 1) & 1]);
+        EDGEVIT_TRIPCOUNT(CFG::moe_work_items)
+        if (i + 1 < works) load_expert<CFG>(params, d.w, work_e[i + 1], S, wbuf[(i + 1) & 1]);
         const int e = work_e[i], q0 = work_q[i], cnt = work_n[i];
-        for (int q = 0; q < cnt; ++q)
-            for (int c = 0; c < D; ++c) arena[GATHER + q * D + c] = arena[d.x + qtok[e][q0 + q] * D + c];
+        for (int q = 0; q < cnt; ++q) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_queue)
+            for (int c = 0; c < D; ++c) {
+                EDGEVIT_TRIPCOUNT(CFG::moe_dim)
+#pragma HLS PIPELINE II=1
+                arena[GATHER + q * D + c] = arena[d.x + qtok[e][q0 + q] * D + c];
+            }
+        }
         fc1.d0 = fc2.d0 = cnt;
-        linear_unit<LI, LO, TM, KMAX>(wbuf[i & 1], arena, fc1);
-        linear_unit<LI, LO, TM, KMAX>(wbuf[i & 1], arena, fc2);
-        for (int q = 0; q < cnt; ++q)
-            for (int c = 0; c < D; ++c)
+        linear_unit<CFG>(wbuf[i & 1], arena, fc1);
+        linear_unit<CFG>(wbuf[i & 1], arena, fc2);
+        for (int q = 0; q < cnt; ++q) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_queue)
+            for (int c = 0; c < D; ++c) {
+                EDGEVIT_TRIPCOUNT(CFG::moe_dim)
+#pragma HLS PIPELINE II=1
                 acc[qtok[e][q0 + q]][c] += qw[e][q0 + q] * (i64)arena[OUT + q * D + c].to_int();
+            }
+        }
     }
-    for (int n = 0; n < N; ++n)
-        for (int c = 0; c < D; ++c) arena[d.y + n * D + c] = requant(acc[n][c], d.fx2, d.wo);
+    for (int n = 0; n < N; ++n) {
+        EDGEVIT_TRIPCOUNT(CFG::moe_patches)
+        for (int c = 0; c < D; ++c) {
+            EDGEVIT_TRIPCOUNT(CFG::moe_dim)
+#pragma HLS PIPELINE II=1
+            arena[d.y + n * D + c] = requant(acc[n][c], d.fx2, d.wo);
+        }
+    }
 #ifndef __SYNTHESIS__
     moe_weight_reads_pos() += E;
 #endif
@@ -145,9 +199,12 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
 
 // y = x + x2 (arena) or x + a parameter tensor at w (x2 = -1; fw fractional bits), [M][C] (d0, d1): exact
 // sum at the finer input format, requantised to (fo, wo). Residuals after MoE layers; position embeddings.
-inline void add_tensors(const word_t* params, word_t* arena, const layer_desc& d) {
+template <class CFG>
+void add_tensors(const word_t* params, word_t* arena, const layer_desc& d) {
     const int M = d.d0 * d.d1, FB = d.x2 >= 0 ? d.fx2 : d.fw;
     for (int k = 0; k < M; ++k) {
+        EDGEVIT_TRIPCOUNT(CFG::add_words)
+#pragma HLS PIPELINE II=1
         const i64 b = d.x2 >= 0 ? arena[d.x2 + k].to_int() : params[d.w + k].to_int();
         arena[d.y + k] = add_residual(arena[d.x + k].to_int(), d.fx, b, FB, d.fo, d.wo);
     }

@@ -1,34 +1,60 @@
-// A FIFO between pipeline stages, our stand-in for hls::stream in C-simulation.
-// Same read()/write()/empty() interface, so a synthesis build can alias it to hls::stream without touching
-// kernels. Reading an empty stream is a deadlock in hardware; here it aborts so the testbench shows the bug.
+// A FIFO between pipeline stages: hls::stream<T, DEPTH> in synthesis, a bounded ring buffer in C-simulation.
+// The stand-in has the hardware's depth semantics: DEPTH slots, no growth. Reading an empty stream or writing a
+// full one stalls forever in hardware (a deadlock); here it aborts with a message, so the testbench shows the
+// bug instead of C-simulation silently buffering more than the FIFO can hold.
 #ifndef EDGEVIT_STREAM_H
 #define EDGEVIT_STREAM_H
 
+#ifdef __SYNTHESIS__
+#include <hls_stream.h>
+#else
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
+#endif
 
 namespace edgevit {
 
-template <class T>
+#ifdef __SYNTHESIS__
+
+template <class T, int DEPTH>
+using stream = hls::stream<T, DEPTH>;
+
+#else
+
+template <class T, int DEPTH>
 class stream {
   public:
-    void write(const T& v) { fifo_.push_back(v); }
+    stream() : head_(0), count_(0) {}
+
+    void write(const T& v) {
+        if (count_ == DEPTH) fail("write to a full stream");
+        slots_[(head_ + count_) % DEPTH] = v;
+        ++count_;
+    }
+
     T read() {
-        if (fifo_.empty()) {
-            std::fprintf(stderr, "edgevit::stream: read from an empty stream (a hardware deadlock)\n");
-            std::abort();
-        }
-        T v = fifo_.front();
-        fifo_.pop_front();
+        if (count_ == 0) fail("read from an empty stream");
+        T v = slots_[head_];
+        head_ = (head_ + 1) % DEPTH;
+        --count_;
         return v;
     }
-    bool empty() const { return fifo_.empty(); }
-    int size() const { return (int)fifo_.size(); }
+
+    bool empty() const { return count_ == 0; }
+    bool full() const { return count_ == DEPTH; }
+    int size() const { return count_; }
 
   private:
-    std::deque<T> fifo_;
+    static void fail(const char* what) {
+        std::fprintf(stderr, "edgevit::stream<depth %d>: %s (a hardware deadlock)\n", DEPTH, what);
+        std::abort();
+    }
+
+    T slots_[DEPTH];
+    int head_, count_;
 };
+
+#endif
 
 }  // namespace edgevit
 

@@ -1,0 +1,161 @@
+"""The synthesis-mode check: generated projects pass it, planted violations are named file:line, and the
+C-simulation stream has the FIFO's bounded depth."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edgevit.errors import VerificationError
+from edgevit.hls import codegen, csim, project, synth_check
+from edgevit.hls.tiny_models import build_tiny_mobilevit
+
+# Every zoo model the backend supports (wholly or up to its CPU tail); generated without testbench data, a few
+# seconds each. tools/synth_check_zoo.py runs the same check from the command line.
+ZOO_MODELS = ("mobilevit_xxs", "swiftformer_xs", "efficientformer_l1", "mobilevitv2_050")
+
+
+def _sources(model, shape, out):
+    sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return project.generate(model, shape, "zcu102", out, [sample], testbench=False)[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    return _sources(build_tiny_mobilevit().eval(), (1, 1, 8, 8), tmp_path_factory.mktemp("synth") / "tiny")
+
+
+def _planted(tiny_project, tmp_path):
+    out = tmp_path / "planted"
+    shutil.copytree(tiny_project, out)
+    return out
+
+
+def _replace(path, old, new):
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def _line_of(path, needle, after=""):
+    """The number of the first line holding ``needle`` at or after the first line holding ``after``."""
+    lines = path.read_text().splitlines()
+    start = next(n for n, line in enumerate(lines) if after in line)
+    return next(n for n, line in enumerate(lines[start:], start + 1) if needle in line)
+
+
+def test_tiny_mobilevit_project_is_synthesizable(tiny_project):
+    report = synth_check.check_project(tiny_project)
+    print(report.summary())
+    assert report.ok, report.summary()
+    # Every unit is reached (top() dispatches to all of them whatever the model), every loop seen.
+    assert report.functions >= 35 and report.loops >= 90 and report.tripcounted_loops >= 70
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_model_project_is_synthesizable(name, tmp_path):
+    from edgevit import zoo
+
+    out = _sources(zoo.build(name), zoo.get_entry(name).input_shape, tmp_path / name)
+    report = synth_check.require_synthesizable(out)
+    print(report.summary())
+    config = (out / "config.h").read_text()
+    assert "static const int KMAX = " in config and "typedef edgevit::tripcount<" in config
+
+
+def test_planted_violations_are_named_with_file_and_line(tiny_project, tmp_path):
+    out = _planted(tiny_project, tmp_path)
+    header = out / "include" / "edgevit" / "layernorm.h"
+    _replace(header, '#include "fixed_math.h"\n', '#include "fixed_math.h"\n#include <vector>\n')
+    _replace(header, "static const int XHAT_FRAC = 16;\n", "static const int XHAT_FRAC = 16;\n\n"
+             "inline int planted_depth(int n) { return n > 0 ? planted_depth(n - 1) + 1 : 0; }\n")
+    _replace(header, "    const i64 eps = eps_of(d);\n", "    const i64 eps = eps_of(d);\n"
+             "    std::vector<int> planted_vector(4);\n"
+             "    int* planted_new = new int[4];\n"
+             "    delete[] planted_new;\n"
+             "    int planted_sum = 0;\n"
+             "    for (int k = 0; k < d.d1; ++k) planted_sum += planted_depth(k);\n"
+             "    while (planted_sum > 0) planted_sum -= 2;\n")
+    report = synth_check.check_project(out)
+    print(report.summary())
+    found = {(v.file, v.line, v.rule) for v in report.violations}
+    rel = "include/edgevit/layernorm.h"
+    expected = {(rel, _line_of(header, "std::vector<int> planted_vector"), "std container"),
+                (rel, _line_of(header, "new int[4]"), "dynamic allocation"),
+                (rel, _line_of(header, "delete[] planted_new"), "dynamic allocation"),
+                (rel, _line_of(header, "for (int k = 0; k < d.d1; ++k) planted_sum"), "unbounded loop"),
+                (rel, _line_of(header, "while (planted_sum > 0)"), "unbounded loop"),
+                (rel, _line_of(header, "inline int planted_depth"), "recursion")}
+    assert found == expected
+    with pytest.raises(VerificationError, match=f"{rel}:{_line_of(header, 'new int')}: dynamic allocation"):
+        synth_check.require_synthesizable(out)
+
+
+def test_a_loop_bounded_by_the_descriptor_needs_a_tripcount(tiny_project, tmp_path):
+    out = _planted(tiny_project, tmp_path)
+    header = out / "include" / "edgevit" / "layout.h"
+    _replace(header, "            EDGEVIT_TRIPCOUNT(CFG::avgpool_tokens)\n", "")
+    report = synth_check.check_project(out)
+    assert [(v.file, v.line, v.rule) for v in report.violations] == [
+        ("include/edgevit/layout.h", _line_of(header, "for (int t = 0; t < M; ++t) {", "void avgpool"),
+         "unbounded loop")]
+
+
+def test_a_misspelt_tripcount_fails_the_synthesis_compile(tiny_project, tmp_path):
+    out = _planted(tiny_project, tmp_path)
+    header = out / "include" / "edgevit" / "attention.h"
+    _replace(header, "EDGEVIT_TRIPCOUNT(CFG::attn_steps)", "EDGEVIT_TRIPCOUNT(CFG::attn_step)")
+    report = synth_check.check_project(out)
+    line = _line_of(header, "EDGEVIT_TRIPCOUNT(CFG::attn_step)")
+    assert {(v.file, v.line, v.rule) for v in report.violations} == {
+        ("include/edgevit/attention.h", line, "synthesis compile")}
+    assert "attn_step" in report.violations[0].message
+
+
+def test_interface_must_match_the_register_map(tiny_project, tmp_path):
+    from edgevit.pynq import driver
+
+    assert codegen.PORTS == driver.PORTS
+    out = _planted(tiny_project, tmp_path)
+    top = out / "top.cpp"
+    _replace(top, "#pragma HLS INTERFACE s_axilite port=arena bundle=control\n", "")
+    _replace(top, "#pragma HLS INTERFACE s_axilite port=return bundle=control\n", "")
+    report = synth_check.check_project(out)
+    messages = [str(v) for v in report.violations]
+    print("\n".join(messages))
+    assert len(messages) == 2 and all(v.rule == "interface" and v.file == "top.cpp" for v in report.violations)
+    assert "arena is not in s_axilite bundle control" in messages[0] and "port=return" in messages[1]
+
+
+STREAM_TEST = """#include <edgevit/stream.h>
+#include <cstdio>
+#include <cstring>
+int main(int argc, char** argv) {
+    edgevit::stream<int, 2> s;
+    s.write(1);
+    s.write(2);
+    std::printf("full %d size %d\\n", (int)s.full(), s.size());
+    if (!std::strcmp(argv[1], "overflow")) s.write(3);
+    const int a = s.read();
+    const int b = s.read();
+    s.write(4);
+    const int c = s.read();
+    std::printf("read %d %d %d empty %d\\n", a, b, c, (int)s.empty());
+    if (!std::strcmp(argv[1], "underflow")) s.read();
+    return 0;
+}
+"""
+
+
+def test_csim_stream_is_a_bounded_fifo_that_fails_loudly(tmp_path):
+    src = tmp_path / "stream_test.cpp"
+    src.write_text(STREAM_TEST)
+    exe = tmp_path / "stream_test"
+    subprocess.run([csim.compiler(), *csim.CXXFLAGS, f"-I{csim.HW_INCLUDE}", str(src), "-o", str(exe)], check=True)
+    ok = subprocess.run([str(exe), "ok"], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout == "full 1 size 2\nread 1 2 4 empty 1\n"
+    over = subprocess.run([str(exe), "overflow"], capture_output=True, text=True)
+    assert over.returncode != 0 and "write to a full stream" in over.stderr and "depth 2" in over.stderr
+    under = subprocess.run([str(exe), "underflow"], capture_output=True, text=True)
+    assert under.returncode != 0 and "read from an empty stream" in under.stderr
