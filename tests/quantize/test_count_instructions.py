@@ -51,7 +51,8 @@ def test_counts_grow_by_the_loop_body(tmp_path):
     assert (most - more) / 2000 == pytest.approx(per_iteration, abs=0.05)
     assert 3 <= per_iteration <= 10
     assert count(1000) == base  # deterministic: the same run counts the same
-    assert count(1000, "cortex-a76") == base  # same binary, same instructions on either core model
+    # on another core model libc picks other string routines (start-up differs), the loop body does not
+    assert (count(3000, "cortex-a76") - count(1000, "cortex-a76")) / 2000 == per_iteration
 
 
 def test_plugin_refuses_unknown_arguments(tmp_path):
