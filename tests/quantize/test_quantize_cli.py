@@ -141,3 +141,15 @@ def test_option_mistakes(capsys, cnn, tmp_path):
     assert_one_line_error(code, err, 2, "--calib-count")
     code, _, err = run_cli(capsys, "compile", cnn, "--quantize", "int4", "--calibration", "fashion-mnist")
     assert_one_line_error(code, err, 2, "int4")
+
+
+@pytest.mark.qemu
+def test_per_channel_qdq_for_rpi4_verifies_under_qemu(capsys, cnn, tmp_path):
+    """The int8 kernels cross-compiled for the Pi (NEON) agree with onnxruntime on x86 (bit-exact here)."""
+    code, _, err = run_cli(capsys, "compile", cnn, "--target", "rpi4", "--quantize", "int8", "--calibration",
+                           "fashion-mnist", "--calib-count", "4", "--per-channel", "-o", tmp_path / "m.tar")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.tar", "--verify", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["device"] == "qemu-aarch64" and result["verify"]["max_abs_error"] == 0
