@@ -12,7 +12,8 @@ No Vitis here, so two stand-ins, both on the project's own sources (``top.cpp``,
    standard containers, recursion, and loops that have neither a constant bound nor a ``LOOP_TRIPCOUNT``.
    A constant bound is a ``for`` whose condition compares its own loop variable with compile-time constants
    (literals, template parameters, ``static const`` members such as ``accel_config::LO``, enumerators);
-   ``while`` and ``do`` loops always need a trip count.
+   ``while`` and ``do`` loops always need a trip count. A loop under ``#pragma HLS PIPELINE`` must have only
+   constant-bound loops inside it (and inside what it calls): pipelining unrolls them.
 
 It also checks that ``edgevit_top``'s INTERFACE pragmas and parameters match ``regmap.json`` (the register map
 the PYNQ driver programs): one m_axi port per buffer, each address in the ``control`` s_axilite bundle, in
@@ -206,32 +207,58 @@ class _Scanner:
         key = self.where(loop) + (loop.location.column,)
         counted = key not in self.seen_loops
         self.seen_loops.add(key)
-        has_tripcount = self.has_tripcount(loop)
+        pragmas = self.body_pragmas(loop)
+        has_tripcount = any("LOOP_TRIPCOUNT" in p or p.startswith("EDGEVIT_TRIPCOUNT(") for p in pragmas)
         if counted:
             self.report.loops += 1
             self.report.tripcounted_loops += has_tripcount
+        if any(re.match(r"#pragma HLS PIPELINE\b", p, re.I) for p in pragmas):
+            self.check_pipeline(loop)
         if has_tripcount or self.constant_bound(loop):
             return
         kind = {self.K.FOR_STMT: "for", self.K.WHILE_STMT: "while", self.K.DO_STMT: "do"}[loop.kind]
         self.flag(loop, "unbounded loop", f"`{kind}` loop without a constant bound or a LOOP_TRIPCOUNT pragma "
                                           f"(EDGEVIT_TRIPCOUNT) at the top of its braced body")
 
-    def has_tripcount(self, loop) -> bool:
-        """A LOOP_TRIPCOUNT pragma (or EDGEVIT_TRIPCOUNT) among the lines that open the loop's braced body."""
+    def check_pipeline(self, loop) -> None:
+        """Pipelining a loop unrolls every loop inside it, also those of the functions it calls: each needs a
+        constant bound."""
+        file, line = self.where(loop)
+        for inner in self.loops_below(loop, set()):
+            if not self.constant_bound(inner):
+                self.flag(inner, "pipeline", f"loop inside the pipelined loop at {file}:{line} has no constant "
+                                             f"bound, so it cannot be unrolled (bound it by a config constant "
+                                             f"and mask, or move the PIPELINE pragma inside)")
+
+    def loops_below(self, cursor, visited: set):
+        """The loops inside ``cursor`` and inside the project's functions it calls, transitively."""
+        K = self.K
+        for c in cursor.walk_preorder():
+            if c != cursor and c.kind in (K.FOR_STMT, K.WHILE_STMT, K.DO_STMT) and self.own(c):
+                yield c
+            elif c.kind == K.CALL_EXPR and c.referenced is not None:
+                target = c.referenced.get_definition() or c.referenced
+                usr = target.get_usr()
+                if target.is_definition() and self.own(target) and usr not in visited:
+                    visited.add(usr)
+                    yield from self.loops_below(target, visited)
+
+    def body_pragmas(self, loop) -> list[str]:
+        """The pragma lines (and EDGEVIT_TRIPCOUNT uses) that open the loop's braced body, stripped."""
         body = list(loop.get_children())
         body = body[-1] if loop.kind != self.K.DO_STMT else body[0]
         if body.kind != self.K.COMPOUND_STMT:
-            return False
+            return []
         lines = self.source(body.location.file.name)
         start = body.extent.start
-        rest = [lines[start.line - 1][start.column:]] + lines[start.line:body.extent.end.line]
-        for text in rest:
+        found = []
+        for text in [lines[start.line - 1][start.column:]] + lines[start.line:body.extent.end.line]:
             text = text.strip()
-            if "LOOP_TRIPCOUNT" in text or text.startswith("EDGEVIT_TRIPCOUNT("):
-                return True
-            if text and not text.startswith(("#pragma", "//")):
-                return False
-        return False
+            if text.startswith(("#pragma", "EDGEVIT_TRIPCOUNT(")):
+                found.append(text)
+            elif text and not text.startswith("//"):
+                break
+        return found
 
     def constant_bound(self, loop) -> bool:
         """A ``for`` whose condition compares its own loop variable with compile-time constants only."""

@@ -102,6 +102,19 @@ def test_a_loop_bounded_by_the_descriptor_needs_a_tripcount(tiny_project, tmp_pa
          "unbounded loop")]
 
 
+def test_a_pipelined_loop_may_hold_only_constant_bound_loops(tiny_project, tmp_path):
+    out = _planted(tiny_project, tmp_path)
+    header = out / "include" / "edgevit" / "layout.h"
+    # Pipelining the channel loop of avgpool would unroll its token loop, whose bound is the descriptor's M.
+    _replace(header, "        EDGEVIT_TRIPCOUNT(CFG::avgpool_channels)\n",
+             "        EDGEVIT_TRIPCOUNT(CFG::avgpool_channels)\n#pragma HLS PIPELINE II=1\n")
+    report = synth_check.check_project(out)
+    outer = _line_of(header, "for (int c = 0; c < C; ++c) {", "void avgpool")
+    assert [(v.file, v.line, v.rule) for v in report.violations] == [
+        ("include/edgevit/layout.h", _line_of(header, "for (int t = 0; t < M; ++t) {", "void avgpool"), "pipeline")]
+    assert f"pipelined loop at include/edgevit/layout.h:{outer}" in report.violations[0].message
+
+
 def test_a_misspelt_tripcount_fails_the_synthesis_compile(tiny_project, tmp_path):
     out = _planted(tiny_project, tmp_path)
     header = out / "include" / "edgevit" / "attention.h"
