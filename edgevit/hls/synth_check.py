@@ -13,7 +13,8 @@ No Vitis here, so two stand-ins, both on the project's own sources (``top.cpp``,
    A constant bound is a ``for`` whose condition compares its own loop variable with compile-time constants
    (literals, template parameters, ``static const`` members such as ``accel_config::LO``, enumerators);
    ``while`` and ``do`` loops always need a trip count. A loop under ``#pragma HLS PIPELINE`` must have only
-   constant-bound loops inside it (and inside what it calls): pipelining unrolls them.
+   constant-bound loops inside it (and inside what it calls): pipelining unrolls them. A pragma's
+   ``variable=`` must name a variable of its function (a misspelt one is silently ignored by g++).
 
 It also checks that ``edgevit_top``'s INTERFACE pragmas and parameters match ``regmap.json`` (the register map
 the PYNQ driver programs): one m_axi port per buffer, each address in the ``control`` s_axilite bundle, in
@@ -171,7 +172,22 @@ class _Scanner:
                                              f"call stack: synthesis needs a call graph without cycles")
             elif key not in state:
                 self.visit(callee, state)
+        self.check_pragma_variables(fn)
         state[usr] = 2
+
+    def check_pragma_variables(self, fn) -> None:
+        """Every ``variable=`` of a pragma in ``fn`` names a variable or parameter declared in ``fn``."""
+        if not self.own(fn):
+            return
+        declared = {c.spelling for c in fn.walk_preorder() if c.kind in (self.K.VAR_DECL, self.K.PARM_DECL)}
+        lines = self.source(fn.location.file.name)
+        for n in range(fn.extent.start.line, fn.extent.end.line + 1):
+            m = re.search(r"#pragma HLS .*\bvariable=([\w.]+)", lines[n - 1])
+            if m and m.group(1) not in declared:
+                file = _relative(self.project, fn.location.file.name)
+                v = Violation(file, n, "pragma", f"variable={m.group(1)} names no variable of {fn.spelling}")
+                if v not in self.report.violations:
+                    self.report.violations.append(v)
 
     def check_body(self, fn):
         """Apply the per-function rules to ``fn``; yield (call site, callee definition) of own callees."""

@@ -115,6 +115,16 @@ def test_a_pipelined_loop_may_hold_only_constant_bound_loops(tiny_project, tmp_p
     assert f"pipelined loop at include/edgevit/layout.h:{outer}" in report.violations[0].message
 
 
+def test_a_pragma_must_name_a_variable_of_its_function(tiny_project, tmp_path):
+    out = _planted(tiny_project, tmp_path)
+    header = out / "include" / "edgevit" / "linear.h"
+    _replace(header, "#pragma HLS ARRAY_PARTITION variable=bias complete",
+             "#pragma HLS ARRAY_PARTITION variable=biases complete")
+    report = synth_check.check_project(out)
+    assert [(v.file, v.line, v.rule) for v in report.violations] == [
+        ("include/edgevit/linear.h", _line_of(header, "variable=biases"), "pragma")]
+
+
 def test_a_misspelt_tripcount_fails_the_synthesis_compile(tiny_project, tmp_path):
     out = _planted(tiny_project, tmp_path)
     header = out / "include" / "edgevit" / "attention.h"
