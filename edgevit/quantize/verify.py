@@ -17,12 +17,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 MAX_STEPS = 4
+_MOVES = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 
 
 def output_steps(model) -> list[float | None]:
     """The quantization step of each graph output of a QDQ ``onnx.ModelProto`` (None for a float output).
 
-    A per-axis output scale gives its largest step.
+    A per-axis output scale gives its largest step. An output computed from a ``DequantizeLinear`` by data
+    movement or a multiplication/division by a constant scalar (EfficientFormer averages its two heads: ``/ 2``)
+    has that step scaled accordingly.
     """
     from onnx import numpy_helper
 
@@ -33,9 +36,21 @@ def output_steps(model) -> list[float | None]:
     producers = {o: n for n in model.graph.node for o in n.output}
     steps = []
     for output in model.graph.output:
-        node = producers.get(output.name)
-        scale = constants.get(node.input[1]) if node is not None and node.op_type == "DequantizeLinear" else None
-        steps.append(float(np.max(np.abs(scale))) if scale is not None else None)
+        node, factor = producers.get(output.name), 1.0
+        while node is not None and node.op_type != "DequantizeLinear":
+            scalar = [constants[i] for i in node.input[1:] if i in constants and constants[i].size == 1]
+            if node.op_type in _MOVES:
+                pass
+            elif node.op_type in ("Mul", "Div") and len(node.input) == 2 and len(scalar) == 1 \
+                    and node.input[0] in producers and float(scalar[0].reshape(())) != 0:
+                value = abs(float(scalar[0].reshape(())))
+                factor *= value if node.op_type == "Mul" else 1 / value
+            else:
+                node = None
+                break
+            node = producers.get(node.input[0])
+        scale = constants.get(node.input[1]) if node is not None else None
+        steps.append(float(np.max(np.abs(scale))) * factor if scale is not None else None)
     return steps
 
 

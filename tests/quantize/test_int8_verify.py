@@ -46,3 +46,20 @@ def test_nonfinite_and_shape_fail():
 def test_float_outputs_use_the_float_tolerance():
     ref = np.array([[1.0, 2.0]], np.float32)
     assert compare_int8([ref + 2e-5], [ref], [None]).max_steps == pytest.approx(1.0, rel=1e-3)
+
+
+def test_step_follows_data_movement_and_scalar_division():
+    from onnx import TensorProto, helper, numpy_helper
+
+    init = [numpy_helper.from_array(np.array(0.5, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z"),
+            numpy_helper.from_array(np.array(4.0, np.float32), "four"),
+            numpy_helper.from_array(np.array([1, 6], np.int64), "shape")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Reshape", ["d", "shape"], ["r"]),
+             helper.make_node("Div", ["r", "four"], ["y"]),
+             helper.make_node("Relu", ["d"], ["other"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6]),
+                               helper.make_tensor_value_info("other", TensorProto.FLOAT, [2, 3])], initializer=init)
+    assert output_steps(helper.make_model(graph)) == [0.125, None]
