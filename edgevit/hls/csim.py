@@ -15,6 +15,7 @@ from ..errors import EdgevitError, ExecutionError, ToolMissingError
 from ..settings import cache_dir
 
 HW_INCLUDE = Path(__file__).resolve().parents[2] / "hw" / "include"
+HW_TEMPLATES = HW_INCLUDE.parent / "templates"   # the generated project's files, with placeholders
 CXXFLAGS = ["-std=c++14", "-O2"]
 
 

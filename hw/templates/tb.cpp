@@ -1,0 +1,109 @@
+// C-simulation testbench (written by edgevit hls from hw/templates/tb.cpp): runs every input of
+// testdata/inputs.bin through edgevit_top, writes testdata/outputs.bin, and compares with testdata/golden.bin
+// (bit for bit) and testdata/reference.bin (float64 model). With the argument "dump" it also writes the whole
+// arena after each input (testdata/arenas.bin), the attention schedule (testdata/trace.bin) and the expert
+// weight words read per MoE layer and expert (testdata/moe_reads.bin). Exit 1 on any mismatch.
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include <edgevit/units.h>
+
+#include "config.h"
+
+using namespace edgevit;
+
+void edgevit_top(const int* program, const word_t* params, word_t* arena, const word_t* input, word_t* output);
+
+template <class T>
+static std::vector<T> read_all(const char* path) {
+    std::vector<T> v;
+    FILE* f = std::fopen(path, "rb");
+    if (!f) return v;
+    std::fseek(f, 0, SEEK_END);
+    long n = std::ftell(f) / (long)sizeof(T);
+    std::fseek(f, 0, SEEK_SET);
+    v.resize(n);
+    if (std::fread(v.data(), sizeof(T), n, f) != (size_t)n) v.clear();
+    std::fclose(f);
+    return v;
+}
+
+template <class T>
+static void write_all(FILE* f, const std::vector<T>& v) { std::fwrite(v.data(), sizeof(T), v.size(), f); }
+
+static std::vector<word_t> words(const std::vector<short>& v) { return std::vector<word_t>(v.begin(), v.end()); }
+
+int main(int argc, char** argv) {
+    const bool dump = argc > 1;
+    std::vector<int> program = read_all<int>("program.bin");
+    std::vector<word_t> params = words(read_all<short>("params.bin"));
+    std::vector<short> inputs = read_all<short>("testdata/inputs.bin"), golden = read_all<short>("testdata/golden.bin");
+    std::vector<double> reference = read_all<double>("testdata/reference.bin");
+    program_header hd;
+    if (program.size() < (size_t)HEADER_WORDS) { std::fprintf(stderr, "cannot read program.bin\n"); return 2; }
+    read_header(program.data(), hd);
+    if (hd.magic != PROGRAM_MAGIC || hd.desc_words != DESC_WORDS) {
+        std::fprintf(stderr, "program.bin is not a layer program of this version\n");
+        return 2;
+    }
+    int traced = 0, expert_slots = 0;
+    for (int n = 0; n < hd.layers; ++n) {
+        layer_desc d;
+        read_layer(program.data() + HEADER_WORDS + n * DESC_WORDS, d);
+        if (d.op == OP_ATTENTION) traced += d.d0 * d.d1 * d.d2;
+        if (d.op == OP_MOE_EXPERTS) expert_slots += d.d3;
+    }
+    const int count = (int)(inputs.size() / hd.input_words);
+    std::vector<word_t> arena(hd.arena_words), input(hd.input_words), output(hd.output_words);
+    std::vector<short> out16(hd.output_words), arena16(hd.arena_words);
+    std::vector<int> trace(traced);
+    std::vector<long> reads(expert_slots);
+    FILE* fout = std::fopen("testdata/outputs.bin", "wb");
+    FILE* farena = dump ? std::fopen("testdata/arenas.bin", "wb") : 0;
+    FILE* ftrace = dump ? std::fopen("testdata/trace.bin", "wb") : 0;
+    FILE* freads = dump ? std::fopen("testdata/moe_reads.bin", "wb") : 0;
+    long mismatches = 0;
+    int agree = 0;
+    double max_err = 0;
+    for (int i = 0; i < count; ++i) {
+        for (int k = 0; k < hd.input_words; ++k) input[k] = inputs[(size_t)i * hd.input_words + k];
+        attention_trace() = trace.data();
+        attention_trace_pos() = 0;
+        for (size_t k = 0; k < reads.size(); ++k) reads[k] = 0;
+        moe_weight_reads() = reads.data();
+        moe_weight_reads_pos() = 0;
+        edgevit_top(program.data(), params.data(), arena.data(), input.data(), output.data());
+        int best = 0, best_ref = 0;
+        for (int k = 0; k < hd.output_words; ++k) {
+            out16[k] = (short)output[k].to_int();
+            const size_t at = (size_t)i * hd.output_words + k;
+            if (!golden.empty() && out16[k] != golden[at]) ++mismatches;
+            if (!reference.empty()) {
+                double got = std::ldexp((double)out16[k], -hd.output_frac);
+                max_err = std::fmax(max_err, std::fabs(got - reference[at]));
+                if (out16[k] > out16[best]) best = k;
+                if (reference[at] > reference[(size_t)i * hd.output_words + best_ref]) best_ref = k;
+            }
+        }
+        agree += best == best_ref;
+        write_all(fout, out16);
+        if (dump) {
+            for (int k = 0; k < hd.arena_words; ++k) arena16[k] = (short)arena[k].to_int();
+            write_all(farena, arena16);
+            write_all(ftrace, trace);
+            write_all(freads, reads);
+        }
+    }
+    std::fclose(fout);
+    if (farena) std::fclose(farena);
+    if (ftrace) std::fclose(ftrace);
+    if (freads) std::fclose(freads);
+    std::printf("%d inputs simulated: %ld mismatches against the golden model%s", count, mismatches,
+                golden.empty() ? " (no golden.bin)" : "");
+    if (!reference.empty())
+        std::printf("; max |error| vs float %.4g, argmax agreement %.1f %%", max_err,
+                    count ? 100.0 * agree / count : 0.0);
+    std::printf("\n");
+    return mismatches ? 1 : 0;
+}

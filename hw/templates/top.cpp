@@ -1,0 +1,62 @@
+// The accelerator's top function (written by edgevit hls from hw/templates/top.cpp; the same for every model,
+// see config.h). It reads the layer program (a header and one descriptor per layer, program.bin) from DDR and
+// runs each layer on one of the shared, runtime-configured units of include/edgevit, each instantiated exactly
+// once. Activations live in one arena in DDR; units keep only their tiles on chip.
+//
+// The five pointers are m_axi masters (program and params share gmem0, the arena has gmem1, input and output
+// share gmem2); their 64-bit addresses and ap_start/ap_done are the s_axi_control registers of regmap.json,
+// in parameter order, which is what the PYNQ driver writes.
+#include <edgevit/units.h>
+
+#include "config.h"
+
+using namespace edgevit;
+
+void edgevit_top(const int* program, const word_t* params, word_t* arena, const word_t* input, word_t* output) {
+#pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem0 depth=accel_config::program_elements
+#pragma HLS INTERFACE m_axi port=params offset=slave bundle=gmem0 depth=accel_config::params_elements
+#pragma HLS INTERFACE m_axi port=arena offset=slave bundle=gmem1 depth=accel_config::arena_elements
+#pragma HLS INTERFACE m_axi port=input offset=slave bundle=gmem2 depth=accel_config::input_elements
+#pragma HLS INTERFACE m_axi port=output offset=slave bundle=gmem2 depth=accel_config::output_elements
+#pragma HLS INTERFACE s_axilite port=program bundle=control
+#pragma HLS INTERFACE s_axilite port=params bundle=control
+#pragma HLS INTERFACE s_axilite port=arena bundle=control
+#pragma HLS INTERFACE s_axilite port=input bundle=control
+#pragma HLS INTERFACE s_axilite port=output bundle=control
+#pragma HLS INTERFACE s_axilite port=return bundle=control
+    program_header hd;
+    read_header(program, hd);
+    for (int k = 0; k < hd.input_words; ++k) {
+        EDGEVIT_TRIPCOUNT(accel_config::input_copy)
+#pragma HLS PIPELINE II=1
+        arena[hd.input_off + k] = input[k];
+    }
+    for (int n = 0; n < hd.layers; ++n) {
+        EDGEVIT_TRIPCOUNT(accel_config::program_layers)
+        layer_desc d;
+        read_layer(program + HEADER_WORDS + n * DESC_WORDS, d);
+        switch (d.op) {
+            case OP_LINEAR: linear_unit<accel_config>(params, arena, d); break;
+            case OP_DWCONV: depthwise_unit<accel_config>(params, arena, d); break;
+            case OP_ATTENTION: attention_unit<accel_config>(arena, d); break;
+            case OP_LAYERNORM: layernorm_unit<accel_config>(params, arena, d); break;
+            case OP_IM2COL: im2col<accel_config>(arena, d); break;
+            case OP_UNFOLD: unfold_fold<accel_config>(arena, d, false); break;
+            case OP_FOLD: unfold_fold<accel_config>(arena, d, true); break;
+            case OP_CONCAT: concat<accel_config>(arena, d); break;
+            case OP_AVGPOOL: avgpool<accel_config>(arena, d); break;
+            case OP_POOL_MIXER: pool_mixer<accel_config>(params, arena, d); break;
+            case OP_L2NORM: l2_normalize<accel_config>(arena, d); break;
+            case OP_ADDITIVE: additive_attention<accel_config>(params, arena, d); break;
+            case OP_MOE_ROUTE: moe_route<accel_config>(arena, d); break;
+            case OP_MOE_EXPERTS: moe_experts<accel_config>(params, arena, d); break;
+            case OP_ADD: add_tensors<accel_config>(params, arena, d); break;
+            default: break;
+        }
+    }
+    for (int k = 0; k < hd.output_words; ++k) {
+        EDGEVIT_TRIPCOUNT(accel_config::output_copy)
+#pragma HLS PIPELINE II=1
+        output[k] = arena[hd.output_off + k];
+    }
+}
