@@ -18,11 +18,30 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, te
 from tvm.ir.expr import GenericConst
 from tvm.relax import PyExprMutator, expr_functor
 
+from .cpu_schedules.common import vector_tile
 from .relax_rewrite import is_op, rewrite_functions, static_shape
+
+
+def conv2d_nchw_ihwo_int32(data: te.Tensor, weight: te.Tensor, strides, dilation) -> te.Tensor:
+    """NCHW convolution of an already padded int8 input with ``IHWO`` int8 weights, accumulating in int32.
+
+    The weights' contiguous output-channel axis is what the tiled-reduction rule vectorises on maps whose
+    width is not a whole number of vectors (14x14, 7x7), as ``weight_packing`` does for float32.
+    """
+    n, c, h, w = data.shape
+    _, kh, kw, f = weight.shape
+    (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
+    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    rc, ry, rx = te.reduce_axis((0, c), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, f, oh, ow),
+        lambda nn, ff, yy, xx: te.sum(data[nn, rc, yy * sh + ry * dh, xx * sw + rx * dw].astype("int32")
+                                      * weight[rc, ry, rx, ff].astype("int32"), axis=[rc, ry, rx]),
+        name="conv2d_nchw_ihwo_int8")
 
 
 def _constant(expr) -> np.ndarray | None:
@@ -31,8 +50,9 @@ def _constant(expr) -> np.ndarray | None:
 
 @expr_functor.mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod):
+    def __init__(self, mod, lanes: int):
         super().__init__(mod)
+        self.lanes = lanes
         self.rewritten = 0
 
     def _binding(self, expr):
@@ -125,6 +145,16 @@ class _Rewriter(PyExprMutator):
             return None
         return bq, np.broadcast_to(scale, bq.shape).astype(np.float32)
 
+    def _channels_vectorise_better(self, conv) -> bool:
+        """Whether the output channels make whole vectors and the output rows do not (``weight_packing``'s test;
+        1x1 convs whose whole map makes whole vectors are vectorised over its pixels instead)."""
+        _, channels, height, width = static_shape(conv)
+        pointwise = static_shape(conv.args[1])[2:] == [1, 1] and all(int(x) == 1 for x in conv.attrs.strides)
+        if pointwise and height * width % self.lanes == 0:
+            return False
+        width_tile = vector_tile(width, self.lanes, 2 * self.lanes)
+        return width_tile < self.lanes and channels % self.lanes == 0
+
     def _integer(self, quantize, kernel, activation, weights, bias):
         xq, sx, zx = activation
         wq, sw = weights
@@ -134,9 +164,15 @@ class _Rewriter(PyExprMutator):
             attrs = kernel.attrs
             top, left, bottom, right = (int(p) for p in attrs.padding)
             if top or left or bottom or right:
-                xq = relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zx))
-            acc = relax.op.nn.conv2d(xq, relax.const(wq), strides=attrs.strides, padding=0,
-                                     dilation=attrs.dilation, groups=attrs.groups, out_dtype="int32")
+                xq = self.builder_.emit(relax.op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right],
+                                                        pad_value=float(zx)))
+            if self._channels_vectorise_better(kernel):
+                acc = self.builder_.call_te(conv2d_nchw_ihwo_int32, xq, relax.const(wq.transpose(1, 2, 3, 0).copy()),
+                                            strides=list(attrs.strides), dilation=list(attrs.dilation),
+                                            primfunc_name_hint="conv2d_nchw_ihwo_int8")
+            else:
+                acc = relax.op.nn.conv2d(xq, relax.const(wq), strides=attrs.strides, padding=0,
+                                         dilation=attrs.dilation, groups=attrs.groups, out_dtype="int32")
             weight_sums, channel_shape = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1), (1, -1, 1, 1)
         else:
             acc = relax.op.matmul(xq, relax.const(wq), out_dtype="int32")
@@ -167,13 +203,17 @@ class IntegerQdqKernels:
 
     Safe when: the activation is int8 with a per-tensor scale and zero point, the weights an int8 constant with
     zero point 0 and one scale per output channel (or one for all), the bias an int32 constant, the output a
-    per-tensor int8 ``quantize``; NCHW/OIHW convolutions and matmuls by a 2-D weight. Anything else (attention's
+    per-tensor int8 ``quantize``; NCHW/OIHW convolutions and matmuls by a 2-D weight. Convolutions on maps whose
+    rows make no whole vector get ``IHWO`` weights (:func:`conv2d_nchw_ihwo_int32`). Anything else (attention's
     activation x activation matmuls, float models) is left as it was; a module without a match is returned
     unchanged.
     """
 
+    def __init__(self, lanes: int):
+        self.lanes = lanes  # float32 (= int32) lanes of the target's vectors
+
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Rewriter(mod)
+        rewriter = _Rewriter(mod, self.lanes)
         rewritten = rewrite_functions(rewriter, mod)
         if not rewriter.rewritten:
             return mod

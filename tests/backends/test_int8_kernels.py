@@ -52,7 +52,7 @@ def qdq_residual(request, tmp_path_factory):
 
 
 def test_conv_and_gemm_become_integer(qdq_residual):
-    mod = IntegerQdqKernels()(imported(qdq_residual))
+    mod = IntegerQdqKernels(16)(imported(qdq_residual))
     convs, matmuls = calls(mod, "relax.nn.conv2d"), calls(mod, "relax.matmul")
     assert len(convs) == 2 and len(matmuls) == 1
     for call in convs + matmuls:
@@ -65,7 +65,7 @@ def test_conv_and_gemm_become_integer(qdq_residual):
 
 def test_float_model_is_unchanged(tmp_path):
     mod = imported(load_model(str(tiny_cnn_onnx(tmp_path / "cnn.onnx"))))
-    assert IntegerQdqKernels()(mod).same_as(mod)
+    assert IntegerQdqKernels(16)(mod).same_as(mod)
 
 
 def test_integer_kernels_get_the_tiled_schedule(qdq_residual):
@@ -96,3 +96,30 @@ def test_build_agrees_with_onnxruntime(qdq_residual, tmp_path):
             outputs, _ = run_artifact(artifact, inputs)
             result = compare_int8(outputs, run_onnxruntime(qdq_residual.onnx_path, inputs), steps)
             assert result.ok and result.max_steps <= 1, result.summary()
+
+
+def test_small_map_conv_uses_channel_last_weights_and_agrees(tmp_path):
+    """A 3x3 conv on a 7x7 map: rows make no vector, its 16 channels do, so the int8 kernel takes IHWO weights."""
+    from edgevit.compiler import compile_for_target
+    from edgevit.reference import random_inputs, run_onnxruntime
+    from edgevit.runtime.artifact import Artifact
+    from edgevit.runtime.runner import run_artifact
+
+    rng = np.random.default_rng(4)
+    init = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+            for n, s in (("w", (16, 8, 3, 3)), ("b", (16,)), ("fc", (10, 784)))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "small_map", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8),
+              str(tmp_path / "small.onnx"))
+    model = quantize_cached(load_model(str(tmp_path / "small.onnx")), QuantizeSettings("fashion-mnist", 8, True))
+    mod = IntegerQdqKernels(16)(imported(model))
+    assert not calls(mod, "relax.nn.conv2d") and "conv2d_nchw_ihwo_int8" in [gv.name_hint for gv in mod.functions]
+    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
+    with Artifact.open(tmp_path / "m.tar") as artifact:
+        inputs = random_inputs(model.inputs, 0)
+        outputs, _ = run_artifact(artifact, inputs)
+    result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
+    assert result.ok and result.max_steps <= 1, result.summary()
