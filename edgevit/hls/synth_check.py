@@ -145,10 +145,11 @@ class _Scanner:
     def where(self, cursor) -> tuple[str, int]:
         return _relative(self.project, cursor.location.file.name), cursor.location.line
 
-    def flag(self, cursor, rule: str, message: str) -> None:
-        file, line = self.where(cursor)
-        v = Violation(file, line, rule, message)
-        if v not in self.report.violations:
+    def flag(self, cursor, rule: str, message: str, once_per_line: bool = False) -> None:
+        """Record a violation at ``cursor`` (once; with ``once_per_line``, once per line and rule)."""
+        v = Violation(*self.where(cursor), rule, message)
+        key = (lambda u: (u.file, u.line, u.rule)) if once_per_line else (lambda u: u)
+        if not any(key(u) == key(v) for u in self.report.violations):
             self.report.violations.append(v)
 
     def scan(self, tu) -> Report:
@@ -215,7 +216,7 @@ class _Scanner:
         m = re.search(r"\bstd::(?:__\w+::)?(\w+)", spelling or "")
         if m and m.group(1) in DYNAMIC_STD and self.own(cursor):
             self.flag(cursor, "std container", f"std::{m.group(1)} allocates at run time: use a fixed-size array "
-                                               f"or edgevit::stream")
+                                               f"or edgevit::stream", once_per_line=True)
 
     def check_loop(self, loop) -> None:
         if not self.own(loop):

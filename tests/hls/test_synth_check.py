@@ -92,6 +92,26 @@ def test_planted_violations_are_named_with_file_and_line(tiny_project, tmp_path)
         synth_check.require_synthesizable(out)
 
 
+def test_malloc_and_containers_behind_using_namespace_std_are_found(tiny_project, tmp_path):
+    out = _planted(tiny_project, tmp_path)
+    header = out / "include" / "edgevit" / "layout.h"
+    _replace(header, '#include "descriptor.h"\n', '#include "descriptor.h"\n#include <cstdlib>\n#include <map>\n'
+             '#include <string>\n')
+    _replace(header, "    const int M = d.d0, CA = d.d1, CB = d.d2;\n", "    const int M = d.d0, CA = d.d1, CB = d.d2;\n"
+             "    using namespace std;\n"
+             "    map<int, int> planted_map;\n"
+             "    string planted_string;\n"
+             "    int* planted_buffer = (int*)malloc(16);\n"
+             "    free(planted_buffer);\n")
+    report = synth_check.check_project(out)
+    rel = "include/edgevit/layout.h"
+    assert {(v.file, v.line, v.rule) for v in report.violations} == {
+        (rel, _line_of(header, "planted_map;"), "std container"),
+        (rel, _line_of(header, "planted_string;"), "std container"),
+        (rel, _line_of(header, "malloc(16)"), "dynamic allocation"),
+        (rel, _line_of(header, "free(planted_buffer)"), "dynamic allocation")}
+
+
 def test_a_loop_bounded_by_the_descriptor_needs_a_tripcount(tiny_project, tmp_path):
     out = _planted(tiny_project, tmp_path)
     header = out / "include" / "edgevit" / "layout.h"
