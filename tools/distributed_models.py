@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+CONFIGS = ["3 nodes", "x86 pipeline", "one node"]
+
+
 def _say(message: str) -> None:
     print(f"[distributed_models] {message}", file=sys.stderr, flush=True)
 
@@ -63,16 +66,17 @@ def run(argv: list[str]) -> dict:
     return {}
 
 
-def model_rows(name: str, cluster, folder: Path, images: int) -> dict:
+def model_rows(name: str, cluster, folder: Path, images: int, chosen: list[str]) -> dict:
     spec = model_spec(name, folder)
     work = folder / Path(spec).stem
     work.mkdir(parents=True, exist_ok=True)
     profile = work / "profile.json"
-    configs = {"3 nodes": ("nodes:\n  - {key: x86, count: 2, target: host}\n  - {key: rpi4, count: 1, target: rpi4}\n",
+    every = {"3 nodes": ("nodes:\n  - {key: x86, count: 2, target: host}\n  - {key: rpi4, count: 1, target: rpi4}\n",
                            ["--stages", "3"], 4),
                "x86 pipeline": ("nodes:\n  - {key: x86, count: 2, target: host}\n", ["--objective", "throughput"],
                                 images),
                "one node": ("nodes:\n  - {key: x86, count: 1, target: host}\n", ["--stages", "1"], images)}
+    configs = {name: every[name] for name in chosen}
     out = {"model": name, "spec": spec, "configs": {}}
     for config, (nodes, options, count) in configs.items():
         _say(f"{name}: {config}")
@@ -120,6 +124,8 @@ def plot(rows: list[dict], path: Path) -> None:
     labels, bars = [], {"pred_lat": [], "lat": [], "pred_tp": [], "tp": []}
     for row in rows:
         for config in ("x86 pipeline", "one node"):
+            if config not in row["configs"]:
+                continue
             c = row["configs"][config]
             labels.append(f"{Path(row['spec']).stem}\n{config}")
             bars["pred_lat"].append(c["predicted_latency_ms"])
@@ -142,6 +148,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["mobilevit_s", "efficientformer_l1", "timm:efficientvit_m0"])
     parser.add_argument("--images", type=int, default=40)
+    parser.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS,
+                        help="which runs per model (default: all three)")
     parser.add_argument("--json", type=Path, default=ROOT / "results" / "distributed_models.json")
     parser.add_argument("--work", type=Path, help="folder for plans and reports (default: a temporary one)")
     args = parser.parse_args()
@@ -155,11 +163,12 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     with LocalCluster() as cluster:
-        cluster.add_node("rpi4", emulated=emulation.prepare("aarch64"))
+        if "3 nodes" in args.configs:
+            cluster.add_node("rpi4", emulated=emulation.prepare("aarch64"))
         for _ in range(2):
             cluster.add_node("x86")
         for name in args.models:
-            rows.append(model_rows(name, cluster, folder, args.images))
+            rows.append(model_rows(name, cluster, folder, args.images, args.configs))
             args.json.parent.mkdir(parents=True, exist_ok=True)
             report = {"machine": {"cpus": os.cpu_count()}, "note": "all nodes share this machine; the rpi4 node "
                       "runs under qemu (its cost is a MAC estimate, its times are not a board's)", "models": rows}

@@ -84,7 +84,9 @@ def cmd_plan(args) -> int:
     slots = load_nodes(Path(args.nodes))
     if args.strategy == "pipeline":
         return _plan_pipeline(args, slots)
-    plan = build_class_plan(args.model, slots, args.k if args.k is not None else max(2, len(slots)), Path(args.output), args.assign)
+    tracker = _tracker(args.tracker, 120.0, security_from_args(args, "host")) if args.tracker else None
+    plan = build_class_plan(args.model, slots, args.k if args.k is not None else max(2, len(slots)), Path(args.output),
+                            args.assign, tracker=tracker)
     full = plan["full"]
     print(f"{args.output}: class split of {plan['model']} into {plan['k']} sub-models "
           f"(assignment {plan['assignment']}); full model {full['params']:,} params, {full['bytes'] / 1024:.0f} KiB")
@@ -92,8 +94,8 @@ def cmd_plan(args) -> int:
     for s in plan["submodels"]:
         print(f"{s['name']:<9} {str(s['classes']):<16} {s['params']:>8,} {full['params'] / s['params']:>6.1f}x "
               f"{s['bytes'] / 1024:>7.0f} KiB  {s['slot']} ({s['target']}, ~{s['memory_mib']:.1f} MiB)")
-    print(f"predicted latency per image: {plan['predicted_latency_ms']:.2f} ms (host-profiled compute + "
-          "RPC overhead; slots in parallel)")
+    print(f"predicted latency per image: {plan['predicted_latency_ms']:.2f} ms (nodes in parallel; "
+          f"{plan['predicted_source']})")
     return 0
 
 
@@ -238,10 +240,11 @@ def _infer_pipeline(args, plan: dict) -> int:
         start = time.perf_counter()
         streamed = runner.stream(items, wait=args.wait)
         wall = time.perf_counter() - start
+        placement = runner.placement()
     finally:
         runner.close()
-    report = {"plan": str(args.plan), "model": plan["model"], "images": len(items), **summarize(plan, single,
-                                                                                                  streamed, wall),
+    report = {"plan": str(args.plan), "model": plan["model"], "images": len(items),
+              **summarize(plan, single, streamed, wall, placement),
               "counters": runner.counters,
               "predictions": [int(np.argmax(r["outputs"][0])) if r["outputs"] is not None else None
                               for r in streamed]}
@@ -258,8 +261,11 @@ def _infer_pipeline(args, plan: dict) -> int:
             for link in report["links"]]
     print(format_table(rows, ["link", "KiB", "transfer ms", "predicted"]))
     print("(host links: their time is in the end-to-end latency; node-to-node transfer from the nodes' clocks)")
+    shared = (f", bound by the cores of the machine the nodes share: {report['predicted_images_per_s']:.1f}"
+              if report["shared_machine_period_ms"] else "")
     print(f"latency {_ms(report['latency_ms'])} ms (predicted {report['predicted_latency_ms']:.2f}); throughput "
-          f"{report['images_per_s']:.1f} images/s (predicted {report['predicted_images_per_s']:.1f}); "
+          f"{report['images_per_s']:.1f} images/s (predicted "
+          f"{report['predicted_images_per_s_separate_machines']:.1f} on separate machines{shared}); "
           f"{len(items)} image(s), failed {report['failed']}; resent {runner.counters['resent']}, nodes replaced "
           f"{runner.counters['nodes_replaced']}")
     if labels is not None:

@@ -224,6 +224,20 @@ class PipelineRunner:
                 self.counters["resent"] += 1
         in_flight.clear()
 
+    def placement(self) -> list[dict]:
+        """Where each stage's node runs: ``{"machine", "cpus"}``; nodes on loopback share this machine."""
+        import os
+        import socket
+
+        out = []
+        for stage in self.stages:
+            info = stage.session.info if stage.session is not None else {}
+            host = str(info.get("host", ""))
+            here = host in LOOPBACK or host == socket.gethostname()
+            out.append({"machine": "this machine" if here else host,
+                        "cpus": os.cpu_count() if here else int(info.get("cpus") or 1)})
+        return out
+
     def close(self) -> None:
         if self.feed is not None:
             self.feed.close()
@@ -242,12 +256,40 @@ def _drop_session(stage: StageNode) -> None:
         stage.session = None
 
 
-def summarize(plan: dict, single: list[dict], streamed: list[dict], wall_s: float) -> dict:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def shared_machine_period(plan: dict, placement: list[dict]) -> float | None:
+    """The period the machine's cores allow when stage nodes share it with each other (and the host).
+
+    Nodes on one machine compete for its cores: per image, the machine does the compute of every stage it
+    hosts and, for each tensor that enters or leaves one of its nodes, the copy and encryption on the sending
+    and the receiving side (on loopback a transfer is CPU work, its predicted time spent twice). The period
+    is at least that work divided by the machine's cores. None when no two parties share a machine.
+    ``placement`` gives each stage's node ``{"machine", "cpus"}`` (``PipelineRunner.placement``).
+    """
+    stages = plan["stages"]
+    machines: dict[str, dict] = {}
+    for st, where in zip(stages, placement):
+        m = machines.setdefault(where["machine"], {"cpus": where["cpus"], "work": 0.0, "members": 0})
+        m["members"] += 1
+        m["work"] += st["predicted"]["compute_ms"] + 2 * st["predicted"]["in_ms"]
+    last = placement[-1]["machine"] if placement else None
+    if last in machines:
+        machines[last]["work"] += 2 * stages[-1]["predicted"]["out_ms"]
+    periods = [m["work"] / max(1, m["cpus"]) for m in machines.values() if m["members"] > 1]
+    return max(periods) if periods else None
+
+
+def summarize(plan: dict, single: list[dict], streamed: list[dict], wall_s: float,
+              placement: list[dict] | None = None) -> dict:
     """The report of an ``infer`` run: per stage and per link, measured next to predicted.
 
     ``single`` are items sent one at a time (latency), ``streamed`` the items of the throughput run.
     Per-link transfer is the time from one stage's send to the next stage's receipt, taken from the nodes'
-    clocks (exact on one machine; on a LAN it includes the clocks' offset).
+    clocks (exact on one machine; on a LAN it includes the clocks' offset). With ``placement``, the
+    throughput prediction also respects the cores of machines that several stage nodes share
+    (:func:`shared_machine_period`).
     """
     ok = [r for r in single if r["error"] is None]
     stages = []
@@ -278,10 +320,16 @@ def summarize(plan: dict, single: list[dict], streamed: list[dict], wall_s: floa
                       "predicted_ms": predicted})
     latencies = [r["latency_ms"] for r in ok]
     failed = [r for r in streamed if r["error"] is not None]
+    predicted_rate = plan["predicted"]["images_per_s"]
+    shared = shared_machine_period(plan, placement) if placement else None
+    if shared is not None:
+        predicted_rate = min(predicted_rate, 1e3 / shared)
     return {"stages": stages, "links": links,
             "latency_ms": float(np.median(latencies)) if latencies else None,
             "predicted_latency_ms": plan["predicted"]["latency_ms"],
             "images_per_s": (len(streamed) - len(failed)) / wall_s if wall_s > 0 else None,
-            "predicted_images_per_s": plan["predicted"]["images_per_s"],
+            "predicted_images_per_s": predicted_rate,
+            "predicted_images_per_s_separate_machines": plan["predicted"]["images_per_s"],
+            "shared_machine_period_ms": shared,
             "one_node_predicted": plan.get("one_node", {}),
             "failed": len(failed), "errors": [r["error"] for r in failed][:10]}

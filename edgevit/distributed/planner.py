@@ -4,6 +4,7 @@ the node it is assigned to, and write the plan JSON next to its artifacts."""
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -99,9 +100,38 @@ def _profile_ms(artifact: Path, arch: Arch, repeat: int = 20) -> float | None:
     return float(np.median(seconds) * 1e3)
 
 
+def measure_calls(submodels: list[dict], root: Path, arch: Arch, tracker, runs: int = 15) -> str:
+    """Time each sub-model's call (data plane round trip + node compute, what ``infer`` waits for) on a node of
+    its slot's key; sets ``call_ms`` (median) on each entry and returns the source label."""
+    x = np.zeros(_input_shape(arch), np.float32)
+    for key in dict.fromkeys(s["node_key"] for s in submodels):
+        session = tracker.request(key, 600)
+        try:
+            emulated = session.info.get("emulated")
+            for s in (s for s in submodels if s["node_key"] == key):
+                if emulated:   # qemu's speed says nothing about a board's
+                    s["call_ms"] = (s["profile_ms"] or 0.0) + RPC_CALL_MS
+                    continue
+                session.ensure_artifact(root / s["artifact"], s["sha256"])
+                times = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    session.run(s["sha256"], [x])
+                    times.append((time.perf_counter() - start) * 1e3)
+                s["call_ms"] = float(np.median(times[1:]))
+        finally:
+            session.close()
+    return f"measured: each sub-model called {runs - 1} times through the data plane on a node of its key (median)"
+
+
 def build_class_plan(model: str, slots, k: int, output: Path, method: str = "confusion",
-                     configs: tuple[Arch, cs.TrainConfig] | None = None) -> dict:
+                     configs: tuple[Arch, cs.TrainConfig] | None = None, tracker=None) -> dict:
     """Split ``model`` into ``k`` class groups, assign them to ``slots``, compile, write the plan.
+
+    The predicted latency is the slowest node's sum of calls (the nodes run at once). With ``tracker`` (a
+    ``client.Tracker``) each call is measured on a node of its slot's key, as ``infer`` makes it: one data plane
+    round trip with the node's compute; without, it is the sub-model's run time here plus ``RPC_CALL_MS``, an
+    estimate (labelled so in the plan).
 
     Returns
     -------
@@ -135,9 +165,15 @@ def build_class_plan(model: str, slots, k: int, output: Path, method: str = "con
             "memory_mib": round(model_memory_mib(path.stat().st_size, spec.params), 2),
             "profile_ms": _profile_ms(path, arch),
             "outputs": len(spec.classes) + 1})
+    if tracker is not None:
+        source = measure_calls(submodels, output.parent, arch, tracker)
+    else:
+        for s in submodels:
+            s["call_ms"] = (s["profile_ms"] or 0.0) + RPC_CALL_MS
+        source = f"estimate: each sub-model's run time on this host plus {RPC_CALL_MS} ms per call (not measured)"
     per_slot: dict[str, float] = {}
     for s in submodels:
-        per_slot[s["slot"]] = per_slot.get(s["slot"], 0.0) + (s["profile_ms"] or 0.0) + RPC_CALL_MS
+        per_slot[s["slot"]] = per_slot.get(s["slot"], 0.0) + s["call_ms"]
     plan = {
         "strategy": "class", "model": model, "k": k, "assignment": method,
         "input": {"shape": list(_input_shape(arch)), "dtype": "float32"},
@@ -147,7 +183,7 @@ def build_class_plan(model: str, slots, k: int, output: Path, method: str = "con
                  "artifact": str(full_art.relative_to(output.parent)), "profile_ms": _profile_ms(full_art, arch)},
         "submodels": submodels,
         "fusion": {"weight": split.fusion_weight.tolist(), "bias": split.fusion_bias.tolist()},
-        "predicted_latency_ms": max(per_slot.values()),
+        "predicted_latency_ms": max(per_slot.values()), "predicted_source": source,
     }
     write_plan(output, plan)
     return plan

@@ -94,8 +94,14 @@ def test_tracker_restart_nodes_reregister(cluster, tiny_host_artifact):
     cluster.wait_for("x86", 1)
     cluster.restart_tracker()
     cluster.wait_for("x86", 1, timeout=90)  # TVM's server loop reconnects (retry period 5 s)
-    rows = {r["key"]: r for r in cluster.client().nodes()}
-    assert rows["x86"]["servers"][0].get("arch") == "x86_64"  # edgevit's description is re-published too
+    # edgevit's description is re-published too, by its own connection (which may come a moment later)
+    deadline = time.monotonic() + 30
+    while True:
+        rows = {r["key"]: r for r in cluster.client().nodes()}
+        if rows["x86"]["servers"][0].get("arch") == "x86_64" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert rows["x86"]["servers"][0].get("arch") == "x86_64"
     pool, digest = _pool(cluster, tiny_host_artifact, 1)
     try:
         x = np.ones((1, 3, 16, 16), np.float32)
