@@ -44,6 +44,11 @@ def conv2d_nchw_ihwo_int32(data: te.Tensor, weight: te.Tensor, strides, dilation
         name="conv2d_nchw_ihwo_int8")
 
 
+#: Operators that only move or select values: int8 tensors pass through them unchanged.
+_MOVES = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.strided_slice",
+          "relax.flatten")
+
+
 def _constant(expr) -> np.ndarray | None:
     return expr.value.numpy() if isinstance(expr, GenericConst) and hasattr(expr.value, "numpy") else None
 
@@ -64,11 +69,32 @@ class _Rewriter(PyExprMutator):
         return None
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
-        found = self._match(call) if is_op(call, "relax.quantize") else None
+        if not is_op(call, "relax.quantize"):
+            return super().visit_call_(call)
+        moved = self._data_movement(call)
+        if moved is not None:
+            self.rewritten += 1
+            return moved
+        found = self._match(call)
         if found is None:
             return super().visit_call_(call)
         self.rewritten += 1
         return self._integer(call, *found)
+
+    def _data_movement(self, quantize: relax.Call):
+        """``quantize(move(dequantize(xq, s, z)), s, z)`` -> ``move(xq)`` for a data-movement ``move`` (reshape,
+        transpose, slice...): the values pass unchanged, so the int8 tensor can move instead. Exact."""
+        move = self._binding(quantize.args[0])
+        if not any(is_op(move, name) for name in _MOVES) or str(quantize.attrs.out_dtype) != "int8":
+            return None
+        deq = self._binding(move.args[0])
+        if not is_op(deq, "relax.dequantize") or str(deq.args[0].ty.dtype) != "int8":
+            return None
+        same = all(_constant(a) is not None and _constant(b) is not None and _constant(a).shape == _constant(b).shape
+                   and np.array_equal(_constant(a), _constant(b)) for a, b in zip(deq.args[1:], quantize.args[1:]))
+        if not same or _constant(deq.args[1]).size != 1:
+            return None  # per-axis parameters would have to follow the axis through the move
+        return relax.Call(move.op, [self.visit_expr(deq.args[0]), *move.args[1:]], move.attrs, move.ty_args)
 
     def _match(self, quantize: relax.Call):
         """(kernel call, activation (xq, sx, zx), weights (wq, sw), bias or None) under a per-tensor int8

@@ -61,6 +61,9 @@ def test_conv_and_gemm_become_integer(qdq_residual):
     assert all(tuple(int(p) for p in c.attrs.padding) == (0, 0, 0, 0) for c in convs)  # padding moved to R.nn.pad
     (pad,) = calls(mod, "relax.nn.pad")
     assert pad.args[0].ty.dtype == "int8"
+    # Flatten between two quantize steps of equal parameters moves the int8 tensor, no dequantize/quantize
+    (flatten,) = calls(mod, "relax.reshape")
+    assert str(flatten.args[0].ty.dtype) == "int8"
 
 
 def test_float_model_is_unchanged(tmp_path):
