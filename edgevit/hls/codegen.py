@@ -80,7 +80,7 @@ TRIPCOUNTS = {
     "moe_patches": "moe experts: patches", "moe_dim": "moe experts: features",
     "moe_expert_count": "moe experts: experts",
     "moe_kept": "moe experts: k", "moe_work_items": "moe experts: expert runs per image",
-    "moe_queue": "moe experts: patches per expert run", "moe_block_words": "moe experts: words of an expert block",
+    "moe_queue": "moe experts: patches per expert run",
     "add_words": "add: words",
 }
 
@@ -155,7 +155,7 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int) -> dict:
             n, dm, h, e, k, reorder = dims
             runs = [1, min(e, n * k)] if reorder else [n * k]
             add(moe_patches=n, moe_dim=dm, moe_expert_count=e, moe_kept=k, moe_work_items=runs,
-                moe_queue=[1, n] if reorder else [1], moe_block_words=layer_table.expert_words(dm, h))
+                moe_queue=[1, n] if reorder else [1])
             for m in (1, n):   # fc1 and fc2 on the linear unit, over one to all patches
                 linear(m, dm, h)
                 linear(m, h, dm)

@@ -14,7 +14,8 @@ No Vitis here, so two stand-ins, both on the project's own sources (``top.cpp``,
    (literals, template parameters, ``static const`` members such as ``accel_config::LO``, enumerators);
    ``while`` and ``do`` loops always need a trip count. A loop under ``#pragma HLS PIPELINE`` must have only
    constant-bound loops inside it (and inside what it calls): pipelining unrolls them. A pragma's
-   ``variable=`` must name a variable of its function (a misspelt one is silently ignored by g++).
+   ``variable=`` must name a variable of its function, and every ``#pragma HLS`` a Vitis directive (g++
+   silently ignores misspelt ones).
 
 It also checks that ``edgevit_top``'s INTERFACE pragmas and parameters match ``regmap.json`` (the register map
 the PYNQ driver programs): one m_axi port per buffer, each address in the ``control`` s_axilite bundle, in
@@ -45,6 +46,12 @@ DYNAMIC_STD = {"vector", "deque", "list", "forward_list", "map", "multimap", "se
                "unordered_set", "unordered_multimap", "unordered_multiset", "queue", "priority_queue", "stack",
                "basic_string", "string", "shared_ptr", "unique_ptr", "function", "valarray"}
 CONTROL_REGISTERS = ("CTRL", "GIE", "IER", "ISR")
+# Vitis HLS's pragma directives (UG1399); g++ ignores any `#pragma HLS`, so a misspelt one would pass C-sim.
+DIRECTIVES = {"ALIAS", "ALLOCATION", "AGGREGATE", "ARRAY_PARTITION", "ARRAY_RESHAPE", "ARRAY_STENCIL", "BIND_OP",
+              "BIND_STORAGE", "CACHE", "DATAFLOW", "DEPENDENCE", "DISAGGREGATE", "EXPRESSION_BALANCE",
+              "FUNCTION_INSTANTIATE", "INLINE", "INTERFACE", "LATENCY", "LOOP_FLATTEN", "LOOP_MERGE",
+              "LOOP_TRIPCOUNT", "OCCURRENCE", "PERFORMANCE", "PIPELINE", "PROTOCOL", "RESET", "SHARED", "STABLE",
+              "STABLE_CONTENT", "STREAM", "TOP", "UNROLL"}
 
 
 @dataclass(frozen=True)
@@ -378,6 +385,20 @@ def _check_interface(project: Path, scanner: _Scanner) -> None:
                                        f"ap_start/ap_done would not be in {regmap.get('control')}")
 
 
+def _check_directives(project: Path, tu, scanner: _Scanner) -> None:
+    """Every ``#pragma HLS X`` (or ``EDGEVIT_PRAGMA(HLS X ...)``) in the project's sources names a Vitis directive."""
+    files = {str((project / "top.cpp").resolve())}
+    files |= {str(Path(inc.include.name).resolve()) for inc in tu.get_includes()}
+    for name in sorted(files):
+        if not Path(name).is_relative_to(project.resolve()):
+            continue
+        for n, line in enumerate(scanner.source(name), 1):
+            for m in re.finditer(r"(?:#pragma\s+HLS|EDGEVIT_PRAGMA\(HLS)\s+(\w+)", line, re.I):
+                if m.group(1).upper() not in DIRECTIVES:
+                    v = Violation(_relative(project, name), n, "pragma", f"`{m.group(1)}` is not a Vitis HLS pragma")
+                    scanner.report.violations.append(v)
+
+
 def check_project(project: Path) -> Report:
     """Run the synthesis-mode compile, the reachability scan and the interface check on ``project``.
 
@@ -408,6 +429,7 @@ def check_project(project: Path) -> Report:
     scanner = _Scanner(project, cindex)
     report = scanner.scan(tu)
     _check_interface(project, scanner)
+    _check_directives(project, tu, scanner)
     report.violations = compiled + report.violations
     return report
 

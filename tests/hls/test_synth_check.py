@@ -97,7 +97,8 @@ def test_malloc_and_containers_behind_using_namespace_std_are_found(tiny_project
     header = out / "include" / "edgevit" / "layout.h"
     _replace(header, '#include "descriptor.h"\n', '#include "descriptor.h"\n#include <cstdlib>\n#include <map>\n'
              '#include <string>\n')
-    _replace(header, "    const int M = d.d0, CA = d.d1, CB = d.d2;\n", "    const int M = d.d0, CA = d.d1, CB = d.d2;\n"
+    _replace(header, "    const int M = d.d0, CA = d.d1, CB = d.d2;\n",
+             "    const int M = d.d0, CA = d.d1, CB = d.d2;\n"
              "    using namespace std;\n"
              "    map<int, int> planted_map;\n"
              "    string planted_string;\n"
@@ -135,14 +136,16 @@ def test_a_pipelined_loop_may_hold_only_constant_bound_loops(tiny_project, tmp_p
     assert f"pipelined loop at include/edgevit/layout.h:{outer}" in report.violations[0].message
 
 
-def test_a_pragma_must_name_a_variable_of_its_function(tiny_project, tmp_path):
+def test_a_pragma_must_be_a_vitis_directive_on_a_variable_of_its_function(tiny_project, tmp_path):
     out = _planted(tiny_project, tmp_path)
     header = out / "include" / "edgevit" / "linear.h"
     _replace(header, "#pragma HLS ARRAY_PARTITION variable=bias complete",
              "#pragma HLS ARRAY_PARTITION variable=biases complete")
+    _replace(header, "#pragma HLS PIPELINE II=1\n            x[m][k]", "#pragma HLS PIPELNE II=1\n            x[m][k]")
     report = synth_check.check_project(out)
-    assert [(v.file, v.line, v.rule) for v in report.violations] == [
-        ("include/edgevit/linear.h", _line_of(header, "variable=biases"), "pragma")]
+    assert {(v.file, v.line, v.rule) for v in report.violations} == {
+        ("include/edgevit/linear.h", _line_of(header, "variable=biases"), "pragma"),
+        ("include/edgevit/linear.h", _line_of(header, "PIPELNE"), "pragma")}
 
 
 def test_a_misspelt_tripcount_fails_the_synthesis_compile(tiny_project, tmp_path):

@@ -15,6 +15,12 @@
 
 namespace edgevit {
 
+#ifndef __SYNTHESIS__
+// C-simulation only: parameter words (weights and biases) the unit has read from DDR, in total. The MoE unit
+// takes differences of it to count each expert's reads.
+inline long& linear_weight_words_read() { static long n = 0; return n; }
+#endif
+
 // Tokens [m0, m0 + tm) of x [M][K] into the input tile.
 template <class CFG>
 void linear_load_x(const word_t* arena, const layer_desc& d, int m0, int tm, word_t x[CFG::TM][CFG::KMAX]) {
@@ -40,6 +46,9 @@ void linear_load_w(const word_t* params, const layer_desc& d, int n0, word_t w[C
             w[lo][k] = in ? params[d.w + (n0 + lo) * d.d1 + k] : word_t(0);
         }
         bias[lo] = in && d.b >= 0 ? read_i64(params + d.b + 4 * (n0 + lo)) : 0;
+#ifndef __SYNTHESIS__
+        if (in) linear_weight_words_read() += d.d1 + (d.b >= 0 ? 4 : 0);
+#endif
     }
 }
 

@@ -9,15 +9,14 @@
 // because the running maximum is the first register: one exp per kept logit (exp_neg) and one reciprocal.
 //
 // moe_experts: the route table is read once into per-expert queues (patch id, gate weight) in patch order -
-// the patch reordering. Each active expert's weights (fc1, fc2 and their biases, one block in DDR) are then
-// loaded once per image into one half of a two-block buffer: the next expert's block is loaded before the
-// current expert computes from the other half. The two steps touch different halves and different m_axi
-// bundles (params: gmem0, arena: gmem1), but nothing forces them to overlap (no DATAFLOW region: the loop
-// carries which half is which), so in hardware they may run one after the other. The expert's queued
-// patches are gathered, run through fc1 (+ activation) and fc2 on the shared linear unit, and scattered
-// back into exact 64-bit accumulators scaled by their gate weights. With d5 = 0 the unit instead walks
-// patches in order and loads the weights of each (patch, expert) pair: the same result, one weight load per
-// pair (the baseline the reordering is measured against).
+// the patch reordering. Each active expert then runs once on all its queued patches: they are gathered, run
+// through fc1 (+ activation) and fc2 on the shared linear unit, and scattered back into exact 64-bit
+// accumulators scaled by their gate weights. The linear unit reads the expert's weights (fc1, fc2 and their
+// biases, one block in DDR) straight from the parameter buffer, weight tiles outer, so every word of the
+// block is read once per expert run - once per image with reordering - and the unit keeps the one m_axi
+// weight path it has for every other layer (no on-chip copy of the block is handed to it as `params`). With
+// d5 = 0 the unit instead walks patches in order and runs each (patch, expert) pair: the same result, one
+// block read per pair (the baseline the reordering is measured against).
 #ifndef EDGEVIT_MOE_H
 #define EDGEVIT_MOE_H
 
@@ -80,19 +79,6 @@ void moe_route(word_t* arena, const layer_desc& d) {
     }
 }
 
-// One expert's block from DDR (params + w) into an on-chip half of the two-block buffer, counted per expert.
-template <class CFG>
-void load_expert(const word_t* params, int w, int e, int words, word_t* buf) {
-    for (int k = 0; k < words; ++k) {
-        EDGEVIT_TRIPCOUNT(CFG::moe_block_words)
-#pragma HLS PIPELINE II=1
-        buf[k] = params[w + e * words + k];
-#ifndef __SYNTHESIS__
-        if (moe_weight_reads()) ++moe_weight_reads()[moe_weight_reads_pos() + e];
-#endif
-    }
-}
-
 // tokens x [N][D] at d.x, route [N][K][2] at d.x2 (gate weights with fx2 fractional bits), expert blocks at
 // d.w (expert_words each) -> y [N][D] at d.y = sum over a patch's experts of weight * fc2(act(fc1(x))).
 // N, D, H, E, K, reorder = d0..d5; fx, fw: tokens and expert weights; fl, wl: the hidden activations;
@@ -100,11 +86,9 @@ void load_expert(const word_t* params, int w, int e, int words, word_t* buf) {
 // [N][H], expert outputs [N][D].
 template <class CFG>
 void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
-    static word_t wbuf[2][CFG::EWMAX];  // the next expert's block is loaded into one half, the current computes
     static i64 acc[CFG::MNMAX][CFG::MDMAX];
     static int qtok[CFG::EMAX][CFG::MNMAX];
     static i64 qw[CFG::EMAX][CFG::MNMAX];
-#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=1
     int qn[CFG::EMAX];
     const int N = d.d0, D = d.d1, H = d.d2, E = d.d3, K = d.d4, S = expert_words(D, H);
     const int GATHER = d.y + N * D, HIDDEN = GATHER + N * D, OUT = HIDDEN + N * H;
@@ -129,13 +113,13 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
             qw[e][qn[e]++] = arena[d.x2 + (n * K + j) * 2 + 1].to_int();
         }
     }
-    // fc1 and fc2 as linear descriptors over the gathered tokens; weights and biases from the buffer half.
+    // fc1 and fc2 as linear descriptors over the gathered tokens; weights and biases in the expert's block.
     layer_desc fc1 = d, fc2 = d;
     fc1.op = fc2.op = OP_LINEAR;
     fc1.x2 = fc2.x2 = -1;
-    fc1.x = GATHER, fc1.y = HIDDEN, fc1.w = 0, fc1.b = 2 * H * D, fc1.d1 = D, fc1.d2 = H, fc1.d3 = 1;
+    fc1.x = GATHER, fc1.y = HIDDEN, fc1.d1 = D, fc1.d2 = H, fc1.d3 = 1;
     fc1.fo = d.fl, fc1.wo = d.wl;
-    fc2.x = HIDDEN, fc2.y = OUT, fc2.w = H * D, fc2.b = 2 * H * D + 4 * H, fc2.d1 = H, fc2.d2 = D, fc2.d3 = 1;
+    fc2.x = HIDDEN, fc2.y = OUT, fc2.d1 = H, fc2.d2 = D, fc2.d3 = 1;
     fc2.fx = d.fl, fc2.act = ACT_NONE;
     // The work list: (expert, first queue entry, count) - whole queues when reordering, else single patches.
     int work_e[CFG::MNMAX * CFG::EMAX], work_q[CFG::MNMAX * CFG::EMAX], work_n[CFG::MNMAX * CFG::EMAX], works = 0;
@@ -159,11 +143,9 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
             }
         }
     }
-    if (works) load_expert<CFG>(params, d.w, work_e[0], S, wbuf[0]);
     for (int i = 0; i < works; ++i) {
         EDGEVIT_TRIPCOUNT(CFG::moe_work_items)
-        if (i + 1 < works) load_expert<CFG>(params, d.w, work_e[i + 1], S, wbuf[(i + 1) & 1]);
-        const int e = work_e[i], q0 = work_q[i], cnt = work_n[i];
+        const int e = work_e[i], q0 = work_q[i], cnt = work_n[i], block = d.w + e * S;
         for (int q = 0; q < cnt; ++q) {
             EDGEVIT_TRIPCOUNT(CFG::moe_queue)
             for (int c = 0; c < D; ++c) {
@@ -173,8 +155,17 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
             }
         }
         fc1.d0 = fc2.d0 = cnt;
-        linear_unit<CFG>(wbuf[i & 1], arena, fc1);
-        linear_unit<CFG>(wbuf[i & 1], arena, fc2);
+        fc1.w = block, fc1.b = block + 2 * H * D;
+        fc2.w = block + H * D, fc2.b = block + 2 * H * D + 4 * H;
+#ifndef __SYNTHESIS__
+        const long read_before = linear_weight_words_read();
+#endif
+        linear_unit<CFG>(params, arena, fc1);
+        linear_unit<CFG>(params, arena, fc2);
+#ifndef __SYNTHESIS__
+        if (moe_weight_reads())
+            moe_weight_reads()[moe_weight_reads_pos() + e] += linear_weight_words_read() - read_before;
+#endif
         for (int q = 0; q < cnt; ++q) {
             EDGEVIT_TRIPCOUNT(CFG::moe_queue)
             for (int c = 0; c < D; ++c) {
