@@ -14,7 +14,7 @@ from ..errors import EdgevitError, UnknownNameError
 from . import classsplit as cs
 from .client import artifact_digest
 from .fashion_models import MobileVitConfig, VitConfig
-from .plan import assign_greedy, model_memory_mib, write_plan
+from .plan import assign_greedy, model_memory_mib, read_plan, write_plan
 from .prune import count
 
 # Built-in models a plan can be made for, each trained here on Fashion-MNIST: a plain ViT and a reduced-width
@@ -100,28 +100,34 @@ def _profile_ms(artifact: Path, arch: Arch, repeat: int = 20) -> float | None:
     return float(np.median(seconds) * 1e3)
 
 
-def measure_calls(submodels: list[dict], root: Path, arch: Arch, tracker, runs: int = 15) -> str:
-    """Time each sub-model's call (data plane round trip + node compute, what ``infer`` waits for) on a node of
-    its slot's key; sets ``call_ms`` (median) on each entry and returns the source label."""
-    x = np.zeros(_input_shape(arch), np.float32)
-    for key in dict.fromkeys(s["node_key"] for s in submodels):
-        session = tracker.request(key, 600)
-        try:
-            emulated = session.info.get("emulated")
-            for s in (s for s in submodels if s["node_key"] == key):
-                if emulated:   # qemu's speed says nothing about a board's
-                    s["call_ms"] = (s["profile_ms"] or 0.0) + RPC_CALL_MS
-                    continue
-                session.ensure_artifact(root / s["artifact"], s["sha256"])
-                times = []
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    session.run(s["sha256"], [x])
-                    times.append((time.perf_counter() - start) * 1e3)
-                s["call_ms"] = float(np.median(times[1:]))
-        finally:
-            session.close()
-    return f"measured: each sub-model called {runs - 1} times through the data plane on a node of its key (median)"
+def measure_plan(output: Path, tracker, runs: int = 40) -> tuple[float, str]:
+    """One image's latency of the class plan at ``output``, measured on the tracker's nodes with the code
+    ``infer`` runs (``ClassSplitRunner``: every node called at once, outputs fused): the median of ``runs``.
+
+    Calls made at once cost more than the slowest alone (the host serialises and encrypts every request and
+    reply; on one machine the nodes share its cores), which a sum of separately timed calls misses (2x here).
+
+    Raises
+    ------
+    EdgevitError
+        A node of the plan runs under qemu: its timings say nothing about a board's.
+    """
+    from .infer import ClassSplitRunner
+
+    plan = read_plan(output)
+    runner = ClassSplitRunner(plan, tracker)
+    try:
+        runner.open(wait=60)
+        emulated = [s.name for s in runner.pool.slots if s.session is not None and s.session.info.get("emulated")]
+        if emulated:
+            raise EdgevitError(f"node(s) {emulated} run under qemu, whose timings say nothing about a board: plan "
+                               "without --tracker (an estimate), or on the real boards")
+        x = np.zeros(plan["input"]["shape"], np.float32)
+        times = [runner.infer(x).latency_ms for _ in range(runs)]
+    finally:
+        runner.close()
+    return float(np.median(times[runs // 4:])), (f"measured at plan time: {runs - runs // 4} images through the "
+                                                 "plan's nodes as infer runs them (median)")
 
 
 def build_class_plan(model: str, slots, k: int, output: Path, method: str = "confusion",
@@ -165,15 +171,11 @@ def build_class_plan(model: str, slots, k: int, output: Path, method: str = "con
             "memory_mib": round(model_memory_mib(path.stat().st_size, spec.params), 2),
             "profile_ms": _profile_ms(path, arch),
             "outputs": len(spec.classes) + 1})
-    if tracker is not None:
-        source = measure_calls(submodels, output.parent, arch, tracker)
-    else:
-        for s in submodels:
-            s["call_ms"] = (s["profile_ms"] or 0.0) + RPC_CALL_MS
-        source = f"estimate: each sub-model's run time on this host plus {RPC_CALL_MS} ms per call (not measured)"
     per_slot: dict[str, float] = {}
     for s in submodels:
-        per_slot[s["slot"]] = per_slot.get(s["slot"], 0.0) + s["call_ms"]
+        per_slot[s["slot"]] = per_slot.get(s["slot"], 0.0) + (s["profile_ms"] or 0.0) + RPC_CALL_MS
+    source = (f"estimate: the slowest node's sub-models as run on this host plus {RPC_CALL_MS} ms per call "
+              "(not measured; plan with --tracker to measure)")
     plan = {
         "strategy": "class", "model": model, "k": k, "assignment": method,
         "input": {"shape": list(_input_shape(arch)), "dtype": "float32"},
@@ -186,4 +188,7 @@ def build_class_plan(model: str, slots, k: int, output: Path, method: str = "con
         "predicted_latency_ms": max(per_slot.values()), "predicted_source": source,
     }
     write_plan(output, plan)
+    if tracker is not None:
+        plan["predicted_latency_ms"], plan["predicted_source"] = measure_plan(output, tracker)
+        write_plan(output, plan)
     return plan
