@@ -8,9 +8,11 @@
 // a constant rate of at most one per key step: the output port carries one row at a time whatever ROWS is.
 // Keys differ by multiples of ceil(N / ROWS) between slots, so block-partitioning K and V into ROWS banks gives
 // each slot its own read port. Each row still sees keys 0..N-1 in order, so results do not depend on ROWS.
-// K and V of one head (NMAX x DHMAX words each) are on chip; queries are read as their rows start. One key
-// step per cycle (the pipelined step loop): the ROWS slots and their DH-wide dot products and rescales are
-// unrolled (up to DHMAX, lanes beyond the layer's DH masked).
+// K and V of one head (NMAX x DHMAX words each) are on chip; queries are read as their rows start. The step
+// loop is pipelined at II=1 (the target: one key step per cycle): the ROWS slots and their DH-wide dot
+// products and rescales are unrolled (up to DHMAX, lanes beyond the layer's DH masked). A step that starts a
+// row reads its DH query words, and one that finishes a row writes DH outputs, over the m_axi port: those
+// steps take longer unless Vitis widens the accesses.
 #ifndef EDGEVIT_ATTENTION_H
 #define EDGEVIT_ATTENTION_H
 

@@ -12,9 +12,11 @@ namespace edgevit {
 // x [H][W][C] at d.x (d0, d1, d2), kernel K = d3 <= KMAXDW, stride d4, padding d5, W <= WMAX; w [C][K][K]
 // at d.w, bias [C]; y [HO][WO][C] with HO = (H + 2 PAD - K) / S + 1. For each group of LD channels the input
 // is read once, row by row, into a line buffer of K rows; an output row is computed as soon as its last
-// input row has arrived. One output pixel per cycle (the pipelined ox loop): the LD lanes and the
-// KMAXDW x KMAXDW window are unrolled (taps beyond the layer's K masked), so the line buffer is split into
-// its rows, KMAXDW column banks (a window's columns are consecutive) and its lanes, and the weights by lane.
+// input row has arrived. The ox loop is pipelined at II=1 (the target: one output pixel per cycle): the LD
+// lanes and the KMAXDW x KMAXDW window are unrolled (taps beyond the layer's K masked), so the line buffer is
+// split into its rows, KMAXDW column banks (a window's columns are consecutive) and its lanes, and the weights
+// by lane. The LD results go to the arena over a 16-bit m_axi port, which may hold II above 1 unless Vitis
+// widens the consecutive writes.
 template <class CFG>
 void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
     static word_t wbuf[CFG::LD][CFG::KMAXDW * CFG::KMAXDW], lines[CFG::KMAXDW][CFG::WMAX][CFG::LD];

@@ -14,7 +14,8 @@ static const int XHAT_FRAC = 16;
 
 // x [M][C] at d.x (d0, d1), gamma [C] at d.w, beta [C] at d.w2 (one format, fw bits), y [M][C] at d.y.
 // Both passes over a row are pipelined and unrolled by LI (the linear unit's input lanes), the row buffer
-// split into LI banks to match.
+// split into LI banks to match; the arena side moves 16-bit words over m_axi, so LI lanes pay off only where
+// Vitis widens those consecutive accesses.
 template <class CFG>
 void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
     static word_t row[CFG::CMAX];

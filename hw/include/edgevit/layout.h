@@ -1,5 +1,5 @@
 // Data movement for MobileViT blocks and heads: patch unfold/fold, channel concat, global average pool.
-// Each moves one word per cycle (the innermost loops are pipelined).
+// The innermost loops are pipelined at II=1: at best one word per cycle.
 #ifndef EDGEVIT_LAYOUT_H
 #define EDGEVIT_LAYOUT_H
 
