@@ -57,3 +57,24 @@ def tiny_attention_onnx(path: Path, heads: int = 2, tokens: int = 64, dim: int =
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def tiny_hybrid():
+    """The tiny MobileViT trained on scikit-learn's digits (edgevit.hls.tiny_models) with its head as pool +
+    flatten + linear: a hybrid outside the zoo, whose head the FPGA accelerator does not run."""
+    import torch.nn as nn
+
+    from edgevit.hls.tiny_models import trained_tiny_mobilevit
+
+    trained = trained_tiny_mobilevit()
+    head = nn.Linear(16, 10)
+    head.load_state_dict(trained[3].fc.state_dict())
+    return nn.Sequential(trained[0], trained[1], trained[2], nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
+
+
+def tiny_hybrid_onnx(path: Path) -> Path:
+    """:func:`tiny_hybrid` exported to ``path`` (input [1, 1, 8, 8])."""
+    from edgevit.frontend import from_torch
+
+    path.write_bytes(from_torch(tiny_hybrid(), (1, 1, 8, 8), path.stem).onnx_path.read_bytes())
+    return path

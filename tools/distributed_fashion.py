@@ -5,7 +5,8 @@ them on K local nodes through TVM RPC and compare accuracy and size with the uns
                                                   [--json results/distributed_fashion.json]
 
 The unsplit model's accuracy is measured with its compiled artifact on this CPU; the split ones through the
-nodes (tracker + K x86 nodes on loopback, random free ports, plain-text data plane, all killed at the end).
+nodes (``LocalCluster``: tracker + K x86 nodes on loopback, CURVE data plane, all killed at the end). The
+plan is made against the nodes (``--tracker``), so its predicted latency is measured at plan time.
 ``--model fashion-mobilevit`` runs the MobileViT; tools/classsplit_report.py reports sizes without nodes.
 """
 
@@ -13,10 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,19 +26,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
 def main() -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` kills the nodes on `timeout`
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `with LocalCluster()` kills the nodes on `timeout`
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 5])
     parser.add_argument("--images", type=int, default=10000)
@@ -51,7 +39,7 @@ def main() -> int:
 
     from edgevit.distributed import classsplit as cs, fashion
     from edgevit.distributed.client import Tracker
-    from edgevit.distributed.dataplane import Security
+    from edgevit.distributed.local_cluster import LocalCluster
     from edgevit.distributed.infer import ClassSplitRunner
     from edgevit.distributed.plan import load_nodes, read_plan
     from edgevit.distributed.planner import build_class_plan, model_configs
@@ -66,9 +54,9 @@ def main() -> int:
     for k in args.ks:
         (work / f"nodes{k}.yaml").write_text(f"nodes:\n  - {{key: fmnist, count: {k}, target: host, memory_mib: 64}}\n")
         plan_path = work / f"plan-k{k}.json"
-        build_class_plan(args.model, load_nodes(work / f"nodes{k}.yaml"), k, plan_path)
-        plan = read_plan(plan_path)
         if "unsplit" not in report:
+            build_class_plan(args.model, load_nodes(work / f"nodes{k}.yaml"), k, plan_path)
+            plan = read_plan(plan_path)
             with Artifact.open(Path(plan["full"]["artifact"])) as art:
                 model = CompiledModel(art.library)
                 preds = [int(model([img[None]])[0].argmax()) for img in x]
@@ -79,27 +67,21 @@ def main() -> int:
         split = cs.train_split(cs.train_full(vit, cfg), vit, cfg, k)
         local = split.fuse([cs.predict(m, x) for m in split.submodels]).argmax(1)
 
-        port = free_port()
-        procs = [start(["-m", "edgevit.distributed", "tracker", "--port", str(port)])]
-        time.sleep(1.0)
-        # Loopback only, so the data plane runs in plain text (the CURVE path is what the tests use).
-        procs += [start(["-m", "edgevit.distributed.node", "--tracker", f"127.0.0.1:{port}", "--key", "fmnist",
-                         "--port", str(free_port()), "--insecure-plaintext"]) for _ in range(k)]
-        runner = ClassSplitRunner(plan, Tracker("127.0.0.1", port, timeout=30.0, security=Security.plaintext()))
-        try:
-            runner.open(wait=120)
-            start_time = time.perf_counter()
-            answers = [runner.infer(img[None]) for img in x]
-            wall = time.perf_counter() - start_time
-            breakdown = runner.breakdown()
-        finally:
-            runner.close()
-            for proc in procs:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+        with LocalCluster() as cluster:
+            for _ in range(k):
+                cluster.add_node("fmnist")
+            tracker = Tracker("127.0.0.1", cluster.port, timeout=30.0, security=cluster.security)
+            build_class_plan(args.model, load_nodes(work / f"nodes{k}.yaml"), k, plan_path, tracker=tracker)
+            plan = read_plan(plan_path)
+            runner = ClassSplitRunner(plan, tracker)
+            try:
+                runner.open(wait=120)
+                start_time = time.perf_counter()
+                answers = [runner.infer(img[None]) for img in x]
+                wall = time.perf_counter() - start_time
+                breakdown = runner.breakdown()
+            finally:
+                runner.close()
         preds = np.array([a.prediction for a in answers])
         lat = np.array([a.latency_ms for a in answers])
         entry = {"k": k, "groups": [s["classes"] for s in plan["submodels"]],
@@ -112,7 +94,8 @@ def main() -> int:
                  "size_ratio_artifact": report["unsplit"]["artifact_bytes"] / max(s["bytes"] for s in plan["submodels"]),
                  "latency_ms": {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
                                 "p99": float(np.percentile(lat, 99))},
-                 "predicted_latency_ms": plan["predicted_latency_ms"], "images_per_s": len(x) / wall,
+                 "predicted_latency_ms": plan["predicted_latency_ms"],
+                 "predicted_source": plan["predicted_source"], "images_per_s": len(x) / wall,
                  "nodes": breakdown}
         report["splits"].append(entry)
         print(f"K={k}: accuracy {entry['accuracy_distributed'] * 100:.2f} % on nodes "

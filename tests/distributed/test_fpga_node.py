@@ -12,19 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from tiny_onnx_models import tiny_hybrid, tiny_hybrid_onnx
 
-
-def tiny_hybrid():
-    """The trained tiny MobileViT with its head as pool + flatten + linear, which the accelerator does not run:
-    the accelerator stops after the MobileViT block and the head goes to the CPU."""
-    import torch.nn as nn
-
-    from edgevit.hls.tiny_models import trained_tiny_mobilevit
-
-    trained = trained_tiny_mobilevit()
-    head = nn.Linear(16, 10)
-    head.load_state_dict(trained[3].fc.state_dict())
-    return nn.Sequential(trained[0], trained[1], trained[2], nn.AdaptiveAvgPool2d(1), nn.Flatten(), head).eval()
 
 @pytest.fixture(scope="module")
 def pynq_python() -> str:
@@ -37,7 +26,6 @@ def hybrid(tmp_path_factory):
     """(folder, model.onnx, bundle, digits test set): the tiny hybrid's HLS project, bundle and ONNX file."""
     import torch
 
-    from edgevit.frontend import from_torch
     from edgevit.hls import project
     from edgevit.hls.tiny_models import digits_split
     from edgevit.pynq.bundle import make_bundle
@@ -50,9 +38,7 @@ def hybrid(tmp_path_factory):
                                test_inputs=[x[None] for x in xte[:4]], meta={"model": "tiny_hybrid"})
     # no bitstream: no Vivado here; the FPGA node's simulated device loads a stand-in overlay
     make_bundle(proj, folder / "bundle", model=model, input_shape=(1, 1, 8, 8))
-    onnx_path = folder / "tiny_hybrid.onnx"
-    onnx_path.write_bytes(from_torch(model, (1, 1, 8, 8), "tiny_hybrid").onnx_path.read_bytes())
-    return folder, onnx_path, folder / "bundle", (xte, yte)
+    return folder, tiny_hybrid_onnx(folder / "tiny_hybrid.onnx"), folder / "bundle", (xte, yte)
 
 def _nodes_file(folder: Path, bundle: Path) -> Path:
     path = folder / "nodes.yaml"

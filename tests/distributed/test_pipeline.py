@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from edgevit.distributed import cost
@@ -122,6 +123,32 @@ def test_zoo_model_pipelined_over_x86_and_qemu_nodes_matches_onnxruntime(shared_
     assert report["links"][1]["bytes"] == plan["stages"][1]["predicted"]["in_bytes"] > 0
     assert report["links"][1]["transfer_ms"] is not None
     assert report["counters"]["duplicate_results"] == 0
+
+
+def test_onnx_file_outside_the_zoo_over_x86_and_qemu_nodes(shared_cluster, tmp_path):
+    """An ONNX file of a hybrid edgevit's zoo does not have (a MobileViT trained on digits), three stages over
+    two x86 nodes and the aarch64 node under qemu, verified on real digits."""
+    from edgevit.hls.tiny_models import digits_split
+    from tiny_onnx_models import tiny_hybrid_onnx
+
+    model = tiny_hybrid_onnx(tmp_path / "digits_hybrid.onnx")
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text("nodes:\n  - {key: x86, count: 2, target: host}\n  - {key: rpi4, target: rpi4}\n")
+    plan_dir = tmp_path / "plan"
+    _edgevit("plan", model, "--strategy", "pipeline", "--nodes", nodes, "--tracker", shared_cluster.address,
+             *shared_cluster.host_keys, "--stages", 3, "-o", plan_dir)
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    assert sorted(s["node_key"] for s in plan["stages"]) == ["rpi4", "x86", "x86"]
+    _, _, xte, yte = digits_split()
+    np.save(tmp_path / "digits.npy", xte[:8])
+    report_path = tmp_path / "report.json"
+    out = _edgevit("infer", plan_dir, "--tracker", shared_cluster.address, *shared_cluster.host_keys, "--input",
+                   tmp_path / "digits.npy", "--verify", "--json", report_path, "--stall-timeout", 120,
+                   "--timeout", 120)
+    assert "PASS" in out
+    report = json.loads(report_path.read_text())
+    assert report["verify"]["ok"] and report["verify"]["checked"] == 8 and report["failed"] == 0
+    assert np.mean(np.array(report["predictions"]) == yte[:8]) >= 0.75   # trained: it still reads digits
 
 
 def test_plan_refuses_bad_options_with_one_line(tmp_path):
