@@ -84,9 +84,11 @@ def markdown(report: dict) -> str:
             "(edgevit int8 with onnxruntime int8 on the same QDQ file, edgevit fp32 with onnxruntime fp32) "
             "timed taking turns in its own processes. QDQ models: onnxruntime quantize_static, per-channel "
             "weights, MinMax over 32 Fashion-MNIST images. edgevit int8 runs conv (groups 1) and matmul/Gemm by "
-            "constant weights as int8 x int8 -> int32 kernels; depthwise convs, attention matmuls and every "
-            "other operator run as dequantize -> fp32 -> quantize. 'other CPU use': share of the machine other "
-            "processes used while timing (the box is shared).\n\n" + table + "\n")
+            "constant weights as int8 x int8 -> int32 kernels (no VNNI/dot-product instructions yet), moves "
+            "int8 tensors through reshape/transpose/slice; depthwise convs, attention matmuls and every other "
+            "operator run as dequantize -> fp32 -> quantize. 'other CPU use': share of the machine other "
+            "processes used while timing (the box is shared, so absolute times vary run to run; the pairs' "
+            "ratios are what to read).\n\n" + table + "\n")
 
 
 def main() -> int:
