@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, EdgevitError, ExecutionError, ToolMissingError
-from .. import errors
+from ..errors import ArtifactError, EdgevitError, ExecutionError, ToolMissingError, errors_by_name
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the folder holding edgevit/, for the worker's sys.path
 
@@ -139,10 +138,8 @@ class AcceleratorStage:
     def _error(payload: bytes, context: str) -> EdgevitError:
         try:
             doc = json.loads(payload)
-            cls = getattr(errors, str(doc.get("kind")), ExecutionError)
-            return (cls if isinstance(cls, type) and issubclass(cls, EdgevitError) else ExecutionError)(
-                f"{context}: {doc.get('error')}")
-        except ValueError:
+            return errors_by_name(str(doc.get("kind")))(f"{context}: {doc.get('error')}")
+        except (ValueError, AttributeError):
             return ExecutionError(f"{context}: unreadable reply from the worker")
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,36 @@ def test_dp_gives_the_fpga_kind_exactly_its_accelerator_part():
     # and it never runs anything but its part, even when forced to be used
     choices, _ = choose_stages(_profile(50.0), slots, "latency", stages=3)
     assert [(c.key, c.first, c.end) for c in choices][0] == ("fpga", 0, 2)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--simulate"], "apply only with --fpga"),
+    (["--fpga-python", "python3"], "apply only with --fpga"),
+    (["--fpga", "/nonexistent/bundle"], "not a bundle folder"),
+])
+def test_fpga_options_are_checked_before_the_node_starts(extra, message, capsys):
+    from edgevit.distributed import node
+    from edgevit.errors import InputError
+
+    code = node.main(["--tracker", "127.0.0.1:1", "--key", "fpga", "--insecure-plaintext", *extra])
+    assert code == InputError.exit_code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_damaged_bundle_is_refused_by_the_fpga_node(hybrid, tmp_path):
+    """A bundle member changed after bundling: the worker refuses it (sha256), the node says so."""
+    import shutil
+
+    from edgevit.distributed.accelerator_stage import AcceleratorStage
+    from edgevit.errors import ArtifactError
+
+    _, _, bundle, _ = hybrid
+    damaged = tmp_path / "bundle"
+    shutil.copytree(bundle, damaged)
+    with open(damaged / "params.bin", "r+b") as f:
+        f.write(b"\x01\x02")
+    stage = AcceleratorStage(damaged, sys.executable)   # manifest.load fails before pynq is needed
+    with pytest.raises(ArtifactError, match="params.bin does not match"):
+        stage.start()
+    stage.close()
