@@ -109,10 +109,16 @@ def main() -> int:
     except EdgevitError as exc:
         print(f"count_instructions: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(format_table([[r["model"], r["cpu"], f"{r['instructions_per_inference'] / 1e6:.2f}"] for r in rows],
-                       ["model", "qemu cpu", "M instructions / inference"]))
+    table = format_table([[r["model"], Path(r["artifact"]).name, r["cpu"], f"{r['instructions_per_inference'] / 1e6:.2f}"]
+                          for r in rows], ["model", "artifact", "qemu cpu", "M instructions / inference"])
+    print(table)
     if args.json:
-        args.json.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "rows": rows}, indent=1) + "\n")
+        command = " ".join(["python", *sys.argv])
+        args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
+        args.json.with_suffix(".md").write_text(
+            f"# aarch64 instructions per inference (qemu TCG plugin)\n\nCommand: `{command}`; one inference = "
+            f"(count with {args.warm + args.extra} inferences - count with {args.warm}) / {args.extra}, "
+            f"TVM_NUM_THREADS=1.\n\n{table}\n")
     return 0
 
 
