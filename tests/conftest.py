@@ -1,4 +1,5 @@
-"""Shared fixtures: thread pinning, small hand-built ONNX models, and artifacts compiled once per session."""
+"""Shared fixtures: thread pinning, small hand-built ONNX models, artifacts compiled once per session, and
+the pynq venv's Python (the board side of the FPGA tests runs in it)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tiny_onnx_models import tiny_cnn_onnx
+
+
+@pytest.fixture(scope="session")
+def pynq_python() -> str:
+    """The pynq venv's python (``tools/setup_pynq_env.sh``; fails, never skips, if it cannot be made)."""
+    script = Path(__file__).resolve().parents[1] / "tools" / "setup_pynq_env.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, f"tools/setup_pynq_env.sh failed:\n{proc.stderr[-3000:]}"
+    return proc.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
     .venv/bin/python tools/soak_distributed.py [--model mobilevit_xxs] [--images 1000] [--nodes 3] [--stages 2]
                                                [--kill-every 100] [--max-minutes 30] [--json results/...]
 
-Starts a TVM tracker and ``--nodes`` edgevit nodes (x86, loopback, random free ports, CURVE keys), plans the
+Starts a TVM tracker and ``--nodes`` edgevit nodes (``LocalCluster``: x86, loopback, CURVE keys), plans the
 model as a ``--stages`` pipeline (MAC estimates: the plan is not what is tested), and streams ``--images``
 inputs node to node. Whenever ``--kill-every`` more results have arrived, the node serving one stage (in turn)
 is killed with its whole process group (usually with inputs in flight) and a fresh node of the same key is
@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,36 +28,6 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def wait_for_port(port: int, seconds: float = 120.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the tracker did not open port {port} within {seconds:g} s")
-
-
-def kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` kills the nodes on `timeout`
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,11 +37,11 @@ def main() -> int:
     parser.add_argument("--stages", type=int, default=2)
     parser.add_argument("--kill-every", type=int, default=100)
     parser.add_argument("--max-minutes", type=float, default=30.0)
-    parser.add_argument("--json", default=str(ROOT / "results" / "distributed_soak.json"))
+    parser.add_argument("--json", default=str(ROOT / "results" / "distributed_soak_pipeline.json"))
     args = parser.parse_args()
 
     from edgevit.distributed.client import Tracker
-    from edgevit.distributed.dataplane import Security, make_keys
+    from edgevit.distributed.local_cluster import LocalCluster, kill_group
     from edgevit.distributed.pipeline import build_pipeline_plan
     from edgevit.distributed.pipeline_runner import PipelineRunner
     from edgevit.distributed.plan import NodeSlot, read_plan
@@ -82,8 +49,6 @@ def main() -> int:
     from edgevit.reference import random_inputs, run_onnxruntime
 
     work = Path(tempfile.mkdtemp(prefix="edgevit-soak-"))
-    members = ["host"] + [f"node{i}" for i in range(args.nodes + args.images // max(1, args.kill_every) + 1)]
-    make_keys(work / "keys", members)
     slots = [NodeSlot("soak", i, "host", 4096) for i in range(args.nodes)]
     build_pipeline_plan(args.model, slots, None, work / "plan", "throughput", stages=args.stages)
     plan = read_plan(work / "plan")
@@ -92,22 +57,16 @@ def main() -> int:
     expected = [run_onnxruntime(work / "plan" / "model.onnx", x) for x in distinct]
     items = [distinct[i % len(distinct)] for i in range(args.images)]
 
-    port = free_port()
-    tracker = start(["-m", "edgevit.distributed", "tracker", "--port", str(port)])
-    wait_for_port(port)
-    started = iter(members[1:])
-    node_args = lambda: ["-m", "edgevit.distributed.node", "--tracker", f"127.0.0.1:{port}", "--key", "soak",
-                         "--port", str(free_port()), "--keys", str(work / "keys"), "--member", next(started)]
+    cluster = LocalCluster(members=args.nodes + args.images // max(1, args.kill_every) + 1)
     nodes = {}
     for _ in range(args.nodes):
-        proc = start(node_args())
+        proc = cluster.add_node("soak")
         nodes[proc.pid] = proc
     kills: list[dict] = []
     runner = None
     deadline = time.monotonic() + args.max_minutes * 60
     try:
-        runner = PipelineRunner(plan, Tracker("127.0.0.1", port, 10.0, Security.curve(work / "keys", "host")),
-                                stall_timeout=3.0)
+        runner = PipelineRunner(plan, Tracker("127.0.0.1", cluster.port, 10.0, cluster.security), stall_timeout=3.0)
         runner.open(wait=180)
         finished = {"count": 0}
 
@@ -117,8 +76,8 @@ def main() -> int:
                 stage = runner.stages[len(kills) % len(runner.stages)]
                 pid = stage.session.info["node_pid"] if stage.session else None
                 if pid in nodes:
-                    kill(nodes.pop(pid))
-                    proc = start(node_args())
+                    kill_group(nodes.pop(pid))
+                    proc = cluster.add_node("soak", wait=0)   # a spare: the runner takes it from the tracker
                     nodes[proc.pid] = proc
                     kills.append({"after_results": finished["count"], "stage": stage.spec["name"]})
             if finished["count"] % 100 == 0:
@@ -132,8 +91,7 @@ def main() -> int:
     finally:
         if runner:
             runner.close()
-        for proc in [*nodes.values(), tracker]:
-            kill(proc)
+        cluster.close()
 
     wrong, lost = [], []
     for i, result in enumerate(results):

@@ -5,22 +5,14 @@ onnxruntime on the whole model within the tolerance measured at plan time, with 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from tiny_onnx_models import tiny_hybrid, tiny_hybrid_onnx
 
-
-@pytest.fixture(scope="module")
-def pynq_python() -> str:
-    proc = subprocess.run(["bash", str(ROOT / "tools" / "setup_pynq_env.sh")], capture_output=True, text=True)
-    assert proc.returncode == 0, f"tools/setup_pynq_env.sh failed:\n{proc.stderr[-3000:]}"
-    return proc.stdout.strip().splitlines()[-1]
 
 @pytest.fixture(scope="module")
 def hybrid(tmp_path_factory):

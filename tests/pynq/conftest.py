@@ -1,4 +1,5 @@
-"""Fixtures for the PYNQ tests: the pynq venv, the tiny trained model's HLS project, its bundle and C-sim library.
+"""Fixtures for the PYNQ tests: the tiny trained model's HLS project, its bundle and C-sim library (the pynq
+venv's Python, ``pynq_python``, comes from tests/conftest.py).
 
 pynq (numpy<2) cannot be imported in edgevit's venv, so the board side runs in the venv of
 ``tools/setup_pynq_env.sh`` (created on first use, then cached) through ``pynq_helpers.run_on_board``; the tests here
@@ -7,22 +8,12 @@ pynq (numpy<2) cannot be imported in edgevit's venv, so the board side runs in t
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from fake_bitstream import write_bit, write_hwh
-from pynq_helpers import REPO
 
 TEST_INPUTS = 40     # of the 449 held-out digits: enough for bit-exactness, cheap for the golden model
-
-
-@pytest.fixture(scope="session")
-def pynq_python() -> str:
-    """The pynq venv's python (``tools/setup_pynq_env.sh``; fails, never skips, if it cannot be made)."""
-    proc = subprocess.run(["bash", str(REPO / "tools" / "setup_pynq_env.sh")], capture_output=True, text=True)
-    assert proc.returncode == 0, f"tools/setup_pynq_env.sh failed:\n{proc.stderr[-3000:]}"
-    return proc.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
