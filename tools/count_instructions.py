@@ -109,8 +109,9 @@ def main() -> int:
     except EdgevitError as exc:
         print(f"count_instructions: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    table = format_table([[r["model"], Path(r["artifact"]).name, r["cpu"], f"{r['instructions_per_inference'] / 1e6:.2f}"]
-                          for r in rows], ["model", "artifact", "qemu cpu", "M instructions / inference"])
+    table = format_table([[r["model"], Path(r["artifact"]).name, r["cpu"],
+                           f"{r['instructions_per_inference'] / 1e6:.2f}"] for r in rows],
+                         ["model", "artifact", "qemu cpu", "M instructions / inference"])
     print(table)
     if args.json:
         command = " ".join(["python", *sys.argv])

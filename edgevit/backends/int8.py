@@ -11,7 +11,8 @@ so the convolution runs on the int8 input (padded with ``zx``, the zero point, w
 padding is in integers) and int8 weights, accumulating in int32; ``bq - zx Σ wq`` is one int32 constant per
 output channel, folded at compile time. The requantization is onnxruntime's: ``M = sx sw / sy`` in float32,
 ``clip(round_half_even(float(acc) M) + zy)``. Results equal the float path's except where a value falls within
-float rounding of a half step (see ``edgevit.quantize.verify``).
+float rounding of a half step (see ``edgevit.quantize.verify``). Between two quantize steps of equal parameters,
+data movement (reshape, transpose, slice) moves the int8 tensor instead of a dequantized copy.
 """
 
 from __future__ import annotations
@@ -208,8 +209,8 @@ class _Rewriter(PyExprMutator):
         if bias is not None:  # the bias in accumulator units (onnxruntime's bias scale is sx * sw already)
             bq, bias_scale = bias
             offset = offset + np.round(bq.astype(np.float64) * bias_scale / acc_scale).astype(np.int64)
-        if np.any(np.abs(offset) >= 2**31):
-            offset = np.clip(offset, -2**31, 2**31 - 1)  # a degenerate scale: saturates like int32 would
+        # Only a degenerate bias scale (far below sx * sw) leaves int32; clipped, not wrapped, it stays monotonic.
+        offset = np.clip(offset, -2**31, 2**31 - 1)
         acc = relax.op.add(acc, relax.const(offset.astype(np.int32).reshape(channel_shape)))
         multiplier = (acc_scale / np.float32(sy)).astype(np.float32).reshape(channel_shape)
         y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier)))

@@ -136,7 +136,8 @@ def _prepare_passes(target) -> list:
 
     # IntegerQdqKernels first: it matches the quantize/dequantize ops as the ONNX frontend wrote them (a float
     # model has none and is returned unchanged).
-    return [IntegerQdqKernels(CpuInfo.of(target).lanes), relax.transform.DecomposeOpsForInference(), PackConvWeights(CpuInfo.of(target).lanes),
+    lanes = CpuInfo.of(target).lanes
+    return [IntegerQdqKernels(lanes), relax.transform.DecomposeOpsForInference(), PackConvWeights(lanes),
             BilinearUpsample2x(), FuseAttention(), *fast_math_passes()]
 
 

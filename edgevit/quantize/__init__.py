@@ -9,4 +9,5 @@ from .calibration import FASHION_MNIST, calibration_inputs
 from .verify import MAX_STEPS, compare_int8, output_steps
 from .qdq import METHODS, QuantizeSettings, is_qdq_model, quantize_cached, quantize_model
 
-__all__ = ["FASHION_MNIST", "MAX_STEPS", "METHODS", "QuantizeSettings", "calibration_inputs", "compare_int8", "is_qdq_model", "quantize_cached", "output_steps", "quantize_model"]
+__all__ = ["FASHION_MNIST", "MAX_STEPS", "METHODS", "QuantizeSettings", "calibration_inputs", "compare_int8",
+           "is_qdq_model", "output_steps", "quantize_cached", "quantize_model"]
