@@ -1,172 +1,348 @@
-"""Analytic resource and latency model of the accelerator, per board, and the lane choice that fits.
+"""Analytic resource and latency model of the accelerator as its C++ is written, and the lane plan per board.
 
-Model (first-order; real numbers come from Vitis HLS csynth, which does not run here). The accelerator is
-``top()`` looping over the layer descriptors (``layer_table``, one per layer) and dispatching each to one of
-a fixed set of shared units (``hw/include/edgevit/units.h``), so resources are those of the units, sized by
-the lanes and by the buffer bounds of ``config.h`` (``layer_table.unit_bounds``), and cycles are the sum
-over descriptors:
+Real numbers come from Vitis HLS csynth, which does not run here; this model reads the loops of
+``hw/include/edgevit/*.h`` and applies a few published scheduling and device facts to them (sources in
+``docs/fpga.md``, "The estimator and its calibration"). ``top()`` loops over the layer descriptors and
+dispatches each to one shared unit, so resources are those of the units, sized by the lanes and by the buffer
+bounds of ``config.h`` (``layer_table.unit_bounds``), and cycles are the sum over descriptors.
 
-* Each descriptor costs ``DISPATCH_CYCLES`` (fetching its words over m_axi, decoding, pipeline fill).
-* The shared linear unit of ``li * lo`` MACs (one DSP each: 16x16 fits a DSP48E1/E2) runs every linear layer,
-  pointwise conv and im2col'd KxK conv: ``T * ceil(CI/li) * ceil(CO/lo)`` cycles. It holds ``TM`` tokens of
-  input and ``lo`` weight rows on chip; per layer the outer loop runs over token tiles (weights re-read
-  ``ceil(T/TM)`` times) or weight tiles (input re-read ``ceil(CO/lo)`` times), whichever moves fewer words
-  (``layer_table.linear_traffic``).
-* The depthwise unit of ``ld`` channel lanes, each ``K*K`` MACs: ``HO * WO * ceil(C/ld)`` cycles; a K-row line
-  buffer reads each input once.
-* The attention unit runs ``rows`` query rows, each with ``DH`` MACs for q.k and ``DH`` for e.v per key step, one
-  exp and one reciprocal per row: ``(N-1) * ceil(N/rows) + N`` cycles per head and group; K and V of a head are
-  loaded once.
-* LayerNorm and L2 normalisation use ``li`` lanes, two passes: ``2 * T * C / li`` cycles; SwiftFormer's additive
-  attention three passes. Data movement (im2col, unfold, fold, concat, pools) moves ``axi_bits/16`` values per
-  cycle.
-* Every layer streams its input, weights and output over the m_axi ports (``axi_bits`` per cycle); a layer takes
-  ``max(compute, memory)`` cycles, i.e. tile loads overlap compute (ping-pong tiles, HLS dataflow: assumed, the
-  C++ is written sequentially).
-* BRAM36: the units' tile buffers, doubled for ping-pong: linear ``TM x KMAX`` input words in ``li`` banks and
-  ``lo x KMAX`` weight words in ``lo`` banks; depthwise line buffer ``K x WMAX x ld``; attention K and V
-  ``NMAX x DHMAX`` each in ``rows`` banks; LayerNorm row ``CMAX``; additive scores ``TMAX`` (64 bit); one table
-  ROM (<= 257 x 20 bit, half a BRAM36) per activation lane; each buffer at least one BRAM36 per bank.
-* LUTs: 40 per MAC (operand muxes, adder tree), 350 per activation lane, 900 per attention row (exp, compare,
-  rescale), 15,000 for control, the descriptor decoder and the AXI interfaces.
-* MoE layers (``moe.h``): the gate is a linear layer; ``moe_route`` takes ``E + k`` cycles per patch (one
-  compare per logit, one exp per kept one). ``moe_experts`` runs each (patch, expert) pair's fc1 and fc2 on
-  the linear unit; with patch reordering each active expert's weight block is read once per image (at most
-  ``min(E, N k)`` blocks), without it once per pair (``N k`` blocks), the next block loading into a ping-pong
-  buffer while the current expert computes. Its buffers: two expert blocks and ``N x D`` 64-bit accumulators.
-  :func:`moe_weight_traffic` counts the expert weight bytes per image for the routes actually taken.
+Cycles (what the C++ does, loop by loop):
+
+* **Ports.** The m_axi ports are 16-bit ``word_t`` pointers and ``hls.tcl`` uses the Vivado IP flow, where
+  automatic port widening is off: one word per cycle per port and direction (AXI reads and writes are separate
+  channels). A pipelined loop that makes ``n`` accesses to one port per iteration has ``II >= n``.
+* **Pipelined loops** take ``trip * II + depth`` cycles per invocation (UG1399); an invocation that reads or
+  writes DDR also waits ``AXI_LATENCY`` cycles once (the m_axi latency Vitis schedules by default; a new burst
+  starts with every invocation of an inner loop, since the outer loops are not pipelined).
+* **Sequential.** Tile loads, compute and write-back are separate loops run one after the other (no DATAFLOW
+  region): a layer's cycles are the *sum* of its loops. ``compute`` is the part spent in the MAC / key-step
+  loops at their ideal rate, ``memory`` the rest (loads, write-back, port stalls, latencies); ``bound`` names
+  the larger. When a layer is memory bound, more lanes shrink only its small compute part.
+* **Linear unit** (``linear.h``): per weight tile ``LO`` rows of ``K`` words and ``LO`` 64-bit biases; per token
+  tile ``tm`` rows of ``K`` words; per token and weight tile a ``ceil(K/LI)``-step MAC loop and an ``LO``-step
+  epilogue that writes one output word per cycle (and reads the residual). The loop order is the
+  descriptor's (``layer_table.weights_outer``).
+* **Depthwise unit** (``conv.h``): per group of ``LD`` channels the weights, then per input pixel an ``LD``-word
+  read, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel over one port).
+* **Attention unit** (``attention.h``): per head ``N`` iterations reading a K and a V word (``II = 2``), then the
+  key-step loop. Its unrolled body may read ``DH`` query words for each of the ``ROWS`` slots and write ``DH``
+  outputs, all over the one arena port, so its ``II`` is ``max(ROWS * DHMAX, DHMAX)`` and more rows do not
+  shorten it: a query-row prefetch and an on-chip output buffer would (not written yet).
+* LayerNorm, L2 norm, additive attention, data movers, MoE copies: their pipelined loops at one word per cycle.
+* **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
+  expert block), plus the gather, scatter and requantisation loops.
+
+Resources:
+
+* DSP48: every multiply of an unrolled (or pipelined, once) loop body, counted by its operand widths against
+  the multiplier of the family (DSP48E2 27x18 on UltraScale+, DSP48E1 25x18 on Zynq-7000): one DSP for 16x16,
+  partial products for wider ones (:func:`dsp_per_multiply`). Linear ``LI * LO``, depthwise ``LD * KMAXDW^2``,
+  attention ``ROWS * DHMAX`` for q.k and the rescale/accumulate multiplies of each row, one epilogue in the
+  linear unit's pipelined write loop and ``LD`` in the depthwise unit's unrolled one.
+* BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
+  larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``LI`` banks, weight tile
+  ``LO * LI`` banks (complete on rows, cyclic ``LI``); depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
+  and V ``ROWS * DHMAX`` banks each. No ping-pong copies (the C++ has none).
+* LUTs: per 16x16 MAC 40 (its share of the adder tree and the 64-bit accumulator), 350 per epilogue, 900 per
+  attention row, 15,000 for control, the descriptor decoder and the three m_axi adapters (first-order, not
+  calibrated against a Vitis report).
 * A design fits when DSP, BRAM36 and LUT use are each at most 80 % of the part (routing headroom).
+
+:func:`choose_lanes` searches the lane space for the lowest estimated latency that fits; among plans within
+``LATENCY_TOLERANCE`` of the best it takes the one with the fewest DSPs (lanes that do not shorten the run
+are not worth their area).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .golden import moe_active_experts
-from .layer_table import FIELDS, WORD_BITS, expert_words, linear_traffic, unit_bounds
+from .layer_table import FIELDS, TILE_TOKENS, WORD_BITS, expert_words, unit_bounds, weights_outer
 from .program import Program
 
 UTIL_LIMIT = 0.8
-BRAM_BITS = 36 * 1024
+BRAM18_BITS = 18 * 1024
+LUTRAM_BITS = 1024          # a bank this small is distributed RAM (64 x 1 per LUT6), not a block RAM
+PORT_WORDS = 1              # 16-bit word_t m_axi ports, no automatic widening in the Vivado IP flow
+AXI_LATENCY = 64            # UG1399: default m_axi latency Vitis HLS schedules for, in kernel cycles
+DEPTH_IO = 3                # pipeline depth of a load/store loop (address, m_axi read, BRAM write)
+DEPTH_MAC = 8               # 16x16 product (DSP48, 3-4 stages), adder tree, 64-bit accumulate
+DEPTH_EPILOGUE = 12         # requant, table lookup + interpolation, activation multiply, saturation
+DEPTH_ATTENTION = 16        # q.k tree, requant, exp table + interpolation, rescale
+DISPATCH_CYCLES = 20        # decode a descriptor and enter the unit
+LATENCY_TOLERANCE = 0.01
+MULTIPLIER = {"zynquplus": (27, 18), "zynq": (25, 18)}   # DSP48E2 / DSP48E1 signed multiplier inputs
+
+# Operand widths (bits, sign included) of the multiplies in the units' bodies (hw/include/edgevit).
+_WORD = WORD_BITS
+_EXP = 17            # exp_neg result: EXP_FRAC = 16 fractional bits, <= 1.0
+_OACC = 41           # attention output accumulator: 16-bit V << EXP_FRAC plus log2(N) growth
+_TABLE = 21          # table values with TABLE_FRAC = 20 fractional bits
+_ACT = 40            # the epilogue's internal format (ACT_BITS)
 
 
 @dataclass(frozen=True)
 class Lanes:
+    """Compile-time lanes of the units: ``li x lo`` linear MACs, ``ld`` depthwise channels, ``rows`` attention
+    query rows."""
+
     li: int
     lo: int
     ld: int
     rows: int
 
 
-def _bram(words: int, banks: int = 1) -> int:
-    return banks * max(1, math.ceil(words / banks * WORD_BITS / BRAM_BITS))
+def dsp_per_multiply(a_bits: int, b_bits: int, family: str) -> int:
+    """DSP48 slices for a signed ``a_bits x b_bits`` multiply on ``family`` (``zynquplus`` or ``zynq``).
+
+    One slice when the operands fit the multiplier (27x18 for DSP48E2, 25x18 for DSP48E1); otherwise one per
+    partial product, the operands cut into unsigned chunks one bit narrower than the inputs (the sign stays in
+    the top chunk), in the cheaper orientation.
+    """
+    big, small = MULTIPLIER[family]
+
+    def pieces(bits: int, width: int) -> int:
+        return 1 if bits <= width else math.ceil((bits - 1) / (width - 1))
+
+    return min(pieces(a_bits, big) * pieces(b_bits, small), pieces(a_bits, small) * pieces(b_bits, big))
+
+
+def _epilogue_dsp(family: str) -> int:
+    """One ``epilogue`` instance (activation.h): table interpolation, SiLU / Hardswish products, 1/6 scale."""
+    return (dsp_per_multiply(_TABLE, 16, family) + 2 * dsp_per_multiply(_ACT, _TABLE, family)
+            + dsp_per_multiply(_TABLE + 2, 18, family))
+
+
+def _memory(words: int, banks: int = 1, bits: int = WORD_BITS) -> tuple[int, int]:
+    """(BRAM36, LUT) of an array of ``words`` split into ``banks`` memories of ``bits``-bit words."""
+    per_bank = math.ceil(words / banks) * bits
+    if per_bank <= LUTRAM_BITS:
+        return 0, banks * math.ceil(per_bank / 64)
+    return math.ceil(banks * math.ceil(per_bank / BRAM18_BITS) / 2), 0
+
+
+def _loop(trip: int, ii: int = 1, depth: int = DEPTH_IO, ddr: bool = True) -> int:
+    """Cycles of one invocation of a pipelined loop (plus the m_axi latency if it touches DDR)."""
+    if trip <= 0:
+        return 0
+    return trip * ii + depth + (AXI_LATENCY if ddr else 0)
 
 
 def dispatch_cycles(axi_bits: int) -> int:
-    """Cycles to fetch one descriptor (``len(FIELDS)`` 32-bit words), decode it and fill the unit's pipeline."""
-    return math.ceil(len(FIELDS) * 32 / axi_bits) + 20
+    """Cycles to fetch one descriptor (``len(FIELDS)`` 32-bit words over the 32-bit program port), decode it
+    and enter the unit. ``axi_bits`` is the board's HP port width, which the program port does not use."""
+    del axi_bits   # the program port is an int* m_axi: one 32-bit word per cycle whatever the board offers
+    return len(FIELDS) + AXI_LATENCY + DISPATCH_CYCLES
+
+
+def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False) -> tuple[int, int]:
+    """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer."""
+    nt = math.ceil(n / lanes.lo)
+    tiles = [TILE_TOKENS] * (m // TILE_TOKENS) + ([m % TILE_TOKENS] if m % TILE_TOKENS else [])
+    load_w = lanes.lo * _loop(k) + (lanes.lo * (4 + AXI_LATENCY) if bias else 0)
+    compute = memory = 0
+    for tm in tiles:
+        mac = tm * _loop(math.ceil(k / lanes.li), depth=DEPTH_MAC, ddr=False)
+        write = tm * (_loop(lanes.lo, depth=DEPTH_EPILOGUE) + (AXI_LATENCY if residual else 0))
+        compute += nt * mac
+        memory += tm * _loop(k) * (nt if weights_outer(m, k, n, lanes.lo) else 1) + nt * write
+    memory += load_w * (nt if weights_outer(m, k, n, lanes.lo) else nt * len(tiles))
+    return compute, memory
+
+
+def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes) -> tuple[int, int]:
+    ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    groups = math.ceil(c / lanes.ld)
+    weights = min(lanes.ld, c) * (_loop(k * k) + 4 + AXI_LATENCY)
+    lines = h * w * _loop(lanes.ld)
+    out_rows = ho * _loop(wo, ii=lanes.ld, depth=DEPTH_EPILOGUE)
+    compute = groups * ho * wo
+    return compute, groups * (weights + lines + out_rows) - compute
+
+
+def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes, dhmax: int) -> tuple[int, int]:
+    steps = (n - 1) * math.ceil(n / lanes.rows) + n
+    ii = max(lanes.rows * dhmax, dhmax) // PORT_WORDS
+    kv = n * _loop(dh, ii=2)
+    step_loop = steps * ii + DEPTH_ATTENTION + 2 * AXI_LATENCY
+    return g * heads * steps, g * heads * (kv + step_loop - steps)
+
+
+def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: Lanes) -> tuple[int, int]:
+    """Cycles of moe_experts with the ``N k`` (patch, expert) pairs split evenly over ``min(E, N k)`` expert runs
+    (reordering) or one run per pair; each run's fc1 and fc2 are linear-unit calls reading the expert's weights
+    from DDR."""
+    runs = [n * k // min(e, n * k)] * min(e, n * k) if reorder else [1] * (n * k)
+    compute = memory = 0
+    for cnt in runs:
+        for kk, nn in ((dm, h), (h, dm)):
+            c, mem = _linear(cnt, kk, nn, lanes)
+            compute, memory = compute + c, memory + mem
+        memory += 2 * cnt * _loop(dm)   # gather and scatter rows
+    memory += 2 * n * _loop(dm) + n * k * (2 + AXI_LATENCY)   # clear/requantise accumulators, route table
+    return compute, memory
 
 
 def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
-    """Cycles of every descriptor (one per layer), with the compute and memory parts."""
-    per_beat = axi_bits // WORD_BITS
+    """Cycles of every descriptor (one per layer): ``compute``, ``memory`` (see the module docstring), their
+    sum plus dispatch in ``cycles``, and ``bound`` (``compute`` or ``memory``, whichever is larger)."""
+    bounds = unit_bounds(prog)
     out = []
     for layer in prog.layers:
         a = layer.attrs
         shape, oshape = prog.shapes[layer.inputs[0]], prog.shapes[layer.output]
         n_in, n_out = int(np.prod(shape)), int(np.prod(oshape))
-        n_w = sum(int(np.size(v)) * (4 if k == "b" else 1) for k, v in layer.params.items())
+        rows = n_in // shape[-1]
         macs = 0
         if layer.kind == "linear":
-            t, ci, co = n_in // shape[-1], shape[-1], oshape[-1]
-            compute, macs = t * math.ceil(ci / lanes.li) * math.ceil(co / lanes.lo), t * ci * co
-            x_words, w_words = linear_traffic(t, ci, co, lanes.lo)
-            n_in, n_w = x_words, n_w - ci * co + w_words
+            ci, co = shape[-1], oshape[-1]
+            compute, memory = _linear(rows, ci, co, lanes, "b" in layer.params, len(layer.inputs) > 1)
+            macs = rows * ci * co
         elif layer.kind == "dwconv":
-            ho, wo, c = oshape
-            compute, macs = ho * wo * math.ceil(c / lanes.ld), ho * wo * c * a["k"] ** 2
+            compute, memory = _depthwise(*shape, a["k"], a["stride"], a["pad"], lanes)
+            macs = n_out * a["k"] ** 2
         elif layer.kind == "attention":
             g, n, w3 = shape
             dh = w3 // 3 // a["heads"]
-            compute = g * a["heads"] * ((n - 1) * math.ceil(n / lanes.rows) + n)
+            compute, memory = _attention(g, n, a["heads"], dh, lanes, bounds["DHMAX"])
             macs = 2 * g * a["heads"] * n * n * dh
         elif layer.kind == "moe_experts":
             e, h, dm = layer.params["w1"].shape
-            pairs = n_in // dm * a["k"]
-            compute = pairs * (math.ceil(dm / lanes.li) * math.ceil(h / lanes.lo)
-                               + math.ceil(h / lanes.li) * math.ceil(dm / lanes.lo))
-            macs = pairs * 2 * dm * h
-            n_w = (min(e, pairs) if a.get("reorder", 1) else pairs) * expert_words(dm, h)
+            compute, memory = _moe_experts(rows, dm, h, e, a["k"], bool(a.get("reorder", 1)), lanes)
+            macs = rows * a["k"] * 2 * dm * h
         elif layer.kind == "moe_route":
-            compute = n_in + n_out // 2
-        elif layer.kind in ("layernorm", "l2norm", "additive"):
-            compute = (3 if layer.kind == "additive" else 2) * math.ceil(n_in / lanes.li)
-        else:
-            compute = math.ceil(max(n_in, n_out) / per_beat)
-        if len(layer.inputs) > 1:
-            n_in += int(np.prod(prog.shapes[layer.inputs[1]]))
-        memory = math.ceil((n_in + n_w) / per_beat) + math.ceil(n_out / per_beat)
+            e = shape[-1]
+            # top-k insertion in loops that are not pipelined: each logit is a single m_axi read
+            compute, memory = rows * e * a["k"], rows * (e * (1 + AXI_LATENCY) + _loop(2 * a["k"]))
+        elif layer.kind == "layernorm":
+            # pass 1 reads a row; pass 2 reads gamma and beta over the one params port (II = 2) and writes y.
+            # Both are unrolled by LI, which only shortens their arithmetic: the ports move one word a cycle.
+            c = shape[-1]
+            compute = 2 * rows * math.ceil(c / lanes.li)
+            memory = rows * (_loop(c) + _loop(c, ii=2)) - compute
+        elif layer.kind == "l2norm":
+            compute, memory = 0, 2 * rows * _loop(shape[-1])
+        elif layer.kind == "additive":
+            d = shape[-1]
+            compute, memory = 0, 3 * rows * _loop(d) + _loop(d, ddr=False)
+        elif layer.kind == "pool_mixer":
+            # per output word: K pipelined window rows, then the centre pixel, the layer scale and the write
+            kk = a["k"]
+            compute, memory = 0, n_out * (kk * _loop(kk) + (3 if "scale" in layer.params else 2) * AXI_LATENCY)
+        elif layer.kind == "im2col":
+            compute, memory = 0, n_out // shape[-1] * _loop(shape[-1])
+        elif layer.kind in ("unfold", "fold"):
+            compute, memory = 0, n_in // shape[-1] * _loop(shape[-1])
+        elif layer.kind == "concat":
+            ca, cb = shape[-1], prog.shapes[layer.inputs[1]][-1]
+            compute, memory = 0, rows * (_loop(ca) + _loop(cb))
+        elif layer.kind == "avgpool":
+            compute, memory = 0, shape[-1] * (_loop(rows) + AXI_LATENCY)
+        else:   # add: one pipelined pass
+            compute, memory = 0, _loop(n_out, ii=1 + (len(layer.inputs) > 1 or "pos" in layer.params))
+        cycles = compute + memory + dispatch_cycles(axi_bits)
         out.append({"layer": layer.name, "kind": layer.kind, "source": layer.source, "macs": macs,
-                    "compute": compute, "memory": memory, "cycles": max(compute, memory) + dispatch_cycles(axi_bits)})
+                    "compute": compute, "memory": memory, "cycles": cycles,
+                    "bound": "compute" if compute >= memory else "memory"})
     return out
 
 
-def resources(prog: Program, lanes: Lanes) -> dict:
-    """Estimated DSP, BRAM36 and LUT use of the units (and their tile buffers) the program needs."""
+def resources(prog: Program, lanes: Lanes, family: str = "zynquplus") -> dict:
+    """Estimated DSP, BRAM36 and LUT use of the units (and their on-chip arrays) the program needs."""
     kinds = {l.kind for l in prog.layers}
     bound = unit_bounds(prog)
-    dsp = lanes.li * lanes.lo + lanes.lo  # MACs + one multiplier per epilogue lane (SiLU, residual scale)
-    bram = 2 * (_bram(bound["TM"] * bound["KMAX"], lanes.li) + _bram(lanes.lo * bound["KMAX"], lanes.lo)) \
-        + math.ceil(lanes.lo / 2)
-    lut = 15000 + 40 * lanes.li * lanes.lo + 350 * lanes.lo
+    mul16 = dsp_per_multiply(_WORD, _WORD, family)
+    epi = _epilogue_dsp(family)
+    usage = {"dsp": 0, "bram36": 0, "lut": 15000}
+
+    def add(dsp: int = 0, lut: int = 0, arrays=()):
+        usage["dsp"] += dsp
+        usage["lut"] += lut
+        for arr in arrays:
+            b, l = _memory(*arr)
+            usage["bram36"] += b
+            usage["lut"] += l
+
+    kmax, tm = bound["KMAX"], bound["TM"]
+    add(lanes.li * lanes.lo * mul16 + epi, 40 * lanes.li * lanes.lo + 350,
+        [(tm * kmax, lanes.li), (lanes.lo * kmax, lanes.lo * lanes.li)])
     if "dwconv" in kinds:
         k = bound["KMAXDW"]
-        dsp += lanes.ld * (k * k + 1)
-        bram += _bram(k * bound["WMAX"] * lanes.ld, lanes.ld) + math.ceil(lanes.ld / 2)
-        lut += 40 * lanes.ld * k * k + 350 * lanes.ld
+        add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,
+            [(k * bound["WMAX"] * lanes.ld, k * k * lanes.ld)])
+        usage["lut"] += lanes.ld * k * k * WORD_BITS // 2   # the weights of LD channels in registers
     if "attention" in kinds:
         dh = bound["DHMAX"]
-        dsp += lanes.rows * (2 * dh + 3)
-        bram += 2 * _bram(bound["NMAX"] * dh, lanes.rows) + lanes.rows
-        lut += lanes.rows * (900 + 40 * 2 * dh)
+        per_row = dh * (mul16 + dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_OACC, _EXP, family)) \
+            + dsp_per_multiply(26, _EXP, family)
+        norm = dh * dsp_per_multiply(_OACC, _TABLE, family)
+        add(lanes.rows * per_row + norm, lanes.rows * (900 + 40 * 2 * dh),
+            [(bound["NMAX"] * dh, lanes.rows * dh)] * 2)
     if kinds & {"l2norm", "additive"}:
-        dsp += 2 * lanes.li + 2
-        bram += _bram(4 * bound["TMAX"])   # the per-token scores a_t (64 bit)
-        lut += 200 * lanes.li
-    if "moe_experts" in kinds:   # ping-pong expert blocks, 64-bit accumulators, gate-weight multipliers
-        dsp += lanes.lo + 4
-        bram += 2 * _bram(bound["EWMAX"]) + _bram(4 * bound["MNMAX"] * bound["MDMAX"]) + 1
-        lut += 2000 + 100 * lanes.lo
-    if "layernorm" in kinds:
-        dsp += 2 * lanes.li + 2
-        bram += _bram(bound["CMAX"]) + 1
-        lut += 200 * lanes.li
-    return {"dsp": dsp, "bram36": bram, "lut": lut}
+        add(4 * dsp_per_multiply(_ACT, _TABLE, family), 800, [(bound["TMAX"], 1, 64), (bound["DMAX"], 1, 64)])
+    if "moe_experts" in kinds:   # 64-bit accumulators, per-expert queues and the work list; scatter multiply
+        mn, e = bound["MNMAX"], bound["EMAX"]
+        add(dsp_per_multiply(_WORD, _WORD, family), 2000,
+            [(mn * bound["MDMAX"], 1, 64), (e * mn, 1, 32), (e * mn, 1, 64), (3 * e * mn, 1, 32)])
+    if "moe_route" in kinds:
+        add(2 * dsp_per_multiply(_ACT, _TABLE, family), 500)
+    if "layernorm" in kinds:   # LI lanes: x^2, (C x - S1) * rsqrt, gamma * xhat
+        per_lane = mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family)
+        add(lanes.li * per_lane, 200 * lanes.li, [(bound["CMAX"], lanes.li)])
+    return usage
 
 
 def fits(res: dict, fpga) -> bool:
     return all(res[k] <= UTIL_LIMIT * getattr(fpga, k) for k in ("dsp", "bram36", "lut"))
 
 
+LANE_SPACE = {"li": (1, 2, 4, 8, 16, 32), "lo": (1, 2, 4, 8, 16, 32, 64, 128),
+              "ld": (1, 2, 4, 8, 16, 32, 64), "rows": (1, 2, 4, 8, 16)}
+
+
 def choose_lanes(prog: Program, fpga) -> Lanes:
-    """The fastest lane counts (powers of two) that fit ``fpga``; the smallest design if none fits."""
-    best, best_cycles = Lanes(1, 1, 1, 1), None
-    pow2 = [1, 2, 4, 8, 16, 32, 64]
-    for li in pow2:
-        for lo in pow2:
-            for ld in (1, 4, 16, 32):
-                for rows in (1, 2, 4, 8, 16):
-                    lanes = Lanes(li, lo, ld, rows)
-                    if not fits(resources(prog, lanes), fpga):
-                        continue
-                    cycles = sum(r["cycles"] for r in layer_cycles(prog, lanes, fpga.axi_bits))
-                    key = (cycles, li * lo + ld + rows)
-                    if best_cycles is None or key < best_cycles:
-                        best, best_cycles = lanes, key
-    return best
+    """The lane plan with the lowest estimated latency that fits ``fpga`` (the fewest DSPs among plans within
+    ``LATENCY_TOLERANCE`` of it); the smallest design if none fits.
+
+    The units' cycles are independent of each other's lanes, so each unit's lanes are scored on its own layers
+    and only the combinations are checked against the budget.
+    """
+    family = fpga.family
+    kinds = {l.kind for l in prog.layers}
+    base = Lanes(1, 1, 1, 1)
+    plans = []
+    for li, lo, ld, rows in itertools.product(*LANE_SPACE.values()):
+        if (ld > 1 and "dwconv" not in kinds) or (rows > 1 and "attention" not in kinds):
+            continue
+        plans.append(Lanes(li, lo, ld, rows))
+    per_unit = {}
+
+    def unit_cycles(key: tuple, lanes: Lanes, select) -> int:
+        if key not in per_unit:
+            per_unit[key] = sum(r["cycles"] for r, l in zip(layer_cycles(prog, lanes, fpga.axi_bits), prog.layers)
+                                if select(l.kind))
+        return per_unit[key]
+
+    linear_kinds = {"linear", "moe_experts", "layernorm", "l2norm"}
+    scored = []
+    for lanes in plans:
+        res = resources(prog, lanes, family)
+        if not fits(res, fpga):
+            continue
+        cycles = (unit_cycles(("li", lanes.li, lanes.lo), Lanes(lanes.li, lanes.lo, 1, 1), linear_kinds.__contains__)
+                  + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), "dwconv".__eq__)
+                  + unit_cycles(("rows", lanes.rows), Lanes(1, 1, 1, lanes.rows), "attention".__eq__))
+        scored.append((cycles, res["dsp"], lanes))
+    if not scored:
+        return base
+    best = min(c for c, _, _ in scored)
+    return min((dsp, c, (l.li, l.lo, l.ld, l.rows)) + (l,) for c, dsp, l in scored
+               if c <= best * (1 + LATENCY_TOLERANCE))[-1]
 
 
 def apply_lanes(prog: Program, lanes: Lanes) -> None:
@@ -186,15 +362,25 @@ def lanes_of(prog: Program) -> Lanes:
 
 
 def report(prog: Program, fpga) -> dict:
-    """Per-layer cycles, totals, resource use against ``fpga`` and whether it fits."""
+    """Per-layer cycles (with compute / memory parts and the bound), totals, resource use against ``fpga`` and
+    whether it fits. ``latency_ms``, ``cycles``, ``clock_mhz`` and ``fits`` keep their meaning for callers such
+    as the PYNQ bundle; ``memory_bound_share`` is the fraction of cycles in memory-bound layers."""
     lanes = lanes_of(prog)
     layers = layer_cycles(prog, lanes, fpga.axi_bits)
-    res = resources(prog, lanes)
+    res = resources(prog, lanes, fpga.family)
     total = sum(r["cycles"] for r in layers)
+    for r in layers:
+        r["ms"] = r["cycles"] / (fpga.clock_mhz * 1e3)
+    macs = sum(r["macs"] for r in layers)
+    peak = lanes.li * lanes.lo
     return {"lanes": lanes.__dict__, "layers": layers, "resources": res,
             "available": {k: getattr(fpga, k) for k in ("dsp", "bram36", "lut")},
             "fits": fits(res, fpga), "cycles": total, "clock_mhz": fpga.clock_mhz,
-            "latency_ms": total / (fpga.clock_mhz * 1e3), "macs": sum(r["macs"] for r in layers)}
+            "latency_ms": total / (fpga.clock_mhz * 1e3), "macs": macs,
+            "compute_cycles": sum(r["compute"] for r in layers),
+            "memory_bound_share": sum(r["cycles"] for r in layers if r["bound"] == "memory") / total if total else 0.0,
+            "linear_mac_efficiency": (sum(r["macs"] for r in layers if r["kind"] == "linear")
+                                      / (peak * sum(r["cycles"] for r in layers if r["kind"] == "linear") or 1))}
 
 
 def moe_weight_traffic(prog: Program, routes: list[dict]) -> dict:

@@ -1,0 +1,121 @@
+"""Before/after table of the HLS estimator: DSP/BRAM/LUT use and latency per model and board.
+
+    python tools/hls_dsp_report.py [--models mobilevit_xxs ...] [--boards zcu102 pynq-z2] [--out results/hls_dsp]
+
+Three rows per model and board:
+
+* ``before``: what ``edgevit hls MODEL`` printed at the commit in results/hls_dsp_before.json (the estimator then
+  assumed loads overlapping compute, axi_bits-wide ports and on-chip MoE expert blocks);
+* ``old lanes``: those same lanes under today's estimator, which follows the C++ as written;
+* ``after``: the lane plan ``estimator.choose_lanes`` picks today.
+
+Writes OUT.json and OUT.md. Lowering needs only the model's shapes (no calibration, no C-simulation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgevit import zoo  # noqa: E402
+from edgevit.hls import estimator  # noqa: E402
+from edgevit.hls.tiny_models import build_tiny_mobilevit  # noqa: E402
+from edgevit.hls.torch_import import lower  # noqa: E402
+from edgevit.targets import get_target  # noqa: E402
+
+MODELS = ("mobilevit_xxs", "swiftformer_xs", "efficientformer_l1", "mobilevitv2_050")
+BOARDS = ("zcu102", "pynq-z2")
+BEFORE = ROOT / "results" / "hls_dsp_before.json"
+
+
+def _program(name: str):
+    if name == "tiny_mobilevit":
+        return lower(build_tiny_mobilevit().eval(), (1, 1, 8, 8))
+    return lower(zoo.build(name), zoo.get_entry(name).input_shape)
+
+
+def _row(rep: dict, label: str) -> dict:
+    res, av = rep["resources"], rep["available"]
+    return {"row": label, "lanes": rep["lanes"], "fits": rep["fits"], "latency_ms": rep["latency_ms"],
+            "cycles": rep["cycles"], **{k: res[k] for k in res},
+            **{f"{k}_pct": 100 * res[k] / av[k] for k in res},
+            "memory_bound_share": rep["memory_bound_share"],
+            "compute_share": rep["compute_cycles"] / rep["cycles"],
+            "linear_mac_efficiency": rep["linear_mac_efficiency"]}
+
+
+def measure(models, boards) -> list[dict]:
+    """One entry per (model, board) with its ``before``, ``old lanes`` and ``after`` rows."""
+    before = {(r["model"], r["board"]): r for r in json.loads(BEFORE.read_text())["rows"]}
+    out = []
+    for name in models:
+        prog = _program(name)
+        for board in boards:
+            fpga = get_target(board).require_fpga()
+            rows = []
+            old = before.get((name, board))
+            if old:
+                rows.append({"row": "before", "lanes": old["lanes"], "fits": None, "latency_ms": old["latency_ms"],
+                             **{k: old[k] for k in ("dsp", "bram36", "lut")},
+                             **{f"{k}_pct": 100 * old[k] / old[f"{k}_available"] for k in ("dsp", "bram36", "lut")}})
+                estimator.apply_lanes(prog, estimator.Lanes(**old["lanes"]))
+                rows.append(_row(estimator.report(prog, fpga), "old lanes"))
+            estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))
+            rep = estimator.report(prog, fpga)
+            rows.append(_row(rep, "after"))
+            bound = {}
+            for r in rep["layers"]:
+                bound[r["kind"]] = bound.get(r["kind"], 0) + r["cycles"]
+            out.append({"model": name, "board": board, "rows": rows,
+                        "after_ms_by_kind": {k: v / (fpga.clock_mhz * 1e3) for k, v in
+                                             sorted(bound.items(), key=lambda kv: -kv[1])}})
+    return out
+
+
+def markdown(entries: list[dict]) -> str:
+    lines = ["| model | board | row | lanes li,lo,ld,rows | DSP | BRAM36 | LUT | latency ms | fits | memory-bound "
+             "cycles | linear MAC efficiency |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        for r in e["rows"]:
+            lanes = ",".join(str(r["lanes"][k]) for k in ("li", "lo", "ld", "rows"))
+            fits = "" if r["fits"] is None else ("yes" if r["fits"] else "NO")
+            extra = ("", "") if "memory_bound_share" not in r else (f"{100 * r['memory_bound_share']:.0f} %",
+                                                                     f"{100 * r['linear_mac_efficiency']:.1f} %")
+            lines.append(f"| {e['model']} | {e['board']} | {r['row']} | {lanes} | {r['dsp']} ({r['dsp_pct']:.0f} %) | "
+                         f"{r['bram36']} ({r['bram36_pct']:.0f} %) | {r['lut']} ({r['lut_pct']:.0f} %) | "
+                         f"{r['latency_ms']:.1f} | {fits} | {extra[0]} | {extra[1]} |")
+    lines += ["", "Where the after plan spends its time (ms by layer kind):", ""]
+    for e in entries:
+        top = ", ".join(f"{k} {v:.1f}" for k, v in list(e["after_ms_by_kind"].items())[:4])
+        lines.append(f"* {e['model']} on {e['board']}: {top}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--boards", nargs="+", default=list(BOARDS))
+    p.add_argument("--out", default=str(ROOT / "results" / "hls_dsp"), help="output path without extension")
+    args = p.parse_args(argv)
+    entries = measure(args.models, args.boards)
+    text = markdown(entries)
+    print(text, end="")
+    before = json.loads(BEFORE.read_text())
+    doc = {"before_commit": before["commit"], "estimate_only": "analytic estimator; Vitis HLS did not run",
+           "entries": entries}
+    Path(args.out + ".json").write_text(json.dumps(doc, indent=1))
+    Path(args.out + ".md").write_text("# HLS estimator: before / after (`python tools/hls_dsp_report.py`)\n\n"
+                                      f"`before`: `edgevit hls MODEL` at {before['commit'][:7]} ({before['note']}). "
+                                      "`old lanes`: those lanes under the estimator that follows the C++ as "
+                                      "written. `after`: today's lane plan. Estimates only: Vitis HLS did not "
+                                      "run.\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
