@@ -6,8 +6,10 @@ integer kernel) computes some of them in float32 between the same quantize steps
 float rounding of a half step can round the other way, and one such flip moves later tensors by whole steps. So
 the rule is stated in the model's own unit, the output's quantization step (the scale of the DequantizeLinear
 that produces it): an int8 build passes when every output is within ``MAX_STEPS`` steps of onnxruntime's and the
-top-1 class agrees. Measured on host with random inputs (6 seeds each, per-channel, 32 Fashion-MNIST samples):
-mobilevit_xxs, efficientformer_l1 and swiftformer_xs differ by at most 3 steps, 0 in a third of the runs.
+top-1 class agrees, or differs only where onnxruntime's own top two are within those steps of each other (a tie
+at this precision: on 10k Fashion-MNIST test images the trained MobileViT's int8 build picked another class than
+onnxruntime on 0.56 % of them). Measured on host with random inputs (6 seeds each, per-channel, 32 Fashion-MNIST
+samples): mobilevit_xxs, efficientformer_l1 and swiftformer_xs differ by at most 3 steps, 0 in a third of runs.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class Int8Comparison:
 
     max_steps: float        # the largest difference, in steps of its output
     differing: int          # how many output values differ at all
-    top1_agree: bool
+    top1_agree: bool        # per row: the same class, or a tie within the limit in the reference
     limit: int = MAX_STEPS
     nonfinite: str | None = None
 
@@ -86,7 +88,7 @@ def compare_int8(actual: list[np.ndarray], expected: list[np.ndarray], steps: li
     Outputs without a step (float outputs of a partly quantized model) count in steps of 1e-5 of their largest
     reference value, the float rule's tolerance. Shapes that differ are an infinite difference.
     """
-    worst, differing = 0.0, 0
+    worst, differing, units = 0.0, 0, []
     for a, b, step in zip(actual, expected, steps, strict=True):
         for side, x in (("edgevit", a), ("onnxruntime", b)):
             if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
@@ -97,5 +99,15 @@ def compare_int8(actual: list[np.ndarray], expected: list[np.ndarray], steps: li
         unit = step or (max(float(np.max(np.abs(b))) * 1e-5, float(np.finfo(np.float32).tiny)) if b.size else 1.0)
         differing += int(np.count_nonzero(diff))
         worst = max(worst, float(np.max(diff)) / unit if diff.size else 0.0)
-    top1 = bool(np.array_equal(actual[0].argmax(-1), expected[0].argmax(-1))) if actual[0].ndim else True
-    return Int8Comparison(round(worst, 3), differing, top1, limit)
+        units.append(unit)
+    return Int8Comparison(round(worst, 3), differing, _top1_agrees(actual[0], expected[0], limit * units[0]), limit)
+
+
+def _top1_agrees(actual: np.ndarray, expected: np.ndarray, tolerance: float) -> bool:
+    """Whether each row's class agrees, or the reference scores both classes within ``tolerance`` (a tie)."""
+    if not actual.ndim or not actual.size:
+        return True
+    mine, theirs = actual.argmax(-1), expected.argmax(-1)
+    picked = np.take_along_axis(expected, mine[..., None], -1)[..., 0]
+    best = np.take_along_axis(expected, theirs[..., None], -1)[..., 0]
+    return bool(np.all((mine == theirs) | (best.astype(np.float64) - picked <= tolerance)))

@@ -32,9 +32,17 @@ def test_steps_limit_and_top1():
     assert result.ok and result.max_steps == pytest.approx(MAX_STEPS) and result.differing == 1
     far = ref + np.array([[0.0, 0.0, (MAX_STEPS + 1) * 0.1]], np.float32)
     assert not compare_int8([far], [ref], [0.1]).ok
-    swapped = np.array([[0.0, 0.5, 0.55]], np.float32)  # within one step, but the class changes
-    result = compare_int8([swapped], [ref], [1.0])
+    # every value within the limit (4 x 0.1), but the class changes where the reference's top two are 0.45 apart
+    gap = np.array([[0.0, 0.5, 0.05]], np.float32)
+    swapped = np.array([[0.0, 0.3, 0.4]], np.float32)
+    result = compare_int8([swapped], [gap], [0.1])
+    assert result.max_steps <= MAX_STEPS
     assert not result.ok and not result.top1_agree and "DIFFERS" in result.summary()
+    # the reference's own top two within the limit: a tie at int8 precision, either class passes
+    close = np.array([[0.0, 0.5, 0.45]], np.float32)
+    flipped = np.array([[0.0, 0.45, 0.5]], np.float32)
+    assert compare_int8([flipped], [close], [0.1]).ok
+    assert not compare_int8([flipped], [close], [0.01]).ok  # 5 steps apart: a real disagreement
 
 
 def test_nonfinite_and_shape_fail():
