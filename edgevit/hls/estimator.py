@@ -22,12 +22,12 @@ Cycles (what the C++ does, loop by loop):
   tile ``tm`` rows of ``K`` words; per token and weight tile a ``ceil(K/LI)``-step MAC loop and an ``LO``-step
   epilogue that writes one output word per cycle (and reads the residual). The loop order is the
   descriptor's (``layer_table.weights_outer``).
-* **Depthwise unit** (``conv.h``): per group of ``LD`` channels the weights, then per input pixel an ``LD``-word
-  read, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel over one port).
-* **Attention unit** (``attention.h``): per head ``N`` iterations reading a K and a V word (``II = 2``), then the
-  key-step loop. Its unrolled body may read ``DH`` query words for each of the ``ROWS`` slots and write ``DH``
-  outputs, all over the one arena port, so its ``II`` is ``max(ROWS * DHMAX, DHMAX)`` and more rows do not
-  shorten it: a query-row prefetch and an on-chip output buffer would (not written yet).
+* **Depthwise unit** (``conv.h``): per group of ``LD`` channels the weights, then per input row one pipelined
+  read of its ``W x LD`` words, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel
+  over one port).
+* **Attention unit** (``attention.h``): per head one pass reading Q, K and V (three words a step, ``II = 3``),
+  the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass writing the
+  outputs.
 * LayerNorm, L2 norm, additive attention, data movers, MoE copies: their pipelined loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
@@ -42,7 +42,8 @@ Resources:
 * BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
   larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``LI`` banks, weight tile
   ``LO * LI`` banks (complete on rows, cyclic ``LI``); depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
-  and V ``ROWS * DHMAX`` banks each. No ping-pong copies (the C++ has none).
+  and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and an
+  ``NMAX x DHMAX`` output buffer. No ping-pong copies (the C++ has none).
 * LUTs: per 16x16 MAC 40 (its share of the adder tree and the 64-bit accumulator), 350 per epilogue, 900 per
   attention row, 15,000 for control, the descriptor decoder and the three m_axi adapters (first-order, not
   calibrated against a Vitis report).
@@ -159,18 +160,16 @@ def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes) -
     ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
     groups = math.ceil(c / lanes.ld)
     weights = min(lanes.ld, c) * (_loop(k * k) + 4 + AXI_LATENCY)
-    lines = h * w * _loop(lanes.ld)
+    lines = h * _loop(w * lanes.ld)
     out_rows = ho * _loop(wo, ii=lanes.ld, depth=DEPTH_EPILOGUE)
     compute = groups * ho * wo
     return compute, groups * (weights + lines + out_rows) - compute
 
 
-def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes, dhmax: int) -> tuple[int, int]:
+def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes) -> tuple[int, int]:
     steps = (n - 1) * math.ceil(n / lanes.rows) + n
-    ii = max(lanes.rows * dhmax, dhmax) // PORT_WORDS
-    kv = n * _loop(dh, ii=2)
-    step_loop = steps * ii + DEPTH_ATTENTION + 2 * AXI_LATENCY
-    return g * heads * steps, g * heads * (kv + step_loop - steps)
+    per_head = _loop(n * dh, ii=3) + DEPTH_ATTENTION + _loop(n * dh)   # Q, K, V in; outputs out
+    return g * heads * steps, g * heads * per_head
 
 
 def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: Lanes) -> tuple[int, int]:
@@ -191,7 +190,6 @@ def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: 
 def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
     """Cycles of every descriptor (one per layer): ``compute``, ``memory`` (see the module docstring), their
     sum plus dispatch in ``cycles``, and ``bound`` (``compute`` or ``memory``, whichever is larger)."""
-    bounds = unit_bounds(prog)
     out = []
     for layer in prog.layers:
         a = layer.attrs
@@ -209,7 +207,7 @@ def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
         elif layer.kind == "attention":
             g, n, w3 = shape
             dh = w3 // 3 // a["heads"]
-            compute, memory = _attention(g, n, a["heads"], dh, lanes, bounds["DHMAX"])
+            compute, memory = _attention(g, n, a["heads"], dh, lanes)
             macs = 2 * g * a["heads"] * n * n * dh
         elif layer.kind == "moe_experts":
             e, h, dm = layer.params["w1"].shape
@@ -281,8 +279,10 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus") -> dict:
         per_row = dh * (mul16 + dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_OACC, _EXP, family)) \
             + dsp_per_multiply(26, _EXP, family)
         norm = dh * dsp_per_multiply(_OACC, _TABLE, family)
+        nmax, qmax = bound["NMAX"], math.ceil(bound["NMAX"] / lanes.rows)
         add(lanes.rows * per_row + norm, lanes.rows * (900 + 40 * 2 * dh),
-            [(bound["NMAX"] * dh, lanes.rows * dh)] * 2)
+            [(lanes.rows * nmax * dh, lanes.rows * dh)] * 2 + [(lanes.rows * qmax * dh, lanes.rows * dh),
+                                                              (nmax * dh, dh)])
     if kinds & {"l2norm", "additive"}:
         add(4 * dsp_per_multiply(_ACT, _TABLE, family), 800, [(bound["TMAX"], 1, 64), (bound["DMAX"], 1, 64)])
     if "moe_experts" in kinds:   # 64-bit accumulators, per-expert queues and the work list; scatter multiply

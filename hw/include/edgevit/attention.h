@@ -5,20 +5,19 @@
 // by e^(m_old - s) and adds 1. Normalisation (o / l) happens once per row, in the attention.V stage.
 //
 // ROWS query rows run in parallel, and row q starts at step q * ceil(N / ROWS) (skewed), so rows complete at
-// a constant rate of at most one per key step: the output port carries one row at a time whatever ROWS is.
-// Keys differ by multiples of ceil(N / ROWS) between slots, so block-partitioning K and V into ROWS banks gives
-// each slot its own read port. Each row still sees keys 0..N-1 in order, so results do not depend on ROWS.
-// K and V of one head (NMAX x DHMAX words each) are on chip; queries are read as their rows start. The step
-// loop is pipelined at II=1 (the target: one key step per cycle): the ROWS slots and their DH-wide dot
-// products and rescales are unrolled (up to DHMAX, lanes beyond the layer's DH masked). A step that starts a
-// row reads its DH query words, and one that finishes a row writes DH outputs, over the m_axi port: those
-// steps take longer unless Vitis widens the accesses.
+// a constant rate of at most one per key step: the normalisation stage handles one row at a time whatever
+// ROWS is. Each row still sees keys 0..N-1 in order, so results do not depend on ROWS.
+// Q, K and V of one head are on chip (K and V once per slot, queries by slot, outputs in one buffer), read and
+// written in one pipelined pass each, so the key-step loop touches no m_axi port: it is pipelined at II=1
+// (one key step per cycle) with the ROWS slots and their DH-wide dot products and rescales unrolled (up to
+// DHMAX, lanes beyond the layer's DH masked).
 #ifndef EDGEVIT_ATTENTION_H
 #define EDGEVIT_ATTENTION_H
 
 #include "descriptor.h"
 #include "fixed_math.h"
 #include "stream.h"
+#include "tripcount_product.h"
 
 namespace edgevit {
 
@@ -42,19 +41,31 @@ static const int ATTN_ROWS_FIFO_DEPTH = 2;
 
 // qkv [G][N][3 * H * DH] at d.x (q | k | v, head-major inside each; 1/sqrt(DH) folded into q), G = d0,
 // N = d1, H = d2, DH = d3; logits requantised to (fl, wl); y [G][N][H * DH] at d.y.
+//
+// Per head: one pipelined pass reads its Q, K and V (three words a step over the arena port), then the key-step
+// loop runs on chip only, then one pass writes the outputs. Each slot has its own copy of K and V, so the
+// ROWS slots, which read different keys in the same step, never share a memory port (a dynamic index into a
+// shared, partitioned array would make Vitis assume they collide). Row c runs in slot c % ROWS, so queries
+// are stored by slot (qbank[c % ROWS][c / ROWS]); finished rows collect in obuf.
 template <class CFG>
 void attention_unit(word_t* arena, const layer_desc& d) {
-    static word_t kbuf[CFG::NMAX][CFG::DHMAX], vbuf[CFG::NMAX][CFG::DHMAX];
-#pragma HLS ARRAY_PARTITION variable=kbuf block factor=CFG::ROWS dim=1
-#pragma HLS ARRAY_PARTITION variable=kbuf complete dim=2
-#pragma HLS ARRAY_PARTITION variable=vbuf block factor=CFG::ROWS dim=1
-#pragma HLS ARRAY_PARTITION variable=vbuf complete dim=2
+    static const int QMAX = (CFG::NMAX + CFG::ROWS - 1) / CFG::ROWS;
+    static word_t kbuf[CFG::ROWS][CFG::NMAX][CFG::DHMAX], vbuf[CFG::ROWS][CFG::NMAX][CFG::DHMAX];
+    static word_t qbank[CFG::ROWS][QMAX][CFG::DHMAX], obuf[CFG::NMAX][CFG::DHMAX];
+#pragma HLS ARRAY_PARTITION variable=kbuf complete dim=1
+#pragma HLS ARRAY_PARTITION variable=kbuf complete dim=3
+#pragma HLS ARRAY_PARTITION variable=vbuf complete dim=1
+#pragma HLS ARRAY_PARTITION variable=vbuf complete dim=3
+#pragma HLS ARRAY_PARTITION variable=qbank complete dim=1
+#pragma HLS ARRAY_PARTITION variable=qbank complete dim=3
+#pragma HLS ARRAY_PARTITION variable=obuf complete dim=2
     word_t qbuf[CFG::ROWS][CFG::DHMAX];
     i64 m[CFG::ROWS], l[CFG::ROWS], o[CFG::ROWS][CFG::DHMAX];
 #pragma HLS ARRAY_PARTITION variable=qbuf complete dim=0
 #pragma HLS ARRAY_PARTITION variable=m complete
 #pragma HLS ARRAY_PARTITION variable=l complete
 #pragma HLS ARRAY_PARTITION variable=o complete dim=0
+    typedef tripcount_product<typename CFG::attn_tokens, typename CFG::attn_head_dim> head_words;
     stream<attn_row<CFG::DHMAX>, ATTN_ROWS_FIFO_DEPTH> rows_out;  // empty again at the end of every head
     const int G = d.d0, N = d.d1, H = d.d2, DH = d.d3, D = H * DH, W = 3 * D;
     const int SKEW = (N + CFG::ROWS - 1) / CFG::ROWS;
@@ -64,31 +75,50 @@ void attention_unit(word_t* arena, const layer_desc& d) {
         for (int h = 0; h < H; ++h) {
             EDGEVIT_TRIPCOUNT(CFG::attn_heads)
             const int base = d.x + g * N * W;
-            for (int j = 0; j < N; ++j) {
-                EDGEVIT_TRIPCOUNT(CFG::attn_tokens)
-                for (int k = 0; k < DH; ++k) {
-                    EDGEVIT_TRIPCOUNT(CFG::attn_head_dim)
-#pragma HLS PIPELINE II=1
-                    kbuf[j][k] = arena[base + j * W + D + h * DH + k];
-                    vbuf[j][k] = arena[base + j * W + 2 * D + h * DH + k];
+            int j = 0, k = 0, bank = 0, lap = 0;
+            for (int i = 0; i < N * DH; ++i) {
+                EDGEVIT_TRIPCOUNT(head_words)
+#pragma HLS PIPELINE II=3
+                const int at = base + j * W + h * DH + k;
+                const word_t qv = arena[at], kv = arena[at + D], vv = arena[at + 2 * D];
+                for (int s = 0; s < CFG::ROWS; ++s) {
+#pragma HLS UNROLL
+                    kbuf[s][j][k] = kv;
+                    vbuf[s][j][k] = vv;
+                }
+                qbank[bank][lap][k] = qv;
+                if (++k == DH) {
+                    k = 0;
+                    ++j;
+                    if (++bank == CFG::ROWS) {
+                        bank = 0;
+                        ++lap;
+                    }
                 }
             }
             // Row c starts at step c * SKEW in slot c % ROWS; the slot's previous row (c - ROWS) ended before,
-            // since ROWS * SKEW >= N. Counters replace the division: next row, steps into SKEW, its slot.
-            int row[CFG::ROWS];  // the query row each slot works on, -1: idle
+            // since ROWS * SKEW >= N. Counters replace the division: next row, steps into SKEW, its slot, and
+            // the row's place in its slot's query bank.
+            int row[CFG::ROWS], qrow[CFG::ROWS];  // the query row each slot works on (-1: idle), its bank row
 #pragma HLS ARRAY_PARTITION variable=row complete
+#pragma HLS ARRAY_PARTITION variable=qrow complete
             for (int s = 0; s < CFG::ROWS; ++s) {
 #pragma HLS UNROLL
                 row[s] = -1;
+                qrow[s] = 0;
             }
-            int next = 0, phase = 0, slot = 0;
+            int next = 0, phase = 0, slot = 0, round = 0;
             const int steps = (N - 1) * SKEW + N;
             for (int t = 0; t < steps; ++t) {
                 EDGEVIT_TRIPCOUNT(CFG::attn_steps)
 #pragma HLS PIPELINE II=1
                 if (phase == 0 && next < N) {
                     row[slot] = next++;
-                    slot = slot + 1 == CFG::ROWS ? 0 : slot + 1;
+                    qrow[slot] = round;
+                    if (++slot == CFG::ROWS) {
+                        slot = 0;
+                        ++round;
+                    }
                 }
                 phase = phase + 1 == SKEW ? 0 : phase + 1;
                 for (int s = 0; s < CFG::ROWS; ++s) {  // ROWS query rows in flight
@@ -99,12 +129,12 @@ void attention_unit(word_t* arena, const layer_desc& d) {
                         if (j == 0)
                             for (int k = 0; k < CFG::DHMAX; ++k) {
 #pragma HLS UNROLL
-                                if (k < DH) qbuf[s][k] = arena[base + q * W + h * DH + k];
+                                qbuf[s][k] = qbank[s][qrow[s]][k];
                             }
                         i64 acc = 0;
                         for (int k = 0; k < CFG::DHMAX; ++k) {
                             #pragma HLS UNROLL
-                            if (k < DH) acc += (i64)qbuf[s][k] * (i64)kbuf[j][k];
+                            if (k < DH) acc += (i64)qbuf[s][k] * (i64)kbuf[s][j][k];
                         }
                         const i64 sc = requant(acc, 2 * FQ - FL, d.wl);
                         if (j == 0) {
@@ -112,7 +142,7 @@ void attention_unit(word_t* arena, const layer_desc& d) {
                             l[s] = 1LL << EXP_FRAC;
                             for (int k = 0; k < CFG::DHMAX; ++k) {
 #pragma HLS UNROLL
-                                if (k < DH) o[s][k] = (i64)vbuf[j][k] << EXP_FRAC;
+                                if (k < DH) o[s][k] = (i64)vbuf[s][j][k] << EXP_FRAC;
                             }
                         } else if (sc > m[s]) {
                             i64 e = exp_neg(m[s] - sc, FL);
@@ -120,14 +150,14 @@ void attention_unit(word_t* arena, const layer_desc& d) {
                             l[s] = ((l[s] * e) >> EXP_FRAC) + (1LL << EXP_FRAC);
                             for (int k = 0; k < CFG::DHMAX; ++k) {
 #pragma HLS UNROLL
-                                if (k < DH) o[s][k] = ((o[s][k] * e) >> EXP_FRAC) + ((i64)vbuf[j][k] << EXP_FRAC);
+                                if (k < DH) o[s][k] = ((o[s][k] * e) >> EXP_FRAC) + ((i64)vbuf[s][j][k] << EXP_FRAC);
                             }
                         } else {
                             i64 e = exp_neg(sc - m[s], FL);
                             l[s] += e;
                             for (int k = 0; k < CFG::DHMAX; ++k) {
 #pragma HLS UNROLL
-                                if (k < DH) o[s][k] += e * (i64)vbuf[j][k];
+                                if (k < DH) o[s][k] += e * (i64)vbuf[s][j][k];
                             }
                         }
                         if (j == N - 1) {
@@ -146,17 +176,25 @@ void attention_unit(word_t* arena, const layer_desc& d) {
                         }
                     }
                 }
-                // attention.V normalisation stage: one row in, one row out.
+                // attention.V normalisation stage: one row in, one row out (to the on-chip output buffer).
                 if (!rows_out.empty()) {
                     attn_row<CFG::DHMAX> r = rows_out.read();
                     int k2 = 0;
                     i64 rm = recip_norm(r.l, k2);
                     for (int k = 0; k < CFG::DHMAX; ++k) {
 #pragma HLS UNROLL
-                        if (k < DH)
-                            arena[d.y + (g * N + r.q) * D + h * DH + k] =
-                                requant(shift_floor(r.o[k] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8, d.wo);
+                        if (k < DH) obuf[r.q][k] = requant(shift_floor(r.o[k] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8, d.wo);
                     }
+                }
+            }
+            int oj = 0, ok = 0;
+            for (int i = 0; i < N * DH; ++i) {
+                EDGEVIT_TRIPCOUNT(head_words)
+#pragma HLS PIPELINE II=1
+                arena[d.y + (g * N + oj) * D + h * DH + ok] = obuf[oj][ok];
+                if (++ok == DH) {
+                    ok = 0;
+                    ++oj;
                 }
             }
         }

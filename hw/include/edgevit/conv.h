@@ -6,6 +6,7 @@
 
 #include "activation.h"
 #include "descriptor.h"
+#include "tripcount_product.h"
 
 namespace edgevit {
 
@@ -28,6 +29,7 @@ void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
 #pragma HLS ARRAY_PARTITION variable=bias complete
     const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5, FA = d.fx + d.fw;
     const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1;
+    typedef tripcount_product<typename CFG::dw_cols, tripcount_const<CFG::LD> > row_words;
     for (int c0 = 0; c0 < C; c0 += CFG::LD) {
         EDGEVIT_TRIPCOUNT(CFG::dw_channel_groups)
         for (int l = 0; l < CFG::LD; ++l) {
@@ -43,11 +45,15 @@ void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
         int oy = 0;
         for (int iy = 0; iy < H; ++iy) {
             EDGEVIT_TRIPCOUNT(CFG::dw_rows)
-            for (int x = 0; x < W; ++x) {
-                EDGEVIT_TRIPCOUNT(CFG::dw_cols)
-                for (int l = 0; l < CFG::LD; ++l) {
+            // The row's W x LD words in one pipelined loop: one m_axi request stream per row, not per pixel.
+            int x = 0, l = 0;
+            for (int i = 0; i < W * CFG::LD; ++i) {
+                EDGEVIT_TRIPCOUNT(row_words)
 #pragma HLS PIPELINE II=1
-                    if (c0 + l < C) lines[iy % K][x][l] = arena[d.x + (iy * W + x) * C + c0 + l];
+                if (c0 + l < C) lines[iy % K][x][l] = arena[d.x + (iy * W + x) * C + c0 + l];
+                if (++l == CFG::LD) {
+                    l = 0;
+                    ++x;
                 }
             }
             for (; oy < HO; ++oy) {  // every output row whose input rows have all arrived
