@@ -18,10 +18,10 @@ Cycles (what the C++ does, loop by loop):
   region): a layer's cycles are the *sum* of its loops. ``compute`` is the part spent in the MAC / key-step
   loops at their ideal rate, ``memory`` the rest (loads, write-back, port stalls, latencies); ``bound`` names
   the larger. When a layer is memory bound, more lanes shrink only its small compute part.
-* **Linear unit** (``linear.h``): per weight tile ``LO`` rows of ``K`` words and ``LO`` 64-bit biases; per token
-  tile ``tm`` rows of ``K`` words; per token and weight tile a ``ceil(K/LI)``-step MAC loop and an ``LO``-step
-  epilogue that writes one output word per cycle (and reads the residual). The loop order is the
-  descriptor's (``layer_table.weights_outer``).
+* **Linear unit** (``linear.h``): per weight tile one pass over its ``min(LO, N - n0) x K`` words and one over
+  their 64-bit biases; per token tile one pass over its ``tm x K`` words; per token and weight tile one loop of
+  ``tm x ceil(K/LI)`` MAC steps and one writing the ``tm x min(LO, N - n0)`` outputs (reading the residual).
+  The loop order is the descriptor's (``layer_table.weights_outer``).
 * **Depthwise unit** (``conv.h``): per group of ``LD`` channels the weights, then per input row one pipelined
   read of its ``W x LD`` words, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel
   over one port).
@@ -41,7 +41,7 @@ Resources:
   linear unit's pipelined write loop and ``LD`` in the depthwise unit's unrolled one.
 * BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
   larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``LI`` banks, weight tile
-  ``LO * LI`` banks (complete on rows, cyclic ``LI``); depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
+  ``LO * LI`` banks (complete on rows, cyclic ``LI``), result tile ``LO`` banks of ``TM`` 64-bit sums; depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
   and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and an
   ``NMAX x DHMAX`` output buffer. No ping-pong copies (the C++ has none).
 * LUTs: per 16x16 MAC 40 (its share of the adder tree and the 64-bit accumulator), 350 per epilogue, 900 per
@@ -143,16 +143,16 @@ def dispatch_cycles(axi_bits: int) -> int:
 
 def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False) -> tuple[int, int]:
     """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer."""
-    nt = math.ceil(n / lanes.lo)
     tiles = [TILE_TOKENS] * (m // TILE_TOKENS) + ([m % TILE_TOKENS] if m % TILE_TOKENS else [])
-    load_w = lanes.lo * _loop(k) + (lanes.lo * (4 + AXI_LATENCY) if bias else 0)
+    cols = [min(lanes.lo, n - n0) for n0 in range(0, n, lanes.lo)]
+    outer_w = weights_outer(m, k, n, lanes.lo)
+    load_w = sum(_loop(c * k) + (_loop(4 * c) if bias else 0) for c in cols)
     compute = memory = 0
     for tm in tiles:
-        mac = tm * _loop(math.ceil(k / lanes.li), depth=DEPTH_MAC, ddr=False)
-        write = tm * (_loop(lanes.lo, depth=DEPTH_EPILOGUE) + (AXI_LATENCY if residual else 0))
-        compute += nt * mac
-        memory += tm * _loop(k) * (nt if weights_outer(m, k, n, lanes.lo) else 1) + nt * write
-    memory += load_w * (nt if weights_outer(m, k, n, lanes.lo) else nt * len(tiles))
+        compute += len(cols) * _loop(tm * math.ceil(k / lanes.li), depth=DEPTH_MAC, ddr=False)
+        memory += _loop(tm * k) * (len(cols) if outer_w else 1)
+        memory += sum(_loop(tm * c, depth=DEPTH_EPILOGUE) + (AXI_LATENCY if residual else 0) for c in cols)
+    memory += load_w * (1 if outer_w else len(tiles))
     return compute, memory
 
 
@@ -268,7 +268,7 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus") -> dict:
 
     kmax, tm = bound["KMAX"], bound["TM"]
     add(lanes.li * lanes.lo * mul16 + epi, 40 * lanes.li * lanes.lo + 350,
-        [(tm * kmax, lanes.li), (lanes.lo * kmax, lanes.lo * lanes.li)])
+        [(tm * kmax, lanes.li), (lanes.lo * kmax, lanes.lo * lanes.li), (tm * lanes.lo, lanes.lo, 64)])
     if "dwconv" in kinds:
         k = bound["KMAXDW"]
         add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,

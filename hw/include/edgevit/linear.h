@@ -4,14 +4,16 @@
 // Tiles on chip: TM tokens of input (TM x KMAX words, LI banks) and LO weight rows (LO x KMAX words, LO x LI
 // banks), so all LI * LO operands of a cycle come from distinct banks. The descriptor picks the loop order
 // (d3): token tiles outer (each weight tile re-read once per token tile) or weight tiles outer (each input tile
-// re-read once per weight tile), whichever moves fewer words. Tile loads and compute run one after the other
-// (no ping-pong yet). The accumulator is exact (64 bits), so neither the tiling nor the order changes a
-// result. Epilogue: bias, activation and requantisation (activation.h), optional residual.
+// re-read once per weight tile), whichever moves fewer words. Each tile load, the MAC steps of a tile and its
+// write-back are one pipelined loop each, run one after the other (no ping-pong yet). The accumulator is exact
+// (64 bits), so neither the tiling nor the order changes a result. Epilogue: bias, activation and
+// requantisation (activation.h), optional residual.
 #ifndef EDGEVIT_LINEAR_H
 #define EDGEVIT_LINEAR_H
 
 #include "activation.h"
 #include "descriptor.h"
+#include "tripcount_product.h"
 
 namespace edgevit {
 
@@ -21,69 +23,106 @@ namespace edgevit {
 inline long& linear_weight_words_read() { static long n = 0; return n; }
 #endif
 
-// Tokens [m0, m0 + tm) of x [M][K] into the input tile.
+// Tokens [m0, m0 + tm) of x [M][K] into the input tile: one pipelined pass over its tm x K words, which are
+// consecutive in DDR (one m_axi request stream per tile, not one per token).
 template <class CFG>
 void linear_load_x(const word_t* arena, const layer_desc& d, int m0, int tm, word_t x[CFG::TM][CFG::KMAX]) {
-    for (int m = 0; m < tm; ++m) {
-        EDGEVIT_TRIPCOUNT(CFG::linear_tile_tokens)
-        for (int k = 0; k < d.d1; ++k) {
-            EDGEVIT_TRIPCOUNT(CFG::linear_k)
+    typedef tripcount_product<typename CFG::linear_tile_tokens, typename CFG::linear_k> tile_words;
+    int m = 0, k = 0;
+    for (int i = 0; i < tm * d.d1; ++i) {
+        EDGEVIT_TRIPCOUNT(tile_words)
 #pragma HLS PIPELINE II=1
-            x[m][k] = arena[d.x + (m0 + m) * d.d1 + k];
+        x[m][k] = arena[d.x + m0 * d.d1 + i];
+        if (++k == d.d1) {
+            k = 0;
+            ++m;
         }
     }
 }
 
-// Weight rows [n0, n0 + LO) of w [N][K] and their biases into the weight tile (zeros past N).
+// Weight rows [n0, n0 + LO) of w [N][K] and their biases into the weight tile, each in one pipelined pass (the
+// rows are consecutive in DDR, and so are their 64-bit biases, four words each). Lanes past N keep stale
+// words: their sums are never written.
 template <class CFG>
 void linear_load_w(const word_t* params, const layer_desc& d, int n0, word_t w[CFG::LO][CFG::KMAX],
                    i64 bias[CFG::LO]) {
-    for (int lo = 0; lo < CFG::LO; ++lo) {
-        const bool in = n0 + lo < d.d2;
-        for (int k = 0; k < d.d1; ++k) {
-            EDGEVIT_TRIPCOUNT(CFG::linear_k)
+    typedef tripcount<CFG::linear_k::min, CFG::linear_k::max * CFG::LO, CFG::linear_k::avg * CFG::LO> tile_words;
+    typedef tripcount<4, 4 * CFG::LO, 4 * CFG::LO> bias_words;
+    const int rows = d.d2 - n0 < CFG::LO ? d.d2 - n0 : CFG::LO;
+    int lo = 0, k = 0;
+    for (int i = 0; i < rows * d.d1; ++i) {
+        EDGEVIT_TRIPCOUNT(tile_words)
 #pragma HLS PIPELINE II=1
-            w[lo][k] = in ? params[d.w + (n0 + lo) * d.d1 + k] : word_t(0);
+        w[lo][k] = params[d.w + n0 * d.d1 + i];
+        if (++k == d.d1) {
+            k = 0;
+            ++lo;
         }
-        bias[lo] = in && d.b >= 0 ? read_i64(params + d.b + 4 * (n0 + lo)) : 0;
-#ifndef __SYNTHESIS__
-        if (in) linear_weight_words_read() += d.d1 + (d.b >= 0 ? 4 : 0);
-#endif
     }
+    for (int l = 0; l < CFG::LO; ++l) {
+#pragma HLS UNROLL
+        bias[l] = 0;
+    }
+    if (d.b >= 0) {
+        for (int i = 0; i < 4 * rows; ++i) {  // read_i64's little-endian words, assembled in place
+            EDGEVIT_TRIPCOUNT(bias_words)
+#pragma HLS PIPELINE II=1
+            bias[i >> 2] |= (i64)(unsigned short)params[d.b + 4 * n0 + i].to_int() << (16 * (i & 3));
+        }
+    }
+#ifndef __SYNTHESIS__
+    linear_weight_words_read() += rows * (d.d1 + (d.b >= 0 ? 4 : 0));
+#endif
 }
 
-// Outputs [m0, m0 + tm) x [n0, n0 + LO) from the tiles.
+// Outputs [m0, m0 + tm) x [n0, n0 + LO) from the tiles: one pipelined loop over the tm x ceil(K / LI) MAC
+// steps (LI x LO MACs each; a token's sums go to the result tile at its last step), then one over the tm x
+// min(LO, N - n0) outputs through the epilogue to DDR.
 template <class CFG>
 void linear_compute(word_t* arena, const layer_desc& d, int m0, int tm, int n0, word_t x[CFG::TM][CFG::KMAX],
                     word_t w[CFG::LO][CFG::KMAX], const i64 bias[CFG::LO]) {
+    typedef tripcount_product<typename CFG::linear_tile_tokens, typename CFG::linear_k_steps> mac_steps;
+    typedef tripcount_product<typename CFG::linear_tile_tokens, tripcount_const<CFG::LO> > tile_outputs;
+    static i64 res[CFG::TM][CFG::LO];
+#pragma HLS ARRAY_PARTITION variable=res complete dim=2
     const int K = d.d1, N = d.d2, FA = d.fx + d.fw;
     i64 acc[CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=acc complete
-    for (int m = 0; m < tm; ++m) {
-        EDGEVIT_TRIPCOUNT(CFG::linear_tile_tokens)
+    int m = 0, k0 = 0;
+    const int steps = tm * ((K + CFG::LI - 1) / CFG::LI);
+    for (int i = 0; i < steps; ++i) {
+        EDGEVIT_TRIPCOUNT(mac_steps)
+#pragma HLS PIPELINE II=1
+        const bool last = k0 + CFG::LI >= K;
         for (int lo = 0; lo < CFG::LO; ++lo) {
 #pragma HLS UNROLL
-            acc[lo] = bias[lo];
-        }
-        for (int k0 = 0; k0 < K; k0 += CFG::LI) {
-            EDGEVIT_TRIPCOUNT(CFG::linear_k_steps)
-#pragma HLS PIPELINE II=1
-            for (int lo = 0; lo < CFG::LO; ++lo) {
+            i64 sum = k0 == 0 ? bias[lo] : acc[lo];
+            for (int li = 0; li < CFG::LI; ++li) {
 #pragma HLS UNROLL
-                for (int li = 0; li < CFG::LI; ++li) {
-#pragma HLS UNROLL
-                    if (k0 + li < K) acc[lo] += (i64)x[m][k0 + li] * (i64)w[lo][k0 + li];
-                }
+                if (k0 + li < K) sum += (i64)x[m][k0 + li] * (i64)w[lo][k0 + li];
             }
+            acc[lo] = sum;
+            if (last) res[m][lo] = sum;
         }
-        const int row = (m0 + m) * N;
-        for (int lo = 0; lo < CFG::LO; ++lo) {
+        if (last) {
+            k0 = 0;
+            ++m;
+        } else {
+            k0 += CFG::LI;
+        }
+    }
+    const int cols = N - n0 < CFG::LO ? N - n0 : CFG::LO;
+    int em = 0, lo = 0;
+    for (int i = 0; i < tm * cols; ++i) {
+        EDGEVIT_TRIPCOUNT(tile_outputs)
 #pragma HLS PIPELINE II=1
-            if (n0 + lo < N) {
-                i64 v = epilogue(acc[lo], FA, d.act, d.fo, d.wo);
-                if (d.x2 >= 0) v = add_residual(v, d.fo, arena[d.x2 + row + n0 + lo], d.fx2, d.fo, d.wo);
-                arena[d.y + row + n0 + lo] = v;
-            }
+        const int at = (m0 + em) * N + n0 + lo;
+        i64 v = epilogue(res[em][lo], FA, d.act, d.fo, d.wo);
+        if (d.x2 >= 0) v = add_residual(v, d.fo, arena[d.x2 + at], d.fx2, d.fo, d.wo);
+        arena[d.y + at] = v;
+        if (++lo == cols) {
+            lo = 0;
+            ++em;
         }
     }
 }
