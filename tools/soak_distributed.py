@@ -41,7 +41,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from edgevit.distributed.client import Tracker
-    from edgevit.distributed.local_cluster import LocalCluster, kill_group
+    from edgevit.distributed.local_cluster import LocalCluster
     from edgevit.distributed.pipeline import build_pipeline_plan
     from edgevit.distributed.pipeline_runner import PipelineRunner
     from edgevit.distributed.plan import NodeSlot, read_plan
@@ -76,7 +76,7 @@ def main() -> int:
                 stage = runner.stages[len(kills) % len(runner.stages)]
                 pid = stage.session.info["node_pid"] if stage.session else None
                 if pid in nodes:
-                    kill_group(nodes.pop(pid))
+                    nodes.pop(pid).kill()
                     proc = cluster.add_node("soak", wait=0)   # a spare: the runner takes it from the tracker
                     nodes[proc.pid] = proc
                     kills.append({"after_results": finished["count"], "stage": stage.spec["name"]})

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import ExecutionError
+from ..errors import EdgevitError, ExecutionError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +44,34 @@ def kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+class LocalProcess:
+    """A process of the cluster (tracker or node) in a process group of its own."""
+
+    def __init__(self, popen: subprocess.Popen, log: Path):
+        self.popen, self.log = popen, log
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def ready(self, timeout: float) -> dict:
+        """Wait for a node's JSON ``ready`` line (``{"ready", "key", "host", "port", ...}``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise ExecutionError(f"a local node exited with code {self.popen.returncode} (log: {self.log})")
+            readable, _, _ = select.select([self.popen.stdout], [], [], 0.5)
+            if readable:
+                line = self.popen.stdout.readline()
+                if line.startswith("{"):
+                    return json.loads(line)
+        raise ExecutionError(f"a local node was not ready after {timeout:g} s (log: {self.log})")
+
+    def kill(self) -> None:
+        """End the process and everything it started (a node's forked sessions)."""
+        kill_group(self.popen)
+
+
 class LocalCluster:
     """A tracker plus nodes (``add_node``), with keys for the host and ``members`` nodes."""
 
@@ -55,11 +83,10 @@ class LocalCluster:
         self.members = ["host"] + [f"node{i}" for i in range(members)]
         make_keys(self.keys, self.members)
         self.security = Security.curve(self.keys, "host")
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[LocalProcess] = []
         self.started = 0
         self.port = free_port()
-        self.tracker = self._start([sys.executable, "-m", "edgevit.distributed", "tracker", "--port", str(self.port)])
-        self._wait_for_port()
+        self.tracker = self._start_tracker()
 
     @property
     def address(self) -> str:
@@ -70,26 +97,37 @@ class LocalCluster:
         """The CLI arguments that make ``edgevit plan|infer`` this cluster's host member."""
         return ["--keys", str(self.keys), "--member", "host"]
 
-    def _start(self, command: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = open(self.folder / f"proc{len(self.procs)}.log", "w")
-        proc = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
-                                env=env or {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, start_new_session=True)
+    def _start(self, command: list[str], env: dict | None = None) -> LocalProcess:
+        log = self.folder / f"proc{len(self.procs)}.log"
+        with open(log, "w") as err:
+            popen = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+                                     env=env or {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                                     start_new_session=True)
+        proc = LocalProcess(popen, log)
         self.procs.append(proc)
         return proc
 
-    def _wait_for_port(self, seconds: float = 60.0) -> None:
+    def _start_tracker(self, seconds: float = 60.0) -> LocalProcess:
+        proc = self._start([sys.executable, "-m", "edgevit.distributed", "tracker", "--port", str(self.port)])
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                return proc
             except OSError:
                 time.sleep(0.2)
         raise ExecutionError(f"the local tracker did not open port {self.port} within {seconds:g} s")
 
-    def add_node(self, key: str, emulated=None, extra: tuple = (), wait: float = 60.0) -> subprocess.Popen:
+    def restart_tracker(self) -> None:
+        """Kill the tracker and start a new one on the same port (the nodes register again by themselves)."""
+        self.tracker.kill()
+        self.procs.remove(self.tracker)
+        self.tracker = self._start_tracker()
+
+    def add_node(self, key: str, emulated=None, extra: tuple = (), wait: float = 60.0) -> LocalProcess:
         """Start a node of ``key`` (native, or under qemu with ``emulated``, an ``emulation.EmulatedPython``);
-        ``extra`` are more ``edgevit node`` arguments (``--fpga BUNDLE ...``). Waits for its ready line."""
+        ``extra`` are more ``edgevit node`` arguments (``--fpga BUNDLE ...``). Waits ``wait`` seconds (at least
+        180 under qemu) for its ready line; 0 does not wait."""
         self.started += 1
         args = ["-m", "edgevit.distributed.node", "--tracker", self.address, "--key", key, "--port",
                 str(free_port()), "--keys", str(self.keys), "--member", self.members[self.started], *map(str, extra)]
@@ -98,25 +136,31 @@ class LocalCluster:
         else:
             proc = self._start([sys.executable, *args])
         if wait:
-            self.ready(proc, max(wait, 180.0) if emulated is not None else wait)
+            proc.ready(max(wait, 180.0) if emulated is not None else wait)
         return proc
 
-    def ready(self, proc: subprocess.Popen, timeout: float) -> dict:
-        """Wait for a node's JSON ``ready`` line."""
+    def client(self, timeout: float = 30.0):
+        """A ``client.Tracker`` for this cluster, as its host member."""
+        from .client import Tracker
+
+        return Tracker("127.0.0.1", self.port, timeout, self.security)
+
+    def wait_for(self, key: str, free: int, timeout: float = 60.0) -> None:
+        """Wait until at least ``free`` nodes of ``key`` are free at the tracker."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise ExecutionError(f"a local node exited with code {proc.returncode} (log: {self.folder})")
-            readable, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if readable:
-                line = proc.stdout.readline()
-                if line.startswith("{"):
-                    return json.loads(line)
-        raise ExecutionError(f"a local node was not ready after {timeout:g} s (log: {self.folder})")
+            try:
+                rows = {r["key"]: r for r in self.client(5).nodes()}
+                if rows.get(key, {}).get("free", 0) >= free:
+                    return
+            except EdgevitError:
+                pass
+            time.sleep(0.3)
+        raise ExecutionError(f"fewer than {free} free '{key}' nodes after {timeout:g} s (logs: {self.folder})")
 
     def close(self) -> None:
         for proc in reversed(self.procs):
-            kill_group(proc)
+            proc.kill()
 
     def __enter__(self) -> "LocalCluster":
         return self

@@ -1,148 +1,37 @@
-"""A local cluster for the distributed tests: a TVM tracker and edgevit nodes on random free loopback ports,
-one of them an aarch64 node under qemu. Every process is started in its own process group and killed (group
-and all, forked session processes included) by a finalizer."""
+"""A local cluster for the distributed tests (``edgevit.distributed.local_cluster``): a TVM tracker and edgevit
+nodes on random free loopback ports with CURVE keys, one of them an aarch64 node under qemu. Every process is
+started in its own process group and killed (group and all, forked session processes included) at the end."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from edgevit.distributed.local_cluster import LocalCluster, LocalProcess, free_port  # noqa: F401 (free_port: tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
-    """A subprocess in its own process group; ``kill`` ends the group (a node and its session forks)."""
-
-    def __init__(self, command: list[str], env: dict | None = None, cwd: Path = ROOT):
-        self.command = command
-        self.popen = subprocess.Popen(command, cwd=cwd, env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
-                                      stdout=subprocess.PIPE, stderr=None, text=True,
-                                      start_new_session=True)
-
-    def ready(self, timeout: float) -> dict:
-        """Wait for the node's JSON ``ready`` line."""
-        import select
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.command} exited with {self.popen.returncode}")
-            r, _, _ = select.select([self.popen.stdout], [], [], 0.5)
-            if r:
-                line = self.popen.stdout.readline()
-                if line.startswith("{"):
-                    return json.loads(line)
-        raise RuntimeError(f"{self.command} not ready after {timeout} s")
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait(timeout=10)
-
-
-MEMBERS = ["host"] + [f"node{i}" for i in range(12)]
-
-
-class Cluster:
-    """A tracker plus nodes; ``add_node`` starts one (x86 or, with ``emulated``, aarch64 under qemu). The data
-    plane uses CURVE: keys for the host and up to 12 nodes are made in a temporary folder."""
+class Cluster(LocalCluster):
+    """``LocalCluster`` with the tests' options: a node's artifact cache, an injected run delay."""
 
     def __init__(self):
-        import tempfile
-
-        from edgevit.distributed.dataplane import Security, make_keys
-
-        self._keys = tempfile.TemporaryDirectory(prefix="edgevit-keys-")
-        self.keys = Path(self._keys.name)
-        make_keys(self.keys, MEMBERS)
-        self.security = Security.curve(self.keys, "host")
-        self.nodes_started = 0
-        self.tracker_port = free_port()
-        self.procs: list[Proc] = []
-        self.tracker = self._start_tracker()
-
-    def _start_tracker(self) -> Proc:
-        proc = Proc([sys.executable, "-m", "edgevit.distributed", "tracker", "--port", str(self.tracker_port)])
-        self.procs.append(proc)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.tracker_port), timeout=1).close()
-                return proc
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("tracker did not start")
-
-    def restart_tracker(self) -> None:
-        self.tracker.kill()
-        self.procs.remove(self.tracker)
-        self.tracker = self._start_tracker()
+        super().__init__(members=12)
 
     @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.tracker_port}"
-
-    def add_node(self, key: str, emulated=None, run_delay: float = 0.0, cache: Path | None = None,
-                 wait: bool = True, extra: tuple = ()) -> Proc:
-        self.nodes_started += 1
-        args = ["-m", "edgevit.distributed.node", "--tracker", self.address, "--key", key,
-                "--port", str(free_port()), "--keys", str(self.keys), "--member", MEMBERS[self.nodes_started],
-                *map(str, extra)]
-        if run_delay:
-            args += ["--run-delay", str(run_delay)]
-        if cache:
-            args += ["--cache", str(cache)]
-        if emulated is not None:
-            proc = Proc(emulated.command(*args), env=emulated.environment())
-        else:
-            proc = Proc([sys.executable, *args])
-        self.procs.append(proc)
-        if wait:
-            proc.ready(180 if emulated else 60)
-        return proc
-
-    def client(self, timeout: float = 30.0):
-        from edgevit.distributed.client import Tracker
-
-        return Tracker("127.0.0.1", self.tracker_port, timeout, self.security)
+    def tracker_port(self) -> int:
+        return self.port
 
     @property
     def host_keys(self) -> list[str]:
-        """The CLI arguments that make ``edgevit plan|infer`` the cluster's host member."""
-        return ["--keys", str(self.keys), "--member", "host"]
+        return self.host_args
 
-    def wait_for(self, key: str, free: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                rows = {r["key"]: r for r in self.client(5).nodes()}
-                if rows.get(key, {}).get("free", 0) >= free:
-                    return
-            except Exception:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"fewer than {free} free '{key}' nodes after {timeout} s")
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            proc.kill()
-        self._keys.cleanup()
+    def add_node(self, key: str, emulated=None, run_delay: float = 0.0, cache: Path | None = None,
+                 wait: bool = True, extra: tuple = ()) -> LocalProcess:
+        options = [*(["--run-delay", str(run_delay)] if run_delay else []),
+                   *(["--cache", str(cache)] if cache else []), *extra]
+        return super().add_node(key, emulated, tuple(options), wait=60.0 if wait else 0)
 
 
 @pytest.fixture
