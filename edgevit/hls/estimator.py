@@ -26,8 +26,8 @@ Cycles (what the C++ does, loop by loop):
   read of its ``W x LD`` words, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel
   over one port).
 * **Attention unit** (``attention.h``): per head one pass reading Q, K and V (three words a step, ``II = 3``),
-  the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass writing the
-  outputs.
+  the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising
+  and writing the outputs.
 * LayerNorm, L2 norm, additive attention, data movers, MoE copies: their pipelined loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
@@ -42,8 +42,8 @@ Resources:
 * BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
   larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``LI`` banks, weight tile
   ``LO * LI`` banks (complete on rows, cyclic ``LI``), result tile ``LO`` banks of ``TM`` 64-bit sums; depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
-  and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and an
-  ``NMAX x DHMAX`` output buffer. No ping-pong copies (the C++ has none).
+  and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and the
+  rows' 64-bit sums (``NMAX x DHMAX`` in ``DHMAX`` banks). No ping-pong copies (the C++ has none).
 * LUTs: per 16x16 MAC 40 (its share of the adder tree and the 64-bit accumulator), 350 per epilogue, 900 per
   attention row, 15,000 for control, the descriptor decoder and the three m_axi adapters (first-order, not
   calibrated against a Vitis report).
@@ -278,11 +278,11 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus") -> dict:
         dh = bound["DHMAX"]
         per_row = dh * (mul16 + dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_OACC, _EXP, family)) \
             + dsp_per_multiply(26, _EXP, family)
-        norm = dh * dsp_per_multiply(_OACC, _TABLE, family)
+        norm = dsp_per_multiply(_OACC, _TABLE, family)   # one word a cycle on the way out
         nmax, qmax = bound["NMAX"], math.ceil(bound["NMAX"] / lanes.rows)
         add(lanes.rows * per_row + norm, lanes.rows * (900 + 40 * 2 * dh),
             [(lanes.rows * nmax * dh, lanes.rows * dh)] * 2 + [(lanes.rows * qmax * dh, lanes.rows * dh),
-                                                              (nmax * dh, dh)])
+                                                              (nmax * dh, dh, 64), (nmax, 1, 64)])
     if kinds & {"l2norm", "additive"}:
         add(4 * dsp_per_multiply(_ACT, _TABLE, family), 800, [(bound["TMAX"], 1, 64), (bound["DMAX"], 1, 64)])
     if "moe_experts" in kinds:   # 64-bit accumulators, per-expert queues and the work list; scatter multiply

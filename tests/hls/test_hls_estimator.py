@@ -1,10 +1,13 @@
-"""The analytic estimator: lane choice fits each board, oversize designs do not fit, one entry per descriptor."""
+"""The analytic estimator: lane choice fits each board, oversize designs do not fit, one entry per descriptor;
+DSPs by operand width, memory-bound layers gain nothing from lanes, the lane search is the brute-force optimum."""
+
+import itertools
 
 import numpy as np
 import pytest
 
 from edgevit.hls import estimator, layer_table
-from edgevit.hls.program import calibrate
+from edgevit.hls.program import Layer, Program, calibrate
 from edgevit.hls.tiny_models import build_tiny_mobilevit
 from edgevit.hls.torch_import import lower, to_accel_layout
 from edgevit.targets import get_target
@@ -47,3 +50,81 @@ def test_cycles_follow_the_descriptor_loop():
     for layer, d in zip(prog.layers, table.descriptors):
         if layer.kind == "linear":
             assert d["d3"] == layer_table.weights_outer(d["d0"], d["d1"], d["d2"], lo)
+
+
+def _linear_prog(m, k, n):
+    rng = np.random.default_rng(0)
+    layer = Layer("linear", "fc", ["input"], "out", {}, {"w": rng.standard_normal((n, k)), "b": np.zeros(n)})
+    return Program("input", {"input": (m, k), "out": (m, n)}, [layer])
+
+
+@pytest.mark.parametrize("family,bits,dsp", [
+    ("zynquplus", (16, 16), 1), ("zynq", (16, 16), 1), ("zynquplus", (27, 18), 1), ("zynq", (27, 18), 2),
+    ("zynq", (25, 18), 1), ("zynquplus", (41, 17), 2), ("zynquplus", (19, 19), 2)])
+def test_dsp_per_multiply_follows_the_multiplier_widths(family, bits, dsp):
+    # DSP48E2 multiplies 27x18, DSP48E1 25x18 (signed); wider operands take partial products.
+    assert estimator.dsp_per_multiply(*bits, family) == dsp
+    assert estimator.dsp_per_multiply(*reversed(bits), family) == dsp
+
+
+def test_lanes_shorten_compute_bound_layers_only():
+    fpga = get_target("zcu102").require_fpga()
+    thin = _linear_prog(512, 4, 8), 8      # 4 inputs per output: loads and write-back dominate
+    deep = _linear_prog(32, 256, 256), 1   # one token tile, its inputs reused by 256 one-lane weight tiles
+    for (prog, lo), bound in ((thin, "memory"), (deep, "compute")):
+        one, wide = (estimator.layer_cycles(prog, estimator.Lanes(li, lo, 1, 1), fpga.axi_bits)[0] for li in (1, 32))
+        assert one["bound"] == bound
+        assert wide["memory"] == one["memory"]          # input lanes do not move words faster
+        gain = one["cycles"] / wide["cycles"]
+        assert (gain < 1.2) if bound == "memory" else (gain > 5)
+
+
+def test_attention_rows_shorten_the_key_steps(prog):
+    fpga = get_target("zcu102").require_fpga()
+    att = [[r for r in estimator.layer_cycles(prog, estimator.Lanes(1, 1, 1, rows), fpga.axi_bits)
+            if r["kind"] == "attention"] for rows in (1, 4)]
+    assert att[0] and all(a["compute"] > 3 * b["compute"] for a, b in zip(*att))
+
+
+def test_each_unit_depends_only_on_its_own_lanes(prog):
+    # choose_lanes scores each unit's lanes on its own layers; that is exact only if this holds.
+    fpga = get_target("zcu102").require_fpga()
+    a = estimator.layer_cycles(prog, estimator.Lanes(2, 4, 1, 1), fpga.axi_bits)
+    b = estimator.layer_cycles(prog, estimator.Lanes(2, 4, 16, 8), fpga.axi_bits)
+    c = estimator.layer_cycles(prog, estimator.Lanes(16, 32, 1, 1), fpga.axi_bits)
+    for ra, rb, rc in zip(a, b, c):
+        if ra["kind"] not in ("dwconv", "attention"):
+            assert ra["cycles"] == rb["cycles"], ra["layer"]
+        if ra["kind"] in ("dwconv", "attention", "im2col", "unfold", "fold", "concat", "avgpool"):
+            assert ra["cycles"] == rc["cycles"], ra["layer"]
+
+
+@pytest.mark.parametrize("board", ["pynq-z2", "zcu102"])
+def test_choice_is_the_fastest_fitting_plan_by_brute_force(prog, board, monkeypatch):
+    fpga = get_target(board).require_fpga()
+    space = {"li": (1, 4, 16), "lo": (2, 8, 32), "ld": (1, 4), "rows": (1, 2, 8)}
+    monkeypatch.setattr(estimator, "LANE_SPACE", space)
+    chosen = estimator.choose_lanes(prog, fpga)
+    plans = []
+    for li, lo, ld, rows in itertools.product(*space.values()):
+        lanes = estimator.Lanes(li, lo, ld, rows)
+        res = estimator.resources(prog, lanes, fpga.family)
+        if estimator.fits(res, fpga):
+            plans.append((sum(r["cycles"] for r in estimator.layer_cycles(prog, lanes, fpga.axi_bits)), res["dsp"],
+                          lanes))
+    best = min(c for c, _, _ in plans)
+    near = [(dsp, lanes) for c, dsp, lanes in plans if c <= best * (1 + estimator.LATENCY_TOLERANCE)]
+    got = next((c, dsp) for c, dsp, lanes in plans if lanes == chosen)
+    assert got[0] <= best * (1 + estimator.LATENCY_TOLERANCE) and got[1] == min(d for d, _ in near)
+
+
+def test_report_keeps_the_bundle_keys_and_per_layer_ms(prog):
+    fpga = get_target("pynq-z2").require_fpga()
+    estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))
+    rep = estimator.report(prog, fpga)
+    assert {"latency_ms", "cycles", "clock_mhz", "fits"} <= set(rep)
+    assert rep["latency_ms"] == pytest.approx(rep["cycles"] / (fpga.clock_mhz * 1e3))
+    assert sum(r["ms"] for r in rep["layers"]) == pytest.approx(rep["latency_ms"])
+    assert {r["bound"] for r in rep["layers"]} <= {"compute", "memory"}
+    assert all(r["cycles"] == r["compute"] + r["memory"] + estimator.dispatch_cycles(fpga.axi_bits)
+               for r in rep["layers"])

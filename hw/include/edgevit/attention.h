@@ -2,12 +2,12 @@
 //
 // Per query row, keys are visited once in order; a running max m, running sum l and output accumulator o are
 // kept, with exactly one exponential per key: a key below the max adds e^(s - m); a new max rescales l and o
-// by e^(m_old - s) and adds 1. Normalisation (o / l) happens once per row, in the attention.V stage.
+// by e^(m_old - s) and adds 1. Normalisation (o / l) happens once per row, as the row is written out.
 //
 // ROWS query rows run in parallel, and row q starts at step q * ceil(N / ROWS) (skewed), so rows complete at
-// a constant rate of at most one per key step: the normalisation stage handles one row at a time whatever
-// ROWS is. Each row still sees keys 0..N-1 in order, so results do not depend on ROWS.
-// Q, K and V of one head are on chip (K and V once per slot, queries by slot, outputs in one buffer), read and
+// a constant rate of at most one per key step: the row store takes one row at a time whatever ROWS is. Each
+// row still sees keys 0..N-1 in order, so results do not depend on ROWS.
+// Q, K and V of one head are on chip (K and V once per slot, queries by slot, row sums in one buffer), read and
 // written in one pipelined pass each, so the key-step loop touches no m_axi port: it is pipelined at II=1
 // (one key step per cycle) with the ROWS slots and their DH-wide dot products and rescales unrolled (up to
 // DHMAX, lanes beyond the layer's DH masked).
@@ -35,7 +35,7 @@ struct attn_row {
     i64 l;
 };
 
-// Rows complete at most one per key step and the normalisation stage takes one per step, so a finished row
+// Rows complete at most one per key step and the row store takes one per step, so a finished row
 // waits at most one step: two slots. A schedule that broke that promise would overflow it (C-sim aborts).
 static const int ATTN_ROWS_FIFO_DEPTH = 2;
 
@@ -46,12 +46,14 @@ static const int ATTN_ROWS_FIFO_DEPTH = 2;
 // loop runs on chip only, then one pass writes the outputs. Each slot has its own copy of K and V, so the
 // ROWS slots, which read different keys in the same step, never share a memory port (a dynamic index into a
 // shared, partitioned array would make Vitis assume they collide). Row c runs in slot c % ROWS, so queries
-// are stored by slot (qbank[c % ROWS][c / ROWS]); finished rows collect in obuf.
+// are stored by slot (qbank[c % ROWS][c / ROWS]); finished rows (sums o and l) collect in obuf and lbuf and
+// are normalised as they are written out, one word a cycle.
 template <class CFG>
 void attention_unit(word_t* arena, const layer_desc& d) {
     static const int QMAX = (CFG::NMAX + CFG::ROWS - 1) / CFG::ROWS;
     static word_t kbuf[CFG::ROWS][CFG::NMAX][CFG::DHMAX], vbuf[CFG::ROWS][CFG::NMAX][CFG::DHMAX];
-    static word_t qbank[CFG::ROWS][QMAX][CFG::DHMAX], obuf[CFG::NMAX][CFG::DHMAX];
+    static word_t qbank[CFG::ROWS][QMAX][CFG::DHMAX];
+    static i64 obuf[CFG::NMAX][CFG::DHMAX], lbuf[CFG::NMAX];
 #pragma HLS ARRAY_PARTITION variable=kbuf complete dim=1
 #pragma HLS ARRAY_PARTITION variable=kbuf complete dim=3
 #pragma HLS ARRAY_PARTITION variable=vbuf complete dim=1
@@ -176,22 +178,25 @@ void attention_unit(word_t* arena, const layer_desc& d) {
                         }
                     }
                 }
-                // attention.V normalisation stage: one row in, one row out (to the on-chip output buffer).
+                // One finished row a step into the on-chip row store; normalised on the way out.
                 if (!rows_out.empty()) {
                     attn_row<CFG::DHMAX> r = rows_out.read();
-                    int k2 = 0;
-                    i64 rm = recip_norm(r.l, k2);
+                    lbuf[r.q] = r.l;
                     for (int k = 0; k < CFG::DHMAX; ++k) {
 #pragma HLS UNROLL
-                        if (k < DH) obuf[r.q][k] = requant(shift_floor(r.o[k] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8, d.wo);
+                        obuf[r.q][k] = r.o[k];
                     }
                 }
             }
-            int oj = 0, ok = 0;
+            // attention.V normalisation (o / l) one word a cycle, so one wide multiplier serves every lane.
+            int oj = 0, ok = 0, k2 = 0;
+            i64 rm = 0;
             for (int i = 0; i < N * DH; ++i) {
                 EDGEVIT_TRIPCOUNT(head_words)
 #pragma HLS PIPELINE II=1
-                arena[d.y + (g * N + oj) * D + h * DH + ok] = obuf[oj][ok];
+                if (ok == 0) rm = recip_norm(lbuf[oj], k2);
+                arena[d.y + (g * N + oj) * D + h * DH + ok] =
+                    requant(shift_floor(obuf[oj][ok] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8, d.wo);
                 if (++ok == DH) {
                     ok = 0;
                     ++oj;
