@@ -301,7 +301,7 @@ def fits(res: dict, fpga) -> bool:
     return all(res[k] <= UTIL_LIMIT * getattr(fpga, k) for k in ("dsp", "bram36", "lut"))
 
 
-LANE_SPACE = {"li": (1, 2, 4, 8, 16, 32), "lo": (1, 2, 4, 8, 16, 32, 64, 128),
+LANE_SPACE = {"li": (1, 2, 4, 8, 16, 32), "lo": (1, 2, 4, 8, 16, 32, 64, 128, 256),
               "ld": (1, 2, 4, 8, 16, 32, 64), "rows": (1, 2, 4, 8, 16)}
 
 
