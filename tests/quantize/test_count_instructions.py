@@ -60,3 +60,14 @@ def test_plugin_refuses_unknown_arguments(tmp_path):
     proc = subprocess.run(["qemu-aarch64", "-plugin", f"{plugin},bogus=1", "-L", "/usr/aarch64-linux-gnu",
                            "/bin/true"], capture_output=True, text=True)
     assert proc.returncode != 0 and "insn_count: unknown" in proc.stderr
+
+
+def test_onnxruntime_aarch64_is_counted_with_an_arm_cpuinfo(tmp_path):
+    """onnxruntime's aarch64 wheel imports under qemu only with an ARM /proc/cpuinfo; then it is counted."""
+    from tiny_onnx_models import tiny_cnn_onnx
+
+    tool = load_tool()
+    rows = tool.count_onnxruntime(tiny_cnn_onnx(tmp_path / "cnn.onnx"), ["cortex-a72"], warm=1, extra=2)
+    assert len(rows) == 1 and 1e4 < rows[0]["instructions_per_inference"] < 1e8
+    root = tool.cache_dir("emulation", "root-cortex-a72")
+    assert "CPU part\t: 0xd08" in (root / "proc" / "cpuinfo").read_text()
