@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgevitError, ExecutionError, ToolMissingError, errors_by_name
-from .settings import cache_dir
+from .settings import PACKAGE_PARENT, cache_dir
 
 DEBIAN_SUITE = "bookworm"  # Python 3.11, like the wheels we install for it
 # What the board-side runner imports (and, for the RPC node agent, TVM's RPC extra).
 RUNTIME_PACKAGES = ["apache-tvm", "apache-tvm-ffi", "numpy", "ml_dtypes", "typing_extensions",
                     "tornado", "psutil", "cloudpickle", "pyzmq"]
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = PACKAGE_PARENT   # on the qemu Python's path: this same edgevit
 _EMULATED = {"aarch64": ("arm64", "manylinux_2_28_aarch64", "qemu-aarch64-static")}
 
 

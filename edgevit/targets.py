@@ -16,9 +16,9 @@ from pathlib import Path
 from .errors import TargetError, UnknownNameError
 from .runtime import host_arch, schema
 from .runtime.memory import meminfo
-from .settings import getenv
+from .settings import data_path, getenv
 
-TARGETS_DIR = Path(getenv("TARGETS", str(Path(__file__).resolve().parent.parent / "targets")))
+TARGETS_DIR = Path(getenv("TARGETS", str(data_path("targets"))))
 
 
 @dataclass(frozen=True)

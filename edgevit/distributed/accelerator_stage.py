@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, EdgevitError, ExecutionError, ToolMissingError, errors_by_name
+from ..settings import PACKAGE_PARENT
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # the folder holding edgevit/, for the worker's sys.path
+PACKAGE_ROOT = PACKAGE_PARENT   # for the worker's sys.path
 
 
 def bundle_digest(bundle: Path) -> str:

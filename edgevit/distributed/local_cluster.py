@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from ..errors import EdgevitError, ExecutionError
+from ..settings import PACKAGE_PARENT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = PACKAGE_PARENT
 
 
 def free_port() -> int:

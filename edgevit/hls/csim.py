@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgevitError, ExecutionError, ToolMissingError
-from ..settings import cache_dir
+from ..settings import cache_dir, data_path
 
-HW_INCLUDE = Path(__file__).resolve().parents[2] / "hw" / "include"
+HW_INCLUDE = data_path("hw", "include")
 HW_TEMPLATES = HW_INCLUDE.parent / "templates"   # the generated project's files, with placeholders
 CXXFLAGS = ["-std=c++14", "-O2"]
 

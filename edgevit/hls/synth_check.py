@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EdgevitError, InputError, ToolMissingError, VerificationError
+from ..settings import data_path
 from .csim import ap_types_dir, compiler
 
-STUBS = Path(__file__).resolve().parents[2] / "hw" / "synth_stubs"
+STUBS = data_path("hw", "synth_stubs")
 TOP = "edgevit_top"
 CXXFLAGS = ["-std=c++14", "-D__SYNTHESIS__", "-DEDGEVIT_CHECK_TRIPCOUNTS"]
 ALLOCATORS = {"malloc", "calloc", "realloc", "free", "aligned_alloc", "posix_memalign", "alloca"}

@@ -9,9 +9,10 @@ which halves the worst case (h = 1/32 gives about 5e-5 instead of 1e-4).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
+
+from ..settings import data_path
 
 TABLE_FRAC = 20
 GELU_STEP_LOG2 = 5      # step 1/32 ...
@@ -92,4 +93,4 @@ def header_text() -> str:
     return "\n".join(lines)
 
 
-HEADER_PATH = Path(__file__).resolve().parents[2] / "hw" / "include" / "edgevit" / "tables.h"
+HEADER_PATH = data_path("hw", "include", "edgevit", "tables.h")

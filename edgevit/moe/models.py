@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import UnknownNameError
+from ..settings import data_path
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+MODELS_DIR = data_path("models")
 
 
 def model_module():
