@@ -12,17 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _helpers():
-    # torch_import registers this module's handler while it loads, so its helpers are looked up at call time.
-    from .torch_import import Unsupported, _act, _np
-
-    return Unsupported, _act, _np
+from .import_common import Unsupported, _act, _np
 
 
 def lower_task_model(b, name: str, m, reorder: bool = True) -> None:
     """The ``torch_import`` handler for ``TaskModel``: appends its layers to the builder ``b``."""
-    Unsupported, _, _np = _helpers()
     conv = m.patch_embed
     p = conv.kernel_size[0]
     if conv.stride[0] != p or conv.padding not in ((0, 0), 0) or conv.kernel_size[1] != p:
@@ -40,7 +34,6 @@ def lower_task_model(b, name: str, m, reorder: bool = True) -> None:
 
 
 def _block(b, name: str, m, reorder: bool) -> None:
-    Unsupported, _act, _np = _helpers()
     _, n, d = b.shapes[b.cur]
     x0 = b.cur
     attn = m.attn
@@ -65,7 +58,6 @@ def _block(b, name: str, m, reorder: bool) -> None:
 
 
 def _moe(b, name: str, m, reorder: bool) -> None:
-    Unsupported, _act, _np = _helpers()
     tokens = b.cur
     _, n, d = b.shapes[tokens]
     experts = list(m.experts)

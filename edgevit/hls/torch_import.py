@@ -13,31 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelImportError
+from .import_common import Unsupported, _act, _np
+from .moe_import import lower_task_model
 from .program import Layer, Program
-
-ACT_NAMES = {"SiLU": "silu", "ReLU": "relu", "GELU": "gelu", "Hardswish": "hswish", "Sigmoid": "sigmoid",
-             "Identity": "none"}
-
-
-class Unsupported(Exception):
-    """Raised inside the walker for a module the accelerator cannot run (caught, never escapes)."""
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().double().numpy()
 
 
 def _bn_affine(bn):
     """BatchNorm in eval mode as ``x * scale + shift``."""
     scale = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
     return scale, _np(bn.bias) - _np(bn.running_mean) * scale
-
-
-def _act(module) -> str:
-    name = type(module).__name__ if module is not None else "Identity"
-    if name not in ACT_NAMES:
-        raise Unsupported(f"activation {name}")
-    return ACT_NAMES[name]
 
 
 class _Builder:
@@ -278,10 +262,7 @@ HANDLERS = {"ConvNormAct": _conv_norm_act, "Conv2d": _conv_norm_act, "Bottleneck
             "Pooling": _pool_mixer, "EfficientAdditiveAttention": _additive_attention, "ConvGroup": _conv_group,
             "ConvEncoder": _conv_encoder, "LocalRepresentation": _conv_encoder, "Embedding": _embedding,
             "SwiftFormerHead": _swiftformer_head, "MetaBlock2d": _meta_block_2d, "Downsample": _downsample}
-# MoE-ViT task builds (models/moe_vit.py); moe_import uses this module's helpers, so it is imported here.
-from .moe_import import lower_task_model  # noqa: E402
-
-HANDLERS["TaskModel"] = lower_task_model
+HANDLERS["TaskModel"] = lower_task_model   # MoE-ViT task builds (models/moe_vit.py)
 # Block is both timm's vision-transformer block and SwiftFormer's; tell them apart by their module.
 BLOCKS = {"timm.models.swiftformer": _swiftformer_block}
 

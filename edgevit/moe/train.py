@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..settings import cache_dir
-from .models import MODELS_DIR, model_module
+from .definitions import MODELS_DIR, model_module
 
 CONFIG = {"seed": 0, "epochs": 40, "batch": 64, "lr": 3e-3, "aux_weight": 0.01}
 
