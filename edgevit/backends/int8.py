@@ -10,9 +10,10 @@ the int8 tensors: with ``x = sx (xq - zx)``, ``w = sw wq`` (weights are symmetri
 so the convolution runs on the int8 input (padded with ``zx``, the zero point, which is what float zero
 padding is in integers) and int8 weights (both widened to int16 for the multiplies), accumulating in int32;
 ``bq - zx Σ wq`` is one int32 constant per output channel, folded at compile time. The requantization is
-onnxruntime's: ``M = sx sw / sy`` in float32, ``clip(round_half_even(float(acc) M) + zy)``. Results equal the float path's except where a value falls within
-float rounding of a half step (see ``edgevit.quantize.verify``). Between two quantize steps of equal parameters,
-data movement (reshape, transpose, slice) moves the int8 tensor instead of a dequantized copy.
+onnxruntime's: ``M = sx sw / sy`` in float32, ``clip(round_half_even(float(acc) M) + zy)``. Results equal the
+float path's except where a value falls within float rounding of a half step (see ``edgevit.quantize.verify``).
+Between two quantize steps of equal parameters, data movement (reshape, transpose, slice) moves the int8 tensor
+instead of a dequantized copy.
 """
 
 from __future__ import annotations
