@@ -135,7 +135,8 @@ def _generate(args) -> int:
     print(f"wrote {out}: {len(prog.layers)} accelerator layers, {len(tests)} testbench inputs")
     for entry in prog.cpu_layers:
         print(f"  runs on the ARM CPU: {entry}")
-    print(f"lanes {rep['lanes']}: estimated {_usage(rep)}, {rep['latency_ms']:.3f} ms")
+    print(f"lanes {rep['lanes']}: estimated {_usage(rep)}, {rep['latency_ms']:.3f} ms "
+          f"({100 * rep['memory_bound_share']:.0f} % of it in memory-bound layers; `edgevit hls report` per layer)")
     if any(layer.kind == "moe_experts" for layer in prog.layers):
         from .torch_import import to_accel_layout
 

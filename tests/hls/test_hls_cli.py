@@ -44,6 +44,13 @@ def test_generate_build_report(tmp_path, capsys):
     assert _run(["hls", "report", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["fits"] and rep["resources"]["dsp"] <= 220
+    assert _run(["hls", "report", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:7] == ["layer", "kind", "MACs", "cycles", "ms", "compute", "bound"]
+    rows = lines[1:1 + len(rep["layers"])]
+    assert [r.split()[0] for r in rows] == [layer["layer"] for layer in rep["layers"]]
+    assert all(r.split()[6] in ("compute", "memory") for r in rows)
+    assert any("memory-bound layers" in line for line in lines)
 
 
 def test_errors_are_edgevit_errors(tmp_path):
