@@ -69,7 +69,6 @@ from .program import Program
 UTIL_LIMIT = 0.8
 BRAM18_BITS = 18 * 1024
 LUTRAM_BITS = 1024          # a bank this small is distributed RAM (64 x 1 per LUT6), not a block RAM
-PORT_WORDS = 1              # 16-bit word_t m_axi ports, no automatic widening in the Vivado IP flow
 AXI_LATENCY = 64            # UG1399: default m_axi latency Vitis HLS schedules for, in kernel cycles
 DEPTH_IO = 3                # pipeline depth of a load/store loop (address, m_axi read, BRAM write)
 DEPTH_MAC = 8               # 16x16 product (DSP48, 3-4 stages), adder tree, 64-bit accumulate
@@ -141,11 +140,14 @@ def dispatch_cycles(axi_bits: int) -> int:
     return len(FIELDS) + AXI_LATENCY + DISPATCH_CYCLES
 
 
-def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False) -> tuple[int, int]:
-    """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer."""
+def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
+            outer_w: bool | None = None) -> tuple[int, int]:
+    """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer; ``outer_w``: the descriptor's loop
+    order (default: the one ``layer_table`` writes for a linear layer)."""
     tiles = [TILE_TOKENS] * (m // TILE_TOKENS) + ([m % TILE_TOKENS] if m % TILE_TOKENS else [])
     cols = [min(lanes.lo, n - n0) for n0 in range(0, n, lanes.lo)]
-    outer_w = weights_outer(m, k, n, lanes.lo)
+    if outer_w is None:
+        outer_w = weights_outer(m, k, n, lanes.lo)
     load_w = sum(_loop(c * k) + (_loop(4 * c) if bias else 0) for c in cols)
     compute = memory = 0
     for tm in tiles:
@@ -180,7 +182,7 @@ def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: 
     compute = memory = 0
     for cnt in runs:
         for kk, nn in ((dm, h), (h, dm)):
-            c, mem = _linear(cnt, kk, nn, lanes)
+            c, mem = _linear(cnt, kk, nn, lanes, outer_w=True)   # moe.h runs fc1 and fc2 weight tiles outer
             compute, memory = compute + c, memory + mem
         memory += 2 * cnt * _loop(dm)   # gather and scatter rows
     memory += 2 * n * _loop(dm) + n * k * (2 + AXI_LATENCY)   # clear/requantise accumulators, route table
