@@ -28,7 +28,8 @@ Cycles (what the C++ does, loop by loop):
 * **Attention unit** (``attention.h``): per head one pass reading Q, K and V (three words a step, ``II = 3``),
   the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising
   and writing the outputs.
-* LayerNorm, L2 norm, additive attention, data movers, MoE copies: their pipelined loops at one word per cycle.
+* LayerNorm (gamma and beta read once per layer, then two passes per row), L2 norm, additive attention, data
+  movers, MoE copies: their pipelined loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
 
@@ -220,11 +221,9 @@ def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
             # top-k insertion in loops that are not pipelined: each logit is a single m_axi read
             compute, memory = rows * e * a["k"], rows * (e * (1 + AXI_LATENCY) + _loop(2 * a["k"]))
         elif layer.kind == "layernorm":
-            # pass 1 reads a row; pass 2 reads gamma and beta over the one params port (II = 2) and writes y.
-            # Both are unrolled by LI, which only shortens their arithmetic: the ports move one word a cycle.
+            # gamma and beta once into on-chip buffers, then two passes per row, each one word a cycle
             c = shape[-1]
-            compute = 2 * rows * math.ceil(c / lanes.li)
-            memory = rows * (_loop(c) + _loop(c, ii=2)) - compute
+            compute, memory = 0, 2 * _loop(c) + 2 * rows * _loop(c)
         elif layer.kind == "l2norm":
             compute, memory = 0, 2 * rows * _loop(shape[-1])
         elif layer.kind == "additive":
@@ -293,9 +292,9 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus") -> dict:
             [(mn * bound["MDMAX"], 1, 64), (e * mn, 1, 32), (e * mn, 1, 64), (3 * e * mn, 1, 32)])
     if "moe_route" in kinds:
         add(2 * dsp_per_multiply(_ACT, _TABLE, family), 500)
-    if "layernorm" in kinds:   # LI lanes: x^2, (C x - S1) * rsqrt, gamma * xhat
-        per_lane = mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family)
-        add(lanes.li * per_lane, 200 * lanes.li, [(bound["CMAX"], lanes.li)])
+    if "layernorm" in kinds:   # x^2, (C x - S1) * rsqrt, gamma * xhat; row, gamma and beta buffers
+        add(mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family), 400,
+            [(bound["CMAX"], 1)] * 3)
     return usage
 
 
@@ -330,13 +329,15 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
                                 if select(l.kind))
         return per_unit[key]
 
-    linear_kinds = {"linear", "moe_experts", "layernorm", "l2norm"}
+    laned = {"linear", "moe_experts", "dwconv", "attention"}
+    rest = unit_cycles(("rest",), base, lambda kind: kind not in laned)   # layers no lane changes
     scored = []
     for lanes in plans:
         res = resources(prog, lanes, family)
         if not fits(res, fpga):
             continue
-        cycles = (unit_cycles(("li", lanes.li, lanes.lo), Lanes(lanes.li, lanes.lo, 1, 1), linear_kinds.__contains__)
+        cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo), Lanes(lanes.li, lanes.lo, 1, 1),
+                                     {"linear", "moe_experts"}.__contains__)
                   + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), "dwconv".__eq__)
                   + unit_cycles(("rows", lanes.rows), Lanes(1, 1, 1, lanes.rows), "attention".__eq__))
         scored.append((cycles, res["dsp"], lanes))

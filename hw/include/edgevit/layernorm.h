@@ -1,7 +1,7 @@
 // LayerNorm over the last axis in one pass: the sums S1 = sum x and S2 = sum x^2 are exact integers, and
 //   xhat = (C x - S1) / sqrt(C S2 - S1^2 + eps C^2)
 // needs no division by C and is exact except for the table rsqrt (a zero-variance row gives xhat = 0).
-// eps comes with 2 fx fractional bits (eps_lo/eps_hi). One row of CMAX words is buffered on chip.
+// eps comes with 2 fx fractional bits (eps_lo/eps_hi). One row of CMAX words, gamma and beta are on chip.
 #ifndef EDGEVIT_LAYERNORM_H
 #define EDGEVIT_LAYERNORM_H
 
@@ -13,22 +13,30 @@ namespace edgevit {
 static const int XHAT_FRAC = 16;
 
 // x [M][C] at d.x (d0, d1), gamma [C] at d.w, beta [C] at d.w2 (one format, fw bits), y [M][C] at d.y.
-// Both passes over a row are pipelined and unrolled by LI (the linear unit's input lanes), the row buffer
-// split into LI banks to match; the arena side moves 16-bit words over m_axi, so LI lanes pay off only where
-// Vitis widens those consecutive accesses.
+// gamma and beta are read once per layer into on-chip buffers, so each pass over a row moves one word a
+// cycle over its port (II=1). The passes are not unrolled: with 16-bit m_axi ports more lanes would only
+// raise the II (they used the linear unit's LI lanes and bought nothing).
 template <class CFG>
 void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
-    static word_t row[CFG::CMAX];
-#pragma HLS ARRAY_PARTITION variable=row cyclic factor=CFG::LI
+    static word_t row[CFG::CMAX], gamma[CFG::CMAX], beta[CFG::CMAX];
     const int M = d.d0, C = d.d1;
     const i64 eps = eps_of(d);
+    for (int c = 0; c < C; ++c) {
+        EDGEVIT_TRIPCOUNT(CFG::ln_channels)
+#pragma HLS PIPELINE II=1
+        gamma[c] = params[d.w + c];
+    }
+    for (int c = 0; c < C; ++c) {
+        EDGEVIT_TRIPCOUNT(CFG::ln_channels)
+#pragma HLS PIPELINE II=1
+        beta[c] = params[d.w2 + c];
+    }
     for (int t = 0; t < M; ++t) {
         EDGEVIT_TRIPCOUNT(CFG::ln_rows)
         i64 s1 = 0, s2 = 0;
         for (int c = 0; c < C; ++c) {
             EDGEVIT_TRIPCOUNT(CFG::ln_channels)
 #pragma HLS PIPELINE II=1
-#pragma HLS UNROLL factor=CFG::LI
             row[c] = arena[d.x + t * C + c];
             i64 v = row[c];
             s1 += v;
@@ -40,9 +48,8 @@ void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
         for (int c = 0; c < C; ++c) {
             EDGEVIT_TRIPCOUNT(CFG::ln_channels)
 #pragma HLS PIPELINE II=1
-#pragma HLS UNROLL factor=CFG::LI
             i64 xhat = (((i64)C * row[c] - s1) * rs) >> (j + TABLE_FRAC - XHAT_FRAC);
-            i64 acc = (i64)params[d.w + c] * xhat + ((i64)params[d.w2 + c] << XHAT_FRAC);
+            i64 acc = (i64)gamma[c] * xhat + ((i64)beta[c] << XHAT_FRAC);
             arena[d.y + t * C + c] = requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo);
         }
     }
