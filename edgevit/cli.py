@@ -329,6 +329,8 @@ def cmd_run(args) -> int:
 
         if comparison.nonfinite:
             raise VerificationError(f"verification failed: {comparison.nonfinite}")
+        if not hasattr(comparison, "rtol"):   # an int8 build, checked in output quantization steps
+            raise VerificationError(f"verification failed (int8 rule): {comparison.summary()}")
         raise VerificationError(f"verification failed: max rel error {comparison.max_rel_error:.3g} > "
                                 f"{comparison.rtol:g} or top-1 differs"
                                 + (f"; {comparison.off} is off (float64 evaluation)" if comparison.off != "unknown"

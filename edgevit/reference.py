@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -196,15 +197,39 @@ def compare(actual: list[np.ndarray], expected: list[np.ndarray], rtol: float = 
     return result
 
 
+@functools.lru_cache(maxsize=8)
+def _int8_steps(onnx_path: str, mtime_ns: int) -> tuple | None:
+    """The output quantization steps of a QDQ model, or None for a float model (read once per file version)."""
+    import onnx
+
+    from .quantize import is_qdq_model, output_steps
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    return tuple(output_steps(model)) if is_qdq_model(model) else None
+
+
 def verify(outputs: list[np.ndarray], onnx_path: Path, inputs: list[np.ndarray], rtol: float,
-           reference: list[np.ndarray] | None = None) -> Comparison:
+           reference: list[np.ndarray] | None = None):
     """``--verify``: compare edgevit's outputs with onnxruntime, and with float64 when the two disagree.
 
     ``reference`` is onnxruntime's result on ``inputs`` when the caller has it already (many results of one
-    input); otherwise onnxruntime runs here.
+    input); otherwise onnxruntime runs here. A quantized (QDQ) model is checked by the int8 rule instead
+    (:mod:`edgevit.quantize.verify`: every output within a few output quantization steps of onnxruntime's on
+    the same QDQ model, top-1 agreeing; ``rtol`` does not apply), and has no float64 arbitration: the two
+    engines compute the same integers, so there is no exact answer for a wider float to approach.
+
+    Returns
+    -------
+    Comparison or quantize.verify.Int8Comparison
+        Both have ``ok``, ``nonfinite``, ``summary()`` and ``to_json()``.
     """
     if reference is None:
         reference = run_onnxruntime(onnx_path, inputs)
+    steps = _int8_steps(str(onnx_path), Path(onnx_path).stat().st_mtime_ns)
+    if steps is not None:
+        from .quantize import compare_int8
+
+        return compare_int8(outputs, reference, list(steps))
     result = compare(outputs, reference, rtol)
     if result.ok or result.nonfinite or result.max_rel_error == float("inf"):
         return result

@@ -152,4 +152,22 @@ def test_per_channel_qdq_for_rpi4_verifies_under_qemu(capsys, cnn, tmp_path):
     code, out, err = run_cli(capsys, "run", tmp_path / "m.tar", "--verify", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["device"] == "qemu-aarch64" and result["verify"]["max_abs_error"] == 0
+    assert result["device"] == "qemu-aarch64"
+    assert result["verify"]["max_steps"] == 0 and result["verify"]["differing"] == 0   # int8 rule: bit-exact here
+
+
+def test_run_verify_checks_an_int8_build_by_the_int8_rule(tmp_path, capsys):
+    """`run --verify` on a QDQ build reports in output quantization steps (no float64 fallback, which cannot
+    evaluate QDQ models and used to end in a traceback)."""
+    model = tiny_cnn_onnx(tmp_path / "cnn.onnx")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        np.save(calib / f"x{i}.npy", rng.standard_normal((1, 3, 16, 16)).astype(np.float32))
+    assert main(["compile", str(model), "--quantize", "int8", "--calibration",
+                 str(calib), "-o", str(tmp_path / "m.tar")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "m.tar"), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "output quantization steps" in out and "PASS" in out
