@@ -134,7 +134,7 @@ def _clock_and_lanes() -> tuple[float, int, str]:
     """Nominal clock (MHz, from /proc/cpuinfo; 0 if unknown), float32 vector lanes and LLVM CPU name of the
     host."""
     from .backends.cpu_schedules import CpuInfo
-    from .backends.tvm_compiler import make_target
+    from .backends.tvm_compiler import make_target, target_dict
     from .targets import get_target
 
     mhz = 0.0
@@ -145,7 +145,7 @@ def _clock_and_lanes() -> tuple[float, int, str]:
                 break
     except OSError:
         pass
-    cpu = get_target("host").require_cpu().tvm
+    cpu = target_dict(get_target("host").require_cpu().tvm)
     return mhz, CpuInfo.of(make_target(cpu)).lanes, str(cpu.get("mcpu", ""))
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import traceback
 from pathlib import Path
 
 from . import __version__
+from .argtypes import count, nonnegative_float
 from .errors import EdgevitError, InputError, OutputError, UsageError
 from .tables import format_table
 
@@ -47,30 +47,6 @@ def _print_json(data, path: str | None) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
-def _count(low: int, high: int):
-    """An argparse type: an integer in ``[low, high]``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
-        return value
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    """An argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
-    return value
-
-
 def cmd_models(args) -> int:
     from . import zoo
 
@@ -100,17 +76,18 @@ def cmd_models(args) -> int:
 
 
 def cmd_targets(args) -> int:
+    from .backends.tvm_compiler import target_dict
     from .targets import all_targets
 
     targets = all_targets()
     if args.json:
         _print_json([{"name": t.name, "description": t.description,
-                      "cpu": t.cpu and {"arch": t.cpu.arch, "tvm": t.cpu.tvm},
+                      "cpu": t.cpu and {"arch": t.cpu.arch, "tvm": target_dict(t.cpu.tvm)},
                       "fpga": t.fpga and t.fpga.__dict__} for t in targets], "-")
         return 0
     rows = []
     for t in targets:
-        cpu = f"{t.cpu.arch} {t.cpu.tvm.get('mcpu', '')}".strip() if t.cpu else "-"
+        cpu = f"{t.cpu.arch} {target_dict(t.cpu.tvm).get('mcpu', '')}".strip() if t.cpu else "-"
         fpga = f"{t.fpga.part} ({t.fpga.dsp} DSP, {t.fpga.bram36} BRAM36, {t.fpga.lut} LUT)" if t.fpga else "-"
         runs = "natively" if t.cpu and not t.cpu.is_cross else (
             f"under {t.cpu.emulator.command}" if t.cpu and t.cpu.emulator else "-")
@@ -373,7 +350,7 @@ def cmd_prepare(args) -> int:
 def _quantize_options(p, required: bool = False) -> None:
     p.add_argument("--calibration", required=required, metavar="DATA", help="calibration data: 'fashion-mnist' "
                    "or a folder of .npy samples (resized to the model's input)")
-    p.add_argument("--calib-count", type=_count(1, 100000), default=32, metavar="N",
+    p.add_argument("--calib-count", type=count(1, 100000), default=32, metavar="N",
                    help="calibration samples to use (default 32)")
     p.add_argument("--per-channel", action="store_true", help="one scale per output channel of each weight")
 
@@ -424,10 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "schedules as baseline)")
     p.add_argument("model", help="zoo name or .onnx file")
     p.add_argument("--target", "-t", default="host", help="target name (default host)")
-    p.add_argument("--trials", type=_count(0, 100000), default=32, help="MetaSchedule random-search trials per kernel after the "
+    p.add_argument("--trials", type=count(0, 100000), default=32, help="MetaSchedule random-search trials per kernel after the "
                    "rules' tile variants; 0 = variants only (default 32)")
     p.add_argument("--db", metavar="DIR", help="database directory to write (default MODEL-TARGET.tuning)")
-    p.add_argument("--threads", type=_count(1, 1024), help="TVM threads to tune for (default: every core)")
+    p.add_argument("--threads", type=count(1, 1024), help="TVM threads to tune for (default: every core)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a board registered with this tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="the board's key at the tracker")
     p.add_argument("--input-shape", help="as for compile")
@@ -441,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "local", "qemu"], default="auto",
                    help="where to run: this CPU, or qemu user-mode emulation (auto: by the artifact's arch)")
     p.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same input")
-    p.add_argument("--rtol", type=_positive_float, default=1e-5, help="max relative error for --verify (default 1e-5)")
-    p.add_argument("--repeat", type=_count(1, 1000000), default=1, help="runs to time (default 1)")
+    p.add_argument("--rtol", type=nonnegative_float, default=1e-5, help="max relative error for --verify (default 1e-5)")
+    p.add_argument("--repeat", type=count(1, 1000000), default=1, help="runs to time (default 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_run)
 
@@ -450,8 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "on this CPU")
     p.add_argument("model", help="zoo name, .onnx file, artifact .tar built for host, or 'all' (whole zoo)")
     p.add_argument("--target", "-t", default="host", help="only 'host' can be timed here (default host)")
-    p.add_argument("--runs", type=_count(1, 1000000), default=30, help="timed runs per engine (default 30)")
-    p.add_argument("--warmup", type=_count(0, 1000000), default=3, help="untimed runs first (default 3)")
+    p.add_argument("--runs", type=count(1, 1000000), default=30, help="timed runs per engine (default 30)")
+    p.add_argument("--warmup", type=count(0, 1000000), default=3, help="untimed runs first (default 3)")
     p.add_argument("--threads", default="1", help="threads for every engine: a count or a list like 1,2 "
                    "(default 1)")
     p.add_argument("--tuning-db", metavar="DIR", help="compile with an `edgevit tune` database")

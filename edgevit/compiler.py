@@ -69,8 +69,9 @@ def compile_for_target(model: ImportedModel, target: Target, output: Path, comma
     outputs = [TensorSpec(f"output_{i}" if i else "output", shape, dtype)
                for i, (shape, dtype) in enumerate(tvm_compiler.output_types(mod))]
     timings["import"] = time.monotonic() - start
+    tvm_target = tvm_compiler.target_dict(cpu.tvm)
     _say(f"imported {model.name} into Relax in {timings['import']:.1f} s; building for {target.name} "
-         f"({cpu.arch}, {cpu.tvm.get('mcpu', 'generic')})")
+         f"({cpu.arch}, {tvm_target.get('mcpu', 'generic')})")
 
     start = time.monotonic()
     database = None
@@ -99,7 +100,7 @@ def compile_for_target(model: ImportedModel, target: Target, output: Path, comma
             "inputs": [s.to_json() for s in model.inputs],
             "outputs": [s.to_json() for s in outputs],
             "target": {"name": target.name, "description": target.description, "arch": cpu.arch,
-                       "tvm": cpu.tvm},
+                       "tvm": tvm_target},
             "library": LIBRARY,
             "reference": REFERENCE,
             "tuned": tuning_db is not None,

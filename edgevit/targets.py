@@ -1,7 +1,9 @@
 """The target registry: one TOML file per board in ``targets/``.
 
 Adding a board is adding a file. A target has a ``[cpu]`` section (compiled with TVM) and/or an ``[fpga]``
-section (the HLS backend). Fields set to ``"detect"`` are filled from the machine edgevit runs on. Every file
+section (the HLS backend). Fields set to ``"detect"`` are filled from the machine edgevit runs on: the
+architecture and memory here, the CPU name LLVM uses (``mcpu``) by the build, which asks TVM
+(``backends.tvm_compiler.target_dict``): targets are data and know nothing of the compiler. Every file
 is checked against a schema (``TARGET_SCHEMA``) when read; a target is named either by its registry name
 (``rpi4``) or by the explicit path of a ``.toml`` file, nothing else.
 """
@@ -86,14 +88,6 @@ class Target:
         return self.fpga
 
 
-def _detect_cpu(tvm: dict) -> dict:
-    if tvm.get("mcpu") != "detect":
-        return tvm
-    from .backends import tvm_compiler  # TVM knows the CPU name LLVM uses; import only when needed.
-
-    return {**tvm, "mcpu": tvm_compiler.host_cpu_name()}
-
-
 # Registry names: what a file name in targets/ can be; never a path.
 NAME = r"[a-z0-9][a-z0-9_-]{0,63}"
 _TOOL = schema.Record({"command": schema.matching(r"[A-Za-z0-9_.+-]{1,128}", "a command name (no path or spaces)")},
@@ -174,7 +168,7 @@ def _resolve(spec: str) -> Path:
 
 
 def get_target(name: str) -> Target:
-    """Look up a target by registry name (``rpi4``) or by the path of a ``.toml`` file; fill detected fields.
+    """Look up a target by registry name (``rpi4``) or by the path of a ``.toml`` file.
 
     Raises
     ------
@@ -188,9 +182,4 @@ def get_target(name: str) -> Target:
     target = _parse(path)
     if path.parent == TARGETS_DIR and target.name != path.stem:
         raise TargetError(f"target file {path}: field 'name' is '{target.name}', but the file is {path.name}")
-    if target.cpu is not None:
-        cpu = target.cpu
-        target = Target(target.name, target.description,
-                        CpuTarget(cpu.arch, _detect_cpu(cpu.tvm), cpu.cross_compiler, cpu.emulator,
-                                  cpu.memory_bytes), target.fpga, path)
     return target

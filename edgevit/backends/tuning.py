@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EdgevitError
-from .tvm_compiler import fused_module, make_target
+from .tvm_compiler import fused_module, make_target, target_dict
 
 SUMMARY = "edgevit_tuning.json"
 
@@ -261,7 +261,7 @@ def tune(mod, target_obj, database_dir: Path, trials: int = 64, rpc: RpcSettings
                         "variant": found.get("variant"), "variant_s": found.get("variant_s"),
                         "tuned_s": searched.get(i), "uses": choice.uses, "uses_variant": choice.label,
                         **selection["kernels"][task.task_name]})
-    summary = {"target": target_obj.name, "tvm": cpu.tvm, "trials_per_kernel": trials, "share": share,
+    summary = {"target": target_obj.name, "tvm": target_dict(cpu.tvm), "trials_per_kernel": trials, "share": share,
                "threads": threads,
                "measured_on": f"rpc {rpc.tracker_host}:{rpc.tracker_port} key {rpc.key}" if rpc else "local",
                "selected_by": selection["by"], "model_ms": selection.get("model_ms"),

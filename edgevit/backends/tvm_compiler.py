@@ -31,11 +31,19 @@ def versions() -> dict[str, str]:
     return {"tvm": tvm.__version__, "tvm_ffi": getattr(tvm_ffi, "__version__", "unknown")}
 
 
+def target_dict(tvm_target: dict) -> dict:
+    """The ``tvm`` table of a target file with ``mcpu = "detect"`` resolved to this machine's CPU name (what a
+    build uses and an artifact records)."""
+    if tvm_target.get("mcpu") != "detect":
+        return dict(tvm_target)
+    return {**tvm_target, "mcpu": host_cpu_name()}
+
+
 def make_target(tvm_target: dict):
     """A ``tvm.target.Target`` from the ``tvm`` table of a target file."""
     import tvm
 
-    return tvm.target.Target(dict(tvm_target))
+    return tvm.target.Target(target_dict(tvm_target))
 
 
 def import_onnx(model, input_specs) -> "tvm.IRModule":

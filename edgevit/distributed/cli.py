@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from ..cli import _count, _positive_float  # the CLI's argparse types; edgevit.cli imports this module lazily
+from ..argtypes import count, nonnegative_float
 from ..errors import EdgevitError, InputError
 from ..tables import format_table
 from . import node as node_agent
@@ -361,17 +361,17 @@ def register(subparsers) -> None:
     p.add_argument("--tracker", required=True, help="tracker HOST:PORT")
     p.add_argument("--input", help=".npy image (or stack of images)")
     p.add_argument("--dataset", help="fashion-mnist: run test images and report accuracy")
-    p.add_argument("--stream", type=_count(1, 10**8), help="number of images to stream (default: all given / 100)")
-    p.add_argument("--timeout", type=_positive_float, default=20.0, help="seconds per remote call (default 20)")
-    p.add_argument("--wait", type=_positive_float, default=60.0, help="seconds to wait for nodes to appear (default 60)")
+    p.add_argument("--stream", type=count(1, 10**8), help="number of images to stream (default: all given / 100)")
+    p.add_argument("--timeout", type=nonnegative_float, default=20.0, help="seconds per remote call (default 20)")
+    p.add_argument("--wait", type=nonnegative_float, default=60.0, help="seconds to wait for nodes to appear (default 60)")
     p.add_argument("--json", help="also write the report as JSON")
     p.add_argument("--verify", action="store_true", help="pipeline: compare every result with onnxruntime "
                    "running the whole model")
-    p.add_argument("--rtol", type=_positive_float, help="max relative error for --verify (default: the plan's, 1e-5; "
+    p.add_argument("--rtol", type=nonnegative_float, help="max relative error for --verify (default: the plan's, 1e-5; "
                    "with an FPGA stage, 4x the fixed-point error measured at plan time)")
     p.add_argument("--bind", default="127.0.0.1", help="pipeline: host address the last stage sends results to "
                    "(must be reachable from the nodes; default 127.0.0.1)")
-    p.add_argument("--stall-timeout", type=_positive_float, default=10.0, help="pipeline: seconds without a result before "
+    p.add_argument("--stall-timeout", type=nonnegative_float, default=10.0, help="pipeline: seconds without a result before "
                    "the host checks the nodes and moves a dead node's stage (default 10)")
     add_security_arguments(p, "the host's member name in the key folder (default host)")
     p.set_defaults(func=cmd_infer)
