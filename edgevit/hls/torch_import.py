@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelImportError
-from .import_common import Unsupported, _act, _np
+from .import_common import ACT_NAMES, Unsupported, _act, _np
 from .moe_import import lower_task_model
 from .program import Layer, Program
 
