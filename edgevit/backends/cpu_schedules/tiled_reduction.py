@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from tvm import tirx
 from tvm.ir.expr import TensorLoad
 from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
 from tvm.sym.analyzer import Analyzer
 
 from .common import (LAYOUT_FREE, CpuInfo, extent, extent_of, inline_injective, is_reduction, largest_divisor,
@@ -106,43 +107,7 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     if vec is None:
         return None
     main_name = stmt.name_hint
-    # Producers that only copy/pad (pad_temp) or transpose are inlined when possible; padded inputs stay
-    # materialised (inlining would put a bounds check in the innermost loop).
-    for block in root_blocks(sch):
-        s = sch.get(block)
-        if s.name_hint == main_name:
-            break
-        if isinstance(s.body, tirx.BufferStore) and not isinstance(s.body.value, TensorLoad):
-            continue  # padding (if_then_else) or arithmetic: materialise once rather than per use
-        try:
-            sch.compute_inline(block)
-        except Exception:  # noqa: BLE001
-            pass
-    main = sch.get_sblock(main_name)
-    if any(sch.get(main).writes[0].source.same_as(p) for p in func.params):
-        sch.cache_write(main, 0, "global")
-        main = sch.get_sblock(main_name)
-    keep = {main_name}
-    inline_injective(sch, keep | {sch.get(b).name_hint for b in sch.get_consumers(main)}
-                     | {sch.get(b).name_hint for b in root_blocks(sch)[:_index(sch, main_name)]})
-    # Any intermediate epilogue blocks left: inline forward, keeping only the last consumer.
-    consumers = sch.get_consumers(main)
-    for c in consumers[:-1] if len(consumers) > 1 else []:
-        try:
-            sch.compute_inline(c)
-        except Exception:  # noqa: BLE001
-            pass
-    main = sch.get_sblock(main_name)
-    # An epilogue chain (bias add -> GELU): fold each intermediate into its consumer, so the last block (the
-    # function's output) is computed per tile from the accumulators instead of in a second pass over memory.
-    consumers = sch.get_consumers(main)
-    while len(consumers) == 1 and sch.get_consumers(consumers[0]):
-        try:
-            sch.compute_inline(consumers[0])
-        except Exception:  # noqa: BLE001
-            break
-        main = sch.get_sblock(main_name)
-        consumers = sch.get_consumers(main)
+    main = _inline_around(sch, func, main_name)
     if _flatten_pixels(sch, main, info):
         main = sch.get_sblock(main_name)
         vec, blk = _choose_axes(sch.get(main), info.lanes)
@@ -192,18 +157,7 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     out_dims = [str(r.min) for r in stmt.writes[0].region]
     vec_dim = out_dims.index(stmt.iter_vars[vec].var.name)
     tiled_dims = [d for d, name in enumerate(out_dims) if any(name == stmt.iter_vars[i].var.name for i in inside)]
-    for consumer in sch.get_consumers(main):
-        sch.reverse_compute_at(consumer, spatial_outer[depth - 1], preserve_unit_loops=False)
-        own = sch.get_loops(consumer)[depth:]
-        if not own:
-            continue
-        if len(own) == len(tiled_dims) and vec_dim in tiled_dims:
-            k = tiled_dims.index(vec_dim)
-            if k != len(own) - 1:
-                sch.reorder(*own[:k], *own[k + 1:], own[k])
-            sch.vectorize(own[k])
-        else:
-            sch.vectorize(own[-1])
+    _place_epilogue(sch, main, spatial_outer[depth - 1], depth, tiled_dims, vec_dim)
     sch.set_scope(main, 0, "local")
     if vec_dim != len(out_dims) - 1:
         # Accumulators contiguous along the vector axis, so they live in vector registers.
@@ -213,17 +167,7 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     prologue = [sch.get(b).name_hint for b in root_blocks(sch)][:_index(sch, main_name)]
     if knobs.pack and blk is not None and knobs.block_innermost and depth == len(spatial_outer) > 1:
         _pack_panel(sch, main, vec, blk, spatial_outer, info)
-    depths = {name: _slice_depth(sch, sch.get_sblock(name), stmt, order[:depth]) for name in prologue}
-    sliced = [name for name, d in depths.items() if d]
-    if sliced:
-        lead = min(depths[name] for name in sliced)
-        # A materialised producer computed per slice (depthwise padding): the slice's loop is as deep as the
-        # parallel loop can go, since it now holds two loop nests.
-        for name in sliced:
-            sch.compute_at(sch.get_sblock(name), spatial_outer[lead - 1], preserve_unit_loops=False)
-        run_in_parallel(sch, spatial_outer[:lead], info)
-    else:
-        _parallel_outer(sch, spatial_outer[:depth] + ([first_reduce] if depth < len(spatial_outer) else []), info)
+    sliced = _parallelise(sch, prologue, stmt, order, depth, spatial_outer, first_reduce, info)
     strides = {name: _deinterleave_strided(sch, sch.get_sblock(name), stmt, vec) for name in prologue}
     tiles = {stmt.iter_vars[vec].var.name: vec_tile}
     if blk is not None:
@@ -236,6 +180,82 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
         else:
             schedule_elementwise(sch, sch.get_sblock(name), info, parallel=name not in sliced)
     return sch
+
+
+def _try_inline(sch: Schedule, block) -> bool:
+    """``compute_inline`` where TVM allows it (it refuses blocks whose result is needed elsewhere)."""
+    try:
+        sch.compute_inline(block)
+    except ScheduleError:
+        return False
+    return True
+
+
+def _inline_around(sch: Schedule, func: tirx.PrimFunc, main_name: str):
+    """Inline what surrounds the reduction block ``main_name`` so that one loop nest remains: copy/transpose
+    producers before it, intermediate epilogue blocks after it. Returns the reduction block."""
+    # Producers that only copy/pad (pad_temp) or transpose are inlined when possible; padded inputs stay
+    # materialised (inlining would put a bounds check in the innermost loop).
+    for block in root_blocks(sch):
+        s = sch.get(block)
+        if s.name_hint == main_name:
+            break
+        if isinstance(s.body, tirx.BufferStore) and not isinstance(s.body.value, TensorLoad):
+            continue  # padding (if_then_else) or arithmetic: materialise once rather than per use
+        _try_inline(sch, block)
+    main = sch.get_sblock(main_name)
+    if any(sch.get(main).writes[0].source.same_as(p) for p in func.params):
+        sch.cache_write(main, 0, "global")
+        main = sch.get_sblock(main_name)
+    inline_injective(sch, {main_name} | {sch.get(b).name_hint for b in sch.get_consumers(main)}
+                     | {sch.get(b).name_hint for b in root_blocks(sch)[:_index(sch, main_name)]})
+    # Any intermediate epilogue blocks left: inline forward, keeping only the last consumer.
+    consumers = sch.get_consumers(main)
+    for c in consumers[:-1] if len(consumers) > 1 else []:
+        _try_inline(sch, c)
+    main = sch.get_sblock(main_name)
+    # An epilogue chain (bias add -> GELU): fold each intermediate into its consumer, so the last block (the
+    # function's output) is computed per tile from the accumulators instead of in a second pass over memory.
+    consumers = sch.get_consumers(main)
+    while len(consumers) == 1 and sch.get_consumers(consumers[0]):
+        if not _try_inline(sch, consumers[0]):
+            break
+        main = sch.get_sblock(main_name)
+        consumers = sch.get_consumers(main)
+    return main
+
+
+def _place_epilogue(sch: Schedule, main, loop, depth: int, tiled_dims: list, vec_dim: int) -> None:
+    """Compute each consumer of ``main`` per tile (under ``loop``), vectorised along the vector axis."""
+    for consumer in sch.get_consumers(main):
+        sch.reverse_compute_at(consumer, loop, preserve_unit_loops=False)
+        own = sch.get_loops(consumer)[depth:]
+        if not own:
+            continue
+        if len(own) == len(tiled_dims) and vec_dim in tiled_dims:
+            k = tiled_dims.index(vec_dim)
+            if k != len(own) - 1:
+                sch.reorder(*own[:k], *own[k + 1:], own[k])
+            sch.vectorize(own[k])
+        else:
+            sch.vectorize(own[-1])
+
+
+def _parallelise(sch: Schedule, prologue: list[str], stmt, order: list, depth: int, spatial_outer: list,
+                 first_reduce, info: CpuInfo) -> list[str]:
+    """Run the outer tile loops in parallel; returns the prologue blocks now computed per slice of them."""
+    depths = {name: _slice_depth(sch, sch.get_sblock(name), stmt, order[:depth]) for name in prologue}
+    sliced = [name for name, d in depths.items() if d]
+    if sliced:
+        lead = min(depths[name] for name in sliced)
+        # A materialised producer computed per slice (depthwise padding): the slice's loop is as deep as the
+        # parallel loop can go, since it now holds two loop nests.
+        for name in sliced:
+            sch.compute_at(sch.get_sblock(name), spatial_outer[lead - 1], preserve_unit_loops=False)
+        run_in_parallel(sch, spatial_outer[:lead], info)
+    else:
+        _parallel_outer(sch, spatial_outer[:depth] + ([first_reduce] if depth < len(spatial_outer) else []), info)
+    return sliced
 
 
 #: The block annotation TVM's ``SplitLayoutRewritePreproc`` looks for: such a block only re-lays out a weight,
