@@ -57,7 +57,7 @@ def choose_stages(profile: dict, slots: list[NodeSlot], objective: str = "latenc
         The nodes the plan may use (``plan.load_nodes``); nodes of one key are interchangeable.
     objective
         ``latency`` (one image's time through all stages and links) or ``throughput`` (the slowest stage's
-        period: its compute and incoming transfer; ties broken by latency).
+        period: the longer of its compute and its transfers, which overlap in a stream; ties broken by latency).
     stages
         Use exactly this many stages (default: whatever the objective prefers).
 
@@ -108,9 +108,13 @@ def choose_stages(profile: dict, slots: list[NodeSlot], objective: str = "latenc
                     c = cost.stage_cost(profile, key, j, end)
                     if cost.stage_memory_mib(c) > memory[k]:
                         continue
-                    last = c["out_ms"] if end == n else 0.0
-                    stage_period = c["compute_ms"] + c["in_ms"] + last
-                    new = (max(period, stage_period), latency + stage_period)
+                    transfer = c["in_ms"] + (c["out_ms"] if end == n else 0.0)
+                    # One image waits for both; a stream does not: the data plane's I/O threads move the next
+                    # input while the node computes (two in flight per stage), so a stage's period is the
+                    # longer of the two. Nodes sharing a machine's cores are bounded at infer time
+                    # (pipeline_runner.shared_machine_period).
+                    stage_period = max(c["compute_ms"], transfer)
+                    new = (max(period, stage_period), latency + c["compute_ms"] + transfer)
                     target = (end, after)
                     if target not in best or value(*new) < value(*best[target][0]):
                         best[target] = (new, state, StageChoice(key, j, end, c))
