@@ -14,7 +14,7 @@ import tvm
 from tvm import relax, te, topi
 from tvm.relax import PyExprMutator, expr_functor
 
-from .relax_rewrite import is_op, rewrite_functions, static_shape
+from .relax_rewrite import binding_of, is_op, rewrite_functions, static_shape
 
 #: Name of the fused kernel's PrimFunc.
 KERNEL = "fused_attention"
@@ -51,22 +51,14 @@ class _Fuser(PyExprMutator):
         q, kt, v = (self.visit_expr(x) for x in parts)
         return self.builder_.call_te(attention, q, kt, v, primfunc_name_hint=KERNEL)
 
-    def _binding(self, expr):
-        if isinstance(expr, relax.Var):
-            try:
-                return self.lookup_binding(expr)
-            except Exception:  # noqa: BLE001 - not a bound variable (a function parameter)
-                return None
-        return None
-
     def _match(self, call: relax.Call):
         """(q, kt, v) when ``call`` is ``matmul(softmax(matmul(q, kt), axis=-1), v)`` on equal float32 batches."""
         if not is_op(call, "relax.matmul"):
             return None
-        soft = self._binding(call.args[0])
+        soft = binding_of(self, call.args[0])
         if not is_op(soft, "relax.nn.softmax"):
             return None
-        scores = self._binding(soft.args[0])
+        scores = binding_of(self, soft.args[0])
         if not is_op(scores, "relax.matmul"):
             return None
         q, kt, v = scores.args[0], scores.args[1], call.args[1]

@@ -25,7 +25,7 @@ from tvm.ir.expr import GenericConst
 from tvm.relax import PyExprMutator, expr_functor
 
 from .cpu_schedules.common import vector_tile
-from .relax_rewrite import is_op, rewrite_functions, static_shape
+from .relax_rewrite import binding_of, is_op, rewrite_functions, static_shape
 
 
 def conv2d_nchw_ihwo_int32(data: te.Tensor, weight: te.Tensor, strides, dilation) -> te.Tensor:
@@ -62,14 +62,6 @@ class _Rewriter(PyExprMutator):
         self.lanes = lanes
         self.rewritten = 0
 
-    def _binding(self, expr):
-        if isinstance(expr, relax.Var):
-            try:
-                return self.lookup_binding(expr)
-            except Exception:  # noqa: BLE001 - not a bound variable (a function parameter)
-                return None
-        return None
-
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         if not is_op(call, "relax.quantize"):
             return super().visit_call_(call)
@@ -86,10 +78,10 @@ class _Rewriter(PyExprMutator):
     def _data_movement(self, quantize: relax.Call):
         """``quantize(move(dequantize(xq, s, z)), s, z)`` -> ``move(xq)`` for a data-movement ``move`` (reshape,
         transpose, slice...): the values pass unchanged, so the int8 tensor can move instead. Exact."""
-        move = self._binding(quantize.args[0])
+        move = binding_of(self, quantize.args[0])
         if not any(is_op(move, name) for name in _MOVES) or str(quantize.attrs.out_dtype) != "int8":
             return None
-        deq = self._binding(move.args[0])
+        deq = binding_of(self, move.args[0])
         if not is_op(deq, "relax.dequantize") or str(deq.args[0].ty.dtype) != "int8":
             return None
         same = all(_constant(a) is not None and _constant(b) is not None and _constant(a).shape == _constant(b).shape
@@ -104,10 +96,10 @@ class _Rewriter(PyExprMutator):
         if str(quantize.attrs.out_dtype) != "int8" or _scalar(quantize.args[1]) is None \
                 or _scalar(quantize.args[2]) is None:
             return None
-        value, bias = self._binding(quantize.args[0]), None
+        value, bias = binding_of(self, quantize.args[0]), None
         if is_op(value, "relax.add"):
             for kernel_arg, bias_arg in ((0, 1), (1, 0)):
-                kernel, bias = self._binding(value.args[kernel_arg]), self._bias(value.args[bias_arg])
+                kernel, bias = binding_of(self, value.args[kernel_arg]), self._bias(value.args[bias_arg])
                 if bias is not None and (is_op(kernel, "relax.nn.conv2d") or is_op(kernel, "relax.matmul")):
                     value = kernel
                     break
@@ -130,7 +122,7 @@ class _Rewriter(PyExprMutator):
 
     def _activation(self, expr):
         """(xq, sx, zx) when ``expr`` is a per-tensor int8 ``dequantize``."""
-        deq = self._binding(expr)
+        deq = binding_of(self, expr)
         if not is_op(deq, "relax.dequantize") or str(deq.args[0].ty.dtype) != "int8":
             return None
         sx, zx = _scalar(deq.args[1]), _scalar(deq.args[2])
@@ -142,10 +134,10 @@ class _Rewriter(PyExprMutator):
         None unless the weights are symmetric (zero point 0) and their scale varies along ``channel_axis`` only.
         """
         axes = None
-        deq = self._binding(expr)
+        deq = binding_of(self, expr)
         if is_op(deq, "relax.permute_dims"):
             axes = [int(a) for a in deq.attrs.axes] if deq.attrs.axes is not None else []
-            deq = self._binding(deq.args[0])
+            deq = binding_of(self, deq.args[0])
         if not is_op(deq, "relax.dequantize"):
             return None
         wq, scale, zero = (_constant(a) for a in deq.args)
@@ -163,9 +155,9 @@ class _Rewriter(PyExprMutator):
 
     def _bias(self, expr):
         """(int32 bias, its float scale per channel) of ``[reshape] dequantize(int32 constant)``, or None."""
-        deq = self._binding(expr)
+        deq = binding_of(self, expr)
         if is_op(deq, "relax.reshape"):
-            deq = self._binding(deq.args[0])
+            deq = binding_of(self, deq.args[0])
         if not is_op(deq, "relax.dequantize"):
             return None
         bq, scale, zero = (_constant(a) for a in deq.args)

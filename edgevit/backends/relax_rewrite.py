@@ -25,3 +25,14 @@ def rewrite_functions(mutator, mod: tvm.IRModule) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             mutator.builder_.update_func(gv, mutator.visit_expr(func))
     return mutator.builder_.get()
+
+
+def binding_of(mutator, expr):
+    """The expression bound to the Relax variable ``expr`` in the function ``mutator`` (a ``PyExprMutator``)
+    is visiting, or None (not a variable, or a function parameter)."""
+    if isinstance(expr, relax.Var):
+        try:
+            return mutator.lookup_binding(expr)
+        except Exception:  # noqa: BLE001 - TVM raises a plain error for a parameter (no binding)
+            return None
+    return None

@@ -7,22 +7,12 @@ import numpy as np
 import onnx
 import pytest
 
+from cli_helpers import assert_one_line_error, run_cli
 from tiny_onnx_models import tiny_attention_onnx, tiny_cnn_onnx
+
 from edgevit.cli import main
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, expected_code, *needles):
-    assert code == expected_code, err
-    lines = [l for l in err.splitlines() if l.startswith("edgevit: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def op_types(path):
