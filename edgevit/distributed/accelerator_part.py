@@ -102,7 +102,6 @@ def selftest_input(part: AcceleratorPart) -> tuple[np.ndarray, np.ndarray]:
     """The bundle's first self-test input as the model's float NCHW input, and the golden accelerator output
     for it in the layout of the tensor it stops at."""
     from ..pynq.driver import part_output
-    from ..pynq.stage_worker import model_input_shape
 
     cfg, bundle = part.config, part.bundle
     spec_in, spec_out = cfg["buffers"]["input"], cfg["buffers"]["output"]
@@ -110,8 +109,7 @@ def selftest_input(part: AcceleratorPart) -> tuple[np.ndarray, np.ndarray]:
     raw_out = np.fromfile(bundle / cfg["selftest"]["golden"], "<i2")[:spec_out["elements"]]
     w, i = spec_in["format"]
     x = raw_in.astype(np.float64).reshape(spec_in["shape"]) / 2.0 ** (w - i)
-    x = x.transpose(2, 0, 1)[None] if len(spec_in["shape"]) == 3 else x
-    x = x.reshape(model_input_shape(spec_in["shape"])).astype(np.float32)
+    x = (x.transpose(2, 0, 1)[None] if len(spec_in["shape"]) == 3 else x).astype(np.float32)  # to NCHW
     tail = json.loads((bundle / cfg["cpu_tail"]).read_text()) if cfg.get("cpu_tail") else None
     return x, part_output(raw_out, spec_out, tail).astype(np.float32)
 

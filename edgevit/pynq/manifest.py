@@ -107,3 +107,29 @@ def hwh_part(path: Path) -> str | None:
     if info is None or not info.get("DEVICE"):
         return None
     return info.get("DEVICE", "") + info.get("PACKAGE", "")
+
+
+_SYNC = b"\x0f\xf0\x0f\xf0\x0f\xf0\x0f\xf0\x00"
+
+
+def write_stand_in_bit(path: Path, part: str) -> Path:
+    """A ``.bit`` whose header names ``part`` (what :func:`bitstream_part` reads) and that holds no configuration
+    data: a stand-in for Vivado's output, for the simulated device and the tests. No FPGA would load it."""
+    def field(tag: bytes, text: str) -> bytes:
+        data = text.encode() + b"\0"
+        return tag + struct.pack(">H", len(data)) + data
+
+    payload = b"\xff" * 64
+    header = struct.pack(">H", len(_SYNC)) + _SYNC + struct.pack(">H", 1)
+    header += field(b"a", "edgevit_stand_in;UserID=0XFFFFFFFF;Version=2024.1") + field(b"b", part)
+    header += field(b"c", "2026/12/01") + field(b"d", "12:00:00") + b"e" + struct.pack(">I", len(payload))
+    Path(path).write_bytes(header + payload)
+    return Path(path)
+
+
+def write_stand_in_hwh(path: Path, device: str, package: str = "") -> Path:
+    """A hardware handoff with only the ``SYSTEMINFO`` element (what :func:`hwh_part` reads; Vivado's has the
+    whole block design)."""
+    Path(path).write_text(f'<?xml version="1.0" encoding="UTF-8"?>\n<EDKSYSTEM>\n  <SYSTEMINFO '
+                          f'DEVICE="{device}" PACKAGE="{package}" SPEEDGRADE="-1"/>\n</EDKSYSTEM>\n')
+    return Path(path)

@@ -165,27 +165,13 @@ class SimDevice(_pynq.Device):
 
 
 def stand_in_overlay(folder: Path, part: str) -> Path:
-    """Write a stand-in for Vivado's outputs into ``folder`` and return its ``.bit``: a bitstream header naming
-    ``part`` with no configuration data, and a ``.hwh`` naming the device. Enough for ``pynq.Overlay`` on
-    :class:`SimDevice` (which takes the IP's description from the register map); no FPGA would load it. Used
-    off-board for bundles made without Vivado."""
-    import struct
-
-    def field(tag: bytes, text: str) -> bytes:
-        data = text.encode() + b"\0"
-        return tag + struct.pack(">H", len(data)) + data
-
-    sync = b"\x0f\xf0\x0f\xf0\x0f\xf0\x0f\xf0\x00"
-    payload = b"\xff" * 64
-    header = struct.pack(">H", len(sync)) + sync + struct.pack(">H", 1)
-    header += field(b"a", "edgevit_stand_in;UserID=0XFFFFFFFF") + field(b"b", part)
-    header += field(b"c", "2026/01/01") + field(b"d", "00:00:00") + b"e" + struct.pack(">I", len(payload))
+    """Write a stand-in for Vivado's outputs into ``folder`` (:func:`.manifest.write_stand_in_bit` and its
+    ``.hwh``) and return the ``.bit``. Enough for ``pynq.Overlay`` on :class:`SimDevice`, which takes the IP's
+    description from the register map. Used off-board for bundles made without Vivado."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "edgevit_stand_in.bit").write_bytes(header + payload)
-    (folder / "edgevit_stand_in.hwh").write_text('<?xml version="1.0" encoding="UTF-8"?>\n<EDKSYSTEM>\n  '
-                                                 f'<SYSTEMINFO DEVICE="{part}"/>\n</EDKSYSTEM>\n')
-    return folder / "edgevit_stand_in.bit"
+    manifest.write_stand_in_hwh(folder / "edgevit_stand_in.hwh", part)
+    return manifest.write_stand_in_bit(folder / "edgevit_stand_in.bit", part)
 
 
 def from_env(config: dict) -> SimDevice | None:
