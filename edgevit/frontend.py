@@ -102,7 +102,7 @@ def _export_zoo(entry: zoo.ZooEntry) -> ImportedModel:
     import timm
     import torch
 
-    path = cache_dir("onnx") / f"{entry.name}-seed{seed()}-timm{timm.__version__}-torch{torch.__version__}.onnx"
+    path = cache_dir("onnx") / f"{zoo.cache_tag(entry.name, timm.__version__, torch.__version__)}.onnx"
     if not path.exists():
         model = zoo.build(entry.name)
         _export_torch(model, entry.input_shape, path)

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .settings import cache_dir, seed
+from .settings import cache_dir
 
 SETUP_HINT = "not converted (run tools/setup_litert.sh)"
 
 
 def tflite_path(model_name: str, timm_version: str, torch_version: str) -> Path:
-    """Where the converted zoo model lives; versions and seed in the name, as for the exported ONNX."""
-    return cache_dir("tflite") / f"{model_name}-seed{seed()}-timm{timm_version}-torch{torch_version}.tflite"
+    """Where the converted zoo model lives; named by the weights it was made from, as the exported ONNX is."""
+    from . import zoo
+
+    return cache_dir("tflite") / f"{zoo.cache_tag(model_name, timm_version, torch_version)}.tflite"
 
 
 def find_converted(model_name: str) -> tuple[Path, Path] | None:

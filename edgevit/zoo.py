@@ -52,14 +52,42 @@ def get_entry(name: str) -> ZooEntry:
     return ZOO[name]
 
 
+#: Version of how :func:`build` draws weights: part of every cache key of files made from zoo weights (exported
+#: ONNX, converted .tflite), so changing the drawing without bumping it would leave stale files behind.
+WEIGHTS_VERSION = 2
+
+
+def cache_tag(name: str, timm_version: str, torch_version: str) -> str:
+    """The part of a cache file name that pins a zoo model's weights: name, seed, weights version, timm, torch."""
+    return f"{name}-seed{seed()}-w{WEIGHTS_VERSION}-timm{timm_version}-torch{torch_version}"
+
+
 def build(name: str):
-    """Build a zoo model as a ``torch.nn.Module`` in eval mode, with weights drawn from the edgevit seed."""
+    """Build a zoo model as a ``torch.nn.Module`` in eval mode, with weights drawn from the edgevit seed.
+
+    timm initialises some parameters to exactly zero: the last BatchNorm scale of residual blocks
+    (``zero_init_last``: 3 blocks of mobilevit_xxs compute nothing) and EfficientFormer's attention biases.
+    Trained weights are never exactly zero, and a converter that folds such dead branches away (the TFLite one
+    does) would be timed on a smaller model than the others. Those parameters are redrawn: scales from
+    U(0.1, 0.5), the size of trained residual-branch scales, other tensors from N(0, 0.02).
+    """
     import timm
     import torch
 
     get_entry(name)
     torch.manual_seed(seed())
-    return timm.create_model(name, pretrained=False).eval()
+    model = timm.create_model(name, pretrained=False).eval()
+    generator = torch.Generator().manual_seed(seed())
+    with torch.no_grad():
+        for module_name, module in model.named_modules():
+            for param_name, param in module.named_parameters(recurse=False):
+                if param.numel() == 0 or param_name == "bias" or bool(param.any()):
+                    continue
+                if isinstance(module, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm | torch.nn.GroupNorm):
+                    param.copy_(torch.rand(param.shape, generator=generator) * 0.4 + 0.1)
+                else:
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+    return model
 
 
 def stats(name: str) -> dict:

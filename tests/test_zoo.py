@@ -29,3 +29,18 @@ def test_macs_match_the_paper():
 def test_weights_are_seeded():
     a, b = zoo.build("mobilevit_xxs"), zoo.build("mobilevit_xxs")
     assert all((pa == pb).all() for pa, pb in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050", "efficientformerv2_s0"])
+def test_no_parameter_is_exactly_zero_except_biases(name):
+    # timm zero-initialises residual-branch BatchNorm scales (dead blocks a converter folds away, which would
+    # flatter that runtime in benchmarks) and EfficientFormer's attention biases; build() redraws them.
+    model = zoo.build(name)
+    zero = [k for k, p in model.named_parameters() if not k.endswith(".bias") and p.numel() and not bool(p.any())]
+    assert zero == []
+
+
+def test_cache_tag_pins_the_weights(monkeypatch):
+    tag = zoo.cache_tag("mobilevit_xxs", "1.0", "2.0")
+    monkeypatch.setattr(zoo, "WEIGHTS_VERSION", zoo.WEIGHTS_VERSION + 1)
+    assert zoo.cache_tag("mobilevit_xxs", "1.0", "2.0") != tag
