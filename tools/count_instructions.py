@@ -1,21 +1,28 @@
-"""Executed aarch64 instructions per inference of edgevit builds, counted under qemu with a TCG plugin.
+"""Executed aarch64 instructions per inference of edgevit builds, onnxruntime and LiteRT, counted under qemu.
 
-    python tools/count_instructions.py A.tar [B.tar ...] [--onnxruntime M.onnx ...] [--cpu cortex-a72,cortex-a76]
-                                       [--warm 1] [--extra 2] [--json results/int8_arm_instructions.json]
+    python tools/count_instructions.py A.tar [B.tar ...] [--onnxruntime M.onnx ...] [--litert M.tflite ...]
+                                       [--cpu cortex-a72,cortex-a76] [--warm 1] [--runs 2] [--json OUT.json]
 
 Timings under qemu say nothing about a board; executed instructions are a speed proxy that does. Each
-artifact (built with ``--target rpi4`` or another aarch64 target) runs with the board-side runner in the
-aarch64 Python that ``edgevit prepare`` made, under Debian's dynamic ``qemu-aarch64`` (package qemu-user: the
-static one cannot load plugins) with ``tools/qemu_plugin/insn_count.c`` counting every executed guest
-instruction. One inference = (count of a process running ``warm + extra`` inferences - count of one running
-``warm``) / ``extra``: loading Python, TVM and the model cancels out. PYTHONHASHSEED is fixed so both processes
-do the same start-up work. Counts are for TVM_NUM_THREADS=1 (the plugin's counter is not atomic).
+artifact (built with ``--target rpi4`` or another aarch64 target) runs on the board-side runtime in the aarch64
+Python that ``edgevit prepare`` made, under Debian's dynamic ``qemu-aarch64`` (package qemu-user: the static one
+cannot load plugins) with the TCG plugin ``tools/qemu_plugin/insn_count.c``. The script running the model does
+``warm`` inferences, then marks the start of a region (a no-op system call the plugin watches), does ``runs``
+more and marks its end: one inference = the region's count / ``runs``. Start-up (Python, the runtime, loading
+the model), which varies by a few million instructions from process to process, stays out. Counts are for one
+thread (TVM_NUM_THREADS=1, one intra-op thread for the peers: the plugin's counters are not atomic).
 
 ``--onnxruntime`` counts onnxruntime's aarch64 build (the PyPI wheel of the host's version, installed once into
-edgevit's cache) on an ONNX file, one intra-op thread. onnxruntime picks its kernels from /proc/cpuinfo, which
-under qemu-user is the x86 host's (its import then crashes): it reads an ARM one instead, the CPU part and
-features of the counted core (Cortex-A72: no dot product; Cortex-A76: asimddp), from a hard-linked copy of the
-aarch64 root with ``proc/cpuinfo`` added (qemu's ``-L`` prefix is looked up first for every absolute path).
+edgevit's cache) on an ONNX file. onnxruntime picks its kernels from /proc/cpuinfo, which under qemu-user is the
+x86 host's (its import then crashes): it reads an ARM one instead, the CPU part and features of the counted core
+(Cortex-A72: no dot product; Cortex-A76: asimddp), from a hard-linked copy of the aarch64 root with
+``proc/cpuinfo`` added (qemu's ``-L`` prefix is looked up first for every absolute path). ``--litert`` counts
+LiteRT's aarch64 build (ai-edge-litert, the host's version: XNNPACK, one thread) on a .tflite file the same way.
+
+Besides the total, the plugin counts instruction classes (see its header): FMLA, scalar FMADD, SDOT/UDOT,
+integer multiply-accumulate, and SIMD&FP loads by width (``load_q`` 128-bit vectors, ``load_d`` 64-bit,
+``load_s`` one float or smaller, ``load_lane``, ``load_dup`` for LD1R). The table shows the ones that say how a
+kernel feeds its multiply-adds: vector loads vs scalar float loads.
 """
 
 from __future__ import annotations
@@ -61,22 +68,71 @@ def build_plugin() -> Path:
     return path
 
 
-def count(python: emulation.EmulatedPython, plugin: Path, cpu: str, artifact_dir: Path, inputs: Path,
-          runs: int, tmp: Path) -> int:
-    """Instructions one process executes: start-up plus ``runs`` inferences of the artifact."""
-    out = tmp / f"count-{cpu}-{runs}.txt"
-    command = [QEMU, "-cpu", cpu, "-plugin", f"{plugin},out={out}", "-L", str(python.root),
-               str(python.root / "usr/bin/python3.11"), "-m", "edgevit.runtime.runner", str(artifact_dir),
-               "--inputs", str(inputs), "--outputs", str(tmp / "outputs.npz"), "--repeat", str(runs)]
-    env = {**python.environment(), "PYTHONHASHSEED": "0", "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, timeout=3600)
+#: Put around the counted inferences by every runner script: lseek(-1, code) is a no-op system call (EBADF) that
+#: the plugin watches for (its MARK_START / MARK_END).
+MARKERS = """
+import os
+def mark(code):
+    try:
+        os.lseek(-1, code, os.SEEK_SET)
+    except OSError:
+        pass
+def counted(run, warm, runs):
+    for _ in range(warm):
+        run()
+    mark(0x45564954)
+    for _ in range(runs):
+        run()
+    mark(0x45564955)
+"""
+
+EDGEVIT_RUNNER = MARKERS + """
+import sys
+import numpy as np
+from edgevit.runtime.artifact import Artifact
+from edgevit.runtime.tvm_runtime import CompiledModel
+model = CompiledModel(Artifact.from_dir(sys.argv[1]).library)
+with np.load(sys.argv[2]) as data:
+    inputs = [data[f"arr_{i}"] for i in range(len(data.files))]
+counted(lambda: model(inputs), int(sys.argv[3]), int(sys.argv[4]))
+"""
+
+
+def read_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """The plugin's output, ``class whole region`` per line: (whole-process counts, counts between the markers)."""
+    whole, region = {}, {}
+    for line in path.read_text().splitlines():
+        name, total, marked = line.split()
+        whole[name], region[name] = int(total), int(marked)
+    return whole, region
+
+
+def run_counted(command: list[str], env: dict, plugin: Path, tmp: Path, what: str) -> tuple[dict, dict]:
+    """Run an aarch64 command under qemu with the plugin: (whole-process counts, counts between the markers)."""
+    out = tmp / "counts.txt"
+    out.unlink(missing_ok=True)
+    proc = subprocess.run([QEMU, "-plugin", f"{plugin},out={out}", *command], capture_output=True, text=True,
+                          env=env, cwd=tmp, timeout=3600)
     if proc.returncode != 0 or not out.exists():
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise ExecutionError(f"qemu run failed (exit {proc.returncode}): {tail}")
-    return int(out.read_text())
+        raise ExecutionError(f"{what} under qemu failed (exit {proc.returncode}): {tail}")
+    return read_counts(out)
 
 
-def count_artifact(path: Path, cpus: list[str], warm: int, extra: int) -> list[dict]:
+def make_row(artifact: str, model: str, cpu: str, counts: tuple[dict, dict], warm: int, runs: int) -> dict:
+    """One table row: counts of one inference by class (the marked region / ``runs``)."""
+    whole, region = counts
+    if region["total"] == 0:
+        raise ExecutionError(f"{artifact}: the runner never reached its end marker")
+    classes = {name: value / runs for name, value in region.items()}
+    row = {"artifact": artifact, "model": model, "cpu": cpu, "instructions_per_inference": classes["total"],
+           "per_inference": classes, "whole_process": whole["total"], "warm": warm, "runs": runs}
+    print(f"[count] {artifact} on {cpu}: {classes['total'] / 1e6:.1f} M instructions per inference",
+          file=sys.stderr, flush=True)
+    return row
+
+
+def count_artifact(path: Path, cpus: list[str], warm: int, runs: int) -> list[dict]:
     """Instructions per inference of one aarch64 artifact on each qemu CPU model."""
     if shutil.which(QEMU) is None:
         raise ToolMissingError(f"'{QEMU}' not found: apt-get install qemu-user (the static build cannot load "
@@ -87,16 +143,15 @@ def count_artifact(path: Path, cpus: list[str], warm: int, extra: int) -> list[d
         if artifact.arch != "aarch64":
             raise EdgevitError(f"{path} is built for {artifact.arch}: count aarch64 builds (--target rpi4)")
         specs = [TensorSpec.from_json(s) for s in artifact.metadata["inputs"]]
-        inputs = Path(tmp) / "inputs.npz"
+        inputs, runner = Path(tmp) / "inputs.npz", Path(tmp) / "run_edgevit.py"
         np.savez(inputs, *random_inputs(specs, seed()))
+        runner.write_text(EDGEVIT_RUNNER)
+        env = {**python.environment(), "PYTHONHASHSEED": "0", "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         for cpu in cpus:
-            base = count(python, plugin, cpu, artifact.dir, inputs, warm, Path(tmp))
-            more = count(python, plugin, cpu, artifact.dir, inputs, warm + extra, Path(tmp))
-            rows.append({"artifact": str(path), "model": artifact.metadata["model"]["name"], "cpu": cpu,
-                         "instructions_per_inference": (more - base) / extra, "startup_and_warm": base,
-                         "warm": warm, "extra": extra})
-            print(f"[count] {path.name} on {cpu}: {rows[-1]['instructions_per_inference'] / 1e6:.1f} M "
-                  "instructions per inference", file=sys.stderr, flush=True)
+            counts = run_counted(["-cpu", cpu, "-L", str(python.root), str(python.root / "usr/bin/python3.11"),
+                                  str(runner), str(artifact.dir), str(inputs), str(warm), str(runs)], env, plugin,
+                                 Path(tmp), "the edgevit runtime")
+            rows.append(make_row(str(path), artifact.metadata["model"]["name"], cpu, counts, warm, runs))
     return rows
 
 
@@ -107,7 +162,7 @@ CPUINFO = {
                             "dcpop asimddp"),
 }
 
-ONNXRUNTIME_RUNNER = """
+ONNXRUNTIME_RUNNER = MARKERS + """
 import sys
 import numpy as np
 import onnxruntime as ort
@@ -115,8 +170,7 @@ options = ort.SessionOptions()
 options.intra_op_num_threads = options.inter_op_num_threads = 1
 session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
 inputs = dict(np.load(sys.argv[2]))
-for _ in range(int(sys.argv[3])):
-    session.run(None, inputs)
+counted(lambda: session.run(None, inputs), int(sys.argv[3]), int(sys.argv[4]))
 """
 
 
@@ -147,7 +201,7 @@ def prepare_onnxruntime(python: emulation.EmulatedPython, cpu: str) -> tuple[Pat
     return root, site
 
 
-def count_onnxruntime(model: Path, cpus: list[str], warm: int, extra: int) -> list[dict]:
+def count_onnxruntime(model: Path, cpus: list[str], warm: int, runs: int) -> list[dict]:
     """Instructions per inference of onnxruntime's aarch64 build on ``model`` on each qemu CPU model."""
     from edgevit.frontend import from_onnx_file
 
@@ -162,23 +216,76 @@ def count_onnxruntime(model: Path, cpus: list[str], warm: int, extra: int) -> li
             root, site = prepare_onnxruntime(python, cpu)
             env = {**python.environment(), "PYTHONPATH": f"{site}:{python.site}", "PYTHONHASHSEED": "0",
                    "OMP_NUM_THREADS": "1"}
-            counts = []
-            for runs in (warm, warm + extra):
-                out = Path(tmp) / f"count-{cpu}-{runs}.txt"
-                proc = subprocess.run([QEMU, "-cpu", cpu, "-plugin", f"{plugin},out={out}", "-L", str(root),
-                                       str(root / "usr/bin/python3.11"), str(runner), str(model.resolve()),
-                                       str(inputs), str(runs)], capture_output=True, text=True, env=env, cwd=tmp,
-                                      timeout=3600)
-                if proc.returncode != 0 or not out.exists():
-                    tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-                    raise ExecutionError(f"onnxruntime under qemu failed (exit {proc.returncode}): {tail}")
-                counts.append(int(out.read_text()))
-            rows.append({"artifact": f"onnxruntime {model.name}", "model": model.stem, "cpu": cpu,
-                         "instructions_per_inference": (counts[1] - counts[0]) / extra, "startup_and_warm": counts[0],
-                         "warm": warm, "extra": extra})
-            print(f"[count] onnxruntime {model.name} on {cpu}: {rows[-1]['instructions_per_inference'] / 1e6:.1f} M "
-                  "instructions per inference", file=sys.stderr, flush=True)
+            counts = run_counted(["-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3.11"), str(runner),
+                                  str(model.resolve()), str(inputs), str(warm), str(runs)], env, plugin, Path(tmp),
+                                 "onnxruntime")
+            rows.append(make_row(f"onnxruntime {model.name}", model.stem, cpu, counts, warm, runs))
     return rows
+
+
+LITERT_RUNNER = MARKERS + """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1], num_threads=1)
+interpreter.allocate_tensors()
+rng = np.random.default_rng(int(sys.argv[2]))
+for detail in interpreter.get_input_details():
+    interpreter.set_tensor(detail["index"], rng.standard_normal(detail["shape"]).astype(detail["dtype"]))
+counted(interpreter.invoke, int(sys.argv[3]), int(sys.argv[4]))
+"""
+
+#: ai-edge-litert's dependencies, pinned to the versions of edgevit's own venv (which runs the same LiteRT).
+LITERT_DEPENDENCIES = ("numpy", "flatbuffers", "protobuf", "ml_dtypes", "tqdm", "typing_extensions",
+                       "backports.strenum")
+
+
+def prepare_litert() -> Path:
+    """Site-packages with LiteRT's aarch64 wheel (the host's ai-edge-litert version) and its dependencies."""
+    from importlib import metadata
+
+    try:
+        pins = [f"{name}=={metadata.version(name)}" for name in ("ai-edge-litert", *LITERT_DEPENDENCIES)]
+    except metadata.PackageNotFoundError as exc:
+        raise ToolMissingError(f"{exc.name} is not installed here: pip install -r tools/requirements.lock") from exc
+    site = cache_dir("emulation", f"litert-{hashlib.sha256(' '.join(pins).encode()).hexdigest()[:12]}-aarch64")
+    if not (site / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        "--upgrade", "--target", str(site), "--platform", "manylinux_2_27_aarch64", "--platform",
+                        "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64", "--only-binary=:all:",
+                        "--python-version", "3.11", "--implementation", "cp", *pins], check=True)
+        (site / ".complete").touch()
+    return site
+
+
+def count_litert(model: Path, cpus: list[str], warm: int, runs: int) -> list[dict]:
+    """Instructions per inference of LiteRT's aarch64 build (XNNPACK, one thread) on a .tflite file."""
+    if model.suffix != ".tflite" or not model.is_file():
+        raise EdgevitError(f"{model}: not a .tflite file")
+    python, plugin, site = emulation.prepare("aarch64"), build_plugin(), prepare_litert()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgevit-count-litert-") as tmp:
+        runner = Path(tmp) / "run_litert.py"
+        runner.write_text(LITERT_RUNNER)
+        for cpu in cpus:
+            root, _ = prepare_onnxruntime(python, cpu)  # the root with an ARM /proc/cpuinfo
+            env = {**python.environment(), "PYTHONPATH": str(site), "PYTHONHASHSEED": "0"}
+            counts = run_counted(["-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3.11"), str(runner),
+                                  str(model.resolve()), str(seed()), str(warm), str(runs)], env, plugin, Path(tmp),
+                                 "LiteRT")
+            rows.append(make_row(f"litert {model.name}", model.stem, cpu, counts, warm, runs))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Per row: total, FMLA, vector (128-bit) and scalar float loads per inference, in millions."""
+    def millions(row, name):
+        return f"{row['per_inference'].get(name, 0) / 1e6:.2f}"
+
+    return format_table([[r["model"], Path(r["artifact"]).name, r["cpu"], millions(r, "total"), millions(r, "fmla"),
+                          millions(r, "dot"), millions(r, "load_q"), millions(r, "load_s")] for r in rows],
+                        ["model", "artifact", "qemu cpu", "M instructions / inference", "M fmla", "M sdot/udot",
+                         "M vector loads (q)", "M scalar FP loads (s)"])
 
 
 def main() -> int:
@@ -186,33 +293,34 @@ def main() -> int:
     parser.add_argument("artifacts", nargs="*", type=Path, help="aarch64 artifacts (edgevit compile --target rpi4)")
     parser.add_argument("--onnxruntime", action="append", type=Path, default=[], metavar="MODEL.onnx",
                         help="also count onnxruntime's aarch64 build on this ONNX file (repeatable)")
+    parser.add_argument("--litert", action="append", type=Path, default=[], metavar="MODEL.tflite",
+                        help="also count LiteRT's aarch64 build on this .tflite file (repeatable)")
     parser.add_argument("--cpu", default="cortex-a72,cortex-a76", help="qemu CPU models (default both Pi cores)")
-    parser.add_argument("--warm", type=int, default=1, help="inferences in the baseline process (default 1)")
-    parser.add_argument("--extra", type=int, default=2, help="inferences the second process adds (default 2)")
+    parser.add_argument("--warm", type=int, default=1, help="inferences before the counted region (default 1)")
+    parser.add_argument("--runs", type=int, default=2, help="inferences counted (default 2)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
-    if args.warm < 1 or args.extra < 1:
-        parser.error("--warm and --extra must be >= 1")
-    if not args.artifacts and not args.onnxruntime:
-        parser.error("give artifacts to count, --onnxruntime MODEL.onnx, or both")
+    if args.warm < 1 or args.runs < 1:
+        parser.error("--warm and --runs must be >= 1")
+    if not args.artifacts and not args.onnxruntime and not args.litert:
+        parser.error("give artifacts to count, --onnxruntime MODEL.onnx and/or --litert MODEL.tflite")
     try:
         cpus = args.cpu.split(",")
-        rows = [r for path in args.artifacts for r in count_artifact(path, cpus, args.warm, args.extra)]
-        rows += [r for path in args.onnxruntime for r in count_onnxruntime(path, cpus, args.warm, args.extra)]
+        rows = [r for path in args.artifacts for r in count_artifact(path, cpus, args.warm, args.runs)]
+        rows += [r for path in args.onnxruntime for r in count_onnxruntime(path, cpus, args.warm, args.runs)]
+        rows += [r for path in args.litert for r in count_litert(path, cpus, args.warm, args.runs)]
     except EdgevitError as exc:
         print(f"count_instructions: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    table = format_table([[r["model"], Path(r["artifact"]).name, r["cpu"],
-                           f"{r['instructions_per_inference'] / 1e6:.2f}"] for r in rows],
-                         ["model", "artifact", "qemu cpu", "M instructions / inference"])
-    print(table)
+    text = table(rows)
+    print(text)
     if args.json:
         command = " ".join(["python", *sys.argv])
         args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1) + "\n")
         args.json.with_suffix(".md").write_text(
             f"# aarch64 instructions per inference (qemu TCG plugin)\n\nCommand: `{command}`; one inference = "
-            f"(count with {args.warm + args.extra} inferences - count with {args.warm}) / {args.extra}, "
-            f"TVM_NUM_THREADS=1.\n\n{table}\n")
+            f"the count of {args.runs} inferences after {args.warm} warm-up / {args.runs}, one thread.\n\n"
+            f"{text}\n")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The instruction-counting qemu plugin (tools/qemu_plugin) on a small aarch64 program: counts are exact and
-grow by the loop body per iteration, so (count(N + k) - count(N)) / k isolates one unit of work."""
+"""The instruction-counting qemu plugin (tools/qemu_plugin) on small aarch64 programs: counts are exact, grow by
+the loop body per iteration, classes are decoded right, and the marked region holds only the marked work."""
 
 import importlib.util
 import shutil
@@ -43,7 +43,9 @@ def test_counts_grow_by_the_loop_body(tmp_path):
         out = tmp_path / f"{cpu}-{n}.txt"
         subprocess.run(["qemu-aarch64", "-cpu", cpu, "-plugin", f"{plugin},out={out}", "-L",
                         "/usr/aarch64-linux-gnu", str(tmp_path / "loop"), str(n)], check=True, capture_output=True)
-        return int(out.read_text())
+        whole, region = load_tool().read_counts(out)
+        assert region["total"] == 0  # no markers in this program
+        return whole["total"]
 
     base, more, most = count(1000), count(3000), count(5000)
     per_iteration = (more - base) / 2000
@@ -53,6 +55,64 @@ def test_counts_grow_by_the_loop_body(tmp_path):
     assert count(1000) == base  # deterministic: the same run counts the same
     # on another core model libc picks other string routines (start-up differs), the loop body does not
     assert (count(3000, "cortex-a76") - count(1000, "cortex-a76")) / 2000 == per_iteration
+
+
+# One of each class per iteration (see the plugin's header), plus stores and integer work that are "other".
+CLASSES = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+float buf[64] __attribute__((aligned(16)));
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    float *p = buf;
+    lseek(-1, 0x45564954, SEEK_SET);
+    for (long i = 0; i < n; i++) {
+        __asm__ volatile(
+            "fmla v0.4s, v1.4s, v2.4s\n fmla v0.4s, v1.4s, v2.s[1]\n fmla v3.2d, v4.2d, v5.2d\n"
+            "fmadd s0, s1, s2, s3\n"
+            "sdot v6.4s, v7.16b, v8.16b\n sdot v6.4s, v7.16b, v8.4b[2]\n"
+            "smlal v9.4s, v10.4h, v11.4h\n smlal2 v9.4s, v10.8h, v11.8h\n sadalp v12.4s, v13.8h\n"
+            "smull v14.8h, v15.8b, v16.8b\n"
+            "ldr q20, [%0]\n ldur q21, [%0, #4]\n ldp q22, q23, [%0]\n ld1 {v24.4s}, [%0]\n"
+            "ld1 {v24.4s, v25.4s}, [%0]\n"
+            "ldr d26, [%0]\n ld1 {v27.2s}, [%0]\n"
+            "ldr s28, [%0]\n ldp s28, s29, [%0]\n ldr s28, [%0, #8]!\n sub %0, %0, #8\n ldr h30, [%0]\n"
+            "ld1r {v31.4s}, [%0]\n ld1 {v31.s}[1], [%0]\n"
+            "str q20, [%0, #128]\n stp s0, s1, [%0, #128]\n"
+            : "+r"(p) : : "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12",
+              "v13", "v14", "v15", "v16", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30",
+              "v31");
+    }
+    lseek(-1, 0x45564955, SEEK_SET);
+    printf("%f\n", buf[0]);
+    return 0;
+}
+"""
+
+
+def test_classes_and_the_marked_region(tmp_path):
+    tool = load_tool()
+    plugin = tool.build_plugin()
+    (tmp_path / "classes.c").write_text(CLASSES)
+    subprocess.run(["aarch64-linux-gnu-gcc", "-O1", "-march=armv8.2-a+dotprod", "-o", str(tmp_path / "classes"),
+                    str(tmp_path / "classes.c")], check=True)
+
+    def region(n):
+        out = tmp_path / f"{n}.txt"
+        subprocess.run(["qemu-aarch64", "-cpu", "cortex-a76", "-plugin", f"{plugin},out={out}", "-L",
+                        "/usr/aarch64-linux-gnu", str(tmp_path / "classes"), str(n)], check=True, capture_output=True)
+        whole, marked = tool.read_counts(out)
+        assert whole["total"] > marked["total"]  # start-up and printing are outside the region
+        return marked
+
+    small, large = region(1000), region(3000)
+    per_iteration = {k: (large[k] - small[k]) / 2000 for k in small}
+    assert per_iteration == {"total": 29, "fmla": 3, "fmadd": 1, "dot": 2, "int_mac": 4, "load_q": 5, "load_d": 2,
+                             "load_s": 4, "load_lane": 1, "load_dup": 1, "other": 6}
+    # the region holds the loop and the call that ends it, nothing that scales otherwise
+    assert small["fmla"] == 3000 and large["load_dup"] == 3000
+    assert abs(small["total"] - 29 * 1000) < 100
 
 
 def test_plugin_refuses_unknown_arguments(tmp_path):
@@ -67,7 +127,17 @@ def test_onnxruntime_aarch64_is_counted_with_an_arm_cpuinfo(tmp_path):
     from tiny_onnx_models import tiny_cnn_onnx
 
     tool = load_tool()
-    rows = tool.count_onnxruntime(tiny_cnn_onnx(tmp_path / "cnn.onnx"), ["cortex-a72"], warm=1, extra=2)
+    rows = tool.count_onnxruntime(tiny_cnn_onnx(tmp_path / "cnn.onnx"), ["cortex-a72"], warm=1, runs=2)
     assert len(rows) == 1 and 1e4 < rows[0]["instructions_per_inference"] < 1e8
+    assert rows[0]["per_inference"]["fmla"] > 0  # its convolution runs on vector multiply-adds
     root = tool.cache_dir("emulation", "root-cortex-a72")
     assert "CPU part\t: 0xd08" in (root / "proc" / "cpuinfo").read_text()
+
+
+def test_litert_aarch64_is_counted(tmp_path):
+    """LiteRT's aarch64 wheel (XNNPACK) on the tiny .tflite fixture; the same count twice (marked region)."""
+    tool = load_tool()
+    model = Path(__file__).resolve().parents[1] / "backends" / "data" / "tiny.tflite"
+    first, second = (tool.count_litert(model, ["cortex-a72"], warm=1, runs=2)[0] for _ in range(2))
+    assert 1e3 < first["instructions_per_inference"] < 1e7
+    assert first["per_inference"] == second["per_inference"]
