@@ -29,6 +29,7 @@ from . import layer_table
 from .csim import HW_INCLUDE, HW_TEMPLATES
 from .estimator import lanes_of
 from .fixed import Fmt
+from .ops import KINDS
 from .program import Layer, Program
 
 NOTICE = ("Synthesis needs Vitis HLS and Vivado, which are not installed here: csynth, cosim and the bitstream "
@@ -96,7 +97,6 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int) -> dict:
     the program never runs gets (1, 1, 1).
     """
     seen = {name: [] for name in TRIPCOUNTS}
-    ops = layer_table.OPS
     hd = table.header
     seen["program_layers"].append(hd["layers"])
     seen["input_copy"].append(hd["input_words"])
@@ -111,56 +111,9 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int) -> dict:
             linear_k_steps=_ceil(k, lanes.li),
             linear_tile_tokens=[tile_tokens] * (m // tile_tokens) + ([m % tile_tokens] if m % tile_tokens else []))
 
+    by_code = {kind.code: kind for kind in KINDS.values()}
     for d in table.descriptors:
-        op, dims = d["op"], [d[f"d{n}"] for n in range(6)]
-        if op == ops["linear"]:
-            linear(*dims[:3])
-        elif op in (ops["dwconv"], ops["im2col"]):
-            h, w, c, k, s, pad = dims
-            ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
-            if op == ops["im2col"]:
-                add(im2col_out_rows=ho, im2col_out_cols=wo, im2col_k=k, im2col_channels=c)
-                continue
-            ready, oy = [], 0
-            for iy in range(h):   # the line-buffer schedule of depthwise_unit
-                start = oy
-                while oy < ho and min(oy * s - pad + k - 1, h - 1) <= iy:
-                    oy += 1
-                ready.append(oy - start)
-            add(dw_channel_groups=_ceil(c, lanes.ld), dw_window=k * k, dw_rows=h, dw_cols=w, dw_rows_ready=ready,
-                dw_out_cols=wo)
-        elif op == ops["attention"]:
-            g, n, heads, dh = dims[:4]
-            add(attn_groups=g, attn_heads=heads, attn_tokens=n, attn_head_dim=dh,
-                attn_steps=(n - 1) * _ceil(n, lanes.rows) + n)
-        elif op == ops["layernorm"]:
-            add(ln_rows=dims[0], ln_channels=dims[1])
-        elif op in (ops["unfold"], ops["fold"]):
-            h, w, c, ph, pw = dims[:5]
-            add(unfold_patch_rows=ph, unfold_patch_cols=pw, unfold_tokens=(h // ph) * (w // pw), unfold_channels=c)
-        elif op == ops["concat"]:
-            add(concat_rows=dims[0], concat_first_channels=dims[1], concat_second_channels=dims[2])
-        elif op == ops["avgpool"]:
-            add(avgpool_tokens=dims[0], avgpool_channels=dims[1])
-        elif op == ops["pool_mixer"]:
-            add(pool_rows=dims[0], pool_cols=dims[1], pool_channels=dims[2], pool_k=dims[3])
-        elif op == ops["l2norm"]:
-            add(l2_rows=dims[0], l2_channels=dims[1])
-        elif op == ops["additive"]:
-            add(additive_tokens=dims[0], additive_dim=dims[1])
-        elif op == ops["moe_route"]:
-            n, e, k = dims[:3]
-            add(route_patches=n, route_experts=e, route_kept=[0, k])
-        elif op == ops["moe_experts"]:
-            n, dm, h, e, k, reorder = dims
-            runs = [1, min(e, n * k)] if reorder else [n * k]
-            add(moe_patches=n, moe_dim=dm, moe_expert_count=e, moe_kept=k, moe_work_items=runs,
-                moe_queue=[1, n] if reorder else [1])
-            for m in (1, n):   # fc1 and fc2 on the linear unit, over one to all patches
-                linear(m, dm, h)
-                linear(m, h, dm)
-        elif op == ops["add"]:
-            add(add_words=dims[0] * dims[1])
+        by_code[d["op"]].trips([d[f"d{n}"] for n in range(6)], lanes, add, linear)
     return {name: (min(v), max(v), round(sum(v) / len(v))) if v else (1, 1, 1) for name, v in seen.items()}
 
 

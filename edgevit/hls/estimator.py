@@ -60,11 +60,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
 from .golden import moe_active_experts
 from .layer_table import FIELDS, TILE_TOKENS, WORD_BITS, expert_words, unit_bounds, weights_outer
+from .ops import KINDS
 from .program import Program
 
 UTIL_LIMIT = 0.8
@@ -190,60 +192,18 @@ def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: 
     return compute, memory
 
 
+# the unit cycle models each registry entry's cost is written in (see ops.LayerKind)
+UNITS = SimpleNamespace(linear=_linear, depthwise=_depthwise, attention=_attention, moe_experts=_moe_experts,
+                        loop=_loop, axi_latency=AXI_LATENCY)
+
+
 def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
     """Cycles of every descriptor (one per layer): ``compute``, ``memory`` (see the module docstring), their
     sum plus dispatch in ``cycles``, and ``bound`` (``compute`` or ``memory``, whichever is larger)."""
     out = []
     for layer in prog.layers:
-        a = layer.attrs
-        shape, oshape = prog.shapes[layer.inputs[0]], prog.shapes[layer.output]
-        n_in, n_out = int(np.prod(shape)), int(np.prod(oshape))
-        rows = n_in // shape[-1]
-        macs = 0
-        if layer.kind == "linear":
-            ci, co = shape[-1], oshape[-1]
-            compute, memory = _linear(rows, ci, co, lanes, "b" in layer.params, len(layer.inputs) > 1)
-            macs = rows * ci * co
-        elif layer.kind == "dwconv":
-            compute, memory = _depthwise(*shape, a["k"], a["stride"], a["pad"], lanes)
-            macs = n_out * a["k"] ** 2
-        elif layer.kind == "attention":
-            g, n, w3 = shape
-            dh = w3 // 3 // a["heads"]
-            compute, memory = _attention(g, n, a["heads"], dh, lanes)
-            macs = 2 * g * a["heads"] * n * n * dh
-        elif layer.kind == "moe_experts":
-            e, h, dm = layer.params["w1"].shape
-            compute, memory = _moe_experts(rows, dm, h, e, a["k"], bool(a.get("reorder", 1)), lanes)
-            macs = rows * a["k"] * 2 * dm * h
-        elif layer.kind == "moe_route":
-            e = shape[-1]
-            # top-k insertion in loops that are not pipelined: each logit is a single m_axi read
-            compute, memory = rows * e * a["k"], rows * (e * (1 + AXI_LATENCY) + _loop(2 * a["k"]))
-        elif layer.kind == "layernorm":
-            # gamma and beta once into on-chip buffers, then two passes per row, each one word a cycle
-            c = shape[-1]
-            compute, memory = 0, 2 * _loop(c) + 2 * rows * _loop(c)
-        elif layer.kind == "l2norm":
-            compute, memory = 0, 2 * rows * _loop(shape[-1])
-        elif layer.kind == "additive":
-            d = shape[-1]
-            compute, memory = 0, 3 * rows * _loop(d) + _loop(d, ddr=False)
-        elif layer.kind == "pool_mixer":
-            # per output word: K pipelined window rows, then the centre pixel, the layer scale and the write
-            kk = a["k"]
-            compute, memory = 0, n_out * (kk * _loop(kk) + (3 if "scale" in layer.params else 2) * AXI_LATENCY)
-        elif layer.kind == "im2col":
-            compute, memory = 0, n_out // shape[-1] * _loop(shape[-1])
-        elif layer.kind in ("unfold", "fold"):
-            compute, memory = 0, n_in // shape[-1] * _loop(shape[-1])
-        elif layer.kind == "concat":
-            ca, cb = shape[-1], prog.shapes[layer.inputs[1]][-1]
-            compute, memory = 0, rows * (_loop(ca) + _loop(cb))
-        elif layer.kind == "avgpool":
-            compute, memory = 0, shape[-1] * (_loop(rows) + AXI_LATENCY)
-        else:   # add: one pipelined pass
-            compute, memory = 0, _loop(n_out, ii=1 + (len(layer.inputs) > 1 or "pos" in layer.params))
+        compute, memory, macs = KINDS[layer.kind].cost(UNITS, layer, prog.shapes[layer.inputs[0]],
+                                                       prog.shapes[layer.output], lanes)
         cycles = compute + memory + dispatch_cycles(axi_bits)
         out.append({"layer": layer.name, "kind": layer.kind, "source": layer.source, "macs": macs,
                     "compute": compute, "memory": memory, "cycles": cycles,

@@ -16,11 +16,10 @@ import numpy as np
 
 from ..errors import InputError
 from .golden import eps_q
+from .ops import CODES, KINDS, TILE_TOKENS, linear_traffic, weights_outer  # noqa: F401 (re-exported)
 from .program import Program
 
-OPS = {"linear": 1, "dwconv": 2, "im2col": 3, "layernorm": 4, "attention": 5, "unfold": 6, "fold": 7,
-       "concat": 8, "avgpool": 9, "pool_mixer": 10, "l2norm": 11, "additive": 12, "moe_route": 13,
-       "moe_experts": 14, "add": 15}
+OPS = CODES   # kind -> descriptor op code, from the registry (ops.KINDS)
 ACTS = {"none": 0, "relu": 1, "gelu": 2, "silu": 3, "hswish": 4, "sigmoid": 5}
 HEADER = ("magic", "version", "layers", "desc_words", "arena_words", "params_words", "input_off", "input_words",
           "output_off", "output_words", "input_frac", "output_frac", "input_width", "output_width")
@@ -117,37 +116,14 @@ def build(prog: Program) -> LayerTable:
             d[slots[key]] = put(raw, fmt, f"{layer.name}.{key}")
             if key != "b" and key != "beta":
                 d["fw"] = fmt.frac
-        shape, oshape = prog.shapes[layer.inputs[0]], prog.shapes[layer.output]
-        tokens = int(np.prod(shape[:-1]))
-        if k == "linear":
-            dims = (tokens, shape[-1], oshape[-1], int(weights_outer(tokens, shape[-1], oshape[-1], a.get("lo", 1))))
-        elif k in ("dwconv", "im2col"):
-            dims = (*shape, a["k"], a["stride"], a["pad"])
-        elif k in ("layernorm", "avgpool", "l2norm", "additive", "add"):
-            dims = (tokens, shape[-1])
-        elif k == "attention":
-            g, n, w3 = shape
-            dims = (g, n, a["heads"], w3 // 3 // a["heads"])
+        dims = KINDS[k].dims(prog, layer)
+        if k == "attention":
             fl = f[layer.name + ".logits"]
             d.update(fl=fl.frac, wl=fl.w)
-        elif k == "unfold":
-            dims = (*shape, a["ph"], a["pw"])
-        elif k == "fold":
-            dims = (*oshape, a["ph"], a["pw"])
-        elif k == "concat":
-            dims = (tokens, shape[-1], prog.shapes[layer.inputs[1]][-1])
-        elif k == "pool_mixer":
-            dims = (*shape, a["k"])
-        elif k == "moe_route":
-            dims = (tokens, shape[-1], a["k"])
         elif k == "moe_experts":
-            e, h, dm = layer.params["w1"].shape
-            dims = (tokens, dm, h, e, a["k"], int(a.get("reorder", 1)))
             fh = f[layer.name + ".hidden"]
             _check_width(layer.name + ".hidden", fh, WORD_BITS)   # stored in the arena scratch
             d.update(fl=fh.frac, wl=fh.w)
-        else:
-            raise ValueError(k)
         d.update({f"d{n}": int(v) for n, v in enumerate(dims)})
         if k == "layernorm":
             e = eps_q(a["eps"], fx)
@@ -184,22 +160,6 @@ def moe_scratch_words(prog: Program, layer) -> int:
     _, h, d = layer.params["w1"].shape
     n = int(np.prod(prog.shapes[layer.inputs[0]][:-1]))
     return n * (2 * d + h)
-
-
-TILE_TOKENS = 32   # tokens per input tile of the linear unit (TM)
-
-
-def linear_traffic(m: int, k: int, n: int, lo: int) -> tuple[int, int]:
-    """Words the linear unit reads for an [M, K] x [K, N] layer: (input, weights), in the order
-    :func:`weights_outer` picks (each tile of the outer operand is read once, the inner one per outer tile)."""
-    if weights_outer(m, k, n, lo):
-        return m * k * math.ceil(n / lo), n * k
-    return m * k, n * k * math.ceil(m / TILE_TOKENS)
-
-
-def weights_outer(m: int, k: int, n: int, lo: int) -> bool:
-    """Whether weight tiles should be the outer loop (fewer words moved than with token tiles outer)."""
-    return m * k * math.ceil(n / lo) + n * k < m * k + n * k * math.ceil(m / TILE_TOKENS)
 
 
 def unit_bounds(prog: Program) -> dict:

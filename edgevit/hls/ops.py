@@ -1,0 +1,390 @@
+"""The accelerator's layer kinds, one registry entry each: what a ``Layer.kind`` computes and costs.
+
+An entry holds the kind's descriptor op code (``hw/include/edgevit/descriptor.h``), its float64 model and its
+golden fixed-point model (the numerics the C++ must match bit for bit), how its output format is chosen, the
+descriptor dimensions the generated table carries, the estimator's cycle cost and the loop trip counts the
+generated Tcl declares. :mod:`.program`, :mod:`.layer_table`, :mod:`.estimator` and :mod:`.codegen` look a kind up
+here instead of testing its name; importers (:mod:`.onnx_import`, :mod:`.torch_import`) only produce layers.
+Adding a kind is adding one entry (plus its C++ unit in ``hw/include/edgevit``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import golden, reference
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One kind of accelerator layer.
+
+    ``run_float(layer, env, stats)`` and ``run_fixed(prog, layer, env)`` return the output (``env`` maps tensor
+    names to values; ``stats`` collects extra peaks such as attention logits). ``dims(prog, layer)`` gives the
+    descriptor's ``d0..d5``; ``cost(units, layer, shape, oshape, lanes)`` gives (compute cycles, memory cycles, MACs) from the estimator's
+    unit cycle models ``units``;
+    ``trips(dims, lanes, add, linear)`` reports the loop counts of one descriptor. ``fmt`` is ``"fitted"``
+    (calibrated from its range), ``"same"`` (data movement: the input's format) or ``"gate"`` (fixed by the kernel).
+    """
+
+    code: int
+    run_float: Callable
+    run_fixed: Callable
+    dims: Callable
+    cost: Callable
+    trips: Callable
+    fmt: str = "fitted"
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+TILE_TOKENS = 32   # tokens per input tile of the linear unit (TM)
+
+
+def linear_traffic(m: int, k: int, n: int, lo: int) -> tuple[int, int]:
+    """Words the linear unit reads for an [M, K] x [K, N] layer: (input, weights), in the order
+    :func:`weights_outer` picks (each tile of the outer operand is read once, the inner one per outer tile)."""
+    if weights_outer(m, k, n, lo):
+        return m * k * math.ceil(n / lo), n * k
+    return m * k, n * k * math.ceil(m / TILE_TOKENS)
+
+
+def weights_outer(m: int, k: int, n: int, lo: int) -> bool:
+    """Whether weight tiles should be the outer loop (fewer words moved than with token tiles outer)."""
+    return m * k * math.ceil(n / lo) + n * k < m * k + n * k * math.ceil(m / TILE_TOKENS)
+
+
+def _io(prog, layer, env):
+    f = prog.formats
+    return env[layer.inputs[0]], f[layer.inputs[0]], f[layer.output], prog.quantized_params(layer)
+
+
+def _second(prog, layer, env):
+    return env[layer.inputs[1]], prog.formats[layer.inputs[1]]
+
+
+def _tokens(shape) -> int:
+    return int(np.prod(shape[:-1]))
+
+
+def _shapes(prog, layer):
+    return prog.shapes[layer.inputs[0]], prog.shapes[layer.output]
+
+
+# --- linear: tokens x weights on the shared MAC array, optional bias, activation and residual -----------------
+
+def _linear_float(layer, env, stats):
+    res = env[layer.inputs[1]] if len(layer.inputs) > 1 else None
+    return reference.linear(env[layer.inputs[0]], layer.params["w"], layer.params.get("b"),
+                            layer.attrs.get("act", "none"), res)
+
+
+def _linear_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    res, fr = _second(prog, layer, env) if len(layer.inputs) > 1 else (None, None)
+    b = q["b"][0] if "b" in q else None
+    return golden.linear(x, fx, q["w"][0], q["w"][1], b, fo, layer.attrs.get("act", "none"), res, fr)
+
+
+def _linear_dims(prog, layer):
+    shape, oshape = _shapes(prog, layer)
+    m = _tokens(shape)
+    return m, shape[-1], oshape[-1], int(weights_outer(m, shape[-1], oshape[-1], layer.attrs.get("lo", 1)))
+
+
+def _linear_cost(u, layer, shape, oshape, lanes):
+    rows, ci, co = _tokens(shape), shape[-1], oshape[-1]
+    compute, memory = u.linear(rows, ci, co, lanes, "b" in layer.params, len(layer.inputs) > 1)
+    return compute, memory, rows * ci * co
+
+
+def _linear_trips(dims, lanes, add, linear):
+    linear(*dims[:3])
+
+
+# --- depthwise convolution and im2col share the line-buffer geometry (h, w, c, k, stride, pad) ---------------
+
+def _window_dims(prog, layer):
+    a = layer.attrs
+    return (*prog.shapes[layer.inputs[0]], a["k"], a["stride"], a["pad"])
+
+
+def _dwconv_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    a = layer.attrs
+    b = q["b"][0] if "b" in q else None
+    return golden.depthwise_conv(x, fx, q["w"][0], q["w"][1], b, fo, a["stride"], a["pad"], a.get("act", "none"))
+
+
+def _dwconv_cost(u, layer, shape, oshape, lanes):
+    a = layer.attrs
+    compute, memory = u.depthwise(*shape, a["k"], a["stride"], a["pad"], lanes)
+    return compute, memory, int(np.prod(oshape)) * a["k"] ** 2
+
+
+def _out_size(h, w, k, s, pad):
+    return (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+
+
+def _dwconv_trips(dims, lanes, add, linear):
+    h, w, c, k, s, pad = dims
+    ho, wo = _out_size(h, w, k, s, pad)
+    ready, oy = [], 0
+    for iy in range(h):   # the line-buffer schedule of depthwise_unit
+        start = oy
+        while oy < ho and min(oy * s - pad + k - 1, h - 1) <= iy:
+            oy += 1
+        ready.append(oy - start)
+    add(dw_channel_groups=_ceil(c, lanes.ld), dw_window=k * k, dw_rows=h, dw_cols=w, dw_rows_ready=ready,
+        dw_out_cols=wo)
+
+
+def _im2col_trips(dims, lanes, add, linear):
+    h, w, c, k, s, pad = dims
+    ho, wo = _out_size(h, w, k, s, pad)
+    add(im2col_out_rows=ho, im2col_out_cols=wo, im2col_k=k, im2col_channels=c)
+
+
+def _rows_dims(prog, layer):
+    shape = prog.shapes[layer.inputs[0]]
+    return _tokens(shape), shape[-1]
+
+
+def _layernorm_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    return golden.layernorm(x, fx, q["gamma"][0], q["beta"][0], q["gamma"][1], fo, layer.attrs["eps"])
+
+
+def _layernorm_cost(u, layer, shape, oshape, lanes):
+    # gamma and beta once into on-chip buffers, then two passes per row, each one word a cycle
+    loop = u.loop
+    c = shape[-1]
+    return 0, 2 * loop(c) + 2 * _tokens(shape) * loop(c), 0
+
+
+# --- attention: Q.K^T, online softmax and .V per head on a [G, N, 3D] QKV tensor (Q pre-scaled) ----------------
+
+def _attention_float(layer, env, stats):
+    y, peak = reference.attention(env[layer.inputs[0]], layer.attrs["heads"])
+    if stats is not None:
+        key = layer.name + ".logits"
+        stats[key] = max(stats.get(key, 0.0), peak)
+    return y
+
+
+def _attention_fixed(prog, layer, env):
+    x, fx, fo, _ = _io(prog, layer, env)
+    return golden.attention(x, fx, prog.formats[layer.name + ".logits"], fo, layer.attrs["heads"])
+
+
+def _attention_dims(prog, layer):
+    g, n, w3 = prog.shapes[layer.inputs[0]]
+    return g, n, layer.attrs["heads"], w3 // 3 // layer.attrs["heads"]
+
+
+def _attention_cost(u, layer, shape, oshape, lanes):
+    g, n, w3 = shape
+    heads = layer.attrs["heads"]
+    dh = w3 // 3 // heads
+    compute, memory = u.attention(g, n, heads, dh, lanes)
+    return compute, memory, 2 * g * heads * n * n * dh
+
+
+def _attention_trips(dims, lanes, add, linear):
+    g, n, heads, dh = dims[:4]
+    add(attn_groups=g, attn_heads=heads, attn_tokens=n, attn_head_dim=dh,
+        attn_steps=(n - 1) * _ceil(n, lanes.rows) + n)
+
+
+# --- data movement ------------------------------------------------------------------------------------------
+
+def _copy_cost(u, layer, shape, oshape, lanes):
+    return 0, int(np.prod(shape)) // shape[-1] * u.loop(shape[-1]), 0
+
+
+def _unfold_trips(dims, lanes, add, linear):
+    h, w, c, ph, pw = dims[:5]
+    add(unfold_patch_rows=ph, unfold_patch_cols=pw, unfold_tokens=(h // ph) * (w // pw), unfold_channels=c)
+
+
+def _concat_cost(u, layer, shape, oshape, lanes):
+    loop = u.loop
+    return 0, _tokens(shape) * (loop(shape[-1]) + loop(oshape[-1] - shape[-1])), 0
+
+
+def _avgpool_cost(u, layer, shape, oshape, lanes):
+    return 0, shape[-1] * (u.loop(_tokens(shape)) + u.axi_latency), 0
+
+
+def _pool_mixer_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    scale, fs = q.get("scale", (None, None))
+    return golden.pool_mixer(x, fx, fo, layer.attrs["k"], scale, fs)
+
+
+def _pool_mixer_cost(u, layer, shape, oshape, lanes):
+    # per output word: K pipelined window rows, then the centre pixel, the layer scale and the write
+    kk = layer.attrs["k"]
+    extra = 3 if "scale" in layer.params else 2
+    return 0, int(np.prod(oshape)) * (kk * u.loop(kk) + extra * u.axi_latency), 0
+
+
+def _additive_float(layer, env, stats):
+    d = env[layer.inputs[0]].shape[-1]
+    return reference.additive_attention(env[layer.inputs[0]].reshape(-1, d), env[layer.inputs[1]].reshape(-1, d),
+                                        layer.params["wg"])
+
+
+def _additive_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    k, fk = _second(prog, layer, env)
+    d = x.shape[-1]
+    return golden.additive_attention(x.reshape(-1, d), fx, k.reshape(-1, d), fk, q["wg"][0], q["wg"][1], fo)
+
+
+def _additive_cost(u, layer, shape, oshape, lanes):
+    loop, d = u.loop, shape[-1]
+    return 0, 3 * _tokens(shape) * loop(d) + loop(d, ddr=False), 0
+
+
+# --- MoE: top-k routing and the experts' MLPs (patches queued per expert) --------------------------------------
+
+def _moe_route_cost(u, layer, shape, oshape, lanes):
+    # top-k insertion in loops that are not pipelined: each logit is a single m_axi read
+    e, k = shape[-1], layer.attrs["k"]
+    rows = _tokens(shape)
+    return rows * e * k, rows * (e * (1 + u.axi_latency) + u.loop(2 * k)), 0
+
+
+def _moe_route_trips(dims, lanes, add, linear):
+    n, e, k = dims[:3]
+    add(route_patches=n, route_experts=e, route_kept=[0, k])
+
+
+def _moe_experts_float(layer, env, stats):
+    p = layer.params
+    y, peak_h, peak_o = reference.moe_experts(env[layer.inputs[0]], env[layer.inputs[1]], p["w1"], p["b1"], p["w2"],
+                                              p["b2"], layer.attrs.get("act", "none"))
+    if stats is not None:   # the expert outputs share the result's format, so both set its range
+        for key, peak in ((layer.name + ".hidden", peak_h), (layer.output, peak_o)):
+            stats[key] = max(stats.get(key, 0.0), peak)
+    return y
+
+
+def _moe_experts_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    route, fg = _second(prog, layer, env)
+    return golden.moe_experts(x, fx, route, fg, q["w1"][0], q["b1"][0], q["w2"][0], q["b2"][0], q["w1"][1],
+                              prog.formats[layer.name + ".hidden"], fo, layer.attrs.get("act", "none"))
+
+
+def _moe_experts_dims(prog, layer):
+    e, h, dm = layer.params["w1"].shape
+    return _tokens(prog.shapes[layer.inputs[0]]), dm, h, e, layer.attrs["k"], int(layer.attrs.get("reorder", 1))
+
+
+def _moe_experts_cost(u, layer, shape, oshape, lanes):
+    e, h, dm = layer.params["w1"].shape
+    a, rows = layer.attrs, _tokens(shape)
+    compute, memory = u.moe_experts(rows, dm, h, e, a["k"], bool(a.get("reorder", 1)), lanes)
+    return compute, memory, rows * a["k"] * 2 * dm * h
+
+
+def _moe_experts_trips(dims, lanes, add, linear):
+    n, dm, h, e, k, reorder = dims
+    runs = [1, min(e, n * k)] if reorder else [n * k]
+    add(moe_patches=n, moe_dim=dm, moe_expert_count=e, moe_kept=k, moe_work_items=runs,
+        moe_queue=[1, n] if reorder else [1])
+    for m in (1, n):   # fc1 and fc2 on the linear unit, over one to all patches
+        linear(m, dm, h)
+        linear(m, h, dm)
+
+
+# --- add: a second tensor or a parameter (position embedding) -------------------------------------------------
+
+def _add_float(layer, env, stats):
+    x = env[layer.inputs[0]]
+    return x + (env[layer.inputs[1]] if len(layer.inputs) > 1 else layer.params["pos"].reshape(x.shape))
+
+
+def _add_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    if len(layer.inputs) > 1:
+        return golden.add(x, fx, *_second(prog, layer, env), fo)
+    return golden.add(x, fx, q["pos"][0], q["pos"][1], fo)
+
+
+def _add_cost(u, layer, shape, oshape, lanes):
+    ii = 1 + (len(layer.inputs) > 1 or "pos" in layer.params)
+    return 0, u.loop(int(np.prod(oshape)), ii=ii), 0
+
+
+def _x(layer, env):
+    return env[layer.inputs[0]]
+
+
+def _trips(**names):
+    """Trip counts that are the descriptor's dims in order: ``_trips(ln_rows=0, ln_channels=1)``."""
+    return lambda dims, lanes, add, linear: add(**{name: dims[i] for name, i in names.items()})
+
+
+KINDS = {
+    "linear": LayerKind(1, _linear_float, _linear_fixed, _linear_dims, _linear_cost, _linear_trips),
+    "dwconv": LayerKind(
+        2, lambda l, env, s: reference.depthwise_conv(_x(l, env), l.params["w"], l.params.get("b"), l.attrs["stride"],
+                                                      l.attrs["pad"], l.attrs.get("act", "none")),
+        _dwconv_fixed, _window_dims, _dwconv_cost, _dwconv_trips),
+    "im2col": LayerKind(
+        3, lambda l, env, s: reference.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
+        lambda p, l, env: golden.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
+        _window_dims, lambda u, l, sh, osh, lanes: (0, int(np.prod(osh)) // sh[-1] * u.loop(sh[-1]), 0),
+        _im2col_trips, "same"),
+    "layernorm": LayerKind(
+        4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),
+        _layernorm_fixed, _rows_dims, _layernorm_cost, _trips(ln_rows=0, ln_channels=1)),
+    "attention": LayerKind(5, _attention_float, _attention_fixed, _attention_dims, _attention_cost,
+                           _attention_trips),
+    "unfold": LayerKind(
+        6, lambda l, env, s: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
+        lambda p, l, env: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
+        lambda p, l: (*p.shapes[l.inputs[0]], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same"),
+    "fold": LayerKind(
+        7, lambda l, env, s: golden.fold(_x(l, env), l.attrs["h"], l.attrs["w"], l.attrs["ph"], l.attrs["pw"]),
+        lambda p, l, env: golden.fold(_x(l, env), l.attrs["h"], l.attrs["w"], l.attrs["ph"], l.attrs["pw"]),
+        lambda p, l: (*p.shapes[l.output], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same"),
+    "concat": LayerKind(
+        8, lambda l, env, s: np.concatenate([_x(l, env), env[l.inputs[1]]], axis=-1),
+        lambda p, l, env: golden.concat(_x(l, env), p.formats[l.inputs[0]], *_second(p, l, env),
+                                        p.formats[l.output]),
+        lambda p, l: (*_rows_dims(p, l), p.shapes[l.inputs[1]][-1]), _concat_cost,
+        _trips(concat_rows=0, concat_first_channels=1, concat_second_channels=2)),
+    "avgpool": LayerKind(
+        9, lambda l, env, s: _x(l, env).reshape(-1, _x(l, env).shape[-1]).mean(0, keepdims=True),
+        lambda p, l, env: golden.avgpool(_x(l, env), p.formats[l.inputs[0]], p.formats[l.output]),
+        _rows_dims, _avgpool_cost, _trips(avgpool_tokens=0, avgpool_channels=1)),
+    "pool_mixer": LayerKind(
+        10, lambda l, env, s: reference.pool_mixer(_x(l, env), l.attrs["k"], l.params.get("scale")),
+        _pool_mixer_fixed, lambda p, l: (*p.shapes[l.inputs[0]], l.attrs["k"]), _pool_mixer_cost,
+        _trips(pool_rows=0, pool_cols=1, pool_channels=2, pool_k=3)),
+    "l2norm": LayerKind(
+        11, lambda l, env, s: reference.l2_normalize(_x(l, env)),
+        lambda p, l, env: golden.l2_normalize(_x(l, env), p.formats[l.output]), _rows_dims,
+        lambda u, l, sh, osh, lanes: (0, 2 * _tokens(sh) * u.loop(sh[-1]), 0), _trips(l2_rows=0, l2_channels=1)),
+    "additive": LayerKind(12, _additive_float, _additive_fixed, _rows_dims, _additive_cost,
+                          _trips(additive_tokens=0, additive_dim=1)),
+    "moe_route": LayerKind(
+        13, lambda l, env, s: reference.moe_route(_x(l, env), l.attrs["k"]),
+        lambda p, l, env: golden.moe_route(_x(l, env), p.formats[l.inputs[0]], l.attrs["k"], p.formats[l.output]),
+        lambda p, l: (*_rows_dims(p, l), l.attrs["k"]), _moe_route_cost, _moe_route_trips, "gate"),
+    "moe_experts": LayerKind(14, _moe_experts_float, _moe_experts_fixed, _moe_experts_dims, _moe_experts_cost,
+                             _moe_experts_trips),
+    "add": LayerKind(15, _add_float, _add_fixed, _rows_dims, _add_cost,
+                     lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1])),
+}
+CODES = {name: kind.code for name, kind in KINDS.items()}
