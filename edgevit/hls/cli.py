@@ -2,6 +2,8 @@
 
     edgevit hls MODEL --board zcu102 -o build/mvit_hls   # MODEL: a zoo name, tiny_mobilevit or an MoE-ViT
                                                          # task build such as moe_vit_tiny:parity
+    edgevit hls model.onnx -o build/my_hls               # any ONNX file: its supported ops run on the
+                                                         # accelerator, the rest on the CPU (cpu_tail.json)
     edgevit hls build build/mvit_hls --csim
     edgevit hls report build/mvit_hls [--json]
 """
@@ -18,6 +20,7 @@ from ..settings import seed
 from ..targets import get_target
 
 TINY = "tiny_mobilevit"
+MAX_LISTED = 12   # CPU-part entries printed by `edgevit hls MODEL`
 # ap_fixed<W,I> the kernels handle: accumulators add two widths plus guard bits inside 64-bit integers.
 FORMAT_SPEC = r"([A-Za-z0-9_.]+)=(\d{1,3}),(\d{1,3})"
 WIDTHS = (2, 32)
@@ -27,11 +30,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``hls`` subcommand to an argparse ``subparsers`` object; ``args.func(args)`` runs it."""
     p = subparsers.add_parser("hls", help="FPGA backend: HLS project, C-simulation, resource report",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", help="MODEL (zoo name, tiny_mobilevit or PRESET:TASK of an MoE-ViT), or 'build' / "
-                   "'report'")
+    p.add_argument("what", help="MODEL (zoo name, tiny_mobilevit, PRESET:TASK of an MoE-ViT or an .onnx file), or "
+                   "'build' / 'report'")
     p.add_argument("project", nargs="?", help="project directory (for build / report)")
     p.add_argument("--board", default="zcu102", help="FPGA target (targets/*.toml with [fpga]); default zcu102")
     p.add_argument("-o", "--output", help="project directory to write (MODEL mode)")
+    p.add_argument("--input-shape", help="static input shape for an ONNX file with symbolic dimensions, e.g. "
+                   "1,3,224,224")
     p.add_argument("--calib", type=int, default=4, help="calibration inputs (zoo models: seeded random images, "
                    "1-1000)")
     p.add_argument("--format", action="append", metavar="TENSOR=W,I", help="override a tensor's fixed-point format "
@@ -54,12 +59,15 @@ def run(args) -> int:
 def _check_options(args) -> None:
     """Refuse options the chosen mode would ignore and values out of range, before any work."""
     mode = args.what if args.what in ("build", "report") else "MODEL"
-    used = {"MODEL": {"output", "calib", "format", "board"}, "build": {"csim"}, "report": {"json"}}[mode]
+    used = {"MODEL": {"output", "calib", "format", "board", "input_shape"}, "build": {"csim"},
+            "report": {"json"}}[mode]
     given = {"output": args.output is not None, "calib": args.calib != 4, "format": bool(args.format),
+             "input_shape": args.input_shape is not None,
              "board": args.board != "zcu102", "csim": args.csim, "json": args.json}
     ignored = sorted(k for k, on in given.items() if on and k not in used)
     if ignored:
-        raise InputError(f"--{ignored[0]} does not apply to `edgevit hls {'MODEL' if mode == 'MODEL' else mode}`")
+        option = ignored[0].replace("_", "-")
+        raise InputError(f"--{option} does not apply to `edgevit hls {'MODEL' if mode == 'MODEL' else mode}`")
     if not 1 <= args.calib <= 1000:
         raise InputError(f"--calib {args.calib} must be from 1 to 1000")
     for spec in args.format or []:
@@ -76,11 +84,10 @@ def _check_options(args) -> None:
             raise InputError(f"-o {args.output} is a file: name a project directory")
 
 
-def _check_format_names(model, shape, sample, overrides: dict) -> None:
+def _check_format_names(prog, sample, overrides: dict) -> None:
     """Every --format must name a tensor or parameter of the lowered model (a typo would be silently ignored)."""
-    from .torch_import import lower, to_accel_layout
+    from .torch_import import to_accel_layout
 
-    prog = lower(model, shape)
     stats: dict = {}
     prog.run_float(to_accel_layout(sample), stats)
     names = set(stats) | {f"{layer.name}.{key}" for layer in prog.layers for key in [*layer.params, "w"]}
@@ -90,15 +97,89 @@ def _check_format_names(model, shape, sample, overrides: dict) -> None:
                          f"{', '.join(sorted(stats)[:8])}...; `edgevit hls report` lists the layers)")
 
 
-def _generate(args) -> int:
+def _is_onnx(what: str) -> bool:
+    return what.endswith(".onnx") or Path(what).is_file()
+
+
+def _generate_onnx(args, overrides: dict):
+    """``edgevit hls FILE.onnx``: the ONNX front door of ``edgevit compile``, then the op mapper."""
     import numpy as np
 
+    from ..frontend import load_model
+    from . import project
+    from .onnx_import import lower_onnx
+
+    imported = load_model(args.what, args.input_shape)
+    if len(imported.inputs) != 1 or imported.inputs[0].dtype != "float32":
+        raise InputError(f"{imported.name} has inputs {[(i.name, i.dtype) for i in imported.inputs]}: the "
+                         "accelerator takes one float32 input")
+    rng = np.random.default_rng(seed())
+    samples = [rng.standard_normal(imported.inputs[0].shape) for _ in range(args.calib)]
+    result = lower_onnx(imported.load(), samples[0])
+    if overrides:
+        _check_format_names(result.program, samples[0], overrides)
+    out = project.write_onnx(result, args.board, Path(args.output), samples, overrides, samples[:1],
+                             {"model": imported.name, "onnx": imported.source})
+    return result.program, out, samples[:1], result
+
+
+def _onnx_summary(result) -> str:
+    line = (f"ONNX ops on the accelerator: {result.accel_nodes} of {result.total_nodes} nodes, "
+            f"{100 * result.accel_macs / max(result.total_macs, 1):.1f} % of the Conv/MatMul/Gemm MACs")
+    if result.unsupported:
+        op, name, why = result.unsupported
+        line += f"; stops at {op} node '{name}' ({why}); the rest runs on the CPU from tensor '{result.cut}'"
+    return line
+
+
+def _generate(args) -> int:
     from . import project
     from .codegen import NOTICE
 
     if args.project or not args.output:
         raise InputError(f"usage: edgevit hls {args.what} --board BOARD -o DIR")
     overrides = project.parse_formats(args.format)
+    result = None
+    if _is_onnx(args.what):
+        prog, out, tests, result = _generate_onnx(args, overrides)
+    else:
+        prog, out, tests = _generate_torch(args, overrides)
+    from . import estimator
+
+    rep = estimator.report(prog, get_target(args.board).require_fpga())
+    print(f"wrote {out}: {len(prog.layers)} accelerator layers, {len(tests)} testbench inputs")
+    if result is not None:
+        print(_onnx_summary(result))
+        if result.tail_error:
+            print(f"WARNING: no cpu_tail.json written ({result.tail_error}); the accelerator project is complete")
+    for entry in prog.cpu_layers[:MAX_LISTED]:
+        print(f"  runs on the ARM CPU: {entry}")
+    if len(prog.cpu_layers) > MAX_LISTED:
+        print(f"  ... and {len(prog.cpu_layers) - MAX_LISTED} more (`edgevit hls report` lists them all)")
+    print(f"lanes {rep['lanes']}: estimated {_usage(rep)}, {rep['latency_ms']:.3f} ms "
+          f"({100 * rep['memory_bound_share']:.0f} % of it in memory-bound layers; `edgevit hls report` per layer)")
+    if any(layer.kind == "moe_experts" for layer in prog.layers):
+        from .torch_import import to_accel_layout
+
+        routes = [prog.run_fixed(prog.quantize_input(to_accel_layout(x))) for x in tests]
+        t = estimator.moe_weight_traffic(prog, routes)
+        print(f"MoE expert weights per image ({len(tests)} test inputs): {t['reordered'] / 1024:.1f} KiB with patch "
+              f"reordering, {t['per_patch'] / 1024:.1f} KiB without ({t['reduction_vs_per_patch']:.1f}x), "
+              f"{t['all_experts'] / 1024:.1f} KiB for every expert of the build")
+    if not rep["fits"]:
+        print(f"WARNING: even the smallest lane choice does not fit {args.board}; the project was written, but "
+              f"`edgevit hls report` will refuse it")
+    print(NOTICE)
+    return 0
+
+
+def _generate_torch(args, overrides: dict):
+    """``edgevit hls MODEL`` for the torch builds: tiny_mobilevit, MoE-ViT task builds and zoo models."""
+    import numpy as np
+
+    from . import project
+    from .torch_import import lower
+
     if args.what == TINY:
         from .tiny_models import digits_split, trained_tiny_mobilevit
 
@@ -118,38 +199,17 @@ def _generate(args) -> int:
 
         if args.what not in zoo.ZOO:
             raise UnknownNameError(f"unknown model '{args.what}' for hls: use {TINY}, an MoE-ViT task build "
-                                   f"(moe_vit_tiny:digit) or a zoo model ({', '.join(zoo.ZOO)}); the HLS backend "
-                                   f"reads torch modules, not ONNX files")
+                                   f"(moe_vit_tiny:digit), a zoo model ({', '.join(zoo.ZOO)}) or an .onnx file")
         shape = zoo.get_entry(args.what).input_shape
         model = zoo.build(args.what)
         rng = np.random.default_rng(seed())
         samples = [rng.standard_normal(shape) for _ in range(args.calib)]
         tests = samples[:1]
     if overrides:
-        _check_format_names(model, shape, samples[0], overrides)
+        _check_format_names(lower(model, shape), samples[0], overrides)
     prog, out = project.generate(model, shape, args.board, Path(args.output), samples, overrides, tests,
                                  {"model": args.what})
-    from . import estimator
-
-    rep = estimator.report(prog, get_target(args.board).require_fpga())
-    print(f"wrote {out}: {len(prog.layers)} accelerator layers, {len(tests)} testbench inputs")
-    for entry in prog.cpu_layers:
-        print(f"  runs on the ARM CPU: {entry}")
-    print(f"lanes {rep['lanes']}: estimated {_usage(rep)}, {rep['latency_ms']:.3f} ms "
-          f"({100 * rep['memory_bound_share']:.0f} % of it in memory-bound layers; `edgevit hls report` per layer)")
-    if any(layer.kind == "moe_experts" for layer in prog.layers):
-        from .torch_import import to_accel_layout
-
-        routes = [prog.run_fixed(prog.quantize_input(to_accel_layout(x))) for x in tests]
-        t = estimator.moe_weight_traffic(prog, routes)
-        print(f"MoE expert weights per image ({len(tests)} test inputs): {t['reordered'] / 1024:.1f} KiB with patch "
-              f"reordering, {t['per_patch'] / 1024:.1f} KiB without ({t['reduction_vs_per_patch']:.1f}x), "
-              f"{t['all_experts'] / 1024:.1f} KiB for every expert of the build")
-    if not rep["fits"]:
-        print(f"WARNING: even the smallest lane choice does not fit {args.board}; the project was written, but "
-              f"`edgevit hls report` will refuse it")
-    print(NOTICE)
-    return 0
+    return prog, out, tests
 
 
 def _is_moe(name: str) -> bool:

@@ -83,6 +83,7 @@ TRIPCOUNTS = {
     "moe_kept": "moe experts: k", "moe_work_items": "moe experts: expert runs per image",
     "moe_queue": "moe experts: patches per expert run",
     "add_words": "add: words",
+    "token_param_words": "token rows: parameter words", "token_copy_words": "token rows: copied words",
 }
 
 

@@ -107,7 +107,7 @@ def build(prog: Program) -> LayerTable:
         if len(layer.inputs) > 1:
             d["x2"], d["fx2"] = tensors[layer.inputs[1]][0], f[layer.inputs[1]].frac
         q = prog.quantized_params(layer)
-        slots = {"w": "w", "gamma": "w", "scale": "w", "wg": "w", "pos": "w", "beta": "w2", "b": "b"}
+        slots = {"w": "w", "gamma": "w", "scale": "w", "wg": "w", "pos": "w", "tok": "w", "beta": "w2", "b": "b"}
         if k == "moe_experts":
             _check_width(f"{layer.name}.w", q["w1"][1], WORD_BITS)
             d["w"], d["fw"] = put_words(expert_blocks(q)), q["w1"][1].frac

@@ -4,7 +4,7 @@ An entry holds the kind's descriptor op code (``hw/include/edgevit/descriptor.h`
 golden fixed-point model (the numerics the C++ must match bit for bit), how its output format is chosen, the
 descriptor dimensions the generated table carries, the estimator's cycle cost and the loop trip counts the
 generated Tcl declares. :mod:`.program`, :mod:`.layer_table`, :mod:`.estimator` and :mod:`.codegen` look a kind up
-here instead of testing its name; importers (:mod:`.onnx_import`, :mod:`.torch_import`) only produce layers.
+here instead of testing its name; the importers (:mod:`.onnx_import`, :mod:`.torch_import`) only produce layers.
 Adding a kind is adding one entry (plus its C++ unit in ``hw/include/edgevit``).
 """
 
@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from . import golden, reference
+from .fixed import convert
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,10 @@ class LayerKind:
 
     ``run_float(layer, env, stats)`` and ``run_fixed(prog, layer, env)`` return the output (``env`` maps tensor
     names to values; ``stats`` collects extra peaks such as attention logits). ``dims(prog, layer)`` gives the
-    descriptor's ``d0..d5``; ``cost(units, layer, shape, oshape, lanes)`` gives (compute cycles, memory cycles, MACs) from the estimator's
-    unit cycle models ``units``;
-    ``trips(dims, lanes, add, linear)`` reports the loop counts of one descriptor. ``fmt`` is ``"fitted"``
-    (calibrated from its range), ``"same"`` (data movement: the input's format) or ``"gate"`` (fixed by the kernel).
+    descriptor's ``d0..d5``; ``cost(units, layer, shape, oshape, lanes)`` gives (compute cycles, memory cycles,
+    MACs) from the estimator's unit cycle models ``units``; ``trips(dims, lanes, add, linear)`` reports the loop
+    counts of one descriptor. ``fmt`` is ``"fitted"`` (calibrated from its range), ``"same"`` (data movement: the
+    input's format) or ``"gate"`` (fixed by the kernel).
     """
 
     code: int
@@ -325,6 +326,34 @@ def _add_cost(u, layer, shape, oshape, lanes):
     return 0, u.loop(int(np.prod(oshape)), ii=ii), 0
 
 
+# --- token rows: parameter rows (a class token) then a row range of the input ----------------------------------
+
+def _token_rows_float(layer, env, stats):
+    a, x = layer.attrs, _x(layer, env)
+    rows = x.reshape(-1, x.shape[-1])[a["start"]:a["start"] + a["rows"]]
+    return np.concatenate([layer.params["tok"].reshape(-1, x.shape[-1]), rows]) if "tok" in layer.params else rows
+
+
+def _token_rows_fixed(prog, layer, env):
+    x, fx, fo, q = _io(prog, layer, env)
+    a, c = layer.attrs, x.shape[-1]
+    rows = convert(x.reshape(-1, c)[a["start"]:a["start"] + a["rows"]], fx.frac, fo)
+    if "tok" not in q:
+        return rows
+    return np.concatenate([convert(q["tok"][0].reshape(-1, c), q["tok"][1].frac, fo), rows])
+
+
+def _token_rows_dims(prog, layer):
+    c = prog.shapes[layer.inputs[0]][-1]
+    tok = layer.params.get("tok")
+    return layer.attrs["rows"], c, layer.attrs["start"], 0 if tok is None else tok.size // c
+
+
+def _token_rows_cost(u, layer, shape, oshape, lanes):
+    c, tok = shape[-1], layer.params.get("tok")
+    return 0, u.loop(0 if tok is None else tok.size) + u.loop(layer.attrs["rows"] * c), 0
+
+
 def _x(layer, env):
     return env[layer.inputs[0]]
 
@@ -386,5 +415,8 @@ KINDS = {
                              _moe_experts_trips),
     "add": LayerKind(15, _add_float, _add_fixed, _rows_dims, _add_cost,
                      lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1])),
+    "token_rows": LayerKind(16, _token_rows_float, _token_rows_fixed, _token_rows_dims, _token_rows_cost,
+                            lambda dims, lanes, add, linear: add(token_param_words=dims[3] * dims[1],
+                                                                 token_copy_words=dims[0] * dims[1])),
 }
 CODES = {name: kind.code for name, kind in KINDS.items()}

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, VerificationError
+from ..errors import InputError, ModelImportError, VerificationError
+from ..pynq.manifest import TAIL_JSON, TAIL_NPZ
 from ..targets import get_target
 from . import codegen, csim, estimator
 from .fixed import Fmt, to_float
+from .onnx_import import ImportResult, lower_onnx, write_cpu_tail
 from .program import Program, calibrate
 from .torch_import import lower, to_accel_layout
 
@@ -21,8 +23,36 @@ def generate(model, input_shape, board: str, out: Path, samples, overrides: dict
     ``test_inputs`` (default: the first calibration sample) become the testbench's inputs. With
     ``testbench=False`` no ``testdata/`` is written (no golden-model run): the sources synthesis reads only.
     """
+    return write(lower(model, input_shape), board, out, samples, overrides, test_inputs, meta, testbench)
+
+
+def generate_onnx(model, board: str, out: Path, samples, overrides: dict | None = None, test_inputs=None,
+                  meta: dict | None = None) -> tuple[ImportResult, Path]:
+    """:func:`generate` for an ``onnx.ModelProto``: map its ops (:mod:`.onnx_import`) and :func:`write_onnx`."""
+    result = lower_onnx(model, np.asarray(samples[0]))
+    return result, write_onnx(result, board, out, samples, overrides, test_inputs, meta)
+
+
+def write_onnx(result: ImportResult, board: str, out: Path, samples, overrides: dict | None = None,
+               test_inputs=None, meta: dict | None = None) -> Path:
+    """Write the project of an imported ONNX model and, if the model continues after the accelerator's part,
+    that part as ``cpu_tail.json``/``.npz`` beside it (checked against onnxruntime on the first sample). If the
+    CPU part cannot be written (an op the board's numpy interpreter lacks), ``result.tail_error`` says why."""
+    meta = {**(meta or {}), "cpu_tail_input": result.cut, "unsupported": list(result.unsupported or ())}
+    _, path = write(result.program, board, out, samples, overrides, test_inputs, meta)
+    for stale in (TAIL_JSON, TAIL_NPZ):
+        (path / stale).unlink(missing_ok=True)
+    try:
+        write_cpu_tail(result, np.asarray(samples[0]), path)
+    except ModelImportError as exc:   # the accelerator project stands; only the board's CPU part is missing
+        result.tail_error = str(exc)
+    return path
+
+
+def write(prog: Program, board: str, out: Path, samples, overrides: dict | None = None, test_inputs=None,
+          meta: dict | None = None, testbench: bool = True) -> tuple[Program, Path]:
+    """Calibrate a lowered ``prog`` on ``samples``, pick lanes for ``board`` and write the project ``out``."""
     fpga = get_target(board).require_fpga()
-    prog = lower(model, input_shape)
     samples = [to_accel_layout(x) for x in samples]
     calibrate(prog, samples, overrides)
     estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))

@@ -51,6 +51,7 @@ void edgevit_top(const int* program, const word_t* params, word_t* arena, const 
             case OP_MOE_ROUTE: moe_route<accel_config>(arena, d); break;
             case OP_MOE_EXPERTS: moe_experts<accel_config>(params, arena, d); break;
             case OP_ADD: add_tensors<accel_config>(params, arena, d); break;
+            case OP_TOKEN_ROWS: token_rows<accel_config>(params, arena, d); break;
             default: break;
         }
     }

@@ -15,7 +15,7 @@ namespace edgevit {
 enum Op {
     OP_LINEAR = 1, OP_DWCONV = 2, OP_IM2COL = 3, OP_LAYERNORM = 4, OP_ATTENTION = 5, OP_UNFOLD = 6,
     OP_FOLD = 7, OP_CONCAT = 8, OP_AVGPOOL = 9, OP_POOL_MIXER = 10, OP_L2NORM = 11, OP_ADDITIVE = 12,
-    OP_MOE_ROUTE = 13, OP_MOE_EXPERTS = 14, OP_ADD = 15
+    OP_MOE_ROUTE = 13, OP_MOE_EXPERTS = 14, OP_ADD = 15, OP_TOKEN_ROWS = 16
 };
 
 struct program_header {

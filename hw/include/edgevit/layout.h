@@ -1,4 +1,4 @@
-// Data movement for MobileViT blocks and heads: patch unfold/fold, channel concat, global average pool.
+// Data movement for MobileViT blocks and heads: patch unfold/fold, channel concat, token rows, global average pool.
 // The innermost loops are pipelined at II=1: at best one word per cycle.
 #ifndef EDGEVIT_LAYOUT_H
 #define EDGEVIT_LAYOUT_H
@@ -46,6 +46,23 @@ void concat(word_t* arena, const layer_desc& d) {
 #pragma HLS PIPELINE II=1
             arena[d.y + t * (CA + CB) + CA + c] = requant(arena[d.x2 + t * CB + c], d.fx2 - d.fo, d.wo);
         }
+    }
+}
+
+// Token rows: P parameter rows at d.w (a class token), then M rows of [*][C] at d.x from row R0 (M, C, R0, P =
+// d0..d3), all requantised to fo. Prepends class tokens, reads one out, or slices a token range.
+template <class CFG>
+void token_rows(const word_t* params, word_t* arena, const layer_desc& d) {
+    const int M = d.d0, C = d.d1, R0 = d.d2, P = d.d3;
+    for (int k = 0; k < P * C; ++k) {
+        EDGEVIT_TRIPCOUNT(CFG::token_param_words)
+#pragma HLS PIPELINE II=1
+        arena[d.y + k] = requant(params[d.w + k], d.fw - d.fo, d.wo);
+    }
+    for (int k = 0; k < M * C; ++k) {
+        EDGEVIT_TRIPCOUNT(CFG::token_copy_words)
+#pragma HLS PIPELINE II=1
+        arena[d.y + P * C + k] = requant(arena[d.x + R0 * C + k], d.fx - d.fo, d.wo);
     }
 }
 

@@ -1,0 +1,177 @@
+"""ONNX import of the HLS backend: ops (not torch classes) to the accelerator, the rest to the CPU part."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cli_helpers import assert_one_line_error, run_cli
+from edgevit.errors import ModelImportError
+from edgevit.frontend import from_torch
+from edgevit.hls import project
+from edgevit.hls.onnx_import import lower_onnx
+from edgevit.hls.torch_import import to_accel_layout
+from edgevit.pynq import numpy_graph
+from edgevit.reference import onnxruntime_session
+from hls_helpers import csim_vs_golden, program
+
+
+def _gated_cnn():
+    """A small hybrid outside the zoo: Conv-BN-ReLU stem, depthwise Conv-BN-Hardswish, a 1x1 conv with a
+    residual, an EfficientFormer-style pooling mixer with layer scale, then a squeeze-excitation gate
+    (x * sigmoid(...): a product of two computed tensors, which no unit runs), average pool and a linear head."""
+    import torch
+    import torch.nn as nn
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+            self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.BatchNorm2d(8), nn.Hardswish())
+            self.pw = nn.Conv2d(8, 8, 1)
+            self.se = nn.Conv2d(8, 8, 1)
+            self.head = nn.Linear(8, 5)
+            self.ls = nn.Parameter(torch.linspace(0.2, 1.0, 8).reshape(8, 1, 1))
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = x + self.pw(self.dw(x))
+            x = x + self.ls * (nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False) - x)
+            x = x * torch.sigmoid(self.se(x.mean((2, 3), keepdim=True)))
+            return self.head(x.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = Gated().eval()
+    with torch.no_grad():   # BatchNorm statistics that are not the identity, so folding them is tested
+        for bn in (model.stem[1], model.dw[1]):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def gated_onnx():
+    return from_torch(_gated_cnn(), (1, 3, 16, 16), "gated_cnn").onnx_path
+
+
+@pytest.fixture(scope="module")
+def vit_onnx():
+    """timm's ViT-Tiny (class token, random weights), two blocks at 32x32: a plain ViT outside the zoo."""
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=2)
+    return from_torch(model.eval(), (1, 3, 32, 32), "vit_tiny_d2_32").onnx_path
+
+
+def _sample(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def test_plain_vit_runs_entirely_on_the_accelerator_bit_exact(vit_onnx, tmp_path):
+    import onnx
+
+    x = _sample((1, 3, 32, 32))
+    result, out = project.generate_onnx(onnx.load(str(vit_onnx)), "zcu102", tmp_path / "vit", [x])
+    kinds = [l.kind for l in result.program.layers]
+    assert result.unsupported is None and result.cut is None and not result.program.cpu_layers
+    assert result.accel_nodes == result.total_nodes and result.accel_macs == result.total_macs > 0
+    assert kinds.count("attention") == 2 and kinds.count("token_rows") == 2   # class token in, then read out
+    assert [l.attrs["act"] for l in result.program.layers if l.kind == "linear"].count("gelu") == 2
+    assert not (out / "cpu_tail.json").exists()
+    # the program computes what onnxruntime computes on the whole model
+    sess = onnxruntime_session(str(vit_onnx))
+    want = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+    got = result.program.run_float(to_accel_layout(x))[result.program.output]
+    assert np.abs(got.ravel() - want.ravel()).max() <= 1e-4 * (1 + np.abs(want).max())
+    r = project.run_csim(out)
+    assert r["mismatches"] == 0 and r["argmax_agreement"] == 1.0
+
+
+def test_unsupported_op_is_named_and_the_rest_is_the_cpu_part(gated_onnx, tmp_path):
+    import onnx
+
+    mp = onnx.load(str(gated_onnx))
+    samples = [_sample((1, 3, 16, 16), s) for s in range(2)]
+    result, out = project.generate_onnx(mp, "zcu102", tmp_path / "gated", samples)
+    prog = result.program
+    op, name, why = result.unsupported
+    assert op == "Mul" and "gating" in why
+    assert prog.cpu_layers[0].startswith(f"{name} (Mul: ")
+    # BatchNorm folded, activations fused, the residual Add in the 1x1 conv's epilogue, the whole pooling mixer
+    assert [(l.kind, l.attrs.get("act")) for l in prog.layers] == [
+        ("im2col", None), ("linear", "relu"), ("dwconv", "hswish"), ("linear", "none"), ("pool_mixer", None)]
+    assert len(prog.layers[3].inputs) == 2 and "scale" in prog.layers[4].params
+    assert 0 < result.accel_macs < result.total_macs and result.accel_nodes < result.total_nodes
+    assert project.run_csim(out)["mismatches"] == 0
+    # the CPU part, as the board runs it, finishes the accelerator's output into the model's output
+    tail = json.loads((out / "cpu_tail.json").read_text())
+    assert tail["input"] == result.cut and tail["transpose"] == [2, 0, 1]
+    npz = np.load(out / "cpu_tail.npz")
+    weights = {n: npz[f"w{k}"] for k, n in enumerate(tail["weights"])}
+    acc = prog.run_float(to_accel_layout(samples[1]))[prog.output].transpose(2, 0, 1)[None]
+    got = numpy_graph.run(tail, weights, {tail["input"]: acc.astype(np.float32)})[0]
+    sess = onnxruntime_session(str(gated_onnx))
+    want = sess.run(None, {sess.get_inputs()[0].name: samples[1].astype(np.float32)})[0]
+    assert np.abs(got - want).max() <= 1e-4 * (1 + np.abs(want).max())
+
+
+def test_token_rows_unit_matches_golden(tmp_path):
+    """The class-token unit: prepend parameter rows, or copy a row range, in C-sim and golden alike."""
+    rng = np.random.default_rng(3)
+    layers = [("token_rows", ["input"], "t1", {"start": 0, "rows": 6}, {"tok": rng.standard_normal((2, 8))}),
+              ("token_rows", ["t1"], "t2", {"start": 3, "rows": 4}, {})]
+    prog = program(layers, {"input": (1, 6, 8), "t1": (1, 8, 8), "t2": (1, 4, 8)})
+    samples = [rng.standard_normal((1, 6, 8)), 40 * rng.standard_normal((1, 6, 8))]   # the second saturates
+    mismatches, errors, envs = csim_vs_golden(prog, samples, tmp_path)
+    assert mismatches == 0
+    assert errors[0] < 2e-3
+    assert not np.array_equal(envs[0]["t2"], envs[1]["t2"])
+
+
+def test_nothing_supported_names_the_first_op():
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=-1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])])
+    mp = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(mp)
+    with pytest.raises(ModelImportError, match="first unsupported: Softmax node 'sm'"):
+        lower_onnx(mp, _sample((1, 4, 8)))
+
+
+def test_cli_hls_onnx_file(gated_onnx, tmp_path, capsys):
+    out = tmp_path / "prj"
+    code, stdout, err = run_cli(capsys, "hls", gated_onnx, "-o", out, "--calib", "2")
+    assert code == 0, err
+    assert "stops at Mul node" in stdout and "runs on the ARM CPU" in stdout and "% of the Conv/MatMul/Gemm" in stdout
+    assert json.loads((out / "program.json").read_text())["meta"]["cpu_tail_input"]
+    code, stdout, err = run_cli(capsys, "hls", "build", out, "--csim")
+    assert code == 0 and "0 mismatches" in stdout, err
+
+
+def test_cli_hls_refuses_broken_and_hostile_onnx(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08\x07garbage that is not a protobuf" * 3)
+    code, _, err = run_cli(capsys, "hls", broken, "-o", tmp_path / "a")
+    assert_one_line_error(code, err, ModelImportError.exit_code, "not a valid ONNX model")
+    # weights that point outside the model's folder (a path traversal) are refused before anything reads them
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="../../../etc/passwd")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4])], initializer=[w])
+    hostile = tmp_path / "hostile.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(hostile))
+    code, _, err = run_cli(capsys, "hls", hostile, "-o", tmp_path / "b")
+    assert_one_line_error(code, err, ModelImportError.exit_code, "outside the model's folder")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
