@@ -7,10 +7,12 @@ before them. Data movement that keeps the values (Reshape, Transpose, Flatten, .
 tensor becomes another name of a program tensor, in channels-last (``cl``) or channels-first (``cf``) order.
 
 Patterns are recognised by their values, not their spelling: onnxruntime computes every tensor of the graph on
-one seeded input, and a fused activation, an attention block (its heads from the softmax, its score scale fitted
-from the logits) or a view is accepted only where the program's float64 model gives the same tensor. Every
-layer added is checked the same way, so a rule that misreads a node stops the accelerator part there instead
-of computing something else.
+one input, and a fused activation, an attention block (heads from the softmax, score scale fitted from the
+logits), SwiftFormer's L2 norms and additive attention, EfficientFormer's pooling mixer, MobileViT's unfold /
+fold or a view is accepted only where the float64 model of the layer, fed onnxruntime's values of its inputs,
+gives onnxruntime's tensor. Every layer added is checked that way, one layer at a time (float32 drift over many
+layers does not add up), so a rule that misreads a node stops the accelerator part there instead of computing
+something else.
 
 The accelerator runs a prefix of the graph: from the first node no rule maps, that node and everything after it
 run on the CPU. The cut is moved back until exactly one tensor crosses it (``ImportResult.cut``); the CPU part is
@@ -29,7 +31,7 @@ from ..errors import ModelImportError
 from .program import Layer, Program
 from .ops import KINDS
 
-RTOL = 1e-4          # float64 program vs float32 onnxruntime, relative to the tensor's peak
+RTOL = 1e-4   # float64 layer on onnxruntime's inputs vs onnxruntime's float32 output, relative to 1 + its peak
 ACTIVATIONS = ("relu", "gelu", "silu", "hswish", "sigmoid")
 # elementwise ops an activation may be spelled with (GELU as Div/Erf/Add/Mul, SiLU as x * Sigmoid(x), ...)
 ACT_OPS = {"Relu", "Sigmoid", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Tanh", "Mul", "Add", "Sub", "Div",
@@ -101,9 +103,12 @@ class _Importer:
             raise ModelImportError(f"the accelerator takes a batch-1 NCHW image or [1, N, C] tokens; input "
                                    f"'{self.input}' has shape {list(x.shape)}")
         self.shapes = {"input": shape}
-        x = x.astype(np.float64)
-        self.fenv = {"input": x.transpose(0, 2, 3, 1)[0] if layout == "cf" else x}
         self.alias = {self.input: ("input", layout)}
+        # the ONNX tensor whose onnxruntime value each program tensor has (layers are checked one by one on
+        # onnxruntime's inputs, so float32 drift over many layers does not add up), or the value itself where a
+        # fold changed it (Q scaled by the attention's score scale)
+        self.ort_name = {"input": self.input}
+        self.fixed: dict = {}
         self.layers: list[Layer] = []
         self.done: set = set()
         self.folded: set = set()   # constant nodes: computed once here, no accelerator work
@@ -113,10 +118,11 @@ class _Importer:
     def snapshot(self):
         # rules fold into earlier layers (the attention scale into Q's weights): keep their settings too
         kept = [(dict(l.params), dict(l.attrs), list(l.inputs)) for l in self.layers]
-        return kept, dict(self.shapes), dict(self.alias), set(self.done), dict(self.fenv), dict(self.consts)
+        return (kept, dict(self.shapes), dict(self.alias), set(self.done), dict(self.ort_name), dict(self.fixed),
+                dict(self.consts))
 
     def restore(self, snap) -> None:
-        kept, self.shapes, self.alias, self.done, self.fenv, self.consts = snap
+        kept, self.shapes, self.alias, self.done, self.ort_name, self.fixed, self.consts = snap
         del self.layers[len(kept):]
         for layer, (params, attrs, inputs) in zip(self.layers, kept):
             layer.params, layer.attrs, layer.inputs = params, attrs, inputs
@@ -136,16 +142,32 @@ class _Importer:
         layer = Layer(kind, name, list(inputs), out, attrs or {}, params or {}, node.name or node.op_type)
         self.layers.append(layer)
         self.shapes[out] = tuple(int(d) for d in shape)
-        self.evaluate(layer)
         return out
 
-    def evaluate(self, layer: Layer) -> None:
-        self.fenv[layer.output] = KINDS[layer.kind].run_float(layer, self.fenv, None).reshape(
-            self.shapes[layer.output])
+    def known(self, tensor: str) -> np.ndarray:
+        """onnxruntime's value of a program tensor (program order), computed by its layer where none names it."""
+        if tensor in self.fixed:
+            return self.fixed[tensor]
+        name = self.ort_name.get(tensor)
+        return self.ort_value(name) if name is not None else self.local(tensor)
+
+    def local(self, tensor: str) -> np.ndarray:
+        """The float64 model of the layer computing ``tensor``, on onnxruntime's values of its inputs."""
+        if tensor == "input":
+            return self.ort_value(self.input)
+        layer = next(l for l in reversed(self.layers) if l.output == tensor)
+        env = {i: self.known(i) for i in layer.inputs}
+        return KINDS[layer.kind].run_float(layer, env, None).reshape(self.shapes[tensor])
 
     def as_layout(self, tensor: str, layout: str) -> np.ndarray:
-        v = self.fenv[tensor]
+        v = self.local(tensor)
         return np.moveaxis(v, -1, 0) if layout == "cf" else v
+
+    def ort_value(self, onnx_name: str) -> np.ndarray:
+        """onnxruntime's value of ``onnx_name`` in the program's order and shape (of the tensor it names)."""
+        tensor, layout = self.alias[onnx_name]
+        shape, v = self.shapes[tensor], self.values[onnx_name].astype(np.float64)
+        return np.moveaxis(v.reshape((shape[-1],) + shape[:-1]), 0, -1) if layout == "cf" else v.reshape(shape)
 
     def bind(self, onnx_name: str, tensor: str, layout: str) -> None:
         """Name ``onnx_name`` as ``tensor``; raises Unsupported unless onnxruntime computed the same values."""
@@ -154,6 +176,7 @@ class _Importer:
         if got.size != want.size or _rel_err(got.ravel(), want.ravel().astype(np.float64)) > RTOL:
             raise Unsupported("the accelerator's result differs from onnxruntime's here")
         self.alias[onnx_name] = (tensor, layout)
+        self.ort_name.setdefault(tensor, onnx_name)
 
     def require_shape(self, tensor: str, shape: tuple) -> None:
         """Use ``tensor`` (channels-last in the arena) with another shape of the same memory order, e.g. tokens
@@ -169,7 +192,8 @@ class _Importer:
                 l.output == tensor and l.kind == "fold" for l in self.layers):
             raise Unsupported(f"tensor of shape {list(old)} used as {list(shape)}")
         self.shapes[tensor] = shape
-        self.fenv[tensor] = self.fenv[tensor].reshape(shape)
+        if tensor in self.fixed:
+            self.fixed[tensor] = self.fixed[tensor].reshape(shape)
 
     def prog_shape(self, onnx_name: str, layout: str) -> tuple:
         """The program shape of an ONNX tensor: [H, W, C] for a channels-first map, else its own shape."""
@@ -221,9 +245,9 @@ class _Importer:
     def epilogue(self, onnx_out: str, layer: Layer, layout: str) -> None:
         """Fold BatchNormalization, constant per-channel scale/bias, one activation and a residual Add that
         follow ``layer`` (output ``onnx_out``) into it; bind the last tensor they produce."""
-        cur = onnx_out
-        channel_axis = 1 if layout == "cf" else -1
+        cur, passed = onnx_out, []
         while True:
+            channel_axis = 1 if layout == "cf" else -1
             k = self.single_consumer(cur)
             node = self.nodes[k] if k is not None else None
             if node is not None and layer.attrs.get("act", "none") == "none" and len(layer.inputs) == 1:
@@ -266,9 +290,29 @@ class _Importer:
                         self.done.add(k)
                         cur = node.output[0]
                         continue
+            if node is not None and node.op_type in VIEW_OPS:   # look through views (a layer scale after them)
+                order = self._view_layout(node.output[0], layer.output)
+                if order is not None:
+                    self.done.add(k)
+                    passed.append(node.output[0])
+                    cur, layout = node.output[0], order
+                    continue
             break
-        self.evaluate(layer)
+        for t in passed:   # names of values the layer no longer has
+            self.alias.pop(t, None)
+        if self.ort_name.get(layer.output) in passed:
+            del self.ort_name[layer.output]
         self.bind(cur, layer.output, layout)
+
+    def _view_layout(self, onnx_name: str, tensor: str) -> str | None:
+        """The order (``cl``/``cf``) in which ``onnx_name`` holds ``tensor``'s values, if it holds them."""
+        for layout in ("cl", "cf"):
+            try:
+                self.bind(onnx_name, tensor, layout)
+                return layout
+            except Unsupported:
+                continue
+        return None
 
     def _channel_const(self, node, cur: str, axis: int, layer: Layer):
         """``(op, per-channel vector)`` if ``node`` is ``cur`` (+-*/) a constant broadcast over channels."""
@@ -398,7 +442,7 @@ class _Importer:
         src, _ = self.alias[x]
         starts = {t for t, (p, _) in self.alias.items() if p == src}
         region = self._region(starts, VIEW_OPS)
-        v = self.fenv[src]
+        v = self.known(src)
         if v.ndim != 3:
             raise Unsupported("data movement of a tensor that is not 3-D")
         h, w, c = v.shape
@@ -454,7 +498,7 @@ class _Importer:
         if logits.ndim != 4 or logits.shape[0] != g or logits.shape[2:] != (n, n) or d % logits.shape[1]:
             raise Unsupported(f"attention logits of shape {list(logits.shape)}")
         heads, dh = logits.shape[1], d // logits.shape[1]
-        v = self.fenv[qkv]
+        v = self.ort_value(x)
         q = v[..., :d].reshape(g, n, heads, dh).transpose(0, 2, 1, 3)
         k = v[..., d:2 * d].reshape(g, n, heads, dh).transpose(0, 2, 1, 3)
         raw = q @ k.transpose(0, 1, 3, 2)
@@ -486,9 +530,10 @@ class _Importer:
         self._affine(prod, np.r_[np.full(d, scale), np.ones(2 * d)], 0.0)   # score scale folded into Q
         if not np.any(prod.params["b"]):
             del prod.params["b"]
-        self.evaluate(prod)
         for t in starts:
             self.alias.pop(t, None)
+        self.ort_name.pop(qkv, None)
+        self.fixed[qkv] = np.concatenate([v[..., :d] * scale, v[..., d:]], -1)
         out = self.add("attention", self.nodes[min(region)], [qkv], (g, n, d), {"heads": heads, "groups": g, "n": n})
         self.bind(end, out, "cl")
 
@@ -553,13 +598,8 @@ def _intermediates(model, input_name: str, x: np.ndarray) -> dict:
 def _view(im: _Importer, k: int, node) -> None:
     """Reshape and friends: the output is the input's values in channels-last or channels-first order."""
     src, _ = im.source(node.input[0])
-    for layout in ("cl", "cf"):
-        try:
-            im.bind(node.output[0], src, layout)
-            return
-        except Unsupported:
-            continue
-    raise Unsupported("moves data in an order the accelerator does not keep")
+    if im._view_layout(node.output[0], src) is None:
+        raise Unsupported("moves data in an order the accelerator does not keep")
 
 
 def _map_input(im: _Importer, name: str) -> tuple[str, tuple]:
@@ -622,6 +662,12 @@ def _matmul(im: _Importer, k: int, node) -> None:
     w = im.const(node.input[1])
     if w is None or w.ndim != 2:
         raise Unsupported("matrix product whose second operand is not a constant matrix")
+    if w.shape[1] == 1:   # one score per token: SwiftFormer's additive attention starts so
+        snap = im.snapshot()
+        try:
+            return _additive(im, node, w.ravel().copy())
+        except Unsupported:
+            im.restore(snap)
     src, shape = _token_input(im, node.input[0])
     im.add("linear", node, [src], _linear_out_shape(shape, w.shape[1]), {"act": "none"}, {"w": w.T.copy()})
     im.epilogue(node.output[0], im.layers[-1], "cl")
@@ -763,8 +809,8 @@ def _slice(im: _Importer, k: int, node) -> None:
 
 
 def _channel_affine(im: _Importer, k: int, node) -> None:
-    """A BatchNormalization, or a product with a per-channel constant, that follows no convolution or linear
-    layer it could fold into: a 1x1 depthwise convolution (weights = scale, bias = shift)."""
+    """A BatchNormalization, or a product with (or quotient by) a per-channel constant, that follows no
+    convolution or linear layer it could fold into: a 1x1 depthwise convolution (weights = scale, bias = shift)."""
     x = node.input[0]
     if node.op_type == "BatchNormalization":
         params = [im.const(i) for i in node.input[1:5]]
@@ -775,17 +821,24 @@ def _channel_affine(im: _Importer, k: int, node) -> None:
         shift = beta - mean * scale
     else:
         if x in im.consts:
+            if node.op_type == "Div":
+                raise Unsupported("division by a computed tensor")
             x = node.input[1]
         other = node.input[1] if x == node.input[0] else node.input[0]
         if other not in im.consts:
-            raise Unsupported("product of two computed tensors (gating)")
+            raise Unsupported(f"{'product' if node.op_type == 'Mul' else 'quotient'} of two computed tensors "
+                              "(gating)")
         src, layout = im.source(x)
         c = np.broadcast_to(im.consts[other], im.values[x].shape)
         vec = np.moveaxis(c, 1 if layout == "cf" else -1, -1).reshape(-1, im.shapes[src][-1])
         if c.shape != im.values[node.output[0]].shape or not np.all(vec == vec[:1]):
             raise Unsupported("product with a constant that is not per channel")
-        scale, shift = vec[0], np.zeros(vec.shape[1])
+        scale, shift = (1.0 / vec[0] if node.op_type == "Div" else vec[0]), np.zeros(vec.shape[1])
     src, layout = im.source(x)
+    if layout == "cf":   # the depthwise unit reads the map as [H, W, C]
+        im.require_shape(src, im.prog_shape(x, "cf"))
+    elif len(im.shapes[src]) == 2:   # [1, C] (a pooled vector) as a one-pixel map
+        im.require_shape(src, (1,) + im.shapes[src])
     shape = im.shapes[src]
     if len(shape) != 3 or (layout == "cf") != (len(im.values[x].shape) == 4):
         raise Unsupported(f"per-channel scale of a tensor of shape {list(im.values[x].shape)}")
@@ -811,7 +864,7 @@ def _pool_mixer(im: _Importer, k: int, node) -> None:
     scales = [v.astype(np.float64).ravel() for j in sorted(region) for v in map(im.const, im.nodes[j].input)
               if v is not None and v.size == c and im.nodes[j].op_type == "Mul"]
     for scale in scales + [None]:   # the whole mixer (with its layer scale and residual) before its first part
-        end = im._match_end(starts, region, pool_mixer(im.fenv[src], kk[0], scale), "cf")
+        end = im._match_end(starts, region, pool_mixer(im.ort_value(node.input[0]), kk[0], scale), "cf")
         if end is not None:
             im.done.update(im._between_multi(starts, end, region))
             params = {"scale": scale} if scale is not None else {}
@@ -820,9 +873,53 @@ def _pool_mixer(im: _Importer, k: int, node) -> None:
     raise Unsupported("average pool that is not a pooling token mixer")
 
 
+NORM_OPS = {"ReduceL2", "ReduceSumSquare", "ReduceSum", "Sqrt", "Pow", "Mul", "Clip", "Max", "Expand", "Div", "Add"}
+
+
+def _l2norm(im: _Importer, k: int, node) -> None:
+    """x / max(||x||, eps) over the channels (SwiftFormer's query and key normalisation), however spelled."""
+    from .reference import l2_normalize
+
+    src, shape = _token_input(im, node.input[0])
+    im.done.discard(k)   # the reduction is the first node of the pattern
+    starts = {t for t, (p, _) in im.alias.items() if p == src}
+    region = im._region(starts, NORM_OPS)
+    end = im._match_end(starts, region, l2_normalize(im.ort_value(node.input[0])), "cl")
+    if end is None:
+        raise Unsupported("L2 norm that is not a normalisation over the channels")
+    im.done.update(im._between_multi(starts, end, region))
+    im.bind(end, im.add("l2norm", node, [src], im.shapes[src]), "cl")
+
+
+def _additive(im: _Importer, node, wg: np.ndarray) -> None:
+    """SwiftFormer's additive attention from ``node`` = normalised queries x w_g: scores normalised over the
+    tokens (any score scale cancels there), their weighted sum of the queries, times the normalised keys."""
+    from .reference import additive_attention
+
+    qn, _ = _token_input(im, node.input[0])
+    im.done.discard(im.nodes.index(node))   # the scores are the first node of the pattern
+    starts = {t for t, (p, _) in im.alias.items() if p == qn}
+    region = im._region(starts, NORM_OPS | {"MatMul", "ReduceSum", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
+    keys = {im.alias[i][0]: i for j in sorted(region) for i in im.nodes[j].input
+            if i in im.alias and im.alias[i][0] != qn and im.alias[i][1] == "cl"}
+    d = im.shapes[qn][-1]
+    for kn, name in sorted(keys.items()):
+        if im.shapes[kn] != im.shapes[qn] or not any(l.output == kn and l.kind == "l2norm" for l in im.layers):
+            continue
+        want = additive_attention(im.ort_value(node.input[0]).reshape(-1, d), im.ort_value(name).reshape(-1, d), wg)
+        both = starts | {t for t, (p, _) in im.alias.items() if p == kn}
+        end = im._match_end(both, region, want.reshape(im.shapes[qn]), "cl")
+        if end is not None:
+            im.done.update(im._between_multi(both, end, region))
+            im.bind(end, im.add("additive", node, [qn, kn], im.shapes[kn], {}, {"wg": wg}), "cl")
+            return
+    raise Unsupported("not an additive attention")
+
+
 RULES = {"Conv": _conv, "MatMul": _matmul, "Gemm": _gemm, "LayerNormalization": _layernorm, "Add": _add,
          "ReduceMean": _mean, "GlobalAveragePool": _mean, "Concat": _concat, "Gather": _gather, "Slice": _slice,
-         "BatchNormalization": _channel_affine, "Mul": _channel_affine, "AveragePool": _pool_mixer,
+         "BatchNormalization": _channel_affine, "Mul": _channel_affine, "Div": _channel_affine,
+         "ReduceL2": _l2norm, "AveragePool": _pool_mixer,
          **{op: _view for op in VIEW_OPS}}
 
 

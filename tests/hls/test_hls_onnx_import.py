@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
-from edgevit.errors import ModelImportError
+from edgevit.errors import InputError, ModelImportError
 from edgevit.frontend import from_torch
 from edgevit.hls import project
 from edgevit.hls.onnx_import import lower_onnx
@@ -16,6 +16,7 @@ from edgevit.hls.torch_import import to_accel_layout
 from edgevit.pynq import numpy_graph
 from edgevit.reference import onnxruntime_session
 from hls_helpers import csim_vs_golden, program
+from tiny_onnx_models import tiny_cnn_onnx
 
 
 def _gated_cnn():
@@ -154,6 +155,16 @@ def test_cli_hls_onnx_file(gated_onnx, tmp_path, capsys):
     assert code == 0 and "0 mismatches" in stdout, err
 
 
+def test_cli_hls_symbolic_batch_needs_input_shape(tmp_path, capsys):
+    """The front door of ``edgevit compile``: a symbolic batch is refused with what to pass, then accepted."""
+    path = tiny_cnn_onnx(tmp_path / "cnn.onnx", batch="N")
+    code, _, err = run_cli(capsys, "hls", path, "-o", tmp_path / "a")
+    assert_one_line_error(code, err, InputError.exit_code, "--input-shape")
+    code, stdout, err = run_cli(capsys, "hls", path, "--input-shape", "1,3,16,16", "-o", tmp_path / "b")
+    assert code == 0, err
+    assert "5 of 5 nodes, 100.0 %" in stdout and "runs on the ARM CPU" not in stdout
+
+
 def test_cli_hls_refuses_broken_and_hostile_onnx(tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -175,3 +186,45 @@ def test_cli_hls_refuses_broken_and_hostile_onnx(tmp_path, capsys):
     code, _, err = run_cli(capsys, "hls", hostile, "-o", tmp_path / "b")
     assert_one_line_error(code, err, ModelImportError.exit_code, "outside the model's folder")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _float_out(prog, x):
+    return prog.run_float(to_accel_layout(x))[prog.output].ravel()
+
+
+def test_onnx_and_torch_paths_agree_on_tiny_mobilevit():
+    """The same program from the ONNX graph as from the torch modules: MobileViT's unfold / fold, attention,
+    concat and head, found by value in the exported graph."""
+    import onnx
+
+    from edgevit.hls.tiny_models import trained_tiny_mobilevit
+    from edgevit.hls.torch_import import lower
+
+    model = trained_tiny_mobilevit()
+    x = _sample((1, 1, 8, 8))
+    result = lower_onnx(onnx.load(str(from_torch(model, (1, 1, 8, 8), "tiny_mobilevit").onnx_path)), x)
+    torch_prog = lower(model, (1, 1, 8, 8))
+    assert [(l.kind, l.attrs.get("act")) for l in result.program.layers] == [
+        (l.kind, l.attrs.get("act")) for l in torch_prog.layers]
+    # the exporter folds BatchNorm in float32, the torch path in float64
+    assert np.abs(_float_out(result.program, x) - _float_out(torch_prog, x)).max() <= 1e-5
+
+
+def test_swiftformer_maps_whole_with_l2_norms_and_additive_attention():
+    """SwiftFormer (a zoo family, here at 64x64) through ONNX: L2 normalisation and additive attention are
+    recognised however the exporter spelled them, standalone BatchNorms become 1x1 depthwise layers."""
+    import onnx
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("swiftformer_xs", pretrained=False).eval()
+    path = from_torch(model, (1, 3, 64, 64), "swiftformer_xs_64").onnx_path
+    x = _sample((1, 3, 64, 64))
+    result = lower_onnx(onnx.load(str(path)), x)
+    kinds = [l.kind for l in result.program.layers]
+    assert result.unsupported is None and result.accel_nodes == result.total_nodes
+    assert kinds.count("additive") == 4 and kinds.count("l2norm") == 8
+    sess = onnxruntime_session(str(path))
+    want = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0].ravel()
+    assert np.abs(_float_out(result.program, x) - want).max() <= 1e-4 * (1 + np.abs(want).max())
