@@ -350,51 +350,19 @@ class _Importer:
         from .reference import activate
 
         x = self.values[cur].astype(np.float64)
-        region, frontier = set(), [cur]
-
-        while frontier and len(region) < MAX_REGION:
-            t = frontier.pop(0)
-            for k in self.consumers.get(t, []):
-                if k not in region and k not in self.done and self.nodes[k].op_type in ACT_OPS:
-                    region.add(k)
-                    frontier += list(self.nodes[k].output)
+        region = self._region({cur}, ACT_OPS)
         for k in sorted(region):
             for o in self.nodes[k].output:
                 v = self.values.get(o)
                 if v is None or v.shape != x.shape:
                     continue
                 for act in ACTIVATIONS:
-                    if _rel_err(v.astype(np.float64), activate(x, act)) <= RTOL and self._closed(cur, o, region):
-                        self.done.update(self._between(cur, o, region))
+                    if _rel_err(v.astype(np.float64), activate(x, act)) <= RTOL \
+                            and self._closed({cur}, o, region, exclusive=True):
+                        self.done.update(self._between({cur}, o, region))
                         layer.attrs["act"] = act
                         return o
         return None
-
-    def _between(self, start: str, end: str, region: set) -> set:
-        """Nodes of ``region`` on a path from ``start`` to ``end``."""
-        produced = {o: k for k in region for o in self.nodes[k].output}
-        need, stack = set(), [end]
-        while stack:
-            t = stack.pop()
-            k = produced.get(t)
-            if k is None or k in need:
-                continue
-            need.add(k)
-            stack += [i for i in self.nodes[k].input if i and i != start]
-        return need
-
-    def _closed(self, start: str, end: str, region: set) -> bool:
-        """Whether the nodes from ``start`` to ``end`` read only ``start``, constants and each other, and only
-        ``end`` is read outside them."""
-        nodes = self._between(start, end, region)
-        made = {o for k in nodes for o in self.nodes[k].output}
-        for k in nodes:
-            if any(i and i != start and i not in made and i not in self.consts for i in self.nodes[k].input):
-                return False
-        for t in (made - {end}) | {start}:   # the layer's own output is gone too: nothing else may read it
-            if t in self.outputs or any(u not in nodes for u in self.consumers.get(t, [])):
-                return False
-        return bool(nodes)
 
     def pattern_from(self, node, snap) -> bool:
         """Try the multi-node patterns that start at ``node``: attention, then a patch unfold / fold."""
@@ -427,7 +395,7 @@ class _Importer:
                 got = self.values.get(o)
                 if got is not None and got.size == flat.size and _rel_err(got.astype(np.float64).ravel(),
                                                                           flat) <= RTOL \
-                        and self._closed_multi(starts, o, region):
+                        and self._closed(starts, o, region):
                     return o
         return None
 
@@ -459,7 +427,7 @@ class _Importer:
             for kind, want, shape, attrs, layout in cands:
                 end = self._match_end(starts, region, want, layout)
                 if end is not None:
-                    self.done.update(self._between_multi(starts, end, region))
+                    self.done.update(self._between(starts, end, region))
                     self.bind(end, self.add(kind, node, [src], shape, attrs), layout)
                     return
         raise Unsupported("moves data in an order the accelerator does not keep")
@@ -480,18 +448,8 @@ class _Importer:
             raise Unsupported("attention whose Q, K and V do not come from one linear projection [1, N, 3D]")
         g, n, d = shape[0], shape[1], shape[2] // 3
         starts = {t for t, (p, _) in self.alias.items() if p == qkv}
-        region, frontier = set(), list(starts)
-        softmax = None
-        while frontier and len(region) < MAX_REGION:
-            t = frontier.pop(0)
-            for k in self.consumers.get(t, []):
-                nd = self.nodes[k]
-                if k in region or k in self.done or nd.op_type not in ATTN_OPS:
-                    continue
-                region.add(k)
-                frontier += list(nd.output)
-                if nd.op_type == "Softmax":
-                    softmax = nd
+        region = self._region(starts, ATTN_OPS)
+        softmax = next((self.nodes[k] for k in sorted(region) if self.nodes[k].op_type == "Softmax"), None)
         if softmax is None:
             raise Unsupported("no softmax after the QKV projection")
         logits = self.values[softmax.input[0]].astype(np.float64)
@@ -507,25 +465,15 @@ class _Importer:
             raise Unsupported("attention logits are not a scaled Q.K^T (position biases or masks)")
         from .reference import attention
 
-        want = attention(np.concatenate([v[..., :d] * scale, v[..., d:]], -1), heads)[0]
-        end = None
-        for kk in sorted(region):
-            for o in self.nodes[kk].output:
-                got = self.values.get(o)
-                if got is not None and got.size == want.size and _rel_err(got.astype(np.float64).ravel(),
-                                                                          want.ravel()) <= RTOL:
-                    if self._closed_multi(starts, o, region):
-                        end = o
-                        break
-            if end:
-                break
+        scaled = np.concatenate([v[..., :d] * scale, v[..., d:]], -1)
+        end = self._match_end(starts, region, attention(scaled, heads)[0], "cl")
         if end is None:
             raise Unsupported("attention pattern not recognised (its output does not match scaled-dot-product "
                               "attention over the QKV projection)")
         if any(u not in region and u not in self.done for t in starts for u in self.consumers.get(t, [])) \
                 or starts & self.outputs:
             raise Unsupported("the QKV projection is read outside the attention block")
-        for kk in self._between_multi(starts, end, region):
+        for kk in self._between(starts, end, region):
             self.done.add(kk)
         self._affine(prod, np.r_[np.full(d, scale), np.ones(2 * d)], 0.0)   # score scale folded into Q
         if not np.any(prod.params["b"]):
@@ -533,31 +481,34 @@ class _Importer:
         for t in starts:
             self.alias.pop(t, None)
         self.ort_name.pop(qkv, None)
-        self.fixed[qkv] = np.concatenate([v[..., :d] * scale, v[..., d:]], -1)
+        self.fixed[qkv] = scaled
         out = self.add("attention", self.nodes[min(region)], [qkv], (g, n, d), {"heads": heads, "groups": g, "n": n})
         self.bind(end, out, "cl")
 
-    def _between_multi(self, starts: set, end: str, region: set) -> set:
+    def _between(self, starts: set, end: str, region: set) -> set:
+        """Nodes of ``region`` on a path from ``starts`` to ``end``."""
         produced = {o: k for k in region for o in self.nodes[k].output}
         need, stack = set(), [end]
         while stack:
-            t = stack.pop()
-            k = produced.get(t)
+            k = produced.get(stack.pop())
             if k is None or k in need:
                 continue
             need.add(k)
             stack += [i for i in self.nodes[k].input if i and i not in starts]
         return need
 
-    def _closed_multi(self, starts: set, end: str, region: set) -> bool:
-        nodes = self._between_multi(starts, end, region)
+    def _closed(self, starts: set, end: str, region: set, exclusive: bool = False) -> bool:
+        """Whether the nodes from ``starts`` to ``end`` read only ``starts``, constants and each other, and
+        nothing outside them reads what they make but ``end`` (nor ``starts``, if ``exclusive``: a layer output
+        an activation replaces)."""
+        nodes = self._between(starts, end, region)
         made = {o for k in nodes for o in self.nodes[k].output}
         for k in nodes:
             if any(i and i not in starts and i not in made and i not in self.consts for i in self.nodes[k].input):
                 return False
-        return not any(t in self.outputs or any(u not in nodes for u in self.consumers.get(t, []))
-                       for t in made - {end})
-
+        private = (made - {end}) | (set(starts) if exclusive else set())
+        return bool(nodes) and not any(t in self.outputs or any(u not in nodes for u in self.consumers.get(t, []))
+                                       for t in private)
 
 def _as_float64(v: np.ndarray) -> np.ndarray:
     return v.astype(np.float64) if v.dtype.kind == "f" else v
@@ -866,7 +817,7 @@ def _pool_mixer(im: _Importer, k: int, node) -> None:
     for scale in scales + [None]:   # the whole mixer (with its layer scale and residual) before its first part
         end = im._match_end(starts, region, pool_mixer(im.ort_value(node.input[0]), kk[0], scale), "cf")
         if end is not None:
-            im.done.update(im._between_multi(starts, end, region))
+            im.done.update(im._between(starts, end, region))
             params = {"scale": scale} if scale is not None else {}
             im.bind(end, im.add("pool_mixer", node, [src], (h, w, c), {"k": kk[0]}, params), "cf")
             return
@@ -887,7 +838,7 @@ def _l2norm(im: _Importer, k: int, node) -> None:
     end = im._match_end(starts, region, l2_normalize(im.ort_value(node.input[0])), "cl")
     if end is None:
         raise Unsupported("L2 norm that is not a normalisation over the channels")
-    im.done.update(im._between_multi(starts, end, region))
+    im.done.update(im._between(starts, end, region))
     im.bind(end, im.add("l2norm", node, [src], im.shapes[src]), "cl")
 
 
@@ -910,7 +861,7 @@ def _additive(im: _Importer, node, wg: np.ndarray) -> None:
         both = starts | {t for t, (p, _) in im.alias.items() if p == kn}
         end = im._match_end(both, region, want.reshape(im.shapes[qn]), "cl")
         if end is not None:
-            im.done.update(im._between_multi(both, end, region))
+            im.done.update(im._between(both, end, region))
             im.bind(end, im.add("additive", node, [qn, kn], im.shapes[kn], {}, {"wg": wg}), "cl")
             return
     raise Unsupported("not an additive attention")
