@@ -84,6 +84,7 @@ TRIPCOUNTS = {
     "moe_queue": "moe experts: patches per expert run",
     "add_words": "add: words",
     "token_param_words": "token rows: parameter words", "token_copy_words": "token rows: copied words",
+    "scale_words": "channel scale: words",
 }
 
 

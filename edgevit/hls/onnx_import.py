@@ -759,6 +759,20 @@ def _slice(im: _Importer, k: int, node) -> None:
     _token_range(im, node, start, end - start)
 
 
+def _gate(im: _Importer, node) -> None:
+    """A map times a computed per-channel vector (a squeeze-excitation gate): the channel scale unit."""
+    sizes = [im.values[i].size for i in node.input]
+    x, s = node.input if sizes[0] >= sizes[1] else node.input[::-1]
+    (src, layout), (vec, _) = im.source(x), im.source(s)
+    c = im.values[x].shape[1 if layout == "cf" else -1]
+    if im.values[s].size != c or im.values[node.output[0]].shape != im.values[x].shape or im.shapes[vec][-1] != c:
+        raise Unsupported("product of two computed tensors other than a per-channel gate")
+    if layout == "cf":
+        im.require_shape(src, im.prog_shape(x, "cf"))
+    out = im.add("channel_scale", node, [src, vec], im.shapes[src])
+    im.bind(node.output[0], out, layout)
+
+
 def _channel_affine(im: _Importer, k: int, node) -> None:
     """A BatchNormalization, or a product with (or quotient by) a per-channel constant, that follows no
     convolution or linear layer it could fold into: a 1x1 depthwise convolution (weights = scale, bias = shift)."""
@@ -777,8 +791,9 @@ def _channel_affine(im: _Importer, k: int, node) -> None:
             x = node.input[1]
         other = node.input[1] if x == node.input[0] else node.input[0]
         if other not in im.consts:
-            raise Unsupported(f"{'product' if node.op_type == 'Mul' else 'quotient'} of two computed tensors "
-                              "(gating)")
+            if node.op_type == "Mul":
+                return _gate(im, node)
+            raise Unsupported("quotient of two computed tensors")
         src, layout = im.source(x)
         c = np.broadcast_to(im.consts[other], im.values[x].shape)
         vec = np.moveaxis(c, 1 if layout == "cf" else -1, -1).reshape(-1, im.shapes[src][-1])

@@ -354,6 +354,15 @@ def _token_rows_cost(u, layer, shape, oshape, lanes):
     return 0, u.loop(0 if tok is None else tok.size) + u.loop(layer.attrs["rows"] * c), 0
 
 
+# --- channel scale: a map times a computed per-channel vector (squeeze-excitation) ------------------------------
+
+def _channel_scale_fixed(prog, layer, env):
+    x, fx, fo, _ = _io(prog, layer, env)
+    s, fs = _second(prog, layer, env)
+    c = x.shape[-1]
+    return convert(x.reshape(-1, c) * np.asarray(s, np.int64).reshape(1, c), fx.frac + fs.frac, fo)
+
+
 def _x(layer, env):
     return env[layer.inputs[0]]
 
@@ -418,5 +427,9 @@ KINDS = {
     "token_rows": LayerKind(16, _token_rows_float, _token_rows_fixed, _token_rows_dims, _token_rows_cost,
                             lambda dims, lanes, add, linear: add(token_param_words=dims[3] * dims[1],
                                                                  token_copy_words=dims[0] * dims[1])),
+    "channel_scale": LayerKind(
+        17, lambda l, env, s: _x(l, env).reshape(-1, _x(l, env).shape[-1]) * env[l.inputs[1]].reshape(1, -1),
+        _channel_scale_fixed, _rows_dims, lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(sh)), ii=2), 0),
+        lambda dims, lanes, add, linear: add(scale_words=dims[0] * dims[1])),
 }
 CODES = {name: kind.code for name, kind in KINDS.items()}

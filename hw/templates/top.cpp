@@ -52,6 +52,7 @@ void edgevit_top(const int* program, const word_t* params, word_t* arena, const 
             case OP_MOE_EXPERTS: moe_experts<accel_config>(params, arena, d); break;
             case OP_ADD: add_tensors<accel_config>(params, arena, d); break;
             case OP_TOKEN_ROWS: token_rows<accel_config>(params, arena, d); break;
+            case OP_CHANNEL_SCALE: channel_scale<accel_config>(arena, d); break;
             default: break;
         }
     }

@@ -21,8 +21,8 @@ from tiny_onnx_models import tiny_cnn_onnx
 
 def _gated_cnn():
     """A small hybrid outside the zoo: Conv-BN-ReLU stem, depthwise Conv-BN-Hardswish, a 1x1 conv with a
-    residual, an EfficientFormer-style pooling mixer with layer scale, then a squeeze-excitation gate
-    (x * sigmoid(...): a product of two computed tensors, which no unit runs), average pool and a linear head."""
+    residual, an EfficientFormer-style pooling mixer with layer scale, a squeeze-excitation gate, then a softmax
+    over the channels (no unit runs it), average pool and a linear head."""
     import torch
     import torch.nn as nn
 
@@ -41,6 +41,7 @@ def _gated_cnn():
             x = x + self.pw(self.dw(x))
             x = x + self.ls * (nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False) - x)
             x = x * torch.sigmoid(self.se(x.mean((2, 3), keepdim=True)))
+            x = torch.softmax(x, dim=1)
             return self.head(x.mean((2, 3)))
 
     torch.manual_seed(0)
@@ -55,7 +56,7 @@ def _gated_cnn():
 
 @pytest.fixture(scope="module")
 def gated_onnx():
-    return from_torch(_gated_cnn(), (1, 3, 16, 16), "gated_cnn").onnx_path
+    return from_torch(_gated_cnn(), (1, 3, 16, 16), "gated_cnn_softmax").onnx_path
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,13 @@ def test_unsupported_op_is_named_and_the_rest_is_the_cpu_part(gated_onnx, tmp_pa
     result, out = project.generate_onnx(mp, "zcu102", tmp_path / "gated", samples)
     prog = result.program
     op, name, why = result.unsupported
-    assert op == "Mul" and "gating" in why
-    assert prog.cpu_layers[0].startswith(f"{name} (Mul: ")
-    # BatchNorm folded, activations fused, the residual Add in the 1x1 conv's epilogue, the whole pooling mixer
+    assert op == "Softmax" and "no accelerator unit" in why
+    assert prog.cpu_layers[0].startswith(f"{name} (Softmax: ")
+    # BatchNorm folded, activations fused, the residual Add in the 1x1 conv's epilogue, the whole pooling mixer,
+    # the gate's branch on the pooled vector and its channel scale
     assert [(l.kind, l.attrs.get("act")) for l in prog.layers] == [
-        ("im2col", None), ("linear", "relu"), ("dwconv", "hswish"), ("linear", "none"), ("pool_mixer", None)]
+        ("im2col", None), ("linear", "relu"), ("dwconv", "hswish"), ("linear", "none"), ("pool_mixer", None),
+        ("avgpool", None), ("linear", "sigmoid"), ("channel_scale", None)]
     assert len(prog.layers[3].inputs) == 2 and "scale" in prog.layers[4].params
     assert 0 < result.accel_macs < result.total_macs and result.accel_nodes < result.total_nodes
     assert project.run_csim(out)["mismatches"] == 0
@@ -132,6 +135,17 @@ def test_token_rows_unit_matches_golden(tmp_path):
     assert not np.array_equal(envs[0]["t2"], envs[1]["t2"])
 
 
+def test_channel_scale_unit_matches_golden(tmp_path):
+    """The squeeze-excitation unit: a map times a computed per-channel vector, in C-sim and golden alike."""
+    rng = np.random.default_rng(4)
+    layers = [("avgpool", ["input"], "v", {}, {}), ("channel_scale", ["input", "v"], "y", {}, {})]
+    prog = program(layers, {"input": (3, 4, 6), "v": (1, 6), "y": (3, 4, 6)})
+    samples = [rng.standard_normal((3, 4, 6)), 30 * rng.standard_normal((3, 4, 6))]   # the second saturates
+    mismatches, errors, _ = csim_vs_golden(prog, samples, tmp_path)
+    assert mismatches == 0
+    assert errors[0] < 2e-3
+
+
 def test_nothing_supported_names_the_first_op():
     import onnx
     from onnx import TensorProto, helper
@@ -149,7 +163,7 @@ def test_cli_hls_onnx_file(gated_onnx, tmp_path, capsys):
     out = tmp_path / "prj"
     code, stdout, err = run_cli(capsys, "hls", gated_onnx, "-o", out, "--calib", "2")
     assert code == 0, err
-    assert "stops at Mul node" in stdout and "runs on the ARM CPU" in stdout and "% of the Conv/MatMul/Gemm" in stdout
+    assert "stops at Softmax node" in stdout and "runs on the ARM CPU" in stdout and "% of the Conv/MatMul/Gemm" in stdout
     assert json.loads((out / "program.json").read_text())["meta"]["cpu_tail_input"]
     code, stdout, err = run_cli(capsys, "hls", "build", out, "--csim")
     assert code == 0 and "0 mismatches" in stdout, err

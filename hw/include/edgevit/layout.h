@@ -1,4 +1,5 @@
-// Data movement for MobileViT blocks and heads: patch unfold/fold, channel concat, token rows, global average pool.
+// Data movement for MobileViT blocks and heads: patch unfold/fold, channel concat, token rows, global average pool;
+// and the channel scale of squeeze-excitation gates.
 // The innermost loops are pipelined at II=1: at best one word per cycle.
 #ifndef EDGEVIT_LAYOUT_H
 #define EDGEVIT_LAYOUT_H
@@ -63,6 +64,19 @@ void token_rows(const word_t* params, word_t* arena, const layer_desc& d) {
         EDGEVIT_TRIPCOUNT(CFG::token_copy_words)
 #pragma HLS PIPELINE II=1
         arena[d.y + P * C + k] = requant(arena[d.x + R0 * C + k], d.fx - d.fo, d.wo);
+    }
+}
+
+// Channel scale: [M][C] at d.x times a computed [C] at d.x2 (M, C = d0, d1), the exact product requantised to
+// fo. A squeeze-excitation gate.
+template <class CFG>
+void channel_scale(word_t* arena, const layer_desc& d) {
+    const int M = d.d0, C = d.d1;
+    for (int k = 0; k < M * C; ++k) {
+        EDGEVIT_TRIPCOUNT(CFG::scale_words)
+#pragma HLS PIPELINE II=2
+        const i64 p = (i64)arena[d.x + k].to_int() * arena[d.x2 + k % C].to_int();
+        arena[d.y + k] = requant(p, d.fx + d.fx2 - d.fo, d.wo);
     }
 }
 
