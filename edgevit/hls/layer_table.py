@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .golden import eps_q
 from .ops import CODES, KINDS, TILE_TOKENS, linear_traffic, weights_outer  # noqa: F401 (re-exported)
 from .program import Program
 
@@ -102,33 +101,22 @@ def build(prog: Program) -> LayerTable:
         a, k = layer.attrs, layer.kind
         d["op"], d["act"] = OPS[k], ACTS[a.get("act", "none")]
         d["x"], d["y"] = tensors[layer.inputs[0]][0], tensors[layer.output][0]
-        fx, fo = f[layer.inputs[0]], f[layer.output]
-        d.update(fx=fx.frac, fo=fo.frac, wo=fo.w)
+        fo = f[layer.output]
+        d.update(fx=f[layer.inputs[0]].frac, fo=fo.frac, wo=fo.w)
         if len(layer.inputs) > 1:
             d["x2"], d["fx2"] = tensors[layer.inputs[1]][0], f[layer.inputs[1]].frac
         q = prog.quantized_params(layer)
         slots = {"w": "w", "gamma": "w", "scale": "w", "wg": "w", "pos": "w", "tok": "w", "beta": "w2", "b": "b"}
-        if k == "moe_experts":
+        if k == "moe_experts":   # expert blocks packed together; hidden activations in the arena scratch
             _check_width(f"{layer.name}.w", q["w1"][1], WORD_BITS)
+            _check_width(layer.name + ".hidden", f[layer.name + ".hidden"], WORD_BITS)
             d["w"], d["fw"] = put_words(expert_blocks(q)), q["w1"][1].frac
             q = {}
         for key, (raw, fmt) in q.items():
             d[slots[key]] = put(raw, fmt, f"{layer.name}.{key}")
             if key != "b" and key != "beta":
                 d["fw"] = fmt.frac
-        dims = KINDS[k].dims(prog, layer)
-        if k == "attention":
-            fl = f[layer.name + ".logits"]
-            d.update(fl=fl.frac, wl=fl.w)
-        elif k == "moe_experts":
-            fh = f[layer.name + ".hidden"]
-            _check_width(layer.name + ".hidden", fh, WORD_BITS)   # stored in the arena scratch
-            d.update(fl=fh.frac, wl=fh.w)
-        d.update({f"d{n}": int(v) for n, v in enumerate(dims)})
-        if k == "layernorm":
-            e = eps_q(a["eps"], fx)
-            lo = e & 0xFFFFFFFF
-            d["eps_lo"], d["eps_hi"] = lo - (1 << 32) * (lo >> 31), e >> 32
+        d.update({f"d{n}": int(v) for n, v in enumerate(KINDS[k].dims(prog, layer))}, **KINDS[k].fields(prog, layer))
         descriptors.append(d)
     fi, fout = f[prog.input], f[prog.output]
     header = {"magic": MAGIC, "version": VERSION, "layers": len(descriptors), "desc_words": len(FIELDS),

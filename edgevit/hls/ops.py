@@ -29,7 +29,8 @@ class LayerKind:
     descriptor's ``d0..d5``; ``cost(units, layer, shape, oshape, lanes)`` gives (compute cycles, memory cycles,
     MACs) from the estimator's unit cycle models ``units``; ``trips(dims, lanes, add, linear)`` reports the loop
     counts of one descriptor. ``fmt`` is ``"fitted"`` (calibrated from its range), ``"same"`` (data movement: the
-    input's format) or ``"gate"`` (fixed by the kernel).
+    input's format) or ``"gate"`` (fixed by the kernel). ``fields(prog, layer)`` gives the descriptor fields
+    beyond the common ones (an internal format, LayerNorm's eps).
     """
 
     code: int
@@ -39,6 +40,7 @@ class LayerKind:
     cost: Callable
     trips: Callable
     fmt: str = "fitted"
+    fields: Callable = lambda prog, layer: {}
 
 
 def _ceil(a: int, b: int) -> int:
@@ -201,6 +203,21 @@ def _attention_trips(dims, lanes, add, linear):
     g, n, heads, dh = dims[:4]
     add(attn_groups=g, attn_heads=heads, attn_tokens=n, attn_head_dim=dh,
         attn_steps=(n - 1) * _ceil(n, lanes.rows) + n)
+
+
+def _format_fields(suffix: str):
+    """The descriptor's ``fl``/``wl``: a layer's internal format (attention logits, MoE hidden activations)."""
+    def fields(prog, layer):
+        fmt = prog.formats[layer.name + suffix]
+        return {"fl": fmt.frac, "wl": fmt.w}
+    return fields
+
+
+def _eps_fields(prog, layer):
+    """LayerNorm's eps at ``2 fx`` fractional bits, as two 32-bit words."""
+    e = golden.eps_q(layer.attrs["eps"], prog.formats[layer.inputs[0]])
+    lo = e & 0xFFFFFFFF
+    return {"eps_lo": lo - (1 << 32) * (lo >> 31), "eps_hi": e >> 32}
 
 
 # --- data movement ------------------------------------------------------------------------------------------
@@ -385,9 +402,9 @@ KINDS = {
         _im2col_trips, "same"),
     "layernorm": LayerKind(
         4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),
-        _layernorm_fixed, _rows_dims, _layernorm_cost, _trips(ln_rows=0, ln_channels=1)),
+        _layernorm_fixed, _rows_dims, _layernorm_cost, _trips(ln_rows=0, ln_channels=1), fields=_eps_fields),
     "attention": LayerKind(5, _attention_float, _attention_fixed, _attention_dims, _attention_cost,
-                           _attention_trips),
+                           _attention_trips, fields=_format_fields(".logits")),
     "unfold": LayerKind(
         6, lambda l, env, s: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
         lambda p, l, env: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
@@ -421,7 +438,7 @@ KINDS = {
         lambda p, l, env: golden.moe_route(_x(l, env), p.formats[l.inputs[0]], l.attrs["k"], p.formats[l.output]),
         lambda p, l: (*_rows_dims(p, l), l.attrs["k"]), _moe_route_cost, _moe_route_trips, "gate"),
     "moe_experts": LayerKind(14, _moe_experts_float, _moe_experts_fixed, _moe_experts_dims, _moe_experts_cost,
-                             _moe_experts_trips),
+                             _moe_experts_trips, fields=_format_fields(".hidden")),
     "add": LayerKind(15, _add_float, _add_fixed, _rows_dims, _add_cost,
                      lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1])),
     "token_rows": LayerKind(16, _token_rows_float, _token_rows_fixed, _token_rows_dims, _token_rows_cost,
