@@ -15,12 +15,13 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import ArtifactError, EdgevitError, InputError, UnknownNameError
+from ..errors import ArtifactError, EdgevitError, InputError, ResourceError, UnknownNameError
 from ..settings import seed
 from ..targets import get_target
 
 TINY = "tiny_mobilevit"
 MAX_LISTED = 12   # CPU-part entries printed by `edgevit hls MODEL`
+MAX_INPUT_WORDS = 1 << 24   # 32 MiB of 16-bit words: the arena holds the input and every tensor after it
 # ap_fixed<W,I> the kernels handle: accumulators add two widths plus guard bits inside 64-bit integers.
 FORMAT_SPEC = r"([A-Za-z0-9_.]+)=(\d{1,3}),(\d{1,3})"
 WIDTHS = (2, 32)
@@ -113,8 +114,12 @@ def _generate_onnx(args, overrides: dict):
     if len(imported.inputs) != 1 or imported.inputs[0].dtype != "float32":
         raise InputError(f"{imported.name} has inputs {[(i.name, i.dtype) for i in imported.inputs]}: the "
                          "accelerator takes one float32 input")
+    shape = imported.inputs[0].shape
+    if int(np.prod(shape)) > MAX_INPUT_WORDS:   # before any sample of it is allocated
+        raise ResourceError(f"input shape {list(shape)} has more than {MAX_INPUT_WORDS} values: too large for "
+                            "the accelerator's arena; export the model at a smaller input size")
     rng = np.random.default_rng(seed())
-    samples = [rng.standard_normal(imported.inputs[0].shape) for _ in range(args.calib)]
+    samples = [rng.standard_normal(shape) for _ in range(args.calib)]
     result = lower_onnx(imported.load(), samples[0])
     if overrides:
         _check_format_names(result.program, samples[0], overrides)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
-from edgevit.errors import InputError, ModelImportError
+from edgevit.errors import InputError, ModelImportError, ResourceError
 from edgevit.frontend import from_torch
 from edgevit.hls import project
 from edgevit.hls.onnx_import import lower_onnx
@@ -199,7 +199,15 @@ def test_cli_hls_refuses_broken_and_hostile_onnx(tmp_path, capsys):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(hostile))
     code, _, err = run_cli(capsys, "hls", hostile, "-o", tmp_path / "b")
     assert_one_line_error(code, err, ModelImportError.exit_code, "outside the model's folder")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # an input of 200 M values is refused before anything that size is allocated
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H", "W"])])
+    huge = tmp_path / "huge.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(huge))
+    code, _, err = run_cli(capsys, "hls", huge, "--input-shape", "1,3,8192,8192", "-o", tmp_path / "c")
+    assert_one_line_error(code, err, ResourceError.exit_code, "too large")
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def _float_out(prog, x):
