@@ -57,9 +57,10 @@ def _constant(expr) -> np.ndarray | None:
 
 @expr_functor.mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, lanes: int):
+    def __init__(self, mod, lanes: int, dot=None):
         super().__init__(mod)
         self.lanes = lanes
+        self.dot = dot
         self.rewritten = 0
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
@@ -179,6 +180,14 @@ class _Rewriter(PyExprMutator):
         xq, sx, zx = activation
         wq, sw = weights
         sy, zy = float(_scalar(quantize.args[1])), int(_scalar(quantize.args[2]))
+        acc = self._dot_product(kernel, xq, zx, wq) if self.dot is not None else None
+        if acc is not None:
+            acc, shift = acc
+            conv = is_op(kernel, "relax.nn.conv2d")
+            weight_sums = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1) if conv else wq.astype(np.int64).sum(0)
+            # the activations were shifted by ``shift`` (into uint8): Σ (x + shift) w = Σ x w + shift Σ w
+            return self._requantize(acc, weight_sums, (1, -1, 1, 1) if conv else (-1,), zx + shift, sx, sw, bias,
+                                    sy, zy)
         # The int8 operands are multiplied as int16 (exact): NEON then multiplies-and-accumulates int16 lanes into
         # int32 in one instruction (smlal, XNNPACK's int8 path on cores without sdot); int8 operands took a widening
         # step per operand: mobilevit_xxs for rpi4 348.0 -> 314.7 M instructions, host time unchanged.
@@ -201,6 +210,26 @@ class _Rewriter(PyExprMutator):
         else:
             acc = relax.op.matmul(xq, relax.const(weights_const), out_dtype="int32")
             weight_sums, channel_shape = wq.astype(np.int64).sum(0), (-1,)
+        return self._requantize(acc, weight_sums, channel_shape, zx, sx, sw, bias, sy, zy)
+
+    def _dot_product(self, kernel, xq, zx: int, wq):
+        """(int32 accumulator, activation shift) from the target's dot-product kernel
+        (``edgevit.backends.int8_kernels``), or None where it does not fit (then the int16 kernels are used)."""
+        from . import int8_kernels
+
+        xq = self.visit_expr(xq)
+        if is_op(kernel, "relax.nn.conv2d"):
+            _, _, oh, ow = static_shape(kernel)
+            attrs = kernel.attrs
+            acc = int8_kernels.emit_conv(self.builder_, self.dot, xq, wq, zx, list(attrs.strides),
+                                         [int(p) for p in attrs.padding], list(attrs.dilation), (oh, ow))
+        else:
+            acc = int8_kernels.emit_matmul(self.builder_, self.dot, xq, wq)
+        return None if acc is None else (acc, self.dot.shift)
+
+    def _requantize(self, acc, weight_sums, channel_shape, zx, sx, sw, bias, sy, zy):
+        """``clip(round(float(acc + offset) · M) + zy)`` as int8, with the zero point and bias folded into one
+        int32 offset per output channel."""
         acc_scale = np.float32(sx) * sw  # float32, as onnxruntime computes input scale x weight scale
         offset = -zx * weight_sums
         if bias is not None:  # the bias in accumulator units (onnxruntime's bias scale is sx * sw already)
@@ -233,11 +262,12 @@ class IntegerQdqKernels:
     unchanged.
     """
 
-    def __init__(self, lanes: int):
+    def __init__(self, lanes: int, dot=None):
         self.lanes = lanes  # float32 (= int32) lanes of the target's vectors
+        self.dot = dot      # the target's dot-product kernel (``int8_kernels.dot_kernel_for``), or None
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Rewriter(mod, self.lanes)
+        rewriter = _Rewriter(mod, self.lanes, self.dot)
         rewritten = rewrite_functions(rewriter, mod)
         if not rewriter.rewritten:
             return mod
@@ -296,9 +326,16 @@ class ScheduleIntegerKernels:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         from tvm import tirx
 
+        from . import int8_kernels
+
+        dot = int8_kernels.dot_kernel_for(self.target)
         for gv, func in list(mod.functions_items()):
             if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-                sch = schedule_integer_kernel(func, self.target)
+                sch = None
+                if dot is not None and "int8_" in gv.name_hint:
+                    sch = int8_kernels.schedule_dot_kernel(func, self.target, dot) \
+                        or int8_kernels.schedule_pack_kernel(func, self.target)
+                sch = sch or schedule_integer_kernel(func, self.target)
                 if sch is not None:
                     mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
         return mod

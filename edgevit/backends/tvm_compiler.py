@@ -139,14 +139,15 @@ def _prepare_passes(target) -> list:
     from .cpu_schedules import CpuInfo
     from .fast_math import fast_math_passes
     from .int8 import IntegerQdqKernels
+    from .int8_kernels import dot_kernel_for
     from .upsample import BilinearUpsample2x
     from .weight_packing import PackConvWeights
 
     # IntegerQdqKernels first: it matches the quantize/dequantize ops as the ONNX frontend wrote them (a float
     # model has none and is returned unchanged).
     lanes = CpuInfo.of(target).lanes
-    return [IntegerQdqKernels(lanes), relax.transform.DecomposeOpsForInference(), PackConvWeights(lanes),
-            BilinearUpsample2x(), FuseAttention(), *fast_math_passes()]
+    return [IntegerQdqKernels(lanes, dot_kernel_for(target)), relax.transform.DecomposeOpsForInference(),
+            PackConvWeights(lanes), BilinearUpsample2x(), FuseAttention(), *fast_math_passes()]
 
 
 def fused_module(mod, cpu):

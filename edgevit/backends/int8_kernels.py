@@ -1,0 +1,394 @@
+"""int8 dot-product kernels: convolutions (groups 1) and matmuls by constant weights on the CPU's dot-product
+instructions (x86 VNNI ``vpdpbusd``, aarch64 ``sdot``), chosen per target from :data:`DOT_KERNELS`.
+
+Every kernel is one multiply-accumulate shape, the one the instructions compute: ``lanes`` int32 accumulators,
+each adding a 4-long dot product of a broadcast operand ``A[0:4]`` with its own row of ``B[lane, 0:4]``:
+
+- **conv**: lanes are output pixels. ``A`` = the weights of one output channel (4 input channels of the
+  ``[F, kh*kw*C]`` constant, at compile time), ``B`` = the input packed at run time as ``[K/4, pixels, 4]`` (4
+  input channels of a pixel together: :func:`pack_conv_input`, an im2col for kxk kernels). The output comes out
+  NCHW, so the requantizing epilogue stores whole vectors of pixels.
+- **matmul** by a constant: lanes are output features. ``A`` = 4 consecutive values of an activation row,
+  ``B`` = the weights packed at compile time as ``[K/4, N, 4]``.
+
+x86's ``vpdpbusd`` multiplies unsigned by signed bytes. The activations are shifted by +128 into uint8 (as
+onnxruntime and oneDNN do) and ``128 Σw`` is folded into the per-channel int32 constant. For the conv, where
+the activations are the vector operand, edgevit registers ``vpdpbusd`` with its operands the other way round
+from TVM's ``dot_16x4_vnni`` (signed broadcast, unsigned vectors). The intrinsics are registered here rather
+than imported from ``tvm.s_tir.tensor_intrin``: importing that package registers every GPU/DSP intrinsic too
+and takes ~40 s on this machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import te, tirx
+from tvm.s_tir import Schedule, TensorIntrin
+from tvm.script import tirx as T
+
+from .cpu_schedules.common import (CpuInfo, inline_injective, largest_divisor, root_blocks, run_in_parallel,
+                                   schedule_elementwise)
+
+
+def _dot_desc(lanes: int, a_dtype: str, b_dtype: str):
+    """What an intrinsic computes: ``C[i] += A[k] * B[i, k]`` over ``lanes`` x 4."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), a_dtype, offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), b_dtype, offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+    return desc
+
+
+def _dot_impl(lanes: int, a_dtype: str, b_dtype: str, llvm_intrinsic: str, broadcast_first: bool):
+    """One dot-product instruction: ``llvm_intrinsic(acc, x, y)`` with the broadcast ``A`` as ``x`` or ``y``."""
+    a4, b_vec, acc = f"{a_dtype}x4", f"{b_dtype}x{4 * lanes}", f"int32x{lanes}"
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), a_dtype, offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), b_dtype, offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            # LLVM's vpdpbusd takes its operands as <64 x i8> (TVM's own dot_16x4_vnni still passes <16 x i32>,
+            # which this LLVM rejects)
+            a_words = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], a4), dtype="int32"), lanes),
+                                    dtype=f"{a_dtype}x{4 * lanes}")
+            b_words = B.vload([0, 0], b_vec)
+            if broadcast_first:
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(llvm_intrinsic), C.vload([0], acc), a_words, b_words, dtype=acc)
+            else:
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(llvm_intrinsic), C.vload([0], acc), b_words, a_words, dtype=acc)
+
+    return impl
+
+
+def _sdot_impl():
+    """``sdot`` (aarch64 +dotprod): its operands are 16 bytes each, so the broadcast is reinterpreted as such."""
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:4])
+            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
+                                    dtype="int8x16")
+            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([0], "int32x4"),
+                a_bytes, B.vload([0, 0], "int8x16"), dtype="int32x4")
+
+    return impl
+
+
+def _register(name: str, lanes: int, a_dtype: str, b_dtype: str, impl) -> str:
+    TensorIntrin.register(name, _dot_desc(lanes, a_dtype, b_dtype), impl, override=True)
+    return name
+
+
+@dataclass(frozen=True)
+class DotKernel:
+    """One row of :data:`DOT_KERNELS`: the dot-product instruction of an instruction set and how to feed it."""
+
+    isa: str                  # what the kernels' names say (``int8_dot_conv_avx512vnni``)
+    feature: str              # the LLVM CPU feature that selects it
+    lanes: int                # int32 accumulators per instruction
+    shift: int                # added to the activations to make them the instruction's unsigned operand
+    conv_intrin: str          # signed weights broadcast, activations in lanes
+    matmul_intrin: str        # activations broadcast, signed weights in lanes
+    accumulators: int         # accumulator registers of a register tile (the rest hold operands)
+
+
+def _vnni_kernel() -> DotKernel:
+    vnni = "llvm.x86.avx512.vpdpbusd.512"
+    return DotKernel(
+        "avx512vnni", "avx512vnni", 16, 128,
+        _register("edgevit_vnni_16x4_s8_bcast_u8", 16, "int8", "uint8", _dot_impl(16, "int8", "uint8", vnni, False)),
+        _register("edgevit_vnni_16x4_u8_bcast_s8", 16, "uint8", "int8", _dot_impl(16, "uint8", "int8", vnni, True)),
+        24)
+
+
+def _sdot_kernel() -> DotKernel:
+    sdot = _register("edgevit_sdot_4x4_s8s8", 4, "int8", "int8", _sdot_impl())
+    return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24)
+
+
+#: Instruction sets with an int8 dot-product kernel, best first; a target takes the first whose LLVM feature
+#: its mcpu/mattr has. Cores with neither (Cortex-A72) keep the widening int16 kernels of ``edgevit.backends.int8``.
+DOT_KERNELS = [("avx512vnni", _vnni_kernel), ("dotprod", _sdot_kernel)]
+
+
+def dot_kernel_for(target) -> DotKernel | None:
+    """The :data:`DOT_KERNELS` row for a TVM llvm target, or None."""
+    from tvm.target import codegen
+
+    for feature, make in DOT_KERNELS:
+        if codegen.target_has_features(feature, target):
+            return make()
+    return None
+
+
+def _ceil4(n: int) -> int:
+    return -(-n // 4) * 4
+
+
+def pack_conv_input(data: te.Tensor, kh: int, kw: int, strides, dilation, shift: int, dtype: str) -> te.Tensor:
+    """Pack an already padded NCHW int8 input (channels a multiple of 4) as ``[kh*kw*C/4, OH*OW, 4]``: row
+    ``(ry*kw + rx)*C/4 + c/4`` holds, for every output pixel, input channels ``c..c+3`` at kernel tap (ry, rx)
+    (plus ``shift``, stored as ``dtype``). For a 1x1 conv this only interleaves 4 channels."""
+    _, c, h, w = (int(d) for d in data.shape)
+    (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
+    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    cb = c // 4
+
+    def value(kb, p, kk):
+        tap, channel = kb // cb, (kb % cb) * 4 + kk
+        y, x = p // ow * sh + tap // kw * dh, p % ow * sw + tap % kw * dw
+        return (data[0, channel, y, x].astype("int32") + shift).astype(dtype)
+
+    # The output width lets the schedule iterate over rows and columns instead of dividing the pixel index.
+    return te.compute((kh * kw * cb, oh * ow, 4), value, name="int8_pack_conv_input",
+                      attrs={"out_width": ow, "taps": kh * kw})
+
+
+def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: int) -> te.Tensor:
+    """``out[0, f, y, x] = Σ_k weight[f, k] · packed[k/4, y*OW + x, k%4]`` in int32 (weights first: the
+    broadcast operand)."""
+    kb, _, _ = (int(d) for d in packed.shape)
+    f = int(weight.shape[0])
+    rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
+    return te.compute(
+        (1, f, out_height, out_width),
+        lambda n, ff, y, x: te.sum(weight[ff, rb * 4 + rk].astype("int32")
+                                   * packed[rb, y * out_width + x, rk].astype("int32"), axis=[rb, rk]),
+        name="int8_dot_conv")
+
+
+def matmul_dot(data: te.Tensor, packed_weight: te.Tensor) -> te.Tensor:
+    """``out[..., m, n] = Σ_k data[..., m, k] · packed_weight[k/4, n, k%4]`` in int32 (activations first)."""
+    kb, n, _ = (int(d) for d in packed_weight.shape)
+    rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
+    return te.compute(
+        (*data.shape[:-1], n),
+        lambda *idx: te.sum(data[(*idx[:-1], rb * 4 + rk)].astype("int32")
+                            * packed_weight[rb, idx[-1], rk].astype("int32"), axis=[rb, rk]),
+        name="int8_dot_matmul")
+
+
+def shift_to_unsigned(data: te.Tensor, shift: int) -> te.Tensor:
+    """``uint8(data + shift)``: int8 activations as the unsigned operand of ``vpdpbusd``."""
+    return te.compute(data.shape, lambda *i: (data[i].astype("int32") + shift).astype("uint8"),
+                      name="int8_shift_to_unsigned")
+
+
+def conv_weights(wq, cp: int):
+    """OIHW int8 weights as the ``[F, kh*kw*Cp]`` matrix :func:`pack_conv_input`'s rows multiply (input channels
+    zero-padded to ``cp``, innermost)."""
+    import numpy as np
+
+    f, c, kh, kw = wq.shape
+    padded = np.zeros((f, cp, kh, kw), np.int8)
+    padded[:, :c] = wq
+    return np.ascontiguousarray(padded.transpose(0, 2, 3, 1).reshape(f, kh * kw * cp))
+
+
+def matmul_weights(wq):
+    """``[K, N]`` int8 weights as ``[K/4, N, 4]`` (4 consecutive k of an output feature together)."""
+    import numpy as np
+
+    k, n = wq.shape
+    return np.ascontiguousarray(wq.reshape(k // 4, 4, n).transpose(0, 2, 1))
+
+
+def emit_conv(builder, dot: DotKernel, xq, wq, zx: int, strides, padding, dilation, out_size):
+    """Emit an int8 convolution (groups 1, NCHW, batch 1) on ``dot``'s instruction into a Relax builder: pad
+    with the zero point ``zx``, pack (:func:`pack_conv_input`), multiply-accumulate (:func:`conv_dot`).
+
+    Returns the int32 accumulator ``Σ (xq + dot.shift) · wq`` as ``[1, F, OH, OW]``, or None when the output
+    pixels make no whole vectors (the caller keeps its own kernel).
+    """
+    from tvm import relax
+
+    oh, ow = out_size
+    if oh * ow % dot.lanes or int(xq.ty.shape[0]) != 1:
+        return None
+    top, left, bottom, right = padding
+    channels = wq.shape[1]
+    cp = -(-channels // 4) * 4
+    if top or left or bottom or right or cp != channels:
+        # padding (and the channels up to a multiple of 4) hold the zero point: float zero
+        xq = builder.emit(relax.op.nn.pad(xq, [0, 0, 0, cp - channels, top, bottom, left, right], pad_value=float(zx)))
+    packed = builder.emit_te(pack_conv_input, xq, wq.shape[2], wq.shape[3], strides, dilation, dot.shift,
+                             "uint8" if dot.shift else "int8", primfunc_name_hint="int8_pack_conv_input")
+    return builder.call_te(conv_dot, packed, relax.const(conv_weights(wq, cp)), oh, ow,
+                           primfunc_name_hint=f"int8_dot_conv_{dot.isa}")
+
+
+def emit_matmul(builder, dot: DotKernel, xq, wq):
+    """Emit ``xq @ wq`` (int8 activations ``[..., M, K]``, constant int8 ``[K, N]``) on ``dot``'s instruction.
+
+    Returns the int32 accumulator ``Σ (xq + dot.shift) · wq``, or None when K is no multiple of 4 or N no
+    whole vectors."""
+    from tvm import relax
+
+    k, n = wq.shape
+    if k % 4 or n % dot.lanes:
+        return None
+    if dot.shift:
+        xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
+    return builder.call_te(matmul_dot, xq, relax.const(matmul_weights(wq)),
+                           primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
+
+
+def _pick_tile(rows: int, vectors: int, budget: int) -> tuple[int, int]:
+    """(rows, vectors) of the register tile: the most accumulators within ``budget``, rows dividing
+    ``rows`` and vectors dividing ``vectors`` (at most 4: each vector load then feeds every row)."""
+    best = (0, 0, 1, 1)
+    for v in (4, 2, 1):
+        if vectors % v:
+            continue
+        r = largest_divisor(rows, max(1, budget // v))
+        best = max(best, (r * v, -r - v, r, v))  # ties: fewer operand loads per step
+    return best[2], best[3]
+
+
+def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Schedule | None:
+    """Schedule a function holding an ``int8_dot_*`` block: register tiles of ``rows x vectors*lanes``
+    accumulators over the dot-product instruction (tensorized), the requantizing epilogue per tile from the
+    accumulators. Input packing fused into the function is computed first, vectorised. None if no such block."""
+    sch = Schedule(func)
+    names = [sch.get(b).name_hint for b in root_blocks(sch)]
+    dots = [n for n in names if n.startswith("int8_dot_")]
+    if len(dots) != 1:
+        return None
+    name = dots[0]
+    conv = name.startswith("int8_dot_conv")
+    dot = sch.get_sblock(name)
+    feeding = {r.source for r in sch.get(dot).reads}
+    prologue = []
+    for block in root_blocks(sch):
+        stmt = sch.get(block)
+        if stmt.name_hint == name:
+            break
+        if any(stmt.writes[0].source.same_as(b) for b in feeding):
+            prologue.append(stmt.name_hint)
+        else:
+            sch.compute_inline(block)  # e.g. a residual's dequantize: it feeds only the epilogue
+    dot = sch.get_sblock(name)
+    if not sch.get_consumers(dot):  # the int32 result is the output: accumulate in a local tile all the same
+        sch.cache_write(dot, 0, "global")
+        dot = sch.get_sblock(name)
+    if conv:
+        _flatten_conv_pixels(sch, dot)
+        dot = sch.get_sblock(name)
+    # The epilogue (requantize, and what fusion added: SiLU's Q/DQ steps, a residual add) becomes one block
+    # computed per tile from the accumulators.
+    inline_injective(sch, {name, *prologue})
+    consumers = sch.get_consumers(sch.get_sblock(name))
+    if len(consumers) != 1:
+        return None
+    epilogue = consumers[0]
+    dot = sch.get_sblock(name)
+    loops = sch.get_loops(dot)
+    *lead, rows_loop, cols_loop, rb, rk = loops
+    rows, cols = int(sch.get(rows_loop).extent), int(sch.get(cols_loop).extent)
+    if cols % kernel.lanes:
+        return None
+    tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators)
+    ro, ri = sch.split(rows_loop, [None, tile_rows])
+    co, cv, cl = sch.split(cols_loop, [None, tile_vectors, kernel.lanes])
+    sch.reorder(*lead, ro, co, rb, ri, cv, cl, rk)
+    sch.reverse_compute_at(epilogue, co, preserve_unit_loops=False)
+    info = CpuInfo.of(target)
+    run_in_parallel(sch, [*lead, ro], info)  # before tensorizing: TVM cannot parallelise over the tensorized block
+    own = sch.get_loops(epilogue)[len(lead) + 2:]
+    if own:
+        sch.vectorize(own[-1])
+    sch.set_scope(dot, 0, "local")
+    init = sch.decompose_reduction(dot, rb)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(cl, kernel.conv_intrin if conv else kernel.matmul_intrin)
+    sch.unroll(ri)
+    sch.unroll(cv)
+    for block_name in prologue:
+        _schedule_pack(sch, sch.get_sblock(block_name), info)
+    return sch
+
+
+def _flatten_conv_pixels(sch: Schedule, dot) -> None:
+    """Iterate the conv block (and its epilogue) over output pixels ``y * OW + x``, the packed input's axis."""
+    stmt = sch.get(dot)
+    width = int(stmt.iter_vars[3].dom.extent)
+    sch.transform_layout(dot, ("write", 0), tirx.IndexMap.from_func(
+        lambda n, f, y, x: [n, f, y * width + x], ndim=4))
+    sch.transform_block_layout(dot, tirx.IndexMap.from_func(
+        lambda n, f, y, x, rb, rk: [n, f, y * width + x, rb, rk], ndim=6))
+    for consumer in sch.get_consumers(dot):
+        sch.transform_block_layout(consumer, tirx.IndexMap.from_func(
+            lambda *v: [*v[:-2], v[-2] * width + v[-1]], ndim=len(sch.get(consumer).iter_vars)))
+
+
+def _schedule_pack(sch: Schedule, block, info: CpuInfo) -> None:
+    """An input packing fused into the kernel: its 4 interleaved channels unrolled, so that LLVM's loop
+    vectoriser sees 4 contiguous rows stored interleaved (``st4`` on aarch64, shuffles on x86)."""
+    if sch.get(block).name_hint != "int8_pack_conv_input":
+        schedule_elementwise(sch, block, info, parallel=False)
+        return
+    _pack_over_rows(sch, block)
+    sch.unroll(sch.get_loops(block)[-1])
+
+
+def _pack_over_rows(sch: Schedule, block) -> None:
+    """Iterate the packing over (tap row, y, x, channel) instead of pixels ``p``: ``x`` is then the
+    contiguous (stride-1 convs) loop LLVM vectorises, with no division per element."""
+    width = int(sch.get(block).annotations["out_width"])
+    sch.transform_block_layout(block, tirx.IndexMap.from_func(
+        lambda kb, p, kk: [kb, p // width, p % width, kk], ndim=3))
+
+
+def schedule_pack_kernel(func: tirx.PrimFunc, target) -> Schedule | None:
+    """Schedule a stand-alone :func:`pack_conv_input` kernel (see :func:`_schedule_pack`), else None."""
+    sch = Schedule(func)
+    blocks = root_blocks(sch)
+    names = [sch.get(b).name_hint for b in blocks]
+    if "int8_pack_conv_input" not in names:
+        return None
+    taps = int(sch.get(sch.get_sblock("int8_pack_conv_input")).annotations["taps"])
+    info = CpuInfo.of(target)
+    for block in blocks:
+        if sch.get(block).name_hint == "int8_pack_conv_input":
+            continue
+        if taps > 1:  # an im2col reads each value kh*kw times: what fusion put before it is computed once
+            schedule_elementwise(sch, block, info)
+            continue
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001 - not inlinable: computed as it is
+            schedule_elementwise(sch, block, info)
+    block = sch.get_sblock("int8_pack_conv_input")
+    _pack_over_rows(sch, block)
+    kb, *_, kk = sch.get_loops(block)
+    sch.unroll(kk)
+    run_in_parallel(sch, [kb], info)
+    return sch
+
+
+__all__ = ["DOT_KERNELS", "DotKernel", "conv_dot", "conv_weights", "dot_kernel_for", "emit_conv", "emit_matmul",
+           "matmul_dot", "matmul_weights", "pack_conv_input", "schedule_dot_kernel", "schedule_pack_kernel",
+           "shift_to_unsigned"]

@@ -1,0 +1,154 @@
+"""The int8 dot-product kernels (``edgevit.backends.int8_kernels``): bit-exact int32 against numpy integer math
+on small shapes, on the instruction each target selects (x86 VNNI here; aarch64 ``sdot`` for rpi5, run under
+qemu), and which targets select which instruction."""
+
+import subprocess
+
+import numpy as np
+import pytest
+from tvm import relax
+
+from edgevit.backends import tvm_compiler
+from edgevit.backends.int8_kernels import dot_kernel_for, emit_conv, emit_matmul
+from edgevit.targets import get_target
+
+
+def conv_reference(xq, wq, strides, padding, dilation, zx):
+    """int32 NCHW convolution of int8 values, padded with the zero point ``zx`` (numpy, int64 accumulation)."""
+    top, left, bottom, right = padding
+    x = np.pad(xq.astype(np.int64), [(0, 0), (0, 0), (top, bottom), (left, right)], constant_values=zx)
+    f, c, kh, kw = wq.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((1, f, oh, ow), np.int64)
+    for ry in range(kh):
+        for rx in range(kw):
+            window = x[0, :, ry * dh:ry * dh + sh * (oh - 1) + 1:sh, rx * dw:rx * dw + sw * (ow - 1) + 1:sw]
+            out[0] += np.einsum("fc,chw->fhw", wq[:, :, ry, rx].astype(np.int64), window)
+    return out
+
+
+def _conv_module(x_shape, wq, strides, padding, dilation, zx, dot, out_size):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = emit_conv(bb, dot, x, wq, zx, strides, padding, dilation, out_size)
+            assert acc is not None
+            out = bb.emit_output(bb.emit(acc))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _matmul_module(x_shape, wq, dot):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = emit_matmul(bb, dot, x, wq)
+            assert acc is not None
+            out = bb.emit_output(bb.emit(acc))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+#: (input NCHW, weights OIHW, strides, padding t/l/b/r, dilation): a 1x1 conv, a padded 3x3 with 3 input
+#: channels (padded to 4), a stride-2 3x3, and one with output channels no multiple of the register tile.
+CONVS = [((1, 8, 8, 8), (24, 8, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),
+         ((1, 3, 8, 8), (16, 3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+         ((1, 12, 16, 8), (20, 12, 3, 3), (2, 1), (1, 1, 1, 1), (1, 1)),
+         ((1, 16, 8, 8), (7, 16, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1))]
+
+
+def _random_int8(rng, shape, low=-128):
+    return rng.integers(low, 128, size=shape, dtype=np.int8)
+
+
+def _host():
+    cpu = get_target("host").require_cpu()
+    target = tvm_compiler.make_target(cpu.tvm)
+    dot = dot_kernel_for(target)
+    if dot is None:
+        pytest.skip("this CPU has no int8 dot-product instruction edgevit uses")
+    return cpu, dot
+
+
+def _run_on_host(mod, cpu, x):
+    import tvm
+    from tvm.runtime import vm
+
+    executable = tvm_compiler.build(mod, cpu)
+    machine = vm.VirtualMachine(executable, tvm.runtime.cpu())
+    return machine["main"](tvm.runtime.tensor(x)).numpy(), executable
+
+
+def _assembly(executable) -> str:
+    def sources(module):
+        try:
+            text = [module.inspect_source("asm")]
+        except Exception:  # noqa: BLE001 - modules without assembly (the VM's own)
+            text = []
+        return text + [s for m in module.imports for s in sources(m)]
+    return "".join(sources(executable.mod))
+
+
+@pytest.mark.parametrize("case", CONVS, ids=["1x1", "3x3-pad-c3", "3x3-stride2", "f7"])
+def test_conv_matches_numpy_on_host(case):
+    cpu, dot = _host()
+    x_shape, w_shape, strides, padding, dilation = case
+    rng = np.random.default_rng(len(w_shape) + sum(w_shape))
+    xq, wq, zx = _random_int8(rng, x_shape), _random_int8(rng, w_shape, -127), -7
+    expected = conv_reference(xq, wq, strides, padding, dilation, zx)
+    out_size = expected.shape[2:]
+    got, executable = _run_on_host(_conv_module(x_shape, wq, strides, padding, dilation, zx, dot, out_size), cpu, xq)
+    # the kernel adds ``shift`` to every activation (uint8 operand): Σ (x + shift) w
+    shift = dot.shift * wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1).reshape(1, -1, 1, 1)
+    np.testing.assert_array_equal(got, expected + shift)
+    assert {"avx512vnni": "vpdpbusd", "sdot": "sdot"}[dot.isa] in _assembly(executable)
+
+
+def test_matmul_matches_numpy_on_host():
+    cpu, dot = _host()
+    rng = np.random.default_rng(5)
+    xq, wq = _random_int8(rng, (2, 12, 24)), _random_int8(rng, (24, 32), -127)
+    got, _ = _run_on_host(_matmul_module(xq.shape, wq, dot), cpu, xq)
+    expected = (xq.astype(np.int64) + dot.shift) @ wq.astype(np.int64)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_kernel_choice_is_by_cpu_feature():
+    def choice(name):
+        kernel = dot_kernel_for(tvm_compiler.make_target(get_target(name).require_cpu().tvm))
+        return kernel.isa if kernel else None
+    assert choice("rpi5") == "sdot"          # Cortex-A76, +dotprod
+    assert choice("rpi4") is None            # Cortex-A72: no dot product, keeps the int16 kernels
+    assert choice("zcu102") is None          # Cortex-A53
+
+
+@pytest.mark.qemu
+def test_sdot_build_for_rpi5_agrees_with_onnxruntime_under_qemu(tmp_path, capsys):
+    """A QDQ model (padded 3x3 conv, 1x1 conv, Gemm) built for rpi5 uses ``sdot`` and, run under qemu, agrees
+    with onnxruntime on x86 by the int8 rule (within one output step here)."""
+    import json
+
+    from cli_helpers import run_cli
+    from test_int8_kernels import residual_cnn_onnx
+
+    from edgevit.compiler import compile_for_target
+    from edgevit.frontend import load_model
+    from edgevit.quantize import QuantizeSettings, quantize_cached
+    from edgevit.runtime.artifact import Artifact
+
+    model = quantize_cached(load_model(str(residual_cnn_onnx(tmp_path / "residual.onnx"))),
+                            QuantizeSettings("fashion-mnist", 8, per_channel=True))
+    compile_for_target(model, get_target("rpi5"), tmp_path / "m.tar", command="pytest")
+    with Artifact.open(tmp_path / "m.tar") as artifact:
+        disassembly = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(artifact.library)], check=True,
+                                     capture_output=True, text=True).stdout
+    assert "sdot" in disassembly
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.tar", "--verify", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["device"] == "qemu-aarch64"
+    assert result["verify"]["ok"] and result["verify"]["max_steps"] <= 1, result["verify"]
