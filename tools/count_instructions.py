@@ -95,7 +95,93 @@ model = CompiledModel(Artifact.from_dir(sys.argv[1]).library)
 with np.load(sys.argv[2]) as data:
     inputs = [data[f"arr_{i}"] for i in range(len(data.files))]
 counted(lambda: model(inputs), int(sys.argv[3]), int(sys.argv[4]))
+if len(sys.argv) > 5:  # where each library sits in this process, for the per-kernel profile
+    with open("/proc/self/maps") as maps, open(sys.argv[5], "w") as out:
+        out.write(maps.read())
 """
+
+
+CLASSES = ("total", "fmla", "fmadd", "dot", "int_mac", "load_q", "load_d", "load_s", "load_lane", "load_dup", "other")
+
+
+def profile_artifact(path: Path, cpu: str, warm: int, runs: int) -> list[dict]:
+    """Per function (the model's kernels by name; other libraries as a whole): instructions of one inference by
+    class, from the plugin's per-block counts and where each library was loaded in the counted process."""
+    import bisect
+
+    python, plugin = emulation.prepare("aarch64"), build_plugin()
+    with Artifact.open(path) as artifact, tempfile.TemporaryDirectory(prefix="edgevit-profile-") as tmp:
+        tmp = Path(tmp)
+        specs = [TensorSpec.from_json(s) for s in artifact.metadata["inputs"]]
+        np.savez(tmp / "inputs.npz", *random_inputs(specs, seed()))
+        (tmp / "run_edgevit.py").write_text(EDGEVIT_RUNNER)
+        env = {**python.environment(), "PYTHONHASHSEED": "0", "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        out, blocks, maps = tmp / "counts.txt", tmp / "blocks.txt", tmp / "maps.txt"
+        proc = subprocess.run([QEMU, "-plugin", f"{plugin},out={out},blocks={blocks}", "-cpu", cpu, "-L",
+                               str(python.root), str(python.root / "usr/bin/python3.11"), str(tmp / "run_edgevit.py"),
+                               str(artifact.dir), str(tmp / "inputs.npz"), str(warm), str(runs), str(maps)],
+                              capture_output=True, text=True, env=env, cwd=tmp, timeout=3600)
+        if proc.returncode != 0 or not blocks.exists() or not maps.exists():
+            raise ExecutionError(f"profiling under qemu failed (exit {proc.returncode}): {proc.stderr[-500:]}")
+        library = artifact.dir / "model.so"
+        symbols = _symbols(library)
+        regions, bases = [], {}  # executable (start, end, path); each file's load address (its offset-0 mapping)
+        for line in maps.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 6:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                if int(fields[2], 16) == 0:
+                    bases.setdefault(fields[5], start)
+                if "x" in fields[1]:
+                    regions.append((start, end, fields[5]))
+        regions.sort()
+        starts = [r[0] for r in regions]
+        totals: dict[str, np.ndarray] = {}
+        for line in blocks.read_text().splitlines():
+            fields = line.split()
+            vaddr, executed, classes = int(fields[0], 16), int(fields[1]), np.array(fields[2:], dtype=np.int64)
+            i = bisect.bisect_right(starts, vaddr) - 1
+            name = "(unmapped)"
+            if i >= 0 and vaddr < regions[i][1]:
+                file = regions[i][2]
+                name = Path(file).name
+                if name == library.name:  # ELF addresses are relative to the library's load address
+                    name = _symbol_at(symbols, vaddr - bases.get(file, 0)) or "model.so (no symbol)"
+            totals[name] = totals.get(name, 0) + executed * classes
+    rows = [{"function": name, **{c: float(v) / runs for c, v in zip(CLASSES, counts)}}
+            for name, counts in totals.items()]
+    return sorted(rows, key=lambda r: -r["total"])
+
+
+def _symbols(library: Path) -> list[tuple[int, int, str]]:
+    """(address, size, name) of the functions in an aarch64 library, by address."""
+    nm = shutil.which("aarch64-linux-gnu-nm") or shutil.which("nm")
+    proc = subprocess.run([nm, "--defined-only", "-S", "-n", str(library)], capture_output=True, text=True)
+    found = []
+    for line in proc.stdout.splitlines():
+        fields = line.split()  # address [size] type name: local compute functions have no size
+        if len(fields) in (3, 4) and fields[-2].lower() == "t":
+            found.append((int(fields[0], 16), int(fields[1], 16) if len(fields) == 4 else 0, fields[-1]))
+    return found
+
+
+def _symbol_at(symbols: list[tuple[int, int, str]], address: int) -> str | None:
+    import bisect
+
+    # Code past a symbol's end is a parallel loop's body (TVM emits it as an unnamed function after the kernel
+    # it belongs to): it counts for that kernel.
+    i = bisect.bisect_right([s[0] for s in symbols], address) - 1
+    return symbols[i][2].removesuffix("_compute_") if i >= 0 else None
+
+
+def format_profile(rows: list[dict], top: int) -> str:
+    """The ``top`` functions by instructions per inference, with the classes that explain them."""
+    total = sum(r["total"] for r in rows) or 1
+    return format_table([[r["function"][:70], f"{r['total'] / 1e6:.2f}", f"{100 * r['total'] / total:.1f}",
+                          f"{r['fmla'] / 1e6:.2f}", f"{r['load_q'] / 1e6:.2f}", f"{r['load_s'] / 1e6:.2f}",
+                          f"{r['load_dup'] / 1e6:.2f}", f"{r['other'] / 1e6:.2f}"] for r in rows[:top]],
+                        ["function", "M instr", "%", "M fmla", "M vector loads", "M scalar FP loads",
+                         "M ld1r", "M other"])
 
 
 def read_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
@@ -299,11 +385,25 @@ def main() -> int:
     parser.add_argument("--warm", type=int, default=1, help="inferences before the counted region (default 1)")
     parser.add_argument("--runs", type=int, default=2, help="inferences counted (default 2)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument("--profile", type=int, metavar="N", help="per kernel instead: the N functions of each "
+                        "artifact that execute the most instructions (first --cpu only)")
     args = parser.parse_args()
     if args.warm < 1 or args.runs < 1:
         parser.error("--warm and --runs must be >= 1")
     if not args.artifacts and not args.onnxruntime and not args.litert:
         parser.error("give artifacts to count, --onnxruntime MODEL.onnx and/or --litert MODEL.tflite")
+    if args.profile:
+        try:
+            for path in args.artifacts:
+                rows = profile_artifact(path, args.cpu.split(",")[0], args.warm, args.runs)
+                print(f"{path} on {args.cpu.split(',')[0]}, per inference:\n{format_profile(rows, args.profile)}")
+                if args.json:
+                    args.json.write_text(json.dumps({"command": " ".join(["python", *sys.argv]), "rows": rows},
+                                                    indent=1) + "\n")
+        except EdgevitError as exc:
+            print(f"count_instructions: error: {exc}", file=sys.stderr)
+            return exc.exit_code
+        return 0
     try:
         cpus = args.cpu.split(",")
         rows = [r for path in args.artifacts for r in count_artifact(path, cpus, args.warm, args.runs)]

@@ -6,6 +6,8 @@ the kernel to a slower fallback) fails here too. No timings are asserted.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -13,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgevit.backends import tvm_compiler
 from edgevit.backends.cpu_schedules import CpuInfo, schedule_func, schedule_variants, tiled_reduction
+from edgevit.backends.cpu_schedules import attention as attention_rule
 from edgevit.backends.cpu_schedules.common import LAYOUT_FREE
 from edgevit.frontend import load_model
 from edgevit.reference import compare, random_inputs, run_onnxruntime
@@ -406,3 +409,39 @@ def test_weight_parameters_are_marked_without_renaming_kernels(tmp_path):
     model = load_model(CASES["matmul_bias_gelu"][0](tmp_path / "m.onnx"))
     fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), get_target("host").cpu)
     assert "fused_matmul_add_fast_erf_multiply" in [gv.name_hint for gv, _ in fused.functions_items()]
+
+
+#: Kernels whose broadcast operand AArch64 loads a vector at a time (FMA by lane, see broadcast_by_lane): along
+#: the block axis (packed conv weights), along the reduction (a matmul's rows, attention's queries/probabilities).
+LANE_CASES = ["conv3x3", "conv1x1", "matmul_long_reduction_chunked", "matmul_bias_gelu", "attention_fused",
+              "attention_odd_sizes"]
+
+
+@pytest.mark.parametrize("case", LANE_CASES)
+def test_aarch64_loads_broadcast_operands_as_vectors(case, tmp_path):
+    func, target = _case_kernel(case, tmp_path, cpu=get_target("rpi4").cpu)
+    rule = tiled_reduction if CASES[case][1] == "TiledReduction" else attention_rule
+    script = rule.apply(func, target).mod.script()
+    # a register-sized copy of the broadcast operand, filled by a vectorised loop, read by the FMA block
+    assert re.search(r"for \w+ in T\.vectorized\(T\.int64\((4|8|16)\)\):\s+with T\.sblock\(\"\w+_local\"\)",
+                     script), script[:3000]
+    host = rule.apply(func, tvm_compiler.make_target(AVX512.tvm)) if CASES[case][1] == "TiledReduction" else None
+    assert host is None or "_local\")" not in host.mod.script()  # x86 broadcasts from memory instead
+
+
+@pytest.mark.qemu
+def test_aarch64_lane_kernels_match_onnxruntime(tmp_path):
+    """The cases above built for rpi4 and run under qemu: numerics as on the host."""
+    from edgevit import emulation
+    from edgevit.compiler import compile_for_target
+    from edgevit.runtime.artifact import Artifact
+
+    python = emulation.prepare("aarch64")
+    for case in LANE_CASES:
+        model = load_model(CASES[case][0](tmp_path / f"{case}.onnx"))
+        compile_for_target(model, get_target("rpi4"), tmp_path / f"{case}.tar")
+        inputs = random_inputs(model.inputs, 0)
+        with Artifact.open(tmp_path / f"{case}.tar") as artifact:
+            outputs, _ = emulation.run_artifact(python, artifact.dir, inputs)
+        result = compare(outputs, run_onnxruntime(model.onnx_path, inputs))
+        assert result.ok, (case, result)

@@ -29,11 +29,16 @@
  * written for this file from the API's documentation: edgevit ships no QEMU header. QEMU refuses a plugin
  * whose qemu_plugin_version it does not support, so a mismatch fails loudly rather than miscounting.
  *
+ * With the argument blocks=PATH it also writes, per translated block executed in the region, its guest
+ * address, instruction count, times executed in the region and its class counts: a profile that
+ * tools/count_instructions.py maps to the symbols of the loaded libraries (which kernel executes what).
+ *
  * Licence: Apache-2.0, as the rest of edgevit. Build: tools/count_instructions.py builds it with the host cc.
  */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef uint64_t qemu_plugin_id_t;
@@ -47,6 +52,7 @@ void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, tb_trans_cb cb);
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op, void *ptr,
                                               uint64_t imm);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
 size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
@@ -69,6 +75,58 @@ static int in_region;
 #define MARK_START 0x45564954u
 #define MARK_END 0x45564955u
 static char out_path[4096];
+static char blocks_path[4096];
+
+/* The per-block profile: blocks are allocated once each (their exec counter is the target of an inline add,
+ * so it must not move) and found through an open-addressing table of pointers keyed by guest address (a block
+ * translated again reuses its entry). The region's share is exec at the end marker minus exec at the start. */
+struct block {
+    uint64_t vaddr;
+    uint64_t exec, at_start, in_region;
+    uint32_t classes[N_CLASSES];
+};
+static struct block **table;
+static size_t n_slots, n_used;
+
+static struct block **slot_for(struct block **t, size_t slots, uint64_t vaddr)
+{
+    size_t i = (size_t)((vaddr >> 2) * 0x9E3779B97F4A7C15ull) & (slots - 1);
+    while (t[i] != NULL && t[i]->vaddr != vaddr) {
+        i = (i + 1) & (slots - 1);
+    }
+    return &t[i];
+}
+
+static struct block *block_for(uint64_t vaddr)
+{
+    if (2 * (n_used + 1) > n_slots) {
+        size_t slots = n_slots ? 2 * n_slots : 1 << 16;
+        struct block **grown = calloc(slots, sizeof(*grown));
+        if (grown == NULL) {
+            fprintf(stderr, "insn_count: out of memory for the block profile\n");
+            abort();
+        }
+        for (size_t i = 0; i < n_slots; i++) {
+            if (table[i] != NULL) {
+                *slot_for(grown, slots, table[i]->vaddr) = table[i];
+            }
+        }
+        free(table);
+        table = grown;
+        n_slots = slots;
+    }
+    struct block **slot = slot_for(table, n_slots, vaddr);
+    if (*slot == NULL) {
+        *slot = calloc(1, sizeof(**slot));
+        if (*slot == NULL) {
+            fprintf(stderr, "insn_count: out of memory for the block profile\n");
+            abort();
+        }
+        (*slot)->vaddr = vaddr;
+        n_used++;
+    }
+    return *slot;
+}
 
 #define MATCHES(insn, mask, value) (((insn) & (mask)) == (value))
 #define BIT(insn, n) (((insn) >> (n)) & 1u)
@@ -143,6 +201,14 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         }
     }
     in_block[TOTAL] = n;
+    if (blocks_path[0]) {
+        /* Retranslation may move the table (rehash): entries are looked up again by address, never cached. */
+        struct block *b = block_for(qemu_plugin_tb_vaddr(tb));
+        for (int k = 0; k < N_CLASSES; k++) {
+            b->classes[k] = (uint32_t)in_block[k];
+        }
+        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->exec, 1);
+    }
     for (int k = 0; k < N_CLASSES; k++) {
         if (in_block[k]) {
             qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed[k], in_block[k]);
@@ -159,16 +225,27 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
     }
     if (a2 == MARK_START && !in_region) {
         memcpy(region_start, executed, sizeof(executed));
+        for (size_t i = 0; i < n_slots; i++) {
+            if (table[i] != NULL) {
+                table[i]->at_start = table[i]->exec;
+            }
+        }
         in_region = 1;
     } else if (a2 == MARK_END && in_region) {
         for (int k = 0; k < N_CLASSES; k++) {
             region[k] += executed[k] - region_start[k];
         }
+        for (size_t i = 0; i < n_slots; i++) {
+            if (table[i] != NULL) {
+                table[i]->in_region += table[i]->exec - table[i]->at_start;
+                table[i]->at_start = table[i]->exec;
+            }
+        }
         in_region = 0;
     }
 }
 
-static void on_exit(qemu_plugin_id_t id, void *userdata)
+static void at_exit(qemu_plugin_id_t id, void *userdata)
 {
     (void)id;
     (void)userdata;
@@ -183,6 +260,26 @@ static void on_exit(qemu_plugin_id_t id, void *userdata)
     if (f != stderr) {
         fclose(f);
     }
+    if (!blocks_path[0]) {
+        return;
+    }
+    FILE *b = fopen(blocks_path, "w");
+    if (b == NULL) {
+        fprintf(stderr, "insn_count: cannot write %s\n", blocks_path);
+        return;
+    }
+    for (size_t i = 0; i < n_slots; i++) {
+        const struct block *blk = table[i];
+        if (blk == NULL || blk->in_region == 0) {
+            continue;
+        }
+        fprintf(b, "%" PRIx64 " %" PRIu64, blk->vaddr, blk->in_region);
+        for (int k = 0; k < N_CLASSES; k++) {
+            fprintf(b, " %" PRIu32, blk->classes[k]);
+        }
+        fputc('\n', b);
+    }
+    fclose(b);
 }
 
 __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id, const void *info, int argc,
@@ -190,14 +287,18 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
 {
     (void)info;
     for (int i = 0; i < argc; i++) {
-        if (strncmp(argv[i], "out=", 4) != 0 || strlen(argv[i] + 4) >= sizeof(out_path)) {
-            fprintf(stderr, "insn_count: unknown or too long argument '%s' (takes out=PATH)\n", argv[i]);
+        char *dest = strncmp(argv[i], "out=", 4) == 0 ? out_path : strncmp(argv[i], "blocks=", 7) == 0 ? blocks_path
+                                                                                                 : NULL;
+        const char *value = dest == out_path ? argv[i] + 4 : argv[i] + 7;
+        if (dest == NULL || strlen(value) >= sizeof(out_path)) {
+            fprintf(stderr, "insn_count: unknown or too long argument '%s' (takes out=PATH, blocks=PATH)\n",
+                    argv[i]);
             return -1;
         }
-        strcpy(out_path, argv[i] + 4);
+        strcpy(dest, value);
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     qemu_plugin_register_vcpu_syscall_cb(id, on_syscall);
-    qemu_plugin_register_atexit_cb(id, on_exit, NULL);
+    qemu_plugin_register_atexit_cb(id, at_exit, NULL);
     return 0;
 }

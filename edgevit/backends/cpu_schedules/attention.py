@@ -16,6 +16,7 @@ from tvm.s_tir import Schedule
 from ..attention import BLOCKS
 from .common import CpuInfo, extent_of, largest_divisor, root_blocks, vector_tile
 from .row_reduction import vector_rfactor
+from .tiled_reduction import broadcast_by_lane
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
 
 
 def _register_tile(sch: Schedule, name: str, info: CpuInfo, width: int) -> None:
-    """(rows, cols, k) under the batch loop -> cols_o, k, rows (unrolled), cols_i (vectorised, ≤ width)."""
+    """(rows, cols, k) under the batch loop -> cols_o, k, rows (unrolled), cols_i (vectorised, ≤ width); on
+    cores with FMA by lane the query rows / probabilities are loaded a vector of ``k`` at a time."""
     block = sch.get_sblock(name)
     rows, cols, k = sch.get_loops(block)[-3:]
     n = extent_of(sch, cols)
@@ -81,4 +83,8 @@ def _register_tile(sch: Schedule, name: str, info: CpuInfo, width: int) -> None:
     sch.reorder(co, k, rows, ci)
     sch.unroll(rows)
     sch.vectorize(ci)
+    if info.lane_fma:
+        stmt = sch.get(block)
+        row_var, col_var = (iv.var.name for iv in stmt.iter_vars[-3:-1])
+        k = broadcast_by_lane(sch, block, row_var, col_var, extent_of(sch, rows), 2, k, info)
     sch.decompose_reduction(block, k)

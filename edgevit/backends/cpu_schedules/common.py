@@ -20,6 +20,9 @@ class CpuInfo:
     lanes: int        # float32 lanes per vector register
     registers: int    # vector registers (accumulators must fit with room for operands)
     cores: int
+    # FMA by vector lane (AArch64 ``fmla v.4s, v.4s, v.s[i]``): a broadcast operand is then best loaded a vector
+    # at a time and used lane by lane. x86 has no such FMA but broadcasts from memory for free ({1to16}).
+    lane_fma: bool = False
 
     @staticmethod
     def of(target) -> "CpuInfo":
@@ -35,7 +38,7 @@ class CpuInfo:
         if "+avx512f" in mattr or mcpu in x86_512:
             return CpuInfo(16, 32, cores)
         if triple.startswith(("aarch64", "arm64")) or "+neon" in mattr:
-            return CpuInfo(4, 32, cores)
+            return CpuInfo(4, 32, cores, lane_fma=True)
         if "+avx2" in mattr or mcpu in {"haswell", "broadwell", "skylake", "alderlake", "znver1", "znver2",
                                        "znver3", "raptorlake", "meteorlake"}:
             return CpuInfo(8, 16, cores)
