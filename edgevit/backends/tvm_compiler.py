@@ -140,13 +140,15 @@ def _prepare_passes(target) -> list:
     from .fast_math import fast_math_passes
     from .int8 import IntegerQdqKernels
     from .int8_kernels import dot_kernel_for
+    from .int8_tables import Int8ElementwiseTables
     from .upsample import BilinearUpsample2x
     from .weight_packing import PackConvWeights
 
     # IntegerQdqKernels first: it matches the quantize/dequantize ops as the ONNX frontend wrote them (a float
     # model has none and is returned unchanged).
     lanes = CpuInfo.of(target).lanes
-    return [IntegerQdqKernels(lanes, dot_kernel_for(target)), relax.transform.DecomposeOpsForInference(),
+    return [IntegerQdqKernels(lanes, dot_kernel_for(target)), Int8ElementwiseTables(),
+            relax.transform.DecomposeOpsForInference(),
             PackConvWeights(lanes), BilinearUpsample2x(), FuseAttention(), *fast_math_passes()]
 
 

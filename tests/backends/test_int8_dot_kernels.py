@@ -152,3 +152,45 @@ def test_sdot_build_for_rpi5_agrees_with_onnxruntime_under_qemu(tmp_path, capsys
     result = json.loads(out)
     assert result["device"] == "qemu-aarch64"
     assert result["verify"]["ok"] and result["verify"]["max_steps"] <= 1, result["verify"]
+
+
+def silu_cnn_onnx(path):
+    """conv 1x1 -> SiLU (x * sigmoid(x)) -> conv 1x1 -> Flatten -> Gemm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(6)
+    init = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n)
+            for n, s in (("w1", (16, 8, 1, 1)), ("b1", (16,)), ("w2", (8, 16, 1, 1)), ("fc", (10, 512)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]), helper.make_node("Sigmoid", ["c1"], ["s"]),
+             helper.make_node("Mul", ["c1", "s"], ["a"]), helper.make_node("Conv", ["a", "w2"], ["c2"]),
+             helper.make_node("Flatten", ["c2"], ["f"]), helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
+    return path
+
+
+def test_silu_becomes_a_table_and_agrees_with_onnxruntime(tmp_path):
+    """SiLU between quantize steps is a 256-entry lookup (no float sigmoid left); the build agrees with
+    onnxruntime by the int8 rule."""
+    from edgevit.backends.int8_tables import Int8ElementwiseTables
+    from edgevit.compiler import compile_for_target
+    from edgevit.frontend import load_model
+    from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached
+    from edgevit.reference import random_inputs, run_onnxruntime
+    from edgevit.runtime.artifact import Artifact
+    from edgevit.runtime.runner import run_artifact
+
+    model = quantize_cached(load_model(str(silu_cnn_onnx(tmp_path / "silu.onnx"))),
+                            QuantizeSettings("fashion-mnist", 8, per_channel=True))
+    mod = Int8ElementwiseTables()(tvm_compiler.import_onnx(model.load(), model.inputs))
+    script = mod.script(show_meta=False)
+    assert script.count("R.take(") == 1 and "R.sigmoid" not in script and "R.multiply" not in script
+    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
+    with Artifact.open(tmp_path / "m.tar") as artifact:
+        for seed in range(3):
+            inputs = random_inputs(model.inputs, seed)
+            outputs, _ = run_artifact(artifact, inputs)
+            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
+            assert result.ok and result.max_steps <= 1, result.summary()

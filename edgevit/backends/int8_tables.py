@@ -1,0 +1,152 @@
+"""Elementwise functions of one int8 tensor as 256-entry tables: ``quantize(f(dequantize(x)))`` -> ``table[x]``.
+
+In a QDQ model an activation such as SiLU is ``dequantize -> sigmoid -> quantize -> dequantize -> multiply ->
+quantize``: about 40 float operations per element for a function of one int8 value, which has 256 possible
+inputs. This rewrite evaluates the float subgraph once per input value at compile time (numpy, float32,
+onnxruntime's quantize/dequantize arithmetic) and replaces it with a lookup, as onnxruntime's own QLinear
+activations (QLinearSigmoid, its lookup-table ops) do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax import PyExprMutator, expr_functor
+
+from .int8 import _constant, _scalar
+from .relax_rewrite import binding_of, is_op, rewrite_functions
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+#: Unary float operators the tables evaluate (numpy, float32).
+_UNARY = {
+    "relax.sigmoid": lambda v: np.float32(1) / (np.float32(1) + np.exp(-v)),
+    "relax.tanh": np.tanh,
+    "relax.exp": np.exp,
+    "relax.sqrt": np.sqrt,
+    "relax.erf": lambda v: _erf(v.astype(np.float64)).astype(np.float32),
+    "relax.nn.relu": lambda v: np.maximum(v, np.float32(0)),
+    "relax.negative": np.negative,
+}
+#: Binary float operators (the other operand a one-element constant, or a function of the same input).
+_BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
+           "relax.divide": np.divide, "relax.maximum": np.maximum, "relax.minimum": np.minimum}
+
+
+class _NotElementwise(Exception):
+    """The subgraph is not a function of one per-tensor int8 input."""
+
+
+@expr_functor.mutator
+class _Tables(PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.rewritten = 0
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if not is_op(call, "relax.quantize") or str(call.attrs.out_dtype) != "int8":
+            return super().visit_call_(call)
+        try:
+            self._source, self._nonlinear = None, False
+            table = _quantize(self._eval(call.args[0]), call)
+        except _NotElementwise:
+            return super().visit_call_(call)
+        if self._source is None or not self._nonlinear:
+            return super().visit_call_(call)
+        self.rewritten += 1
+        index = relax.op.add(relax.op.astype(self.visit_expr(self._source), "int32"), relax.const(128, "int32"))
+        return relax.op.take(relax.const(table), index, axis=0)
+
+    def _eval(self, expr) -> np.ndarray:
+        """``expr`` evaluated for each of the 256 int8 inputs (float32), or raise :class:`_NotElementwise`."""
+        value = _constant(expr)
+        if value is not None:
+            if value.size != 1:
+                raise _NotElementwise
+            return np.float32(value.reshape(()))
+        call = binding_of(self, expr)
+        if call is None or not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+            raise _NotElementwise
+        name = call.op.name
+        if name == "relax.dequantize":
+            return self._dequantize(call)
+        if name == "relax.quantize":
+            self._nonlinear = True
+            return _dequantize_values(_quantize(self._eval(call.args[0]), call), call)
+        if name in _UNARY:
+            self._nonlinear = True
+            return _UNARY[name](self._eval(call.args[0])).astype(np.float32)
+        if name in _BINARY:
+            self._nonlinear = True
+            return _BINARY[name](self._eval(call.args[0]), self._eval(call.args[1])).astype(np.float32)
+        if name == "relax.clip":
+            self._nonlinear = True
+            low, high = (float(_scalar(a)) if _scalar(a) is not None else None for a in call.args[1:3])
+            if low is None or high is None:
+                raise _NotElementwise
+            return np.clip(self._eval(call.args[0]), np.float32(low), np.float32(high))
+        raise _NotElementwise
+
+    def _dequantize(self, call) -> np.ndarray:
+        """The leaf: ``dequantize(x)`` of the one int8 input, per tensor."""
+        source = call.args[0]
+        if str(source.ty.dtype) != "int8" or _constant(source) is not None or _scalar(call.args[1]) is None \
+                or _scalar(call.args[2]) is None:
+            raise _NotElementwise  # per-axis parameters, or a dequantized constant (weights)
+        values = np.arange(-128, 128, dtype=np.float32)
+        looked_up = self._table_lookup(source)
+        if looked_up is not None:  # a table made earlier in this pass (SiLU's sigmoid, before its multiply)
+            source, table = looked_up
+            values = table.astype(np.float32)
+        if self._source is None:
+            self._source = source
+        elif not self._source.same_as(source):
+            raise _NotElementwise
+        return ((values - np.float32(_scalar(call.args[2]))) * np.float32(_scalar(call.args[1]))).astype(np.float32)
+
+    def _table_lookup(self, expr):
+        """(int8 input, table) if ``expr`` is a lookup this pass wrote, else None."""
+        take = binding_of(self, expr)
+        if not is_op(take, "relax.take"):
+            return None
+        table, index = _constant(take.args[0]), binding_of(self, take.args[1])
+        if table is None or table.shape != (256,) or table.dtype != np.int8 or not is_op(index, "relax.add"):
+            return None
+        cast = binding_of(self, index.args[0])
+        return (cast.args[0], table) if is_op(cast, "relax.astype") else None
+
+
+def _quantize(values: np.ndarray, call) -> np.ndarray:
+    """onnxruntime's QuantizeLinear: ``saturate(round_half_even(v / scale) + zero_point)`` (per tensor)."""
+    scale, zero = _scalar(call.args[1]), _scalar(call.args[2])
+    if scale is None or zero is None or str(call.attrs.out_dtype) != "int8":
+        raise _NotElementwise
+    values = np.broadcast_to(values, (256,))
+    return np.clip(np.rint(values / np.float32(scale)) + zero, -128, 127).astype(np.int8)
+
+
+def _dequantize_values(q: np.ndarray, call) -> np.ndarray:
+    """What a ``dequantize`` with ``call``'s (quantize) parameters gives back for ``q``."""
+    return ((q.astype(np.float32) - np.float32(_scalar(call.args[2]))) * np.float32(_scalar(call.args[1])))
+
+
+@tvm.transform.module_pass(opt_level=0, name="Int8ElementwiseTables")
+class Int8ElementwiseTables:
+    """Replace ``quantize(f(dequantize(x)))`` by a 256-entry table lookup of ``x``.
+
+    Safe when: ``x`` is one int8 tensor with a per-tensor scale and zero point, the output quantize is
+    per-tensor int8, and ``f`` is built from elementwise operators (:data:`_UNARY`, :data:`_BINARY`, clip,
+    quantize/dequantize pairs) of ``dequantize(x)`` and one-element constants. Then the output is a function of
+    the int8 value alone; the table holds it for all 256 values (float32 arithmetic, onnxruntime's rounding).
+    Requantization alone (no operator between) is left to the integer kernels.
+    """
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _Tables(mod)
+        rewritten = rewrite_functions(rewriter, mod)
+        if not rewriter.rewritten:
+            return mod
+        return relax.transform.DeadCodeElimination()(rewritten)
