@@ -70,6 +70,10 @@ class _Rewriter(PyExprMutator):
         if moved is not None:
             self.rewritten += 1
             return moved
+        product = self._activation_product(call) if self.dot is not None else None
+        if product is not None:
+            self.rewritten += 1
+            return product
         found = self._match(call)
         if found is None:
             return super().visit_call_(call)
@@ -120,6 +124,42 @@ class _Rewriter(PyExprMutator):
         if weights is None or activation is None:
             return None
         return value, activation, weights, bias
+
+    def _activation_product(self, quantize: relax.Call):
+        """``quantize(matmul(dequantize(xq), dequantize(yq)))`` of two int8 activations (attention's Q·Kᵀ and
+        P·V) on the dot-product kernel, or None. With zero points on both sides,
+        ``Σ (x - zx)(y - zy) = Σ (x + s) y - (s + zx) Σ_k y - zy Σ_k x + K zx zy`` for the kernel's shift ``s``:
+        the two sums are small int32 reductions at run time."""
+        from . import int8_kernels
+
+        if str(quantize.attrs.out_dtype) != "int8" or _scalar(quantize.args[1]) is None \
+                or _scalar(quantize.args[2]) is None:
+            return None
+        value = binding_of(self, quantize.args[0])
+        if not is_op(value, "relax.matmul"):
+            return None
+        left, right = self._activation(value.args[0]), self._activation(value.args[1])
+        if left is None or right is None:
+            return None
+        (xq, sx, zx), (yq, sy, zy) = left, right
+        xq, yq = self.visit_expr(xq), self.visit_expr(yq)
+        acc = int8_kernels.emit_activation_matmul(self.builder_, self.dot, xq, yq)
+        if acc is None:
+            return None
+        k = int(xq.ty.shape[-1])
+        if self.dot.shift + zx:
+            column_sums = relax.op.sum(relax.op.astype(yq, "int32"), axis=[-2], keepdims=True)
+            acc = relax.op.subtract(acc, relax.op.multiply(column_sums, relax.const(self.dot.shift + zx, "int32")))
+        if zy:
+            row_sums = relax.op.sum(relax.op.astype(xq, "int32"), axis=[-1], keepdims=True)
+            acc = relax.op.subtract(acc, relax.op.multiply(row_sums, relax.const(zy, "int32")))
+        if zx * zy:
+            acc = relax.op.add(acc, relax.const(k * zx * zy, "int32"))
+        sout, zout = float(_scalar(quantize.args[1])), int(_scalar(quantize.args[2]))
+        multiplier = np.float32(np.float32(sx) * np.float32(sy) / np.float32(sout))
+        y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier)))
+        y = relax.op.add(y, relax.const(np.float32(zout)))
+        return relax.op.astype(relax.op.clip(y, -128, 127), "int8")
 
     def _activation(self, expr):
         """(xq, sx, zx) when ``expr`` is a per-tensor int8 ``dequantize``."""

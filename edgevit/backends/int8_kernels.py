@@ -181,14 +181,26 @@ def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: i
 
 
 def matmul_dot(data: te.Tensor, packed_weight: te.Tensor) -> te.Tensor:
-    """``out[..., m, n] = Σ_k data[..., m, k] · packed_weight[k/4, n, k%4]`` in int32 (activations first)."""
-    kb, n, _ = (int(d) for d in packed_weight.shape)
+    """``out[..., m, n] = Σ_k data[..., m, k] · packed_weight[..., k/4, n, k%4]`` in int32 (activations first).
+
+    ``packed_weight`` is a constant ``[K/4, N, 4]`` or, for a product of two activations, the right-hand one
+    packed at run time with the same batch dimensions as ``data`` (:func:`pack_matmul_operand`)."""
+    kb, n, _ = (int(d) for d in packed_weight.shape[-3:])
+    batched = len(packed_weight.shape) > 3
     rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
     return te.compute(
         (*data.shape[:-1], n),
         lambda *idx: te.sum(data[(*idx[:-1], rb * 4 + rk)].astype("int32")
-                            * packed_weight[rb, idx[-1], rk].astype("int32"), axis=[rb, rk]),
+                            * packed_weight[(*(idx[:-2] if batched else ()), rb, idx[-1], rk)].astype("int32"),
+                            axis=[rb, rk]),
         name="int8_dot_matmul")
+
+
+def pack_matmul_operand(data: te.Tensor) -> te.Tensor:
+    """An int8 ``[..., K, N]`` right-hand operand as ``[..., K/4, N, 4]``, at run time."""
+    *batch, k, n = (int(d) for d in data.shape)
+    return te.compute((*batch, k // 4, n, 4), lambda *i: data[(*i[:-3], i[-3] * 4 + i[-1], i[-2])],
+                      name="int8_pack_matmul_operand")
 
 
 def shift_to_unsigned(data: te.Tensor, shift: int) -> te.Tensor:
@@ -254,6 +266,20 @@ def emit_matmul(builder, dot: DotKernel, xq, wq):
         xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
     return builder.call_te(matmul_dot, xq, relax.const(matmul_weights(wq)),
                            primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
+
+
+def emit_activation_matmul(builder, dot: DotKernel, xq, yq):
+    """Emit ``xq @ yq`` of two int8 activations (``[..., M, K]`` and ``[..., K, N]``, equal batch dimensions)
+    on ``dot``'s instruction: ``yq`` is packed at run time. Returns the int32 ``Σ (xq + dot.shift) · yq``, or
+    None when the shapes do not fit (K no multiple of 4, N no whole vectors, batch dimensions differing)."""
+    x_shape, y_shape = [int(d) for d in xq.ty.shape], [int(d) for d in yq.ty.shape]
+    if len(x_shape) != len(y_shape) or x_shape[:-2] != y_shape[:-2] or x_shape[-1] != y_shape[-2] \
+            or x_shape[-1] % 4 or y_shape[-1] % dot.lanes:
+        return None
+    packed = builder.emit_te(pack_matmul_operand, yq, primfunc_name_hint="int8_pack_matmul_operand")
+    if dot.shift:
+        xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
+    return builder.call_te(matmul_dot, xq, packed, primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
 
 
 def _pick_tile(rows: int, vectors: int, budget: int) -> tuple[int, int]:
@@ -367,6 +393,15 @@ def schedule_pack_kernel(func: tirx.PrimFunc, target) -> Schedule | None:
     sch = Schedule(func)
     blocks = root_blocks(sch)
     names = [sch.get(b).name_hint for b in blocks]
+    if "int8_pack_matmul_operand" in names:
+        for block in blocks:
+            if sch.get(block).name_hint != "int8_pack_matmul_operand":
+                try:
+                    sch.compute_inline(block)
+                except Exception:  # noqa: BLE001 - not inlinable: computed as it is
+                    schedule_elementwise(sch, block, CpuInfo.of(target))
+        sch.unroll(sch.get_loops(sch.get_sblock("int8_pack_matmul_operand"))[-1])
+        return sch
     if "int8_pack_conv_input" not in names:
         return None
     taps = int(sch.get(sch.get_sblock("int8_pack_conv_input")).annotations["taps"])
@@ -389,6 +424,6 @@ def schedule_pack_kernel(func: tirx.PrimFunc, target) -> Schedule | None:
     return sch
 
 
-__all__ = ["DOT_KERNELS", "DotKernel", "conv_dot", "conv_weights", "dot_kernel_for", "emit_conv", "emit_matmul",
-           "matmul_dot", "matmul_weights", "pack_conv_input", "schedule_dot_kernel", "schedule_pack_kernel",
-           "shift_to_unsigned"]
+__all__ = ["DOT_KERNELS", "DotKernel", "conv_dot", "conv_weights", "dot_kernel_for", "emit_activation_matmul",
+           "emit_conv", "emit_matmul", "matmul_dot", "matmul_weights", "pack_conv_input", "pack_matmul_operand",
+           "schedule_dot_kernel", "schedule_pack_kernel", "shift_to_unsigned"]

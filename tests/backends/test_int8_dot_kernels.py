@@ -194,3 +194,38 @@ def test_silu_becomes_a_table_and_agrees_with_onnxruntime(tmp_path):
             outputs, _ = run_artifact(artifact, inputs)
             result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
             assert result.ok and result.max_steps <= 1, result.summary()
+
+
+def test_activation_matmul_uses_the_dot_kernel_and_agrees_with_onnxruntime(tmp_path):
+    """x @ transpose(relu(x)) (both int8 activations with zero points) on the dot-product kernel: the zero-point
+    terms are right (agrees with onnxruntime)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgevit.compiler import compile_for_target
+    from edgevit.frontend import load_model
+    from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached
+    from edgevit.reference import random_inputs, run_onnxruntime
+    from edgevit.runtime.artifact import Artifact
+    from edgevit.runtime.runner import run_artifact
+
+    _host()
+    fc = numpy_helper.from_array((np.random.default_rng(7).standard_normal((10, 2048)) * 0.2).astype(np.float32), "fc")
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["x", "t"], ["m"]), helper.make_node("Flatten", ["m"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=[fc])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8),
+              str(tmp_path / "attn.onnx"))
+    model = quantize_cached(load_model(str(tmp_path / "attn.onnx")), QuantizeSettings("fashion-mnist", 8, True))
+    cpu = get_target("host").require_cpu()
+    fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
+    assert any("int8_dot_matmul" in gv.name_hint for gv in fused.functions)
+    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
+    with Artifact.open(tmp_path / "m.tar") as artifact:
+        for seed in range(3):
+            inputs = random_inputs(model.inputs, seed)
+            outputs, _ = run_artifact(artifact, inputs)
+            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
+            assert result.ok and result.max_steps <= 1, result.summary()
