@@ -213,105 +213,34 @@ def cmd_tune(args) -> int:
     return 0
 
 
-def _load_inputs(paths: list[str] | None, specs, seed: int):
-    import numpy as np
-
-    from .reference import random_inputs
-
-    if not paths:
-        return random_inputs(specs, seed)
-    arrays = []
-    for path in paths:
-        if Path(path).is_dir():
-            raise InputError(f"input {path} is a directory: give one .npy file per model input")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"cannot read input {path}: {str(exc)[:200]}") from None
-        if not isinstance(array, np.ndarray):
-            array.close()
-            raise InputError(f"input {path} is an .npz archive: give one .npy file per model input "
-                             "(-i a.npy -i b.npy)")
-        arrays.append(array)
-    return arrays
-
-
 def cmd_run(args) -> int:
     import numpy as np
 
-    from . import emulation
-    from .errors import ArtifactError
-    from .reference import verify
-    from .runtime import host_arch
-    from .runtime.artifact import Artifact
-    from .runtime.runner import check_inputs, run_artifact
-    from .settings import seed
-    from .frontend import TensorSpec
-
+    from .execute import check_verified, run
     from .outputs import check_output
-    from .runtime.runner import check_memory
 
     if args.output is not None:
         check_output(args.output, [Path(args.artifact), *map(Path, args.input or [])], "--output")
-    with Artifact.open(Path(args.artifact)) as artifact:
-        meta = artifact.metadata
-        check_memory(meta)
-        specs = [TensorSpec.from_json(s) for s in meta["inputs"]]
-        inputs = _load_inputs(args.input, specs, seed())
-        check_inputs(meta, inputs)
-        device = args.device
-        if device == "auto":
-            device = "local" if artifact.arch == host_arch() else "qemu"
-        if device == "qemu":
-            if artifact.arch == host_arch():
-                raise ArtifactError(f"artifact is for {artifact.arch}, this machine's own architecture: "
-                                    "run it with --device local")
-            python = emulation.prepare(artifact.arch)
-            print(f"[edgevit] running the {artifact.arch} build under {Path(python.qemu).name} "
-                  "(emulated: for correctness, not speed)", file=sys.stderr)
-            outputs, seconds = emulation.run_artifact(python, artifact.dir, inputs, args.repeat)
-        else:
-            outputs, seconds = run_artifact(artifact, inputs, args.repeat)
-        result = {"artifact": args.artifact, "model": meta["model"]["name"], "target": meta["target"]["name"],
-                  "device": device if device == "local" else f"qemu-{artifact.arch}",
-                  "outputs": [{"shape": list(o.shape), "dtype": str(o.dtype)} for o in outputs],
-                  "seconds": seconds}
-        if outputs and outputs[0].ndim == 2:
-            result["top5"] = np.argsort(-outputs[0][0])[:5].tolist()
-        comparison = None
-        if args.verify:
-            if artifact.reference is None:
-                raise ArtifactError(f"{args.artifact} holds no reference model: --verify needs one")
-            comparison = verify(outputs, artifact.reference, inputs, args.rtol)
-            result["verify"] = comparison.to_json()
-        if args.output is not None:
-            try:
-                with open(args.output, "wb") as f:  # the exact name given (np.save would append .npy)
-                    np.save(f, outputs[0])
-            except OSError as exc:
-                raise OutputError(f"cannot write --output {args.output}: {exc.strerror or exc}") from None
+    ran = run(Path(args.artifact), args.input, args.device, args.repeat, args.verify, args.rtol)
+    if args.output is not None:
+        try:
+            with open(args.output, "wb") as f:  # the exact name given (np.save would append .npy)
+                np.save(f, ran.outputs[0])
+        except OSError as exc:
+            raise OutputError(f"cannot write --output {args.output}: {exc.strerror or exc}") from None
+    result = ran.to_json(args.artifact)
     if args.json:
         _print_json(result, "-")
     else:
-        ms = sorted(s * 1e3 for s in seconds)
-        print(f"{result['model']} ({result['target']}) on {result['device']}: outputs "
+        ms = sorted(s * 1e3 for s in ran.seconds)
+        print(f"{ran.model} ({ran.target}) on {ran.device}: outputs "
               f"{', '.join(str(o['shape']) for o in result['outputs'])}; "
-              f"{ms[len(ms) // 2]:.1f} ms median of {len(ms)}" + (" (emulated)" if device == "qemu" else ""))
+              f"{ms[len(ms) // 2]:.1f} ms median of {len(ms)}" + (" (emulated)" if ran.device != "local" else ""))
         if "top5" in result:
             print(f"top-5 classes: {result['top5']}")
-        if comparison:
-            print(f"verify vs onnxruntime: {comparison.summary()}")
-    if comparison and not comparison.ok:
-        from .errors import VerificationError
-
-        if comparison.nonfinite:
-            raise VerificationError(f"verification failed: {comparison.nonfinite}")
-        if not hasattr(comparison, "rtol"):   # an int8 build, checked in output quantization steps
-            raise VerificationError(f"verification failed (int8 rule): {comparison.summary()}")
-        raise VerificationError(f"verification failed: max rel error {comparison.max_rel_error:.3g} > "
-                                f"{comparison.rtol:g} or top-1 differs"
-                                + (f"; {comparison.off} is off (float64 evaluation)" if comparison.off != "unknown"
-                                   else ""))
+        if ran.comparison:
+            print(f"verify vs onnxruntime: {ran.comparison.summary()}")
+    check_verified(ran.comparison)
     return 0
 
 

@@ -23,7 +23,8 @@ LAYERS = [
                 "edgevit.distributed.fashion_models"]),
     ("graph", ["edgevit.frontend", "edgevit.reference", "edgevit.quantize", "edgevit.memory_estimate",
                "edgevit.litert"]),
-    ("build", ["edgevit.backends", "edgevit.compiler", "edgevit.hls", "edgevit.emulation", "edgevit.pynq"]),
+    ("build", ["edgevit.backends", "edgevit.compiler", "edgevit.hls", "edgevit.emulation", "edgevit.pynq",
+               "edgevit.execute"]),
     ("plan", ["edgevit.distributed"]),
     # entry points and measurements over every path (the MoE evaluation runs the CPU and FPGA builds)
     ("tools", ["edgevit.bench", "edgevit.bench_worker", "edgevit.cli", "edgevit.distributed.__main__",

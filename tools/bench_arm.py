@@ -40,21 +40,22 @@ def _counter():
     return module
 
 
-def cached_peer(kind: str, model: Path, cpus: list[str], runs: int, counter) -> list[dict]:
-    """onnxruntime's or LiteRT's counts on a model file, cached by the file's hash, the plugin's source and the
-    peer's version: peers do not change when edgevit does, so a re-run only recounts edgevit."""
+def cached_count(kind: str, model: Path, cpus: list[str], runs: int, counter) -> list[dict]:
+    """Counts of one runtime on one file (an edgevit artifact, an ONNX or a .tflite file), cached by the file's
+    hash, the plugin's source and the runtime's version: a re-run recounts only what changed."""
     import hashlib
     from importlib import metadata
 
     from edgevit.settings import cache_dir
 
-    package = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert"}[kind]
+    package = {"edgevit": "apache-tvm", "onnxruntime": "onnxruntime", "litert": "ai-edge-litert"}[kind]
     key = hashlib.sha256(model.read_bytes() + counter.PLUGIN_SOURCE.read_bytes()
                          + f"{kind} {metadata.version(package)} {cpus} {runs}".encode()).hexdigest()[:20]
     path = cache_dir("bench_arm") / f"{kind}-{model.stem}-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    count = counter.count_onnxruntime if kind == "onnxruntime" else counter.count_litert
+    count = {"edgevit": counter.count_artifact, "onnxruntime": counter.count_onnxruntime,
+             "litert": counter.count_litert}[kind]
     rows = count(model, cpus, 1, runs)
     path.write_text(json.dumps(rows))
     return rows
@@ -70,11 +71,11 @@ def one_model(name: str, cpus: list[str], keep: Path, counter, runs: int) -> lis
     if not artifact.exists():
         print(f"[bench_arm] compiling {name} for rpi4", file=sys.stderr, flush=True)
         compile_for_target(model, get_target("rpi4"), artifact, command="tools/bench_arm.py")
-    rows = [dict(r, runtime="edgevit") for r in counter.count_artifact(artifact, cpus, warm=1, runs=runs)]
-    rows += [dict(r, runtime="onnxruntime") for r in cached_peer("onnxruntime", model.onnx_path, cpus, runs, counter)]
+    rows = [dict(r, runtime="edgevit") for r in cached_count("edgevit", artifact, cpus, runs, counter)]
+    rows += [dict(r, runtime="onnxruntime") for r in cached_count("onnxruntime", model.onnx_path, cpus, runs, counter)]
     tflite = litert.tflite_path(name, timm.__version__, torch.__version__)
     if tflite.exists():
-        rows += [dict(r, runtime="litert") for r in cached_peer("litert", tflite, cpus, runs, counter)]
+        rows += [dict(r, runtime="litert") for r in cached_count("litert", tflite, cpus, runs, counter)]
     else:
         print(f"[bench_arm] {name}: LiteRT {litert.SETUP_HINT}", file=sys.stderr, flush=True)
     for row in rows:
@@ -151,6 +152,7 @@ def main() -> int:
     args = parser.parse_args()
     models, cpus = args.models.split(","), args.cpu.split(",")
     counter, rows = _counter(), []
+    command = " ".join(["python", *sys.argv])
     try:
         for name in models:
             zoo.get_entry(name)
@@ -159,13 +161,19 @@ def main() -> int:
             keep.mkdir(parents=True, exist_ok=True)
             for name in models:
                 rows += one_model(name, cpus, keep, counter, args.runs)
+                write_results(rows, cpus, [m for m in models if any(r["model"] == m for r in rows)], args,
+                              command)  # after each model: a long run that is stopped keeps what it counted
     except EdgevitError as exc:
         print(f"bench_arm: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    print(format_summary(summary(rows, cpus, models)))
+    return 0
+
+
+def write_results(rows: list[dict], cpus: list[str], models: list[str], args, command: str) -> None:
+    """results/NAME.{json,md,png} for the models counted so far."""
     lines = summary(rows, cpus, models)
     text = format_summary(lines)
-    print(text)
-    command = " ".join(["python", *sys.argv])
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{args.name}.json").write_text(
@@ -177,7 +185,6 @@ def main() -> int:
         f"nothing). Same weights for all three (the zoo's seeded, trained-looking weights).\n\n"
         f"```\n{text}\n```\n")
     plot(lines, cpus, args.results / f"{args.name}.png")
-    return 0
 
 
 if __name__ == "__main__":
