@@ -246,7 +246,8 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import zoo
-    from .bench import bench, bench_all, format_all, format_report
+    from .bench import bench, bench_all
+    from .bench_report import format_all, format_report
 
     try:
         threads = [int(t) for t in str(args.threads).split(",")]

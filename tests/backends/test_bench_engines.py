@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevit.bench import _time_in_workers, _wait_until_idle, format_all, format_report
+from edgevit.bench import _time_in_workers, _wait_until_idle
+from edgevit.bench_report import format_all, format_report
 from edgevit.errors import EdgevitError
 from edgevit.frontend import TensorSpec
 from edgevit.litert import SETUP_HINT

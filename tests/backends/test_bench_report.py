@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgevit.bench import format_all, fp32_peak_gflops, plot_all
+from edgevit.bench import fp32_peak_gflops
+from edgevit.bench_report import format_all, plot_all
 
 
 def test_peak_scales_with_threads():
