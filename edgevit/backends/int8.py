@@ -223,11 +223,18 @@ class _Rewriter(PyExprMutator):
         acc = self._dot_product(kernel, xq, zx, wq) if self.dot is not None else None
         if acc is not None:
             acc, shift = acc
+            acc = self.builder_.emit(acc)
             conv = is_op(kernel, "relax.nn.conv2d")
             weight_sums = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1) if conv else wq.astype(np.int64).sum(0)
+            flat = conv and len(static_shape(acc)) == 3  # conv pixels padded to whole vectors
+            channel_shape = ((1, -1, 1) if flat else (1, -1, 1, 1)) if conv else (-1,)
             # the activations were shifted by ``shift`` (into uint8): Σ (x + shift) w = Σ x w + shift Σ w
-            return self._requantize(acc, weight_sums, (1, -1, 1, 1) if conv else (-1,), zx + shift, sx, sw, bias,
-                                    sy, zy)
+            y = self._requantize(acc, weight_sums, channel_shape, zx + shift, sx, sw, bias, sy, zy)
+            if flat:
+                _, f, oh, ow = static_shape(kernel)
+                y = relax.op.reshape(relax.op.strided_slice(self.builder_.emit(y), axes=[2], begin=[0],
+                                                            end=[oh * ow]), (1, f, oh, ow))
+            return y
         # The int8 operands are multiplied as int16 (exact): NEON then multiplies-and-accumulates int16 lanes into
         # int32 in one instruction (smlal, XNNPACK's int8 path on cores without sdot); int8 operands took a widening
         # step per operand: mobilevit_xxs for rpi4 348.0 -> 314.7 M instructions, host time unchanged.

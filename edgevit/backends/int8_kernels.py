@@ -148,31 +148,42 @@ def _ceil4(n: int) -> int:
     return -(-n // 4) * 4
 
 
-def pack_conv_input(data: te.Tensor, kh: int, kw: int, strides, dilation, shift: int, dtype: str) -> te.Tensor:
+def pack_conv_input(data: te.Tensor, kh: int, kw: int, strides, dilation, shift: int, dtype: str,
+                    pixels: int = 0) -> te.Tensor:
     """Pack an already padded NCHW int8 input (channels a multiple of 4) as ``[kh*kw*C/4, OH*OW, 4]``: row
     ``(ry*kw + rx)*C/4 + c/4`` holds, for every output pixel, input channels ``c..c+3`` at kernel tap (ry, rx)
-    (plus ``shift``, stored as ``dtype``). For a 1x1 conv this only interleaves 4 channels."""
+    (plus ``shift``, stored as ``dtype``). For a 1x1 conv this only interleaves 4 channels. ``pixels`` > OH*OW
+    pads the pixel axis to whole vectors (repeating the last pixel: those outputs are cropped)."""
     _, c, h, w = (int(d) for d in data.shape)
     (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
     oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
     cb = c // 4
+    padded = max(pixels, oh * ow)
 
     def value(kb, p, kk):
         tap, channel = kb // cb, (kb % cb) * 4 + kk
+        if padded != oh * ow:
+            p = te.min(p, oh * ow - 1)
         y, x = p // ow * sh + tap // kw * dh, p % ow * sw + tap % kw * dw
         return (data[0, channel, y, x].astype("int32") + shift).astype(dtype)
 
     # The output width lets the schedule iterate over rows and columns instead of dividing the pixel index.
-    return te.compute((kh * kw * cb, oh * ow, 4), value, name="int8_pack_conv_input",
-                      attrs={"out_width": ow, "taps": kh * kw})
+    return te.compute((kh * kw * cb, padded, 4), value, name="int8_pack_conv_input",
+                      attrs={"out_width": ow if padded == oh * ow else 0, "taps": kh * kw})
 
 
 def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: int) -> te.Tensor:
     """``out[0, f, y, x] = Σ_k weight[f, k] · packed[k/4, y*OW + x, k%4]`` in int32 (weights first: the
     broadcast operand)."""
-    kb, _, _ = (int(d) for d in packed.shape)
+    kb, pixels, _ = (int(d) for d in packed.shape)
     f = int(weight.shape[0])
     rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
+    if pixels != out_height * out_width:  # pixels padded to whole vectors: ``[1, F, pixels]``, cropped later
+        return te.compute(
+            (1, f, pixels),
+            lambda n, ff, p: te.sum(weight[ff, rb * 4 + rk].astype("int32") * packed[rb, p, rk].astype("int32"),
+                                    axis=[rb, rk]),
+            name="int8_dot_conv")
     return te.compute(
         (1, f, out_height, out_width),
         lambda n, ff, y, x: te.sum(weight[ff, rb * 4 + rk].astype("int32")
@@ -232,14 +243,15 @@ def emit_conv(builder, dot: DotKernel, xq, wq, zx: int, strides, padding, dilati
     """Emit an int8 convolution (groups 1, NCHW, batch 1) on ``dot``'s instruction into a Relax builder: pad
     with the zero point ``zx``, pack (:func:`pack_conv_input`), multiply-accumulate (:func:`conv_dot`).
 
-    Returns the int32 accumulator ``Σ (xq + dot.shift) · wq`` as ``[1, F, OH, OW]``, or None when the output
-    pixels make no whole vectors (the caller keeps its own kernel).
+    Returns the int32 accumulator ``Σ (xq + dot.shift) · wq`` as ``[1, F, OH, OW]``, or as ``[1, F, P]`` when
+    the output pixels make no whole vectors (P: padded to whole vectors; the caller crops), or None for a batch.
     """
     from tvm import relax
 
     oh, ow = out_size
-    if oh * ow % dot.lanes or int(xq.ty.shape[0]) != 1:
+    if int(xq.ty.shape[0]) != 1:
         return None
+    pixels = -(-oh * ow // dot.lanes) * dot.lanes
     top, left, bottom, right = padding
     channels = wq.shape[1]
     cp = -(-channels // 4) * 4
@@ -247,7 +259,7 @@ def emit_conv(builder, dot: DotKernel, xq, wq, zx: int, strides, padding, dilati
         # padding (and the channels up to a multiple of 4) hold the zero point: float zero
         xq = builder.emit(relax.op.nn.pad(xq, [0, 0, 0, cp - channels, top, bottom, left, right], pad_value=float(zx)))
     packed = builder.emit_te(pack_conv_input, xq, wq.shape[2], wq.shape[3], strides, dilation, dot.shift,
-                             "uint8" if dot.shift else "int8", primfunc_name_hint="int8_pack_conv_input")
+                             "uint8" if dot.shift else "int8", pixels, primfunc_name_hint="int8_pack_conv_input")
     return builder.call_te(conv_dot, packed, relax.const(conv_weights(wq, cp)), oh, ow,
                            primfunc_name_hint=f"int8_dot_conv_{dot.isa}")
 
@@ -320,15 +332,16 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     if not sch.get_consumers(dot):  # the int32 result is the output: accumulate in a local tile all the same
         sch.cache_write(dot, 0, "global")
         dot = sch.get_sblock(name)
-    if conv:
-        _flatten_conv_pixels(sch, dot)
-        dot = sch.get_sblock(name)
     # The epilogue (requantize, and what fusion added: SiLU's Q/DQ steps, a residual add) becomes one block
     # computed per tile from the accumulators.
     inline_injective(sch, {name, *prologue})
     consumers = sch.get_consumers(sch.get_sblock(name))
     if len(consumers) != 1:
         return None
+    if conv and len(sch.get(sch.get_sblock(name)).iter_vars) == 6:  # NCHW output (not padded pixels)
+        # after inlining: the epilogue block that remains must iterate over pixels too
+        _flatten_conv_pixels(sch, sch.get_sblock(name))
+        consumers = sch.get_consumers(sch.get_sblock(name))
     epilogue = consumers[0]
     dot = sch.get_sblock(name)
     loops = sch.get_loops(dot)
@@ -384,6 +397,8 @@ def _pack_over_rows(sch: Schedule, block) -> None:
     """Iterate the packing over (tap row, y, x, channel) instead of pixels ``p``: ``x`` is then the
     contiguous (stride-1 convs) loop LLVM vectorises, with no division per element."""
     width = int(sch.get(block).annotations["out_width"])
+    if not width:  # pixels padded to whole vectors: no rows to iterate over
+        return
     sch.transform_block_layout(block, tirx.IndexMap.from_func(
         lambda kb, p, kk: [kb, p // width, p % width, kk], ndim=3))
 
