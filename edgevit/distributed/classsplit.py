@@ -108,20 +108,21 @@ def predict(model, x: np.ndarray, batch: int = 1000) -> np.ndarray:
 
 def train_full(arch, cfg: TrainConfig, log=print) -> nn.Module:
     """The unsplit model (``arch.build()``) trained on Fashion-MNIST (cached by configuration)."""
-    torch.set_num_threads(1)
-    torch.manual_seed(cfg.seed)
-    model = arch.build()
-    path = cache_dir("distributed", "fashion") / f"full-{cfg.key(arch)}.pt"
-    if path.exists():
-        model.load_state_dict(torch.load(path))
-        return model.eval()
-    x, y = fashion.load("train", cfg.train_images)
-    labels = torch.from_numpy(y)
-    log(f"training the full {type(model).__name__} ({param_count(model)} parameters) on {len(x)} Fashion-MNIST "
-        "images")
-    _fit(model, x, lambda out, idx: nn.functional.cross_entropy(out, labels[idx]), cfg.epochs, cfg, log)
-    torch.save(model.state_dict(), path)
-    return model
+    from ..training import cached
+
+    def build():
+        torch.set_num_threads(1)
+        torch.manual_seed(cfg.seed)
+        return arch.build()
+
+    def train(model):
+        x, y = fashion.load("train", cfg.train_images)
+        labels = torch.from_numpy(y)
+        log(f"training the full {type(model).__name__} ({param_count(model)} parameters) on {len(x)} "
+            "Fashion-MNIST images")
+        _fit(model, x, lambda out, idx: nn.functional.cross_entropy(out, labels[idx]), cfg.epochs, cfg, log)
+
+    return cached(build, cache_dir("distributed", "fashion") / f"full-{cfg.key(arch)}.pt", train)
 
 
 def assign_classes(k: int, classes: int, method: str = "confusion", confusion: np.ndarray | None = None,

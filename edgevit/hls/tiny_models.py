@@ -56,30 +56,16 @@ def trained_tiny_mobilevit():
     """The trained model in eval mode (trains, about 30 s on one thread, unless cached)."""
     import torch
 
-    model = build_tiny_mobilevit()
-    path = _cache_path()
-    if path.exists():
-        model.load_state_dict(torch.load(path))
-        return model.eval()
-    torch.set_num_threads(1)
-    torch.manual_seed(CONFIG["seed"])
-    model = build_tiny_mobilevit()
-    xtr, ytr, _, _ = digits_split()
-    xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
-    opt = torch.optim.AdamW(model.parameters(), lr=CONFIG["lr"])
-    steps = CONFIG["epochs"] * (len(xtr) // CONFIG["batch"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, CONFIG["lr"], total_steps=steps)
-    gen = torch.Generator().manual_seed(CONFIG["seed"])
-    model.train()
-    for _ in range(CONFIG["epochs"]):
-        perm = torch.randperm(len(xtr), generator=gen)
-        for k in range(len(xtr) // CONFIG["batch"]):
-            idx = perm[k * CONFIG["batch"]:(k + 1) * CONFIG["batch"]]
-            loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    torch.save(model.state_dict(), path)
-    return model
+    from ..training import cached, fit
+
+    def train(model):
+        xtr, ytr, _, _ = digits_split()
+        xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
+        fit(model, len(xtr), lambda m, idx: torch.nn.functional.cross_entropy(m(xtr[idx]), ytr[idx]),
+            CONFIG["epochs"], CONFIG["batch"], CONFIG["lr"], CONFIG["seed"])
+
+    def build():
+        torch.manual_seed(CONFIG["seed"])
+        return build_tiny_mobilevit()
+
+    return cached(build, _cache_path(), train)

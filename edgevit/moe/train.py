@@ -40,38 +40,29 @@ def trained_moe_vit(preset: str = "moe_vit_tiny"):
     """The preset trained on both tasks, in eval mode (about a minute on one thread unless cached)."""
     import torch
 
+    from ..training import cached, fit
+
     mv = model_module()
-    path = _cache_path(preset)
-    if path.exists():
-        model = mv.build(preset)
-        model.load_state_dict(torch.load(path))
-        return model.eval()
-    torch.set_num_threads(1)
-    torch.manual_seed(CONFIG["seed"])
-    model = mv.build(preset)
-    xtr, labels, _, _ = digits_tasks()
-    xtr = torch.from_numpy(xtr)
-    labels = [torch.from_numpy(y).long() for y in labels]
-    opt = torch.optim.AdamW(model.parameters(), lr=CONFIG["lr"])
-    per_epoch = len(xtr) // CONFIG["batch"]
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, CONFIG["lr"], total_steps=CONFIG["epochs"] * per_epoch)
-    gen = torch.Generator().manual_seed(CONFIG["seed"])
-    model.train()
-    for _ in range(CONFIG["epochs"]):
-        perm = torch.randperm(len(xtr), generator=gen)
-        for k in range(per_epoch):
-            idx = perm[k * CONFIG["batch"]:(k + 1) * CONFIG["batch"]]
+
+    def train(model):
+        xtr, labels, _, _ = digits_tasks()
+        xtr = torch.from_numpy(xtr)
+        labels = [torch.from_numpy(y).long() for y in labels]
+
+        def batch_loss(m, idx):
             loss = 0.0
             for task, y in enumerate(labels):   # every task on every batch: the backbone is shared
-                loss = loss + torch.nn.functional.cross_entropy(model(xtr[idx], task), y[idx])
-                loss = loss + CONFIG["aux_weight"] * sum(getattr(m, "aux_loss", 0.0) for m in model.moe_layers())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    torch.save(model.state_dict(), path)
-    return model
+                loss = loss + torch.nn.functional.cross_entropy(m(xtr[idx], task), y[idx])
+                loss = loss + CONFIG["aux_weight"] * sum(getattr(layer, "aux_loss", 0.0) for layer in m.moe_layers())
+            return loss
+
+        fit(model, len(xtr), batch_loss, CONFIG["epochs"], CONFIG["batch"], CONFIG["lr"], CONFIG["seed"])
+
+    def build():
+        torch.manual_seed(CONFIG["seed"])
+        return mv.build(preset)
+
+    return cached(build, _cache_path(preset), train)
 
 
 def accuracy(model, x: np.ndarray, labels: list[np.ndarray]) -> list[float]:
