@@ -119,12 +119,20 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int) -> dict:
     return {name: (min(v), max(v), round(sum(v) / len(v))) if v else (1, 1, 1) for name, v in seen.items()}
 
 
-def _config_h(prog: Program, table: layer_table.LayerTable) -> str:
+def beats(words: int, axi_bits: int) -> int:
+    """AXI beats of ``axi_bits`` holding ``words`` 16-bit words (at least one)."""
+    return max(1, _ceil(words, axi_bits // layer_table.WORD_BITS))
+
+
+def _config_h(prog: Program, table: layer_table.LayerTable, axi_bits: int) -> str:
     lanes = lanes_of(prog)
     bounds = layer_table.unit_bounds(prog)
     h = table.header
-    elements = {"program": len(table.to_bytes()) // 4, "params": max(1, h["params_words"]),
-                "arena": h["arena_words"], "input": h["input_words"], "output": h["output_words"]}
+    wpb = axi_bits // layer_table.WORD_BITS
+    # INTERFACE depths: the program port is 32-bit words, the others beats
+    elements = {"program": len(table.to_bytes()) // 4, "params": beats(h["params_words"], axi_bits),
+                "arena": beats(h["arena_words"], axi_bits), "input": beats(h["input_words"], axi_bits),
+                "output": beats(h["output_words"], axi_bits)}
 
     def constants(values: dict, suffix: str = "") -> str:
         return "\n".join(f"    static const int {k}{suffix} = {v};" for k, v in values.items())
@@ -132,12 +140,18 @@ def _config_h(prog: Program, table: layer_table.LayerTable) -> str:
     trips = "\n".join(f"    typedef edgevit::tripcount<{lo}, {hi}, {avg}> {name};  // {TRIPCOUNTS[name]}"
                        for name, (lo, hi, avg) in tripcounts(table, lanes, bounds["TM"]).items())
     lane_constants = constants({"LI": lanes.li, "LO": lanes.lo, "LD": lanes.ld, "ROWS": lanes.rows})
-    return fill_template("config.h", lanes=lane_constants, buffer_bounds=constants(bounds),
+    ports = (constants({"AXI_BITS": axi_bits, "WPB": wpb, "XBANKS": max(lanes.li, wpb)})
+             + "\n    typedef ap_uint<AXI_BITS> beat_t;")
+    return fill_template("config.h", lanes=lane_constants, ports=ports, buffer_bounds=constants(bounds),
                          port_elements=constants(elements, "_elements"), tripcounts=trips)
 
 
-def _regmap(prog: Program, table: layer_table.LayerTable) -> dict:
-    """Vitis HLS's s_axilite layout for a top with five 64-bit m_axi pointers, and the buffers behind them."""
+def _regmap(prog: Program, table: layer_table.LayerTable, axi_bits: int) -> dict:
+    """Vitis HLS's s_axilite layout for a top with five 64-bit m_axi pointers, and the buffers behind them.
+
+    The int16 buffers are read and written in beats of ``axi_bits``: ``alloc_elements`` pads each to whole beats
+    (what a driver allocates), ``elements`` is what it holds.
+    """
     regs = [{"name": "CTRL", "offset": "0x00", "bits": "0 ap_start, 1 ap_done, 2 ap_idle, 3 ap_ready, 7 auto_restart"},
             {"name": "GIE", "offset": "0x04"}, {"name": "IER", "offset": "0x08"}, {"name": "ISR", "offset": "0x0c"}]
     for k, port in enumerate(PORTS):
@@ -153,6 +167,10 @@ def _regmap(prog: Program, table: layer_table.LayerTable) -> dict:
                   "format": [fi.w, fi.i], "layout": "channels-last"},
         "output": {"dtype": "int16", "elements": h["output_words"], "shape": list(prog.shapes[prog.output]),
                    "format": [fo.w, fo.i], "layout": "channels-last"}}
+    wpb = axi_bits // layer_table.WORD_BITS
+    for spec in buffers.values():
+        if spec["dtype"] == "int16":
+            spec.update(beat_bits=axi_bits, alloc_elements=beats(spec["elements"], axi_bits) * wpb)
     return {"ip": "edgevit_top", "control": "s_axi_control", "registers": regs, "buffers": buffers}
 
 
@@ -184,12 +202,12 @@ def write_project(prog: Program, out: Path, fpga: FpgaTarget, board: str, sample
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = layer_table.build(prog)
-    (out / "config.h").write_text(_config_h(prog, table))
+    (out / "config.h").write_text(_config_h(prog, table, fpga.axi_bits))
     (out / "top.cpp").write_text(fill_template("top.cpp"))
     (out / "tb.cpp").write_text(fill_template("tb.cpp"))
     (out / "program.bin").write_bytes(table.to_bytes())
     table.params.astype("<i2").tofile(out / "params.bin")
-    regmap = _regmap(prog, table)
+    regmap = _regmap(prog, table, fpga.axi_bits)
     (out / "regmap.json").write_text(json.dumps(regmap, indent=1))
     (out / "regmap.h").write_text(_regmap_h(regmap))
     (out / "hls.tcl").write_text(_hls_tcl(fpga))

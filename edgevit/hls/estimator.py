@@ -8,9 +8,11 @@ bounds of ``config.h`` (``layer_table.unit_bounds``), and cycles are the sum ove
 
 Cycles (what the C++ does, loop by loop):
 
-* **Ports.** The m_axi ports are 16-bit ``word_t`` pointers and ``hls.tcl`` uses the Vivado IP flow, where
-  automatic port widening is off: one word per cycle per port and direction (AXI reads and writes are separate
-  channels). A pipelined loop that makes ``n`` accesses to one port per iteration has ``II >= n``.
+* **Ports.** The m_axi ports are arrays of ``axi_bits``-bit beats (the board's HP width; ``packed.h``), one
+  beat per cycle per port and direction (AXI reads and writes are separate channels); ``hls.tcl`` uses the
+  Vivado IP flow, where Vitis widens nothing by itself. Loops written a word per iteration (every unit but the
+  linear one, through ``word_port``) still move one word a cycle; the linear unit's tile loads and write-back
+  move a beat a cycle. A pipelined loop that makes ``n`` accesses to one port per iteration has ``II >= n``.
 * **Pipelined loops** take ``trip * II + depth`` cycles per invocation (UG1399); an invocation that reads or
   writes DDR also waits ``AXI_LATENCY`` cycles once (the m_axi latency Vitis schedules by default; a new burst
   starts with every invocation of an inner loop, since the outer loops are not pipelined).
@@ -18,9 +20,10 @@ Cycles (what the C++ does, loop by loop):
   region): a layer's cycles are the *sum* of its loops. ``compute`` is the part spent in the MAC / key-step
   loops at their ideal rate, ``memory`` the rest (loads, write-back, port stalls, latencies); ``bound`` names
   the larger. When a layer is memory bound, more lanes shrink only its small compute part.
-* **Linear unit** (``linear.h``): per weight tile one pass over its ``min(LO, N - n0) x K`` words and one over
-  their 64-bit biases; per token tile one pass over its ``tm x K`` words; per token and weight tile one loop of
-  ``tm x ceil(K/LI)`` MAC steps and one writing the ``tm x min(LO, N - n0)`` outputs (reading the residual).
+* **Linear unit** (``linear.h``): per weight tile one pass over the beats of its ``min(LO, N - n0) x K`` words
+  and one over their 64-bit biases; per token tile one pass over the beats of its ``tm x K`` words; per token
+  and weight tile one loop of ``tm x ceil(K/LI)`` MAC steps and one writing the beats of the ``tm`` output rows
+  of ``min(LO, N - n0)`` words (reading the residual; a partly covered beat is read first).
   The loop order is the descriptor's (``layer_table.weights_outer``).
 * **Depthwise unit** (``conv.h``): per group of ``LD`` channels the weights, then per input row one pipelined
   read of its ``W x LD`` words, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel
@@ -41,8 +44,9 @@ Resources:
   attention ``ROWS * DHMAX`` for q.k and the rescale/accumulate multiplies of each row, one epilogue in the
   linear unit's pipelined write loop and ``LD`` in the depthwise unit's unrolled one.
 * BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
-  larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``LI`` banks, weight tile
-  ``LO * LI`` banks (complete on rows, cyclic ``LI``), result tile ``LO`` banks of ``TM`` 64-bit sums; depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
+  larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``max(LI, WPB)`` banks, weight tile
+  ``LO * max(LI, WPB)`` banks (complete on rows, cyclic), result tile ``LO`` banks of ``TM`` 64-bit sums;
+  depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
   and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and the
   rows' 64-bit sums (``NMAX x DHMAX`` in ``DHMAX`` banks). No ping-pong copies (the C++ has none).
 * LUTs: per 16x16 MAC 40 (its share of the adder tree and the 64-bit accumulator), 350 per epilogue, 900 per
@@ -57,6 +61,7 @@ are not worth their area).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -143,20 +148,37 @@ def dispatch_cycles(axi_bits: int) -> int:
     return len(FIELDS) + AXI_LATENCY + DISPATCH_CYCLES
 
 
+def _beats(words: int, wpb: int) -> int:
+    """Beats of a run of ``words`` consecutive words over a port of ``wpb`` words a beat: one more than the
+    minimum unless the run is whole beats (a tile does not in general start on a beat)."""
+    return math.ceil(words / wpb) + (1 if words % wpb else 0)
+
+
 def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
-            outer_w: bool | None = None) -> tuple[int, int]:
+            outer_w: bool | None = None, wpb: int = 1) -> tuple[int, int]:
     """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer; ``outer_w``: the descriptor's loop
-    order (default: the one ``layer_table`` writes for a linear layer)."""
+    order (default: the one ``layer_table`` writes for a linear layer); ``wpb``: 16-bit words per port beat.
+
+    Tile loads move a beat a cycle. The write-back moves a beat of each output row a cycle; a beat the row
+    covers in part is read first (read-modify-write), which shares the read channel with the residual."""
     tiles = [TILE_TOKENS] * (m // TILE_TOKENS) + ([m % TILE_TOKENS] if m % TILE_TOKENS else [])
-    cols = [min(lanes.lo, n - n0) for n0 in range(0, n, lanes.lo)]
+    cols = [(n0, min(lanes.lo, n - n0)) for n0 in range(0, n, lanes.lo)]
     if outer_w is None:
         outer_w = weights_outer(m, k, n, lanes.lo)
-    load_w = sum(_loop(c * k) + (_loop(4 * c) if bias else 0) for c in cols)
+
+    def out_row(n0: int, c: int) -> int:   # cycles per output row of a weight tile
+        aligned = n % wpb == 0 and n0 % wpb == 0
+        beats = math.ceil(c / wpb) + (0 if aligned else 1)
+        partial = 0 if aligned and c % wpb == 0 else min(2, beats)
+        return beats + (partial if residual else 0)
+
+    load_w = sum(_loop(_beats(c * k, wpb)) + (_loop(_beats(4 * c, wpb)) if bias else 0) for _, c in cols)
     compute = memory = 0
     for tm in tiles:
         compute += len(cols) * _loop(tm * math.ceil(k / lanes.li), depth=DEPTH_MAC, ddr=False)
-        memory += _loop(tm * k) * (len(cols) if outer_w else 1)
-        memory += sum(_loop(tm * c, depth=DEPTH_EPILOGUE) + (AXI_LATENCY if residual else 0) for c in cols)
+        memory += _loop(_beats(tm * k, wpb)) * (len(cols) if outer_w else 1)
+        memory += sum(_loop(tm * out_row(n0, c), depth=DEPTH_EPILOGUE) + (AXI_LATENCY if residual else 0)
+                      for n0, c in cols)
     memory += load_w * (1 if outer_w else len(tiles))
     return compute, memory
 
@@ -177,7 +199,8 @@ def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes) -> tuple[int, 
     return g * heads * steps, g * heads * per_head
 
 
-def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: Lanes) -> tuple[int, int]:
+def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: Lanes,
+                 wpb: int = 1) -> tuple[int, int]:
     """Cycles of moe_experts with the ``N k`` (patch, expert) pairs split evenly over ``min(E, N k)`` expert runs
     (reordering) or one run per pair; each run's fc1 and fc2 are linear-unit calls reading the expert's weights
     from DDR."""
@@ -185,24 +208,29 @@ def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: 
     compute = memory = 0
     for cnt in runs:
         for kk, nn in ((dm, h), (h, dm)):
-            c, mem = _linear(cnt, kk, nn, lanes, outer_w=True)   # moe.h runs fc1 and fc2 weight tiles outer
+            c, mem = _linear(cnt, kk, nn, lanes, outer_w=True, wpb=wpb)   # moe.h: fc1 and fc2 weight tiles outer
             compute, memory = compute + c, memory + mem
         memory += 2 * cnt * _loop(dm)   # gather and scatter rows
     memory += 2 * n * _loop(dm) + n * k * (2 + AXI_LATENCY)   # clear/requantise accumulators, route table
     return compute, memory
 
 
-# the unit cycle models each registry entry's cost is written in (see ops.LayerKind)
-UNITS = SimpleNamespace(linear=_linear, depthwise=_depthwise, attention=_attention, moe_experts=_moe_experts,
-                        loop=_loop, axi_latency=AXI_LATENCY)
+def units(axi_bits: int) -> SimpleNamespace:
+    """The unit cycle models each registry entry's cost is written in (see ops.LayerKind), for ports of
+    ``axi_bits``: the linear unit (and the MoE experts on it) moves a beat a cycle; the other units move one
+    word a cycle whatever the width (their loops are written a word per iteration)."""
+    wpb = axi_bits // WORD_BITS
+    return SimpleNamespace(linear=functools.partial(_linear, wpb=wpb), depthwise=_depthwise, attention=_attention,
+                           moe_experts=functools.partial(_moe_experts, wpb=wpb), loop=_loop,
+                           axi_latency=AXI_LATENCY)
 
 
 def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
     """Cycles of every descriptor (one per layer): ``compute``, ``memory`` (see the module docstring), their
     sum plus dispatch in ``cycles``, and ``bound`` (``compute`` or ``memory``, whichever is larger)."""
-    out = []
+    out, u = [], units(axi_bits)
     for layer in prog.layers:
-        compute, memory, macs = KINDS[layer.kind].cost(UNITS, layer, prog.shapes[layer.inputs[0]],
+        compute, memory, macs = KINDS[layer.kind].cost(u, layer, prog.shapes[layer.inputs[0]],
                                                        prog.shapes[layer.output], lanes)
         cycles = compute + memory + dispatch_cycles(axi_bits)
         out.append({"layer": layer.name, "kind": layer.kind, "source": layer.source, "macs": macs,
@@ -211,8 +239,10 @@ def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
     return out
 
 
-def resources(prog: Program, lanes: Lanes, family: str = "zynquplus") -> dict:
-    """Estimated DSP, BRAM36 and LUT use of the units (and their on-chip arrays) the program needs."""
+def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: int = WORD_BITS) -> dict:
+    """Estimated DSP, BRAM36 and LUT use of the units (and their on-chip arrays) the program needs, with m_axi
+    ports of ``axi_bits`` (the linear unit's tiles get ``max(LI, WPB)`` banks and its write-back ``WPB``
+    epilogues; the default, one word a beat, is the unpacked design)."""
     kinds = {l.kind for l in prog.layers}
     bound = unit_bounds(prog)
     mul16 = dsp_per_multiply(_WORD, _WORD, family)
@@ -228,8 +258,12 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus") -> dict:
             usage["lut"] += l
 
     kmax, tm = bound["KMAX"], bound["TM"]
-    add(lanes.li * lanes.lo * mul16 + epi, 40 * lanes.li * lanes.lo + 350,
-        [(tm * kmax, lanes.li), (lanes.lo * kmax, lanes.lo * lanes.li), (tm * lanes.lo, lanes.lo, 64)])
+    wpb = axi_bits // WORD_BITS
+    banks = max(lanes.li, wpb)
+    # per write-back lane: an LO:1 mux of 64-bit sums (16 LO LUT6), the residual/merge lane selects; per load
+    # lane a write to any of the tile's banks
+    add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
+        [(tm * kmax, banks), (lanes.lo * kmax, lanes.lo * banks), (tm * lanes.lo, lanes.lo, 64)])
     if "dwconv" in kinds:
         k = bound["KMAXDW"]
         add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,
@@ -293,7 +327,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
     rest = unit_cycles(("rest",), base, lambda kind: kind not in laned)   # layers no lane changes
     scored = []
     for lanes in plans:
-        res = resources(prog, lanes, family)
+        res = resources(prog, lanes, family, fpga.axi_bits)
         if not fits(res, fpga):
             continue
         cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo), Lanes(lanes.li, lanes.lo, 1, 1),
@@ -330,7 +364,7 @@ def report(prog: Program, fpga) -> dict:
     as the PYNQ bundle; ``memory_bound_share`` is the fraction of cycles in memory-bound layers."""
     lanes = lanes_of(prog)
     layers = layer_cycles(prog, lanes, fpga.axi_bits)
-    res = resources(prog, lanes, fpga.family)
+    res = resources(prog, lanes, fpga.family, fpga.axi_bits)
     total = sum(r["cycles"] for r in layers)
     for r in layers:
         r["ms"] = r["cycles"] / (fpga.clock_mhz * 1e3)

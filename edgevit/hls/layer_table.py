@@ -27,6 +27,9 @@ FIELDS = ("op", "act", "x", "x2", "y", "w", "w2", "b", "d0", "d1", "d2", "d3", "
 MAGIC = 0x54495645   # "EVIT"
 VERSION = 1
 WORD_BITS = 16       # arena and parameter storage
+# Arena tensors start on a 512-bit boundary (the widest AXI port): any two tensors then sit at the same lane of
+# their beats, so a unit reads a residual beat for beat with its output (linear.h).
+TENSOR_ALIGN = 32
 
 
 @dataclass
@@ -77,6 +80,7 @@ def build(prog: Program) -> LayerTable:
     for name, shape in prog.shapes.items():
         size = int(np.prod(shape))
         _check_width(name, prog.formats[name], WORD_BITS)
+        off = -(-off // TENSOR_ALIGN) * TENSOR_ALIGN
         tensors[name] = (off, size)
         off += size + scratch.get(name, 0)   # an MoE unit's scratch follows its output
     arena_words = off

@@ -52,15 +52,20 @@ class Accelerator:
         self.regs = {name: int(off, 0) for name, off in cfg["registers"].items()}
         self.overlay = board.load_overlay(bitstream or self.bundle / cfg["bitstream"], device)
         self.ip = board.ip_core(self.overlay, cfg["ip"])
-        self.buffers = {p: board.allocate(cfg["buffers"][p]["elements"], cfg["buffers"][p]["dtype"], device)
-                        for p in PORTS}
+        # The accelerator reads and writes the int16 buffers in whole AXI beats (little-endian words, the bytes
+        # of an int16 array): each is allocated to alloc_elements, its data in the first `elements` words.
+        self.words = {p: cfg["buffers"][p]["elements"] for p in PORTS}
+        self.buffers = {p: board.allocate(cfg["buffers"][p].get("alloc_elements", self.words[p]),
+                                          cfg["buffers"][p]["dtype"], device) for p in PORTS}
+        for buf in self.buffers.values():
+            buf[:] = 0
         for port in ("program", "params"):
             buf, spec = self.buffers[port], cfg["buffers"][port]
             data = np.fromfile(self.bundle / spec["file"], dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
-            if data.size != buf.size:
-                raise ArtifactError(f"{spec['file']} holds {data.size} words, the register map says {buf.size}")
-            buf[:] = data
-        self.buffers["arena"][:] = 0
+            if data.size != self.words[port]:
+                raise ArtifactError(f"{spec['file']} holds {data.size} words, the register map says "
+                                    f"{self.words[port]}")
+            buf[:data.size] = data
         for buf in self.buffers.values():
             buf.flush()   # the caches hold what we wrote; the accelerator reads DDR
         self.tail = numpy_graph.load(self.bundle, cfg["cpu_tail"], manifest.TAIL_NPZ) if cfg.get("cpu_tail") else None
@@ -94,14 +99,15 @@ class Accelerator:
         """
         x = np.asarray(x_raw, dtype=np.int64).ravel()
         inp, out = self.buffers["input"], self.buffers["output"]
-        if x.size != inp.size:
-            raise InputError(f"the accelerator takes {inp.size} input words, got {x.size}")
+        n_in, n_out = self.words["input"], self.words["output"]
+        if x.size != n_in:
+            raise InputError(f"the accelerator takes {n_in} input words, got {x.size}")
         if x.size and (x.min() < -(1 << 15) or x.max() >= 1 << 15):
             raise InputError("raw inputs must fit 16-bit words")
         ctrl = self.regs["CTRL"]
         if not self.ip.read(ctrl) & manifest.CTRL_IDLE:
             raise ExecutionError("the accelerator is not idle (a previous run did not finish): reload the overlay")
-        inp[:] = x
+        inp[:n_in] = x
         inp.flush()
         self.ip.write(ctrl, manifest.CTRL_START)
         deadline = time.monotonic() + self.timeout_s
@@ -109,7 +115,7 @@ class Accelerator:
             if time.monotonic() > deadline:
                 raise ExecutionError(f"the accelerator did not finish within {self.timeout_s} s (no ap_done)")
         out.invalidate()   # drop stale cache lines before reading what the accelerator wrote
-        return np.array(out, dtype=np.int64)
+        return np.array(out[:n_out], dtype=np.int64)
 
     def quantize(self, x) -> np.ndarray:
         """Float input (channels-last, the accelerator's input shape) to raw words: round half up, saturate."""

@@ -149,9 +149,11 @@ class SimDevice(_pynq.Device):
         """One ``edgevit_top`` call on the DDR buffers the registers point at (sizes from the program header)."""
         names = self.config["program_header"]
         head = dict(zip(names, self.ddr(self._address("program"), 4 * len(names)).view("<i4").tolist()))
-        sizes = {"program": 4 * (len(names) + head["layers"] * head["desc_words"]),
-                 "params": 2 * head["params_words"], "arena": 2 * head["arena_words"],
-                 "input": 2 * head["input_words"], "output": 2 * head["output_words"]}
+        # The int16 buffers as the accelerator reads them: whole beats of the register map's beat_bits.
+        beat = {p: self.config["buffers"][p].get("beat_bits", 16) // 16 for p in PORTS}
+        sizes = {"program": 4 * (len(names) + head["layers"] * head["desc_words"])}
+        sizes.update({p: 2 * -(-head[f"{p}_words"] // beat[p]) * beat[p] for p in ("params", "arena", "input",
+                                                                                  "output")})
         mem = {port: self.ddr(self._address(port), n) for port, n in sizes.items()}
         p16 = ctypes.POINTER(ctypes.c_int16)
         args = [mem["program"].ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), sizes["program"] // 4]

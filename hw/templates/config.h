@@ -9,6 +9,9 @@ struct accel_config {
     // Lanes chosen by the estimator for the board: LI x LO MACs in the linear unit, LD depthwise
     // channels, ROWS attention query rows.
 {{lanes}}
+    // The m_axi ports: AXI_BITS-bit beats (the board's HP port width) of WPB 16-bit words (packed.h); the
+    // linear unit's tiles have XBANKS = max(LI, WPB) banks so that a beat's words land in one cycle.
+{{ports}}
     // Bounds of the on-chip buffers: the largest value each takes in this model's program.
 {{buffer_bounds}}
     // Elements of the m_axi buffers (their INTERFACE depth, which cosimulation needs).

@@ -7,13 +7,16 @@
 #include <cstdio>
 #include <vector>
 
+#include <edgevit/beats_host.h>
 #include <edgevit/units.h>
 
 #include "config.h"
 
 using namespace edgevit;
 
-void edgevit_top(const int* program, const word_t* params, word_t* arena, const word_t* input, word_t* output);
+typedef accel_config::beat_t beat_t;
+
+void edgevit_top(const int* program, const beat_t* params, beat_t* arena, const beat_t* input, beat_t* output);
 
 template <class T>
 static std::vector<T> read_all(const char* path) {
@@ -32,12 +35,11 @@ static std::vector<T> read_all(const char* path) {
 template <class T>
 static void write_all(FILE* f, const std::vector<T>& v) { std::fwrite(v.data(), sizeof(T), v.size(), f); }
 
-static std::vector<word_t> words(const std::vector<short>& v) { return std::vector<word_t>(v.begin(), v.end()); }
-
 int main(int argc, char** argv) {
     const bool dump = argc > 1;
     std::vector<int> program = read_all<int>("program.bin");
-    std::vector<word_t> params = words(read_all<short>("params.bin"));
+    const std::vector<short> params16 = read_all<short>("params.bin");
+    const std::vector<beat_t> params = to_beats<accel_config>(params16.data(), (long)params16.size());
     std::vector<short> inputs = read_all<short>("testdata/inputs.bin"), golden = read_all<short>("testdata/golden.bin");
     std::vector<double> reference = read_all<double>("testdata/reference.bin");
     program_header hd;
@@ -55,7 +57,10 @@ int main(int argc, char** argv) {
         if (d.op == OP_MOE_EXPERTS) expert_slots += d.d3;
     }
     const int count = (int)(inputs.size() / hd.input_words);
-    std::vector<word_t> arena(hd.arena_words), input(hd.input_words), output(hd.output_words);
+    // The m_axi buffers as the board holds them: beats of AXI_BITS bits (the arena starts zeroed, as the driver
+    // leaves it).
+    const int wpb = accel_config::WPB;
+    std::vector<beat_t> arena((hd.arena_words + wpb - 1) / wpb, beat_t(0)), output((hd.output_words + wpb - 1) / wpb);
     std::vector<short> out16(hd.output_words), arena16(hd.arena_words);
     std::vector<int> trace(traced);
     std::vector<long> reads(expert_slots);
@@ -67,16 +72,17 @@ int main(int argc, char** argv) {
     int agree = 0;
     double max_err = 0;
     for (int i = 0; i < count; ++i) {
-        for (int k = 0; k < hd.input_words; ++k) input[k] = inputs[(size_t)i * hd.input_words + k];
+        const std::vector<beat_t> input =
+            to_beats<accel_config>(inputs.data() + (size_t)i * hd.input_words, hd.input_words);
         attention_trace() = trace.data();
         attention_trace_pos() = 0;
         for (size_t k = 0; k < reads.size(); ++k) reads[k] = 0;
         moe_weight_reads() = reads.data();
         moe_weight_reads_pos() = 0;
         edgevit_top(program.data(), params.data(), arena.data(), input.data(), output.data());
+        from_beats<accel_config>(output, out16.data(), hd.output_words);
         int best = 0, best_ref = 0;
         for (int k = 0; k < hd.output_words; ++k) {
-            out16[k] = (short)output[k].to_int();
             const size_t at = (size_t)i * hd.output_words + k;
             if (!golden.empty() && out16[k] != golden[at]) ++mismatches;
             if (!reference.empty()) {
@@ -89,7 +95,7 @@ int main(int argc, char** argv) {
         agree += best == best_ref;
         write_all(fout, out16);
         if (dump) {
-            for (int k = 0; k < hd.arena_words; ++k) arena16[k] = (short)arena[k].to_int();
+            from_beats<accel_config>(arena, arena16.data(), hd.arena_words);
             write_all(farena, arena16);
             write_all(ftrace, trace);
             write_all(freads, reads);

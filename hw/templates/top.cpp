@@ -4,15 +4,18 @@
 // once. Activations live in one arena in DDR; units keep only their tiles on chip.
 //
 // The five pointers are m_axi masters (program and params share gmem0, the arena has gmem1, input and output
-// share gmem2); their 64-bit addresses and ap_start/ap_done are the s_axi_control registers of regmap.json,
-// in parameter order, which is what the PYNQ driver writes.
+// share gmem2); params, arena, input and output are arrays of AXI_BITS-bit beats of 16-bit words (config.h,
+// packed.h), read and written through word_source / word_port. Their 64-bit addresses and ap_start/ap_done are
+// the s_axi_control registers of regmap.json, in parameter order, which is what the PYNQ driver writes.
 #include <edgevit/units.h>
 
 #include "config.h"
 
 using namespace edgevit;
 
-void edgevit_top(const int* program, const word_t* params, word_t* arena, const word_t* input, word_t* output) {
+typedef accel_config::beat_t beat_t;
+
+void edgevit_top(const int* program, const beat_t* params, beat_t* arena, const beat_t* input, beat_t* output) {
 #pragma HLS INTERFACE m_axi port=program offset=slave bundle=gmem0 depth=accel_config::program_elements
 #pragma HLS INTERFACE m_axi port=params offset=slave bundle=gmem0 depth=accel_config::params_elements
 #pragma HLS INTERFACE m_axi port=arena offset=slave bundle=gmem1 depth=accel_config::arena_elements
@@ -24,41 +27,46 @@ void edgevit_top(const int* program, const word_t* params, word_t* arena, const 
 #pragma HLS INTERFACE s_axilite port=input bundle=control
 #pragma HLS INTERFACE s_axilite port=output bundle=control
 #pragma HLS INTERFACE s_axilite port=return bundle=control
+    word_source<accel_config> par(params), in(input);
+    word_port<accel_config> mem(arena), out(output);
     program_header hd;
     read_header(program, hd);
     for (int k = 0; k < hd.input_words; ++k) {
         EDGEVIT_TRIPCOUNT(accel_config::input_copy)
 #pragma HLS PIPELINE II=1
-        arena[hd.input_off + k] = input[k];
+        mem.put(hd.input_off + k, in.get(k));
     }
+    mem.flush();
     for (int n = 0; n < hd.layers; ++n) {
         EDGEVIT_TRIPCOUNT(accel_config::program_layers)
         layer_desc d;
         read_layer(program + HEADER_WORDS + n * DESC_WORDS, d);
         switch (d.op) {
-            case OP_LINEAR: linear_unit<accel_config>(params, arena, d); break;
-            case OP_DWCONV: depthwise_unit<accel_config>(params, arena, d); break;
-            case OP_ATTENTION: attention_unit<accel_config>(arena, d); break;
-            case OP_LAYERNORM: layernorm_unit<accel_config>(params, arena, d); break;
-            case OP_IM2COL: im2col<accel_config>(arena, d); break;
-            case OP_UNFOLD: unfold_fold<accel_config>(arena, d, false); break;
-            case OP_FOLD: unfold_fold<accel_config>(arena, d, true); break;
-            case OP_CONCAT: concat<accel_config>(arena, d); break;
-            case OP_AVGPOOL: avgpool<accel_config>(arena, d); break;
-            case OP_POOL_MIXER: pool_mixer<accel_config>(params, arena, d); break;
-            case OP_L2NORM: l2_normalize<accel_config>(arena, d); break;
-            case OP_ADDITIVE: additive_attention<accel_config>(params, arena, d); break;
-            case OP_MOE_ROUTE: moe_route<accel_config>(arena, d); break;
-            case OP_MOE_EXPERTS: moe_experts<accel_config>(params, arena, d); break;
-            case OP_ADD: add_tensors<accel_config>(params, arena, d); break;
-            case OP_TOKEN_ROWS: token_rows<accel_config>(params, arena, d); break;
-            case OP_CHANNEL_SCALE: channel_scale<accel_config>(arena, d); break;
+            case OP_LINEAR: linear_unit<accel_config>(par, mem, d); break;
+            case OP_DWCONV: depthwise_unit<accel_config>(par, mem, d); break;
+            case OP_ATTENTION: attention_unit<accel_config>(mem, d); break;
+            case OP_LAYERNORM: layernorm_unit<accel_config>(par, mem, d); break;
+            case OP_IM2COL: im2col<accel_config>(mem, d); break;
+            case OP_UNFOLD: unfold_fold<accel_config>(mem, d, false); break;
+            case OP_FOLD: unfold_fold<accel_config>(mem, d, true); break;
+            case OP_CONCAT: concat<accel_config>(mem, d); break;
+            case OP_AVGPOOL: avgpool<accel_config>(mem, d); break;
+            case OP_POOL_MIXER: pool_mixer<accel_config>(par, mem, d); break;
+            case OP_L2NORM: l2_normalize<accel_config>(mem, d); break;
+            case OP_ADDITIVE: additive_attention<accel_config>(par, mem, d); break;
+            case OP_MOE_ROUTE: moe_route<accel_config>(mem, d); break;
+            case OP_MOE_EXPERTS: moe_experts<accel_config>(par, mem, d); break;
+            case OP_ADD: add_tensors<accel_config>(par, mem, d); break;
+            case OP_TOKEN_ROWS: token_rows<accel_config>(par, mem, d); break;
+            case OP_CHANNEL_SCALE: channel_scale<accel_config>(mem, d); break;
             default: break;
         }
+        mem.flush();
     }
     for (int k = 0; k < hd.output_words; ++k) {
         EDGEVIT_TRIPCOUNT(accel_config::output_copy)
 #pragma HLS PIPELINE II=1
-        output[k] = arena[hd.output_off + k];
+        out.put(k, mem.get(hd.output_off + k));
     }
+    out.flush();
 }

@@ -18,13 +18,14 @@ def program(layers, shapes, lanes=None):
     return Program("input", shapes, built)
 
 
-def csim_vs_golden(prog: Program, samples, tmp_path, overrides=None):
-    """Calibrate on the first sample, C-simulate all (the others may be adversarial: out of range, saturating).
+def csim_vs_golden(prog: Program, samples, tmp_path, overrides=None, fpga=None):
+    """Calibrate on the first sample, C-simulate all (the others may be adversarial: out of range, saturating);
+    ``fpga`` defaults to the ZCU102 (128-bit ports).
 
     Returns (mismatch count, max error vs float64 per sample, golden tensors per sample).
     """
     calibrate(prog, samples[:1], overrides)
-    out = codegen.write_project(prog, tmp_path / "prj", get_target("zcu102").require_fpga(), "zcu102",
+    out = codegen.write_project(prog, tmp_path / "prj", fpga or get_target("zcu102").require_fpga(), "zcu102",
                                 np.asarray(samples))
     _, probes = csim.simulate_project(out, probes=True)
     mismatches, errors, envs = 0, [], []

@@ -76,7 +76,8 @@ def test_lanes_shorten_compute_bound_layers_only():
         assert one["bound"] == bound
         assert wide["memory"] == one["memory"]          # input lanes do not move words faster
         gain = one["cycles"] / wide["cycles"]
-        assert (gain < 1.2) if bound == "memory" else (gain > 5)
+        # a memory-bound layer keeps its memory cycles whatever the lanes; a compute-bound one sheds most cycles
+        assert (wide["cycles"] > one["memory"] and gain < 1.5) if bound == "memory" else (gain > 5)
 
 
 def test_attention_rows_shorten_the_key_steps(prog):

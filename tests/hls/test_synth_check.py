@@ -141,7 +141,8 @@ def test_a_pragma_must_be_a_vitis_directive_on_a_variable_of_its_function(tiny_p
     header = out / "include" / "edgevit" / "linear.h"
     _replace(header, "#pragma HLS ARRAY_PARTITION variable=bias complete",
              "#pragma HLS ARRAY_PARTITION variable=biases complete")
-    _replace(header, "#pragma HLS PIPELINE II=1\n        x[m][k]", "#pragma HLS PIPELNE II=1\n        x[m][k]")
+    _replace(header, "#pragma HLS PIPELINE II=1\n        const typename CFG::beat_t v = mem.beat",
+             "#pragma HLS PIPELNE II=1\n        const typename CFG::beat_t v = mem.beat")
     report = synth_check.check_project(out)
     assert {(v.file, v.line, v.rule) for v in report.violations} == {
         ("include/edgevit/linear.h", _line_of(header, "variable=biases"), "pragma"),

@@ -62,6 +62,7 @@ def main(mode, bundle, library, samples=None):
         numpy=np.__version__, downloads=dev.downloads,
         setup_writes=setup_writes, readback={str(k): v for k, v in readback.items()},
         addresses={p: int(acc.buffers[p].device_address) for p in PORTS},
+        buffer_sizes={p: int(acc.buffers[p].size) for p in PORTS},
         ctrl_writes=[v for off, v in dev.writes[len(setup_writes):] if off == acc.regs["CTRL"]],
         flushes={p: sum(1 for b, _, _ in dev.flushes if b == bo[p]) for p in PORTS},
         invalidates={p: sum(1 for b, _, _ in dev.invalidates if b == bo[p]) for p in PORTS})

@@ -36,6 +36,20 @@ def test_driver_matches_csim_bit_for_bit(driven, tiny_project, tiny_bundle):
     assert driven["downloads"] == [str(tiny_bundle.resolve() / "edgevit.bit")]
 
 
+def test_buffers_are_whole_beats_of_the_board_port(driven, tiny_bundle):
+    # The accelerator reads and writes the int16 buffers in beats of the board's HP width (64 bits on the PYNQ-Z2):
+    # the driver allocates them to whole beats, and the tiny model's 10 output words take 3 beats.
+    regmap = json.loads((tiny_bundle / "regmap.json").read_text())
+    config = (tiny_bundle / "config.h").read_text()
+    assert "AXI_BITS = 64;" in config
+    for port in ("params", "arena", "input", "output"):
+        spec = regmap["buffers"][port]
+        assert spec["beat_bits"] == 64
+        assert driven["buffer_sizes"][port] == spec["alloc_elements"] == -(-spec["elements"] // 4) * 4
+    assert driven["buffer_sizes"]["output"] == 12 and len(driven["outputs"][0]) == 10
+    assert driven["buffer_sizes"]["program"] == regmap["buffers"]["program"]["elements"]
+
+
 def test_float_path_quantizes_on_the_cpu_like_the_golden_model(driven, tiny_project):
     prog, _, tests = tiny_project
     for x, q, y in zip(tests, driven["quantized"], driven["predicted"]):

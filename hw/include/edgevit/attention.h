@@ -16,6 +16,7 @@
 
 #include "descriptor.h"
 #include "fixed_math.h"
+#include "packed.h"
 #include "stream.h"
 #include "tripcount_product.h"
 
@@ -49,7 +50,7 @@ static const int ATTN_ROWS_FIFO_DEPTH = 2;
 // are stored by slot (qbank[c % ROWS][c / ROWS]); finished rows (sums o and l) collect in obuf and lbuf and
 // are normalised as they are written out, one word a cycle.
 template <class CFG>
-void attention_unit(word_t* arena, const layer_desc& d) {
+void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
     static const int QMAX = (CFG::NMAX + CFG::ROWS - 1) / CFG::ROWS;
     static word_t kbuf[CFG::ROWS][CFG::NMAX][CFG::DHMAX], vbuf[CFG::ROWS][CFG::NMAX][CFG::DHMAX];
     static word_t qbank[CFG::ROWS][QMAX][CFG::DHMAX];
@@ -82,7 +83,7 @@ void attention_unit(word_t* arena, const layer_desc& d) {
                 EDGEVIT_TRIPCOUNT(head_words)
 #pragma HLS PIPELINE II=3
                 const int at = base + j * W + h * DH + k;
-                const word_t qv = arena[at], kv = arena[at + D], vv = arena[at + 2 * D];
+                const word_t qv = arena.get(at), kv = arena.get(at + D), vv = arena.get(at + 2 * D);
                 for (int s = 0; s < CFG::ROWS; ++s) {
 #pragma HLS UNROLL
                     kbuf[s][j][k] = kv;
@@ -195,8 +196,8 @@ void attention_unit(word_t* arena, const layer_desc& d) {
                 EDGEVIT_TRIPCOUNT(head_words)
 #pragma HLS PIPELINE II=1
                 if (ok == 0) rm = recip_norm(lbuf[oj], k2);
-                arena[d.y + (g * N + oj) * D + h * DH + ok] =
-                    requant(shift_floor(obuf[oj][ok] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8, d.wo);
+                arena.put(d.y + (g * N + oj) * D + h * DH + ok,
+                          requant(shift_floor(obuf[oj][ok] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8, d.wo));
                 if (++ok == DH) {
                     ok = 0;
                     ++oj;

@@ -6,6 +6,7 @@
 
 #include "activation.h"
 #include "descriptor.h"
+#include "packed.h"
 #include "tripcount_product.h"
 
 namespace edgevit {
@@ -19,7 +20,7 @@ namespace edgevit {
 // by lane. The LD results go to the arena over a 16-bit m_axi port, which may hold II above 1 unless Vitis
 // widens the consecutive writes.
 template <class CFG>
-void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
+void depthwise_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
     static word_t wbuf[CFG::LD][CFG::KMAXDW * CFG::KMAXDW], lines[CFG::KMAXDW][CFG::WMAX][CFG::LD];
 #pragma HLS ARRAY_PARTITION variable=wbuf complete dim=0
 #pragma HLS ARRAY_PARTITION variable=lines complete dim=1
@@ -37,9 +38,9 @@ void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
                 for (int k = 0; k < K * K; ++k) {
                     EDGEVIT_TRIPCOUNT(CFG::dw_window)
 #pragma HLS PIPELINE II=1
-                    wbuf[l][k] = params[d.w + (c0 + l) * K * K + k];
+                    wbuf[l][k] = params.get(d.w + (c0 + l) * K * K + k);
                 }
-                bias[l] = d.b >= 0 ? read_i64(params + d.b + 4 * (c0 + l)) : 0;
+                bias[l] = d.b >= 0 ? params.get_i64(d.b + 4 * (c0 + l)) : 0;
             }
         }
         int oy = 0;
@@ -50,7 +51,7 @@ void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
             for (int i = 0; i < W * CFG::LD; ++i) {
                 EDGEVIT_TRIPCOUNT(row_words)
 #pragma HLS PIPELINE II=1
-                if (c0 + l < C) lines[iy % K][x][l] = arena[d.x + (iy * W + x) * C + c0 + l];
+                if (c0 + l < C) lines[iy % K][x][l] = arena.get(d.x + (iy * W + x) * C + c0 + l);
                 if (++l == CFG::LD) {
                     l = 0;
                     ++x;
@@ -75,7 +76,8 @@ void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
                                     acc += (i64)lines[ry % K][rx][l] * (i64)wbuf[l][ky * K + kx];
                             }
                         }
-                        if (c0 + l < C) arena[d.y + (oy * WO + ox) * C + c0 + l] = epilogue(acc, FA, d.act, d.fo, d.wo);
+                        if (c0 + l < C)
+                            arena.put(d.y + (oy * WO + ox) * C + c0 + l, epilogue(acc, FA, d.act, d.fo, d.wo));
                     }
                 }
             }
@@ -85,7 +87,7 @@ void depthwise_unit(const word_t* params, word_t* arena, const layer_desc& d) {
 
 // [H][W][C] -> [HO * WO][K * K * C], patch order (ky, kx, c), zeros outside the map; dims as above.
 template <class CFG>
-void im2col(word_t* arena, const layer_desc& d) {
+void im2col(word_port<CFG>& arena, const layer_desc& d) {
     const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5;
     const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1;
     for (int oy = 0; oy < HO; ++oy) {
@@ -101,8 +103,8 @@ void im2col(word_t* arena, const layer_desc& d) {
 #pragma HLS PIPELINE II=1
                         int iy = oy * S + ky - PAD, ix = ox * S + kx - PAD;
                         bool in = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                        arena[d.y + ((oy * WO + ox) * K * K + ky * K + kx) * C + c] =
-                            in ? arena[d.x + (iy * W + ix) * C + c] : word_t(0);
+                        arena.put(d.y + ((oy * WO + ox) * K * K + ky * K + kx) * C + c,
+                                  in ? arena.get(d.x + (iy * W + ix) * C + c) : word_t(0));
                     }
                 }
             }

@@ -7,6 +7,7 @@
 
 #include "descriptor.h"
 #include "fixed_math.h"
+#include "packed.h"
 
 namespace edgevit {
 
@@ -17,19 +18,19 @@ static const int XHAT_FRAC = 16;
 // cycle over its port (II=1). The passes are not unrolled: with 16-bit m_axi ports more lanes would only
 // raise the II (they used the linear unit's LI lanes and bought nothing).
 template <class CFG>
-void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
+void layernorm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
     static word_t row[CFG::CMAX], gamma[CFG::CMAX], beta[CFG::CMAX];
     const int M = d.d0, C = d.d1;
     const i64 eps = eps_of(d);
     for (int c = 0; c < C; ++c) {
         EDGEVIT_TRIPCOUNT(CFG::ln_channels)
 #pragma HLS PIPELINE II=1
-        gamma[c] = params[d.w + c];
+        gamma[c] = params.get(d.w + c);
     }
     for (int c = 0; c < C; ++c) {
         EDGEVIT_TRIPCOUNT(CFG::ln_channels)
 #pragma HLS PIPELINE II=1
-        beta[c] = params[d.w2 + c];
+        beta[c] = params.get(d.w2 + c);
     }
     for (int t = 0; t < M; ++t) {
         EDGEVIT_TRIPCOUNT(CFG::ln_rows)
@@ -37,7 +38,7 @@ void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
         for (int c = 0; c < C; ++c) {
             EDGEVIT_TRIPCOUNT(CFG::ln_channels)
 #pragma HLS PIPELINE II=1
-            row[c] = arena[d.x + t * C + c];
+            row[c] = arena.get(d.x + t * C + c);
             i64 v = row[c];
             s1 += v;
             s2 += v * v;
@@ -50,7 +51,7 @@ void layernorm_unit(const word_t* params, word_t* arena, const layer_desc& d) {
 #pragma HLS PIPELINE II=1
             i64 xhat = (((i64)C * row[c] - s1) * rs) >> (j + TABLE_FRAC - XHAT_FRAC);
             i64 acc = (i64)gamma[c] * xhat + ((i64)beta[c] << XHAT_FRAC);
-            arena[d.y + t * C + c] = requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo);
+            arena.put(d.y + t * C + c, requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo));
         }
     }
 }

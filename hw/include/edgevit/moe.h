@@ -23,6 +23,7 @@
 #include "descriptor.h"
 #include "fixed_math.h"
 #include "linear.h"
+#include "packed.h"
 
 namespace edgevit {
 
@@ -39,7 +40,7 @@ inline int expert_words(int D, int H) { return 2 * H * D + 4 * (H + D); }
 // logits [N][E] at d.x (fx fractional bits) -> route [N][K][2] at d.y: (expert id, gate weight with fo
 // fractional bits, wo wide). N, E, K = d0, d1, d2; K <= E <= EMAX.
 template <class CFG>
-void moe_route(word_t* arena, const layer_desc& d) {
+void moe_route(word_port<CFG>& arena, const layer_desc& d) {
     const int N = d.d0, E = d.d1, K = d.d2;
     for (int n = 0; n < N; ++n) {
         EDGEVIT_TRIPCOUNT(CFG::route_patches)
@@ -47,7 +48,7 @@ void moe_route(word_t* arena, const layer_desc& d) {
         int id[CFG::EMAX], kept = 0;
         for (int e = 0; e < E; ++e) {
             EDGEVIT_TRIPCOUNT(CFG::route_experts)
-            const i64 v = arena[d.x + n * E + e].to_int();
+            const i64 v = arena.get(d.x + n * E + e).to_int();
             int pos = kept;
             while (pos > 0 && v > val[pos - 1]) {
                 EDGEVIT_TRIPCOUNT(CFG::route_kept)
@@ -73,8 +74,8 @@ void moe_route(word_t* arena, const layer_desc& d) {
         const i64 rm = recip_norm(sum, k2);
         for (int j = 0; j < K; ++j) {
             EDGEVIT_TRIPCOUNT(CFG::route_kept)
-            arena[d.y + (n * K + j) * 2] = id[j];
-            arena[d.y + (n * K + j) * 2 + 1] = requant(ex[j] * rm, TABLE_FRAC + k2 - d.fo, d.wo);
+            arena.put(d.y + (n * K + j) * 2, id[j]);
+            arena.put(d.y + (n * K + j) * 2 + 1, requant(ex[j] * rm, TABLE_FRAC + k2 - d.fo, d.wo));
         }
     }
 }
@@ -85,7 +86,7 @@ void moe_route(word_t* arena, const layer_desc& d) {
 // fo, wo: the expert outputs and y. Scratch in the arena right after y: gathered tokens [N][D], hidden
 // [N][H], expert outputs [N][D].
 template <class CFG>
-void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
+void moe_experts(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
     static i64 acc[CFG::MNMAX][CFG::MDMAX];
     static int qtok[CFG::EMAX][CFG::MNMAX];
     static i64 qw[CFG::EMAX][CFG::MNMAX];
@@ -108,9 +109,9 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
         EDGEVIT_TRIPCOUNT(CFG::moe_patches)
         for (int j = 0; j < K; ++j) {
             EDGEVIT_TRIPCOUNT(CFG::moe_kept)
-            const int e = arena[d.x2 + (n * K + j) * 2].to_int();
+            const int e = arena.get(d.x2 + (n * K + j) * 2).to_int();
             qtok[e][qn[e]] = n;
-            qw[e][qn[e]++] = arena[d.x2 + (n * K + j) * 2 + 1].to_int();
+            qw[e][qn[e]++] = arena.get(d.x2 + (n * K + j) * 2 + 1).to_int();
         }
     }
     // fc1 and fc2 as linear descriptors over the gathered tokens; weights and biases in the expert's block.
@@ -138,7 +139,7 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
             EDGEVIT_TRIPCOUNT(CFG::moe_patches)
             for (int j = 0; j < K; ++j) {
                 EDGEVIT_TRIPCOUNT(CFG::moe_kept)
-                const int e = arena[d.x2 + (n * K + j) * 2].to_int();
+                const int e = arena.get(d.x2 + (n * K + j) * 2).to_int();
                 work_e[works] = e, work_q[works] = next[e]++, work_n[works++] = 1;
             }
         }
@@ -151,7 +152,7 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
             for (int c = 0; c < D; ++c) {
                 EDGEVIT_TRIPCOUNT(CFG::moe_dim)
 #pragma HLS PIPELINE II=1
-                arena[GATHER + q * D + c] = arena[d.x + qtok[e][q0 + q] * D + c];
+                arena.put(GATHER + q * D + c, arena.get(d.x + qtok[e][q0 + q] * D + c));
             }
         }
         fc1.d0 = fc2.d0 = cnt;
@@ -171,7 +172,7 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
             for (int c = 0; c < D; ++c) {
                 EDGEVIT_TRIPCOUNT(CFG::moe_dim)
 #pragma HLS PIPELINE II=1
-                acc[qtok[e][q0 + q]][c] += qw[e][q0 + q] * (i64)arena[OUT + q * D + c].to_int();
+                acc[qtok[e][q0 + q]][c] += qw[e][q0 + q] * (i64)arena.get(OUT + q * D + c).to_int();
             }
         }
     }
@@ -180,7 +181,7 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
         for (int c = 0; c < D; ++c) {
             EDGEVIT_TRIPCOUNT(CFG::moe_dim)
 #pragma HLS PIPELINE II=1
-            arena[d.y + n * D + c] = requant(acc[n][c], d.fx2, d.wo);
+            arena.put(d.y + n * D + c, requant(acc[n][c], d.fx2, d.wo));
         }
     }
 #ifndef __SYNTHESIS__
@@ -191,13 +192,13 @@ void moe_experts(const word_t* params, word_t* arena, const layer_desc& d) {
 // y = x + x2 (arena) or x + a parameter tensor at w (x2 = -1; fw fractional bits), [M][C] (d0, d1): exact
 // sum at the finer input format, requantised to (fo, wo). Residuals after MoE layers; position embeddings.
 template <class CFG>
-void add_tensors(const word_t* params, word_t* arena, const layer_desc& d) {
+void add_tensors(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
     const int M = d.d0 * d.d1, FB = d.x2 >= 0 ? d.fx2 : d.fw;
     for (int k = 0; k < M; ++k) {
         EDGEVIT_TRIPCOUNT(CFG::add_words)
 #pragma HLS PIPELINE II=1
-        const i64 b = d.x2 >= 0 ? arena[d.x2 + k].to_int() : params[d.w + k].to_int();
-        arena[d.y + k] = add_residual(arena[d.x + k].to_int(), d.fx, b, FB, d.fo, d.wo);
+        const i64 b = d.x2 >= 0 ? arena.get(d.x2 + k).to_int() : params.get(d.w + k).to_int();
+        arena.put(d.y + k, add_residual(arena.get(d.x + k).to_int(), d.fx, b, FB, d.fo, d.wo));
     }
 }
 

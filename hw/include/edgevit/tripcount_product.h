@@ -19,6 +19,12 @@ struct tripcount_const {
     static const int min = N, max = N, avg = N;
 };
 
+// Beats of a run of T words over a port of W words a beat (one more when the run does not start on a beat).
+template <class T, int W>
+struct tripcount_beats {
+    static const int min = (T::min + W - 1) / W, max = T::max / W + 1, avg = T::avg / W + 1;
+};
+
 }  // namespace edgevit
 
 #endif

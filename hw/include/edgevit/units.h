@@ -12,6 +12,7 @@
 #include "layout.h"
 #include "linear.h"
 #include "moe.h"
+#include "packed.h"
 #include "stream.h"
 #include "token_mixers.h"
 
