@@ -83,10 +83,11 @@ def markdown(report: dict) -> str:
             f"Command: `{report['command']}` ({report['date']}). Medians of {report['runs']} runs; each pair "
             "(edgevit int8 with onnxruntime int8 on the same QDQ file, edgevit fp32 with onnxruntime fp32) "
             "timed taking turns in its own processes. QDQ models: onnxruntime quantize_static, per-channel "
-            "weights, MinMax over 32 Fashion-MNIST images. edgevit int8 runs conv (groups 1) and matmul/Gemm by "
-            "constant weights as int8 x int8 -> int32 kernels (no VNNI/dot-product instructions yet), moves "
-            "int8 tensors through reshape/transpose/slice; depthwise convs, attention matmuls and every other "
-            "operator run as dequantize -> fp32 -> quantize. 'other CPU use': share of the machine other "
+            "weights, MinMax over 32 Fashion-MNIST images. edgevit int8 runs conv (groups 1), matmul/Gemm by "
+            "constant weights and attention's activation matmuls on the CPU's dot-product instruction (VNNI "
+            "vpdpbusd here), elementwise functions between quantize steps (SiLU...) as 256-entry tables, moves "
+            "int8 tensors through reshape/transpose/slice; depthwise convs, softmax, LayerNorm and the other "
+            "operators run as dequantize -> fp32 -> quantize (docs/int8.md). 'other CPU use': share of the machine other "
             "processes used while timing (the box is shared, so absolute times vary run to run; the pairs' "
             "ratios are what to read).\n\n" + table + "\n")
 
