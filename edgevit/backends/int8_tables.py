@@ -1,10 +1,12 @@
-"""Elementwise functions of one int8 tensor as 256-entry tables: ``quantize(f(dequantize(x)))`` -> ``table[x]``.
+"""Elementwise functions of one int8 tensor as 256-entry tables: ``quantize(f(dequantize(x)))`` -> ``table[x]``;
+and softmax on int8 values with a table of exponentials.
 
 In a QDQ model an activation such as SiLU is ``dequantize -> sigmoid -> quantize -> dequantize -> multiply ->
 quantize``: about 40 float operations per element for a function of one int8 value, which has 256 possible
 inputs. This rewrite evaluates the float subgraph once per input value at compile time (numpy, float32,
 onnxruntime's quantize/dequantize arithmetic) and replaces it with a lookup, as onnxruntime's own QLinear
-activations (QLinearSigmoid, its lookup-table ops) do.
+activations (QLinearSigmoid, its lookup-table ops) do. ``quantize(softmax(dequantize(x)))`` over the last axis
+needs only ``exp(sx (x - max x))``, 256 values: :func:`softmax_int8` looks them up (as QLinearSoftmax does).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, te
 from tvm.relax import PyExprMutator, expr_functor
 
 from .int8 import _constant, _scalar
@@ -36,6 +38,23 @@ _BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply":
            "relax.divide": np.divide, "relax.maximum": np.maximum, "relax.minimum": np.minimum}
 
 
+def softmax_int8(data: te.Tensor, table: te.Tensor, inverse_scale: float, zero: int) -> te.Tensor:
+    """Softmax over the last axis of an int8 tensor, quantized to int8: ``e = table[x - max(x) + 255]`` (the
+    exponentials of the 256 possible differences), ``clip(round(e / Σe / sy) + zy)``."""
+    *rows, n = data.shape
+    k = te.reduce_axis((0, n), "k")
+    top = te.compute(rows, lambda *i: te.max(data[(*i, k)], axis=k), name="int8_softmax_max")
+
+    def exp(*i):
+        return table[data[i].astype("int32") - top[i[:-1]].astype("int32") + 255]
+
+    j = te.reduce_axis((0, n), "j")
+    total = te.compute(rows, lambda *i: te.sum(exp(*i, j), axis=j), name="int8_softmax_sum")
+    return te.compute(data.shape, lambda *i: te.max(te.min(
+        te.round(exp(*i) * (inverse_scale / total[i[:-1]])) + zero, 127.0), -128.0).astype("int8"),
+        name="int8_softmax")
+
+
 class _NotElementwise(Exception):
     """The subgraph is not a function of one per-tensor int8 input."""
 
@@ -49,6 +68,10 @@ class _Tables(PyExprMutator):
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         if not is_op(call, "relax.quantize") or str(call.attrs.out_dtype) != "int8":
             return super().visit_call_(call)
+        softmax = self._softmax(call)
+        if softmax is not None:
+            self.rewritten += 1
+            return softmax
         try:
             self._source, self._nonlinear = None, False
             table = _quantize(self._eval(call.args[0]), call)
@@ -59,6 +82,25 @@ class _Tables(PyExprMutator):
         self.rewritten += 1
         index = relax.op.add(relax.op.astype(self.visit_expr(self._source), "int32"), relax.const(128, "int32"))
         return relax.op.take(relax.const(table), index, axis=0)
+
+    def _softmax(self, quantize: relax.Call):
+        """``quantize(softmax(dequantize(x), axis=-1))`` -> :func:`softmax_int8` with a table of ``exp``, or None."""
+        softmax = binding_of(self, quantize.args[0])
+        if not is_op(softmax, "relax.nn.softmax"):
+            return None
+        deq = binding_of(self, softmax.args[0])
+        if not is_op(deq, "relax.dequantize") or str(deq.args[0].ty.dtype) != "int8":
+            return None
+        ndim = len(deq.args[0].ty.shape)
+        params = [_scalar(a) for a in (deq.args[1], quantize.args[1], quantize.args[2])]
+        if int(softmax.attrs.axis) % ndim != ndim - 1 or any(p is None for p in params):
+            return None
+        sx, sy, zy = params
+        # x - max(x) is -255..0: exp(sx (x - max)) for each, in float32
+        table = np.exp(np.float32(sx) * np.arange(-255, 1, dtype=np.float32)).astype(np.float32)
+        return self.builder_.call_te(softmax_int8, self.visit_expr(deq.args[0]), relax.const(table),
+                                     float(np.float32(1) / np.float32(sy)), int(zy),
+                                     primfunc_name_hint="int8_softmax")
 
     def _eval(self, expr) -> np.ndarray:
         """``expr`` evaluated for each of the 256 int8 inputs (float32), or raise :class:`_NotElementwise`."""
@@ -141,7 +183,8 @@ class Int8ElementwiseTables:
     per-tensor int8, and ``f`` is built from elementwise operators (:data:`_UNARY`, :data:`_BINARY`, clip,
     quantize/dequantize pairs) of ``dequantize(x)`` and one-element constants. Then the output is a function of
     the int8 value alone; the table holds it for all 256 values (float32 arithmetic, onnxruntime's rounding).
-    Requantization alone (no operator between) is left to the integer kernels.
+    Requantization alone (no operator between) is left to the integer kernels. Also
+    ``quantize(softmax(dequantize(x), axis=-1))`` with per-tensor parameters becomes :func:`softmax_int8`.
     """
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:

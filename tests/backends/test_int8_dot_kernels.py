@@ -234,3 +234,37 @@ def test_activation_matmul_uses_the_dot_kernel_and_agrees_with_onnxruntime(tmp_p
             outputs, _ = run_artifact(artifact, inputs)
             result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
             assert result.ok and result.max_steps <= 1, result.summary()
+
+
+def test_softmax_becomes_an_integer_kernel_and_agrees_with_onnxruntime(tmp_path):
+    """quantize(softmax(dequantize(x))) runs on the int8 values with a table of exponentials."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgevit.backends.int8_tables import Int8ElementwiseTables
+    from edgevit.compiler import compile_for_target
+    from edgevit.frontend import load_model
+    from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached
+    from edgevit.reference import random_inputs, run_onnxruntime
+    from edgevit.runtime.artifact import Artifact
+    from edgevit.runtime.runner import run_artifact
+
+    fc = numpy_helper.from_array((np.random.default_rng(8).standard_normal((10, 2048)) * 0.2).astype(np.float32), "fc")
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["x", "t"], ["m"]), helper.make_node("Softmax", ["m"], ["s"], axis=-1),
+             helper.make_node("MatMul", ["s", "x"], ["v"]), helper.make_node("Flatten", ["v"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=[fc])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8),
+              str(tmp_path / "softmax.onnx"))
+    model = quantize_cached(load_model(str(tmp_path / "softmax.onnx")), QuantizeSettings("fashion-mnist", 8, True))
+    script = Int8ElementwiseTables()(tvm_compiler.import_onnx(model.load(), model.inputs)).script(show_meta=False)
+    assert "int8_softmax" in script and "R.nn.softmax" not in script
+    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
+    with Artifact.open(tmp_path / "m.tar") as artifact:
+        for seed in range(3):
+            inputs = random_inputs(model.inputs, seed)
+            outputs, _ = run_artifact(artifact, inputs)
+            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
+            assert result.ok and result.max_steps <= 1, result.summary()
