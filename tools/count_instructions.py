@@ -154,22 +154,47 @@ def profile_artifact(path: Path, cpu: str, warm: int, runs: int) -> list[dict]:
 
 
 def _symbols(library: Path) -> list[tuple[int, int, str]]:
-    """(address, size, name) of the functions in an aarch64 library, by address."""
-    nm = shutil.which("aarch64-linux-gnu-nm") or shutil.which("nm")
-    proc = subprocess.run([nm, "--defined-only", "-S", "-n", str(library)], capture_output=True, text=True)
+    """(address, size, name) of the code in an aarch64 library, by address: its function symbols, plus the
+    parallel-loop bodies TVM emits as unnamed functions, named after the kernel that launches them."""
+    tools = {name: shutil.which(f"aarch64-linux-gnu-{name}") or shutil.which(name) for name in ("nm", "objdump")}
+    proc = subprocess.run([tools["nm"], "--defined-only", "-S", "-n", str(library)], capture_output=True, text=True)
     found = []
     for line in proc.stdout.splitlines():
         fields = line.split()  # address [size] type name: local compute functions have no size
         if len(fields) in (3, 4) and fields[-2].lower() == "t":
             found.append((int(fields[0], 16), int(fields[1], 16) if len(fields) == 4 else 0, fields[-1]))
-    return found
+    return sorted(found + _launched_bodies(tools["objdump"], library, {f[0] for f in found}))
+
+
+def _launched_bodies(objdump: str, library: Path, named: set[int]) -> list[tuple[int, int, str]]:
+    """Unnamed code a named function takes the address of (``adrp`` + ``add`` into the text: the body it hands
+    to TVMBackendParallelLaunch), as (address, 0, that function's name)."""
+    import re
+
+    proc = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(library)], capture_output=True, text=True)
+    text_end = max(named) if named else 0
+    owner, pages, bodies = None, {}, {}
+    for line in proc.stdout.splitlines():
+        head = re.match(r"^([0-9a-f]+) <(.+)>:$", line)
+        if head:
+            owner, pages = head.group(2), {}
+            continue
+        page = re.search(r"\badrp\s+(x\d+), ([0-9a-f]+)", line)
+        if page:
+            pages[page.group(1)] = int(page.group(2), 16)
+            continue
+        add = re.search(r"\badd\s+(x\d+), (x\d+), #0x([0-9a-f]+)", line)
+        if add and add.group(2) in pages and owner:
+            target = pages[add.group(2)] + int(add.group(3), 16)
+            if target <= text_end and target not in named:
+                bodies.setdefault(target, owner)
+    return [(address, 0, name) for address, name in bodies.items()]
 
 
 def _symbol_at(symbols: list[tuple[int, int, str]], address: int) -> str | None:
     import bisect
 
-    # Code past a symbol's end is a parallel loop's body (TVM emits it as an unnamed function after the kernel
-    # it belongs to): it counts for that kernel.
+    # Code past a sized symbol's end without a symbol of its own counts for the code before it.
     i = bisect.bisect_right([s[0] for s in symbols], address) - 1
     return symbols[i][2].removesuffix("_compute_") if i >= 0 else None
 
@@ -180,7 +205,7 @@ def format_profile(rows: list[dict], top: int) -> str:
     return format_table([[r["function"][:70], f"{r['total'] / 1e6:.2f}", f"{100 * r['total'] / total:.1f}",
                           f"{r['fmla'] / 1e6:.2f}", f"{r['load_q'] / 1e6:.2f}", f"{r['load_s'] / 1e6:.2f}",
                           f"{r['load_dup'] / 1e6:.2f}", f"{r['other'] / 1e6:.2f}"] for r in rows[:top]],
-                        ["function", "M instr", "%", "M fmla", "M vector loads", "M scalar FP loads",
+                        ["function", "M instr (all calls)", "%", "M fmla", "M vector loads", "M scalar FP loads",
                          "M ld1r", "M other"])
 
 
