@@ -203,7 +203,9 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
     Unrolling the reduction by ``lanes`` also spreads the loop's own instructions (counter, compare, branch,
     address arithmetic: 5-6 per step) over 4 steps. Executed instructions (qemu, Cortex-A72), with the register
     tile chosen for it (``register_tile``): a 64->128 1x1 conv on 28x28 3.16 -> 2.53 M, a 32->64 3x3 conv on
-    32x32 9.07 -> 6.26 M, a 196x128 @ 128x256 matmul 3.01 -> 2.45 M; mobilevit_xxs 273.6 -> 251.8 M.
+    32x32 9.07 -> 6.26 M, a 196x128 @ 128x256 matmul 3.01 -> 2.45 M; mobilevit_xxs 273.6 -> 251.8 M. The
+    step is the innermost reduction loop longer than 1 (a 1x1 conv's channels: 48->192 on 56x56 + GELU
+    16.38 -> 15.23 M).
 
     ``main``'s loops end with the reduction step's loop and then the ``n_inner`` tile loops; ``blk_name`` and
     ``vec_name`` are the block's iteration variables of the unrolled and the vectorised axis. Returns the
@@ -211,7 +213,9 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
     """
     stmt = sch.get(main)
     reduce = [iv for iv in stmt.iter_vars if iv.iter_type != tirx.IterVar.DataPar]
-    step = sch.get_loops(main)[-n_inner - 1]
+    # The innermost reduction loop that does something (a 1x1 conv's ry and rx loops have extent 1).
+    above = sch.get_loops(main)[:-n_inner]
+    step = next((loop for loop in reversed(above) if extent_of(sch, loop) != 1), above[-1])
     length = extent_of(sch, step)
     if not reduce or not length:
         return first_reduce
@@ -223,7 +227,7 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
         outer, step = sch.split(step, [None, info.lanes])
         sch.unroll(step)
         first_reduce = outer if was_first else first_reduce
-    step_name = reduce[-1].var.name
+    step_name = ([iv for iv in reduce if extent(iv) != 1] or reduce)[-1].var.name  # the step loop's variable
     for index, region in enumerate(stmt.reads):
         if region.source.same_as(stmt.writes[0].source) or vec_name in vars_in(region):
             continue
