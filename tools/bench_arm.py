@@ -1,11 +1,12 @@
-"""ARM table for the zoo: executed aarch64 instructions per inference of edgevit's rpi4 build, onnxruntime and
+"""ARM table for the zoo: executed aarch64 instructions per inference of edgevit's aarch64 build (rpi4 by default), onnxruntime and
 LiteRT (XNNPACK), counted under qemu on Cortex-A72 (Pi 4) and Cortex-A76 (Pi 5) models.
 
-    python tools/bench_arm.py [--models a,b] [--cpu cortex-a72,cortex-a76] [--keep DIR] [--name bench_arm]
+    python tools/bench_arm.py [--models a,b] [--target rpi4] [--cpu cortex-a72] [--keep DIR] [--name bench_arm]
+    python tools/bench_arm.py --target rpi5 --cpu cortex-a76 --name bench_arm_a76   # Pi 5: its own build
 
 Writes ``results/NAME.{json,md,png}``. Timings under qemu mean nothing; executed instructions are the speed
 proxy (see tools/count_instructions.py, whose counter this uses). All three run one thread on the same weights:
-edgevit compiles the zoo's ONNX export for rpi4, onnxruntime runs that ONNX file, LiteRT runs the .tflite that
+edgevit compiles the zoo's ONNX export for the target, onnxruntime runs that ONNX file, LiteRT runs the .tflite that
 tools/setup_litert.sh converted from the same torch model (missing .tflite files are reported, not guessed).
 Besides totals the table gives the classes that say how kernels feed their multiply-adds: FMLA count and
 scalar float loads (``ldr s``/``ldp s``) as a share of 128-bit vector loads.
@@ -61,16 +62,16 @@ def cached_count(kind: str, model: Path, cpus: list[str], runs: int, counter) ->
     return rows
 
 
-def one_model(name: str, cpus: list[str], keep: Path, counter, runs: int) -> list[dict]:
+def one_model(name: str, cpus: list[str], keep: Path, counter, runs: int, target: str = "rpi4") -> list[dict]:
     """Count edgevit, onnxruntime and LiteRT on one zoo model; one row per (runtime, cpu)."""
     import timm
     import torch
 
     model = load_model(name)
-    artifact = keep / f"{name}-rpi4.tar"
+    artifact = keep / f"{name}-{target}.tar"
     if not artifact.exists():
-        print(f"[bench_arm] compiling {name} for rpi4", file=sys.stderr, flush=True)
-        compile_for_target(model, get_target("rpi4"), artifact, command="tools/bench_arm.py")
+        print(f"[bench_arm] compiling {name} for {target}", file=sys.stderr, flush=True)
+        compile_for_target(model, get_target(target), artifact, command="tools/bench_arm.py")
     rows = [dict(r, runtime="edgevit") for r in cached_count("edgevit", artifact, cpus, runs, counter)]
     rows += [dict(r, runtime="onnxruntime") for r in cached_count("onnxruntime", model.onnx_path, cpus, runs, counter)]
     tflite = litert.tflite_path(name, timm.__version__, torch.__version__)
@@ -143,10 +144,12 @@ def plot(lines: list[dict], cpus: list[str], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(zoo.ZOO), help="comma-separated zoo names (default all)")
-    parser.add_argument("--cpu", default="cortex-a72,cortex-a76", help="qemu CPU models")
+    parser.add_argument("--target", default="rpi4", help="the aarch64 target edgevit compiles for (default rpi4)")
+    parser.add_argument("--cpu", default="cortex-a72", help="qemu CPU models, comma-separated (default cortex-a72, "
+                        "the Pi 4's core; the Pi 5's cortex-a76 goes with --target rpi5)")
     parser.add_argument("--runs", type=int, default=1, help="inferences counted after one warm-up (default 1: "
                         "counts repeat exactly)")
-    parser.add_argument("--keep", type=Path, help="keep (and reuse) the rpi4 artifacts in this folder")
+    parser.add_argument("--keep", type=Path, help="keep (and reuse) the artifacts in this folder")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--name", default="bench_arm")
     args = parser.parse_args()
@@ -160,7 +163,7 @@ def main() -> int:
             keep = args.keep or Path(tmp)
             keep.mkdir(parents=True, exist_ok=True)
             for name in models:
-                rows += one_model(name, cpus, keep, counter, args.runs)
+                rows += one_model(name, cpus, keep, counter, args.runs, args.target)
                 write_results(rows, cpus, [m for m in models if any(r["model"] == m for r in rows)], args,
                               command)  # after each model: a long run that is stopped keeps what it counted
     except EdgevitError as exc:
@@ -179,7 +182,8 @@ def write_results(rows: list[dict], cpus: list[str], models: list[str], args, co
     (args.results / f"{args.name}.json").write_text(
         json.dumps({"command": command, "created": created, "summary": lines, "rows": rows}, indent=1) + "\n")
     (args.results / f"{args.name}.md").write_text(
-        f"# aarch64 instructions per inference: edgevit rpi4 build vs onnxruntime vs LiteRT (qemu TCG plugin)\n\n"
+        f"# aarch64 instructions per inference: edgevit {args.target} build vs onnxruntime vs LiteRT (qemu TCG "
+        f"plugin)\n\n"
         f"`{command}` ({created}). One thread each; instructions of {args.runs} inference(s) after one warm-up, "
         f"per inference. Instruction counts, not time: a proxy for speed on the board (qemu timings mean "
         f"nothing). Same weights for all three (the zoo's seeded, trained-looking weights).\n\n"
