@@ -1,5 +1,5 @@
-"""ARM table for the zoo: executed aarch64 instructions per inference of edgevit's aarch64 build (rpi4 by default), onnxruntime and
-LiteRT (XNNPACK), counted under qemu on Cortex-A72 (Pi 4) and Cortex-A76 (Pi 5) models.
+"""ARM table for the zoo: executed aarch64 instructions per inference of edgevit's aarch64 build (rpi4 by
+default), onnxruntime and LiteRT (XNNPACK), counted under qemu on Cortex-A72 (Pi 4) or Cortex-A76 (Pi 5) models.
 
     python tools/bench_arm.py [--models a,b] [--target rpi4] [--cpu cortex-a72] [--keep DIR] [--name bench_arm]
     python tools/bench_arm.py --target rpi5 --cpu cortex-a76 --name bench_arm_a76   # Pi 5: its own build
