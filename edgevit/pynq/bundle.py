@@ -62,10 +62,16 @@ def _source_model(doc: dict, model, input_shape):
 
 
 def _tail(project: Path, out: Path, doc: dict, model, input_shape) -> dict:
+    """The CPU part of the model: the project's own (``edgevit hls FILE.onnx`` writes it, checked against
+    onnxruntime) unless a torch ``model`` is given, else cut from the torch model."""
     import numpy as np
 
     from ..hls.codegen import load_program
 
+    if model is None and (project / manifest.TAIL_JSON).is_file() and (project / manifest.TAIL_NPZ).is_file():
+        for name in (manifest.TAIL_JSON, manifest.TAIL_NPZ):
+            shutil.copyfile(project / name, out / name)
+        return json.loads((out / manifest.TAIL_JSON).read_text())
     model, input_shape = _source_model(doc, model, input_shape)
     prog, _ = load_program(project)
     x = np.load(project / "testdata" / "samples.npy")[0]       # the first self-test input, channels-last

@@ -146,3 +146,41 @@ def test_a_project_without_sample_inputs_cannot_export_its_cpu_part(tail_case, t
     (project / "testdata" / "samples.npy").unlink()
     with pytest.raises(InputError, match="missing testdata/samples.npy"):
         make_bundle(project, tmp_path / "b", model=model, input_shape=SHAPE)
+
+
+def test_bundle_of_an_onnx_project_takes_its_cpu_part(tmp_path, pynq_python):
+    # `edgevit hls FILE.onnx` writes the CPU part itself (cpu_tail.json/.npz): the bundle carries that part (there
+    # is no torch model to cut it from) and the board runs the accelerator, then it.
+    import onnx
+    import torch
+    import torch.nn as nn
+
+    from edgevit.frontend import from_torch
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Softmax(dim=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    mp = onnx.load(str(from_torch(model, (1, 3, 8, 8), "softmax_cnn").onnx_path))
+    rng = np.random.default_rng(0)
+    samples = [rng.standard_normal((1, 3, 8, 8)) for _ in range(3)]
+    result, out = project.generate_onnx(mp, "pynq-z2", tmp_path / "prj", samples, test_inputs=samples)
+    assert result.unsupported[0] == "Softmax" and (out / "cpu_tail.json").is_file()
+    bundle = tmp_path / "bundle"
+    cfg = make_bundle(out, bundle, write_bit(tmp_path / "e.bit"), write_hwh(tmp_path / "e.hwh"))
+    assert cfg["cpu_tail"] == "cpu_tail.json"
+    for name in ("cpu_tail.json", "cpu_tail.npz"):
+        assert (bundle / name).read_bytes() == (out / name).read_bytes()
+    np.save(tmp_path / "samples.npy", np.stack([to_accel_layout(x) for x in samples]))
+    got = run_on_board(pynq_python, "predict", bundle, simlib.build(out), tmp_path / "samples.npy")["predicted"]
+    prog = result.program
+    tail = json.loads((out / "cpu_tail.json").read_text())
+    npz = np.load(out / "cpu_tail.npz")
+    weights = {n: npz[f"w{k}"] for k, n in enumerate(tail["weights"])}
+    for x, y in zip(samples, got):
+        raw = prog.run_fixed(prog.quantize_input(to_accel_layout(x)))[prog.output]      # the golden model
+        acc = to_float(raw, prog.formats[prog.output]).transpose(2, 0, 1)[None].astype(np.float32)
+        want = numpy_graph.run(tail, weights, {tail["input"]: acc})[0].ravel()
+        assert np.abs(np.array(y) - want).max() <= 1e-6 * (1 + np.abs(want).max())
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x).float()).numpy().ravel()
+        assert np.abs(np.array(y) - ref).max() <= 0.05 * np.abs(ref).max()   # 16-bit accelerator part
