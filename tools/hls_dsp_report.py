@@ -2,12 +2,17 @@
 
     python tools/hls_dsp_report.py [--models mobilevit_xxs ...] [--boards zcu102 pynq-z2] [--out results/hls_dsp]
 
-Three rows per model and board:
+Four rows per model and board:
 
 * ``before``: what ``edgevit hls MODEL`` printed at the commit in results/hls_dsp_before.json (the estimator then
   assumed loads overlapping compute, axi_bits-wide ports and on-chip MoE expert blocks);
-* ``old lanes``: those same lanes under today's estimator, which follows the C++ as written;
+* ``16-bit ports``: the ``after`` row of results/hls_dsp_16bit_ports.json, the design before word packing (every
+  m_axi port one 16-bit word a cycle);
+* ``old lanes``: the ``before`` lanes under today's estimator, which follows the C++ as written;
 * ``after``: the lane plan ``estimator.choose_lanes`` picks today.
+
+For the ``after`` plan, ``next lanes`` raises each lane count in turn to the next value the search tries and says whether the design still fits (and
+which resource is over the 80 % limit if not) and how much latency it would save: the bound that stops the search.
 
 Writes OUT.json and OUT.md. Lowering needs only the model's shapes (no calibration, no C-simulation).
 """
@@ -31,6 +36,7 @@ from edgevit.targets import get_target  # noqa: E402
 MODELS = ("mobilevit_xxs", "swiftformer_xs", "efficientformer_l1", "mobilevitv2_050")
 BOARDS = ("zcu102", "pynq-z2")
 BEFORE = ROOT / "results" / "hls_dsp_before.json"
+UNPACKED = ROOT / "results" / "hls_dsp_16bit_ports.json"
 
 
 def _program(name: str):
@@ -49,9 +55,31 @@ def _row(rep: dict, label: str) -> dict:
             "linear_mac_efficiency": rep["linear_mac_efficiency"]}
 
 
+def next_lanes(prog, fpga, lanes: estimator.Lanes, latency_ms: float) -> list[dict]:
+    """Each lane count of ``lanes`` raised in turn to the next value of the search space: whether it fits
+    ``fpga`` (resources over the limit if not) and the latency it would save (percent of ``latency_ms``)."""
+    out = []
+    for key, space in estimator.LANE_SPACE.items():
+        value = getattr(lanes, key)
+        up = [v for v in space if v > value]
+        if not up:
+            continue
+        bigger = estimator.Lanes(**{**lanes.__dict__, key: up[0]})
+        estimator.apply_lanes(prog, bigger)
+        rep = estimator.report(prog, fpga)
+        over = {k: round(100 * rep["resources"][k] / rep["available"][k]) for k in rep["available"]
+                if rep["resources"][k] > estimator.UTIL_LIMIT * rep["available"][k]}
+        out.append({"lane": key, "from": value, "to": up[0], "fits": rep["fits"], "over_pct": over,
+                    "dsp_pct": 100 * rep["resources"]["dsp"] / rep["available"]["dsp"],
+                    "saves_pct": 100 * (1 - rep["latency_ms"] / latency_ms)})
+    estimator.apply_lanes(prog, lanes)
+    return out
+
+
 def measure(models, boards) -> list[dict]:
-    """One entry per (model, board) with its ``before``, ``old lanes`` and ``after`` rows."""
+    """One entry per (model, board) with its ``before``, ``16-bit ports``, ``old lanes`` and ``after`` rows."""
     before = {(r["model"], r["board"]): r for r in json.loads(BEFORE.read_text())["rows"]}
+    unpacked = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(UNPACKED.read_text())["entries"]}
     out = []
     for name in models:
         prog = _program(name)
@@ -63,15 +91,20 @@ def measure(models, boards) -> list[dict]:
                 rows.append({"row": "before", "lanes": old["lanes"], "fits": None, "latency_ms": old["latency_ms"],
                              **{k: old[k] for k in ("dsp", "bram36", "lut")},
                              **{f"{k}_pct": 100 * old[k] / old[f"{k}_available"] for k in ("dsp", "bram36", "lut")}})
+            if (name, board) in unpacked:
+                rows.append({**unpacked[(name, board)], "row": "16-bit ports"})
+            if old:
                 estimator.apply_lanes(prog, estimator.Lanes(**old["lanes"]))
                 rows.append(_row(estimator.report(prog, fpga), "old lanes"))
-            estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))
+            chosen = estimator.choose_lanes(prog, fpga)
+            estimator.apply_lanes(prog, chosen)
             rep = estimator.report(prog, fpga)
             rows.append(_row(rep, "after"))
             bound = {}
             for r in rep["layers"]:
                 bound[r["kind"]] = bound.get(r["kind"], 0) + r["cycles"]
             out.append({"model": name, "board": board, "rows": rows,
+                        "next_lanes": next_lanes(prog, fpga, chosen, rep["latency_ms"]),
                         "after_ms_by_kind": {k: v / (fpga.clock_mhz * 1e3) for k, v in
                                              sorted(bound.items(), key=lambda kv: -kv[1])}})
     return out
@@ -86,13 +119,22 @@ def markdown(entries: list[dict]) -> str:
             fits = "" if r["fits"] is None else ("yes" if r["fits"] else "NO")
             extra = ("", "") if "memory_bound_share" not in r else (f"{100 * r['memory_bound_share']:.0f} %",
                                                                      f"{100 * r['linear_mac_efficiency']:.1f} %")
-            lines.append(f"| {e['model']} | {e['board']} | {r['row']} | {lanes} | {r['dsp']} ({r['dsp_pct']:.0f} %) | "
+            lines.append(f"| {e['model']} | {e['board']} | {r['row']} | {lanes} | {r['dsp']} ({r['dsp_pct']:.1f} %) | "
                          f"{r['bram36']} ({r['bram36_pct']:.0f} %) | {r['lut']} ({r['lut_pct']:.0f} %) | "
                          f"{r['latency_ms']:.1f} | {fits} | {extra[0]} | {extra[1]} |")
     lines += ["", "Where the after plan spends its time (ms by layer kind):", ""]
     for e in entries:
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(e["after_ms_by_kind"].items())[:4])
         lines.append(f"* {e['model']} on {e['board']}: {top}")
+    lines += ["", "Next lanes: each lane count of the after plan raised to the next value the search tries (it "
+              "keeps a plan only if it fits and saves more than 1 % of the latency):", ""]
+    for e in entries:
+        steps = []
+        for n in e["next_lanes"]:
+            what = (f"saves {n['saves_pct']:.1f} % ({n['dsp_pct']:.0f} % DSP)" if n["fits"] else
+                    "does not fit (" + ", ".join(f"{k} {v} %" for k, v in n["over_pct"].items()) + ")")
+            steps.append(f"{n['lane']} {n['from']}->{n['to']} {what}")
+        lines.append(f"* {e['model']} on {e['board']}: " + "; ".join(steps))
     return "\n".join(lines) + "\n"
 
 
@@ -111,9 +153,11 @@ def main(argv=None) -> int:
     Path(args.out + ".json").write_text(json.dumps(doc, indent=1))
     Path(args.out + ".md").write_text("# HLS estimator: before / after (`python tools/hls_dsp_report.py`)\n\n"
                                       f"`before`: `edgevit hls MODEL` at {before['commit'][:7]} ({before['note']}). "
-                                      "`old lanes`: those lanes under the estimator that follows the C++ as "
-                                      "written. `after`: today's lane plan. Estimates only: Vitis HLS did not "
-                                      "run.\n\n" + text)
+                                      f"`16-bit ports`: the lane plan and estimate before word packing "
+                                      f"({UNPACKED.name}: every m_axi port one 16-bit word a cycle). "
+                                      "`old lanes`: the `before` lanes under today's estimator, which follows the "
+                                      "C++ as written. `after`: today's C++ (ports of the board's AXI width) and "
+                                      "lane plan. Estimates only: Vitis HLS did not run.\n\n" + text)
     return 0
 
 

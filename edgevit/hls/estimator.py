@@ -41,8 +41,8 @@ Resources:
 * DSP48: every multiply of an unrolled (or pipelined, once) loop body, counted by its operand widths against
   the multiplier of the family (DSP48E2 27x18 on UltraScale+, DSP48E1 25x18 on Zynq-7000): one DSP for 16x16,
   partial products for wider ones (:func:`dsp_per_multiply`). Linear ``LI * LO``, depthwise ``LD * KMAXDW^2``,
-  attention ``ROWS * DHMAX`` for q.k and the rescale/accumulate multiplies of each row, one epilogue in the
-  linear unit's pipelined write loop and ``LD`` in the depthwise unit's unrolled one.
+  attention ``ROWS * DHMAX`` for q.k and the rescale/accumulate multiplies of each row, ``WPB`` epilogues in
+  the linear unit's pipelined write loop and ``LD`` in the depthwise unit's unrolled one.
 * BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
   larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``max(LI, WPB)`` banks, weight tile
   ``LO * max(LI, WPB)`` banks (complete on rows, cyclic), result tile ``LO`` banks of ``TM`` 64-bit sums;
@@ -183,12 +183,15 @@ def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: b
     return compute, memory
 
 
-def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes) -> tuple[int, int]:
+def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes, wpb: int = 1) -> tuple[int, int]:
+    """A pixel's ``LD`` input words and its ``LD`` results each move as up to ``(LD + WPB - 2) // WPB + 1``
+    beats (``read_lanes`` / ``write_lanes``), which is the II of the row-read and output loops."""
     ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
     groups = math.ceil(c / lanes.ld)
+    beats = (lanes.ld + wpb - 2) // wpb + 1
     weights = min(lanes.ld, c) * (_loop(k * k) + 4 + AXI_LATENCY)
-    lines = h * _loop(w * lanes.ld)
-    out_rows = ho * _loop(wo, ii=lanes.ld, depth=DEPTH_EPILOGUE)
+    lines = h * _loop(w, ii=beats)
+    out_rows = ho * _loop(wo, ii=beats, depth=DEPTH_EPILOGUE)
     compute = groups * ho * wo
     return compute, groups * (weights + lines + out_rows) - compute
 
@@ -217,10 +220,12 @@ def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: 
 
 def units(axi_bits: int) -> SimpleNamespace:
     """The unit cycle models each registry entry's cost is written in (see ops.LayerKind), for ports of
-    ``axi_bits``: the linear unit (and the MoE experts on it) moves a beat a cycle; the other units move one
-    word a cycle whatever the width (their loops are written a word per iteration)."""
+    ``axi_bits``: the linear unit (and the MoE experts on it) moves a beat a cycle, the depthwise unit a
+    pixel's beats; the other units move one word a cycle whatever the width (their loops are written a word per
+    iteration)."""
     wpb = axi_bits // WORD_BITS
-    return SimpleNamespace(linear=functools.partial(_linear, wpb=wpb), depthwise=_depthwise, attention=_attention,
+    return SimpleNamespace(linear=functools.partial(_linear, wpb=wpb), depthwise=functools.partial(_depthwise, wpb=wpb),
+                           attention=_attention,
                            moe_experts=functools.partial(_moe_experts, wpb=wpb), loop=_loop,
                            axi_latency=AXI_LATENCY)
 
@@ -284,6 +289,9 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         mn, e = bound["MNMAX"], bound["EMAX"]
         add(dsp_per_multiply(_WORD, _WORD, family), 2000,
             [(mn * bound["MDMAX"], 1, 64), (e * mn, 1, 32), (e * mn, 1, 64), (3 * e * mn, 1, 32)])
+    if "pool_mixer" in kinds:   # sum * reciprocal, scale * mean; window sums and centre pixels of one pixel
+        add(dsp_per_multiply(_ACT, 26, family) + dsp_per_multiply(_WORD, 50, family), 600,
+            [(bound["PCMAX"], 1, 64)] * 2)
     if "moe_route" in kinds:
         add(2 * dsp_per_multiply(_ACT, _TABLE, family), 500)
     if "layernorm" in kinds:   # x^2, (C x - S1) * rsqrt, gamma * xhat; row, gamma and beta buffers
@@ -296,8 +304,12 @@ def fits(res: dict, fpga) -> bool:
     return all(res[k] <= UTIL_LIMIT * getattr(fpga, k) for k in ("dsp", "bram36", "lut"))
 
 
-LANE_SPACE = {"li": (1, 2, 4, 8, 16, 32), "lo": (1, 2, 4, 8, 16, 32, 64, 128, 256),
-              "ld": (1, 2, 4, 8, 16, 32, 64), "rows": (1, 2, 4, 8, 16)}
+# Lane counts the search tries. Powers of two up to 8, then steps of a quarter to a half of the value: doubling
+# alone overshoots the DSP budget (mobilevit_xxs on the ZCU102: LI x LO = 16 x 64 leaves 260 of the 2,016 DSPs
+# allowed unused, 16 x 128 needs 2,800). Nothing in the C++ needs powers of two (tests run LI 3, LO 5, LD 3).
+LANE_SPACE = {"li": (1, 2, 4, 8, 12, 16, 24, 32),
+              "lo": (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256),
+              "ld": (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), "rows": (1, 2, 4, 8, 16)}
 
 
 def choose_lanes(prog: Program, fpga) -> Lanes:

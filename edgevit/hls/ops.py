@@ -247,10 +247,9 @@ def _pool_mixer_fixed(prog, layer, env):
 
 
 def _pool_mixer_cost(u, layer, shape, oshape, lanes):
-    # per output word: K pipelined window rows, then the centre pixel, the layer scale and the write
+    # one pipelined loop, a word a cycle: per pixel a pass over its channels per window tap, then one writing them
     kk = layer.attrs["k"]
-    extra = 3 if "scale" in layer.params else 2
-    return 0, int(np.prod(oshape)) * (kk * u.loop(kk) + extra * u.axi_latency), 0
+    return 0, u.loop(int(np.prod(oshape)) * (kk * kk + 1)), 0
 
 
 def _additive_float(layer, env, stats):
@@ -398,7 +397,7 @@ KINDS = {
     "im2col": LayerKind(
         3, lambda l, env, s: reference.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
         lambda p, l, env: golden.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
-        _window_dims, lambda u, l, sh, osh, lanes: (0, int(np.prod(osh)) // sh[-1] * u.loop(sh[-1]), 0),
+        _window_dims, lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(osh))), 0),   # one word a cycle, one loop
         _im2col_trips, "same"),
     "layernorm": LayerKind(
         4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),

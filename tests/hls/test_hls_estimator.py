@@ -109,7 +109,7 @@ def test_choice_is_the_fastest_fitting_plan_by_brute_force(prog, board, monkeypa
     plans = []
     for li, lo, ld, rows in itertools.product(*space.values()):
         lanes = estimator.Lanes(li, lo, ld, rows)
-        res = estimator.resources(prog, lanes, fpga.family)
+        res = estimator.resources(prog, lanes, fpga.family, fpga.axi_bits)
         if estimator.fits(res, fpga):
             plans.append((sum(r["cycles"] for r in estimator.layer_cycles(prog, lanes, fpga.axi_bits)), res["dsp"],
                           lanes))

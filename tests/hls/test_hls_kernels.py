@@ -67,6 +67,18 @@ def test_packed_ports_keep_every_word(tmp_path, axi_bits):
     config = (tmp_path / "prj" / "config.h").read_text()
     assert f"AXI_BITS = {axi_bits};" in config and f"WPB = {axi_bits // 16};" in config
     assert mism == 0 and errs[0] < 0.05
+    # Maps: depthwise pixels of LD = 5 of 11 channels (read and written as the beats that hold them), im2col and
+    # the pool mixer (a word a cycle).
+    h, w, c = 5, 6, 11
+    maps = program([
+        ("dwconv", ["input"], "a", {"k": 3, "stride": 1, "pad": 1, "act": "relu"},
+         {"w": _normal(c, 3, 3, scale=0.5), "b": _normal(c)}),
+        ("pool_mixer", ["a"], "p", {"k": 3}, {"scale": _normal(c, scale=0.5)}),
+        ("im2col", ["p"], "cols", {"k": 3, "stride": 2, "pad": 1}, {}),
+        ("linear", ["cols"], "out", {"act": "none"}, {"w": _normal(4, 9 * c, scale=0.2)}),
+    ], {"input": (h, w, c), "a": (h, w, c), "p": (h, w, c), "cols": (9, 9 * c), "out": (3, 3, 4)}, {"ld": 5})
+    mism, errs, _ = csim_vs_golden(maps, [_normal(h, w, c)], tmp_path / "maps", fpga=fpga)
+    assert mism == 0 and errs[0] < 0.05
 
 
 def test_depthwise_conv_and_im2col(tmp_path):
@@ -144,9 +156,12 @@ def test_unfold_fold_concat_avgpool(tmp_path):
     assert (envs[0]["f"] == envs[0]["input"]).all()
 
 
-def test_pool_mixer(tmp_path):
+@pytest.mark.parametrize("k,scaled", [(3, False), (3, True), (5, True)])
+def test_pool_mixer(tmp_path, k, scaled):
+    # with and without a layer scale; a 5x5 window covers most of the 5-row map (clipped counts at every edge)
     h, w, c = 5, 7, 6
-    prog = program([("pool_mixer", ["input"], "out", {"k": 3}, {})], {"input": (h, w, c), "out": (h, w, c)})
+    params = {"scale": _normal(c, scale=0.5)} if scaled else {}
+    prog = program([("pool_mixer", ["input"], "out", {"k": k}, params)], {"input": (h, w, c), "out": (h, w, c)})
     mism, errs, _ = csim_vs_golden(prog, [_normal(h, w, c), np.full((h, w, c), 50.0)], tmp_path)
     print(f"pool mixer: mismatches {mism}, max error vs float {errs[0]:.2e}")
     assert mism == 0 and errs[0] < 2e-3

@@ -121,6 +121,44 @@ struct word_port {
     beat_t b_read(int b) { return b == rb ? rd : mem[b]; }
 };
 
+// The LD words of a pixel's channel group (the depthwise unit): words [off, off + n) into out[0..n) (n <= LD),
+// from the at most (LD + WPB - 2) / WPB + 1 beats that hold them, in one step (unrolled).
+template <class CFG, class PORT>
+void read_lanes(PORT& mem, int off, int n, word_t out[CFG::LD]) {
+    typename CFG::beat_t b[(CFG::LD + CFG::WPB - 2) / CFG::WPB + 1];
+#pragma HLS ARRAY_PARTITION variable=b complete
+    const int first = off / CFG::WPB, sh = off % CFG::WPB;
+    for (int j = 0; j < (CFG::LD + CFG::WPB - 2) / CFG::WPB + 1; ++j) {
+#pragma HLS UNROLL
+        b[j] = (first + j) * CFG::WPB < off + n ? mem.beat(first + j) : typename CFG::beat_t(0);
+    }
+    for (int l = 0; l < CFG::LD; ++l) {
+#pragma HLS UNROLL
+        out[l] = lane_of(b[(sh + l) / CFG::WPB], (sh + l) % CFG::WPB);
+    }
+}
+
+// in[0..n) to words [off, off + n) (n <= LD): at most (LD + WPB - 2) / WPB + 1 beat writes, the other words
+// of a beat kept.
+template <class CFG>
+void write_lanes(word_port<CFG>& mem, int off, int n, const word_t in[CFG::LD]) {
+    const int first = off / CFG::WPB, sh = off % CFG::WPB;
+    for (int j = 0; j < (CFG::LD + CFG::WPB - 2) / CFG::WPB + 1; ++j) {
+#pragma HLS UNROLL
+        typename CFG::beat_t v = 0;
+        ap_uint<CFG::WPB> lanes = 0;
+        for (int g = 0; g < CFG::WPB; ++g) {
+#pragma HLS UNROLL
+            const int l = j * CFG::WPB + g - sh;
+            if (l >= 0 && l < n) {
+                set_lane(v, g, in[l < CFG::LD ? l : 0]);
+                lanes[g] = 1;
+            }
+        }
+        if (lanes != 0) mem.put_beat(first + j, v, lanes);
+    }
+}
+
 }  // namespace edgevit
 
 #endif

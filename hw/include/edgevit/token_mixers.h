@@ -15,42 +15,56 @@
 #include "descriptor.h"
 #include "fixed_math.h"
 #include "packed.h"
+#include "tripcount_product.h"
 
 namespace edgevit {
 
 static const int NORM_FRAC = 16;
 
-// x [H][W][C] at d.x (d0, d1, d2), K = d3; layer scale [C] at d.w (fw bits) or d.w = -1.
+// x [H][W][C] at d.x (d0, d1, d2), K = d3; layer scale [C] at d.w (fw bits) or d.w = -1. One pipelined loop
+// over the pixels, each a pass over its C channels per window tap and then one writing the C outputs: a word a
+// cycle and one m_axi request stream for the layer (not one per window row and output word). The window sums
+// and the centre pixel of the C channels wait on chip (PCMAX words).
 template <class CFG>
 void pool_mixer(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
+    typedef tripcount<CFG::pool_k::min * CFG::pool_k::min + 1, CFG::pool_k::max * CFG::pool_k::max + 1,
+                      CFG::pool_k::avg * CFG::pool_k::avg + 1> passes;
+    typedef tripcount_product<tripcount_product<typename CFG::pool_rows, typename CFG::pool_cols>,
+                              tripcount_product<passes, typename CFG::pool_channels> > steps;
+    static i64 sum[CFG::PCMAX];
+    static i64 centre[CFG::PCMAX];
     const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, P = K / 2;
-    for (int oy = 0; oy < H; ++oy) {
-        EDGEVIT_TRIPCOUNT(CFG::pool_rows)
-        for (int ox = 0; ox < W; ++ox) {
-            EDGEVIT_TRIPCOUNT(CFG::pool_cols)
-            for (int c = 0; c < C; ++c) {
-                EDGEVIT_TRIPCOUNT(CFG::pool_channels)
-                i64 s = 0;
-                int n = 0;
-                for (int ky = 0; ky < K; ++ky) {
-                    EDGEVIT_TRIPCOUNT(CFG::pool_k)
-                    for (int kx = 0; kx < K; ++kx) {
-                        EDGEVIT_TRIPCOUNT(CFG::pool_k)
+    int oy = 0, ox = 0, ky = 0, kx = 0, c = 0;   // ky == K: the write pass
+    for (int i = 0; i < H * W * (K * K + 1) * C; ++i) {
+        EDGEVIT_TRIPCOUNT(steps)
 #pragma HLS PIPELINE II=1
-                        int iy = oy + ky - P, ix = ox + kx - P;
-                        if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
-                            s += arena.get(d.x + (iy * W + ix) * C + c);
-                            ++n;
-                        }
-                    }
+        if (ky < K) {
+            const int iy = oy + ky - P, ix = ox + kx - P;
+            const i64 v = iy >= 0 && iy < H && ix >= 0 && ix < W ? (i64)arena.get(d.x + (iy * W + ix) * C + c) : 0;
+            sum[c] = (ky == 0 && kx == 0 ? 0 : sum[c]) + v;
+            if (ky == P && kx == P) centre[c] = v;
+        } else {
+            const int y0 = oy - P > 0 ? oy - P : 0, y1 = oy - P + K - 1 < H - 1 ? oy - P + K - 1 : H - 1;
+            const int x0 = ox - P > 0 ? ox - P : 0, x1 = ox - P + K - 1 < W - 1 ? ox - P + K - 1 : W - 1;
+            const int n = (y1 - y0 + 1) * (x1 - x0 + 1);   // window pixels inside the map
+            const i64 r = ((1LL << 24) + n / 2) / n;         // a K*K-entry ROM in hardware
+            const i64 xc = centre[c], m = sum[c] * r - (xc << 24);
+            arena.put(d.y + (oy * W + ox) * C + c,
+                      d.w >= 0 ? requant((i64)params.get(d.w + c) * m + (xc << (24 + d.fw)), d.fx + 24 + d.fw - d.fo,
+                                         d.wo)
+                               : requant(m, d.fx + 24 - d.fo, d.wo));
+        }
+        if (++c == C) {
+            c = 0;
+            if (ky == K) {
+                ky = 0;
+                if (++ox == W) {
+                    ox = 0;
+                    ++oy;
                 }
-                const i64 r = ((1LL << 24) + n / 2) / n;  // a K*K-entry ROM in hardware
-                const i64 xc = arena.get(d.x + (oy * W + ox) * C + c);
-                const i64 m = s * r - (xc << 24);
-                arena.put(d.y + (oy * W + ox) * C + c,
-                          d.w >= 0 ? requant((i64)params.get(d.w + c) * m + (xc << (24 + d.fw)),
-                                             d.fx + 24 + d.fw - d.fo, d.wo)
-                                   : requant(m, d.fx + 24 - d.fo, d.wo));
+            } else if (++kx == K) {
+                kx = 0;
+                ++ky;
             }
         }
     }
