@@ -136,7 +136,7 @@ def plot(lines: list[dict], cpus: list[str], path: Path) -> None:
         ax.set_xticks(list(x), [s["model"] for s in rows], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("instructions ratio")
         ax.set_title(f"aarch64 instructions per inference, qemu -cpu {cpu} (lower is better for edgevit)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
