@@ -380,8 +380,11 @@ class ScheduleIntegerKernels:
             if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
                 sch = None
                 if dot is not None and "int8_" in gv.name_hint:
-                    sch = int8_kernels.schedule_dot_kernel(func, self.target, dot) \
-                        or int8_kernels.schedule_pack_kernel(func, self.target)
+                    try:
+                        sch = int8_kernels.schedule_dot_kernel(func, self.target, dot) \
+                            or int8_kernels.schedule_pack_kernel(func, self.target)
+                    except Exception:  # noqa: BLE001 - a fusion the schedule does not know: left to the rules
+                        sch = None
                 sch = sch or schedule_integer_kernel(func, self.target)
                 if sch is not None:
                     mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
