@@ -64,12 +64,17 @@ def cmd_models(args) -> int:
 
     moe_rows = task_build_rows()
     if args.json:
-        _print_json(rows + moe_rows, "-")
+        trained = [{"name": t.name, "family": t.family, "trained_on": t.data, "input_shape": list(t.input_shape)}
+                   for t in zoo.TRAINED.values()]
+        _print_json(rows + trained + moe_rows, "-")
         return 0
     print(format_table([[r["name"], r["family"], f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.0f}",
                    "x".join(map(str, r["input_shape"][1:]))] for r in rows],
                  ["model", "family", "params (M)", "MACs (M)", "input"]))
     print("\nWeights are random (timm, pretrained=False, seeded): no model hub here. Any .onnx file works too.")
+    print("\nTrained here (seeded, cached after the first use):\n" + format_table(
+        [[t.name, t.family, t.data, "x".join(map(str, t.input_shape[1:]))] for t in zoo.TRAINED.values()],
+        ["model", "family", "trained on", "input"]))
     print(f"\nMixture-of-experts ViTs (models/moe_vit.py, trained on digits), one build per task:\n"
           f"{format_task_builds(moe_rows)}")
     return 0

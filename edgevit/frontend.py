@@ -80,7 +80,8 @@ def load_model(spec: str, input_shape: str | None = None) -> ImportedModel:
     Parameters
     ----------
     spec
-        A zoo name or MoE-ViT ``PRESET[:TASK]`` (``edgevit models``), or a path to an ``.onnx`` file.
+        A zoo name, a model trained here (``zoo.TRAINED``), an MoE-ViT ``PRESET[:TASK]`` (``edgevit models``), or
+        a path to an ``.onnx`` file.
     input_shape
         Static input shape(s) for ONNX files whose inputs have symbolic dimensions (see ``parse_input_shape``).
     """
@@ -92,6 +93,10 @@ def load_model(spec: str, input_shape: str | None = None) -> ImportedModel:
         if input_shape:
             raise InputError("--input-shape applies to ONNX files; MoE-ViT models have a fixed input size")
         return _export_moe(spec)
+    if spec in zoo.TRAINED:
+        if input_shape:
+            raise InputError("--input-shape applies to ONNX files; trained models have a fixed input size")
+        return _export_trained(zoo.TRAINED[spec])
     entry = zoo.get_entry(spec)
     if input_shape:
         raise InputError("--input-shape applies to ONNX files; zoo models have a fixed input size")
@@ -108,6 +113,13 @@ def _export_zoo(entry: zoo.ZooEntry) -> ImportedModel:
         _export_torch(model, entry.input_shape, path)
     imported = from_onnx_file(path)
     imported.name, imported.family, imported.source = entry.name, entry.family, f"zoo:{entry.name} (timm, seed {seed()})"
+    return imported
+
+
+def _export_trained(entry: zoo.TrainedEntry) -> ImportedModel:
+    """A model edgevit trains itself (``zoo.TRAINED``), trained on first use."""
+    imported = from_torch(entry.load(), entry.input_shape, name=entry.name)
+    imported.family, imported.source = entry.family, f"trained here on {entry.data} (seed {seed()})"
     return imported
 
 

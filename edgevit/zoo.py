@@ -1,4 +1,6 @@
-"""The model zoo: lightweight hybrid ViTs from timm, built with seeded random weights (no model hub here).
+"""The models edgevit knows by name: the zoo of lightweight hybrid ViTs from timm (seeded random weights: no
+model hub here) and the small models edgevit trains itself on data shipped in packages. The MoE-ViT presets of
+``models/moe_vit.py`` are named ``PRESET[:TASK]`` (:mod:`edgevit.moe`).
 
 Every model reaches the compiler the same way: as ONNX (see ``edgevit.frontend``).
 """
@@ -38,16 +40,39 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
+@dataclass(frozen=True)
+class TrainedEntry:
+    """A model edgevit trains itself (seeded, one thread, cached: see :mod:`edgevit.training`), by name."""
+
+    name: str
+    family: str
+    input_shape: tuple[int, ...]
+    data: str          # what it is trained on (a dataset shipped in a package)
+
+    def load(self):
+        """The trained ``torch.nn.Module`` in eval mode (trains on first use, then comes from the cache)."""
+        from .hls.tiny_models import trained_tiny_mobilevit
+
+        return {"tiny_mobilevit_digits": trained_tiny_mobilevit}[self.name]()
+
+
+TRAINED: dict[str, TrainedEntry] = {
+    "tiny_mobilevit_digits": TrainedEntry("tiny_mobilevit_digits", "MobileViT (timm blocks)", (1, 1, 8, 8),
+                                          "scikit-learn digits"),
+}
+
+
 def get_entry(name: str) -> ZooEntry:
     """Look up a zoo model.
 
     Raises
     ------
     UnknownNameError
-        If ``name`` is not in the zoo; the message lists the zoo.
+        If ``name`` is not in the zoo; the message lists every model name edgevit knows.
     """
     if name not in ZOO:
-        raise UnknownNameError(f"unknown model '{name}'. Zoo models: {', '.join(ZOO)}; "
+        raise UnknownNameError(f"unknown model '{name}'. Zoo models: {', '.join(ZOO)}; trained here: "
+                               f"{', '.join(TRAINED)}; MoE-ViT presets: PRESET[:TASK] (edgevit models); "
                                "or pass a path to an .onnx file")
     return ZOO[name]
 

@@ -44,3 +44,12 @@ def test_cache_tag_pins_the_weights(monkeypatch):
     tag = zoo.cache_tag("mobilevit_xxs", "1.0", "2.0")
     monkeypatch.setattr(zoo, "WEIGHTS_VERSION", zoo.WEIGHTS_VERSION + 1)
     assert zoo.cache_tag("mobilevit_xxs", "1.0", "2.0") != tag
+
+
+def test_a_model_trained_here_is_known_by_name():
+    from edgevit.frontend import load_model
+
+    model = load_model("tiny_mobilevit_digits")
+    assert model.inputs[0].shape == (1, 1, 8, 8) and "digits" in model.source
+    with pytest.raises(UnknownNameError, match="tiny_mobilevit_digits"):
+        zoo.get_entry("no_such_model")
