@@ -27,7 +27,7 @@ import numpy as np
 from ..targets import FpgaTarget
 from . import layer_table
 from .csim import HW_INCLUDE, HW_TEMPLATES
-from .estimator import lanes_of
+from .estimator import layernorm_lanes, lanes_of
 from .fixed import Fmt
 from .ops import KINDS
 from .program import Layer, Program
@@ -140,7 +140,8 @@ def _config_h(prog: Program, table: layer_table.LayerTable, axi_bits: int) -> st
     trips = "\n".join(f"    typedef edgevit::tripcount<{lo}, {hi}, {avg}> {name};  // {TRIPCOUNTS[name]}"
                        for name, (lo, hi, avg) in tripcounts(table, lanes, bounds["TM"]).items())
     lane_constants = constants({"LI": lanes.li, "LO": lanes.lo, "LD": lanes.ld, "ROWS": lanes.rows})
-    ports = (constants({"AXI_BITS": axi_bits, "WPB": wpb, "XBANKS": max(lanes.li, wpb)})
+    ports = (constants({"AXI_BITS": axi_bits, "WPB": wpb, "XBANKS": max(lanes.li, wpb),
+                        "LNL": layernorm_lanes(lanes.li, wpb)})
              + "\n    typedef ap_uint<AXI_BITS> beat_t;")
     return fill_template("config.h", lanes=lane_constants, ports=ports, buffer_bounds=constants(bounds),
                          port_elements=constants(elements, "_elements"), tripcounts=trips)

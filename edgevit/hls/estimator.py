@@ -154,6 +154,16 @@ def _beats(words: int, wpb: int) -> int:
     return math.ceil(words / wpb) + (1 if words % wpb else 0)
 
 
+def layernorm_lanes(li: int, wpb: int) -> int:
+    """Words a cycle of the layernorm passes (``LNL`` in ``config.h``): the largest power of two up to
+    ``min(LI, WPB)``, so that it divides the beat. Tied to the linear unit's input lanes, whose search then
+    weighs the layernorm's multipliers and cycles too."""
+    n = 1
+    while 2 * n <= min(li, wpb):
+        n *= 2
+    return n
+
+
 def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
             outer_w: bool | None = None, wpb: int = 1) -> tuple[int, int]:
     """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer; ``outer_w``: the descriptor's loop
@@ -220,14 +230,16 @@ def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: 
 
 def units(axi_bits: int) -> SimpleNamespace:
     """The unit cycle models each registry entry's cost is written in (see ops.LayerKind), for ports of
-    ``axi_bits``: the linear unit (and the MoE experts on it) moves a beat a cycle, the depthwise unit a
-    pixel's beats; the other units move one word a cycle whatever the width (their loops are written a word per
-    iteration)."""
+    ``axi_bits``: the linear unit (and the MoE experts on it) moves a beat a cycle (``beats``: the beats of a
+    run of words), the layernorm passes ``layernorm_lanes(LI)`` words of a beat, the depthwise unit a pixel's
+    beats; the other units move one word
+    a cycle whatever the width (their loops are written a word per iteration)."""
     wpb = axi_bits // WORD_BITS
     return SimpleNamespace(linear=functools.partial(_linear, wpb=wpb), depthwise=functools.partial(_depthwise, wpb=wpb),
                            attention=_attention,
                            moe_experts=functools.partial(_moe_experts, wpb=wpb), loop=_loop,
-                           axi_latency=AXI_LATENCY)
+                           beats=functools.partial(_beats, wpb=wpb), wpb=wpb,
+                           layernorm_lanes=functools.partial(layernorm_lanes, wpb=wpb), axi_latency=AXI_LATENCY)
 
 
 def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
@@ -294,9 +306,10 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
             [(bound["PCMAX"], 1, 64)] * 2)
     if "moe_route" in kinds:
         add(2 * dsp_per_multiply(_ACT, _TABLE, family), 500)
-    if "layernorm" in kinds:   # x^2, (C x - S1) * rsqrt, gamma * xhat; row, gamma and beta buffers
-        add(mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family), 400,
-            [(bound["CMAX"], 1)] * 3)
+    if "layernorm" in kinds:   # per LNL lane x^2, (C x - S1) * rsqrt, gamma * xhat; row, gamma, beta in WPB banks
+        lnl = layernorm_lanes(lanes.li, wpb)
+        add(lnl * (mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family)),
+            400 * lnl, [(bound["CMAX"], wpb)] * 3)
     return usage
 
 
@@ -335,7 +348,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
                                 if select(l.kind))
         return per_unit[key]
 
-    laned = {"linear", "moe_experts", "dwconv", "attention"}
+    laned = {"linear", "moe_experts", "layernorm", "dwconv", "attention"}
     rest = unit_cycles(("rest",), base, lambda kind: kind not in laned)   # layers no lane changes
     scored = []
     for lanes in plans:
@@ -343,7 +356,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
         if not fits(res, fpga):
             continue
         cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo), Lanes(lanes.li, lanes.lo, 1, 1),
-                                     {"linear", "moe_experts"}.__contains__)
+                                     {"linear", "moe_experts", "layernorm"}.__contains__)
                   + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), "dwconv".__eq__)
                   + unit_cycles(("rows", lanes.rows), Lanes(1, 1, 1, lanes.rows), "attention".__eq__))
         scored.append((cycles, res["dsp"], lanes))

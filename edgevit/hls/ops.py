@@ -165,10 +165,11 @@ def _layernorm_fixed(prog, layer, env):
 
 
 def _layernorm_cost(u, layer, shape, oshape, lanes):
-    # gamma and beta once into on-chip buffers, then two passes per row, each one word a cycle
+    # gamma and beta once into on-chip buffers (a word a cycle), then two passes per row over its beats, each
+    # beat WPB / LNL cycles (LNL words a cycle, tied to the linear unit's LI)
     loop = u.loop
     c = shape[-1]
-    return 0, 2 * loop(c) + 2 * _tokens(shape) * loop(c), 0
+    return 0, 2 * loop(c) + 2 * _tokens(shape) * loop(u.beats(c) * (u.wpb // u.layernorm_lanes(lanes.li))), 0
 
 
 # --- attention: Q.K^T, online softmax and .V per head on a [G, N, 3D] QKV tensor (Q pre-scaled) ----------------

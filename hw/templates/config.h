@@ -10,7 +10,8 @@ struct accel_config {
     // channels, ROWS attention query rows.
 {{lanes}}
     // The m_axi ports: AXI_BITS-bit beats (the board's HP port width) of WPB 16-bit words (packed.h); the
-    // linear unit's tiles have XBANKS = max(LI, WPB) banks so that a beat's words land in one cycle.
+    // linear unit's tiles have XBANKS = max(LI, WPB) banks so that a beat's words land in one cycle; the
+    // layernorm passes take LNL = min(LI, WPB) words a cycle (a power of two dividing WPB).
 {{ports}}
     // Bounds of the on-chip buffers: the largest value each takes in this model's program.
 {{buffer_bounds}}

@@ -8,18 +8,27 @@
 #include "descriptor.h"
 #include "fixed_math.h"
 #include "packed.h"
+#include "tripcount_product.h"
 
 namespace edgevit {
 
 static const int XHAT_FRAC = 16;
 
 // x [M][C] at d.x (d0, d1), gamma [C] at d.w, beta [C] at d.w2 (one format, fw bits), y [M][C] at d.y.
-// gamma and beta are read once per layer into on-chip buffers, so each pass over a row moves one word a
-// cycle over its port (II=1). The passes are not unrolled: with 16-bit m_axi ports more lanes would only
-// raise the II (they used the linear unit's LI lanes and bought nothing).
+// gamma and beta are read once per layer into on-chip buffers. Each row takes two pipelined passes over the port
+// beats that hold it (packed.h), LNL = min(LI, WPB) words a cycle (WPB / LNL cycles a beat): one reading the row
+// into an on-chip copy and summing its words and their squares, one normalising the words and writing each beat
+// when it is complete. The row, gamma and beta are split into WPB banks so that a beat's words land in distinct
+// ones.
 template <class CFG>
 void layernorm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
+    typedef tripcount_product<tripcount_beats<typename CFG::ln_channels, CFG::WPB>,
+                              tripcount_const<CFG::WPB / CFG::LNL> > row_steps;
+    typedef typename CFG::beat_t beat_t;
     static word_t row[CFG::CMAX], gamma[CFG::CMAX], beta[CFG::CMAX];
+#pragma HLS ARRAY_PARTITION variable=row cyclic factor=CFG::WPB
+#pragma HLS ARRAY_PARTITION variable=gamma cyclic factor=CFG::WPB
+#pragma HLS ARRAY_PARTITION variable=beta cyclic factor=CFG::WPB
     const int M = d.d0, C = d.d1;
     const i64 eps = eps_of(d);
     for (int c = 0; c < C; ++c) {
@@ -35,23 +44,55 @@ void layernorm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer
     for (int t = 0; t < M; ++t) {
         EDGEVIT_TRIPCOUNT(CFG::ln_rows)
         i64 s1 = 0, s2 = 0;
-        for (int c = 0; c < C; ++c) {
-            EDGEVIT_TRIPCOUNT(CFG::ln_channels)
+        const int si = d.x + t * C, fi = si / CFG::WPB, bi = (si + C - 1) / CFG::WPB - fi + 1;
+        int c0 = -(si % CFG::WPB), b = 0, sub = 0;   // channel of the beat's lane 0; beat; lanes sub * LNL..
+        beat_t v = 0;
+        for (int i = 0; i < bi * (CFG::WPB / CFG::LNL); ++i) {
+            EDGEVIT_TRIPCOUNT(row_steps)
 #pragma HLS PIPELINE II=1
-            row[c] = arena.get(d.x + t * C + c);
-            i64 v = row[c];
-            s1 += v;
-            s2 += v * v;
+            if (sub == 0) v = arena.beat(fi + b);
+            for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+                const int l = sub * CFG::LNL + q, c = c0 + l;
+                if (c >= 0 && c < C) {
+                    const i64 x = lane_of(v, l);
+                    row[c] = x;
+                    s1 += x;
+                    s2 += x * x;
+                }
+            }
+            if (++sub == CFG::WPB / CFG::LNL) {
+                sub = 0;
+                ++b;
+                c0 += CFG::WPB;
+            }
         }
         i64 dv = (i64)C * s2 - s1 * s1 + eps * C * C;
         int j = 0;
         i64 rs = dv > 0 ? rsqrt_norm(dv, j) : 0;
-        for (int c = 0; c < C; ++c) {
-            EDGEVIT_TRIPCOUNT(CFG::ln_channels)
+        const int so = d.y + t * C, fo = so / CFG::WPB, bo = (so + C - 1) / CFG::WPB - fo + 1;
+        c0 = -(so % CFG::WPB), b = 0, sub = 0;
+        ap_uint<CFG::WPB> lanes = 0;
+        for (int i = 0; i < bo * (CFG::WPB / CFG::LNL); ++i) {
+            EDGEVIT_TRIPCOUNT(row_steps)
 #pragma HLS PIPELINE II=1
-            i64 xhat = (((i64)C * row[c] - s1) * rs) >> (j + TABLE_FRAC - XHAT_FRAC);
-            i64 acc = (i64)gamma[c] * xhat + ((i64)beta[c] << XHAT_FRAC);
-            arena.put(d.y + t * C + c, requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo));
+            for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+                const int l = sub * CFG::LNL + q, c = c0 + l;
+                if (c >= 0 && c < C) {
+                    i64 xhat = (((i64)C * row[c] - s1) * rs) >> (j + TABLE_FRAC - XHAT_FRAC);
+                    i64 acc = (i64)gamma[c] * xhat + ((i64)beta[c] << XHAT_FRAC);
+                    set_lane(v, l, word_t(requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo)));
+                    lanes[l] = 1;
+                }
+            }
+            if (++sub == CFG::WPB / CFG::LNL) {
+                arena.put_beat(fo + b, v, lanes);
+                lanes = 0;
+                sub = 0;
+                ++b;
+                c0 += CFG::WPB;
+            }
         }
     }
 }
