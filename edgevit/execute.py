@@ -48,19 +48,13 @@ def load_inputs(paths: list[str] | None, specs, seed: int) -> list[np.ndarray]:
 
     if not paths:
         return random_inputs(specs, seed)
+    from .arrays import load_npy
+
     arrays = []
     for path in paths:
         if Path(path).is_dir():
             raise InputError(f"input {path} is a directory: give one .npy file per model input")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise InputError(f"cannot read input {path}: {str(exc)[:200]}") from None
-        if not isinstance(array, np.ndarray):
-            array.close()
-            raise InputError(f"input {path} is an .npz archive: give one .npy file per model input "
-                             "(-i a.npy -i b.npy)")
-        arrays.append(array)
+        arrays.append(load_npy(path, "input", "give one .npy file per model input (-i a.npy -i b.npy)"))
     return arrays
 
 

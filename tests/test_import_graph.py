@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgevit"
 # model -> graph -> plan -> per-device build -> artifact -> runtime; the board side sits at the bottom with the
 # stdlib-only helpers, so the host may import it and it never imports the host.
 LAYERS = [
-    ("base", ["edgevit", "edgevit.errors", "edgevit.settings", "edgevit.tables", "edgevit.outputs",
+    ("base", ["edgevit", "edgevit.errors", "edgevit.settings", "edgevit.tables", "edgevit.outputs", "edgevit.arrays",
               "edgevit.runtime"]),
     ("board", ["edgevit.pynq.board", "edgevit.pynq.manifest", "edgevit.pynq.numpy_graph", "edgevit.pynq.driver",
                "edgevit.pynq.selftest", "edgevit.pynq.sim_device", "edgevit.pynq.stage_worker",

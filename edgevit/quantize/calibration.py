@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arrays import load_npy
 from ..errors import InputError
 from ..frontend import TensorSpec
 
@@ -61,13 +62,7 @@ def calibration_inputs(source: str, spec: TensorSpec, count: int) -> list[np.nda
 
 
 def _read(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read calibration file {path}: {str(exc)[:200]}") from None
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise InputError(f"calibration file {path} is an .npz archive: save one array per .npy file")
+    array = load_npy(path, "calibration file", "save one array per .npy file")
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"calibration file {path} holds {array.dtype}: save float32 samples (scaled as the "
                          "model expects)")
