@@ -53,12 +53,12 @@ class TrainedEntry:
         """The trained ``torch.nn.Module`` in eval mode (trains on first use, then comes from the cache)."""
         from .hls.tiny_models import trained_tiny_mobilevit
 
-        return {"tiny_mobilevit_digits": trained_tiny_mobilevit}[self.name]()
+        return {"tiny_mobilevit": trained_tiny_mobilevit}[self.name]()
 
 
 TRAINED: dict[str, TrainedEntry] = {
-    "tiny_mobilevit_digits": TrainedEntry("tiny_mobilevit_digits", "MobileViT (timm blocks)", (1, 1, 8, 8),
-                                          "scikit-learn digits"),
+    "tiny_mobilevit": TrainedEntry("tiny_mobilevit", "MobileViT (timm blocks)", (1, 1, 8, 8),
+                                   "scikit-learn digits"),
 }
 
 

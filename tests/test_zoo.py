@@ -49,7 +49,7 @@ def test_cache_tag_pins_the_weights(monkeypatch):
 def test_a_model_trained_here_is_known_by_name():
     from edgevit.frontend import load_model
 
-    model = load_model("tiny_mobilevit_digits")
+    model = load_model("tiny_mobilevit")
     assert model.inputs[0].shape == (1, 1, 8, 8) and "digits" in model.source
-    with pytest.raises(UnknownNameError, match="tiny_mobilevit_digits"):
+    with pytest.raises(UnknownNameError, match="tiny_mobilevit"):
         zoo.get_entry("no_such_model")

@@ -19,7 +19,7 @@ from ..errors import ArtifactError, EdgevitError, InputError, ResourceError, Unk
 from ..settings import seed
 from ..targets import get_target
 
-TINY = "tiny_mobilevit"
+TINY = "tiny_mobilevit"  # zoo.TRAINED's name for it: one name in every command
 MAX_LISTED = 12   # CPU-part entries printed by `edgevit hls MODEL`
 MAX_INPUT_WORDS = 1 << 24   # 32 MiB of 16-bit words: the arena holds the input and every tensor after it
 # ap_fixed<W,I> the kernels handle: accumulators add two widths plus guard bits inside 64-bit integers.
