@@ -159,6 +159,23 @@ def test_sdot_build_for_rpi5_agrees_with_onnxruntime_under_qemu(tmp_path, capsys
     assert result["verify"]["ok"] and result["verify"]["max_steps"] <= 1, result["verify"]
 
 
+def _agrees_with_onnxruntime(model, tmp_path) -> None:
+    """The host build of a QDQ model agrees with onnxruntime on the same file within one output step (3 inputs)."""
+    from edgevit.compiler import compile_for_target
+    from edgevit.quantize import compare_int8, output_steps
+    from edgevit.reference import random_inputs, run_onnxruntime
+    from edgevit.runtime.artifact import Artifact
+    from edgevit.runtime.runner import run_artifact
+
+    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
+    with Artifact.open(tmp_path / "m.tar") as artifact:
+        for seed in range(3):
+            inputs = random_inputs(model.inputs, seed)
+            outputs, _ = run_artifact(artifact, inputs)
+            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
+            assert result.ok and result.max_steps <= 1, result.summary()
+
+
 def silu_cnn_onnx(path):
     """conv 1x1 -> SiLU (x * sigmoid(x)) -> conv 1x1 -> Flatten -> Gemm."""
     import onnx
@@ -180,25 +197,15 @@ def test_silu_becomes_a_table_and_agrees_with_onnxruntime(tmp_path):
     """SiLU between quantize steps is a 256-entry lookup (no float sigmoid left); the build agrees with
     onnxruntime by the int8 rule."""
     from edgevit.backends.int8_tables import Int8ElementwiseTables
-    from edgevit.compiler import compile_for_target
     from edgevit.frontend import load_model
-    from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached
-    from edgevit.reference import random_inputs, run_onnxruntime
-    from edgevit.runtime.artifact import Artifact
-    from edgevit.runtime.runner import run_artifact
+    from edgevit.quantize import QuantizeSettings, quantize_cached
 
     model = quantize_cached(load_model(str(silu_cnn_onnx(tmp_path / "silu.onnx"))),
                             QuantizeSettings("fashion-mnist", 8, per_channel=True))
     mod = Int8ElementwiseTables()(tvm_compiler.import_onnx(model.load(), model.inputs))
     script = mod.script(show_meta=False)
     assert script.count("R.take(") == 1 and "R.sigmoid" not in script and "R.multiply" not in script
-    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
-    with Artifact.open(tmp_path / "m.tar") as artifact:
-        for seed in range(3):
-            inputs = random_inputs(model.inputs, seed)
-            outputs, _ = run_artifact(artifact, inputs)
-            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
-            assert result.ok and result.max_steps <= 1, result.summary()
+    _agrees_with_onnxruntime(model, tmp_path)
 
 
 def test_activation_matmul_uses_the_dot_kernel_and_agrees_with_onnxruntime(tmp_path):
@@ -207,12 +214,8 @@ def test_activation_matmul_uses_the_dot_kernel_and_agrees_with_onnxruntime(tmp_p
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgevit.compiler import compile_for_target
     from edgevit.frontend import load_model
-    from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached
-    from edgevit.reference import random_inputs, run_onnxruntime
-    from edgevit.runtime.artifact import Artifact
-    from edgevit.runtime.runner import run_artifact
+    from edgevit.quantize import QuantizeSettings, quantize_cached
 
     _host()
     fc = numpy_helper.from_array((np.random.default_rng(7).standard_normal((10, 2048)) * 0.2).astype(np.float32), "fc")
@@ -227,13 +230,7 @@ def test_activation_matmul_uses_the_dot_kernel_and_agrees_with_onnxruntime(tmp_p
     cpu = get_target("host").require_cpu()
     fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
     assert any("int8_dot_matmul" in gv.name_hint for gv in fused.functions)
-    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
-    with Artifact.open(tmp_path / "m.tar") as artifact:
-        for seed in range(3):
-            inputs = random_inputs(model.inputs, seed)
-            outputs, _ = run_artifact(artifact, inputs)
-            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
-            assert result.ok and result.max_steps <= 1, result.summary()
+    _agrees_with_onnxruntime(model, tmp_path)
 
 
 def test_softmax_becomes_an_integer_kernel_and_agrees_with_onnxruntime(tmp_path):
@@ -242,12 +239,8 @@ def test_softmax_becomes_an_integer_kernel_and_agrees_with_onnxruntime(tmp_path)
     from onnx import TensorProto, helper, numpy_helper
 
     from edgevit.backends.int8_tables import Int8ElementwiseTables
-    from edgevit.compiler import compile_for_target
     from edgevit.frontend import load_model
-    from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached
-    from edgevit.reference import random_inputs, run_onnxruntime
-    from edgevit.runtime.artifact import Artifact
-    from edgevit.runtime.runner import run_artifact
+    from edgevit.quantize import QuantizeSettings, quantize_cached
 
     fc = numpy_helper.from_array((np.random.default_rng(8).standard_normal((10, 2048)) * 0.2).astype(np.float32), "fc")
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 3, 2]),
@@ -261,10 +254,4 @@ def test_softmax_becomes_an_integer_kernel_and_agrees_with_onnxruntime(tmp_path)
     model = quantize_cached(load_model(str(tmp_path / "softmax.onnx")), QuantizeSettings("fashion-mnist", 8, True))
     script = Int8ElementwiseTables()(tvm_compiler.import_onnx(model.load(), model.inputs)).script(show_meta=False)
     assert "int8_softmax" in script and "R.nn.softmax" not in script
-    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
-    with Artifact.open(tmp_path / "m.tar") as artifact:
-        for seed in range(3):
-            inputs = random_inputs(model.inputs, seed)
-            outputs, _ = run_artifact(artifact, inputs)
-            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
-            assert result.ok and result.max_steps <= 1, result.summary()
+    _agrees_with_onnxruntime(model, tmp_path)
