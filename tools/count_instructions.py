@@ -109,22 +109,18 @@ def profile_artifact(path: Path, cpu: str, warm: int, runs: int) -> list[dict]:
     class, from the plugin's per-block counts and where each library was loaded in the counted process."""
     import bisect
 
+    _require_qemu()
     python, plugin = emulation.prepare("aarch64"), build_plugin()
     with Artifact.open(path) as artifact, tempfile.TemporaryDirectory(prefix="edgevit-profile-") as tmp:
         tmp = Path(tmp)
-        specs = [TensorSpec.from_json(s) for s in artifact.metadata["inputs"]]
-        np.savez(tmp / "inputs.npz", *random_inputs(specs, seed()))
-        (tmp / "run_edgevit.py").write_text(EDGEVIT_RUNNER)
-        env = {**python.environment(), "PYTHONHASHSEED": "0", "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        out, blocks, maps = tmp / "counts.txt", tmp / "blocks.txt", tmp / "maps.txt"
-        proc = subprocess.run([QEMU, "-plugin", f"{plugin},out={out},blocks={blocks}", "-cpu", cpu, "-L",
-                               str(python.root), str(python.root / "usr/bin/python3.11"), str(tmp / "run_edgevit.py"),
-                               str(artifact.dir), str(tmp / "inputs.npz"), str(warm), str(runs), str(maps)],
-                              capture_output=True, text=True, env=env, cwd=tmp, timeout=3600)
-        if proc.returncode != 0 or not blocks.exists() or not maps.exists():
-            raise ExecutionError(f"profiling under qemu failed (exit {proc.returncode}): {proc.stderr[-500:]}")
+        blocks, maps = tmp / "blocks.txt", tmp / "maps.txt"
+        command, env = _edgevit_command(artifact, python, cpu, tmp, warm, runs)
+        run_counted(command + [str(maps)], env, plugin, tmp, "the edgevit runtime (profiled)", blocks)
+        if not blocks.exists() or not maps.exists():
+            raise ExecutionError("the profiled run wrote no block profile or memory map")
         library = artifact.dir / "model.so"
         symbols = _symbols(library)
+        symbol_starts = [address for address, _, _ in symbols]
         regions, bases = [], {}  # executable (start, end, path); each file's load address (its offset-0 mapping)
         for line in maps.read_text().splitlines():
             fields = line.split()
@@ -146,7 +142,7 @@ def profile_artifact(path: Path, cpu: str, warm: int, runs: int) -> list[dict]:
                 file = regions[i][2]
                 name = Path(file).name
                 if name == library.name:  # ELF addresses are relative to the library's load address
-                    name = _symbol_at(symbols, vaddr - bases.get(file, 0)) or "model.so (no symbol)"
+                    name = _symbol_at(symbols, symbol_starts, vaddr - bases.get(file, 0))
             totals[name] = totals.get(name, 0) + executed * classes
     rows = [{"function": name, **{c: float(v) / runs for c, v in zip(CLASSES, counts)}}
             for name, counts in totals.items()]
@@ -191,12 +187,13 @@ def _launched_bodies(objdump: str, library: Path, named: set[int]) -> list[tuple
     return [(address, 0, name) for address, name in bodies.items()]
 
 
-def _symbol_at(symbols: list[tuple[int, int, str]], address: int) -> str | None:
+def _symbol_at(symbols: list[tuple[int, int, str]], starts: list[int], address: int) -> str:
+    """The kernel whose code holds ``address`` (``starts``: the symbols' addresses, in order)."""
     import bisect
 
     # Code past a sized symbol's end without a symbol of its own counts for the code before it.
-    i = bisect.bisect_right([s[0] for s in symbols], address) - 1
-    return symbols[i][2].removesuffix("_compute_") if i >= 0 else None
+    i = bisect.bisect_right(starts, address) - 1
+    return symbols[i][2].removesuffix("_compute_") if i >= 0 else "model.so (no symbol)"
 
 
 def format_profile(rows: list[dict], top: int) -> str:
@@ -218,11 +215,14 @@ def read_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
     return whole, region
 
 
-def run_counted(command: list[str], env: dict, plugin: Path, tmp: Path, what: str) -> tuple[dict, dict]:
-    """Run an aarch64 command under qemu with the plugin: (whole-process counts, counts between the markers)."""
+def run_counted(command: list[str], env: dict, plugin: Path, tmp: Path, what: str,
+                blocks: Path | None = None) -> tuple[dict, dict]:
+    """Run an aarch64 command under qemu with the plugin: (whole-process counts, counts between the markers);
+    with ``blocks``, the plugin also writes its per-block profile there."""
     out = tmp / "counts.txt"
     out.unlink(missing_ok=True)
-    proc = subprocess.run([QEMU, "-plugin", f"{plugin},out={out}", *command], capture_output=True, text=True,
+    arguments = f"{plugin},out={out}" + (f",blocks={blocks}" if blocks else "")
+    proc = subprocess.run([QEMU, "-plugin", arguments, *command], capture_output=True, text=True,
                           env=env, cwd=tmp, timeout=3600)
     if proc.returncode != 0 or not out.exists():
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -243,25 +243,36 @@ def make_row(artifact: str, model: str, cpu: str, counts: tuple[dict, dict], war
     return row
 
 
-def count_artifact(path: Path, cpus: list[str], warm: int, runs: int) -> list[dict]:
-    """Instructions per inference of one aarch64 artifact on each qemu CPU model."""
+def _edgevit_command(artifact: Artifact, python: emulation.EmulatedPython, cpu: str, tmp: Path, warm: int,
+                     runs: int) -> tuple[list[str], dict]:
+    """(qemu arguments, environment) that run ``warm + runs`` inferences of an opened aarch64 artifact on its
+    seeded random inputs, the last ``runs`` between the markers."""
+    if artifact.arch != "aarch64":
+        raise EdgevitError(f"{artifact.dir} is built for {artifact.arch}: count aarch64 builds (--target rpi4)")
+    inputs, runner = tmp / "inputs.npz", tmp / "run_edgevit.py"
+    if not inputs.exists():
+        np.savez(inputs, *random_inputs([TensorSpec.from_json(s) for s in artifact.metadata["inputs"]], seed()))
+        runner.write_text(EDGEVIT_RUNNER)
+    env = {**python.environment(), "PYTHONHASHSEED": "0", "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return ["-cpu", cpu, "-L", str(python.root), str(python.root / "usr/bin/python3.11"), str(runner),
+            str(artifact.dir), str(inputs), str(warm), str(runs)], env
+
+
+def _require_qemu() -> None:
     if shutil.which(QEMU) is None:
         raise ToolMissingError(f"'{QEMU}' not found: apt-get install qemu-user (the static build cannot load "
                                "plugins)")
+
+
+def count_artifact(path: Path, cpus: list[str], warm: int, runs: int) -> list[dict]:
+    """Instructions per inference of one aarch64 artifact on each qemu CPU model."""
+    _require_qemu()
     python, plugin = emulation.prepare("aarch64"), build_plugin()
     rows = []
     with Artifact.open(path) as artifact, tempfile.TemporaryDirectory(prefix="edgevit-count-") as tmp:
-        if artifact.arch != "aarch64":
-            raise EdgevitError(f"{path} is built for {artifact.arch}: count aarch64 builds (--target rpi4)")
-        specs = [TensorSpec.from_json(s) for s in artifact.metadata["inputs"]]
-        inputs, runner = Path(tmp) / "inputs.npz", Path(tmp) / "run_edgevit.py"
-        np.savez(inputs, *random_inputs(specs, seed()))
-        runner.write_text(EDGEVIT_RUNNER)
-        env = {**python.environment(), "PYTHONHASHSEED": "0", "TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         for cpu in cpus:
-            counts = run_counted(["-cpu", cpu, "-L", str(python.root), str(python.root / "usr/bin/python3.11"),
-                                  str(runner), str(artifact.dir), str(inputs), str(warm), str(runs)], env, plugin,
-                                 Path(tmp), "the edgevit runtime")
+            command, env = _edgevit_command(artifact, python, cpu, Path(tmp), warm, runs)
+            counts = run_counted(command, env, plugin, Path(tmp), "the edgevit runtime")
             rows.append(make_row(str(path), artifact.metadata["model"]["name"], cpu, counts, warm, runs))
     return rows
 
@@ -285,20 +296,22 @@ counted(lambda: session.run(None, inputs), int(sys.argv[3]), int(sys.argv[4]))
 """
 
 
-def prepare_onnxruntime(python: emulation.EmulatedPython, cpu: str) -> tuple[Path, Path]:
-    """(aarch64 root whose /proc/cpuinfo describes ``cpu``, site-packages with onnxruntime's aarch64 wheel)."""
-    from importlib import metadata
-
-    if cpu not in CPUINFO:
-        raise EdgevitError(f"no /proc/cpuinfo known for {cpu}; known: {', '.join(CPUINFO)}")
-    version = metadata.version("onnxruntime")
-    site = cache_dir("emulation", f"onnxruntime-{version}-manylinux_2_28_aarch64")
+def _install_aarch64(site: Path, pins: list[str], platforms: tuple[str, ...]) -> Path:
+    """``pins`` (exact versions, no dependency resolution) as aarch64 wheels into ``site``, once."""
     if not (site / ".complete").exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                        "--upgrade", "--target", str(site), "--platform", "manylinux_2_28_aarch64",
-                        "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-                        f"onnxruntime=={version}"], check=True)
+                        "--upgrade", "--target", str(site), *(f"--platform={p}" for p in platforms),
+                        "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", *pins],
+                       check=True)
         (site / ".complete").touch()
+    return site
+
+
+def arm_root(python: emulation.EmulatedPython, cpu: str) -> Path:
+    """A hard-linked copy of the aarch64 root whose /proc/cpuinfo describes ``cpu`` (the peers pick their
+    kernels from it)."""
+    if cpu not in CPUINFO:
+        raise EdgevitError(f"no /proc/cpuinfo known for {cpu}; known: {', '.join(CPUINFO)}")
     root = cache_dir("emulation", f"root-{cpu}")
     if not (root / ".complete").exists():
         shutil.rmtree(root)
@@ -309,6 +322,17 @@ def prepare_onnxruntime(python: emulation.EmulatedPython, cpu: str) -> tuple[Pat
             f"processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
             f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 0\n\n")
         (root / ".complete").touch()
+    return root
+
+
+def prepare_onnxruntime(python: emulation.EmulatedPython, cpu: str) -> tuple[Path, Path]:
+    """(aarch64 root whose /proc/cpuinfo describes ``cpu``, site-packages with onnxruntime's aarch64 wheel)."""
+    from importlib import metadata
+
+    root = arm_root(python, cpu)
+    version = metadata.version("onnxruntime")
+    site = _install_aarch64(cache_dir("emulation", f"onnxruntime-{version}-manylinux_2_28_aarch64"),
+                            [f"onnxruntime=={version}"], ("manylinux_2_28_aarch64",))
     return root, site
 
 
@@ -360,13 +384,8 @@ def prepare_litert() -> Path:
     except metadata.PackageNotFoundError as exc:
         raise ToolMissingError(f"{exc.name} is not installed here: pip install -r tools/requirements.lock") from exc
     site = cache_dir("emulation", f"litert-{hashlib.sha256(' '.join(pins).encode()).hexdigest()[:12]}-aarch64")
-    if not (site / ".complete").exists():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                        "--upgrade", "--target", str(site), "--platform", "manylinux_2_27_aarch64", "--platform",
-                        "manylinux_2_28_aarch64", "--platform", "manylinux_2_17_aarch64", "--only-binary=:all:",
-                        "--python-version", "3.11", "--implementation", "cp", *pins], check=True)
-        (site / ".complete").touch()
-    return site
+    return _install_aarch64(site, pins, ("manylinux_2_27_aarch64", "manylinux_2_28_aarch64",
+                                         "manylinux_2_17_aarch64"))
 
 
 def count_litert(model: Path, cpus: list[str], warm: int, runs: int) -> list[dict]:
@@ -379,7 +398,7 @@ def count_litert(model: Path, cpus: list[str], warm: int, runs: int) -> list[dic
         runner = Path(tmp) / "run_litert.py"
         runner.write_text(LITERT_RUNNER)
         for cpu in cpus:
-            root, _ = prepare_onnxruntime(python, cpu)  # the root with an ARM /proc/cpuinfo
+            root = arm_root(python, cpu)
             env = {**python.environment(), "PYTHONPATH": str(site), "PYTHONHASHSEED": "0"}
             counts = run_counted(["-cpu", cpu, "-L", str(root), str(root / "usr/bin/python3.11"), str(runner),
                                   str(model.resolve()), str(seed()), str(warm), str(runs)], env, plugin, Path(tmp),
