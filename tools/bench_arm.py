@@ -64,9 +64,6 @@ def cached_count(kind: str, model: Path, cpus: list[str], runs: int, counter) ->
 
 def one_model(name: str, cpus: list[str], keep: Path, counter, runs: int, target: str = "rpi4") -> list[dict]:
     """Count edgevit, onnxruntime and LiteRT on one zoo model; one row per (runtime, cpu)."""
-    import timm
-    import torch
-
     model = load_model(name)
     artifact = keep / f"{name}-{target}.tar"
     if not artifact.exists():
@@ -74,9 +71,9 @@ def one_model(name: str, cpus: list[str], keep: Path, counter, runs: int, target
         compile_for_target(model, get_target(target), artifact, command="tools/bench_arm.py")
     rows = [dict(r, runtime="edgevit") for r in cached_count("edgevit", artifact, cpus, runs, counter)]
     rows += [dict(r, runtime="onnxruntime") for r in cached_count("onnxruntime", model.onnx_path, cpus, runs, counter)]
-    tflite = litert.tflite_path(name, timm.__version__, torch.__version__)
-    if tflite.exists():
-        rows += [dict(r, runtime="litert") for r in cached_count("litert", tflite, cpus, runs, counter)]
+    converted = litert.find_converted(name)
+    if converted:
+        rows += [dict(r, runtime="litert") for r in cached_count("litert", converted[0], cpus, runs, counter)]
     else:
         print(f"[bench_arm] {name}: LiteRT {litert.SETUP_HINT}", file=sys.stderr, flush=True)
     for row in rows:

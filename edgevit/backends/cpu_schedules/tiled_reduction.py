@@ -213,11 +213,12 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
     """
     stmt = sch.get(main)
     reduce = [iv for iv in stmt.iter_vars if iv.iter_type != tirx.IterVar.DataPar]
-    # The innermost reduction loop that does something (a 1x1 conv's ry and rx loops have extent 1).
-    above = sch.get_loops(main)[:-n_inner]
-    step = next((loop for loop in reversed(above) if extent_of(sch, loop) != 1), above[-1])
-    length = extent_of(sch, step)
-    if not reduce or not length:
+    # The innermost reduction loop that does something (a 1x1 conv's ry and rx loops have extent 1); the
+    # reduction loops are the ones right above the tile's.
+    reduction_loops = sch.get_loops(main)[:-n_inner][-len(reduce):] if reduce else []
+    step = next((loop for loop in reversed(reduction_loops) if extent_of(sch, loop) != 1), None)
+    length = extent_of(sch, step) if step is not None else None
+    if not length:
         return first_reduce
     outer = None
     if length <= info.lanes:
