@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,6 @@ class RunResult:
     outputs: list[np.ndarray]
     seconds: list[float]
     comparison: object | None = None  # reference.Comparison or the int8 rule's result
-    extra: dict = field(default_factory=dict)
 
     def to_json(self, artifact: str) -> dict:
         """The ``--json`` report."""
