@@ -235,9 +235,9 @@ class _Rewriter(PyExprMutator):
                 y = relax.op.reshape(relax.op.strided_slice(self.builder_.emit(y), axes=[2], begin=[0],
                                                             end=[oh * ow]), (1, f, oh, ow))
             return y
-        # The int8 operands are multiplied as int16 (exact): NEON then multiplies-and-accumulates int16 lanes into
-        # int32 in one instruction (smlal, XNNPACK's int8 path on cores without sdot); int8 operands took a widening
-        # step per operand: mobilevit_xxs for rpi4 348.0 -> 314.7 M instructions, host time unchanged.
+        # Where no kernel of ``int8_kernels`` fits (or the CPU has none), the int8 operands are multiplied as int16
+        # (exact): NEON then multiplies-and-accumulates int16 lanes into int32 in one instruction (smlal); int8
+        # operands took a widening step per operand: mobilevit_xxs for rpi4 348.0 -> 314.7 M instructions.
         xq = self.builder_.emit(relax.op.astype(self.visit_expr(xq), "int16"))
         weights_const = wq.astype(np.int16)
         if is_op(kernel, "relax.nn.conv2d"):

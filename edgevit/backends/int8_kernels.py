@@ -1,5 +1,6 @@
 """int8 dot-product kernels: convolutions (groups 1) and matmuls by constant weights on the CPU's dot-product
-instructions (x86 VNNI ``vpdpbusd``, aarch64 ``sdot``), chosen per target from :data:`DOT_KERNELS`.
+instructions (x86 VNNI ``vpdpbusd``, aarch64 ``sdot``) or, on aarch64 cores without them (Cortex-A53/A72), on
+widening NEON multiplies (``smull``/``smlal``/``sadalp``), chosen per target from :data:`DOT_KERNELS`.
 
 Every kernel is one multiply-accumulate shape, the one the instructions compute: ``lanes`` int32 accumulators,
 each adding a 4-long dot product of a broadcast operand ``A[0:4]`` with its own row of ``B[lane, 0:4]``:
@@ -10,6 +11,9 @@ each adding a 4-long dot product of a broadcast operand ``A[0:4]`` with its own 
   NCHW, so the requantizing epilogue stores whole vectors of pixels.
 - **matmul** by a constant: lanes are output features. ``A`` = 4 consecutive values of an activation row,
   ``B`` = the weights packed at compile time as ``[K/4, N, 4]``.
+
+The NEON kernel takes two such k-blocks per call and keeps 2 int32 partial sums per output (``partials``),
+added in the epilogue: that is how ``sadalp`` accumulates without a horizontal add per call.
 
 x86's ``vpdpbusd`` multiplies unsigned by signed bytes. The activations are shifted by +128 into uint8 (as
 onnxruntime and oneDNN do) and ``128 Σw`` is folded into the per-channel int32 constant. For the conv, where
@@ -97,8 +101,82 @@ def _sdot_impl():
     return impl
 
 
+def _pair_desc():
+    """What the NEON widening intrinsic computes: 4 outputs x 8 k, each output kept as 2 int32 partial sums
+    ``C[2i + j]`` over the k with ``k % 4 // 2 == j`` (their sum is the dot product). ``B`` is two k-blocks of
+    the ``[K/4, lanes, 4]`` packing, a row apart."""
+    stride = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:8], B[0:2, 0:4, 0:4])
+            T.writes(C[0:8])
+            for i, j, r, k in T.grid(4, 2, 2, 2):
+                with T.sblock("update"):
+                    vi, vj, vr, vk = T.axis.remap("SSRR", [i, j, r, k])
+                    C[vi * 2 + vj] = C[vi * 2 + vj] + T.Cast("int32", A[vr * 4 + vj * 2 + vk]) \
+                        * T.Cast("int32", B[vr, vi, vj * 2 + vk])
+
+    return desc
+
+
+def _pair_impl(pair_sums: bool):
+    """NEON without dot products (Cortex-A53/A72), as gemmlowp/ruy/XNNPACK do it: ``smull`` multiplies 8 int8
+    pairs into int16, ``smlal`` adds the 8 products of the next k-block to them (two products summed in int16:
+    exact while no pair of operands is both -128, i.e. weights in [-127, 127]), ``sadalp`` adds neighbouring
+    int16 lanes into the int32 partial sums. 32 multiply-adds in 6 instructions. Without ``pair_sums`` each
+    product is widened on its own (``smull`` + ``sadalp``, 8 instructions): exact for any int8 operands."""
+    stride = T.int32()
+    smull, saddlp = "llvm.aarch64.neon.smull.v8i16", "llvm.aarch64.neon.saddlp.v4i32.v8i16"
+
+    def product(a, b):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(smull), a, b, dtype="int16x8")
+
+    def widen(x):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(saddlp), x, dtype="int32x4")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:8], B[0:2, 0:4, 0:4])
+            T.writes(C[0:8])
+            # the 4 weights of each k-block, repeated: one 32-bit broadcast (ld1r)
+            a0 = T.vectorlow(T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
+                                           dtype="int8x16"), dtype="int8x8")
+            a1 = T.vectorlow(T.reinterpret(T.broadcast(T.reinterpret(A.vload([4], "int8x4"), dtype="int32"), 4),
+                                           dtype="int8x16"), dtype="int8x8")
+            b0 = B.vload([0, 0, 0], "int8x16")
+            b1 = B.vload([1, 0, 0], "int8x16")
+            if pair_sums:
+                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + widen(
+                    product(a0, T.vectorlow(b0, dtype="int8x8")) + product(a1, T.vectorlow(b1, dtype="int8x8")))
+                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + widen(
+                    product(a0, T.vectorhigh(b0, dtype="int8x8")) + product(a1, T.vectorhigh(b1, dtype="int8x8")))
+            else:
+                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") \
+                    + widen(product(a0, T.vectorlow(b0, dtype="int8x8"))) \
+                    + widen(product(a1, T.vectorlow(b1, dtype="int8x8")))
+                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") \
+                    + widen(product(a0, T.vectorhigh(b0, dtype="int8x8"))) \
+                    + widen(product(a1, T.vectorhigh(b1, dtype="int8x8")))
+
+    return impl
+
+
 def _register(name: str, lanes: int, a_dtype: str, b_dtype: str, impl) -> str:
     TensorIntrin.register(name, _dot_desc(lanes, a_dtype, b_dtype), impl, override=True)
+    return name
+
+
+def _register_pair(name: str, impl) -> str:
+    TensorIntrin.register(name, _pair_desc(), impl, override=True)
     return name
 
 
@@ -113,6 +191,13 @@ class DotKernel:
     conv_intrin: str          # signed weights broadcast, activations in lanes
     matmul_intrin: str        # activations broadcast, signed weights in lanes
     accumulators: int         # accumulator registers of a register tile (the rest hold operands)
+    partials: int = 1         # int32 partial sums per output (over disjoint k), added in the epilogue
+    exact_intrin: str = ""    # for operands that may both be -128 (pair sums overflow int16); "": all exact
+
+    @property
+    def depth(self) -> int:
+        """k per intrinsic call: 4, or two k-blocks of 4 for partial sums over pairs of k-blocks."""
+        return 4 * self.partials
 
 
 def _vnni_kernel() -> DotKernel:
@@ -129,9 +214,16 @@ def _sdot_kernel() -> DotKernel:
     return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24)
 
 
-#: Instruction sets with an int8 dot-product kernel, best first; a target takes the first whose LLVM feature
-#: its mcpu/mattr has. Cores with neither (Cortex-A72) keep the widening int16 kernels of ``edgevit.backends.int8``.
-DOT_KERNELS = [("avx512vnni", _vnni_kernel), ("dotprod", _sdot_kernel)]
+def _neon_kernel() -> DotKernel:
+    pairs = _register_pair("edgevit_neon_4x8_s8s8_smlal", _pair_impl(True))
+    return DotKernel("neon", "neon", 4, 0, pairs, pairs, 16, partials=2,
+                     exact_intrin=_register_pair("edgevit_neon_4x8_s8s8_smull", _pair_impl(False)))
+
+
+#: Instruction sets with an int8 kernel, best first; a target takes the first whose LLVM feature its
+#: mcpu/mattr has. ``neon`` (Cortex-A53/A72: no dot product) widens to int16 (``smull``/``smlal``/``sadalp``).
+#: Other CPUs keep the widening int16 kernels of ``edgevit.backends.int8``.
+DOT_KERNELS = [("avx512vnni", _vnni_kernel), ("dotprod", _sdot_kernel), ("neon", _neon_kernel)]
 
 
 def dot_kernel_for(target) -> DotKernel | None:
@@ -149,11 +241,12 @@ def _ceil4(n: int) -> int:
 
 
 def pack_conv_input(data: te.Tensor, kh: int, kw: int, strides, dilation, shift: int, dtype: str,
-                    pixels: int = 0) -> te.Tensor:
+                    pixels: int = 0, rows: int = 0) -> te.Tensor:
     """Pack an already padded NCHW int8 input (channels a multiple of 4) as ``[kh*kw*C/4, OH*OW, 4]``: row
     ``(ry*kw + rx)*C/4 + c/4`` holds, for every output pixel, input channels ``c..c+3`` at kernel tap (ry, rx)
     (plus ``shift``, stored as ``dtype``). For a 1x1 conv this only interleaves 4 channels. ``pixels`` > OH*OW
-    pads the pixel axis to whole vectors (repeating the last pixel: those outputs are cropped)."""
+    pads the pixel axis to whole vectors (repeating the last pixel: those outputs are cropped); ``rows`` >
+    kh*kw*C/4 adds rows repeating the last one (their weights are zero)."""
     _, c, h, w = (int(d) for d in data.shape)
     (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
     oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
@@ -161,6 +254,8 @@ def pack_conv_input(data: te.Tensor, kh: int, kw: int, strides, dilation, shift:
     padded = max(pixels, oh * ow)
 
     def value(kb, p, kk):
+        if rows > kh * kw * cb:
+            kb = te.min(kb, kh * kw * cb - 1)
         tap, channel = kb // cb, (kb % cb) * 4 + kk
         if padded != oh * ow:
             p = te.min(p, oh * ow - 1)
@@ -168,43 +263,89 @@ def pack_conv_input(data: te.Tensor, kh: int, kw: int, strides, dilation, shift:
         return (data[0, channel, y, x].astype("int32") + shift).astype(dtype)
 
     # The output width lets the schedule iterate over rows and columns instead of dividing the pixel index.
-    return te.compute((kh * kw * cb, padded, 4), value, name="int8_pack_conv_input",
+    return te.compute((max(rows, kh * kw * cb), padded, 4), value, name="int8_pack_conv_input",
                       attrs={"out_width": ow if padded == oh * ow else 0, "taps": kh * kw})
 
 
-def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: int) -> te.Tensor:
+def _sum_partials(part: te.Tensor, shape, index) -> te.Tensor:
+    """``out[idx] = Σ_j part[index(idx), j]``: the partial sums of :func:`conv_dot`/:func:`matmul_dot` added."""
+    partials = int(part.shape[-1])
+
+    def total(*idx):
+        where = index(*idx)
+        value = part[(*where, 0)]
+        for j in range(1, partials):
+            value = value + part[(*where, j)]
+        return value
+
+    return te.compute(shape, total, name="int8_partial_sums")
+
+
+def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: int, partials: int = 1,
+             pair_sums: bool = True) -> te.Tensor:
     """``out[0, f, y, x] = Σ_k weight[f, k] · packed[k/4, y*OW + x, k%4]`` in int32 (weights first: the
-    broadcast operand)."""
+    broadcast operand).
+
+    With ``partials`` > 1 the reduction block computes ``partials`` sums per output pixel (``[1, F, pixels,
+    partials]``, over the k with ``k % 4 // (4/partials) == j``) and a second block adds them. ``pair_sums``
+    (annotated on the block) says whether the kernel may add two products in int16: no weight is -128."""
     kb, pixels, _ = (int(d) for d in packed.shape)
     f = int(weight.shape[0])
+    flat = pixels != out_height * out_width  # pixels padded to whole vectors: ``[1, F, pixels]``, cropped later
+    attrs = {"out_width": 0 if flat else out_width, "int16_pair_sums": int(pair_sums)}
+    if partials > 1:
+        step = 4 // partials
+        rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, step), "rk")
+        part = te.compute(
+            (1, f, pixels, partials),
+            lambda n, ff, p, j: te.sum(weight[ff, rb * 4 + j * step + rk].astype("int32")
+                                       * packed[rb, p, j * step + rk].astype("int32"), axis=[rb, rk]),
+            name="int8_dot_conv", attrs=attrs)
+        if flat:
+            return _sum_partials(part, (1, f, pixels), lambda n, ff, p: (n, ff, p))
+        return _sum_partials(part, (1, f, out_height, out_width),
+                             lambda n, ff, y, x: (n, ff, y * out_width + x))
     rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
-    if pixels != out_height * out_width:  # pixels padded to whole vectors: ``[1, F, pixels]``, cropped later
+    if flat:
         return te.compute(
             (1, f, pixels),
             lambda n, ff, p: te.sum(weight[ff, rb * 4 + rk].astype("int32") * packed[rb, p, rk].astype("int32"),
                                     axis=[rb, rk]),
-            name="int8_dot_conv")
+            name="int8_dot_conv", attrs=attrs)
     return te.compute(
         (1, f, out_height, out_width),
         lambda n, ff, y, x: te.sum(weight[ff, rb * 4 + rk].astype("int32")
                                    * packed[rb, y * out_width + x, rk].astype("int32"), axis=[rb, rk]),
-        name="int8_dot_conv")
+        name="int8_dot_conv", attrs=attrs)
 
 
-def matmul_dot(data: te.Tensor, packed_weight: te.Tensor) -> te.Tensor:
+def matmul_dot(data: te.Tensor, packed_weight: te.Tensor, partials: int = 1, pair_sums: bool = True) -> te.Tensor:
     """``out[..., m, n] = Σ_k data[..., m, k] · packed_weight[..., k/4, n, k%4]`` in int32 (activations first).
 
     ``packed_weight`` is a constant ``[K/4, N, 4]`` or, for a product of two activations, the right-hand one
-    packed at run time with the same batch dimensions as ``data`` (:func:`pack_matmul_operand`)."""
+    packed at run time with the same batch dimensions as ``data`` (:func:`pack_matmul_operand`). ``partials``
+    and ``pair_sums`` as in :func:`conv_dot`."""
     kb, n, _ = (int(d) for d in packed_weight.shape[-3:])
     batched = len(packed_weight.shape) > 3
+    attrs = {"int16_pair_sums": int(pair_sums)}
+    if partials > 1:
+        step = 4 // partials
+        rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, step), "rk")
+        part = te.compute(
+            (*data.shape[:-1], n, partials),
+            lambda *idx: te.sum(
+                data[(*idx[:-3], idx[-3], rb * 4 + idx[-1] * step + rk)].astype("int32")
+                * packed_weight[(*(idx[:-3] if batched else ()), rb, idx[-2], idx[-1] * step + rk)].astype("int32"),
+                axis=[rb, rk]),
+            name="int8_dot_matmul", attrs=attrs)
+        return _sum_partials(part, (*data.shape[:-1], n), lambda *idx: idx)
     rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
     return te.compute(
         (*data.shape[:-1], n),
         lambda *idx: te.sum(data[(*idx[:-1], rb * 4 + rk)].astype("int32")
                             * packed_weight[(*(idx[:-2] if batched else ()), rb, idx[-1], rk)].astype("int32"),
                             axis=[rb, rk]),
-        name="int8_dot_matmul")
+        name="int8_dot_matmul", attrs=attrs)
 
 
 def pack_matmul_operand(data: te.Tensor) -> te.Tensor:
@@ -220,15 +361,18 @@ def shift_to_unsigned(data: te.Tensor, shift: int) -> te.Tensor:
                       name="int8_shift_to_unsigned")
 
 
-def conv_weights(wq, cp: int):
+def conv_weights(wq, cp: int, depth: int = 4):
     """OIHW int8 weights as the ``[F, kh*kw*Cp]`` matrix :func:`pack_conv_input`'s rows multiply (input channels
-    zero-padded to ``cp``, innermost)."""
+    zero-padded to ``cp``, innermost; then zero columns up to a multiple of ``depth``)."""
     import numpy as np
 
     f, c, kh, kw = wq.shape
     padded = np.zeros((f, cp, kh, kw), np.int8)
     padded[:, :c] = wq
-    return np.ascontiguousarray(padded.transpose(0, 2, 3, 1).reshape(f, kh * kw * cp))
+    k = kh * kw * cp
+    matrix = np.zeros((f, -(-k // depth) * depth), np.int8)
+    matrix[:, :k] = padded.transpose(0, 2, 3, 1).reshape(f, k)
+    return matrix
 
 
 def matmul_weights(wq):
@@ -258,25 +402,27 @@ def emit_conv(builder, dot: DotKernel, xq, wq, zx: int, strides, padding, dilati
     if top or left or bottom or right or cp != channels:
         # padding (and the channels up to a multiple of 4) hold the zero point: float zero
         xq = builder.emit(relax.op.nn.pad(xq, [0, 0, 0, cp - channels, top, bottom, left, right], pad_value=float(zx)))
+    weights = conv_weights(wq, cp, dot.depth)
     packed = builder.emit_te(pack_conv_input, xq, wq.shape[2], wq.shape[3], strides, dilation, dot.shift,
-                             "uint8" if dot.shift else "int8", pixels, primfunc_name_hint="int8_pack_conv_input")
-    return builder.call_te(conv_dot, packed, relax.const(conv_weights(wq, cp)), oh, ow,
+                             "uint8" if dot.shift else "int8", pixels, weights.shape[1] // 4,
+                             primfunc_name_hint="int8_pack_conv_input")
+    return builder.call_te(conv_dot, packed, relax.const(weights), oh, ow, dot.partials, _pair_sums_fit(dot, wq),
                            primfunc_name_hint=f"int8_dot_conv_{dot.isa}")
 
 
 def emit_matmul(builder, dot: DotKernel, xq, wq):
     """Emit ``xq @ wq`` (int8 activations ``[..., M, K]``, constant int8 ``[K, N]``) on ``dot``'s instruction.
 
-    Returns the int32 accumulator ``Σ (xq + dot.shift) · wq``, or None when K is no multiple of 4 or N no
-    whole vectors."""
+    Returns the int32 accumulator ``Σ (xq + dot.shift) · wq``, or None when K is no multiple of the kernel's
+    depth or N no whole vectors."""
     from tvm import relax
 
     k, n = wq.shape
-    if k % 4 or n % dot.lanes:
+    if k % dot.depth or n % dot.lanes:
         return None
     if dot.shift:
         xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
-    return builder.call_te(matmul_dot, xq, relax.const(matmul_weights(wq)),
+    return builder.call_te(matmul_dot, xq, relax.const(matmul_weights(wq)), dot.partials, _pair_sums_fit(dot, wq),
                            primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
 
 
@@ -286,12 +432,21 @@ def emit_activation_matmul(builder, dot: DotKernel, xq, yq):
     None when the shapes do not fit (K no multiple of 4, N no whole vectors, batch dimensions differing)."""
     x_shape, y_shape = [int(d) for d in xq.ty.shape], [int(d) for d in yq.ty.shape]
     if len(x_shape) != len(y_shape) or x_shape[:-2] != y_shape[:-2] or x_shape[-1] != y_shape[-2] \
-            or x_shape[-1] % 4 or y_shape[-1] % dot.lanes:
+            or x_shape[-1] % dot.depth or y_shape[-1] % dot.lanes:
         return None
     packed = builder.emit_te(pack_matmul_operand, yq, primfunc_name_hint="int8_pack_matmul_operand")
     if dot.shift:
         xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
-    return builder.call_te(matmul_dot, xq, packed, primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
+    # both operands are activations: either may be -128, so no int16 pair sums
+    return builder.call_te(matmul_dot, xq, packed, dot.partials, not dot.exact_intrin,
+                           primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
+
+
+def _pair_sums_fit(dot: DotKernel, wq) -> bool:
+    """Whether ``dot`` may add two products in int16 for constant weights ``wq``: none of them is -128 (then
+    |a·w + a'·w'| <= 2·128·127 < 2^15 for any int8 activations a, a'). onnxruntime's symmetric int8 weights
+    are in [-127, 127]; a model with -128 weights gets the exact kernel."""
+    return not dot.exact_intrin or int(wq.min()) > -128
 
 
 def _pick_tile(rows: int, vectors: int, budget: int) -> tuple[int, int]:
@@ -338,21 +493,30 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     consumers = sch.get_consumers(sch.get_sblock(name))
     if len(consumers) != 1:
         return None
-    if conv and len(sch.get(sch.get_sblock(name)).iter_vars) == 6:  # NCHW output (not padded pixels)
+    if conv and int(sch.get(sch.get_sblock(name)).annotations["out_width"]):  # NCHW output (not padded pixels)
         # after inlining: the epilogue block that remains must iterate over pixels too
-        _flatten_conv_pixels(sch, sch.get_sblock(name))
+        _flatten_conv_pixels(sch, sch.get_sblock(name), kernel.partials == 1)
         consumers = sch.get_consumers(sch.get_sblock(name))
     epilogue = consumers[0]
     dot = sch.get_sblock(name)
+    if kernel.partials > 1:  # an output's partial sums side by side: the intrinsic's accumulator vectors
+        sch.transform_layout(dot, ("write", 0), tirx.IndexMap.from_func(
+            lambda *v: [*v[:-2], v[-2] * kernel.partials + v[-1]], ndim=len(sch.get(dot).writes[0].region)))
+    intrin = kernel.conv_intrin if conv else kernel.matmul_intrin
+    if not int(sch.get(dot).annotations["int16_pair_sums"]):
+        intrin = kernel.exact_intrin or intrin
     loops = sch.get_loops(dot)
-    *lead, rows_loop, cols_loop, rb, rk = loops
+    partial = loops[-3:-2] if kernel.partials > 1 else []  # the loop over an output's partial sums
+    *lead, rows_loop, cols_loop = loops[:-2 - len(partial)]
+    rb, rk = loops[-2:]
     rows, cols = int(sch.get(rows_loop).extent), int(sch.get(cols_loop).extent)
-    if cols % kernel.lanes:
+    if cols % kernel.lanes or int(sch.get(rb).extent) % (kernel.depth // 4):
         return None
-    tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators)
+    tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators // kernel.partials)
     ro, ri = sch.split(rows_loop, [None, tile_rows])
     co, cv, cl = sch.split(cols_loop, [None, tile_vectors, kernel.lanes])
-    sch.reorder(*lead, ro, co, rb, ri, cv, cl, rk)
+    rbo, *rbi = sch.split(rb, [None, kernel.depth // 4]) if kernel.depth > 4 else [rb]  # k-blocks per call
+    sch.reorder(*lead, ro, co, rbo, ri, cv, cl, *partial, *rbi, rk)
     sch.reverse_compute_at(epilogue, co, preserve_unit_loops=False)
     info = CpuInfo.of(target)
     run_in_parallel(sch, [*lead, ro], info)  # before tensorizing: TVM cannot parallelise over the tensorized block
@@ -360,9 +524,10 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     if own:
         sch.vectorize(own[-1])
     sch.set_scope(dot, 0, "local")
-    init = sch.decompose_reduction(dot, rb)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(cl, kernel.conv_intrin if conv else kernel.matmul_intrin)
+    init = sch.decompose_reduction(dot, rbo)
+    init_loops = sch.get_loops(init)[-1 - len(partial):]
+    sch.vectorize(sch.fuse(*init_loops) if partial else init_loops[0])
+    sch.tensorize(cl, intrin)
     sch.unroll(ri)
     sch.unroll(cv)
     for block_name in prologue:
@@ -370,14 +535,15 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     return sch
 
 
-def _flatten_conv_pixels(sch: Schedule, dot) -> None:
-    """Iterate the conv block (and its epilogue) over output pixels ``y * OW + x``, the packed input's axis."""
-    stmt = sch.get(dot)
-    width = int(stmt.iter_vars[3].dom.extent)
-    sch.transform_layout(dot, ("write", 0), tirx.IndexMap.from_func(
-        lambda n, f, y, x: [n, f, y * width + x], ndim=4))
-    sch.transform_block_layout(dot, tirx.IndexMap.from_func(
-        lambda n, f, y, x, rb, rk: [n, f, y * width + x, rb, rk], ndim=6))
+def _flatten_conv_pixels(sch: Schedule, dot, nchw: bool) -> None:
+    """Iterate the conv block (``nchw``: unless it writes partial sums over pixels already) and its epilogue
+    over output pixels ``y * OW + x``, the packed input's axis."""
+    width = int(sch.get(dot).annotations["out_width"])
+    if nchw:
+        sch.transform_layout(dot, ("write", 0), tirx.IndexMap.from_func(
+            lambda n, f, y, x: [n, f, y * width + x], ndim=4))
+        sch.transform_block_layout(dot, tirx.IndexMap.from_func(
+            lambda n, f, y, x, rb, rk: [n, f, y * width + x, rb, rk], ndim=6))
     for consumer in sch.get_consumers(dot):
         sch.transform_block_layout(consumer, tirx.IndexMap.from_func(
             lambda *v: [*v[:-2], v[-2] * width + v[-1]], ndim=len(sch.get(consumer).iter_vars)))

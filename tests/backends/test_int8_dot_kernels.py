@@ -127,8 +127,94 @@ def test_kernel_choice_is_by_cpu_feature():
         kernel = dot_kernel_for(tvm_compiler.make_target(get_target(name).require_cpu().tvm))
         return kernel.isa if kernel else None
     assert choice("rpi5") == "sdot"          # Cortex-A76, +dotprod
-    assert choice("rpi4") is None            # Cortex-A72: no dot product, keeps the int16 kernels
-    assert choice("zcu102") is None          # Cortex-A53
+    assert choice("rpi4") == "neon"          # Cortex-A72: no dot product, smull/smlal/sadalp
+    assert choice("zcu102") == "neon"        # Cortex-A53
+
+
+_QEMU_SCRIPT = """
+import sys
+import numpy as np
+import tvm
+from tvm.runtime import vm
+for library, x, out in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
+    machine = vm.VirtualMachine(tvm.runtime.load_module(library), tvm.runtime.cpu())
+    np.save(out, machine["main"](tvm.runtime.tensor(np.load(x))).numpy())
+"""
+
+
+def _run_on_rpi4_under_qemu(modules, inputs, tmp_path):
+    """Build Relax modules for rpi4 and run each on its input under qemu (one emulated Python for all): the
+    outputs and the disassembly of every library."""
+    from edgevit import emulation
+
+    cpu = get_target("rpi4").require_cpu()
+    python = emulation.prepare("aarch64")
+    args, disassembly = [], []
+    for i, (mod, x) in enumerate(zip(modules, inputs)):
+        library = tmp_path / f"kernel{i}.so"
+        tvm_compiler.export_library(tvm_compiler.build(mod, cpu), cpu, library)
+        disassembly.append(subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(library)], check=True,
+                                          capture_output=True, text=True).stdout)
+        np.save(tmp_path / f"x{i}.npy", x)
+        args += [str(library), str(tmp_path / f"x{i}.npy"), str(tmp_path / f"out{i}.npy")]
+    (tmp_path / "run.py").write_text(_QEMU_SCRIPT)
+    subprocess.run(python.command(str(tmp_path / "run.py"), *args), check=True, env=python.environment(),
+                   timeout=900)
+    return [np.load(tmp_path / f"out{i}.npy") for i in range(len(modules))], disassembly
+
+
+def _activation_matmul_module(x_shape, y_shape, dot):
+    from edgevit.backends.int8_kernels import emit_activation_matmul
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            # the right-hand operand: the same values as the left, transposed (both may hold -128)
+            y = bb.emit(relax.op.permute_dims(x, [0, 2, 1]))
+            acc = emit_activation_matmul(bb, dot, x, y)
+            assert acc is not None
+            out = bb.emit_output(bb.emit(acc))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.qemu
+def test_neon_kernels_for_rpi4_match_numpy_under_qemu(tmp_path):
+    """The Cortex-A72 kernels (int16 pair sums: ``smull``/``smlal``/``sadalp``) agree bit-exactly with numpy's
+    int32 results under qemu: every conv of :data:`CONVS` (3x3 with 3 channels: an odd number of k-blocks),
+    matmuls by constant weights in [-127, 127] with activations at -128 (the largest pair sums, 2·128·127) and
+    by weights holding -128 (the exact ``smull``-only kernel), and a product of two activations full of -128
+    (where pair sums would overflow int16)."""
+    dot = dot_kernel_for(tvm_compiler.make_target(get_target("rpi4").require_cpu().tvm))
+    assert dot.isa == "neon" and dot.exact_intrin
+    rng = np.random.default_rng(11)
+    modules, inputs, expected = [], [], []
+    for x_shape, w_shape, strides, padding, dilation in CONVS:
+        xq, wq, zx = _random_int8(rng, x_shape), _random_int8(rng, w_shape, -127), -7
+        reference = conv_reference(xq, wq, strides, padding, dilation, zx)
+        modules.append(_conv_module(x_shape, wq, strides, padding, dilation, zx, dot, reference.shape[2:]))
+        inputs.append(xq)
+        expected.append(reference)
+    extremes = np.full((2, 12, 24), -128, np.int8)
+    extremes[1] = _random_int8(rng, (12, 24))
+    for wq in (np.where(rng.random((24, 32)) < 0.5, -127, 127).astype(np.int8),   # largest int16 pair sums
+               _random_int8(rng, (24, 32))):                                       # -128 weights: exact kernel
+        wq[0, :4] = -128 if wq.min() == -128 else wq[0, :4]
+        modules.append(_matmul_module(extremes.shape, wq, dot))
+        inputs.append(extremes)
+        expected.append(extremes.astype(np.int64) @ wq.astype(np.int64))
+    modules.append(_activation_matmul_module(extremes.shape, extremes.shape[::-1], dot))
+    inputs.append(extremes)
+    expected.append(extremes.astype(np.int64) @ extremes.astype(np.int64).transpose(0, 2, 1))
+    outputs, disassembly = _run_on_rpi4_under_qemu(modules, inputs, tmp_path)
+    for got, want in zip(outputs, expected):
+        if got.ndim == 3 and want.ndim == 4:  # conv pixels padded to whole vectors
+            got = got[:, :, :want.shape[2] * want.shape[3]].reshape(want.shape)
+        np.testing.assert_array_equal(got, want)
+    assert all("sadalp" in text or "saddlp" in text for text in disassembly)
+    assert "smlal" in disassembly[1] and "sadalp" in disassembly[1]  # the 3x3 conv: 10 k-blocks
+    assert "smlal" not in disassembly[-1]  # -128 x -128 twice would overflow an int16 pair sum
 
 
 @pytest.mark.qemu

@@ -35,6 +35,8 @@ def test_quantize_compile_run_verify(capsys, cnn, tmp_path):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     weight = next(t for t in onnx.load(str(tmp_path / "cnn_int8.onnx")).graph.initializer if t.name == "w_quantized")
     assert weight.data_type == onnx.TensorProto.INT8 and len(weight.dims) == 4
+    # symmetric weights stay in [-127, 127]: the Cortex-A72 kernels add two int8 products in int16
+    assert onnx.numpy_helper.to_array(weight).min() >= -127
     code, _, err = run_cli(capsys, "compile", tmp_path / "cnn_int8.onnx", "-o", tmp_path / "cnn_int8.tar")
     assert code == 0, err
     code, out, err = run_cli(capsys, "run", tmp_path / "cnn_int8.tar", "--verify", "--json")
