@@ -147,11 +147,10 @@ def _pair_impl(pair_sums: bool):
         with T.sblock("root"):
             T.reads(C[0:8], A[0:8], B[0:2, 0:4, 0:4])
             T.writes(C[0:8])
-            # the 4 weights of each k-block, repeated: one 32-bit broadcast (ld1r)
-            a0 = T.vectorlow(T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
-                                           dtype="int8x16"), dtype="int8x8")
-            a1 = T.vectorlow(T.reinterpret(T.broadcast(T.reinterpret(A.vload([4], "int8x4"), dtype="int32"), 4),
-                                           dtype="int8x16"), dtype="int8x8")
+            # the 8 weights in one load; each k-block's 4 repeated (dup by lane)
+            words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
+            a0 = T.reinterpret(T.Shuffle([words], [0, 0]), dtype="int8x8")
+            a1 = T.reinterpret(T.Shuffle([words], [1, 1]), dtype="int8x8")
             b0 = B.vload([0, 0, 0], "int8x16")
             b1 = B.vload([1, 0, 0], "int8x16")
             if pair_sums:
