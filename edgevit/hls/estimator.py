@@ -31,8 +31,10 @@ Cycles (what the C++ does, loop by loop):
 * **Attention unit** (``attention.h``): per head one pass reading Q, K and V (three words a step, ``II = 3``),
   the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising
   and writing the outputs.
-* LayerNorm (gamma and beta read once per layer, then two passes per row), L2 norm, additive attention, data
-  movers, MoE copies: their pipelined loops at one word per cycle.
+* LayerNorm (gamma and beta read once per layer, then two passes per row), L2 norm (two passes per row) and
+  the pool mixer (per pixel a pass per window tap and one writing, each the most beats a row can span): ``LNL``
+  words a cycle (:func:`layernorm_lanes`). Additive attention, data movers, MoE copies: their pipelined
+  loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
 
@@ -44,8 +46,10 @@ Resources:
   attention ``ROWS * DHMAX`` for q.k and the rescale/accumulate multiplies of each row, ``WPB`` epilogues in
   the linear unit's pipelined write loop and ``LD`` in the depthwise unit's unrolled one.
 * BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
-  larger ones take BRAM18 halves (a BRAM18 is 1K x 18). Linear: input tile ``max(LI, WPB)`` banks, weight tile
-  ``LO * max(LI, WPB)`` banks (complete on rows, cyclic), result tile ``LO`` banks of ``TM`` 64-bit sums;
+  larger ones take BRAM18 halves in the aspect ratio that needs the fewest (1K x 18, 512 x 36, ...: a bank's
+  width counts, so a 64-bit bank takes two). Linear: input tile ``max(LI, WPB)`` banks, weight tile
+  ``ceil(LO / 2) * max(LI, WPB)`` banks of 32-bit words (the two rows of a pair share a word), result tile ``LO``
+  banks of ``TM`` 64-bit sums;
   depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
   and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and the
   rows' 64-bit sums (``NMAX x DHMAX`` in ``DHMAX`` banks). No ping-pong copies (the C++ has none).
@@ -75,7 +79,9 @@ from .ops import KINDS
 from .program import Program
 
 UTIL_LIMIT = 0.8
-BRAM18_BITS = 18 * 1024
+# BRAM18 aspect ratios (depth, width) (UG573 "Block RAM Summary"): 512 x 36 is the simple-dual-port mode (one
+# read and one write port), which is all a bank that one loop fills and another reads needs.
+BRAM18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 LUTRAM_BITS = 1024          # a bank this small is distributed RAM (64 x 1 per LUT6), not a block RAM
 AXI_LATENCY = 64            # UG1399: default m_axi latency Vitis HLS schedules for, in kernel cycles
 DEPTH_IO = 3                # pipeline depth of a load/store loop (address, m_axi read, BRAM write)
@@ -127,11 +133,16 @@ def _epilogue_dsp(family: str) -> int:
 
 
 def _memory(words: int, banks: int = 1, bits: int = WORD_BITS) -> tuple[int, int]:
-    """(BRAM36, LUT) of an array of ``words`` split into ``banks`` memories of ``bits``-bit words."""
-    per_bank = math.ceil(words / banks) * bits
-    if per_bank <= LUTRAM_BITS:
-        return 0, banks * math.ceil(per_bank / 64)
-    return math.ceil(banks * math.ceil(per_bank / BRAM18_BITS) / 2), 0
+    """(BRAM36, LUT) of an array of ``words`` split into ``banks`` memories of ``bits``-bit words.
+
+    A bank of more than ``LUTRAM_BITS`` takes BRAM18s in the aspect ratio that needs the fewest
+    (``BRAM18_SHAPES``): a 16-bit bank of up to 1K words one, a 32-bit one of up to 512 words one, a 64-bit one
+    of up to 512 words two (width counts, not only bits)."""
+    depth = math.ceil(words / banks)
+    if depth * bits <= LUTRAM_BITS:
+        return 0, banks * math.ceil(depth * bits / 64)
+    per_bank = min(math.ceil(depth / d) * math.ceil(bits / w) for d, w in BRAM18_SHAPES)
+    return math.ceil(banks * per_bank / 2), 0
 
 
 def _loop(trip: int, ii: int = 1, depth: int = DEPTH_IO, ddr: bool = True) -> int:
@@ -279,8 +290,10 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     banks = max(lanes.li, wpb)
     # per write-back lane: an LO:1 mux of 64-bit sums (16 LO LUT6), the residual/merge lane selects; per load
     # lane a write to any of the tile's banks
+    # weight rows in pairs, each bank a 32-bit word of two rows (linear.h)
+    pairs = math.ceil(lanes.lo / 2)
     add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
-        [(tm * kmax, banks), (lanes.lo * kmax, lanes.lo * banks), (tm * lanes.lo, lanes.lo, 64)])
+        [(tm * kmax, banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS), (tm * lanes.lo, lanes.lo, 64)])
     if "dwconv" in kinds:
         k = bound["KMAXDW"]
         add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,
@@ -295,15 +308,19 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         add(lanes.rows * per_row + norm, lanes.rows * (900 + 40 * 2 * dh),
             [(lanes.rows * nmax * dh, lanes.rows * dh)] * 2 + [(lanes.rows * qmax * dh, lanes.rows * dh),
                                                               (nmax * dh, dh, 64), (nmax, 1, 64)])
+    if "l2norm" in kinds:   # per LNL lane x^2 and x * rsqrt; the row on chip in WPB banks
+        lnl = layernorm_lanes(lanes.li, wpb)
+        add(lnl * (mul16 + dsp_per_multiply(_WORD, _TABLE, family)), 400 * lnl, [(bound["L2MAX"], wpb)])
     if kinds & {"l2norm", "additive"}:
         add(4 * dsp_per_multiply(_ACT, _TABLE, family), 800, [(bound["TMAX"], 1, 64), (bound["DMAX"], 1, 64)])
     if "moe_experts" in kinds:   # 64-bit accumulators, per-expert queues and the work list; scatter multiply
         mn, e = bound["MNMAX"], bound["EMAX"]
         add(dsp_per_multiply(_WORD, _WORD, family), 2000,
             [(mn * bound["MDMAX"], 1, 64), (e * mn, 1, 32), (e * mn, 1, 64), (3 * e * mn, 1, 32)])
-    if "pool_mixer" in kinds:   # sum * reciprocal, scale * mean; window sums and centre pixels of one pixel
-        add(dsp_per_multiply(_ACT, 26, family) + dsp_per_multiply(_WORD, 50, family), 600,
-            [(bound["PCMAX"], 1, 64)] * 2)
+    if "pool_mixer" in kinds:   # per LNL lane sum * reciprocal, scale * mean; a pixel's window sums, centre, scale
+        lnl = layernorm_lanes(lanes.li, wpb)
+        add(lnl * (dsp_per_multiply(_ACT, 26, family) + dsp_per_multiply(_WORD, 50, family)), 600 * lnl,
+            [(bound["PCMAX"], wpb, 64)] * 2 + [(bound["PCMAX"], wpb)])
     if "moe_route" in kinds:
         add(2 * dsp_per_multiply(_ACT, _TABLE, family), 500)
     if "layernorm" in kinds:   # per LNL lane x^2, (C x - S1) * rsqrt, gamma * xhat; row, gamma, beta in WPB banks
@@ -323,6 +340,10 @@ def fits(res: dict, fpga) -> bool:
 LANE_SPACE = {"li": (1, 2, 4, 8, 12, 16, 24, 32),
               "lo": (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256),
               "ld": (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), "rows": (1, 2, 4, 8, 16)}
+
+
+# Kinds whose cycles depend on LI (and LO): the linear unit and the units whose words a cycle are LNL.
+LI_KINDS = frozenset({"linear", "moe_experts", "layernorm", "l2norm", "pool_mixer"})
 
 
 def choose_lanes(prog: Program, fpga) -> Lanes:
@@ -348,7 +369,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
                                 if select(l.kind))
         return per_unit[key]
 
-    laned = {"linear", "moe_experts", "layernorm", "dwconv", "attention"}
+    laned = LI_KINDS | {"dwconv", "attention"}
     rest = unit_cycles(("rest",), base, lambda kind: kind not in laned)   # layers no lane changes
     scored = []
     for lanes in plans:
@@ -356,7 +377,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
         if not fits(res, fpga):
             continue
         cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo), Lanes(lanes.li, lanes.lo, 1, 1),
-                                     {"linear", "moe_experts", "layernorm"}.__contains__)
+                                     LI_KINDS.__contains__)
                   + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), "dwconv".__eq__)
                   + unit_cycles(("rows", lanes.rows), Lanes(1, 1, 1, lanes.rows), "attention".__eq__))
         scored.append((cycles, res["dsp"], lanes))

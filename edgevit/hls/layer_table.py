@@ -172,6 +172,7 @@ def unit_bounds(prog: Program) -> dict:
             "NMAX": most("attention", lambda l: ishape(l)[1]),
             "DHMAX": most("attention", lambda l: ishape(l)[2] // 3 // l.attrs["heads"]),
             "CMAX": most("layernorm", lambda l: ishape(l)[-1]),
+            "L2MAX": most("l2norm", lambda l: ishape(l)[-1]),
             "PCMAX": most("pool_mixer", lambda l: ishape(l)[-1]),
             "TMAX": most("additive", lambda l: np.prod(ishape(l)[:-1])),
             "DMAX": most("additive", lambda l: ishape(l)[-1]),

@@ -248,9 +248,19 @@ def _pool_mixer_fixed(prog, layer, env):
 
 
 def _pool_mixer_cost(u, layer, shape, oshape, lanes):
-    # one pipelined loop, a word a cycle: per pixel a pass over its channels per window tap, then one writing them
-    kk = layer.attrs["k"]
-    return 0, u.loop(int(np.prod(oshape)) * (kk * kk + 1)), 0
+    # the layer scale once into an on-chip copy (a word a cycle); then one pipelined loop: per pixel a pass over
+    # the beats of its channels per window tap and one writing them, each pass the most beats a row can span
+    # (rows start on beats when C is a multiple of WPB: arena tensors are aligned), LNL words a cycle
+    h, w, c = shape
+    kk, wpb = layer.attrs["k"], u.wpb
+    beats = c // wpb if c % wpb == 0 else (c + wpb - 2) // wpb + 1
+    scale = u.loop(c) if "scale" in layer.params else 0
+    return 0, scale + u.loop(h * w * (kk * kk + 1) * beats * (wpb // u.layernorm_lanes(lanes.li))), 0
+
+
+def _l2norm_cost(u, layer, shape, oshape, lanes):
+    # two passes per row over its beats, LNL words a cycle (as the layernorm)
+    return 0, 2 * _tokens(shape) * u.loop(u.beats(shape[-1]) * (u.wpb // u.layernorm_lanes(lanes.li))), 0
 
 
 def _additive_float(layer, env, stats):
@@ -430,7 +440,7 @@ KINDS = {
     "l2norm": LayerKind(
         11, lambda l, env, s: reference.l2_normalize(_x(l, env)),
         lambda p, l, env: golden.l2_normalize(_x(l, env), p.formats[l.output]), _rows_dims,
-        lambda u, l, sh, osh, lanes: (0, 2 * _tokens(sh) * u.loop(sh[-1]), 0), _trips(l2_rows=0, l2_channels=1)),
+        _l2norm_cost, _trips(l2_rows=0, l2_channels=1)),
     "additive": LayerKind(12, _additive_float, _additive_fixed, _rows_dims, _additive_cost,
                           _trips(additive_tokens=0, additive_dim=1)),
     "moe_route": LayerKind(

@@ -156,22 +156,32 @@ def test_unfold_fold_concat_avgpool(tmp_path):
     assert (envs[0]["f"] == envs[0]["input"]).all()
 
 
-@pytest.mark.parametrize("k,scaled", [(3, False), (3, True), (5, True)])
-def test_pool_mixer(tmp_path, k, scaled):
-    # with and without a layer scale; a 5x5 window covers most of the 5-row map (clipped counts at every edge)
-    h, w, c = 5, 7, 6
+@pytest.mark.parametrize("k,scaled,c,li", [(3, False, 6, 1), (3, True, 6, 1), (5, True, 6, 1), (3, True, 20, 8)])
+def test_pool_mixer(tmp_path, k, scaled, c, li):
+    # with and without a layer scale; a 5x5 window covers most of the 5-row map (clipped counts at every edge);
+    # LNL words a cycle follow the linear unit's LI (1 without one; 8 with a linear layer of LI = 8 after it:
+    # a beat a cycle, 20 channels so rows start anywhere in a beat)
+    h, w = 5, 7
     params = {"scale": _normal(c, scale=0.5)} if scaled else {}
-    prog = program([("pool_mixer", ["input"], "out", {"k": k}, params)], {"input": (h, w, c), "out": (h, w, c)})
+    layers = [("pool_mixer", ["input"], "out", {"k": k}, params)]
+    shapes = {"input": (h, w, c), "out": (h, w, c)}
+    if li > 1:
+        layers = [("pool_mixer", ["input"], "p", {"k": k}, params),
+                  ("linear", ["p"], "out", {"act": "none", "li": li}, {"w": _normal(4, c, scale=0.3)})]
+        shapes = {"input": (h, w, c), "p": (h, w, c), "out": (h, w, 4)}
+    prog = program(layers, shapes)
     mism, errs, _ = csim_vs_golden(prog, [_normal(h, w, c), np.full((h, w, c), 50.0)], tmp_path)
     print(f"pool mixer: mismatches {mism}, max error vs float {errs[0]:.2e}")
-    assert mism == 0 and errs[0] < 2e-3
+    assert mism == 0 and errs[0] < (2e-3 if li == 1 else 0.05)
 
 
-def test_additive_attention(tmp_path):
+@pytest.mark.parametrize("li", [3, 8])
+def test_additive_attention(tmp_path, li):
+    # the L2 norms move LNL = 2 or 8 words a cycle (LI 3 or 8); 12 channels, so rows start anywhere in a beat
     t, d = 20, 12
     prog = program([
         ("l2norm", ["input"], "qn", {}, {}),
-        ("linear", ["input"], "k", {"act": "none"}, {"w": _normal(d, d, scale=0.3), "b": _normal(d)}),
+        ("linear", ["input"], "k", {"act": "none", "li": li}, {"w": _normal(d, d, scale=0.3), "b": _normal(d)}),
         ("l2norm", ["k"], "kn", {}, {}),
         ("additive", ["qn", "kn"], "out", {}, {"wg": _normal(d) * d ** -0.5}),
     ], {"input": (t, d), "qn": (t, d), "k": (t, d), "kn": (t, d), "out": (t, d)})

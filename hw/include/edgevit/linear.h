@@ -2,8 +2,12 @@
 // M, K, N, formats and epilogue come from the descriptor at run time; only the lanes are compile-time:
 // each cycle LI input lanes times LO output lanes (LI * LO MACs, the unrolled body of the pipelined k loop).
 // Tiles on chip: TM tokens of input (TM x KMAX words, XBANKS = max(LI, WPB) banks) and LO weight rows (LO x KMAX
-// words, LO x XBANKS banks), so all LI * LO operands of a cycle come from distinct banks, and so do the WPB words
-// of a port beat (tiles load and results leave a beat per cycle, packed.h). The descriptor picks the loop order
+// words, XBANKS banks per pair of rows), so all LI * LO operands of a cycle come from distinct memories or the
+// two halves of one word, and the WPB words of a port beat from distinct banks (tiles load and results leave a
+// beat per cycle, packed.h). Rows 2j and 2j+1 share each bank as the halves of a 32-bit word (w[j][k][2],
+// dim 3 reshaped): the MAC step reads both at one address, and a BRAM18 of 512 x 36 holds the pair of 16-bit
+// banks (KMAX / XBANKS <= 512 words) that would otherwise take two BRAM18 of 1K x 18 a quarter or half full.
+// A tile load writes one half (the BRAM's byte write enables). The descriptor picks the loop order
 // (d3): token tiles outer (each weight tile re-read once per token tile) or weight tiles outer (each input tile
 // re-read once per weight tile), whichever moves fewer words. Each tile load, the MAC steps of a tile and its
 // write-back are one pipelined loop each, run one after the other (no ping-pong yet). The accumulator is exact
@@ -25,12 +29,23 @@ namespace edgevit {
 inline long& linear_weight_words_read() { static long n = 0; return n; }
 #endif
 
-// Words [start, start + rows * K) of a buffer into dst [rows][K]: one pipelined pass over the beats that hold
-// them (one m_axi request stream), WPB words a cycle. The lanes of a beat go to consecutive positions (k wraps
-// to the next row at K), so dst needs WPB banks on its second dimension (the callers partition it by
+// Word k of row m of a tile: x [TM][KMAX] as written, the weight tile's rows in pairs (w [LO / 2][KMAX][2]).
+template <int KMAX>
+inline void tile_put(word_t (*dst)[KMAX], int m, int k, word_t v) {
+    dst[m][k] = v;
+}
+
+template <int KMAX>
+inline void tile_put(word_t (*dst)[KMAX][2], int m, int k, word_t v) {
+    dst[m >> 1][k][m & 1] = v;
+}
+
+// Words [start, start + rows * K) of a buffer into rows [0, rows) of a tile: one pipelined pass over the beats
+// that hold them (one m_axi request stream), WPB words a cycle. The lanes of a beat go to consecutive positions
+// (k wraps to the next row at K), so the tile needs WPB banks on its k dimension (the callers partition it by
 // max(LI, WPB)).
-template <class CFG, class PORT, int R, class WORDS>
-void load_rows(PORT& mem, int start, int rows, int K, word_t dst[R][CFG::KMAX]) {
+template <class CFG, class PORT, class WORDS, class TILE>
+void load_rows(PORT& mem, int start, int rows, int K, TILE dst) {
     typedef tripcount_beats<WORDS, CFG::WPB> beats_trip;
     const int first = start / CFG::WPB, beats = (start + rows * K - 1) / CFG::WPB - first + 1;
     int m = 0, k = -(start % CFG::WPB);   // row and column of the beat's lane 0
@@ -40,7 +55,7 @@ void load_rows(PORT& mem, int start, int rows, int K, word_t dst[R][CFG::KMAX]) 
         const typename CFG::beat_t v = mem.beat(first + i);
         for (int l = 0; l < CFG::WPB; ++l) {
 #pragma HLS UNROLL
-            if (k >= 0 && m < rows) dst[m][k] = lane_of(v, l);
+            if (k >= 0 && m < rows) tile_put<CFG::KMAX>(dst, m, k, lane_of(v, l));
             if (++k == K) {
                 k = 0;
                 ++m;
@@ -53,19 +68,19 @@ void load_rows(PORT& mem, int start, int rows, int K, word_t dst[R][CFG::KMAX]) 
 template <class CFG>
 void linear_load_x(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, word_t x[CFG::TM][CFG::KMAX]) {
     typedef tripcount_product<typename CFG::linear_tile_tokens, typename CFG::linear_k> tile_words;
-    load_rows<CFG, word_port<CFG>, CFG::TM, tile_words>(arena, d.x + m0 * d.d1, tm, d.d1, x);
+    load_rows<CFG, word_port<CFG>, tile_words>(arena, d.x + m0 * d.d1, tm, d.d1, x);
 }
 
 // Weight rows [n0, n0 + LO) of w [N][K] and their biases into the weight tile, each in one pipelined pass (the
 // rows are consecutive in DDR, and so are their 64-bit biases, four little-endian words each). Lanes past N
 // keep stale words: their sums are never written.
 template <class CFG>
-void linear_load_w(word_source<CFG>& params, const layer_desc& d, int n0, word_t w[CFG::LO][CFG::KMAX],
+void linear_load_w(word_source<CFG>& params, const layer_desc& d, int n0, word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2],
                    i64 bias[CFG::LO]) {
     typedef tripcount<CFG::linear_k::min, CFG::linear_k::max * CFG::LO, CFG::linear_k::avg * CFG::LO> tile_words;
     typedef tripcount_beats<tripcount<4, 4 * CFG::LO, 4 * CFG::LO>, CFG::WPB> bias_beats;
     const int rows = d.d2 - n0 < CFG::LO ? d.d2 - n0 : CFG::LO;
-    load_rows<CFG, word_source<CFG>, CFG::LO, tile_words>(params, d.w + n0 * d.d1, rows, d.d1, w);
+    load_rows<CFG, word_source<CFG>, tile_words>(params, d.w + n0 * d.d1, rows, d.d1, w);
     for (int l = 0; l < CFG::LO; ++l) {
 #pragma HLS UNROLL
         bias[l] = 0;
@@ -97,7 +112,7 @@ void linear_load_w(word_source<CFG>& params, const layer_desc& d, int n0, word_t
 // read a beat at a time. A beat the row covers only in part keeps its other words (read-modify-write).
 template <class CFG>
 void linear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, int n0,
-                    word_t x[CFG::TM][CFG::KMAX], word_t w[CFG::LO][CFG::KMAX], const i64 bias[CFG::LO]) {
+                    word_t x[CFG::TM][CFG::KMAX], word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2], const i64 bias[CFG::LO]) {
     typedef tripcount_product<typename CFG::linear_tile_tokens, typename CFG::linear_k_steps> mac_steps;
     typedef tripcount_product<typename CFG::linear_tile_tokens,
                               tripcount_beats<tripcount_const<CFG::LO>, CFG::WPB> > out_beats;
@@ -118,7 +133,7 @@ void linear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, 
             i64 sum = k0 == 0 ? bias[lo] : acc[lo];
             for (int li = 0; li < CFG::LI; ++li) {
 #pragma HLS UNROLL
-                if (k0 + li < K) sum += (i64)x[m][k0 + li] * (i64)w[lo][k0 + li];
+                if (k0 + li < K) sum += (i64)x[m][k0 + li] * (i64)w[lo >> 1][k0 + li][lo & 1];
             }
             acc[lo] = sum;
             if (last) res[m][lo] = sum;
@@ -180,11 +195,12 @@ void linear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, 
 // M, K <= KMAX, N = d0, d1, d2; d3 = 1: weight tiles outer.
 template <class CFG>
 void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    static word_t x[CFG::TM][CFG::KMAX], w[CFG::LO][CFG::KMAX];
+    static word_t x[CFG::TM][CFG::KMAX], w[(CFG::LO + 1) / 2][CFG::KMAX][2];
     static i64 bias[CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=x cyclic factor=CFG::XBANKS dim=2
 #pragma HLS ARRAY_PARTITION variable=w complete dim=1
 #pragma HLS ARRAY_PARTITION variable=w cyclic factor=CFG::XBANKS dim=2
+#pragma HLS ARRAY_RESHAPE variable=w complete dim=3
 #pragma HLS ARRAY_PARTITION variable=bias complete
     const int M = d.d0, N = d.d2;
     if (d.d3) {
