@@ -101,10 +101,26 @@ def _sdot_impl():
     return impl
 
 
-def _pair_desc():
-    """What the NEON widening intrinsic computes: 4 outputs x 8 k, each output kept as 2 int32 partial sums
-    ``C[2i + j]`` over the k with ``k % 4 // 2 == j`` (their sum is the dot product). ``B`` is two k-blocks of
-    the ``[K/4, lanes, 4]`` packing, a row apart."""
+def _pair_desc(blocks: int):
+    """What the NEON widening intrinsics compute: 4 outputs x ``blocks`` k-blocks of 4, each output kept as 2
+    int32 partial sums ``C[2i + j]`` over the k with ``k % 4 // 2 == j`` (their sum is the dot product). ``B``
+    is ``blocks`` k-blocks of the ``[K/4, lanes, 4]`` packing, a row apart."""
+    if blocks == 1:
+        @T.prim_func(s_tir=True)
+        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+            A = T.match_buffer(a, (4,), "int8", offset_factor=1)
+            B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+            C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+            with T.sblock("root"):
+                T.reads(C[0:8], A[0:4], B[0:4, 0:4])
+                T.writes(C[0:8])
+                for i, j, k in T.grid(4, 2, 2):
+                    with T.sblock("update"):
+                        vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                        C[vi * 2 + vj] = C[vi * 2 + vj] + T.Cast("int32", A[vj * 2 + vk]) \
+                            * T.Cast("int32", B[vi, vj * 2 + vk])
+
+        return desc
     stride = T.int32()
 
     @T.prim_func(s_tir=True)
@@ -124,20 +140,22 @@ def _pair_desc():
     return desc
 
 
-def _pair_impl(pair_sums: bool):
+def _smull(a, b):
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"), a, b,
+                                   dtype="int16x8")
+
+
+def _saddlp(x):
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"), x,
+                                   dtype="int32x4")
+
+
+def _pair_impl():
     """NEON without dot products (Cortex-A53/A72), as gemmlowp/ruy/XNNPACK do it: ``smull`` multiplies 8 int8
     pairs into int16, ``smlal`` adds the 8 products of the next k-block to them (two products summed in int16:
     exact while no pair of operands is both -128, i.e. weights in [-127, 127]), ``sadalp`` adds neighbouring
-    int16 lanes into the int32 partial sums. 32 multiply-adds in 6 instructions. Without ``pair_sums`` each
-    product is widened on its own (``smull`` + ``sadalp``, 8 instructions): exact for any int8 operands."""
+    int16 lanes into the int32 partial sums. 32 multiply-adds in 6 instructions."""
     stride = T.int32()
-    smull, saddlp = "llvm.aarch64.neon.smull.v8i16", "llvm.aarch64.neon.saddlp.v4i32.v8i16"
-
-    def product(a, b):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(smull), a, b, dtype="int16x8")
-
-    def widen(x):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(saddlp), x, dtype="int32x4")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -153,18 +171,31 @@ def _pair_impl(pair_sums: bool):
             a1 = T.reinterpret(T.Shuffle([words], [1, 1]), dtype="int8x8")
             b0 = B.vload([0, 0, 0], "int8x16")
             b1 = B.vload([1, 0, 0], "int8x16")
-            if pair_sums:
-                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + widen(
-                    product(a0, T.vectorlow(b0, dtype="int8x8")) + product(a1, T.vectorlow(b1, dtype="int8x8")))
-                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + widen(
-                    product(a0, T.vectorhigh(b0, dtype="int8x8")) + product(a1, T.vectorhigh(b1, dtype="int8x8")))
-            else:
-                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") \
-                    + widen(product(a0, T.vectorlow(b0, dtype="int8x8"))) \
-                    + widen(product(a1, T.vectorlow(b1, dtype="int8x8")))
-                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") \
-                    + widen(product(a0, T.vectorhigh(b0, dtype="int8x8"))) \
-                    + widen(product(a1, T.vectorhigh(b1, dtype="int8x8")))
+            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
+                _smull(a0, T.vectorlow(b0, dtype="int8x8")) + _smull(a1, T.vectorlow(b1, dtype="int8x8")))
+            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
+                _smull(a0, T.vectorhigh(b0, dtype="int8x8")) + _smull(a1, T.vectorhigh(b1, dtype="int8x8")))
+
+    return impl
+
+
+def _widening_impl():
+    """The exact NEON intrinsic, for operands that may both be -128: one k-block, each product widened on its
+    own (``smull`` + ``sadalp``: 16 multiply-adds in 4 instructions)."""
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:8])
+            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 2), dtype="int8x8")
+            b = B.vload([0, 0], "int8x16")
+            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(_smull(a, T.vectorlow(b, dtype="int8x8")))
+            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
+                _smull(a, T.vectorhigh(b, dtype="int8x8")))
 
     return impl
 
@@ -174,8 +205,8 @@ def _register(name: str, lanes: int, a_dtype: str, b_dtype: str, impl) -> str:
     return name
 
 
-def _register_pair(name: str, impl) -> str:
-    TensorIntrin.register(name, _pair_desc(), impl, override=True)
+def _register_pair(name: str, blocks: int, impl) -> str:
+    TensorIntrin.register(name, _pair_desc(blocks), impl, override=True)
     return name
 
 
@@ -191,7 +222,8 @@ class DotKernel:
     matmul_intrin: str        # activations broadcast, signed weights in lanes
     accumulators: int         # accumulator registers of a register tile (the rest hold operands)
     partials: int = 1         # int32 partial sums per output (over disjoint k), added in the epilogue
-    exact_intrin: str = ""    # for operands that may both be -128 (pair sums overflow int16); "": all exact
+    exact_intrin: str = ""    # for operands that may both be -128 (pair sums overflow int16; one k-block per
+    #                           call); "": the others are exact
 
     @property
     def depth(self) -> int:
@@ -214,9 +246,9 @@ def _sdot_kernel() -> DotKernel:
 
 
 def _neon_kernel() -> DotKernel:
-    pairs = _register_pair("edgevit_neon_4x8_s8s8_smlal", _pair_impl(True))
+    pairs = _register_pair("edgevit_neon_4x8_s8s8_smlal", 2, _pair_impl())
     return DotKernel("neon", "neon", 4, 0, pairs, pairs, 16, partials=2,
-                     exact_intrin=_register_pair("edgevit_neon_4x8_s8s8_smull", _pair_impl(False)))
+                     exact_intrin=_register_pair("edgevit_neon_4x4_s8s8_smull", 1, _widening_impl()))
 
 
 #: Instruction sets with an int8 kernel, best first; a target takes the first whose LLVM feature its
@@ -501,20 +533,20 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     if kernel.partials > 1:  # an output's partial sums side by side: the intrinsic's accumulator vectors
         sch.transform_layout(dot, ("write", 0), tirx.IndexMap.from_func(
             lambda *v: [*v[:-2], v[-2] * kernel.partials + v[-1]], ndim=len(sch.get(dot).writes[0].region)))
-    intrin = kernel.conv_intrin if conv else kernel.matmul_intrin
-    if not int(sch.get(dot).annotations["int16_pair_sums"]):
-        intrin = kernel.exact_intrin or intrin
+    intrin, blocks = kernel.conv_intrin if conv else kernel.matmul_intrin, kernel.depth // 4
+    if kernel.exact_intrin and not int(sch.get(dot).annotations["int16_pair_sums"]):
+        intrin, blocks = kernel.exact_intrin, 1
     loops = sch.get_loops(dot)
     partial = loops[-3:-2] if kernel.partials > 1 else []  # the loop over an output's partial sums
     *lead, rows_loop, cols_loop = loops[:-2 - len(partial)]
     rb, rk = loops[-2:]
     rows, cols = int(sch.get(rows_loop).extent), int(sch.get(cols_loop).extent)
-    if cols % kernel.lanes or int(sch.get(rb).extent) % (kernel.depth // 4):
+    if cols % kernel.lanes or int(sch.get(rb).extent) % blocks:
         return None
     tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators // kernel.partials)
     ro, ri = sch.split(rows_loop, [None, tile_rows])
     co, cv, cl = sch.split(cols_loop, [None, tile_vectors, kernel.lanes])
-    rbo, *rbi = sch.split(rb, [None, kernel.depth // 4]) if kernel.depth > 4 else [rb]  # k-blocks per call
+    rbo, *rbi = sch.split(rb, [None, blocks]) if blocks > 1 else [rb]  # k-blocks per call
     sch.reorder(*lead, ro, co, rbo, ri, cv, cl, *partial, *rbi, rk)
     sch.reverse_compute_at(epilogue, co, preserve_unit_loops=False)
     info = CpuInfo.of(target)
