@@ -49,7 +49,7 @@ Resources:
   larger ones take BRAM18 halves in the aspect ratio that needs the fewest (1K x 18, 512 x 36, ...: a bank's
   width counts, so a 64-bit bank takes two). Linear: input tile ``max(LI, WPB)`` banks, weight tile
   ``ceil(LO / 2) * max(LI, WPB)`` banks of 32-bit words (the two rows of a pair share a word), result tile ``LO``
-  banks of ``TM`` 64-bit sums;
+  banks of ``TM`` 64-bit sums in LUTRAM (bound so in the C++: a 32-deep bank would waste a BRAM);
   depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
   and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and the
   rows' 64-bit sums (``NMAX x DHMAX`` in ``DHMAX`` banks). No ping-pong copies (the C++ has none).
@@ -132,14 +132,15 @@ def _epilogue_dsp(family: str) -> int:
             + dsp_per_multiply(_TABLE + 2, 18, family))
 
 
-def _memory(words: int, banks: int = 1, bits: int = WORD_BITS) -> tuple[int, int]:
-    """(BRAM36, LUT) of an array of ``words`` split into ``banks`` memories of ``bits``-bit words.
+def _memory(words: int, banks: int = 1, bits: int = WORD_BITS, lutram: bool = False) -> tuple[int, int]:
+    """(BRAM36, LUT) of an array of ``words`` split into ``banks`` memories of ``bits``-bit words; ``lutram``: the
+    C++ binds it to LUTRAM (``BIND_STORAGE ... impl=lutram``), one LUT per 64 bits whatever its size.
 
-    A bank of more than ``LUTRAM_BITS`` takes BRAM18s in the aspect ratio that needs the fewest
+    A bank of more than ``LUTRAM_BITS`` (not bound to LUTRAM) takes BRAM18s in the aspect ratio that needs the fewest
     (``BRAM18_SHAPES``): a 16-bit bank of up to 1K words one, a 32-bit one of up to 512 words one, a 64-bit one
     of up to 512 words two (width counts, not only bits)."""
     depth = math.ceil(words / banks)
-    if depth * bits <= LUTRAM_BITS:
+    if lutram or depth * bits <= LUTRAM_BITS:
         return 0, banks * math.ceil(depth * bits / 64)
     per_bank = min(math.ceil(depth / d) * math.ceil(bits / w) for d, w in BRAM18_SHAPES)
     return math.ceil(banks * per_bank / 2), 0
@@ -290,10 +291,10 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     banks = max(lanes.li, wpb)
     # per write-back lane: an LO:1 mux of 64-bit sums (16 LO LUT6), the residual/merge lane selects; per load
     # lane a write to any of the tile's banks
-    # weight rows in pairs, each bank a 32-bit word of two rows (linear.h)
+    # weight rows in pairs, each bank a 32-bit word of two rows; the result tile's TM-deep banks in LUTRAM (linear.h)
     pairs = math.ceil(lanes.lo / 2)
     add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
-        [(tm * kmax, banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS), (tm * lanes.lo, lanes.lo, 64)])
+        [(tm * kmax, banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS), (tm * lanes.lo, lanes.lo, 64, True)])
     if "dwconv" in kinds:
         k = bound["KMAXDW"]
         add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,

@@ -119,6 +119,7 @@ void linear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, 
     typedef typename CFG::beat_t beat_t;
     static i64 res[CFG::TM][CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=res complete dim=2
+#pragma HLS BIND_STORAGE variable=res type=ram_2p impl=lutram
     const int K = d.d1, N = d.d2, FA = d.fx + d.fw;
     i64 acc[CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=acc complete
