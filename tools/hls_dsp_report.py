@@ -2,13 +2,15 @@
 
     python tools/hls_dsp_report.py [--models mobilevit_xxs ...] [--boards zcu102 pynq-z2] [--out results/hls_dsp]
 
-Four rows per model and board:
+Five rows per model and board:
 
 * ``before``: what ``edgevit hls MODEL`` printed at the commit in results/hls_dsp_before.json (the estimator then
   assumed loads overlapping compute, axi_bits-wide ports and on-chip MoE expert blocks);
 * ``16-bit ports``: the ``after`` row of results/hls_dsp_16bit_ports.json, the design before word packing (every
   m_axi port one 16-bit word a cycle);
 * ``old lanes``: the ``before`` lanes under today's estimator, which follows the C++ as written;
+* ``previous``: the ``after`` row of results/hls_dsp_previous.json (the report at a3d139b: weight tile in
+  16-bit banks, L2 norm and pool mixer a word a cycle, BRAM counted by bits);
 * ``after``: the lane plan ``estimator.choose_lanes`` picks today.
 
 For the ``after`` plan, ``next lanes`` raises each lane count in turn to the next value the search tries and says whether the design still fits (and
@@ -37,6 +39,7 @@ MODELS = ("mobilevit_xxs", "swiftformer_xs", "efficientformer_l1", "mobilevitv2_
 BOARDS = ("zcu102", "pynq-z2")
 BEFORE = ROOT / "results" / "hls_dsp_before.json"
 UNPACKED = ROOT / "results" / "hls_dsp_16bit_ports.json"
+PREVIOUS = ROOT / "results" / "hls_dsp_previous.json"
 
 
 def _program(name: str):
@@ -77,9 +80,11 @@ def next_lanes(prog, fpga, lanes: estimator.Lanes, latency_ms: float) -> list[di
 
 
 def measure(models, boards) -> list[dict]:
-    """One entry per (model, board) with its ``before``, ``16-bit ports``, ``old lanes`` and ``after`` rows."""
+    """One entry per (model, board) with its ``before``, ``16-bit ports``, ``old lanes``, ``previous`` and
+    ``after`` rows."""
     before = {(r["model"], r["board"]): r for r in json.loads(BEFORE.read_text())["rows"]}
     unpacked = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(UNPACKED.read_text())["entries"]}
+    previous = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREVIOUS.read_text())["entries"]}
     out = []
     for name in models:
         prog = _program(name)
@@ -96,6 +101,8 @@ def measure(models, boards) -> list[dict]:
             if old:
                 estimator.apply_lanes(prog, estimator.Lanes(**old["lanes"]))
                 rows.append(_row(estimator.report(prog, fpga), "old lanes"))
+            if (name, board) in previous:
+                rows.append({**previous[(name, board)], "row": "previous"})
             chosen = estimator.choose_lanes(prog, fpga)
             estimator.apply_lanes(prog, chosen)
             rep = estimator.report(prog, fpga)
@@ -156,8 +163,12 @@ def main(argv=None) -> int:
                                       f"`16-bit ports`: the lane plan and estimate before word packing "
                                       f"({UNPACKED.name}: every m_axi port one 16-bit word a cycle). "
                                       "`old lanes`: the `before` lanes under today's estimator, which follows the "
-                                      "C++ as written. `after`: today's C++ (ports of the board's AXI width) and "
-                                      "lane plan. Estimates only: Vitis HLS did not run.\n\n" + text)
+                                      "C++ as written. `previous`: the `after` plan and estimate at a3d139b "
+                                      f"({PREVIOUS.name}: weight tile in 16-bit banks, L2 norm and pool mixer a word "
+                                      "a cycle, BRAM counted by bits, not by bank width). `after`: today's C++ "
+                                      "(ports of the board's AXI width, weight rows in pairs per 32-bit bank, L2 "
+                                      "norm and pool mixer LNL words a cycle) and lane plan. Estimates only: Vitis "
+                                      "HLS did not run.\n\n" + text)
     return 0
 
 
