@@ -101,43 +101,72 @@ def _sdot_impl():
     return impl
 
 
-def _pair_desc(blocks: int):
-    """What the NEON widening intrinsics compute: 4 outputs x ``blocks`` k-blocks of 4, each output kept as 2
-    int32 partial sums ``C[2i + j]`` over the k with ``k % 4 // 2 == j`` (their sum is the dot product). ``B``
-    is ``blocks`` k-blocks of the ``[K/4, lanes, 4]`` packing, a row apart."""
-    if blocks == 1:
-        @T.prim_func(s_tir=True)
-        def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-            A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-            B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-            C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
-            with T.sblock("root"):
-                T.reads(C[0:8], A[0:4], B[0:4, 0:4])
-                T.writes(C[0:8])
-                for i, j, k in T.grid(4, 2, 2):
-                    with T.sblock("update"):
-                        vi, vj, vk = T.axis.remap("SSR", [i, j, k])
-                        C[vi * 2 + vj] = C[vi * 2 + vj] + T.Cast("int32", A[vj * 2 + vk]) \
-                            * T.Cast("int32", B[vi, vj * 2 + vk])
-
-        return desc
+def _pair_desc(a_size: int, a_offsets):
+    """What the NEON widening intrinsics compute: 4 outputs x 2 k-blocks of 4, each output kept as 2 int32
+    partial sums ``C[2i + j]`` over the k with ``k % 4 // 2 == j`` (their sum is the dot product). ``B`` is two
+    k-blocks of the ``[K/4, lanes, 4]`` packing, a row apart; k-block ``r``'s values of ``A`` are read from
+    ``A[base_r + step_r * j + k]``, ``(base_r, step_r) = a_offsets[r]``."""
     stride = T.int32()
+    (r0_base, r0_step), (r1_base, r1_step) = a_offsets
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        A = T.match_buffer(a, (a_size,), "int8", offset_factor=1)
         B = T.match_buffer(b, (2, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
         C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:8], B[0:2, 0:4, 0:4])
+            T.reads(C[0:8], A[0:a_size], B[0:2, 0:4, 0:4])
             T.writes(C[0:8])
-            for i, j, r, k in T.grid(4, 2, 2, 2):
+            for i, j, k in T.grid(4, 2, 2):
                 with T.sblock("update"):
-                    vi, vj, vr, vk = T.axis.remap("SSRR", [i, j, r, k])
-                    C[vi * 2 + vj] = C[vi * 2 + vj] + T.Cast("int32", A[vr * 4 + vj * 2 + vk]) \
-                        * T.Cast("int32", B[vr, vi, vj * 2 + vk])
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    C[vi * 2 + vj] = C[vi * 2 + vj] + (
+                        T.Cast("int32", A[r0_base + vj * r0_step + vk]) * T.Cast("int32", B[0, vi, vj * 2 + vk])
+                        + T.Cast("int32", A[r1_base + vj * r1_step + vk]) * T.Cast("int32", B[1, vi, vj * 2 + vk]))
 
     return desc
+
+
+def _block_desc():
+    """:func:`_pair_desc` for one k-block (``A[2j + k]``, ``B`` one k-block)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:4, 0:4])
+            T.writes(C[0:8])
+            for i, j, k in T.grid(4, 2, 2):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    C[vi * 2 + vj] = C[vi * 2 + vj] + T.Cast("int32", A[vj * 2 + vk]) \
+                        * T.Cast("int32", B[vi, vj * 2 + vk])
+
+    return desc
+
+
+#: Where the matmul pair intrinsic reads its 8 activations: k-block r at ``4r + 2j + k``.
+_PLAIN_A = (8, ((0, 2), (4, 2)))
+#: Where the conv pair intrinsic reads its weights, stored at compile time as ``[lo lo hi hi | hi hi lo lo]``
+#: (32-bit words; lo = the 4 weights of the first k-block, hi the second): lo at 0, hi at 20. Its two 16-byte
+#: halves then hold, in each 8-byte half, the weights the neighbouring products need. The intrinsic's region is
+#: the first 24 bytes (two reads with the same step in j: a region of constant extent, which tensorize can
+#: match); its second 16-byte load reads the 8 bytes after them, the rest of the same 32 (copies of lo).
+_DUPLICATED_A = (24, ((0, 2), (20, 2)))
+
+
+def duplicate_pair_weights(matrix):
+    """An ``[F, K]`` weight matrix (K a multiple of 8) in the layout the conv pair intrinsic loads: per 8 k,
+    the 32-bit words ``lo lo hi hi hi hi lo lo`` (``[F, K/8, 32]``: a reduction step is its own axis, so that
+    the intrinsic's region of it does not depend on the step)."""
+    import numpy as np
+
+    f, k = matrix.shape
+    words = np.ascontiguousarray(matrix).view(np.int32).reshape(f, k // 8, 2)
+    lo, hi = words[..., 0], words[..., 1]
+    return np.ascontiguousarray(np.stack([lo, lo, hi, hi, hi, hi, lo, lo], axis=-1)).view(np.int8)
 
 
 def _smull(a, b):
@@ -150,31 +179,52 @@ def _saddlp(x):
                                    dtype="int32x4")
 
 
-def _pair_impl():
+def _low(x):
+    return T.vectorlow(x, dtype="int8x8")
+
+
+def _high(x):
+    return T.vectorhigh(x, dtype="int8x8")
+
+
+def _pair_impl(duplicated: bool):
     """NEON without dot products (Cortex-A53/A72), as gemmlowp/ruy/XNNPACK do it: ``smull`` multiplies 8 int8
     pairs into int16, ``smlal`` adds the 8 products of the next k-block to them (two products summed in int16:
     exact while no pair of operands is both -128, i.e. weights in [-127, 127]), ``sadalp`` adds neighbouring
-    int16 lanes into the int32 partial sums. 32 multiply-adds in 6 instructions."""
+    int16 lanes into the int32 partial sums: 32 multiply-adds in 6 instructions.
+
+    ``duplicated``: ``A`` holds the weights as :func:`duplicate_pair_weights` stores them, two 16-byte loads
+    whose halves feed ``smull``/``smlal`` (low halves) and ``smull2``/``smlal2`` (high halves) directly.
+    Otherwise ``A`` is 8 plain values, each k-block's 4 repeated by a lane ``dup`` (and LLVM moves the high
+    halves of ``B`` down with ``ext``)."""
     stride = T.int32()
+    size = _DUPLICATED_A[0] if duplicated else _PLAIN_A[0]
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        A = T.match_buffer(a, (size,), "int8", offset_factor=1)
         B = T.match_buffer(b, (2, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
         C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:8], B[0:2, 0:4, 0:4])
+            T.reads(C[0:8], A[0:size], B[0:2, 0:4, 0:4])
             T.writes(C[0:8])
-            # the 8 weights in one load; each k-block's 4 repeated (dup by lane)
-            words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
-            a0 = T.reinterpret(T.Shuffle([words], [0, 0]), dtype="int8x8")
-            a1 = T.reinterpret(T.Shuffle([words], [1, 1]), dtype="int8x8")
             b0 = B.vload([0, 0, 0], "int8x16")
             b1 = B.vload([1, 0, 0], "int8x16")
-            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
-                _smull(a0, T.vectorlow(b0, dtype="int8x8")) + _smull(a1, T.vectorlow(b1, dtype="int8x8")))
-            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
-                _smull(a0, T.vectorhigh(b0, dtype="int8x8")) + _smull(a1, T.vectorhigh(b1, dtype="int8x8")))
+            if duplicated:
+                lo_hi = A.vload([0], "int8x16")
+                hi_lo = A.vload([16], "int8x16")  # bytes 24..31: past the region, within the step's 32
+                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
+                    _smull(_low(lo_hi), _low(b0)) + _smull(_low(hi_lo), _low(b1)))
+                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
+                    _smull(_high(hi_lo), _high(b0)) + _smull(_high(lo_hi), _high(b1)))
+            else:
+                words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
+                a0 = T.reinterpret(T.Shuffle([words], [0, 0]), dtype="int8x8")
+                a1 = T.reinterpret(T.Shuffle([words], [1, 1]), dtype="int8x8")
+                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
+                    _smull(a0, _low(b0)) + _smull(a1, _low(b1)))
+                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
+                    _smull(a0, _high(b0)) + _smull(a1, _high(b1)))
 
     return impl
 
@@ -193,9 +243,8 @@ def _widening_impl():
             T.writes(C[0:8])
             a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 2), dtype="int8x8")
             b = B.vload([0, 0], "int8x16")
-            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(_smull(a, T.vectorlow(b, dtype="int8x8")))
-            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
-                _smull(a, T.vectorhigh(b, dtype="int8x8")))
+            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(_smull(a, _low(b)))
+            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(_smull(a, _high(b)))
 
     return impl
 
@@ -205,8 +254,8 @@ def _register(name: str, lanes: int, a_dtype: str, b_dtype: str, impl) -> str:
     return name
 
 
-def _register_pair(name: str, blocks: int, impl) -> str:
-    TensorIntrin.register(name, _pair_desc(blocks), impl, override=True)
+def _register_pair(name: str, desc, impl) -> str:
+    TensorIntrin.register(name, desc, impl, override=True)
     return name
 
 
@@ -222,13 +271,14 @@ class DotKernel:
     matmul_intrin: str        # activations broadcast, signed weights in lanes
     accumulators: int         # accumulator registers of a register tile (the rest hold operands)
     partials: int = 1         # int32 partial sums per output (over disjoint k), added in the epilogue
+    blocks: int = 1           # k-blocks of 4 per intrinsic call (conv/matmul intrinsics)
     exact_intrin: str = ""    # for operands that may both be -128 (pair sums overflow int16; one k-block per
     #                           call); "": the others are exact
 
     @property
     def depth(self) -> int:
-        """k per intrinsic call: 4, or two k-blocks of 4 for partial sums over pairs of k-blocks."""
-        return 4 * self.partials
+        """k per conv/matmul intrinsic call: K must be a multiple of it."""
+        return 4 * self.blocks
 
 
 def _vnni_kernel() -> DotKernel:
@@ -246,9 +296,10 @@ def _sdot_kernel() -> DotKernel:
 
 
 def _neon_kernel() -> DotKernel:
-    pairs = _register_pair("edgevit_neon_4x8_s8s8_smlal", 2, _pair_impl())
-    return DotKernel("neon", "neon", 4, 0, pairs, pairs, 16, partials=2,
-                     exact_intrin=_register_pair("edgevit_neon_4x4_s8s8_smull", 1, _widening_impl()))
+    conv = _register_pair("edgevit_neon_4x8_s8s8_smlal_dup", _pair_desc(*_DUPLICATED_A), _pair_impl(True))
+    matmul = _register_pair("edgevit_neon_4x8_s8s8_smlal", _pair_desc(*_PLAIN_A), _pair_impl(False))
+    return DotKernel("neon", "neon", 4, 0, conv, matmul, 16, partials=2, blocks=2,
+                     exact_intrin=_register_pair("edgevit_neon_4x4_s8s8_smull", _block_desc(), _widening_impl()))
 
 
 #: Instruction sets with an int8 kernel, best first; a target takes the first whose LLVM feature its
@@ -312,25 +363,39 @@ def _sum_partials(part: te.Tensor, shape, index) -> te.Tensor:
     return te.compute(shape, total, name="int8_partial_sums")
 
 
+def _partial_sum(a, b, blocks: int, a_offsets):
+    """The body of a partial sums block: ``Σ_r a(rb, offset of block r) · b(k-block, k)`` over the ``blocks``
+    (1 or 2) k-blocks of reduction step ``rb``; ``a_offsets`` the (base, step in j) of each block in ``a``'s
+    step (see :func:`_pair_desc`)."""
+    def body(j, rb, rk):
+        if blocks == 1:
+            return a(rb, j * 2 + rk).astype("int32") * b(rb, j * 2 + rk).astype("int32")
+        (base0, step0), (base1, step1) = a_offsets
+        return (a(rb, base0 + j * step0 + rk).astype("int32") * b(rb * 2, j * 2 + rk).astype("int32")
+                + a(rb, base1 + j * step1 + rk).astype("int32") * b(rb * 2 + 1, j * 2 + rk).astype("int32"))
+    return body
+
+
 def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: int, partials: int = 1,
-             pair_sums: bool = True) -> te.Tensor:
+             blocks: int = 1, pair_sums: bool = True) -> te.Tensor:
     """``out[0, f, y, x] = Σ_k weight[f, k] · packed[k/4, y*OW + x, k%4]`` in int32 (weights first: the
     broadcast operand).
 
-    With ``partials`` > 1 the reduction block computes ``partials`` sums per output pixel (``[1, F, pixels,
-    partials]``, over the k with ``k % 4 // (4/partials) == j``) and a second block adds them. ``pair_sums``
-    (annotated on the block) says whether the kernel may add two products in int16: no weight is -128."""
+    With ``partials`` (2) the reduction block computes 2 sums per output pixel (``[1, F, pixels, 2]``, over the
+    k with ``k % 4 // 2 == j``) and a second block adds them; with ``blocks`` (2) each reduction step takes two
+    k-blocks, from weights stored by :func:`duplicate_pair_weights`. ``pair_sums`` (annotated on the block) says
+    whether the kernel may add two products in int16: no weight is -128."""
     kb, pixels, _ = (int(d) for d in packed.shape)
     f = int(weight.shape[0])
     flat = pixels != out_height * out_width  # pixels padded to whole vectors: ``[1, F, pixels]``, cropped later
     attrs = {"out_width": 0 if flat else out_width, "int16_pair_sums": int(pair_sums)}
     if partials > 1:
-        step = 4 // partials
-        rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, step), "rk")
+        rb, rk = te.reduce_axis((0, kb // blocks), "rb"), te.reduce_axis((0, 2), "rk")
         part = te.compute(
             (1, f, pixels, partials),
-            lambda n, ff, p, j: te.sum(weight[ff, rb * 4 + j * step + rk].astype("int32")
-                                       * packed[rb, p, j * step + rk].astype("int32"), axis=[rb, rk]),
+            lambda n, ff, p, j: te.sum(_partial_sum(
+                (lambda r, o: weight[ff, r, o]) if blocks > 1 else (lambda r, o: weight[ff, r * 4 + o]),
+                lambda b, k: packed[b, p, k], blocks, _DUPLICATED_A[1])(j, rb, rk), axis=[rb, rk]),
             name="int8_dot_conv", attrs=attrs)
         if flat:
             return _sum_partials(part, (1, f, pixels), lambda n, ff, p: (n, ff, p))
@@ -350,25 +415,26 @@ def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: i
         name="int8_dot_conv", attrs=attrs)
 
 
-def matmul_dot(data: te.Tensor, packed_weight: te.Tensor, partials: int = 1, pair_sums: bool = True) -> te.Tensor:
+def matmul_dot(data: te.Tensor, packed_weight: te.Tensor, partials: int = 1, blocks: int = 1,
+               pair_sums: bool = True) -> te.Tensor:
     """``out[..., m, n] = Σ_k data[..., m, k] · packed_weight[..., k/4, n, k%4]`` in int32 (activations first).
 
     ``packed_weight`` is a constant ``[K/4, N, 4]`` or, for a product of two activations, the right-hand one
-    packed at run time with the same batch dimensions as ``data`` (:func:`pack_matmul_operand`). ``partials``
-    and ``pair_sums`` as in :func:`conv_dot`."""
+    packed at run time with the same batch dimensions as ``data`` (:func:`pack_matmul_operand`). ``partials``,
+    ``blocks`` and ``pair_sums`` as in :func:`conv_dot` (the activations are read as they are)."""
     kb, n, _ = (int(d) for d in packed_weight.shape[-3:])
     batched = len(packed_weight.shape) > 3
     attrs = {"int16_pair_sums": int(pair_sums)}
     if partials > 1:
-        step = 4 // partials
-        rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, step), "rk")
-        part = te.compute(
-            (*data.shape[:-1], n, partials),
-            lambda *idx: te.sum(
-                data[(*idx[:-3], idx[-3], rb * 4 + idx[-1] * step + rk)].astype("int32")
-                * packed_weight[(*(idx[:-3] if batched else ()), rb, idx[-2], idx[-1] * step + rk)].astype("int32"),
-                axis=[rb, rk]),
-            name="int8_dot_matmul", attrs=attrs)
+        rb, rk = te.reduce_axis((0, kb // blocks), "rb"), te.reduce_axis((0, 2), "rk")
+
+        def value(*idx):
+            batch, m, col, j = idx[:-3], idx[-3], idx[-2], idx[-1]
+            return te.sum(_partial_sum(lambda r, o: data[(*batch, m, r * 4 * blocks + o)],
+                                       lambda b, k: packed_weight[(*(batch if batched else ()), b, col, k)],
+                                       blocks, _PLAIN_A[1])(j, rb, rk), axis=[rb, rk])
+
+        part = te.compute((*data.shape[:-1], n, partials), value, name="int8_dot_matmul", attrs=attrs)
         return _sum_partials(part, (*data.shape[:-1], n), lambda *idx: idx)
     rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
     return te.compute(
@@ -437,7 +503,11 @@ def emit_conv(builder, dot: DotKernel, xq, wq, zx: int, strides, padding, dilati
     packed = builder.emit_te(pack_conv_input, xq, wq.shape[2], wq.shape[3], strides, dilation, dot.shift,
                              "uint8" if dot.shift else "int8", pixels, weights.shape[1] // 4,
                              primfunc_name_hint="int8_pack_conv_input")
-    return builder.call_te(conv_dot, packed, relax.const(weights), oh, ow, dot.partials, _pair_sums_fit(dot, wq),
+    pair_sums = _pair_sums_fit(dot, wq)
+    blocks = dot.blocks if pair_sums else 1
+    if blocks > 1:
+        weights = duplicate_pair_weights(weights)
+    return builder.call_te(conv_dot, packed, relax.const(weights), oh, ow, dot.partials, blocks, pair_sums,
                            primfunc_name_hint=f"int8_dot_conv_{dot.isa}")
 
 
@@ -453,8 +523,9 @@ def emit_matmul(builder, dot: DotKernel, xq, wq):
         return None
     if dot.shift:
         xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
-    return builder.call_te(matmul_dot, xq, relax.const(matmul_weights(wq)), dot.partials, _pair_sums_fit(dot, wq),
-                           primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
+    pair_sums = _pair_sums_fit(dot, wq)
+    return builder.call_te(matmul_dot, xq, relax.const(matmul_weights(wq)), dot.partials,
+                           dot.blocks if pair_sums else 1, pair_sums, primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
 
 
 def emit_activation_matmul(builder, dot: DotKernel, xq, yq):
@@ -469,7 +540,8 @@ def emit_activation_matmul(builder, dot: DotKernel, xq, yq):
     if dot.shift:
         xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
     # both operands are activations: either may be -128, so no int16 pair sums
-    return builder.call_te(matmul_dot, xq, packed, dot.partials, not dot.exact_intrin,
+    pair_sums = not dot.exact_intrin
+    return builder.call_te(matmul_dot, xq, packed, dot.partials, dot.blocks if pair_sums else 1, pair_sums,
                            primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
 
 
@@ -533,21 +605,20 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     if kernel.partials > 1:  # an output's partial sums side by side: the intrinsic's accumulator vectors
         sch.transform_layout(dot, ("write", 0), tirx.IndexMap.from_func(
             lambda *v: [*v[:-2], v[-2] * kernel.partials + v[-1]], ndim=len(sch.get(dot).writes[0].region)))
-    intrin, blocks = kernel.conv_intrin if conv else kernel.matmul_intrin, kernel.depth // 4
+    intrin = kernel.conv_intrin if conv else kernel.matmul_intrin
     if kernel.exact_intrin and not int(sch.get(dot).annotations["int16_pair_sums"]):
-        intrin, blocks = kernel.exact_intrin, 1
+        intrin = kernel.exact_intrin
     loops = sch.get_loops(dot)
     partial = loops[-3:-2] if kernel.partials > 1 else []  # the loop over an output's partial sums
     *lead, rows_loop, cols_loop = loops[:-2 - len(partial)]
     rb, rk = loops[-2:]
     rows, cols = int(sch.get(rows_loop).extent), int(sch.get(cols_loop).extent)
-    if cols % kernel.lanes or int(sch.get(rb).extent) % blocks:
+    if cols % kernel.lanes:
         return None
     tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators // kernel.partials)
     ro, ri = sch.split(rows_loop, [None, tile_rows])
     co, cv, cl = sch.split(cols_loop, [None, tile_vectors, kernel.lanes])
-    rbo, *rbi = sch.split(rb, [None, blocks]) if blocks > 1 else [rb]  # k-blocks per call
-    sch.reorder(*lead, ro, co, rbo, ri, cv, cl, *partial, *rbi, rk)
+    sch.reorder(*lead, ro, co, rb, ri, cv, cl, *partial, rk)
     sch.reverse_compute_at(epilogue, co, preserve_unit_loops=False)
     info = CpuInfo.of(target)
     run_in_parallel(sch, [*lead, ro], info)  # before tensorizing: TVM cannot parallelise over the tensorized block
@@ -555,7 +626,7 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     if own:
         sch.vectorize(own[-1])
     sch.set_scope(dot, 0, "local")
-    init = sch.decompose_reduction(dot, rbo)
+    init = sch.decompose_reduction(dot, rb)
     init_loops = sch.get_loops(init)[-1 - len(partial):]
     sch.vectorize(sch.fuse(*init_loops) if partial else init_loops[0])
     sch.tensorize(cl, intrin)
