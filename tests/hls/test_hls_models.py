@@ -1,4 +1,5 @@
-"""End to end through generated projects: the tiny MobileViT on digits and mobilevit_xxs's MobileViT block."""
+"""End to end through generated projects: the tiny MobileViT on digits, mobilevit_xxs's MobileViT block and zoo
+stages at their models' ZCU102 lane plans."""
 
 import numpy as np
 import pytest
@@ -56,6 +57,30 @@ def test_mobilevit_xxs_block_error(tmp_path):
     assert err.max() <= 0.02 * np.abs(ref).max()
     golden = prog.run_fixed(prog.quantize_input(project.to_accel_layout(test[0])))[prog.output].ravel()
     assert (outputs[0] == golden).all()
+
+
+@pytest.mark.parametrize("name,stage,shape,lanes", [
+    ("efficientformer_l1", 2, (1, 96, 28, 28), (8, 224, 1, 1)),   # 3x3 s2 downsample (K 864), 6 pool mixer blocks
+    ("swiftformer_xs", 3, (1, 112, 14, 14), (12, 112, 24, 1)),    # 220 channels: rows start anywhere in a beat
+])
+def test_zoo_stage_at_its_zcu102_plan_is_bit_exact(name, stage, shape, lanes, tmp_path):
+    # the lanes the ZCU102 plan of the whole model takes (results/hls_dsp.md): weight rows in pairs over LO = 224
+    # or 112, the L2 norms and pool mixers LNL = 8 words a cycle
+    from edgevit import zoo
+    from edgevit.hls import codegen
+    from edgevit.hls.program import calibrate
+    from edgevit.hls.torch_import import lower, to_accel_layout
+
+    x = to_accel_layout(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    prog = lower(zoo.build(name).stages[stage].eval(), shape)
+    assert prog.cpu_layers == []
+    calibrate(prog, [x])
+    estimator.apply_lanes(prog, estimator.Lanes(*lanes))
+    out = codegen.write_project(prog, tmp_path / "prj", get_target("zcu102").require_fpga(), "zcu102",
+                                np.asarray([x]))
+    _, probes = csim.simulate_project(out, probes=True)
+    env = prog.run_fixed(prog.quantize_input(x))
+    assert all((probes[0][t] == env[t].ravel()).all() for t in prog.shapes)
 
 
 def _mixer_module(mixer):
