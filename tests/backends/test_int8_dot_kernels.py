@@ -182,25 +182,30 @@ def _activation_matmul_module(x_shape, y_shape, dot):
 @pytest.mark.qemu
 def test_neon_kernels_for_rpi4_match_numpy_under_qemu(tmp_path):
     """The Cortex-A72 kernels (int16 pair sums: ``smull``/``smlal``/``sadalp``) agree bit-exactly with numpy's
-    int32 results under qemu: every conv of :data:`CONVS` (3x3 with 3 channels: an odd number of k-blocks),
-    matmuls by constant weights in [-127, 127] with activations at -128 (the largest pair sums, 2·128·127) and
-    by weights holding -128 (the exact ``smull``-only kernel), and a product of two activations full of -128
-    (where pair sums would overflow int16)."""
+    int32 results under qemu: every conv of :data:`CONVS` (3x3 with 3 channels: an odd number of k-blocks) and
+    one with -128 weights and activations (the exact ``smull``-only kernel), matmuls by constant weights in
+    [-127, 127] with activations at -128 (the largest pair sums, 2·128·127) and by weights holding -128 (exact
+    kernel), and a product of two activations full of -128 (where pair sums would overflow int16)."""
     dot = dot_kernel_for(tvm_compiler.make_target(get_target("rpi4").require_cpu().tvm))
     assert dot.isa == "neon" and dot.exact_intrin
     rng = np.random.default_rng(11)
     modules, inputs, expected = [], [], []
-    for x_shape, w_shape, strides, padding, dilation in CONVS:
+    for x_shape, w_shape, strides, padding, dilation in [*CONVS, CONVS[2]]:
         xq, wq, zx = _random_int8(rng, x_shape), _random_int8(rng, w_shape, -127), -7
+        if len(modules) == len(CONVS):  # the stride-2 3x3 again, with weights and activations at -128
+            xq[:] = -128
+            wq[:, :, 0] = -128
+            zx = -128
         reference = conv_reference(xq, wq, strides, padding, dilation, zx)
         modules.append(_conv_module(x_shape, wq, strides, padding, dilation, zx, dot, reference.shape[2:]))
         inputs.append(xq)
         expected.append(reference)
     extremes = np.full((2, 12, 24), -128, np.int8)
     extremes[1] = _random_int8(rng, (12, 24))
-    for wq in (np.where(rng.random((24, 32)) < 0.5, -127, 127).astype(np.int8),   # largest int16 pair sums
-               _random_int8(rng, (24, 32))):                                       # -128 weights: exact kernel
-        wq[0, :4] = -128 if wq.min() == -128 else wq[0, :4]
+    pair_weights = np.where(rng.random((24, 32)) < 0.5, -127, 127).astype(np.int8)  # largest int16 pair sums
+    exact_weights = _random_int8(rng, (24, 32))
+    exact_weights[0, :4] = -128                                                       # the exact kernel
+    for wq in (pair_weights, exact_weights):
         modules.append(_matmul_module(extremes.shape, wq, dot))
         inputs.append(extremes)
         expected.append(extremes.astype(np.int64) @ wq.astype(np.int64))
@@ -214,6 +219,7 @@ def test_neon_kernels_for_rpi4_match_numpy_under_qemu(tmp_path):
         np.testing.assert_array_equal(got, want)
     assert all("sadalp" in text or "saddlp" in text for text in disassembly)
     assert "smlal" in disassembly[1] and "sadalp" in disassembly[1]  # the 3x3 conv: 10 k-blocks
+    assert "smlal" not in disassembly[len(CONVS)]  # -128 weights: no int16 pair sums
     assert "smlal" not in disassembly[-1]  # -128 x -128 twice would overflow an int16 pair sum
 
 
