@@ -148,7 +148,7 @@ def _block_desc():
 
 
 #: Where the matmul pair intrinsic reads its 8 activations: k-block r at ``4r + 2j + k``.
-_PLAIN_A = (8, ((0, 2), (4, 2)))
+_PLAIN_A = ((0, 2), (4, 2))
 #: Where the conv pair intrinsic reads its weights, stored at compile time as ``[lo lo hi hi | hi hi lo lo]``
 #: (32-bit words; lo = the 4 weights of the first k-block, hi the second): lo at 0, hi at 20. Its two 16-byte
 #: halves then hold, in each 8-byte half, the weights the neighbouring products need. The intrinsic's region is
@@ -187,18 +187,16 @@ def _high(x):
     return T.vectorhigh(x, dtype="int8x8")
 
 
-def _pair_impl(duplicated: bool):
+def _pair_conv_impl():
     """NEON without dot products (Cortex-A53/A72), as gemmlowp/ruy/XNNPACK do it: ``smull`` multiplies 8 int8
     pairs into int16, ``smlal`` adds the 8 products of the next k-block to them (two products summed in int16:
     exact while no pair of operands is both -128, i.e. weights in [-127, 127]), ``sadalp`` adds neighbouring
     int16 lanes into the int32 partial sums: 32 multiply-adds in 6 instructions.
 
-    ``duplicated``: ``A`` holds the weights as :func:`duplicate_pair_weights` stores them, two 16-byte loads
-    whose halves feed ``smull``/``smlal`` (low halves) and ``smull2``/``smlal2`` (high halves) directly.
-    Otherwise ``A`` is 8 plain values, each k-block's 4 repeated by a lane ``dup`` (and LLVM moves the high
-    halves of ``B`` down with ``ext``)."""
+    The conv's ``A`` holds the weights as :func:`duplicate_pair_weights` stores them: two 16-byte loads whose
+    halves feed ``smull``/``smlal`` (low halves) and ``smull2``/``smlal2`` (high halves) directly."""
     stride = T.int32()
-    size = _DUPLICATED_A[0] if duplicated else _PLAIN_A[0]
+    size = _DUPLICATED_A[0]
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -210,23 +208,70 @@ def _pair_impl(duplicated: bool):
             T.writes(C[0:8])
             b0 = B.vload([0, 0, 0], "int8x16")
             b1 = B.vload([1, 0, 0], "int8x16")
-            if duplicated:
-                lo_hi = A.vload([0], "int8x16")
-                hi_lo = A.vload([16], "int8x16")  # bytes 24..31: past the region, within the step's 32
-                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
-                    _smull(_low(lo_hi), _low(b0)) + _smull(_low(hi_lo), _low(b1)))
-                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
-                    _smull(_high(hi_lo), _high(b0)) + _smull(_high(lo_hi), _high(b1)))
-            else:
-                words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
-                a0 = T.reinterpret(T.Shuffle([words], [0, 0]), dtype="int8x8")
-                a1 = T.reinterpret(T.Shuffle([words], [1, 1]), dtype="int8x8")
-                C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
-                    _smull(a0, _low(b0)) + _smull(a1, _low(b1)))
-                C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
-                    _smull(a0, _high(b0)) + _smull(a1, _high(b1)))
+            lo_hi = A.vload([0], "int8x16")
+            hi_lo = A.vload([16], "int8x16")  # bytes 24..31: past the region, within the step's 32
+            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
+                _smull(_low(lo_hi), _low(b0)) + _smull(_low(hi_lo), _low(b1)))
+            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
+                _smull(_high(hi_lo), _high(b0)) + _smull(_high(lo_hi), _high(b1)))
 
     return impl
+
+
+def _pair_matmul_desc():
+    """:func:`_pair_desc` for a matmul by constant weights packed by :func:`pair_matmul_weights`: ``A`` 8
+    activations, ``B[i // 2, r, i % 2, k]`` (the two k-blocks of two neighbouring outputs in 16 bytes)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 2, 2, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:8], B[0:2, 0:2, 0:2, 0:4])
+            T.writes(C[0:8])
+            for i, j, k in T.grid(4, 2, 2):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    C[vi * 2 + vj] = C[vi * 2 + vj] + (
+                        T.Cast("int32", A[vj * 2 + vk]) * T.Cast("int32", B[vi // 2, 0, vi % 2, vj * 2 + vk])
+                        + T.Cast("int32", A[4 + vj * 2 + vk]) * T.Cast("int32", B[vi // 2, 1, vi % 2, vj * 2 + vk]))
+
+    return desc
+
+
+def _pair_matmul_impl():
+    """The matmul's pair intrinsic: the 8 activations loaded once and spread as ``lo lo hi hi`` (``zip1``);
+    each 16 bytes of ``B`` hold two outputs' first k-block (low half) and second (high half), so ``smull`` on
+    the low halves and ``smlal2`` on the high halves add the two k-blocks' products."""
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 2, 2, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:8], B[0:2, 0:2, 0:2, 0:4])
+            T.writes(C[0:8])
+            words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
+            a = T.reinterpret(T.Shuffle([words, words], [0, 2, 1, 3]), dtype="int8x16")
+            b01 = B.vload([0, 0, 0, 0], "int8x16")
+            b23 = B.vload([1, 0, 0, 0], "int8x16")
+            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
+                _smull(_low(a), _low(b01)) + _smull(_high(a), _high(b01)))
+            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
+                _smull(_low(a), _low(b23)) + _smull(_high(a), _high(b23)))
+
+    return impl
+
+
+def pair_matmul_weights(wq):
+    """``[K, N]`` int8 weights as :func:`_pair_matmul_impl` reads them: ``[K/8, N/2, 2, 2, 4]`` (per 8 k and
+    2 outputs: k-block, output, 4 k)."""
+    import numpy as np
+
+    k, n = wq.shape
+    return np.ascontiguousarray(wq.reshape(k // 8, 2, 4, n // 2, 2).transpose(0, 3, 1, 4, 2))
 
 
 def _widening_impl():
@@ -296,8 +341,8 @@ def _sdot_kernel() -> DotKernel:
 
 
 def _neon_kernel() -> DotKernel:
-    conv = _register_pair("edgevit_neon_4x8_s8s8_smlal_dup", _pair_desc(*_DUPLICATED_A), _pair_impl(True))
-    matmul = _register_pair("edgevit_neon_4x8_s8s8_smlal", _pair_desc(*_PLAIN_A), _pair_impl(False))
+    conv = _register_pair("edgevit_neon_4x8_s8s8_smlal_dup", _pair_desc(*_DUPLICATED_A), _pair_conv_impl())
+    matmul = _register_pair("edgevit_neon_4x8_s8s8_smlal_zip", _pair_matmul_desc(), _pair_matmul_impl())
     return DotKernel("neon", "neon", 4, 0, conv, matmul, 16, partials=2, blocks=2,
                      exact_intrin=_register_pair("edgevit_neon_4x4_s8s8_smull", _block_desc(), _widening_impl()))
 
@@ -364,15 +409,15 @@ def _sum_partials(part: te.Tensor, shape, index) -> te.Tensor:
 
 
 def _partial_sum(a, b, blocks: int, a_offsets):
-    """The body of a partial sums block: ``Σ_r a(rb, offset of block r) · b(k-block, k)`` over the ``blocks``
+    """The body of a partial sums block: ``Σ_r a(rb, offset of block r) · b(rb, r, k)`` over the ``blocks``
     (1 or 2) k-blocks of reduction step ``rb``; ``a_offsets`` the (base, step in j) of each block in ``a``'s
     step (see :func:`_pair_desc`)."""
     def body(j, rb, rk):
         if blocks == 1:
-            return a(rb, j * 2 + rk).astype("int32") * b(rb, j * 2 + rk).astype("int32")
+            return a(rb, j * 2 + rk).astype("int32") * b(rb, 0, j * 2 + rk).astype("int32")
         (base0, step0), (base1, step1) = a_offsets
-        return (a(rb, base0 + j * step0 + rk).astype("int32") * b(rb * 2, j * 2 + rk).astype("int32")
-                + a(rb, base1 + j * step1 + rk).astype("int32") * b(rb * 2 + 1, j * 2 + rk).astype("int32"))
+        return (a(rb, base0 + j * step0 + rk).astype("int32") * b(rb, 0, j * 2 + rk).astype("int32")
+                + a(rb, base1 + j * step1 + rk).astype("int32") * b(rb, 1, j * 2 + rk).astype("int32"))
     return body
 
 
@@ -395,7 +440,7 @@ def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: i
             (1, f, pixels, partials),
             lambda n, ff, p, j: te.sum(_partial_sum(
                 (lambda r, o: weight[ff, r, o]) if blocks > 1 else (lambda r, o: weight[ff, r * 4 + o]),
-                lambda b, k: packed[b, p, k], blocks, _DUPLICATED_A[1])(j, rb, rk), axis=[rb, rk]),
+                lambda b, r, k: packed[b * blocks + r, p, k], blocks, _DUPLICATED_A[1])(j, rb, rk), axis=[rb, rk]),
             name="int8_dot_conv", attrs=attrs)
         if flat:
             return _sum_partials(part, (1, f, pixels), lambda n, ff, p: (n, ff, p))
@@ -421,18 +466,25 @@ def matmul_dot(data: te.Tensor, packed_weight: te.Tensor, partials: int = 1, blo
 
     ``packed_weight`` is a constant ``[K/4, N, 4]`` or, for a product of two activations, the right-hand one
     packed at run time with the same batch dimensions as ``data`` (:func:`pack_matmul_operand`). ``partials``,
-    ``blocks`` and ``pair_sums`` as in :func:`conv_dot` (the activations are read as they are)."""
-    kb, n, _ = (int(d) for d in packed_weight.shape[-3:])
-    batched = len(packed_weight.shape) > 3
+    ``blocks`` and ``pair_sums`` as in :func:`conv_dot` (the activations are read as they are; with ``blocks``
+    2 the constant weights are in :func:`pair_matmul_weights`' layout)."""
+    if blocks > 1:
+        kb, n = int(packed_weight.shape[0]) * blocks, int(packed_weight.shape[1]) * 2
+    else:
+        kb, n, _ = (int(d) for d in packed_weight.shape[-3:])
+    batched = blocks == 1 and len(packed_weight.shape) > 3
     attrs = {"int16_pair_sums": int(pair_sums)}
     if partials > 1:
         rb, rk = te.reduce_axis((0, kb // blocks), "rb"), te.reduce_axis((0, 2), "rk")
 
         def value(*idx):
             batch, m, col, j = idx[:-3], idx[-3], idx[-2], idx[-1]
-            return te.sum(_partial_sum(lambda r, o: data[(*batch, m, r * 4 * blocks + o)],
-                                       lambda b, k: packed_weight[(*(batch if batched else ()), b, col, k)],
-                                       blocks, _PLAIN_A[1])(j, rb, rk), axis=[rb, rk])
+            if blocks > 1:  # constant weights in pair_matmul_weights' layout
+                weight = lambda b, r, k: packed_weight[b, col // 2, r, col % 2, k]  # noqa: E731
+            else:
+                weight = lambda b, r, k: packed_weight[(*(batch if batched else ()), b, col, k)]  # noqa: E731
+            return te.sum(_partial_sum(lambda r, o: data[(*batch, m, r * 4 * blocks + o)], weight, blocks,
+                                       _PLAIN_A)(j, rb, rk), axis=[rb, rk])
 
         part = te.compute((*data.shape[:-1], n, partials), value, name="int8_dot_matmul", attrs=attrs)
         return _sum_partials(part, (*data.shape[:-1], n), lambda *idx: idx)
@@ -524,8 +576,10 @@ def emit_matmul(builder, dot: DotKernel, xq, wq):
     if dot.shift:
         xq = builder.emit_te(shift_to_unsigned, xq, dot.shift, primfunc_name_hint="int8_shift")
     pair_sums = _pair_sums_fit(dot, wq)
-    return builder.call_te(matmul_dot, xq, relax.const(matmul_weights(wq)), dot.partials,
-                           dot.blocks if pair_sums else 1, pair_sums, primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
+    blocks = dot.blocks if pair_sums else 1
+    weights = pair_matmul_weights(wq) if blocks > 1 else matmul_weights(wq)
+    return builder.call_te(matmul_dot, xq, relax.const(weights), dot.partials, blocks, pair_sums,
+                           primfunc_name_hint=f"int8_dot_matmul_{dot.isa}")
 
 
 def emit_activation_matmul(builder, dot: DotKernel, xq, yq):
