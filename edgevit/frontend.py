@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, ModelImportError
-from .settings import cache_dir, seed
+from .settings import cache_dir
 from . import zoo
 
 OPSET = 18
@@ -75,7 +75,7 @@ def parse_input_shape(text: str) -> dict[str | None, tuple[int, ...]]:
 
 
 def load_model(spec: str, input_shape: str | None = None) -> ImportedModel:
-    """Import a zoo model by name, an MoE-ViT task build (``moe_vit_tiny:parity``) or an ONNX file by path.
+    """Import a model by name (any :func:`edgevit.zoo.lookup` name) or an ONNX file by path.
 
     Parameters
     ----------
@@ -87,53 +87,27 @@ def load_model(spec: str, input_shape: str | None = None) -> ImportedModel:
     """
     if spec.endswith(".onnx") or Path(spec).exists():
         return from_onnx_file(Path(spec), input_shape)
-    from . import moe
-
-    if moe.is_moe_name(spec):
-        if input_shape:
-            raise InputError("--input-shape applies to ONNX files; MoE-ViT models have a fixed input size")
-        return _export_moe(spec)
-    if spec in zoo.TRAINED:
-        if input_shape:
-            raise InputError("--input-shape applies to ONNX files; trained models have a fixed input size")
-        return _export_trained(zoo.TRAINED[spec])
-    entry = zoo.get_entry(spec)
+    entry = zoo.lookup(spec)
     if input_shape:
-        raise InputError("--input-shape applies to ONNX files; zoo models have a fixed input size")
-    return _export_zoo(entry)
+        raise InputError(f"--input-shape applies to ONNX files; {spec} has a fixed input size "
+                         f"{'x'.join(map(str, entry.input_shape))}")
+    if isinstance(entry, zoo.ZooEntry):
+        return _export_zoo(entry)
+    imported = from_torch(entry.load(), entry.input_shape, name=entry.name)
+    imported.family, imported.source, imported.extra = entry.family, entry.source, entry.metadata()
+    return imported
 
 
 def _export_zoo(entry: zoo.ZooEntry) -> ImportedModel:
+    """A zoo model, exported once per weights (the ONNX file is cached under its ``zoo.cache_tag``)."""
     import timm
     import torch
 
     path = cache_dir("onnx") / f"{zoo.cache_tag(entry.name, timm.__version__, torch.__version__)}.onnx"
     if not path.exists():
-        model = zoo.build(entry.name)
-        _export_torch(model, entry.input_shape, path)
+        _export_torch(entry.load(), entry.input_shape, path)
     imported = from_onnx_file(path)
-    imported.name, imported.family, imported.source = entry.name, entry.family, f"zoo:{entry.name} (timm, seed {seed()})"
-    return imported
-
-
-def _export_trained(entry: zoo.TrainedEntry) -> ImportedModel:
-    """A model edgevit trains itself (``zoo.TRAINED``), trained on first use."""
-    imported = from_torch(entry.load(), entry.input_shape, name=entry.name)
-    imported.family, imported.source = entry.family, f"trained here on {entry.data} (seed {seed()})"
-    return imported
-
-
-def _export_moe(spec: str) -> ImportedModel:
-    """One task's build of a trained MoE-ViT preset (``PRESET[:TASK]``, see :mod:`edgevit.moe`)."""
-    from . import moe
-
-    name = moe.parse_name(spec)
-    module = moe.load_task_model(spec)
-    summary = next(r for r in moe.task_build_summary(name.preset) if r["task"] == name.task_name)
-    imported = from_torch(module, module.input_shape, name=str(name))
-    imported.family = "MoE-ViT"
-    imported.source = f"models/moe_vit.py preset {name.preset}, task {name.task_name} (trained on digits)"
-    imported.extra = {"moe": summary}
+    imported.name, imported.family, imported.source = entry.name, entry.family, entry.source
     return imported
 
 

@@ -19,8 +19,8 @@ LAYERS = [
                "edgevit.distributed.dataplane", "edgevit.distributed.rpc_listener", "edgevit.distributed.keys_cli",
                "edgevit.distributed.accelerator_stage", "edgevit.distributed.node"]),
     ("targets", ["edgevit.targets"]),
-    ("models", ["edgevit.zoo", "edgevit.training", "edgevit.moe", "edgevit.hls.tiny_models",
-                "edgevit.distributed.fashion", "edgevit.distributed.fashion_models"]),
+    # the model registry (zoo), the models it names, their datasets and the one training loop
+    ("models", ["edgevit.zoo", "edgevit.training", "edgevit.moe", "edgevit.datasets"]),
     ("graph", ["edgevit.frontend", "edgevit.reference", "edgevit.quantize", "edgevit.memory_estimate",
                "edgevit.litert"]),
     ("build", ["edgevit.backends", "edgevit.compiler", "edgevit.hls", "edgevit.emulation", "edgevit.pynq",
@@ -34,8 +34,6 @@ LAYERS = [
 ALLOWED = {
     # off-board only (--simulate): the FPGA node builds the C-simulation library that stands in for the PL
     ("edgevit.distributed.accelerator_stage", "edgevit.pynq.simlib"),
-    # MoE presets train on the digits split the small HLS model uses (same split, one definition)
-    ("edgevit.moe.train", "edgevit.hls.tiny_models"),
 }
 
 

@@ -60,11 +60,11 @@ def tiny_attention_onnx(path: Path, heads: int = 2, tokens: int = 64, dim: int =
 
 
 def tiny_hybrid():
-    """The tiny MobileViT trained on scikit-learn's digits (edgevit.hls.tiny_models) with its head as pool +
+    """The tiny MobileViT trained on scikit-learn's digits (edgevit.zoo.tiny_mobilevit) with its head as pool +
     flatten + linear: a hybrid outside the zoo, whose head the FPGA accelerator does not run."""
     import torch.nn as nn
 
-    from edgevit.hls.tiny_models import trained_tiny_mobilevit
+    from edgevit.zoo.tiny_mobilevit import trained_tiny_mobilevit
 
     trained = trained_tiny_mobilevit()
     head = nn.Linear(16, 10)

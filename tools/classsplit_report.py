@@ -40,13 +40,14 @@ def measure(model: str, k: int, x: np.ndarray, y: np.ndarray, work: Path) -> dic
     from edgevit.distributed import classsplit as cs
     from edgevit.distributed.plan import fuse, fusion_of, load_nodes, read_plan
     from edgevit.distributed.planner import build_class_plan, model_configs
+    from edgevit.zoo.fashion_models import train_full
 
     nodes = work / f"nodes{k}.yaml"
     nodes.write_text(f"nodes:\n  - {{key: local, count: {k}, target: host, memory_mib: 256}}\n")
     build_class_plan(model, load_nodes(nodes), k, work / f"plan-k{k}.json")
     plan = read_plan(work / f"plan-k{k}.json")
     arch, cfg = model_configs(model)
-    full = cs.train_full(arch, cfg)
+    full = train_full(arch, cfg)
     split = cs.train_split(full, arch, cfg, k)
     torch_fused = split.fuse([cs.predict(m, x) for m in split.submodels]).argmax(1)
     tvm_fused = fuse([_compiled_outputs(s["artifact"], x) for s in plan["submodels"]], *fusion_of(plan)).argmax(1)
@@ -136,11 +137,13 @@ def main() -> int:
 
     from importlib.metadata import version
 
-    from edgevit.distributed import classsplit as cs, fashion
+    from edgevit import datasets
+    from edgevit.distributed import classsplit as cs
     from edgevit.distributed.planner import model_configs
+    from edgevit.zoo.fashion_models import train_full
 
     start = time.perf_counter()
-    x, y = fashion.load("test", args.images)
+    x, y = datasets.fashion_mnist("test", args.images)
     arch, cfg = model_configs(args.model)
     work = Path(tempfile.mkdtemp(prefix="edgevit-classsplit-"))
     report = {"model": args.model, "command": " ".join(["python tools/classsplit_report.py", *sys.argv[1:]]),
@@ -150,7 +153,7 @@ def main() -> int:
         entry = measure(args.model, k, x, y, work)
         full = entry.pop("full")
         if "unsplit" not in report:
-            torch_pred = cs.predict(cs.train_full(arch, cfg), x).argmax(1)
+            torch_pred = cs.predict(train_full(arch, cfg), x).argmax(1)
             tvm_pred = _compiled_outputs(full["artifact"], x).argmax(1)
             report["unsplit"] = {"accuracy_torch": float(np.mean(torch_pred == y)),
                                  "accuracy_tvm": float(np.mean(tvm_pred == y)),

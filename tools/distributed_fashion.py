@@ -37,7 +37,8 @@ def main() -> int:
     parser.add_argument("--json", default=str(ROOT / "results" / "distributed_fashion.json"))
     args = parser.parse_args()
 
-    from edgevit.distributed import classsplit as cs, fashion
+    from edgevit import datasets
+    from edgevit.distributed import classsplit as cs
     from edgevit.distributed.client import Tracker
     from edgevit.distributed.local_cluster import LocalCluster
     from edgevit.distributed.infer import ClassSplitRunner
@@ -45,8 +46,9 @@ def main() -> int:
     from edgevit.distributed.planner import build_class_plan, model_configs
     from edgevit.runtime.artifact import Artifact
     from edgevit.runtime.tvm_runtime import CompiledModel
+    from edgevit.zoo.fashion_models import train_full
 
-    x, y = fashion.load("test", args.images)
+    x, y = datasets.fashion_mnist("test", args.images)
     vit, cfg = model_configs(args.model)
     work = Path(tempfile.mkdtemp(prefix="edgevit-fashion-"))
     report = {"model": args.model, "arch": {"family": type(vit).__name__, **asdict(vit)}, "train": asdict(cfg),
@@ -60,11 +62,11 @@ def main() -> int:
             with Artifact.open(Path(plan["full"]["artifact"])) as art:
                 model = CompiledModel(art.library)
                 preds = [int(model([img[None]])[0].argmax()) for img in x]
-            torch_full = cs.predict(cs.train_full(vit, cfg), x).argmax(1)
+            torch_full = cs.predict(train_full(vit, cfg), x).argmax(1)
             report["unsplit"] = {"accuracy_tvm": float(np.mean(np.array(preds) == y)),
                                  "accuracy_torch": float(np.mean(torch_full == y)),
                                  "params": plan["full"]["params"], "artifact_bytes": plan["full"]["bytes"]}
-        split = cs.train_split(cs.train_full(vit, cfg), vit, cfg, k)
+        split = cs.train_split(train_full(vit, cfg), vit, cfg, k)
         local = split.fuse([cs.predict(m, x) for m in split.submodels]).argmax(1)
 
         with LocalCluster() as cluster:

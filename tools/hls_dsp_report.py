@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgevit import zoo  # noqa: E402
 from edgevit.hls import estimator  # noqa: E402
-from edgevit.hls.tiny_models import build_tiny_mobilevit  # noqa: E402
+from edgevit.zoo.tiny_mobilevit import build_tiny_mobilevit  # noqa: E402
 from edgevit.hls.torch_import import lower  # noqa: E402
 from edgevit.targets import get_target  # noqa: E402
 

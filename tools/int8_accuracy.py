@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from edgevit.compiler import compile_for_target  # noqa: E402
+from edgevit.datasets import fashion_mnist  # noqa: E402
 from edgevit.distributed import classsplit as cs  # noqa: E402
-from edgevit.distributed.fashion import load  # noqa: E402
 from edgevit.distributed.planner import model_configs  # noqa: E402
 from edgevit.frontend import from_torch  # noqa: E402
 from edgevit.quantize import QuantizeSettings, quantize_cached  # noqa: E402
@@ -35,6 +35,7 @@ from edgevit.runtime.artifact import Artifact  # noqa: E402
 from edgevit.runtime.tvm_runtime import CompiledModel  # noqa: E402
 from edgevit.tables import format_table  # noqa: E402
 from edgevit.targets import get_target  # noqa: E402
+from edgevit.zoo.fashion_models import train_full  # noqa: E402
 
 
 def predictions(run, x: np.ndarray) -> np.ndarray:
@@ -44,7 +45,7 @@ def predictions(run, x: np.ndarray) -> np.ndarray:
 
 def score(name: str, x: np.ndarray, y: np.ndarray, per_channel: bool, tmp: Path) -> dict:
     arch, cfg = model_configs(name)
-    fp32 = from_torch(cs.train_full(arch, cfg), (1, 1, 28, 28), name=name)
+    fp32 = from_torch(train_full(arch, cfg), (1, 1, 28, 28), name=name)
     int8 = quantize_cached(fp32, QuantizeSettings("fashion-mnist", 128, per_channel))
     sessions = {kind: onnxruntime_session(m.onnx_path) for kind, m in (("fp32", fp32), ("int8", int8))}
     ort = {kind: predictions(lambda a, s=s: s.run(None, {s.get_inputs()[0].name: a}), x)
@@ -53,7 +54,7 @@ def score(name: str, x: np.ndarray, y: np.ndarray, per_channel: bool, tmp: Path)
     with Artifact.open(tmp / f"{name}.tar") as artifact:
         model = CompiledModel(artifact.library)
         edgevit = predictions(lambda a: model([a]), x)
-    return {"model": name, "params": cs.param_count(cs.train_full(arch, cfg)), "images": len(y),
+    return {"model": name, "params": cs.param_count(train_full(arch, cfg)), "images": len(y),
             "quantization": int8.extra["quantization"],
             "top1_fp32_onnxruntime": float(np.mean(ort["fp32"] == y)),
             "top1_int8_onnxruntime": float(np.mean(ort["int8"] == y)),
@@ -68,7 +69,7 @@ def main() -> int:
     parser.add_argument("--per-channel", action="store_true")
     parser.add_argument("--out", default="results/int8_accuracy")
     args = parser.parse_args()
-    x, y = load("test", limit=args.images)
+    x, y = fashion_mnist("test", limit=args.images)
     with tempfile.TemporaryDirectory(prefix="edgevit-int8-acc-") as tmp:
         rows = [score(name, x, y, args.per_channel, Path(tmp)) for name in args.models.split(",")]
     command = " ".join(["python", *sys.argv])

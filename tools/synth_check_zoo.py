@@ -27,7 +27,7 @@ MODELS = ("tiny_mobilevit", "mobilevit_xxs", "swiftformer_xs", "efficientformer_
 def generate_sources(name: str, board: str, out: Path) -> Path:
     """The project of zoo model ``name`` (or tiny_mobilevit) for ``board``, without testbench data."""
     if name == "tiny_mobilevit":
-        from edgevit.hls.tiny_models import build_tiny_mobilevit
+        from edgevit.zoo.tiny_mobilevit import build_tiny_mobilevit
 
         model, shape = build_tiny_mobilevit().eval(), (1, 1, 8, 8)
     else:

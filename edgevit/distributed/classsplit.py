@@ -1,8 +1,8 @@
 """Class-wise split (ED-ViT): K structurally pruned sub-models, each responsible for a subset of classes, and
 a small fusion head over their outputs.
 
-Host side (torch). The flow is: train (or load) the full model -> assign classes to K groups -> for each
-group, copy the full model, give it a head for the group's classes plus one "none of mine", prune it with
+Host side (torch). The flow is: train (or load) the full model (:mod:`edgevit.zoo.fashion_models`) -> assign
+classes to K groups -> for each group, copy the full model, give it a head for the group's classes plus one "none of mine", prune it with
 torch-pruning (``prune.py``: channels and heads ranked by their importance for the group's classes), then
 fine-tune it on all training images relabelled for the group (cross-entropy on the relabelled classes plus
 distillation from the full model) -> train the fusion head on the concatenated sub-model outputs. Models
@@ -15,41 +15,20 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..datasets import fashion_mnist
 from ..errors import UnknownNameError
 from ..settings import cache_dir
-from . import fashion
+from ..zoo.fashion_models import TrainConfig, train
 from .plan import fuse
 from .prune import count, prune_for_classes
 
-CACHE_VERSION = 2  # bump when training or pruning changes, so stale cached models are not reused
 PRUNE_IMAGES = 512  # images of a group's classes that rank its channels
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How the full model and the sub-models are trained (seeded, one thread)."""
-
-    train_images: int = 30000
-    epochs: int = 5
-    finetune_epochs: int = 4
-    batch: int = 128
-    lr: float = 2e-3
-    seed: int = 0
-
-    def key(self, arch, split: bool = False) -> str:
-        """Cache key: the full model depends on the architecture and everything here but
-        ``finetune_epochs``; sub-models on all."""
-        fields = asdict(self)
-        if not split:
-            fields.pop("finetune_epochs")
-        blob = json.dumps([type(arch).__name__, asdict(arch), fields, CACHE_VERSION], sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass
@@ -72,57 +51,11 @@ def example_input(arch) -> torch.Tensor:
     return torch.zeros(1, arch.channels, arch.image, arch.image)
 
 
-def _batches(n: int, batch: int, rng: np.random.Generator):
-    order = rng.permutation(n)
-    for i in range(0, n, batch):
-        yield order[i:i + batch]
-
-
-def _fit(model, x: np.ndarray, loss_fn, epochs: int, cfg: TrainConfig, log=None) -> None:
-    torch.set_num_threads(1)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    steps = epochs * ((len(x) + cfg.batch - 1) // cfg.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.15)
-    rng = np.random.default_rng(cfg.seed)
-    model.train()
-    for epoch in range(epochs):
-        total = 0.0
-        for idx in _batches(len(x), cfg.batch, rng):
-            loss = loss_fn(model(torch.from_numpy(x[idx])), idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-        if log:
-            log(f"epoch {epoch + 1}/{epochs}: loss {total / len(x):.4f}")
-    model.eval()
-
-
 def predict(model, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     """Model outputs for ``x`` as numpy, in batches, without gradients."""
     torch.set_num_threads(1)
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
-
-
-def train_full(arch, cfg: TrainConfig, log=print) -> nn.Module:
-    """The unsplit model (``arch.build()``) trained on Fashion-MNIST (cached by configuration)."""
-    from ..training import cached
-
-    def build():
-        torch.set_num_threads(1)
-        torch.manual_seed(cfg.seed)
-        return arch.build()
-
-    def train(model):
-        x, y = fashion.load("train", cfg.train_images)
-        labels = torch.from_numpy(y)
-        log(f"training the full {type(model).__name__} ({param_count(model)} parameters) on {len(x)} "
-            "Fashion-MNIST images")
-        _fit(model, x, lambda out, idx: nn.functional.cross_entropy(out, labels[idx]), cfg.epochs, cfg, log)
-
-    return cached(build, cache_dir("distributed", "fashion") / f"full-{cfg.key(arch)}.pt", train)
 
 
 def assign_classes(k: int, classes: int, method: str = "confusion", confusion: np.ndarray | None = None,
@@ -230,7 +163,7 @@ def _finetune(sub: nn.Module, x: np.ndarray, y: np.ndarray, teacher: np.ndarray,
         distill = nn.functional.kl_div(torch.log_softmax(out / 2.0, -1), soft[idx], reduction="batchmean")
         return 0.5 * nn.functional.cross_entropy(out, hard[idx]) + 0.5 * distill
 
-    _fit(sub, x, loss_fn, cfg.finetune_epochs, cfg, log)
+    train(sub, x, loss_fn, cfg.finetune_epochs, cfg, log)
 
 
 def _train_fusion(subs: list[nn.Module], x: np.ndarray, y: np.ndarray, classes: int) -> dict:
@@ -250,7 +183,7 @@ def train_split(full: nn.Module, arch, cfg: TrainConfig, k: int, method: str = "
                 log=print) -> ClassSplit:
     """Split, prune, fine-tune and fuse (cached by configuration, K and assignment method)."""
     torch.set_num_threads(1)
-    x, y = fashion.load("train", cfg.train_images)
+    x, y = fashion_mnist("train", cfg.train_images)
     teacher = predict(full, x)
     confusion = np.zeros((arch.classes, arch.classes))
     np.add.at(confusion, (y, teacher.argmax(1)), 1)

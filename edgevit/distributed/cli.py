@@ -136,11 +136,11 @@ def _inputs(args, plan: dict):
     import numpy as np
 
     if args.dataset:
-        from . import fashion
+        from ..datasets import fashion_mnist
 
         if args.dataset != "fashion-mnist":
             raise InputError(f"unknown dataset '{args.dataset}'; known: fashion-mnist")
-        x, y = fashion.load("test", args.stream or 100)
+        x, y = fashion_mnist("test", args.stream or 100)
         return x[:, None].reshape(-1, *plan["input"]["shape"]), y
     if not args.input:
         raise InputError("give --input x.npy or --dataset fashion-mnist")

@@ -137,15 +137,9 @@ def choose_stages(profile: dict, slots: list[NodeSlot], objective: str = "latenc
 # ---- import ----------------------------------------------------------------------------------------------
 
 def import_model(spec: str, input_shape: str | None = None):
-    """What ``edgevit compile`` accepts, plus the distributed demo models trained here (``fashion-vit``)."""
-    from ..frontend import from_torch, load_model
-    from .planner import MODELS, model_configs
+    """What ``edgevit compile`` accepts (a registry name or an ONNX file)."""
+    from ..frontend import load_model
 
-    if spec in MODELS:
-        from . import classsplit as cs
-
-        vit, cfg = model_configs(spec)
-        return from_torch(cs.train_full(vit, cfg, log=_say), (1, vit.channels, vit.image, vit.image), spec)
     return load_model(spec, input_shape)
 
 

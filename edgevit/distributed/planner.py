@@ -13,21 +13,12 @@ import numpy as np
 from ..errors import EdgevitError, UnknownNameError
 from . import classsplit as cs
 from .client import artifact_digest
-from .fashion_models import MobileVitConfig, VitConfig
+from ..zoo.fashion_models import FASHION_MODELS
+from ..zoo.fashion_models import MobileVitConfig, TrainConfig, VitConfig, train_full
 from .plan import assign_greedy, model_memory_mib, read_plan, write_plan
 from .prune import count
 
-# Built-in models a plan can be made for, each trained here on Fashion-MNIST: a plain ViT and a reduced-width
-# MobileViT v1 (timm's classes), each with a tiny variant that trains in seconds (tests, demos).
-MODELS = {
-    "fashion-vit": (VitConfig(), cs.TrainConfig()),
-    "fashion-vit-tiny": (VitConfig(dim=32, depth=2, heads=2, mlp=64),
-                         cs.TrainConfig(train_images=4000, epochs=2, finetune_epochs=1)),
-    "fashion-mobilevit": (MobileVitConfig(), cs.TrainConfig(train_images=20000, epochs=5, finetune_epochs=2)),
-    "fashion-mobilevit-tiny": (MobileVitConfig(stem=8, mbconv=((8, 1, 1), (16, 1, 2)), mvit=((24, 2, 32, 1),),
-                                               heads=4, features=64),
-                               cs.TrainConfig(train_images=4000, epochs=4, finetune_epochs=2)),
-}
+# Built-in models a plan can be made for: those of ``edgevit.zoo.fashion_models``, trained here on Fashion-MNIST.
 RPC_CALL_MS = 0.5  # per remote call (put + run + get) on a LAN, used by the latency prediction
 
 
@@ -38,17 +29,17 @@ def _say(message: str) -> None:
 Arch = VitConfig | MobileVitConfig
 
 
-def model_configs(name: str) -> tuple[Arch, cs.TrainConfig]:
+def model_configs(name: str) -> tuple[Arch, TrainConfig]:
     """The architecture and training configuration of a built-in model.
 
     Raises
     ------
     UnknownNameError
-        ``name`` is not in ``MODELS``; the message lists the known names.
+        ``name`` is not in ``FASHION_MODELS``; the message lists the known names.
     """
-    if name not in MODELS:
-        raise UnknownNameError(f"unknown model '{name}' for a distributed plan; known: {', '.join(MODELS)}")
-    return MODELS[name]
+    if name not in FASHION_MODELS:
+        raise UnknownNameError(f"unknown model '{name}' for a distributed plan; known: {', '.join(FASHION_MODELS)}")
+    return FASHION_MODELS[name]
 
 
 def check_k(k, classes: int) -> int:
@@ -131,7 +122,7 @@ def measure_plan(output: Path, tracker, runs: int = 40) -> tuple[float, str]:
 
 
 def build_class_plan(model: str, slots, k: int, output: Path, method: str = "confusion",
-                     configs: tuple[Arch, cs.TrainConfig] | None = None, tracker=None) -> dict:
+                     configs: tuple[Arch, TrainConfig] | None = None, tracker=None) -> dict:
     """Split ``model`` into ``k`` class groups, assign them to ``slots``, compile, write the plan.
 
     The predicted latency is the slowest node's sum of calls (the nodes run at once). With ``tracker`` (a
@@ -153,7 +144,7 @@ def build_class_plan(model: str, slots, k: int, output: Path, method: str = "con
     """
     arch, cfg = configs or model_configs(model)
     k = check_k(k, arch.classes)
-    full = cs.train_full(arch, cfg, log=_say)
+    full = train_full(arch, cfg, log=_say)
     split = cs.train_split(full, arch, cfg, k, method, log=_say)
     estimates = [model_memory_mib(1 << 20, spec.params) for spec in split.specs]  # ~1 MiB before building
     placed = assign_greedy(estimates, slots)

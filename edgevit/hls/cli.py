@@ -1,7 +1,7 @@
 """``edgevit hls``: generate an HLS project, C-simulate it, report resources and cycles.
 
-    edgevit hls MODEL --board zcu102 -o build/mvit_hls   # MODEL: a zoo name, tiny_mobilevit or an MoE-ViT
-                                                         # task build such as moe_vit_tiny:parity
+    edgevit hls MODEL --board zcu102 -o build/mvit_hls   # MODEL: a name `edgevit models` lists (zoo, trained
+                                                         # here, MoE-ViT task builds such as moe_vit_tiny:parity)
     edgevit hls model.onnx -o build/my_hls               # any ONNX file: its supported ops run on the
                                                          # accelerator, the rest on the CPU (cpu_tail.json)
     edgevit hls build build/mvit_hls --csim
@@ -15,13 +15,10 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import ArtifactError, EdgevitError, InputError, ResourceError, UnknownNameError
-from ..settings import seed
+from ..errors import ArtifactError, EdgevitError, InputError
 from ..targets import get_target
 
-TINY = "tiny_mobilevit"  # zoo.TRAINED's name for it: one name in every command
 MAX_LISTED = 12   # CPU-part entries printed by `edgevit hls MODEL`
-MAX_INPUT_WORDS = 1 << 24   # 32 MiB of 16-bit words: the arena holds the input and every tensor after it
 # ap_fixed<W,I> the kernels handle: accumulators add two widths plus guard bits inside 64-bit integers.
 FORMAT_SPEC = r"([A-Za-z0-9_.]+)=(\d{1,3}),(\d{1,3})"
 WIDTHS = (2, 32)
@@ -85,49 +82,6 @@ def _check_options(args) -> None:
             raise InputError(f"-o {args.output} is a file: name a project directory")
 
 
-def _check_format_names(prog, sample, overrides: dict) -> None:
-    """Every --format must name a tensor or parameter of the lowered model (a typo would be silently ignored)."""
-    from .torch_import import to_accel_layout
-
-    stats: dict = {}
-    prog.run_float(to_accel_layout(sample), stats)
-    names = set(stats) | {f"{layer.name}.{key}" for layer in prog.layers for key in [*layer.params, "w"]}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise InputError(f"--format names '{unknown[0]}', which is not a tensor of this model (tensors: "
-                         f"{', '.join(sorted(stats)[:8])}...; `edgevit hls report` lists the layers)")
-
-
-def _is_onnx(what: str) -> bool:
-    return what.endswith(".onnx") or Path(what).is_file()
-
-
-def _generate_onnx(args, overrides: dict):
-    """``edgevit hls FILE.onnx``: the ONNX front door of ``edgevit compile``, then the op mapper."""
-    import numpy as np
-
-    from ..frontend import load_model
-    from . import project
-    from .onnx_import import lower_onnx
-
-    imported = load_model(args.what, args.input_shape)
-    if len(imported.inputs) != 1 or imported.inputs[0].dtype != "float32":
-        raise InputError(f"{imported.name} has inputs {[(i.name, i.dtype) for i in imported.inputs]}: the "
-                         "accelerator takes one float32 input")
-    shape = imported.inputs[0].shape
-    if int(np.prod(shape)) > MAX_INPUT_WORDS:   # before any sample of it is allocated
-        raise ResourceError(f"input shape {list(shape)} has more than {MAX_INPUT_WORDS} values: too large for "
-                            "the accelerator's arena; export the model at a smaller input size")
-    rng = np.random.default_rng(seed())
-    samples = [rng.standard_normal(shape) for _ in range(args.calib)]
-    result = lower_onnx(imported.load(), samples[0])
-    if overrides:
-        _check_format_names(result.program, samples[0], overrides)
-    out = project.write_onnx(result, args.board, Path(args.output), samples, overrides, samples[:1],
-                             {"model": imported.name, "onnx": imported.source})
-    return result.program, out, samples[:1], result
-
-
 def _onnx_summary(result) -> str:
     line = (f"ONNX ops on the accelerator: {result.accel_nodes} of {result.total_nodes} nodes, "
             f"{100 * result.accel_macs / max(result.total_macs, 1):.1f} % of the Conv/MatMul/Gemm MACs")
@@ -138,18 +92,15 @@ def _onnx_summary(result) -> str:
 
 
 def _generate(args) -> int:
-    from . import project
+    from . import estimator, project
     from .codegen import NOTICE
+    from .generate import generate
 
     if args.project or not args.output:
         raise InputError(f"usage: edgevit hls {args.what} --board BOARD -o DIR")
-    overrides = project.parse_formats(args.format)
-    result = None
-    if _is_onnx(args.what):
-        prog, out, tests, result = _generate_onnx(args, overrides)
-    else:
-        prog, out, tests = _generate_torch(args, overrides)
-    from . import estimator
+    made = generate(args.what, args.board, Path(args.output), args.calib, args.input_shape,
+                    project.parse_formats(args.format))
+    prog, out, tests, result = made.program, made.path, made.tests, made.onnx
 
     rep = estimator.report(prog, get_target(args.board).require_fpga())
     print(f"wrote {out}: {len(prog.layers)} accelerator layers, {len(tests)} testbench inputs")
@@ -176,51 +127,6 @@ def _generate(args) -> int:
               f"`edgevit hls report` will refuse it")
     print(NOTICE)
     return 0
-
-
-def _generate_torch(args, overrides: dict):
-    """``edgevit hls MODEL`` for the torch builds: tiny_mobilevit, MoE-ViT task builds and zoo models."""
-    import numpy as np
-
-    from . import project
-    from .torch_import import lower
-
-    if args.what == TINY:
-        from .tiny_models import digits_split, trained_tiny_mobilevit
-
-        model, shape = trained_tiny_mobilevit(), (1, 1, 8, 8)
-        xtr, _, xte, _ = digits_split()
-        samples, tests = [x[None] for x in xtr[:200]], [x[None] for x in xte]
-    elif _is_moe(args.what):
-        from ..moe import load_task_model
-        from ..moe.train import digits_tasks
-
-        model = load_task_model(args.what)
-        shape = model.input_shape
-        xtr, _, xte, _ = digits_tasks()
-        samples, tests = [x[None] for x in xtr[:200]], [x[None] for x in xte]
-    else:
-        from .. import zoo
-
-        if args.what not in zoo.ZOO:
-            raise UnknownNameError(f"unknown model '{args.what}' for hls: use {TINY}, an MoE-ViT task build "
-                                   f"(moe_vit_tiny:digit), a zoo model ({', '.join(zoo.ZOO)}) or an .onnx file")
-        shape = zoo.get_entry(args.what).input_shape
-        model = zoo.build(args.what)
-        rng = np.random.default_rng(seed())
-        samples = [rng.standard_normal(shape) for _ in range(args.calib)]
-        tests = samples[:1]
-    if overrides:
-        _check_format_names(lower(model, shape), samples[0], overrides)
-    prog, out = project.generate(model, shape, args.board, Path(args.output), samples, overrides, tests,
-                                 {"model": args.what})
-    return prog, out, tests
-
-
-def _is_moe(name: str) -> bool:
-    from ..moe import is_moe_name
-
-    return is_moe_name(name)
 
 
 def _usage(rep: dict) -> str:

@@ -22,11 +22,11 @@ def task_labels(y: np.ndarray) -> list[np.ndarray]:
 def digits_tasks():
     """(x_train, labels_train, x_test, labels_test): images ``[n, 1, 8, 8]``, one label array per task.
 
-    The same split and scaling as :func:`edgevit.hls.tiny_models.digits_split`.
+    The same split and scaling as the tiny MobileViT's (:func:`edgevit.datasets.digits`).
     """
-    from ..hls.tiny_models import digits_split
+    from ..datasets import digits
 
-    xtr, ytr, xte, yte = digits_split()
+    xtr, ytr, xte, yte = digits()
     return xtr, task_labels(ytr), xte, task_labels(yte)
 
 

@@ -42,7 +42,7 @@ def calibration_inputs(source: str, spec: TensorSpec, count: int) -> list[np.nda
     if not np.issubdtype(np.dtype(spec.dtype), np.floating):
         raise InputError(f"input '{spec.name}' is {spec.dtype}: only float inputs can be calibrated")
     if source == FASHION_MNIST:
-        from ..distributed.fashion import load
+        from ..datasets import fashion_mnist as load
 
         images, _ = load("train", limit=count)
         return _split(_fit(images, spec, FASHION_MNIST), spec)

@@ -18,6 +18,7 @@ from edgevit.distributed import classsplit as cs
 from edgevit.distributed.plan import NodeSlot, assign_greedy, load_nodes, read_plan
 from edgevit.distributed.planner import build_class_plan, check_k, model_configs
 from edgevit.errors import EdgevitError, UnknownNameError
+from edgevit.zoo.fashion_models import train_full
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def test_pruned_submodels_are_smaller(tiny_plan):
 
 
 def test_infer_class_split_matches_local(shared_cluster, tiny_plan, tmp_path):
-    from edgevit.distributed import fashion
+    from edgevit import datasets
     from edgevit.distributed.planner import model_configs
 
     report_path = tmp_path / "report.json"
@@ -73,9 +74,9 @@ def test_infer_class_split_matches_local(shared_cluster, tiny_plan, tmp_path):
     assert all(n["calls"] == 12 and n["bytes_sent"] > 0 for n in report["nodes"])
 
     vit, cfg = model_configs("fashion-vit-tiny")
-    full = cs.train_full(vit, cfg)
+    full = train_full(vit, cfg)
     split = cs.train_split(full, vit, cfg, 3)
-    x, _ = fashion.load("test", 12)
+    x, _ = datasets.fashion_mnist("test", 12)
     local = split.fuse([cs.predict(m, x) for m in split.submodels]).argmax(1)
     assert report["predictions"] == local.tolist()
 
@@ -84,7 +85,7 @@ def test_infer_class_split_matches_local(shared_cluster, tiny_plan, tmp_path):
 def mobilevit_split():
     """The tiny MobileViT (timm classes) trained on Fashion-MNIST and split K=2 (cached on disk)."""
     arch, cfg = model_configs("fashion-mobilevit-tiny")
-    full = cs.train_full(arch, cfg)
+    full = train_full(arch, cfg)
     return arch, full, cs.train_split(full, arch, cfg, 2)
 
 
@@ -112,10 +113,10 @@ def test_mobilevit_submodels_are_structurally_pruned(mobilevit_split):
 
 
 def test_mobilevit_fused_split_beats_chance_on_held_out_images(mobilevit_split):
-    from edgevit.distributed import fashion
+    from edgevit import datasets
 
     _, _, split = mobilevit_split
-    x, y = fashion.load("test", 1000)  # the test split: never seen in training or fine-tuning
+    x, y = datasets.fashion_mnist("test", 1000)  # the test split: never seen in training or fine-tuning
     fused = split.fuse([cs.predict(m, x) for m in split.submodels]).argmax(1)
     assert np.mean(fused == y) > 0.5  # chance is 0.1
 
@@ -162,7 +163,7 @@ def mobilevit_plan(tmp_path_factory) -> Path:
 
 
 def test_infer_mobilevit_split_on_nodes_matches_local(shared_cluster, mobilevit_plan, mobilevit_split, tmp_path):
-    from edgevit.distributed import fashion
+    from edgevit import datasets
 
     plan = read_plan(mobilevit_plan)
     assert all(s["params"] < plan["full"]["params"] and s["macs"] < plan["full"]["macs"] for s in plan["submodels"])
@@ -176,6 +177,6 @@ def test_infer_mobilevit_split_on_nodes_matches_local(shared_cluster, mobilevit_
     report = json.loads(report_path.read_text())
     assert report["degraded"] == 0 and report["images"] == 20
     _, _, split = mobilevit_split
-    x, _ = fashion.load("test", 20)
+    x, _ = datasets.fashion_mnist("test", 20)
     local = split.fuse([cs.predict(m, x) for m in split.submodels]).argmax(1)
     assert report["predictions"] == local.tolist()

@@ -20,13 +20,13 @@ def hybrid(tmp_path_factory):
     import torch
 
     from edgevit.hls import project
-    from edgevit.hls.tiny_models import digits_split
+    from edgevit.datasets import digits
     from edgevit.pynq.bundle import make_bundle
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("hybrid")
     model = tiny_hybrid()
-    xtr, _, xte, yte = digits_split()
+    xtr, _, xte, yte = digits()
     _, proj = project.generate(model, (1, 1, 8, 8), "pynq-z2", folder / "project", [x[None] for x in xtr[:200]],
                                test_inputs=[x[None] for x in xte[:4]], meta={"model": "tiny_hybrid"})
     # no bitstream: no Vivado here; the FPGA node's simulated device loads a stand-in overlay

@@ -128,7 +128,7 @@ def test_zoo_model_pipelined_over_x86_and_qemu_nodes_matches_onnxruntime(shared_
 def test_onnx_file_outside_the_zoo_over_x86_and_qemu_nodes(shared_cluster, tmp_path):
     """An ONNX file of a hybrid edgevit's zoo does not have (a MobileViT trained on digits), three stages over
     two x86 nodes and the aarch64 node under qemu, verified on real digits."""
-    from edgevit.hls.tiny_models import digits_split
+    from edgevit.datasets import digits
     from tiny_onnx_models import tiny_hybrid_onnx
 
     model = tiny_hybrid_onnx(tmp_path / "digits_hybrid.onnx")
@@ -139,7 +139,7 @@ def test_onnx_file_outside_the_zoo_over_x86_and_qemu_nodes(shared_cluster, tmp_p
              *shared_cluster.host_keys, "--stages", 3, "-o", plan_dir)
     plan = json.loads((plan_dir / "plan.json").read_text())
     assert sorted(s["node_key"] for s in plan["stages"]) == ["rpi4", "x86", "x86"]
-    _, _, xte, yte = digits_split()
+    _, _, xte, yte = digits()
     np.save(tmp_path / "digits.npy", xte[:8])
     report_path = tmp_path / "report.json"
     out = _edgevit("infer", plan_dir, "--tracker", shared_cluster.address, *shared_cluster.host_keys, "--input",

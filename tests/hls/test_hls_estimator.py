@@ -8,7 +8,7 @@ import pytest
 
 from edgevit.hls import estimator, layer_table
 from edgevit.hls.program import Layer, Program, calibrate
-from edgevit.hls.tiny_models import build_tiny_mobilevit
+from edgevit.zoo.tiny_mobilevit import build_tiny_mobilevit
 from edgevit.hls.torch_import import lower, to_accel_layout
 from edgevit.targets import get_target
 

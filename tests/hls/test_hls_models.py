@@ -7,7 +7,8 @@ import torch
 
 from edgevit.hls import csim, estimator, project
 from edgevit.hls.fixed import to_float
-from edgevit.hls.tiny_models import digits_split, trained_tiny_mobilevit
+from edgevit.datasets import digits
+from edgevit.zoo.tiny_mobilevit import trained_tiny_mobilevit
 from edgevit.targets import get_target
 
 
@@ -18,7 +19,7 @@ def tiny():
 
 
 def test_tiny_mobilevit_csim_matches_float(tiny, tmp_path):
-    xtr, _, xte, yte = digits_split()
+    xtr, _, xte, yte = digits()
     prog, out = project.generate(tiny, (1, 1, 8, 8), "pynq-z2", tmp_path / "tiny", [x[None] for x in xtr[:200]],
                                  test_inputs=[x[None] for x in xte])
     assert prog.cpu_layers == []

@@ -219,7 +219,7 @@ def test_onnx_and_torch_paths_agree_on_tiny_mobilevit():
     concat and head, found by value in the exported graph."""
     import onnx
 
-    from edgevit.hls.tiny_models import trained_tiny_mobilevit
+    from edgevit.zoo.tiny_mobilevit import trained_tiny_mobilevit
     from edgevit.hls.torch_import import lower
 
     model = trained_tiny_mobilevit()

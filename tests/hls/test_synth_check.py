@@ -9,7 +9,7 @@ import pytest
 
 from edgevit.errors import VerificationError
 from edgevit.hls import codegen, csim, project, synth_check
-from edgevit.hls.tiny_models import build_tiny_mobilevit
+from edgevit.zoo.tiny_mobilevit import build_tiny_mobilevit
 
 # Every zoo model the backend supports (wholly or up to its CPU tail); generated without testbench data, a few
 # seconds each. tools/synth_check_zoo.py runs the same check from the command line.

@@ -22,10 +22,11 @@ def tiny_project(tmp_path_factory):
     import torch
 
     from edgevit.hls import project
-    from edgevit.hls.tiny_models import digits_split, trained_tiny_mobilevit
+    from edgevit.datasets import digits
+    from edgevit.zoo.tiny_mobilevit import trained_tiny_mobilevit
 
     torch.set_num_threads(1)
-    xtr, _, xte, _ = digits_split()
+    xtr, _, xte, _ = digits()
     tests = [x[None] for x in xte[:TEST_INPUTS]]
     prog, out = project.generate(trained_tiny_mobilevit(), (1, 1, 8, 8), "pynq-z2",
                                  tmp_path_factory.mktemp("hls") / "tiny", [x[None] for x in xtr[:200]],

@@ -22,7 +22,7 @@ def _model(*extra):
     import torch
     import torch.nn as nn
 
-    from edgevit.hls.tiny_models import build_tiny_mobilevit
+    from edgevit.zoo.tiny_mobilevit import build_tiny_mobilevit
 
     torch.manual_seed(1)
     m = build_tiny_mobilevit()
@@ -30,9 +30,9 @@ def _model(*extra):
 
 
 def _project(model, path):
-    from edgevit.hls.tiny_models import digits_split
+    from edgevit.datasets import digits
 
-    xtr, _, xte, _ = digits_split()
+    xtr, _, xte, _ = digits()
     tests = [x[None] for x in xte[:8]]
     prog, out = project.generate(model, SHAPE, "pynq-z2", path, [x[None] for x in xtr[:32]], test_inputs=tests,
                                  meta={"model": "tiny_with_maxpool"})

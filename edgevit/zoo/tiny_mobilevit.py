@@ -10,11 +10,10 @@ import hashlib
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
+from ..datasets import digits
 from ..settings import cache_dir
 
-CONFIG = {"seed": 0, "epochs": 30, "batch": 64, "lr": 3e-3, "test_fraction": 0.25}
+CONFIG = {"seed": 0, "epochs": 30, "batch": 64, "lr": 3e-3}
 
 
 def build_tiny_mobilevit():
@@ -34,22 +33,9 @@ def build_tiny_mobilevit():
     )
 
 
-def digits_split():
-    """(x_train, y_train, x_test, y_test): images scaled to about [-1, 3], shape [n, 1, 8, 8]."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = ((data.images / 16.0 - 0.3) / 0.45).astype(np.float32)[:, None]
-    rng = np.random.default_rng(CONFIG["seed"])
-    order = rng.permutation(len(x))
-    n_test = int(len(x) * CONFIG["test_fraction"])
-    test, train = order[:n_test], order[n_test:]
-    return x[train], data.target[train], x[test], data.target[test]
-
-
 def _cache_path() -> Path:
     key = hashlib.sha256(Path(__file__).read_bytes() + repr(sorted(CONFIG.items())).encode()).hexdigest()[:16]
-    return cache_dir("hls") / f"tiny_mobilevit-{key}.pt"
+    return cache_dir("zoo") / f"tiny_mobilevit-{key}.pt"
 
 
 def trained_tiny_mobilevit():
@@ -59,7 +45,7 @@ def trained_tiny_mobilevit():
     from ..training import cached, fit
 
     def train(model):
-        xtr, ytr, _, _ = digits_split()
+        xtr, ytr, _, _ = digits()
         xtr, ytr = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
         fit(model, len(xtr), lambda m, idx: torch.nn.functional.cross_entropy(m(xtr[idx]), ytr[idx]),
             CONFIG["epochs"], CONFIG["batch"], CONFIG["lr"], CONFIG["seed"])
@@ -69,3 +55,8 @@ def trained_tiny_mobilevit():
         return build_tiny_mobilevit()
 
     return cached(build, _cache_path(), train)
+
+
+def trained(name: str, log=None):
+    """The registry's entry point (:mod:`edgevit.zoo`): the trained model named ``name``."""
+    return trained_tiny_mobilevit()

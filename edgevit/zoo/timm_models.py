@@ -1,17 +1,13 @@
-"""The models edgevit knows by name: the zoo of lightweight hybrid ViTs from timm (seeded random weights: no
-model hub here) and the small models edgevit trains itself on data shipped in packages. The MoE-ViT presets of
-``models/moe_vit.py`` are named ``PRESET[:TASK]`` (:mod:`edgevit.moe`).
-
-Every model reaches the compiler the same way: as ONNX (see ``edgevit.frontend``).
-"""
+"""The timm zoo: lightweight hybrid ViTs with seeded random weights (no model hub here), drawn so that they look
+like trained ones (see :func:`build`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
-from .errors import UnknownNameError
-from .settings import cache_dir, seed
+from ..errors import UnknownNameError
+from ..settings import cache_dir, seed
 
 
 @dataclass(frozen=True)
@@ -22,9 +18,26 @@ class ZooEntry:
     family: str
     image_size: int
 
+    data = "random (seeded)"
+
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         return (1, 3, self.image_size, self.image_size)
+
+    @property
+    def source(self) -> str:
+        return f"zoo:{self.name} (timm, seed {seed()})"
+
+    def load(self):
+        """The ``torch.nn.Module`` in eval mode (:func:`build`)."""
+        return build(self.name)
+
+    def examples(self, limit: int):
+        """None: zoo models have no dataset; callers draw seeded random inputs."""
+        return None
+
+    def metadata(self) -> dict:
+        return {}
 
 
 def _entries(family: str, size: int, names: str) -> dict[str, ZooEntry]:
@@ -40,28 +53,6 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
-@dataclass(frozen=True)
-class TrainedEntry:
-    """A model edgevit trains itself (seeded, one thread, cached: see :mod:`edgevit.training`), by name."""
-
-    name: str
-    family: str
-    input_shape: tuple[int, ...]
-    data: str          # what it is trained on (a dataset shipped in a package)
-
-    def load(self):
-        """The trained ``torch.nn.Module`` in eval mode (trains on first use, then comes from the cache)."""
-        from .hls.tiny_models import trained_tiny_mobilevit
-
-        return {"tiny_mobilevit": trained_tiny_mobilevit}[self.name]()
-
-
-TRAINED: dict[str, TrainedEntry] = {
-    "tiny_mobilevit": TrainedEntry("tiny_mobilevit", "MobileViT (timm blocks)", (1, 1, 8, 8),
-                                   "scikit-learn digits"),
-}
-
-
 def get_entry(name: str) -> ZooEntry:
     """Look up a zoo model.
 
@@ -71,9 +62,8 @@ def get_entry(name: str) -> ZooEntry:
         If ``name`` is not in the zoo; the message lists every model name edgevit knows.
     """
     if name not in ZOO:
-        raise UnknownNameError(f"unknown model '{name}'. Zoo models: {', '.join(ZOO)}; trained here: "
-                               f"{', '.join(TRAINED)}; MoE-ViT presets: PRESET[:TASK] (edgevit models); "
-                               "or pass a path to an .onnx file")
+        raise UnknownNameError(f"unknown zoo model '{name}'; the zoo: {', '.join(ZOO)} (`edgevit models` lists every "
+                               "model edgevit knows)")
     return ZOO[name]
 
 

@@ -5,12 +5,18 @@ with MobileViT's block types: conv stem, inverted-residual MobileNet blocks, Mob
 the map into 2x2 patches, run timm ViT transformer blocks and fold back). Each configuration is a frozen
 dataclass with ``build(out)``; every model ends in a linear ``head`` (the split replaces it), and its
 attention modules expose ``qkv``, ``num_heads`` and ``attn_dim`` as timm's do, so one structured pruner
-(``prune.py``) handles both. The module classes live at module level so pruned models can be saved whole.
+(``distributed/prune.py``) handles both. The module classes live at module level so pruned models can be saved
+whole.
+
+``FASHION_MODELS`` names the configurations the registry (:mod:`edgevit.zoo`) lists: each architecture with
+its ``TrainConfig``, trained by :func:`train_full` through the one training loop (:mod:`edgevit.training`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -148,3 +154,76 @@ class FashionMobileVit(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(F.pad(x, (self.pad,) * 4)))
+
+
+CACHE_VERSION = 3  # bump when training or pruning changes, so stale cached models are not reused
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the full model and the class-split sub-models are trained (seeded, one thread)."""
+
+    train_images: int = 30000
+    epochs: int = 5
+    finetune_epochs: int = 4
+    batch: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+    warmup: float = 0.15   # share of the steps the one-cycle schedule spends rising
+
+    def key(self, arch, split: bool = False) -> str:
+        """Cache key: the full model depends on the architecture and everything here but
+        ``finetune_epochs``; sub-models on all."""
+        fields = asdict(self)
+        if not split:
+            fields.pop("finetune_epochs")
+        blob = json.dumps([type(arch).__name__, asdict(arch), fields, CACHE_VERSION], sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# A plain ViT and a reduced-width MobileViT v1, each with a tiny variant that trains in seconds (tests, demos).
+FASHION_MODELS = {
+    "fashion-vit": (VitConfig(), TrainConfig()),
+    "fashion-vit-tiny": (VitConfig(dim=32, depth=2, heads=2, mlp=64),
+                         TrainConfig(train_images=4000, epochs=2, finetune_epochs=1)),
+    "fashion-mobilevit": (MobileVitConfig(), TrainConfig(train_images=20000, epochs=5, finetune_epochs=2)),
+    "fashion-mobilevit-tiny": (MobileVitConfig(stem=8, mbconv=((8, 1, 1), (16, 1, 2)), mvit=((24, 2, 32, 1),),
+                                               heads=4, features=64),
+                               TrainConfig(train_images=4000, epochs=4, finetune_epochs=2)),
+}
+
+
+def train(model: nn.Module, x, loss_fn, epochs: int, cfg: TrainConfig, log=None) -> None:
+    """Train ``model`` in place on images ``x`` (numpy) with ``loss_fn(outputs, idx)``, through the one loop."""
+    from ..training import fit
+
+    images = torch.from_numpy(x)
+    fit(model, len(images), lambda m, idx: loss_fn(m(images[idx]), idx), epochs, cfg.batch, cfg.lr, cfg.seed,
+        warmup=cfg.warmup, log=log)
+
+
+def train_full(arch, cfg: TrainConfig, log=print) -> nn.Module:
+    """The unsplit model (``arch.build()``) trained on Fashion-MNIST (cached by configuration)."""
+    from ..datasets import fashion_mnist
+    from ..settings import cache_dir
+    from ..training import cached
+
+    def build():
+        torch.set_num_threads(1)
+        torch.manual_seed(cfg.seed)
+        return arch.build()
+
+    def train_it(model):
+        x, y = fashion_mnist("train", cfg.train_images)
+        labels = torch.from_numpy(y)
+        params = sum(p.numel() for p in model.parameters())
+        log(f"training the full {type(model).__name__} ({params} parameters) on {len(x)} Fashion-MNIST images")
+        train(model, x, lambda out, idx: nn.functional.cross_entropy(out, labels[idx]), cfg.epochs, cfg, log)
+
+    return cached(build, cache_dir("zoo", "fashion") / f"full-{cfg.key(arch)}.pt", train_it)
+
+
+def trained(name: str, log=print) -> nn.Module:
+    """The registry's entry point (:mod:`edgevit.zoo`): the full model of ``FASHION_MODELS[name]``, trained."""
+    arch, cfg = FASHION_MODELS[name]
+    return train_full(arch, cfg, log)
