@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import queue
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,16 +38,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from edgevit.distributed import dataplane as dp  # noqa: E402
+from edgevit.distributed.local_cluster import free_port  # noqa: E402
 
 SIZES = [("1 KiB", 1 << 10), ("64 KiB", 64 << 10), ("588 KiB", 588 << 10), ("4 MiB", 4 << 20)]
 BAR_MS = 0.5
 MODES = ("curve", "plain")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def security(mode: str, keys: Path, member: str) -> dp.Security:

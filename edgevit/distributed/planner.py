@@ -4,7 +4,6 @@ the node it is assigned to, and write the plan JSON next to its artifacts."""
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 

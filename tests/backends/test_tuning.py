@@ -4,9 +4,6 @@ then ``compile --tuning-db`` and verification against onnxruntime (function only
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +12,13 @@ import pytest
 
 from edgevit.backends import tuning, tvm_compiler
 from edgevit.compiler import compile_for_target
+from edgevit.distributed.local_cluster import free_port, kill_group
 from edgevit.errors import EdgevitError
 from edgevit.frontend import load_model
 from edgevit.reference import compare, random_inputs, run_onnxruntime
 from edgevit.runtime.artifact import Artifact
 from edgevit.runtime.tvm_runtime import CompiledModel
 from edgevit.targets import get_target
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _check_database(db, onnx_path, tmp_path):
@@ -102,7 +94,7 @@ def test_tune_skips_the_search_where_metaschedule_has_no_space(tmp_path):
 
 
 def test_tune_through_rpc(tiny_onnx, tmp_path):
-    port, server_port = _free_port(), _free_port()
+    port, server_port = free_port(), free_port()
     # Own process groups: the server forks a worker per session, which must die with it.
     tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
                                 "--port", str(port), "--port-end", str(port + 1)], start_new_session=True)
@@ -124,8 +116,7 @@ def test_tune_through_rpc(tiny_onnx, tmp_path):
     finally:
         for proc in (server, tracker):
             if proc is not None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+                kill_group(proc)
 
 
 def test_cross_target_needs_rpc(tiny_onnx, tmp_path):

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from tvm.rpc import base
 
+from edgevit.distributed.local_cluster import free_port, kill_group
 from edgevit.errors import ExecutionError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,9 +194,7 @@ def _listening(pids: set[int], port: int) -> list[int]:
 
 
 def test_tracker_sigterm_leaves_nothing_listening():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "edgevit.distributed", "tracker", "--port", str(port)],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
@@ -209,11 +208,7 @@ def test_tracker_sigterm_leaves_nothing_listening():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=10).close()
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
+        kill_group(proc)
 
 
 BOARD = """

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from edgevit.distributed.local_cluster import free_port
 from edgevit.errors import ArtifactError, ExecutionError
 
 
@@ -68,11 +69,7 @@ def _infer(plan_dir, tracker, *extra):
 
 
 def test_a_dead_tracker_is_named(tiny_plan_dir):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()   # a port nobody listens on
     proc = _infer(tiny_plan_dir, f"127.0.0.1:{port}")
     lines = [line for line in proc.stderr.splitlines() if line.startswith("edgevit: error:")]
     assert proc.returncode == ExecutionError.exit_code and len(lines) == 1, proc.stderr

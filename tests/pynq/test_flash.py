@@ -4,7 +4,6 @@ device, and every error case with its one-line message and exit code."""
 import ast
 import json
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from fake_bitstream import write_bit, write_hwh
 
 from edgevit import cli
+from edgevit.distributed.local_cluster import free_port
 from edgevit.errors import ArtifactError
 from edgevit.pynq import flash as flash_mod
 from edgevit.pynq.bundle import make_bundle
@@ -76,9 +76,7 @@ def test_flash_onto_a_stand_in_board(tiny_bundle, sim_board, capsys):
 
 
 def test_unreachable_board(tiny_bundle, capsys):
-    with socket.socket() as s:          # a loopback port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()   # a loopback port nobody listens on
     code, _, err = _edgevit(["flash", tiny_bundle, "--board", "pynq-z2", "--host", "xilinx@127.0.0.1",
                              "--port", port], capsys)
     assert code == 9
