@@ -85,6 +85,9 @@ TRIPCOUNTS = {
     "add_words": "add: words",
     "token_param_words": "token rows: parameter words", "token_copy_words": "token rows: copied words",
     "scale_words": "channel scale: words",
+    "gn_words": "global norm: words",
+    "sep_groups": "separable attention: groups (patch pixels)", "sep_tokens": "separable attention: tokens",
+    "sep_dim": "separable attention: features",
 }
 
 

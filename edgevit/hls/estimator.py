@@ -328,6 +328,14 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         lnl = layernorm_lanes(lanes.li, wpb)
         add(lnl * (mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family)),
             400 * lnl, [(bound["CMAX"], wpb)] * 3)
+    if "global_norm" in kinds:   # per LNL lane dx^2 and dx * rsqrt; the mean and variance by 2^32 / n once
+        lnl = layernorm_lanes(lanes.li, wpb)
+        add(lnl * (dsp_per_multiply(21, 21, family) + dsp_per_multiply(21, _TABLE, family))
+            + 2 * dsp_per_multiply(_ACT, 33, family), 400 * lnl + 1500)
+    if "separable_attention" in kinds:   # exp, e * k, context * reciprocal, ReLU(v) * context; e[N], context[D]
+        add(dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_EXP, _WORD, family)
+            + dsp_per_multiply(_OACC, _TABLE, family) + dsp_per_multiply(_WORD, 24, family), 1500,
+            [(bound["SNMAX"], 1, 64), (bound["SDMAX"], 1, 64)])
     return usage
 
 
@@ -344,7 +352,7 @@ LANE_SPACE = {"li": (1, 2, 4, 8, 12, 16, 24, 32),
 
 
 # Kinds whose cycles depend on LI (and LO): the linear unit and the units whose words a cycle are LNL.
-LI_KINDS = frozenset({"linear", "moe_experts", "layernorm", "l2norm", "pool_mixer"})
+LI_KINDS = frozenset({"linear", "moe_experts", "layernorm", "l2norm", "pool_mixer", "global_norm"})
 
 
 def choose_lanes(prog: Program, fpga) -> Lanes:

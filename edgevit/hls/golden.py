@@ -120,6 +120,48 @@ def layernorm(x, fx: Fmt, gamma, beta, fg: Fmt, fo: Fmt, eps: float):
     return convert(acc, fg.frac + XHAT_FRAC, fo)
 
 
+GN_MEAN_FRAC = 4   # extra fractional bits of the global norm's mean and deviations (layernorm.h)
+
+
+def global_norm(x, fx: Fmt, fo: Fmt, eps: float):
+    """``layernorm.h`` (``global_norm``): ``x`` normalised by the mean and variance of all its words.
+
+    With n words and r = round(2^32 / n): mean mu = (S1 r) >> 28 (4 more fractional bits than x), deviations
+    dx = 16 x - mu, variance v = ((sum((dx dx) >> 8) >> 8) r) >> 24 (2 fx fractional bits), then
+    xhat = dx rsqrt(v + eps). Every product and sum stays within 64 bits for n < 2^24 words of 16 bits.
+    """
+    x = np.asarray(x, np.int64)
+    n = x.size
+    r = ((1 << 32) + n // 2) // n
+    mu = (int(x.sum()) * r) >> 28
+    dx = (x << GN_MEAN_FRAC) - mu
+    v = ((int(((dx * dx) >> 8).sum()) >> 8) * r) >> 24
+    dv = v + eps_q(eps, fx)
+    rs, j = rsqrt_norm(np.int64(max(dv, 1)))
+    rs = rs if dv > 0 else 0
+    xhat = (dx * rs) >> (j + tb.TABLE_FRAC - XHAT_FRAC + GN_MEAN_FRAC)
+    return convert(xhat, XHAT_FRAC, fo)
+
+
+CTX_FRAC = 8   # extra fractional bits of the separable attention's context vector (attention.h)
+
+
+def separable_attention(qkv, fq: Fmt, fo: Fmt):
+    """``attention.h`` (``separable_attention``): ``qkv`` [G, N, 1 + 2D] -> [G, N, D].
+
+    Per group: e_n = exp(q_n - max q) (``EXP_FRAC`` bits), the context c = sum_n e_n k_n / sum_n e_n with
+    ``fq.frac + CTX_FRAC`` bits, y = ReLU(v) c.
+    """
+    qkv = np.asarray(qkv, np.int64)
+    d = (qkv.shape[-1] - 1) // 2
+    q, k, v = qkv[..., 0], qkv[..., 1:1 + d], qkv[..., 1 + d:]
+    e = exp_neg(q - q.max(1, keepdims=True), fq.frac)                   # [G, N]
+    rm, k2 = recip_norm(e.sum(1))                                       # [G]
+    acc = (e[..., None] * k).sum(1)                                     # [G, D]
+    ctx = (acc * rm[:, None]) >> (tb.TABLE_FRAC + k2 - CTX_FRAC)[:, None]
+    return convert(np.maximum(v, 0) * ctx[:, None, :], 2 * fq.frac + CTX_FRAC, fo)
+
+
 def eps_q(eps: float, fx: Fmt) -> int:
     """LayerNorm's eps with ``2 * fx.frac`` fractional bits (the kernel's ``EPS_Q``)."""
     return int(np.floor(eps * 2.0 ** (2 * fx.frac) + 0.5))

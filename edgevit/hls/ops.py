@@ -390,6 +390,28 @@ def _channel_scale_fixed(prog, layer, env):
     return convert(x.reshape(-1, c) * np.asarray(s, np.int64).reshape(1, c), fx.frac + fs.frac, fo)
 
 
+# --- MobileViTv2: GroupNorm with one group, separable self-attention -------------------------------------------
+
+def _global_norm_cost(u, layer, shape, oshape, lanes):
+    # three passes over the beats of the whole tensor (sum, squared deviations, write), LNL words a cycle
+    return 0, 3 * u.loop(u.beats(int(np.prod(shape))) * (u.wpb // u.layernorm_lanes(lanes.li))), 0
+
+
+def _separable_dims(prog, layer):
+    g, n, w = prog.shapes[layer.inputs[0]]
+    return g, n, (w - 1) // 2
+
+
+def _separable_cost(u, layer, shape, oshape, lanes):
+    # per group: scores in (a word a cycle), their exponentials on chip, keys in, the context normalised on chip,
+    # values in and outputs out (one word each a cycle)
+    g, n, w = shape
+    d = (w - 1) // 2
+    loop = u.loop
+    per_group = loop(n) + loop(n, ddr=False) + 2 * loop(n * d) + loop(d, ddr=False)
+    return 0, g * per_group, 2 * g * n * d
+
+
 def _x(layer, env):
     return env[layer.inputs[0]]
 
@@ -458,5 +480,14 @@ KINDS = {
         17, lambda l, env, s: _x(l, env).reshape(-1, _x(l, env).shape[-1]) * env[l.inputs[1]].reshape(1, -1),
         _channel_scale_fixed, _rows_dims, lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(sh)), ii=2), 0),
         lambda dims, lanes, add, linear: add(scale_words=dims[0] * dims[1])),
+    "global_norm": LayerKind(
+        18, lambda l, env, s: reference.global_norm(_x(l, env), l.attrs["eps"]),
+        lambda p, l, env: golden.global_norm(_x(l, env), p.formats[l.inputs[0]], p.formats[l.output], l.attrs["eps"]),
+        _rows_dims, _global_norm_cost, lambda dims, lanes, add, linear: add(gn_words=dims[0] * dims[1]),
+        fields=_eps_fields),
+    "separable_attention": LayerKind(
+        19, lambda l, env, s: reference.separable_attention(_x(l, env)),
+        lambda p, l, env: golden.separable_attention(_x(l, env), p.formats[l.inputs[0]], p.formats[l.output]),
+        _separable_dims, _separable_cost, _trips(sep_groups=0, sep_tokens=1, sep_dim=2)),
 }
 CODES = {name: kind.code for name, kind in KINDS.items()}

@@ -34,6 +34,21 @@ def layernorm(x, gamma, beta, eps):
     return (x - mu) / np.sqrt(var + eps) * gamma + beta
 
 
+def global_norm(x, eps):
+    """GroupNorm with one group on one sample: mean and variance over the whole tensor (no affine)."""
+    return (x - x.mean()) / np.sqrt(x.var() + eps)
+
+
+def separable_attention(qkv):
+    """MobileViTv2's separable self-attention on ``qkv`` [G, N, 1 + 2D]: per group a softmax of the scores
+    (column 0) over the N tokens weights the keys into one context vector, which scales ReLU(values)."""
+    d = (qkv.shape[-1] - 1) // 2
+    s = qkv[..., :1] - qkv[..., :1].max(1, keepdims=True)
+    p = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    ctx = (qkv[..., 1:1 + d] * p).sum(1, keepdims=True)
+    return np.maximum(qkv[..., 1 + d:], 0) * ctx
+
+
 def attention(qkv, heads: int):
     """Returns the output [G, N, D] and the largest |logit| (for calibrating the logit format)."""
     g, n, w = qkv.shape

@@ -1,7 +1,7 @@
 """Map a torch module tree (timm MobileViT parts and our tiny models) to an accelerator :class:`Program`.
 
 Known modules: timm ``ConvNormAct`` / ``nn.Conv2d`` (BatchNorm folded into the weights here), ``BottleneckBlock``
-(MobileNetV2 inverted residual), ``MobileVitBlock``, vision-transformer ``Block``, ``ClassifierHead`` (average
+(MobileNetV2 inverted residual), ``MobileVitBlock``, ``MobileVitV2Block`` (GroupNorm and separable self-attention), vision-transformer ``Block``, ``ClassifierHead`` (average
 pool), EfficientFormer's ``Pooling`` mixer, SwiftFormer (stem, ``Embedding``, ``ConvEncoder``, its ``Block``
 with ``EfficientAdditiveAttention``, head) and EfficientFormer's 4-D part (stem, ``Downsample``, ``MetaBlock2d``;
 its attention with learned position biases is not supported). Conv2d/BatchNorm2d/activation siblings are merged into one layer. Modules are visited in execution order; from the first module the accelerator cannot run, that module and
@@ -37,15 +37,19 @@ class _Builder:
         self.layers.append(Layer(kind, name, list(inputs), out, attrs or {}, params or {}, source))
         return out
 
-    def conv(self, source, conv, bn=None, act="none", residual=None, out_scale=None, in_bn=None) -> None:
-        """A convolution with folded BatchNorm after it (``bn``) or before it (``in_bn``, 1x1 only) and a
-        per-channel layer scale ``out_scale``: all become the weights and bias of one accelerator layer."""
+    def conv(self, source, conv, bn=None, act="none", residual=None, out_scale=None, in_bn=None,
+             in_affine=None) -> None:
+        """A convolution with folded BatchNorm after it (``bn``) or before it (``in_bn``, or a per-channel
+        ``in_affine`` (scale, shift): 1x1 only) and a per-channel layer scale ``out_scale``: all become the
+        weights and bias of one accelerator layer."""
         w, b = _np(conv.weight), (_np(conv.bias) if conv.bias is not None else None)
         if bn is not None:
             scale, shift = _bn_affine(bn)
             w, b = w * scale[:, None, None, None], (b if b is not None else 0.0) * scale + shift
         if in_bn is not None:
-            scale, shift = _bn_affine(in_bn)
+            in_affine = _bn_affine(in_bn)
+        if in_affine is not None:
+            scale, shift = in_affine
             b = (b if b is not None else 0.0) + w[:, :, 0, 0] @ shift
             w = w * scale[None, :, None, None]
         if out_scale is not None:
@@ -154,6 +158,56 @@ def _mobilevit_block(b: _Builder, name, m) -> None:
         _conv_norm_act(b, f"{name}.conv_fusion", m.conv_fusion)
 
 
+def _global_norm(b: _Builder, source, norm) -> tuple:
+    """A GroupNorm with one group as the ``global_norm`` unit; returns its affine (gamma, beta), which the caller
+    folds into the 1x1 convolution that follows (``in_affine``)."""
+    if type(norm).__name__ not in ("GroupNorm1", "GroupNorm") or norm.num_groups != 1 or not norm.affine:
+        raise Unsupported(f"{type(norm).__name__} other than GroupNorm with one group and an affine")
+    b.cur = b.add("global_norm", source, [b.cur], b.shapes[b.cur], {"eps": norm.eps})
+    return _np(norm.weight), _np(norm.bias)
+
+
+def _linear_transformer_block(b: _Builder, name, m) -> None:
+    """MobileViTv2's LinearTransformerBlock on [P, N, C] patches: x + out_proj(separable attention(qkv_proj(
+    norm1(x)))), then x + fc2(act(fc1(norm2(x)))); each GroupNorm's affine folds into the 1x1 conv after it."""
+    attn, mlp = m.attn, m.mlp
+    if not _identity(attn.attn_drop, attn.out_drop, mlp.drop, mlp.norm) or \
+            any(type(p).__name__ not in ("DropPath", "Identity") for p in (m.drop_path1, m.drop_path2)):
+        raise Unsupported("LinearTransformerBlock with a norm inside its MLP")
+    p, n, d = b.shapes[b.cur]
+    x0 = b.cur
+    affine = _global_norm(b, f"{name}.norm1", m.norm1)
+    b.conv(f"{name}.attn.qkv_proj", attn.qkv_proj, in_affine=affine)
+    b.cur = b.add("separable_attention", f"{name}.attn", [b.cur], (p, n, d))
+    b.conv(f"{name}.attn.out_proj", attn.out_proj, residual=x0)
+    x1 = b.cur
+    affine = _global_norm(b, f"{name}.norm2", m.norm2)
+    b.conv(f"{name}.mlp.fc1", mlp.fc1, act=_act(mlp.act), in_affine=affine)
+    b.conv(f"{name}.mlp.fc2", mlp.fc2, residual=x1)
+
+
+def _mobilevit_v2_block(b: _Builder, name, m) -> None:
+    """MobileVitV2Block: depthwise kxk, 1x1, unfold to [P, N, C] patches, LinearTransformerBlocks, GroupNorm,
+    fold, 1x1 projection (the norm's affine folded into it)."""
+    h, w, _ = b.shapes[b.cur]
+    ph, pw = m.patch_size
+    if h % ph or w % pw:
+        raise Unsupported("MobileViTv2 block whose map is not a multiple of the patch (needs interpolation)")
+    _conv_norm_act(b, f"{name}.conv_kxk", m.conv_kxk)
+    _conv_norm_act(b, f"{name}.conv_1x1", m.conv_1x1)
+    c = b.shapes[b.cur][-1]
+    b.cur = b.add("unfold", f"{name}.unfold", [b.cur], (ph * pw, (h // ph) * (w // pw), c), {"ph": ph, "pw": pw})
+    for k, blk in enumerate(m.transformer):
+        _linear_transformer_block(b, f"{name}.transformer.{k}", blk)
+    affine = _global_norm(b, f"{name}.norm", m.norm)
+    b.cur = b.add("fold", f"{name}.fold", [b.cur], (h, w, c), {"h": h, "w": w, "ph": ph, "pw": pw})
+    proj = m.conv_proj
+    if type(proj).__name__ != "ConvNormAct" or not _identity(getattr(proj.bn, "drop", None)) \
+            or _act(getattr(proj.bn, "act", None)) != "none":
+        raise Unsupported("MobileViTv2 projection other than conv + BatchNorm")
+    b.conv(f"{name}.conv_proj", proj.conv, proj.bn, in_affine=affine)
+
+
 def _head(b: _Builder, name, m) -> None:
     if getattr(m.global_pool, "pool_type", "") != "avg" or not _identity(m.drop, getattr(m, "flatten", None)):
         raise Unsupported("classifier head without average pooling")
@@ -258,7 +312,7 @@ def _swiftformer_head(b: _Builder, name, m: SwiftFormerHead) -> None:
 
 
 HANDLERS = {"ConvNormAct": _conv_norm_act, "Conv2d": _conv_norm_act, "BottleneckBlock": _bottleneck,
-            "MobileVitBlock": _mobilevit_block, "Block": _vit_block, "ClassifierHead": _head,
+            "MobileVitBlock": _mobilevit_block, "MobileVitV2Block": _mobilevit_v2_block, "Block": _vit_block, "ClassifierHead": _head,
             "Pooling": _pool_mixer, "EfficientAdditiveAttention": _additive_attention, "ConvGroup": _conv_group,
             "ConvEncoder": _conv_encoder, "LocalRepresentation": _conv_encoder, "Embedding": _embedding,
             "SwiftFormerHead": _swiftformer_head, "MetaBlock2d": _meta_block_2d, "Downsample": _downsample}

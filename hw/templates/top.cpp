@@ -59,6 +59,8 @@ void edgevit_top(const int* program, const beat_t* params, beat_t* arena, const 
             case OP_ADD: add_tensors<accel_config>(par, mem, d); break;
             case OP_TOKEN_ROWS: token_rows<accel_config>(par, mem, d); break;
             case OP_CHANNEL_SCALE: channel_scale<accel_config>(mem, d); break;
+            case OP_GLOBAL_NORM: global_norm<accel_config>(mem, d); break;
+            case OP_SEPARABLE_ATTENTION: separable_attention<accel_config>(mem, d); break;
             default: break;
         }
         mem.flush();

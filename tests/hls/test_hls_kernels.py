@@ -202,3 +202,33 @@ def test_attention_saturated_logits_and_ties(tmp_path):
     # A 16-bit logit format of range +-2 makes most logits saturate: ties at the format's edge.
     mism, _, _ = csim_vs_golden(prog, [_normal(g, n, 3 * d, scale=3), ties], tmp_path, {"k0.logits": Fmt(16, 2)})
     assert mism == 0
+
+
+@pytest.mark.parametrize("li", [1, 8])
+def test_global_norm(tmp_path, li):
+    # GroupNorm with one group (MobileViTv2): mean and variance over all words; LNL = 1 or 8 words a cycle, 20
+    # channels so a row ends anywhere in a beat; a constant tensor (zero variance: eps only) and a tiny one
+    p, n, c = 4, 6, 20
+    layers = [("global_norm", ["input"], "out", {"eps": 1e-5}, {})]
+    shapes = {"input": (p, n, c), "out": (p, n, c)}
+    if li > 1:
+        layers = [("global_norm", ["input"], "g", {"eps": 1e-5}, {}),
+                  ("linear", ["g"], "out", {"act": "none", "li": li}, {"w": _normal(4, c, scale=0.3)})]
+        shapes = {"input": (p, n, c), "g": (p, n, c), "out": (p, n, 4)}
+    prog = program(layers, shapes)
+    x = 1.5 + _normal(p, n, c, scale=2)
+    mism, errs, _ = csim_vs_golden(prog, [x, np.full((p, n, c), 2.5), 1e-3 * _normal(p, n, c)], tmp_path)
+    print(f"global norm li={li}: mismatches {mism}, max error vs float {errs[0]:.2e}")
+    assert mism == 0 and errs[0] < (5e-3 if li == 1 else 0.05)
+
+
+def test_separable_attention(tmp_path):
+    # MobileViTv2's separable self-attention: per group a softmax of column 0 over the tokens weights the keys
+    # into a context that scales ReLU(values); the second sample saturates the input (flat and extreme scores)
+    g, n, d = 4, 12, 10
+    prog = program([("separable_attention", ["input"], "out", {}, {})], {"input": (g, n, 1 + 2 * d), "out": (g, n, d)})
+    flat = _normal(g, n, 1 + 2 * d, scale=6)
+    flat[0, :, 0] = 1.0        # equal scores: the context is the mean key
+    mism, errs, envs = csim_vs_golden(prog, [_normal(g, n, 1 + 2 * d), flat], tmp_path)
+    print(f"separable attention: mismatches {mism}, max error vs float {errs[0]:.2e}")
+    assert mism == 0 and errs[0] < 0.01

@@ -63,6 +63,7 @@ def test_mobilevit_xxs_block_error(tmp_path):
 @pytest.mark.parametrize("name,stage,shape,lanes", [
     ("efficientformer_l1", 2, (1, 96, 28, 28), (8, 224, 1, 1)),   # 3x3 s2 downsample (K 864), 6 pool mixer blocks
     ("swiftformer_xs", 3, (1, 112, 14, 14), (12, 112, 24, 1)),    # 220 channels: rows start anywhere in a beat
+    ("mobilevitv2_050", 2, (1, 64, 16, 16), (8, 128, 32, 1)),     # MobileVitV2Block: GroupNorm, separable attention
 ])
 def test_zoo_stage_at_its_zcu102_plan_is_bit_exact(name, stage, shape, lanes, tmp_path):
     # the lanes the ZCU102 plan of the whole model takes (results/hls_dsp.md): weight rows in pairs over LO = 224
@@ -82,6 +83,54 @@ def test_zoo_stage_at_its_zcu102_plan_is_bit_exact(name, stage, shape, lanes, tm
     _, probes = csim.simulate_project(out, probes=True)
     env = prog.run_fixed(prog.quantize_input(x))
     assert all((probes[0][t] == env[t].ravel()).all() for t in prog.shapes)
+
+
+def test_mobilevitv2_runs_its_transformer_layers_on_the_accelerator():
+    # every MobileVitV2Block (GroupNorm with one group, separable self-attention, unfold/fold) is lowered: the
+    # whole model runs on the accelerator, and the program's float64 model gives torch's logits
+    from edgevit import zoo
+    from edgevit.hls.torch_import import lower, to_accel_layout
+
+    torch.set_num_threads(1)
+    model = zoo.build("mobilevitv2_050").eval()
+    shape = zoo.get_entry("mobilevitv2_050").input_shape
+    prog = lower(model, shape)
+    assert prog.cpu_layers == []
+    kinds = [layer.kind for layer in prog.layers]
+    assert kinds.count("separable_attention") == 9 and kinds.count("global_norm") == 21   # 2 + 4 + 3 blocks
+    assert {layer.source.rsplit(".attn", 1)[0] for layer in prog.layers if layer.kind == "separable_attention"} \
+        == {f"stages.{s}.1.transformer.{k}" for s, depth in ((2, 2), (3, 4), (4, 3)) for k in range(depth)}
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    got = prog.run_float(to_accel_layout(x))[prog.output].ravel()
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy().ravel()
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_mobilevitv2_block_error(tmp_path):
+    from edgevit import zoo
+
+    torch.manual_seed(0)
+    block = zoo.build("mobilevitv2_050").stages[3][1].eval()   # 192 -> 96 ch, 4 linear transformer layers
+    for norm in (m for m in block.modules() if isinstance(m, torch.nn.GroupNorm)):   # non-trivial affines
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.3, 0.3)
+    rng = np.random.default_rng(0)
+    shape = (1, 192, 8, 8)
+    calib = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
+    test = [rng.standard_normal(shape).astype(np.float32)]
+    prog, out = project.generate(block, shape, "zcu102", tmp_path / "v2_block", calib, test_inputs=test)
+    assert prog.cpu_layers == []
+    outputs, _ = csim.simulate_project(out)
+    got = to_float(outputs[0], prog.formats[prog.output])
+    with torch.no_grad():
+        ref = block(torch.from_numpy(test[0]))[0].permute(1, 2, 0).numpy().ravel()
+    err = np.abs(got - ref)
+    print(f"mobilevitv2_050 MobileVitV2Block: max abs error {err.max():.3g}, mean {err.mean():.3g}, "
+          f"output peak {np.abs(ref).max():.3g}, format {prog.formats[prog.output]}")
+    assert err.max() <= 0.02 * np.abs(ref).max()
+    golden = prog.run_fixed(prog.quantize_input(project.to_accel_layout(test[0])))[prog.output].ravel()
+    assert (outputs[0] == golden).all()
 
 
 def _mixer_module(mixer):

@@ -210,6 +210,67 @@ void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
 #endif
 }
 
+// MobileViTv2's separable self-attention (timm LinearSelfAttention): qkv [G][N][1 + 2D] at d.x (fx), rows of a
+// score, D keys and D values; y [G][N][D] at d.y; G = d0, N = d1 <= SNMAX, D = d2 <= SDMAX. Per group:
+//   e_n = exp(q_n - max q), c = sum_n e_n k_n / sum_n e_n (CTX_FRAC more fractional bits than x), y_n = ReLU(v_n) c.
+// The scores and their exponentials wait on chip (N words), the context too (D); keys and values are read once, a
+// word a cycle, in one pipelined loop over the group's N x D words each (golden.separable_attention).
+static const int CTX_FRAC = 8;
+
+template <class CFG>
+void separable_attention(word_port<CFG>& arena, const layer_desc& d) {
+    typedef tripcount_product<typename CFG::sep_tokens, typename CFG::sep_dim> words;
+    static i64 e[CFG::SNMAX];
+    static i64 ctx[CFG::SDMAX];
+    const int G = d.d0, N = d.d1, D = d.d2, W = 1 + 2 * D;
+    for (int g = 0; g < G; ++g) {
+        EDGEVIT_TRIPCOUNT(CFG::sep_groups)
+        const int base = d.x + g * N * W, out = d.y + g * N * D;
+        i64 m = 0, lsum = 0;
+        for (int n = 0; n < N; ++n) {
+            EDGEVIT_TRIPCOUNT(CFG::sep_tokens)
+#pragma HLS PIPELINE II=1
+            const i64 q = arena.get(base + n * W);
+            e[n] = q;
+            if (n == 0 || q > m) m = q;
+        }
+        for (int n = 0; n < N; ++n) {
+            EDGEVIT_TRIPCOUNT(CFG::sep_tokens)
+#pragma HLS PIPELINE II=1
+            e[n] = exp_neg(e[n] - m, d.fx);
+            lsum += e[n];
+        }
+        int n = 0, c = 0;
+        for (int i = 0; i < N * D; ++i) {
+            EDGEVIT_TRIPCOUNT(words)
+#pragma HLS PIPELINE II=1
+            ctx[c] = (n == 0 ? 0 : ctx[c]) + e[n] * (i64)arena.get(base + n * W + 1 + c);
+            if (++c == D) {
+                c = 0;
+                ++n;
+            }
+        }
+        int k2 = 0;
+        const i64 rm = recip_norm(lsum, k2);
+        for (int k = 0; k < D; ++k) {
+            EDGEVIT_TRIPCOUNT(CFG::sep_dim)
+#pragma HLS PIPELINE II=1
+            ctx[k] = (ctx[k] * rm) >> (TABLE_FRAC + k2 - CTX_FRAC);
+        }
+        n = 0, c = 0;
+        for (int i = 0; i < N * D; ++i) {
+            EDGEVIT_TRIPCOUNT(words)
+#pragma HLS PIPELINE II=1
+            const i64 v = arena.get(base + n * W + 1 + D + c);
+            arena.put(out + n * D + c, word_t(requant((v > 0 ? v : 0) * ctx[c], 2 * d.fx + CTX_FRAC - d.fo, d.wo)));
+            if (++c == D) {
+                c = 0;
+                ++n;
+            }
+        }
+    }
+}
+
 }  // namespace edgevit
 
 #endif

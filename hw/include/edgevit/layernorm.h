@@ -97,6 +97,81 @@ void layernorm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer
     }
 }
 
+// GroupNorm with one group (MobileViTv2): x [M][C] at d.x (d0, d1) normalised by the mean and variance of all its
+// n = M C words, without an affine (the importer folds gamma and beta into the next linear layer); y at d.y.
+// Three pipelined passes over the port beats that hold the tensor, LNL words a cycle: the sum S1; the sum of
+// squared deviations; the normalised words. With r = round(2^32 / n) (one division per layer):
+//   mu = (S1 r) >> 28 (GN_MEAN_FRAC more fractional bits than x), dx = 16 x - mu,
+//   v = ((sum((dx dx) >> 8) >> 8) r) >> 24 (2 fx fractional bits), xhat = dx rsqrt(v + eps),
+// all within 64 bits for n < 2^24 (golden.global_norm).
+static const int GN_MEAN_FRAC = 4;
+
+template <class CFG>
+void global_norm(word_port<CFG>& arena, const layer_desc& d) {
+    typedef tripcount_product<tripcount_beats<typename CFG::gn_words, CFG::WPB>,
+                              tripcount_const<CFG::WPB / CFG::LNL> > steps;
+    typedef typename CFG::beat_t beat_t;
+    const int n = d.d0 * d.d1;
+    const i64 r = ((1LL << 32) + n / 2) / n;
+    const int fi = d.x / CFG::WPB, bi = (d.x + n - 1) / CFG::WPB - fi + 1;
+    i64 mu = 0, s = 0;
+    for (int pass = 0; pass < 2; ++pass) {
+        i64 acc = 0;
+        int c0 = -(d.x % CFG::WPB), b = 0, sub = 0;   // word of the beat's lane 0; beat; lanes sub * LNL..
+        beat_t v = 0;
+        for (int i = 0; i < bi * (CFG::WPB / CFG::LNL); ++i) {
+            EDGEVIT_TRIPCOUNT(steps)
+#pragma HLS PIPELINE II=1
+            if (sub == 0) v = arena.beat(fi + b);
+            for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+                const int l = sub * CFG::LNL + q, c = c0 + l;
+                if (c >= 0 && c < n) {
+                    const i64 x = lane_of(v, l), dx = (x << GN_MEAN_FRAC) - mu;
+                    acc += pass == 0 ? x : (dx * dx) >> 8;
+                }
+            }
+            if (++sub == CFG::WPB / CFG::LNL) {
+                sub = 0;
+                ++b;
+                c0 += CFG::WPB;
+            }
+        }
+        if (pass == 0) mu = (acc * r) >> 28;
+        else s = acc;
+    }
+    const i64 dv = (((s >> 8) * r) >> 24) + eps_of(d);
+    int j = 0;
+    const i64 rs = dv > 0 ? rsqrt_norm(dv, j) : 0;
+    // x and y start on 32-word boundaries (arena tensors), so output beat b takes its words from input beat b
+    const int fo = d.y / CFG::WPB;
+    int c0 = -(d.x % CFG::WPB), b = 0, sub = 0;
+    beat_t v = 0, o = 0;
+    ap_uint<CFG::WPB> lanes = 0;
+    for (int i = 0; i < bi * (CFG::WPB / CFG::LNL); ++i) {
+        EDGEVIT_TRIPCOUNT(steps)
+#pragma HLS PIPELINE II=1
+        if (sub == 0) v = arena.beat(fi + b);
+        for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+            const int l = sub * CFG::LNL + q, c = c0 + l;
+            if (c >= 0 && c < n) {
+                const i64 dx = ((i64)lane_of(v, l) << GN_MEAN_FRAC) - mu;
+                set_lane(o, l, word_t(requant((dx * rs) >> (j + TABLE_FRAC - XHAT_FRAC + GN_MEAN_FRAC),
+                                              XHAT_FRAC - d.fo, d.wo)));
+                lanes[l] = 1;
+            }
+        }
+        if (++sub == CFG::WPB / CFG::LNL) {
+            arena.put_beat(fo + b, o, lanes);
+            lanes = 0;
+            sub = 0;
+            ++b;
+            c0 += CFG::WPB;
+        }
+    }
+}
+
 }  // namespace edgevit
 
 #endif
