@@ -12,8 +12,11 @@ each adding a 4-long dot product of a broadcast operand ``A[0:4]`` with its own 
 - **matmul** by a constant: lanes are output features. ``A`` = 4 consecutive values of an activation row,
   ``B`` = the weights packed at compile time as ``[K/4, N, 4]``.
 
-The NEON kernel takes two such k-blocks per call and keeps 2 int32 partial sums per output (``partials``),
-added in the epilogue: that is how ``sadalp`` accumulates without a horizontal add per call.
+The NEON kernel takes two such k-blocks per call (``blocks``) and keeps 2 int32 partial sums per output
+(``partials``), added in the epilogue: that is how ``sadalp`` accumulates without a horizontal add per call. Its
+constant operands are stored so that each 16-byte half feeds a widening multiply directly: conv weights
+duplicated (:func:`duplicate_pair_weights`), matmul weights two outputs' two k-blocks per 16 bytes
+(:func:`pair_matmul_weights`).
 
 x86's ``vpdpbusd`` multiplies unsigned by signed bytes. The activations are shifted by +128 into uint8 (as
 onnxruntime and oneDNN do) and ``128 Σw`` is folded into the per-channel int32 constant. For the conv, where
@@ -102,7 +105,7 @@ def _sdot_impl():
 
 
 def _pair_desc(a_size: int, a_offsets):
-    """What the NEON widening intrinsics compute: 4 outputs x 2 k-blocks of 4, each output kept as 2 int32
+    """What the NEON conv pair intrinsic computes: 4 outputs x 2 k-blocks of 4, each output kept as 2 int32
     partial sums ``C[2i + j]`` over the k with ``k % 4 // 2 == j`` (their sum is the dot product). ``B`` is two
     k-blocks of the ``[K/4, lanes, 4]`` packing, a row apart; k-block ``r``'s values of ``A`` are read from
     ``A[base_r + step_r * j + k]``, ``(base_r, step_r) = a_offsets[r]``."""
