@@ -8,7 +8,8 @@ kind                        names                                            wei
 ==========================  ===============================================  =====================================
 timm zoo (``ZOO``)          mobilevit_xxs, swiftformer_xs, ...               seeded random, shaped like trained ones
 trained here (``TRAINED``)  tiny_mobilevit, fashion-vit, fashion-mobilevit,  trained on scikit-learn digits or
-                            and their ``-tiny`` variants                     Fashion-MNIST, cached
+                            fashion-efficientformer, fashion-swiftformer,    Fashion-MNIST, cached
+                            ``-tiny`` variants
 MoE-ViT task builds         ``PRESET[:TASK]``, e.g. ``moe_vit_tiny:parity``  trained on digits, cached
                             (presets in ``models/moe_vit.py``)
 ==========================  ===============================================  =====================================
@@ -88,6 +89,8 @@ TRAINED: dict[str, TrainedEntry] = {
     "fashion-vit-tiny": _fashion("fashion-vit-tiny", "ViT"),
     "fashion-mobilevit": _fashion("fashion-mobilevit", "MobileViT (timm blocks)"),
     "fashion-mobilevit-tiny": _fashion("fashion-mobilevit-tiny", "MobileViT (timm blocks)"),
+    "fashion-efficientformer": _fashion("fashion-efficientformer", "EfficientFormer (timm)"),
+    "fashion-swiftformer": _fashion("fashion-swiftformer", "SwiftFormer (timm)"),
 }
 
 

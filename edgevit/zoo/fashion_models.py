@@ -156,6 +156,45 @@ class FashionMobileVit(nn.Module):
         return self.head(self.body(F.pad(x, (self.pad,) * 4)))
 
 
+@dataclass(frozen=True)
+class TimmConfig:
+    """A timm hybrid at reduced width for 28x28 grey images: ``model`` is the class in ``timm.models``
+    (``efficientformer.EfficientFormer``), ``kwargs`` its arguments as (name, value) pairs, ``pad`` zero padding
+    around the image. timm's own pooled features feed a linear ``head``, as in the other models here."""
+
+    model: str
+    kwargs: tuple
+    image: int = 28
+    channels: int = 1
+    classes: int = 10
+    pad: int = 0
+
+    def build(self, out: int | None = None) -> "FashionTimm":
+        """The model (random weights), with ``out`` logits (default: ``classes``)."""
+        return FashionTimm(self, out or self.classes)
+
+    def unwrapped_parameters(self, model: "FashionTimm") -> dict:
+        """Parameters outside ``nn.Module`` layers that pruning must slice (none)."""
+        return {}
+
+
+class FashionTimm(nn.Module):
+    """A timm model class without its classifier (it pools), then a linear ``head``."""
+
+    def __init__(self, cfg: TimmConfig, out: int):
+        import importlib
+
+        super().__init__()
+        module, _, name = cfg.model.rpartition(".")
+        cls = getattr(importlib.import_module(f"timm.models.{module}"), name)
+        self.pad = cfg.pad
+        self.body = cls(in_chans=cfg.channels, num_classes=0, **dict(cfg.kwargs))
+        self.head = nn.Linear(self.body.num_features, out)
+
+    def forward(self, x):
+        return self.head(self.body(F.pad(x, (self.pad,) * 4) if self.pad else x))
+
+
 CACHE_VERSION = 3  # bump when training or pruning changes, so stale cached models are not reused
 
 
@@ -181,7 +220,8 @@ class TrainConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# A plain ViT and a reduced-width MobileViT v1, each with a tiny variant that trains in seconds (tests, demos).
+# A plain ViT and a reduced-width MobileViT v1, each with a tiny variant that trains in seconds (tests, demos), and
+# reduced-width EfficientFormer and SwiftFormer (timm's classes) for the int8 accuracy of each zoo family.
 FASHION_MODELS = {
     "fashion-vit": (VitConfig(), TrainConfig()),
     "fashion-vit-tiny": (VitConfig(dim=32, depth=2, heads=2, mlp=64),
@@ -190,6 +230,17 @@ FASHION_MODELS = {
     "fashion-mobilevit-tiny": (MobileVitConfig(stem=8, mbconv=((8, 1, 1), (16, 1, 2)), mvit=((24, 2, 32, 1),),
                                                heads=4, features=64),
                                TrainConfig(train_images=4000, epochs=4, finetune_epochs=2)),
+    # EfficientFormer's attention bias is fixed at 7x7 tokens: the stem's /4 gives exactly that, so no stage
+    # downsamples and the widths stay equal (timm needs a downsample to change width).
+    "fashion-efficientformer": (TimmConfig("efficientformer.EfficientFormer",
+                                           (("depths", (2, 2, 2, 2)), ("embed_dims", (48, 48, 48, 48)),
+                                            ("downsamples", (False, False, False, False)), ("num_vit", 1))),
+                                TrainConfig(train_images=20000, epochs=5, finetune_epochs=2)),
+    # SwiftFormer on 32x32 (padded): 8x8 maps, then 4x4 from the second stage on.
+    "fashion-swiftformer": (TimmConfig("swiftformer.SwiftFormer",
+                                       (("layers", (2, 2, 2, 2)), ("embed_dims", (32, 48, 48, 48)),
+                                        ("downsamples", (False, True, False, False))), pad=2),
+                            TrainConfig(train_images=20000, epochs=5, finetune_epochs=2)),
 }
 
 
