@@ -332,10 +332,12 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         lnl = layernorm_lanes(lanes.li, wpb)
         add(lnl * (dsp_per_multiply(21, 21, family) + dsp_per_multiply(21, _TABLE, family))
             + 2 * dsp_per_multiply(_ACT, 33, family), 400 * lnl + 1500)
-    if "separable_attention" in kinds:   # exp, e * k, context * reciprocal, ReLU(v) * context; e[N], context[D]
-        add(dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_EXP, _WORD, family)
-            + dsp_per_multiply(_OACC, _TABLE, family) + dsp_per_multiply(_WORD, 24, family), 1500,
-            [(bound["SNMAX"], 1, 64), (bound["SDMAX"], 1, 64)])
+    if "separable_attention" in kinds:   # exp, context * reciprocal; per LNL lane e * k and v * context;
+        lnl = layernorm_lanes(lanes.li, wpb)   # e[N], the key sums and the context (twice) in LNL banks
+        sd = bound["SDMAX"]
+        add(dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_OACC, _TABLE, family)
+            + lnl * (dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_WORD, 24, family)), 1500 + 400 * lnl,
+            [(bound["SNMAX"], 1, 64), (2 * sd + wpb, lnl, 64), (2 * sd, lnl, 64)])
     return usage
 
 
@@ -352,7 +354,8 @@ LANE_SPACE = {"li": (1, 2, 4, 8, 12, 16, 24, 32),
 
 
 # Kinds whose cycles depend on LI (and LO): the linear unit and the units whose words a cycle are LNL.
-LI_KINDS = frozenset({"linear", "moe_experts", "layernorm", "l2norm", "pool_mixer", "global_norm"})
+LI_KINDS = frozenset({"linear", "moe_experts", "layernorm", "l2norm", "pool_mixer", "global_norm",
+                      "separable_attention"})
 
 
 def choose_lanes(prog: Program, fpga) -> Lanes:

@@ -146,20 +146,19 @@ def global_norm(x, fx: Fmt, fo: Fmt, eps: float):
 CTX_FRAC = 8   # extra fractional bits of the separable attention's context vector (attention.h)
 
 
-def separable_attention(qkv, fq: Fmt, fo: Fmt):
-    """``attention.h`` (``separable_attention``): ``qkv`` [G, N, 1 + 2D] -> [G, N, D].
+def separable_attention(qk, fq: Fmt, v, fv: Fmt, fo: Fmt):
+    """``attention.h`` (``separable_attention``): ``qk`` [G, N, 1 + D] (scores, keys), ``v`` [G, N, D] -> [G, N, D].
 
     Per group: e_n = exp(q_n - max q) (``EXP_FRAC`` bits), the context c = sum_n e_n k_n / sum_n e_n with
-    ``fq.frac + CTX_FRAC`` bits, y = ReLU(v) c.
+    ``fq.frac + CTX_FRAC`` bits, y = v c.
     """
-    qkv = np.asarray(qkv, np.int64)
-    d = (qkv.shape[-1] - 1) // 2
-    q, k, v = qkv[..., 0], qkv[..., 1:1 + d], qkv[..., 1 + d:]
+    qk = np.asarray(qk, np.int64)
+    q, k = qk[..., 0], qk[..., 1:]
     e = exp_neg(q - q.max(1, keepdims=True), fq.frac)                   # [G, N]
     rm, k2 = recip_norm(e.sum(1))                                       # [G]
     acc = (e[..., None] * k).sum(1)                                     # [G, D]
     ctx = (acc * rm[:, None]) >> (tb.TABLE_FRAC + k2 - CTX_FRAC)[:, None]
-    return convert(np.maximum(v, 0) * ctx[:, None, :], 2 * fq.frac + CTX_FRAC, fo)
+    return convert(np.asarray(v, np.int64) * ctx[:, None, :], fv.frac + fq.frac + CTX_FRAC, fo)
 
 
 def eps_q(eps: float, fx: Fmt) -> int:

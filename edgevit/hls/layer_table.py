@@ -177,7 +177,7 @@ def unit_bounds(prog: Program) -> dict:
             "TMAX": most("additive", lambda l: np.prod(ishape(l)[:-1])),
             "DMAX": most("additive", lambda l: ishape(l)[-1]),
             "SNMAX": most("separable_attention", lambda l: ishape(l)[1]),
-            "SDMAX": most("separable_attention", lambda l: (ishape(l)[-1] - 1) // 2),
+            "SDMAX": most("separable_attention", lambda l: ishape(l)[-1] - 1),
             "EMAX": max(most("moe_route", lambda l: ishape(l)[-1]), moe(lambda e, h, d, n: e)),
             "MNMAX": moe(lambda e, h, d, n: n), "MDMAX": moe(lambda e, h, d, n: d),
             "EWMAX": moe(lambda e, h, d, n: expert_words(d, h))}

@@ -399,16 +399,16 @@ def _global_norm_cost(u, layer, shape, oshape, lanes):
 
 def _separable_dims(prog, layer):
     g, n, w = prog.shapes[layer.inputs[0]]
-    return g, n, (w - 1) // 2
+    return g, n, w - 1
 
 
 def _separable_cost(u, layer, shape, oshape, lanes):
-    # per group: scores in (a word a cycle), their exponentials on chip, keys in, the context normalised on chip,
-    # values in and outputs out (one word each a cycle)
+    # per group: the scores a word a cycle (one per row) and their exponentials on chip; the beats of the keys,
+    # LNL words a cycle; the context normalised on chip (II=2); the beats of the values in and the outputs out
     g, n, w = shape
-    d = (w - 1) // 2
-    loop = u.loop
-    per_group = loop(n) + loop(n, ddr=False) + 2 * loop(n * d) + loop(d, ddr=False)
+    d, loop, steps = w - 1, u.loop, u.wpb // u.layernorm_lanes(lanes.li)
+    per_group = (loop(n) + loop(n, ddr=False) + loop(u.beats(n * w) * steps) + loop(d, ii=2, ddr=False)
+                 + loop(u.beats(n * d) * steps))
     return 0, g * per_group, 2 * g * n * d
 
 
@@ -486,8 +486,9 @@ KINDS = {
         _rows_dims, _global_norm_cost, lambda dims, lanes, add, linear: add(gn_words=dims[0] * dims[1]),
         fields=_eps_fields),
     "separable_attention": LayerKind(
-        19, lambda l, env, s: reference.separable_attention(_x(l, env)),
-        lambda p, l, env: golden.separable_attention(_x(l, env), p.formats[l.inputs[0]], p.formats[l.output]),
+        19, lambda l, env, s: reference.separable_attention(_x(l, env), env[l.inputs[1]]),
+        lambda p, l, env: golden.separable_attention(_x(l, env), p.formats[l.inputs[0]], *_second(p, l, env),
+                                                     p.formats[l.output]),
         _separable_dims, _separable_cost, _trips(sep_groups=0, sep_tokens=1, sep_dim=2)),
 }
 CODES = {name: kind.code for name, kind in KINDS.items()}

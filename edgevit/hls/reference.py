@@ -39,14 +39,13 @@ def global_norm(x, eps):
     return (x - x.mean()) / np.sqrt(x.var() + eps)
 
 
-def separable_attention(qkv):
-    """MobileViTv2's separable self-attention on ``qkv`` [G, N, 1 + 2D]: per group a softmax of the scores
-    (column 0) over the N tokens weights the keys into one context vector, which scales ReLU(values)."""
-    d = (qkv.shape[-1] - 1) // 2
-    s = qkv[..., :1] - qkv[..., :1].max(1, keepdims=True)
+def separable_attention(qk, v):
+    """MobileViTv2's separable self-attention on ``qk`` [G, N, 1 + D] (a score, then D keys per token) and ``v``
+    [G, N, D] (the values, ReLU applied): per group a softmax of the scores over the N tokens weights the keys
+    into one context vector, which scales the values."""
+    s = qk[..., :1] - qk[..., :1].max(1, keepdims=True)
     p = np.exp(s) / np.exp(s).sum(1, keepdims=True)
-    ctx = (qkv[..., 1:1 + d] * p).sum(1, keepdims=True)
-    return np.maximum(qkv[..., 1 + d:], 0) * ctx
+    return v * (qk[..., 1:] * p).sum(1, keepdims=True)
 
 
 def attention(qkv, heads: int):

@@ -158,6 +158,9 @@ def _mobilevit_block(b: _Builder, name, m) -> None:
         _conv_norm_act(b, f"{name}.conv_fusion", m.conv_fusion)
 
 
+MIN_SEPARABLE_DIM = 16   # the separable attention unit moves LNL <= WPB <= 16 words a cycle (attention.h)
+
+
 def _global_norm(b: _Builder, source, norm) -> tuple:
     """A GroupNorm with one group as the ``global_norm`` unit; returns its affine (gamma, beta), which the caller
     folds into the 1x1 convolution that follows (``in_affine``)."""
@@ -175,10 +178,19 @@ def _linear_transformer_block(b: _Builder, name, m) -> None:
             any(type(p).__name__ not in ("DropPath", "Identity") for p in (m.drop_path1, m.drop_path2)):
         raise Unsupported("LinearTransformerBlock with a norm inside its MLP")
     p, n, d = b.shapes[b.cur]
+    if d < MIN_SEPARABLE_DIM:
+        raise Unsupported(f"separable attention of {d} < {MIN_SEPARABLE_DIM} features")
     x0 = b.cur
-    affine = _global_norm(b, f"{name}.norm1", m.norm1)
-    b.conv(f"{name}.attn.qkv_proj", attn.qkv_proj, in_affine=affine)
-    b.cur = b.add("separable_attention", f"{name}.attn", [b.cur], (p, n, d))
+    gamma, beta = _global_norm(b, f"{name}.norm1", m.norm1)
+    normed = b.cur
+    # qkv_proj as two layers: scores and keys [P, N, 1 + d], and the values with their ReLU [P, N, d]
+    w = _np(attn.qkv_proj.weight)[:, :, 0, 0]
+    bias = _np(attn.qkv_proj.bias) if attn.qkv_proj.bias is not None else np.zeros(len(w))
+    w, bias = w * gamma[None, :], bias + w @ beta
+    b.linear(f"{name}.attn.qkv_proj", None, w=w[:1 + d], b=bias[:1 + d])
+    qk, b.cur = b.cur, normed
+    b.linear(f"{name}.attn.qkv_proj", None, act="relu", w=w[1 + d:], b=bias[1 + d:])
+    b.cur = b.add("separable_attention", f"{name}.attn", [qk, b.cur], (p, n, d))
     b.conv(f"{name}.attn.out_proj", attn.out_proj, residual=x0)
     x1 = b.cur
     affine = _global_norm(b, f"{name}.norm2", m.norm2)

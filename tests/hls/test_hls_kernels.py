@@ -222,13 +222,18 @@ def test_global_norm(tmp_path, li):
     assert mism == 0 and errs[0] < (5e-3 if li == 1 else 0.05)
 
 
-def test_separable_attention(tmp_path):
-    # MobileViTv2's separable self-attention: per group a softmax of column 0 over the tokens weights the keys
-    # into a context that scales ReLU(values); the second sample saturates the input (flat and extreme scores)
+@pytest.mark.parametrize("li", [3, 8])
+def test_separable_attention(tmp_path, li):
+    # MobileViTv2's separable self-attention: per group a softmax of the scores (column 0 of qk) over the tokens
+    # weights the keys into a context that scales the values (ReLU from the linear layer before it). Keys and
+    # values move LNL = 2 or 8 words a cycle; rows of 11 words, so groups and rows start anywhere in a beat. The
+    # second sample saturates the input (extreme scores), the first group of the third has equal scores.
     g, n, d = 4, 12, 10
-    prog = program([("separable_attention", ["input"], "out", {}, {})], {"input": (g, n, 1 + 2 * d), "out": (g, n, d)})
-    flat = _normal(g, n, 1 + 2 * d, scale=6)
+    prog = program([("linear", ["input"], "v", {"act": "relu", "li": li}, {"w": _normal(d, 1 + d, scale=0.4)}),
+                    ("separable_attention", ["input", "v"], "out", {}, {})],
+                   {"input": (g, n, 1 + d), "v": (g, n, d), "out": (g, n, d)})
+    flat = _normal(g, n, 1 + d)
     flat[0, :, 0] = 1.0        # equal scores: the context is the mean key
-    mism, errs, envs = csim_vs_golden(prog, [_normal(g, n, 1 + 2 * d), flat], tmp_path)
-    print(f"separable attention: mismatches {mism}, max error vs float {errs[0]:.2e}")
+    mism, errs, envs = csim_vs_golden(prog, [_normal(g, n, 1 + d), _normal(g, n, 1 + d, scale=6), flat], tmp_path)
+    print(f"separable attention li={li}: mismatches {mism}, max error vs float {errs[0]:.2e}")
     assert mism == 0 and errs[0] < 0.01

@@ -210,22 +210,35 @@ void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
 #endif
 }
 
-// MobileViTv2's separable self-attention (timm LinearSelfAttention): qkv [G][N][1 + 2D] at d.x (fx), rows of a
-// score, D keys and D values; y [G][N][D] at d.y; G = d0, N = d1 <= SNMAX, D = d2 <= SDMAX. Per group:
-//   e_n = exp(q_n - max q), c = sum_n e_n k_n / sum_n e_n (CTX_FRAC more fractional bits than x), y_n = ReLU(v_n) c.
-// The scores and their exponentials wait on chip (N words), the context too (D); keys and values are read once, a
-// word a cycle, in one pipelined loop over the group's N x D words each (golden.separable_attention).
+// MobileViTv2's separable self-attention (timm LinearSelfAttention), after its 1x1 projection split in two linear
+// layers: qk [G][N][1 + D] at d.x (fx), rows of a score and D keys; v [G][N][D] at d.x2 (fx2), the values with
+// their ReLU applied by the linear unit; y [G][N][D] at d.y; G = d0, N = d1 <= SNMAX, D = d2 <= SDMAX. Per group:
+//   e_n = exp(q_n - max q), c = sum_n e_n k_n / sum_n e_n (CTX_FRAC more fractional bits than qk), y_n = v_n c.
+// The scores are read a word a cycle (one per row) into an on-chip copy and turned into exponentials there. The
+// keys and the values are then read LNL words a cycle over the port beats that hold them (as the layernorm), each
+// once: a key of row n at column j adds e_n k to acc[j], or to acc[j + D + 1] when its LNL-word step began in the
+// row before (so that the LNL lanes of a step always update distinct banks of acc); the context is
+// acc[j] + acc[j + D + 1]. It is kept twice (ctx[j] = ctx[j + D]), so that the LNL lanes of an output step read
+// consecutive entries, distinct banks. v and y start on the same lane of a beat (arena tensors start on 32-word
+// boundaries, and the groups of both are N D words apart), so output beat b is input beat b of v times the
+// context (golden.separable_attention). Needs D >= LNL.
 static const int CTX_FRAC = 8;
 
 template <class CFG>
 void separable_attention(word_port<CFG>& arena, const layer_desc& d) {
-    typedef tripcount_product<typename CFG::sep_tokens, typename CFG::sep_dim> words;
+    typedef tripcount_product<tripcount_beats<tripcount_product<typename CFG::sep_tokens, typename CFG::sep_dim>,
+                                              CFG::WPB>,
+                              tripcount_const<CFG::WPB / CFG::LNL> > steps;
+    typedef typename CFG::beat_t beat_t;
     static i64 e[CFG::SNMAX];
-    static i64 ctx[CFG::SDMAX];
-    const int G = d.d0, N = d.d1, D = d.d2, W = 1 + 2 * D;
+    static i64 acc[2 * CFG::SDMAX + CFG::WPB];   // zeros between groups
+    static i64 ctx[2 * CFG::SDMAX];
+#pragma HLS ARRAY_PARTITION variable=acc cyclic factor=CFG::LNL
+#pragma HLS ARRAY_PARTITION variable=ctx cyclic factor=CFG::LNL
+    const int G = d.d0, N = d.d1, D = d.d2, W = 1 + D;
     for (int g = 0; g < G; ++g) {
         EDGEVIT_TRIPCOUNT(CFG::sep_groups)
-        const int base = d.x + g * N * W, out = d.y + g * N * D;
+        const int base = d.x + g * N * W;
         i64 m = 0, lsum = 0;
         for (int n = 0; n < N; ++n) {
             EDGEVIT_TRIPCOUNT(CFG::sep_tokens)
@@ -240,32 +253,71 @@ void separable_attention(word_port<CFG>& arena, const layer_desc& d) {
             e[n] = exp_neg(e[n] - m, d.fx);
             lsum += e[n];
         }
-        int n = 0, c = 0;
-        for (int i = 0; i < N * D; ++i) {
-            EDGEVIT_TRIPCOUNT(words)
+        // the keys: the beats holding the group's N rows of W words; the step's lane 0 holds word p of the group,
+        // column col of row n (p = col < 0 before the group's first word)
+        const int fi = base / CFG::WPB, bi = (base + N * W - 1) / CFG::WPB - fi + 1;
+        int p = fi * CFG::WPB - base, n = 0, col = p, sub = 0, b = 0;
+        beat_t v = 0;
+        for (int i = 0; i < bi * (CFG::WPB / CFG::LNL); ++i) {
+            EDGEVIT_TRIPCOUNT(steps)
 #pragma HLS PIPELINE II=1
-            ctx[c] = (n == 0 ? 0 : ctx[c]) + e[n] * (i64)arena.get(base + n * W + 1 + c);
-            if (++c == D) {
-                c = 0;
+            if (sub == 0) v = arena.beat(fi + b);
+            const i64 e0 = e[n], e1 = n + 1 < N ? e[n + 1] : 0;
+            for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+                const int l = sub * CFG::LNL + q, c = col + q;   // column, past W: the next row's
+                if (p + q >= 0 && p + q < N * W && c != 0 && c != W)
+                    acc[c - 1] += (c < W ? e0 : e1) * (i64)lane_of(v, l);
+            }
+            p += CFG::LNL;
+            col += CFG::LNL;
+            if (col >= W) {
+                col -= W;
                 ++n;
+            }
+            if (++sub == CFG::WPB / CFG::LNL) {
+                sub = 0;
+                ++b;
             }
         }
         int k2 = 0;
         const i64 rm = recip_norm(lsum, k2);
-        for (int k = 0; k < D; ++k) {
+        for (int j = 0; j < D; ++j) {   // two reads and writes of acc an iteration: II=2
             EDGEVIT_TRIPCOUNT(CFG::sep_dim)
-#pragma HLS PIPELINE II=1
-            ctx[k] = (ctx[k] * rm) >> (TABLE_FRAC + k2 - CTX_FRAC);
+#pragma HLS PIPELINE II=2
+            const i64 c = ((acc[j] + acc[j + W]) * rm) >> (TABLE_FRAC + k2 - CTX_FRAC);
+            acc[j] = 0;   // acc is all zeros again for the next group (and the next run)
+            acc[j + W] = 0;
+            ctx[j] = c;
+            ctx[j + D] = c;
         }
-        n = 0, c = 0;
-        for (int i = 0; i < N * D; ++i) {
-            EDGEVIT_TRIPCOUNT(words)
+        // the outputs: beat b of y from beat b of v; the step's lane 0 holds word p of the group, feature col
+        const int vs = d.x2 + g * N * D, ys = d.y + g * N * D;
+        const int fv = vs / CFG::WPB, fy = ys / CFG::WPB, bo = (vs + N * D - 1) / CFG::WPB - fv + 1;
+        p = fv * CFG::WPB - vs, col = p, sub = 0, b = 0;
+        beat_t o = 0;
+        ap_uint<CFG::WPB> lanes = 0;
+        for (int i = 0; i < bo * (CFG::WPB / CFG::LNL); ++i) {
+            EDGEVIT_TRIPCOUNT(steps)
 #pragma HLS PIPELINE II=1
-            const i64 v = arena.get(base + n * W + 1 + D + c);
-            arena.put(out + n * D + c, word_t(requant((v > 0 ? v : 0) * ctx[c], 2 * d.fx + CTX_FRAC - d.fo, d.wo)));
-            if (++c == D) {
-                c = 0;
-                ++n;
+            if (sub == 0) v = arena.beat(fv + b);
+            for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+                const int l = sub * CFG::LNL + q;
+                if (p + q >= 0 && p + q < N * D) {
+                    set_lane(o, l, word_t(requant((i64)lane_of(v, l) * ctx[col + q],
+                                                  d.fx2 + d.fx + CTX_FRAC - d.fo, d.wo)));
+                    lanes[l] = 1;
+                }
+            }
+            p += CFG::LNL;
+            col += CFG::LNL;
+            if (col >= D) col -= D;
+            if (++sub == CFG::WPB / CFG::LNL) {
+                arena.put_beat(fy + b, o, lanes);
+                lanes = 0;
+                sub = 0;
+                ++b;
             }
         }
     }
