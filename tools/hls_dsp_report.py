@@ -2,7 +2,7 @@
 
     python tools/hls_dsp_report.py [--models mobilevit_xxs ...] [--boards zcu102 pynq-z2] [--out results/hls_dsp]
 
-Five rows per model and board:
+Five rows per model and board (six for mobilevitv2_050):
 
 * ``before``: what ``edgevit hls MODEL`` printed at the commit in results/hls_dsp_before.json (the estimator then
   assumed loads overlapping compute, axi_bits-wide ports and on-chip MoE expert blocks);
@@ -10,7 +10,9 @@ Five rows per model and board:
   m_axi port one 16-bit word a cycle);
 * ``old lanes``: the ``before`` lanes under today's estimator, which follows the C++ as written;
 * ``previous``: the ``after`` row of results/hls_dsp_previous.json (the report at a3d139b: weight tile in
-  16-bit banks, L2 norm and pool mixer a word a cycle, BRAM counted by bits);
+  16-bit banks, L2 norm and pool mixer a word a cycle, BRAM counted by bits); for a model listed in
+  results/hls_dsp_v2_prefix.json that row is called ``a3d139b`` and ``previous`` is the one kept there
+  (mobilevitv2_050 at 76398e5, when only the part before its first MobileVitV2Block ran on the accelerator);
 * ``after``: the lane plan ``estimator.choose_lanes`` picks today.
 
 For the ``after`` plan, ``next lanes`` raises each lane count in turn to the next value the search tries and says whether the design still fits (and
@@ -40,6 +42,7 @@ BOARDS = ("zcu102", "pynq-z2")
 BEFORE = ROOT / "results" / "hls_dsp_before.json"
 UNPACKED = ROOT / "results" / "hls_dsp_16bit_ports.json"
 PREVIOUS = ROOT / "results" / "hls_dsp_previous.json"
+PREFIX = ROOT / "results" / "hls_dsp_v2_prefix.json"
 
 
 def _program(name: str):
@@ -85,6 +88,7 @@ def measure(models, boards) -> list[dict]:
     before = {(r["model"], r["board"]): r for r in json.loads(BEFORE.read_text())["rows"]}
     unpacked = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(UNPACKED.read_text())["entries"]}
     previous = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREVIOUS.read_text())["entries"]}
+    prefix = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREFIX.read_text())["entries"]}
     out = []
     for name in models:
         prog = _program(name)
@@ -102,7 +106,9 @@ def measure(models, boards) -> list[dict]:
                 estimator.apply_lanes(prog, estimator.Lanes(**old["lanes"]))
                 rows.append(_row(estimator.report(prog, fpga), "old lanes"))
             if (name, board) in previous:
-                rows.append({**previous[(name, board)], "row": "previous"})
+                rows.append({**previous[(name, board)], "row": "a3d139b" if (name, board) in prefix else "previous"})
+            if (name, board) in prefix:
+                rows.append({**prefix[(name, board)], "row": "previous"})
             chosen = estimator.choose_lanes(prog, fpga)
             estimator.apply_lanes(prog, chosen)
             rep = estimator.report(prog, fpga)
@@ -165,7 +171,10 @@ def main(argv=None) -> int:
                                       "`old lanes`: the `before` lanes under today's estimator, which follows the "
                                       "C++ as written. `previous`: the `after` plan and estimate at a3d139b "
                                       f"({PREVIOUS.name}: weight tile in 16-bit banks, L2 norm and pool mixer a word "
-                                      "a cycle, BRAM counted by bits, not by bank width). `after`: today's C++ "
+                                      "a cycle, BRAM counted by bits, not by bank width); for mobilevitv2_050 that row is "
+                                      f"`a3d139b` and `previous` is the after plan at 76398e5 ({PREFIX.name}: only "
+                                      "the part before its first MobileVitV2Block on the accelerator, the rest on "
+                                      "the CPU). `after`: today's C++ "
                                       "(ports of the board's AXI width, weight rows in pairs per 32-bit bank, L2 "
                                       "norm and pool mixer LNL words a cycle) and lane plan. Estimates only: Vitis "
                                       "HLS did not run.\n\n" + text)
