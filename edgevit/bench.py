@@ -15,12 +15,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import EdgevitError
+from .errors import EdgevitError, UsageError
 from .reference import compare, random_inputs
 from .runtime.profiling import profile_kernels
 from .settings import seed
 from .bench_report import _noise, format_all, plot_all
+
+if TYPE_CHECKING:
+    from .quantize import QuantizeSettings
 
 
 def _time_in_workers(models: dict[str, tuple[str, str]], inputs: list, threads: int, runs: int, warmup: int,
@@ -175,10 +179,14 @@ def _summary(seconds: list[float]) -> dict:
 
 
 def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, threads: int = 1,
-          input_shape: str | None = None, tuning_db: str | None = None, profile: bool = False) -> dict:
+          input_shape: str | None = None, tuning_db: str | None = None, profile: bool = False,
+          quantize: QuantizeSettings | None = None, litert: bool = True) -> dict:
     """Time edgevit's build, onnxruntime and (if converted) LiteRT on the same seeded input.
 
     Each engine runs in a process of its own; they take turns in blocks of runs (see ``_time_in_workers``).
+    With ``quantize``, the model is quantized first (``quantize_cached``) and the engines are edgevit and
+    onnxruntime on the same QDQ file (``edgevit int8``, ``onnxruntime int8``), their outputs compared in output
+    quantization steps (``compare_int8``).
 
     Parameters
     ----------
@@ -192,31 +200,51 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
         Compile with this ``edgevit tune`` database (ignored for an artifact).
     profile
         Also time every kernel of edgevit's build (``profile`` in the report).
+    quantize
+        Calibration settings: bench the int8 QDQ form of ``model`` (a zoo name or float ``.onnx`` file).
+    litert
+        Also time LiteRT when the zoo model has a converted ``.tflite`` (``tools/setup_litert.sh``).
 
     Returns
     -------
     dict
         Machine, model, per-engine summaries (median/min/max/std ms, GFLOP/s for zoo models), ratios to
-        onnxruntime, FP32 peak, numeric agreement with onnxruntime, and ``litert``: whether LiteRT ran.
+        onnxruntime, FP32 peak, numeric agreement with onnxruntime, ``litert``: whether LiteRT ran (or why
+        not), ``compile_s`` (None for an artifact) and, with ``quantize``, ``quantization``.
+
+    Raises
+    ------
+    UsageError
+        ``quantize`` with an artifact ``.tar`` (only a float model can be calibrated).
     """
     from .compiler import compile_for_target
     from .frontend import TensorSpec, load_model
     from .runtime.artifact import Artifact
     from .runtime.tvm_runtime import CompiledModel
-    from .litert import SETUP_HINT, find_converted
+    from .litert import SETUP_HINT, find_converted, litert_int8_status
+    from .quantize import compare_int8, output_steps, quantize_cached
     from .targets import get_target
     from .zoo import ZOO
 
     if target != "host":
         raise EdgevitError(f"cannot time target '{target}' here: its code would run under qemu, whose timings "
                            "say nothing about the board. Benchmark on the board itself (see README).")
+    if quantize is not None and model.endswith(".tar"):
+        raise UsageError(f"--quantize int8 needs a zoo name or float .onnx file, not the artifact {model}: only "
+                         "a float model can be calibrated (bench an int8 artifact without --quantize)")
+    compile_s = None
     with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp:
         if model.endswith(".tar"):
             artifact_path = Path(model)
         else:
             artifact_path = Path(tmp) / "model.tar"
-            compile_for_target(load_model(model, input_shape), get_target("host"), artifact_path,
+            imported = load_model(model, input_shape)
+            if quantize is not None:
+                imported = quantize_cached(imported, quantize)
+            start = time.monotonic()
+            compile_for_target(imported, get_target("host"), artifact_path,
                                tuning_db=Path(tuning_db) if tuning_db else None)
+            compile_s = time.monotonic() - start
         with Artifact.open(artifact_path) as artifact:
             meta = artifact.metadata
             specs = [TensorSpec.from_json(s) for s in meta["inputs"]]
@@ -225,15 +253,25 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
                       "onnxruntime": (sys.executable, str(artifact.reference))}
             name = meta["model"]["name"]
             zoo_model = name in ZOO and meta["model"].get("source", "").startswith("zoo:")
-            converted = find_converted(name) if zoo_model else None
-            if converted:
-                models["litert"] = (str(converted[1]), str(converted[0]))
-            litert = "ran" if converted else SETUP_HINT if zoo_model else "zoo models only"
+            if quantize is not None:
+                litert_status = litert_int8_status(model)
+            else:
+                converted = find_converted(name) if zoo_model and litert else None
+                if converted:
+                    models["litert"] = (str(converted[1]), str(converted[0]))
+                litert_status = ("ran" if converted else "not asked for" if not litert else SETUP_HINT if zoo_model
+                                 else "zoo models only")
             load_before = os.getloadavg()[0]
             seconds, outputs, other_cpu = _time_in_workers(models, inputs, threads, runs, warmup, Path(tmp))
             load_after = os.getloadavg()[0]
-            agreement = {e: compare(outputs[e], outputs["onnxruntime"]).to_json() for e in outputs
-                         if e != "onnxruntime"}
+            if quantize is not None:
+                import onnx
+
+                steps = output_steps(onnx.load(str(artifact.reference)))
+                agreement = {"edgevit": compare_int8(outputs["edgevit"], outputs["onnxruntime"], steps).to_json()}
+            else:
+                agreement = {e: compare(outputs[e], outputs["onnxruntime"]).to_json() for e in outputs
+                             if e != "onnxruntime"}
             kernels = profile_kernels(CompiledModel(artifact.library), inputs, max(3, runs // 3)) \
                 if profile else None
     import onnxruntime
@@ -245,6 +283,8 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
             summary["gflops"] = 2 * macs / (summary["median_ms"] * 1e-3) / 1e9
     for summary in engines.values():
         summary["ratio_vs_onnxruntime"] = summary["median_ms"] / engines["onnxruntime"]["median_ms"]
+    if quantize is not None:  # named for what they ran, so an int8 report cannot pass for a float one
+        engines = {f"{engine} int8": summary for engine, summary in engines.items()}
     peak = fp32_peak_gflops(threads)
     report = {
         "model": meta["model"]["name"], "target": meta["target"]["name"],
@@ -252,8 +292,9 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
         "tuned": meta.get("tuned", False), "macs": macs, "fp32_peak": peak,
         "versions": {**meta["versions"], "onnxruntime": onnxruntime.__version__},
         "engines": engines,
-        "ratio_vs_onnxruntime": engines["edgevit"]["ratio_vs_onnxruntime"],
-        "agreement": agreement["edgevit"], "litert": litert,
+        "ratio_vs_onnxruntime": next(iter(engines.values()))["ratio_vs_onnxruntime"],
+        "agreement": agreement["edgevit"], "litert": litert_status, "compile_s": compile_s,
+        "quantization": meta["model"].get("quantization") if quantize is not None else None,
         # other work on the machine skews timings, 2-thread ones most: say how much there was
         "load_average": [load_before, load_after], "other_cpu_share": other_cpu,
     }

@@ -27,15 +27,24 @@ def format_report(report: dict) -> str:
             for name, s in report["engines"].items()]
     head = (f"{report['model']} on {report['target']} ({report['cpu']}, {report['threads']} thread(s)); "
             f"edgevit build {'TUNED' if report['tuned'] else 'with default schedules (untuned)'}")
-    agree = report["agreement"]
-    tail = (f"edgevit / onnxruntime = {report['ratio_vs_onnxruntime']:.2f}x   "
-            f"(outputs agree: max rel error {agree['max_rel_error']:.2g}, top-1 "
-            f"{'same' if agree['top1_agree'] else 'DIFFERENT'}); FP32 peak {peak:.0f} GFLOP/s "
-            f"({report['fp32_peak']['formula']})")
+    agree, quantization = report["agreement"], report.get("quantization")
+    if quantization:
+        head += (f"; int8 QDQ ({'per-channel' if quantization['per_channel'] else 'per-tensor'} weights, "
+                 f"{quantization['method']} ranges from {quantization['samples']} {quantization['calibration']} "
+                 "samples), edgevit and onnxruntime running the same QDQ file")
+        tail = (f"edgevit int8 / onnxruntime int8 = {report['ratio_vs_onnxruntime']:.2f}x   (outputs: max "
+                f"difference {agree['max_steps']:g} output quantization steps (limit {agree['limit']}), top-1 "
+                f"{'same' if agree['top1_agree'] else 'DIFFERENT'}: {'ok' if agree['ok'] else 'FAIL'})")
+    else:
+        tail = (f"edgevit / onnxruntime = {report['ratio_vs_onnxruntime']:.2f}x   "
+                f"(outputs agree: max rel error {agree['max_rel_error']:.2g}, top-1 "
+                f"{'same' if agree['top1_agree'] else 'DIFFERENT'}); FP32 peak {peak:.0f} GFLOP/s "
+                f"({report['fp32_peak']['formula']})")
     tail += f"\nmachine during the run: {_noise(report)}"
     litert = report.get("agreement_litert")
     litert = (f"LiteRT vs onnxruntime outputs: max rel error {litert['max_rel_error']:.2g}, top-1 "
-              f"{'same' if litert['top1_agree'] else 'DIFFERENT'}" if litert else f"LiteRT: {report.get('litert')}")
+              f"{'same' if litert['top1_agree'] else 'DIFFERENT'}" if litert else
+              report["litert"] if quantization else f"LiteRT: {report.get('litert')}")
     parts = [head, format_table(rows, ["engine", "median ms", "min ms", "max ms", "std ms", "runs", "GFLOP/s",
                                        "% peak", "vs ORT"]), tail, litert]
     arm = arm_note(report.get("machine", platform.machine()))

@@ -127,15 +127,12 @@ def cmd_compile(args) -> int:
     target.require_cpu()
     if args.output is not None:  # checked before the model is read, so a bad -o costs nothing
         check_output(args.output, [Path(args.model)], "-o")
-    if args.quantize and args.calibration is None:
-        raise UsageError("--quantize int8 needs --calibration DATA (see `edgevit compile --help`)")
-    if not args.quantize and (args.calibration is not None or args.per_channel):
-        raise UsageError("--calibration and --per-channel apply with --quantize int8")
+    quantize = _quantize_settings(args, "compile")
     model = load_model(args.model, args.input_shape)
-    if args.quantize:
-        from .quantize import QuantizeSettings, quantize_cached
+    if quantize:
+        from .quantize import quantize_cached
 
-        model = quantize_cached(model, QuantizeSettings(args.calibration, args.calib_count, args.per_channel))
+        model = quantize_cached(model, quantize)
     output = Path(args.output or f"{model.name}-{target.name}.tar")
     metadata = compile_for_target(model, target, output, tuning_db=args.tuning_db)
     if args.json:
@@ -258,6 +255,9 @@ def cmd_bench(args) -> int:
         threads = [int(t) for t in str(args.threads).split(",")]
     except ValueError:
         raise InputError(f"--threads takes a count or a list like 1,2, not '{args.threads}'") from None
+    quantize = _quantize_settings(args, "bench")
+    if quantize and (args.model == "all" or len(threads) > 1):
+        raise UsageError("--quantize int8 benches one model at one thread count, not 'all' or a list of --threads")
     if args.model == "all" or len(threads) > 1:
         models = list(zoo.ZOO) if args.model == "all" else [args.model]
         result = bench_all(models, threads, runs=args.runs, warmup=args.warmup, tuning_db=args.tuning_db,
@@ -267,7 +267,8 @@ def cmd_bench(args) -> int:
         return 0
     os.environ["TVM_NUM_THREADS"] = str(threads[0])  # read once, when TVM's thread pool starts
     report = bench(args.model, args.target, runs=args.runs, warmup=args.warmup, threads=threads[0],
-                   input_shape=args.input_shape, tuning_db=args.tuning_db, profile=args.profile)
+                   input_shape=args.input_shape, tuning_db=args.tuning_db, profile=args.profile,
+                   quantize=quantize)
     print(format_report(report))
     if args.json:
         _print_json(report, args.json)
@@ -280,6 +281,19 @@ def cmd_prepare(args) -> int:
     python = emulation.prepare(args.arch)
     print(f"{args.arch} Python under qemu ready: root {python.root}, packages {python.site}")
     return 0
+
+
+def _quantize_settings(args, command: str):
+    """The ``QuantizeSettings`` of ``--quantize int8`` and its options, or None without ``--quantize``."""
+    if args.quantize and args.calibration is None:
+        raise UsageError(f"--quantize int8 needs --calibration DATA (see `edgevit {command} --help`)")
+    if not args.quantize:
+        if args.calibration is not None or args.per_channel:
+            raise UsageError("--calibration and --per-channel apply with --quantize int8")
+        return None
+    from .quantize import QuantizeSettings
+
+    return QuantizeSettings(args.calibration, args.calib_count, args.per_channel)
 
 
 def _quantize_options(p, required: bool = False) -> None:
@@ -372,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "thread counts (default results)")
     p.add_argument("--name", default="bench_zoo", help="file name stem under --results (default bench_zoo)")
     p.add_argument("--input-shape", help="as for compile")
+    p.add_argument("--quantize", choices=["int8"], help="bench the model's int8 QDQ form: edgevit int8 against "
+                   "onnxruntime int8 on the same file (needs --calibration; one model, one thread count)")
+    _quantize_options(p)
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' for stdout)")
     p.set_defaults(func=cmd_bench)
 

@@ -32,3 +32,17 @@ def find_converted(model_name: str) -> tuple[Path, Path] | None:
 
     path = tflite_path(model_name, timm.__version__, torch.__version__)
     return (path, Path(sys.executable)) if path.exists() else None
+
+
+def litert_int8_status(model: str) -> str:
+    """Why ``edgevit bench --quantize int8`` has no LiteRT int8 row for ``model`` (zoo name or ONNX file).
+
+    No step makes an int8 .tflite yet: ``tools/convert_litert.py`` writes float .tflite files only, and a
+    quantized one calibrated like edgevit's QDQ model (same samples, same ranges) does not exist to compare with.
+    """
+    from . import zoo
+
+    if model not in zoo.ZOO:
+        return "LiteRT int8: no int8 .tflite for this model (LiteRT runs converted zoo models only)"
+    return ("LiteRT int8: no int8 .tflite for this model (tools/convert_litert.py converts to float .tflite only; "
+            "no int8 conversion with the same calibration exists yet)")

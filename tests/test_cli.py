@@ -136,6 +136,47 @@ def test_bench_refuses_a_board_target(capsys, tiny_onnx):
     assert_one_line_error(code, err, 10, "qemu")
 
 
+def test_bench_quantize_int8_times_both_int8_engines(capsys, tiny_onnx, tmp_path):
+    """``bench --quantize int8``: edgevit and onnxruntime on the same QDQ file, compared in quantization steps;
+    the LiteRT line says why it has no int8 row."""
+    code, out, err = run_cli(capsys, "bench", tiny_onnx, "--quantize", "int8", "--calibration", "fashion-mnist",
+                             "--calib-count", "4", "--per-channel", "--runs", "2", "--warmup", "0",
+                             "--json", tmp_path / "b.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert set(report["engines"]) == {"edgevit int8", "onnxruntime int8"}
+    assert all(e["runs"] == 2 and e["median_ms"] > 0 for e in report["engines"].values())
+    ratio = report["engines"]["edgevit int8"]["median_ms"] / report["engines"]["onnxruntime int8"]["median_ms"]
+    assert report["ratio_vs_onnxruntime"] == pytest.approx(ratio)
+    assert report["model"] == "tiny_cnn-int8" and report["quantization"]["per_channel"]
+    assert report["quantization"]["samples"] == 4 and report["agreement"]["ok"]
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines()
+            if line.startswith(("edgevit int8 ", "onnxruntime int8 "))}
+    assert set(rows) == {"edgevit int8", "onnxruntime int8"}
+    assert f"edgevit int8 / onnxruntime int8 = {ratio:.2f}x" in out
+    assert "LiteRT int8: no int8 .tflite for this model (" in out
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--quantize", "int8"], ["needs --calibration"]),
+    (["--calibration", "fashion-mnist"], ["apply with --quantize int8"]),
+    (["--per-channel"], ["apply with --quantize int8"]),
+    (["--quantize", "int4", "--calibration", "fashion-mnist"], ["int4"]),
+    (["--quantize", "int8", "--calibration", "fashion-mnist", "--threads", "1,2"], ["one thread count"]),
+])
+def test_bench_quantize_option_mistakes(capsys, tiny_onnx, extra, needles):
+    code, _, err = run_cli(capsys, "bench", tiny_onnx, *extra)
+    assert_one_line_error(code, err, 2, *needles)
+
+
+def test_bench_quantize_refuses_an_artifact_and_all(capsys, tiny_host_artifact):
+    code, _, err = run_cli(capsys, "bench", tiny_host_artifact, "--quantize", "int8", "--calibration",
+                           "fashion-mnist")
+    assert_one_line_error(code, err, 2, "float .onnx", "artifact")
+    code, _, err = run_cli(capsys, "bench", "all", "--quantize", "int8", "--calibration", "fashion-mnist")
+    assert_one_line_error(code, err, 2, "'all'")
+
+
 @pytest.mark.slow
 def test_models_lists_the_zoo_with_params_and_macs(capsys):
     code, out, _ = run_cli(capsys, "models", "--json")
