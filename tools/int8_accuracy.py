@@ -1,9 +1,10 @@
 """Fashion-MNIST top-1 of trained models in fp32 and in int8 (QDQ), with onnxruntime and edgevit's int8 build.
 
-    python tools/int8_accuracy.py [--models fashion-mobilevit,fashion-vit] [--images 10000] [--per-channel]
+    python tools/int8_accuracy.py [--models fashion-mobilevit,...] [--images 10000] [--per-channel]
 
-The models are the Fashion-MNIST-trained ones of the distributed demos (``edgevit.distributed.planner.MODELS``:
-a timm MobileViT v1 and a plain ViT, trained once and cached). Each is exported to ONNX, quantized with
+The models are the registry's Fashion-MNIST-trained ones (``edgevit.zoo.fashion_models.FASHION_MODELS``): one per
+zoo family at reduced width (timm's MobileViT v1, EfficientFormer and SwiftFormer classes) and a plain ViT, trained
+once and cached. Each is exported to ONNX, quantized with
 ``edgevit.quantize`` (MinMax ranges over 128 training images), and scored on the first ``--images`` test images:
 fp32 with onnxruntime, int8 with onnxruntime (the QDQ reference) and int8 with edgevit's host build (one image
 per call, as deployed). Writes results/int8_accuracy.{json,md}.
@@ -26,8 +27,6 @@ import numpy as np  # noqa: E402
 
 from edgevit.compiler import compile_for_target  # noqa: E402
 from edgevit.datasets import fashion_mnist  # noqa: E402
-from edgevit.distributed import classsplit as cs  # noqa: E402
-from edgevit.distributed.planner import model_configs  # noqa: E402
 from edgevit.frontend import from_torch  # noqa: E402
 from edgevit.quantize import QuantizeSettings, quantize_cached  # noqa: E402
 from edgevit.reference import onnxruntime_session  # noqa: E402
@@ -35,7 +34,9 @@ from edgevit.runtime.artifact import Artifact  # noqa: E402
 from edgevit.runtime.tvm_runtime import CompiledModel  # noqa: E402
 from edgevit.tables import format_table  # noqa: E402
 from edgevit.targets import get_target  # noqa: E402
-from edgevit.zoo.fashion_models import train_full  # noqa: E402
+from edgevit.zoo.fashion_models import FASHION_MODELS, train_full  # noqa: E402
+
+MODELS = "fashion-mobilevit,fashion-efficientformer,fashion-swiftformer,fashion-vit"
 
 
 def predictions(run, x: np.ndarray) -> np.ndarray:
@@ -44,8 +45,9 @@ def predictions(run, x: np.ndarray) -> np.ndarray:
 
 
 def score(name: str, x: np.ndarray, y: np.ndarray, per_channel: bool, tmp: Path) -> dict:
-    arch, cfg = model_configs(name)
-    fp32 = from_torch(train_full(arch, cfg), (1, 1, 28, 28), name=name)
+    arch, cfg = FASHION_MODELS[name]
+    trained = train_full(arch, cfg)
+    fp32 = from_torch(trained, (1, arch.channels, arch.image, arch.image), name=name)
     int8 = quantize_cached(fp32, QuantizeSettings("fashion-mnist", 128, per_channel))
     sessions = {kind: onnxruntime_session(m.onnx_path) for kind, m in (("fp32", fp32), ("int8", int8))}
     ort = {kind: predictions(lambda a, s=s: s.run(None, {s.get_inputs()[0].name: a}), x)
@@ -54,7 +56,7 @@ def score(name: str, x: np.ndarray, y: np.ndarray, per_channel: bool, tmp: Path)
     with Artifact.open(tmp / f"{name}.tar") as artifact:
         model = CompiledModel(artifact.library)
         edgevit = predictions(lambda a: model([a]), x)
-    return {"model": name, "params": cs.param_count(train_full(arch, cfg)), "images": len(y),
+    return {"model": name, "params": sum(p.numel() for p in trained.parameters()), "images": len(y),
             "quantization": int8.extra["quantization"],
             "top1_fp32_onnxruntime": float(np.mean(ort["fp32"] == y)),
             "top1_int8_onnxruntime": float(np.mean(ort["int8"] == y)),
@@ -64,7 +66,7 @@ def score(name: str, x: np.ndarray, y: np.ndarray, per_channel: bool, tmp: Path)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="fashion-mobilevit,fashion-vit")
+    parser.add_argument("--models", default=MODELS)
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--per-channel", action="store_true")
     parser.add_argument("--out", default="results/int8_accuracy")
