@@ -4,8 +4,8 @@
 
 For each zoo model: quantize it (per-channel weights, 32 Fashion-MNIST calibration samples), build both the QDQ
 and the float model for the host, then time two pairs, each with its engines taking turns in blocks of runs in
-processes of their own (``edgevit.bench``): edgevit int8 with onnxruntime int8, then edgevit fp32 with
-onnxruntime fp32. 1 thread. Also records how far edgevit int8 is from onnxruntime int8, in output quantization
+processes of their own (``edgevit.bench.bench``, as ``edgevit bench --quantize int8`` and ``edgevit bench``):
+edgevit int8 with onnxruntime int8, then edgevit fp32 with onnxruntime fp32. 1 thread. Also records how far edgevit int8 is from onnxruntime int8, in output quantization
 steps (``edgevit.quantize.verify``). Writes results/int8_host.json and .md.
 """
 
@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,46 +23,26 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgevit.bench import _summary, _time_in_workers  # noqa: E402
-from edgevit.compiler import compile_for_target  # noqa: E402
-from edgevit.frontend import load_model  # noqa: E402
-from edgevit.quantize import QuantizeSettings, compare_int8, output_steps, quantize_cached  # noqa: E402
-from edgevit.reference import random_inputs  # noqa: E402
-from edgevit.runtime.artifact import Artifact  # noqa: E402
-from edgevit.settings import seed  # noqa: E402
+from edgevit.bench import bench  # noqa: E402
+from edgevit.quantize import QuantizeSettings  # noqa: E402
 from edgevit.tables import format_table  # noqa: E402
-from edgevit.targets import get_target  # noqa: E402
 
 
-def bench_model(name: str, runs: int, warmup: int, tmp: Path) -> dict:
-    """Quantize, build and time one zoo model (see the module docstring)."""
-    fp32 = load_model(name)
-    int8 = quantize_cached(fp32, QuantizeSettings("fashion-mnist", 32, per_channel=True))
-    row = {"model": name, "quantization": int8.extra["quantization"]}
-    timings, outputs = {}, {}
-    for kind, model in (("int8", int8), ("fp32", fp32)):
-        path = tmp / f"{name}-{kind}.tar"
-        start = time.monotonic()
-        compile_for_target(model, get_target("host"), path, command=f"tools/bench_int8.py ({kind})")
-        row[f"compile_s_{kind}"] = round(time.monotonic() - start, 1)
-        with Artifact.open(path) as artifact:
-            inputs = random_inputs(model.inputs, seed())
-            engines = {"edgevit": (sys.executable, str(artifact.library)),
-                       "onnxruntime": (sys.executable, str(artifact.reference))}
-            work = tmp / f"{name}-{kind}"
-            work.mkdir()
-            seconds, outs, other = _time_in_workers(engines, inputs, 1, runs, warmup, work)
-        for engine, values in seconds.items():
-            timings[f"{engine} {kind}"] = _summary(values)
-        outputs[kind] = outs
-        row[f"other_cpu_share_{kind}"] = other
-    row["engines"] = timings
-    ms = {k: v["median_ms"] for k, v in timings.items()}
+def bench_model(name: str, runs: int, warmup: int) -> dict:
+    """Quantize, build and time one zoo model (see the module docstring): ``edgevit bench --quantize int8``,
+    then ``edgevit bench`` without LiteRT."""
+    int8 = bench(name, runs=runs, warmup=warmup, threads=1,
+                 quantize=QuantizeSettings("fashion-mnist", 32, per_channel=True))
+    fp32 = bench(name, runs=runs, warmup=warmup, threads=1, litert=False)
+    row = {"model": name, "quantization": int8["quantization"],
+           "compile_s_int8": round(int8["compile_s"], 1), "compile_s_fp32": round(fp32["compile_s"], 1),
+           "other_cpu_share_int8": int8["other_cpu_share"], "other_cpu_share_fp32": fp32["other_cpu_share"],
+           "engines": {**int8["engines"], **{f"{engine} fp32": s for engine, s in fp32["engines"].items()}}}
+    ms = {k: v["median_ms"] for k, v in row["engines"].items()}
     row["ratios"] = {"edgevit int8 / onnxruntime int8": ms["edgevit int8"] / ms["onnxruntime int8"],
                      "edgevit int8 / edgevit fp32": ms["edgevit int8"] / ms["edgevit fp32"],
                      "onnxruntime int8 / onnxruntime fp32": ms["onnxruntime int8"] / ms["onnxruntime fp32"]}
-    row["agreement_int8"] = compare_int8(outputs["int8"]["edgevit"], outputs["int8"]["onnxruntime"],
-                                         output_steps(int8.load())).to_json()
+    row["agreement_int8"] = int8["agreement"]
     return row
 
 
@@ -104,10 +83,9 @@ def main() -> int:
 
     report = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "cpu": host_cpu_name(), "machine": platform.machine(), "runs": args.runs, "models": []}
-    with tempfile.TemporaryDirectory(prefix="edgevit-int8-") as tmp:
-        for name in args.models.split(","):
-            print(f"[bench_int8] {name}", file=sys.stderr, flush=True)
-            report["models"].append(bench_model(name, args.runs, args.warmup, Path(tmp)))
+    for name in args.models.split(","):
+        print(f"[bench_int8] {name}", file=sys.stderr, flush=True)
+        report["models"].append(bench_model(name, args.runs, args.warmup))
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(report))
