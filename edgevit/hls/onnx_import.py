@@ -9,7 +9,7 @@ tensor becomes another name of a program tensor, in channels-last (``cl``) or ch
 Patterns are recognised by their values, not their spelling: onnxruntime computes every tensor of the graph on
 one input, and a fused activation, an attention block (heads from the softmax, score scale fitted from the
 logits), SwiftFormer's L2 norms and additive attention, EfficientFormer's pooling mixer, MobileViT's unfold /
-fold or a view is accepted only where the float64 model of the layer, fed onnxruntime's values of its inputs,
+fold (MobileViTv2's too), MobileViTv2's separable self-attention or a view is accepted only where the float64 model of the layer, fed onnxruntime's values of its inputs,
 gives onnxruntime's tensor. Every layer added is checked that way, one layer at a time (float32 drift over many
 layers does not add up), so a rule that misreads a node stops the accelerator part there instead of computing
 something else.
@@ -39,6 +39,8 @@ ACT_OPS = {"Relu", "Sigmoid", "HardSwish", "HardSigmoid", "Gelu", "Erf", "Tanh",
 # ops between the QKV projection and the attention output in exported attention blocks
 ATTN_OPS = {"Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Gather", "Split", "Mul", "Div", "MatMul",
             "Softmax", "Flatten"}
+# ops between MobileViTv2's 1x1 projection and its separable attention's output
+SEPARABLE_OPS = {"Split", "Slice", "Softmax", "Mul", "ReduceSum", "Relu", "Expand", "Reshape", "Transpose"}
 VIEW_OPS = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 MAX_REGION = 64      # nodes searched forward for an activation or attention pattern
 
@@ -416,9 +418,10 @@ class _Importer:
         h, w, c = v.shape
         for p in (2, 3, 4, 8):   # square patches, as MobileViT uses
             cands = []
-            if h % p == 0 and w % p == 0 and src != "input":
-                cands.append(("unfold", golden.unfold(v, p, p), (p * p, (h // p) * (w // p), c), {"ph": p, "pw": p},
-                              "cl"))
+            if h % p == 0 and w % p == 0 and src != "input":   # MobileViT's [P, N, C], MobileViTv2's [C, P, N]
+                for layout in ("cl", "cf"):
+                    cands.append(("unfold", golden.unfold(v, p, p), (p * p, (h // p) * (w // p), c),
+                                  {"ph": p, "pw": p}, layout))
             side = int(round(np.sqrt(w)))
             if h == p * p and side * side == w:   # [P, N, C] back to a square map
                 hw = side * p
@@ -813,6 +816,58 @@ def _channel_affine(im: _Importer, k: int, node) -> None:
     im.epilogue(node.output[0], im.layers[-1], layout)
 
 
+def _instance_norm(im: _Importer, k: int, node) -> None:
+    """InstanceNormalization of a tensor viewed as one channel ([1, 1, L]: how GroupNorm with one group is
+    exported): mean and variance over the whole tensor, the ``global_norm`` unit. Its per-channel affine comes
+    after it as Mul and Add nodes (a 1x1 depthwise layer)."""
+    src, layout = im.source(node.input[0])
+    shape = im.values[node.input[0]].shape
+    scale, bias = im.const(node.input[1]), im.const(node.input[2])
+    if len(shape) < 3 or shape[:2] != (1, 1) or scale is None or bias is None or scale.size != 1 \
+            or float(scale.ravel()[0]) != 1.0 or float(bias.ravel()[0]) != 0.0:
+        raise Unsupported(f"instance normalisation of a {list(shape)} tensor other than one group, no affine")
+    out = im.add("global_norm", node, [src], im.shapes[src], {"eps": float(_attr(node, "epsilon", 1e-5))})
+    im.bind(node.output[0], out, layout)
+
+
+def _separable(im: _Importer, k: int, node) -> None:
+    """MobileViTv2's separable self-attention from ``node`` (the Split of a 1x1 projection [1, 1 + 2D, P, N] into
+    scores, keys and values): found by value; the projection becomes two linear layers (scores and keys; values
+    with their ReLU) and the ``separable_attention`` unit."""
+    from .reference import separable_attention
+
+    qkv, layout = im.source(node.input[0])
+    prod = next((l for l in im.layers if l.output == qkv), None)
+    shape = im.shapes[qkv]
+    if prod is None or prod.kind != "linear" or len(shape) != 3 or shape[-1] % 2 != 1 or len(prod.inputs) != 1 \
+            or prod.attrs.get("act", "none") != "none":
+        raise Unsupported("split of a tensor that is not a 1x1 projection [P, N, 1 + 2D]")
+    g, n, d = shape[0], shape[1], (shape[-1] - 1) // 2
+    if d < 16:
+        raise Unsupported(f"separable attention of {d} < 16 features")
+    im.done.discard(k)   # the Split is the first node of the pattern's region
+    starts = {t for t, (p, _) in im.alias.items() if p == qkv}
+    region = im._region(starts, SEPARABLE_OPS)
+    v = im.ort_value(node.input[0])
+    want = separable_attention(v[..., :1 + d], np.maximum(v[..., 1 + d:], 0))
+    end = im._match_end(starts, region, want, layout)
+    if end is None:
+        raise Unsupported("split not recognised as separable self-attention")
+    if any(u not in region and u not in im.done for t in starts for u in im.consumers.get(t, [])) \
+            or starts & im.outputs:
+        raise Unsupported("the projection is read outside the separable attention")
+    im.done.update(im._between(starts, end, region))
+    w, b = prod.params["w"], prod.params.get("b", np.zeros(2 * d + 1))
+    prod.params = {"w": w[:1 + d], "b": b[:1 + d]}
+    for t in starts:
+        im.alias.pop(t, None)
+    im.ort_name.pop(qkv, None)
+    im.shapes[qkv] = (g, n, 1 + d)
+    im.fixed[qkv] = v[..., :1 + d]
+    vals = im.add("linear", node, list(prod.inputs), (g, n, d), {"act": "relu"}, {"w": w[1 + d:], "b": b[1 + d:]})
+    im.bind(end, im.add("separable_attention", node, [qkv, vals], (g, n, d)), layout)
+
+
 def _pool_mixer(im: _Importer, k: int, node) -> None:
     """EfficientFormer's pooling token mixer, ``x + scale * (avgpool(x) - x)`` (or ``avgpool(x) - x``): a
     KxK average pool of stride 1, same padding, padding not counted, then the nodes that make it a mixer."""
@@ -885,7 +940,8 @@ def _additive(im: _Importer, node, wg: np.ndarray) -> None:
 RULES = {"Conv": _conv, "MatMul": _matmul, "Gemm": _gemm, "LayerNormalization": _layernorm, "Add": _add,
          "ReduceMean": _mean, "GlobalAveragePool": _mean, "Concat": _concat, "Gather": _gather, "Slice": _slice,
          "BatchNormalization": _channel_affine, "Mul": _channel_affine, "Div": _channel_affine,
-         "ReduceL2": _l2norm, "AveragePool": _pool_mixer,
+         "ReduceL2": _l2norm, "AveragePool": _pool_mixer, "InstanceNormalization": _instance_norm,
+         "Split": _separable,
          **{op: _view for op in VIEW_OPS}}
 
 
@@ -932,7 +988,7 @@ def lower_onnx(model, sample: np.ndarray) -> ImportResult:
         what = f"{first.op_type} node '{first.name}': {why}" if first is not None else "the graph's outputs"
         raise ModelImportError(f"no part of the model runs on the accelerator; first unsupported: {what}")
     keep = _needed_layers(im.layers, im.alias[cut][0])
-    layers = [l for l in im.layers if l.name in keep]
+    layers = _fold_channel_affines([l for l in im.layers if l.name in keep], im.alias[cut][0], im.shapes)
     tail = _tail_nodes(im, cut) if cut is not None and cut not in im.outputs else []
     # the node no rule maps first (with why), then the rest of the CPU part in graph order
     cpu = ([f"{first.name} ({first.op_type}: {why})"] if first is not None else []) + [
@@ -948,6 +1004,27 @@ def lower_onnx(model, sample: np.ndarray) -> ImportResult:
                         [(nodes[k].op_type, nodes[k].name) for k in tail], unsupported,
                         len(set(range(len(nodes))) - im.folded - tail_set), len(nodes) - len(im.folded),
                         accel, total)
+
+
+def _fold_channel_affines(layers: list, out: str, shapes: dict) -> list:
+    """Fold each per-channel affine (a 1x1 depthwise layer without activation, e.g. a GroupNorm's gamma and beta)
+    into the linear layers that read it, when only linear layers read it and only as their input (not as a
+    residual), it is not the program's output, and it keeps its input's shape: then w x (s * v + t) + b is
+    (w s) v + (w t + b) exactly, and the layer goes."""
+    for aff in [l for l in layers if l.kind == "dwconv" and l.attrs["k"] == 1 and l.attrs["stride"] == 1
+                and l.attrs.get("act", "none") == "none"]:
+        readers = [l for l in layers if aff.output in l.inputs]
+        if aff.output == out or not readers or shapes[aff.inputs[0]] != shapes[aff.output] or any(
+                l.kind != "linear" or l.inputs.index(aff.output) != 0 or aff.output in l.inputs[1:] for l in readers):
+            continue
+        scale, shift = aff.params["w"].reshape(-1), aff.params.get("b", np.zeros(len(aff.params["w"])))
+        for l in readers:
+            w = l.params["w"]
+            l.params["b"] = l.params.get("b", np.zeros(w.shape[0])) + w @ shift
+            l.params["w"] = w * scale[None, :]
+            l.inputs[0] = aff.inputs[0]
+        layers = [l for l in layers if l is not aff]
+    return layers
 
 
 def _needed_layers(layers: list, out: str) -> set:

@@ -250,3 +250,26 @@ def test_swiftformer_maps_whole_with_l2_norms_and_additive_attention():
     sess = onnxruntime_session(str(path))
     want = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0].ravel()
     assert np.abs(_float_out(result.program, x) - want).max() <= 1e-4 * (1 + np.abs(want).max())
+
+
+def test_mobilevitv2_maps_whole_with_group_norms_and_separable_attention(tmp_path):
+    """mobilevitv2_050 (a zoo family, here at 64x64) through ONNX: its unfold to [C, P, N], GroupNorm exported as
+    InstanceNormalization over one channel (global_norm; the affine after it a 1x1 depthwise layer) and the
+    separable self-attention after a Split, found by value; the whole model C-simulates bit-exact."""
+    import onnx
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("mobilevitv2_050", pretrained=False).eval()
+    path = from_torch(model, (1, 3, 64, 64), "mobilevitv2_050_64").onnx_path
+    x = _sample((1, 3, 64, 64))
+    result, out = project.generate_onnx(onnx.load(str(path)), "zcu102", tmp_path / "v2", [x])
+    kinds = [l.kind for l in result.program.layers]
+    assert result.unsupported is None and result.accel_nodes == result.total_nodes
+    assert kinds.count("separable_attention") == 9 and kinds.count("global_norm") == 21
+    sess = onnxruntime_session(str(path))
+    want = sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0].ravel()
+    assert np.abs(_float_out(result.program, x) - want).max() <= 1e-4 * (1 + np.abs(want).max())
+    r = project.run_csim(out)
+    assert r["mismatches"] == 0
