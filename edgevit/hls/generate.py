@@ -1,7 +1,8 @@
 """``edgevit hls MODEL``'s library side: from a model name or an ONNX file to a written HLS project.
 
-Names come from the model registry (:mod:`edgevit.zoo`): their torch modules are lowered by the torch importer,
-calibrated on their own dataset (models trained here) or on seeded random images (the timm zoo). ONNX files
+Names come from the model registry (:mod:`edgevit.zoo`): their torch modules are lowered by the torch importer
+(or, for module classes it does not know, exported and mapped op by op like an ONNX file), calibrated on their
+own dataset (models trained here) or on seeded random images (the timm zoo). ONNX files
 come through :func:`edgevit.frontend.load_model`, the front door of ``edgevit compile``, and the op mapper
 (:mod:`.onnx_import`); what it cannot map becomes the CPU part.
 """
@@ -69,8 +70,6 @@ def _random_inputs(shape, count: int) -> list:
 
 def _generate_onnx(path: str, board: str, out: Path, calib: int, input_shape, overrides: dict) -> Generated:
     from ..frontend import load_model
-    from . import project
-    from .onnx_import import lower_onnx
 
     imported = load_model(path, input_shape)
     if len(imported.inputs) != 1 or imported.inputs[0].dtype != "float32":
@@ -81,16 +80,28 @@ def _generate_onnx(path: str, board: str, out: Path, calib: int, input_shape, ov
         raise ResourceError(f"input shape {list(shape)} has more than {MAX_INPUT_WORDS} values: too large for "
                             "the accelerator's arena; export the model at a smaller input size")
     samples = _random_inputs(shape, calib)
+    return _write_onnx(imported, board, out, samples, samples[:1], overrides)
+
+
+def _write_onnx(imported, board: str, out: Path, samples: list, tests: list, overrides: dict) -> Generated:
+    """Map an imported ONNX model's ops (:mod:`.onnx_import`) and write its project and CPU part."""
+    from . import project
+    from .onnx_import import lower_onnx
+
     result = lower_onnx(imported.load(), samples[0])
     if overrides:
         check_format_names(result.program, samples[0], overrides)
-    written = project.write_onnx(result, board, out, samples, overrides, samples[:1],
+    written = project.write_onnx(result, board, out, samples, overrides, tests,
                                  {"model": imported.name, "onnx": imported.source})
-    return Generated(result.program, written, samples[:1], result)
+    return Generated(result.program, written, tests, result)
 
 
 def _generate_registered(name: str, board: str, out: Path, calib: int, overrides: dict) -> Generated:
+    """A registry model: the torch importer, which knows the zoo families' module classes; a model it maps no
+    part of (a class it does not know) goes through the ONNX op mapper instead, as an ONNX file would."""
     from .. import zoo
+    from ..errors import ModelImportError
+    from ..frontend import load_model
     from . import project
     from .torch_import import lower
 
@@ -102,8 +113,12 @@ def _generate_registered(name: str, board: str, out: Path, calib: int, overrides
         tests = samples[:1]
     else:
         samples, tests = examples[0][:CALIBRATION_IMAGES], examples[1]
+    try:
+        lowered = lower(model, entry.input_shape)
+    except ModelImportError:
+        return _write_onnx(load_model(name), board, out, samples, tests, overrides)
     if overrides:
-        check_format_names(lower(model, entry.input_shape), samples[0], overrides)
+        check_format_names(lowered, samples[0], overrides)
     prog, written = project.generate(model, entry.input_shape, board, out, samples, overrides, tests,
                                      {"model": entry.name})
     return Generated(prog, written, tests)
