@@ -203,7 +203,8 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
     quantize
         Calibration settings: bench the int8 QDQ form of ``model`` (a zoo name or float ``.onnx`` file).
     litert
-        Also time LiteRT when the zoo model has a converted ``.tflite`` (``tools/setup_litert.sh``).
+        Also time LiteRT when the zoo model has a converted ``.tflite`` (``tools/setup_litert.sh``); with
+        ``quantize``, its int8 form calibrated on the same samples (``litert.int8_tflite``).
 
     Returns
     -------
@@ -221,7 +222,7 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
     from .frontend import TensorSpec, load_model
     from .runtime.artifact import Artifact
     from .runtime.tvm_runtime import CompiledModel
-    from .litert import SETUP_HINT, find_converted, litert_int8_status
+    from .litert import SETUP_HINT, find_converted, int8_tflite
     from .quantize import compare_int8, output_steps, quantize_cached
     from .targets import get_target
     from .zoo import ZOO
@@ -254,7 +255,13 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
             name = meta["model"]["name"]
             zoo_model = name in ZOO and meta["model"].get("source", "").startswith("zoo:")
             if quantize is not None:
-                litert_status = litert_int8_status(model)
+                from .quantize import calibration_inputs
+
+                lite, what = int8_tflite(model, calibration_inputs(quantize.calibration, specs[0], quantize.count),
+                                         quantize.per_channel) if litert else (None, "not asked for")
+                if lite:
+                    models["litert"] = (sys.executable, str(lite))
+                litert_status = f"LiteRT int8: {'ran, ' if lite else ''}{what}"
             else:
                 converted = find_converted(name) if zoo_model and litert else None
                 if converted:
@@ -269,6 +276,8 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
 
                 steps = output_steps(onnx.load(str(artifact.reference)))
                 agreement = {"edgevit": compare_int8(outputs["edgevit"], outputs["onnxruntime"], steps).to_json()}
+                if "litert" in outputs:  # quantized by another tool: its own ranges, so compared as floats
+                    agreement["litert"] = compare(outputs["litert"], outputs["onnxruntime"]).to_json()
             else:
                 agreement = {e: compare(outputs[e], outputs["onnxruntime"]).to_json() for e in outputs
                              if e != "onnxruntime"}

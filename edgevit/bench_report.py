@@ -42,9 +42,12 @@ def format_report(report: dict) -> str:
                 f"({report['fp32_peak']['formula']})")
     tail += f"\nmachine during the run: {_noise(report)}"
     litert = report.get("agreement_litert")
-    litert = (f"LiteRT vs onnxruntime outputs: max rel error {litert['max_rel_error']:.2g}, top-1 "
-              f"{'same' if litert['top1_agree'] else 'DIFFERENT'}" if litert else
-              report["litert"] if quantization else f"LiteRT: {report.get('litert')}")
+    if quantization:  # says how LiteRT's int8 model was made, or why there is none
+        litert = report["litert"] + (f"; outputs vs onnxruntime int8: max rel error {litert['max_rel_error']:.2g}, "
+                                     f"top-1 {'same' if litert['top1_agree'] else 'DIFFERENT'}" if litert else "")
+    else:
+        litert = (f"LiteRT vs onnxruntime outputs: max rel error {litert['max_rel_error']:.2g}, top-1 "
+                  f"{'same' if litert['top1_agree'] else 'DIFFERENT'}" if litert else f"LiteRT: {report.get('litert')}")
     parts = [head, format_table(rows, ["engine", "median ms", "min ms", "max ms", "std ms", "runs", "GFLOP/s",
                                        "% peak", "vs ORT"]), tail, litert]
     arm = arm_note(report.get("machine", platform.machine()))

@@ -35,14 +35,23 @@ def load_engine(engine: str, model: str, threads: int):
 
         interpreter = Interpreter(model_path=model, num_threads=threads)
         interpreter.allocate_tensors()
-        ins = [d["index"] for d in interpreter.get_input_details()]
-        outs = [d["index"] for d in interpreter.get_output_details()]
+        ins, outs = interpreter.get_input_details(), interpreter.get_output_details()
 
-        def run(inputs):
-            for index, x in zip(ins, inputs):
-                interpreter.set_tensor(index, x)
+        def run(inputs):  # an int8 model (edgevit.litert_int8) takes and gives int8: (de)quantize with its scales
+            for d, x in zip(ins, inputs):
+                if d["dtype"] != x.dtype and np.issubdtype(d["dtype"], np.integer):
+                    scale, zero = d["quantization"]
+                    info = np.iinfo(d["dtype"])
+                    x = np.clip(np.round(x / scale) + zero, info.min, info.max).astype(d["dtype"])
+                interpreter.set_tensor(d["index"], x)
             interpreter.invoke()
-            return [interpreter.get_tensor(i) for i in outs]
+            results = []
+            for d in outs:
+                y = interpreter.get_tensor(d["index"])
+                if np.issubdtype(d["dtype"], np.integer) and d["quantization"][0]:
+                    y = (y.astype(np.float32) - d["quantization"][1]) * np.float32(d["quantization"][0])
+                results.append(y)
+            return results
 
         return run
     raise ValueError(f"unknown engine '{engine}'")

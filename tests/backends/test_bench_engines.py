@@ -113,3 +113,48 @@ def test_litert_engine_runs_a_tflite(tmp_path):
                                            runs=3, warmup=1, tmp=tmp_path)
     assert len(seconds["litert"]) == 3
     np.testing.assert_allclose(outputs["litert"][0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_litert_engine_runs_an_int8_tflite(tmp_path):
+    """An int8 .tflite (int8 input and output) takes the float input and gives float output, (de)quantized with
+    its scales. tiny_int8.tflite is tiny.tflite through ai-edge-quantizer, static int8, per-channel weights,
+    calibrated on 16 seeded normal inputs (default_rng(0)): ``python -m edgevit.litert_int8 tiny.tflite
+    SAMPLES.npz tiny_int8.tflite per-channel`` in the LiteRT converter venv."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(DATA / "tiny_int8.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    step = interpreter.get_output_details()[0]["quantization"][0]
+    with np.load(DATA / "tiny_io.npz") as data:
+        x, expected = data["x"], data["y"]
+    seconds, outputs, _ = _time_in_workers({"litert": (sys.executable, str(DATA / "tiny_int8.tflite"))}, [x],
+                                           threads=1, runs=2, warmup=0, tmp=tmp_path)
+    assert len(seconds["litert"]) == 2
+    out = outputs["litert"][0]
+    assert out.dtype == np.float32 and out.shape == expected.shape
+    # a whole number of output steps from the zero point, and near the float model (quantization error only)
+    np.testing.assert_allclose(out / step, np.round(out / step), atol=1e-3)
+    assert np.abs(out - expected).max() <= 0.1 * np.abs(expected).max()
+    assert out.argmax() == expected.argmax()
+
+
+def test_litert_int8_says_why_there_is_no_int8_tflite(monkeypatch):
+    import edgevit.litert as litert
+
+    path, why = litert.int8_tflite("tiny_cnn", [], per_channel=True)
+    assert path is None and why == "no int8 .tflite for this model (LiteRT runs converted zoo models only)"
+    monkeypatch.setattr(litert, "find_converted", lambda name: None)
+    path, why = litert.int8_tflite("mobilevit_xxs", [], per_channel=True)
+    assert path is None and "no float .tflite to quantize: run tools/setup_litert.sh mobilevit_xxs" in why
+
+
+def test_int8_report_names_the_engines_and_says_what_litert_ran():
+    report = _report("LiteRT int8: no int8 .tflite for this model (LiteRT runs converted zoo models only)", False)
+    report["engines"] = {f"{name} int8": s for name, s in report["engines"].items()}
+    report["agreement"] = {"max_steps": 2.0, "differing": 3, "top1_agree": True, "limit": 4, "nonfinite": None,
+                           "ok": True}
+    report["quantization"] = {"per_channel": True, "method": "minmax", "samples": 32, "calibration": "fashion-mnist"}
+    text = format_report(report)
+    assert "edgevit int8 / onnxruntime int8 = 1.20x" in text and "2 output quantization steps (limit 4)" in text
+    assert "\nLiteRT int8: no int8 .tflite for this model (LiteRT runs converted zoo models only)" in text
+    assert "edgevit int8 " in text and "onnxruntime int8 " in text and "FP32 peak" not in text
