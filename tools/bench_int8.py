@@ -6,7 +6,8 @@ For each zoo model: quantize it (per-channel weights, 32 Fashion-MNIST calibrati
 and the float model for the host, then time two pairs, each with its engines taking turns in blocks of runs in
 processes of their own (``edgevit.bench.bench``, as ``edgevit bench --quantize int8`` and ``edgevit bench``):
 edgevit int8 with onnxruntime int8, then edgevit fp32 with onnxruntime fp32 (LiteRT left out). 1 thread. Also
-records how far edgevit int8 is from onnxruntime int8, in output quantization steps (``edgevit.quantize.verify``). Writes results/int8_host.json and .md.
+records how far edgevit int8 is from onnxruntime int8, in output quantization steps (``edgevit.quantize.verify``).
+Writes results/int8_host.json and .md.
 """
 
 from __future__ import annotations
