@@ -73,3 +73,25 @@ def test_gelu_with_reciprocal_matches_onnxruntime(tmp_path):
     out = vm.VirtualMachine(executable, tvm.cpu())["main"](*[tvm.runtime.tensor(x) for x in inputs])
     result = compare([out.numpy()], run_onnxruntime(model.onnx_path, inputs))
     assert result.max_rel_error <= 1e-5, result
+
+
+@pytest.mark.parametrize("nonpositive", [False, True])
+def test_fast_exp_accuracy_and_saturation(nonpositive):
+    """``fast_exp`` within 3e-7 of numpy's exp (float64) where exp is a normal float32; 0 far below, finite far
+    above (sigmoid's ``exp(-x)`` then gives 0, not nan)."""
+    from tvm import te
+
+    from edgevit.backends.fast_math import fast_exp
+
+    x = te.placeholder((4096,), "float32", name="x")
+    lib = tvm.compile(te.create_prim_func([x, fast_exp(x, nonpositive=nonpositive)]), target={"kind": "llvm"})
+    xs = np.concatenate([np.linspace(-87, 0 if nonpositive else 88, 4000), [-90, -200, -np.inf] + [-1e30] * 93])
+    xs = xs.astype(np.float32)
+    if not nonpositive:
+        xs[-90:] = [100, 1e4, np.inf] * 30
+    out = tvm.runtime.tensor(np.zeros_like(xs))
+    lib(tvm.runtime.tensor(xs), out)
+    got, want = out.numpy(), np.exp(xs[:4000].astype(np.float64))
+    assert np.max(np.abs(got[:4000] - want) / want) < 3e-7
+    assert np.all(got[4000:4003] < 1e-37)
+    assert np.all(np.isfinite(got)) and np.all(got >= 0)
