@@ -174,16 +174,18 @@ def _report(args) -> int:
     if args.json:
         print(json.dumps(rep, indent=1))
         return 0
-    print(f"{'layer':<22}{'kind':<11}{'MACs':>11}{'cycles':>11}{'ms':>9}{'compute':>11}  {'bound':<8}source")
+    name_w = max([22, *(len(r["layer"]) + 2 for r in rep["layers"])])
+    kind_w = max([11, *(len(r["kind"]) + 2 for r in rep["layers"])])
+    print(f"{'layer':<{name_w}}{'kind':<{kind_w}}{'MACs':>11}{'cycles':>11}{'ms':>9}{'compute':>11}  {'bound':<8}source")
     for r in rep["layers"]:
-        print(f"{r['layer']:<22}{r['kind']:<11}{r['macs']:>11}{r['cycles']:>11}{r['ms']:>9.3f}{r['compute']:>11}  "
-              f"{r['bound']:<8}{r['source']}")
+        print(f"{r['layer']:<{name_w}}{r['kind']:<{kind_w}}{r['macs']:>11}{r['cycles']:>11}{r['ms']:>9.3f}"
+              f"{r['compute']:>11}  {r['bound']:<8}{r['source']}")
     print(f"lanes {rep['lanes']}")
     print(_usage(rep))
     print(f"total {rep['cycles']} cycles = {rep['latency_ms']:.3f} ms at {rep['clock_mhz']} MHz; "
           f"{'fits' if rep['fits'] else 'DOES NOT FIT'} {board} (limit 80 % per resource)")
     print(f"{100 * rep['memory_bound_share']:.0f} % of the cycles are in memory-bound layers (loads, write-back and "
-          f"m_axi latency on the 16-bit ports, run one after the other); there more lanes do not help. MACs in "
+          f"m_axi latency on the board's AXI ports, run one after the other); there more lanes do not help. MACs in "
           f"{100 * rep['compute_cycles'] / rep['cycles']:.1f} % of the cycles; linear unit at "
           f"{100 * rep['linear_mac_efficiency']:.1f} % of its LI x LO peak.")
     for entry in prog.cpu_layers:
