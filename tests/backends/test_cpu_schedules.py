@@ -423,10 +423,11 @@ def test_aarch64_loads_broadcast_operands_as_vectors(case, tmp_path):
     rule = tiled_reduction if CASES[case][1] == "TiledReduction" else attention_rule
     script = rule.apply(func, target).mod.script()
     # a register-sized copy of the broadcast operand, filled by a vectorised loop, read by the FMA block
-    assert re.search(r"for \w+ in T\.vectorized\(T\.int64\((4|8|16)\)\):\s+with T\.sblock\(\"\w+_local\"\)",
+    assert re.search(r"for \w+ in T\.vectorized\(T\.int64\((4|8|16)\)\):\s+with T\.sblock\(\"\w+_global\"\)",
                      script), script[:3000]
     host = rule.apply(func, tvm_compiler.make_target(AVX512.tvm)) if CASES[case][1] == "TiledReduction" else None
-    assert host is None or "_local\")" not in host.mod.script()  # x86 broadcasts from memory instead
+    assert tiled_reduction.LANE_OPERAND in script
+    assert host is None or tiled_reduction.LANE_OPERAND not in host.mod.script()  # x86 broadcasts from memory
 
 
 @pytest.mark.qemu

@@ -186,6 +186,10 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     return sch
 
 
+#: Annotation of the register-sized copy :func:`broadcast_by_lane` makes of a broadcast operand.
+LANE_OPERAND = "edgevit.lane_operand"
+
+
 def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_tile: int, n_inner: int,
                       first_reduce, info: CpuInfo):
     """On cores with FMA by lane (AArch64), load the broadcast operand of the register tile a vector at a time,
@@ -241,7 +245,12 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
             at, width = outer, info.lanes
         else:
             continue
-        cache = sch.cache_read(main, index, "local", consumer_blocks=[main])
+        # "global", not "local": TVM gives a "local" buffer allocated inside a loop a TVMBackendAllocWorkspace call
+        # (a heap buffer, one call per iteration), which LLVM cannot keep in registers: it stored the copy and
+        # re-read it lane by lane (``ldp s``), 9 of mobilevit_xxs's 11.8 M scalar loads. A small "global" buffer
+        # is a stack array that LLVM promotes to registers.
+        cache = sch.cache_read(main, index, "global", consumer_blocks=[main])
+        sch.annotate(cache, LANE_OPERAND, 1)
         sch.compute_at(cache, at, preserve_unit_loops=False)
         shared = [sch.get_sref(loop) for loop in sch.get_loops(main)]
         copy = [loop for loop in sch.get_loops(cache) if not any(sch.get_sref(loop).same_as(s) for s in shared)]
