@@ -158,7 +158,9 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     vec_dim = out_dims.index(stmt.iter_vars[vec].var.name)
     tiled_dims = [d for d, name in enumerate(out_dims) if any(name == stmt.iter_vars[i].var.name for i in inside)]
     _place_epilogue(sch, main, spatial_outer[depth - 1], depth, tiled_dims, vec_dim)
-    sch.set_scope(main, 0, "local")
+    # On AArch64 a "global" accumulator (a stack array up to 1 KB; see broadcast_by_lane): a "local" one costs
+    # a TVMBackendAllocWorkspace call per tile.
+    sch.set_scope(main, 0, "global" if info.lane_fma else "local")
     if vec_dim != len(out_dims) - 1:
         # Accumulators contiguous along the vector axis, so they live in vector registers.
         dims = [d for d in range(len(out_dims)) if d != vec_dim] + [vec_dim]
