@@ -119,8 +119,7 @@ def _generate_registered(name: str, board: str, out: Path, calib: int, overrides
         return _write_onnx(load_model(name), board, out, samples, tests, overrides)
     if overrides:
         check_format_names(lowered, samples[0], overrides)
-    prog, written = project.generate(model, entry.input_shape, board, out, samples, overrides, tests,
-                                     {"model": entry.name})
+    prog, written = project.write(lowered, board, out, samples, overrides, tests, {"model": entry.name})
     return Generated(prog, written, tests)
 
 

@@ -1,12 +1,13 @@
-"""The models the class-wise split is made for, trained here on Fashion-MNIST (28x28 grey images).
+"""The models trained here on Fashion-MNIST (28x28 grey images): the class-wise split's and the int8 accuracy's.
 
-Two families: a small plain ViT, and a reduced-width MobileViT v1 built from timm's own classes (``ByobNet``
-with MobileViT's block types: conv stem, inverted-residual MobileNet blocks, MobileViT blocks that unfold
-the map into 2x2 patches, run timm ViT transformer blocks and fold back). Each configuration is a frozen
-dataclass with ``build(out)``; every model ends in a linear ``head`` (the split replaces it), and its
-attention modules expose ``qkv``, ``num_heads`` and ``attn_dim`` as timm's do, so one structured pruner
-(``distributed/prune.py``) handles both. The module classes live at module level so pruned models can be saved
-whole.
+A small plain ViT; a reduced-width MobileViT v1 built from timm's own classes (``ByobNet`` with MobileViT's
+block types: conv stem, inverted-residual MobileNet blocks, MobileViT blocks that unfold the map into 2x2
+patches, run timm ViT transformer blocks and fold back); reduced-width timm EfficientFormer and SwiftFormer
+(``TimmConfig``). Each configuration is a frozen dataclass with ``build(out)``, and every model ends in a linear
+``head`` (the split replaces it). The ViT's and the MobileViT's attention modules expose ``qkv``, ``num_heads`` and
+``attn_dim`` as timm's do, so one structured pruner (``distributed/prune.py``) handles both; the plans
+(``edgevit plan --strategy class``) are made for those. The module classes live at module level so pruned models
+can be saved whole.
 
 ``FASHION_MODELS`` names the configurations the registry (:mod:`edgevit.zoo`) lists: each architecture with
 its ``TrainConfig``, trained by :func:`train_full` through the one training loop (:mod:`edgevit.training`).
