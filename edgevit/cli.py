@@ -142,6 +142,7 @@ def cmd_compile(args) -> int:
         kind = f"tuned build (database {args.tuning_db})" if args.tuning_db else "default schedules, untuned"
         print(f"{output}: {model.name} for {target.name} ({metadata['target']['arch']}), inputs {shapes}; "
               f"{kind} ({sum(metadata['timings'].values()):.1f} s)")
+        _print_kept_float(metadata["model"].get("quantization"))
         moe = metadata["model"].get("moe")
         if moe:
             print(f"task build {moe['name']}: experts per MoE layer {moe['experts']} of {moe['experts_total']}, "
@@ -159,7 +160,7 @@ def cmd_quantize(args) -> int:
         raise OutputError(f"-o '{args.output}': folder {output.parent} does not exist; create it first")
     model = load_model(args.model, args.input_shape)
     summary = quantize_model(model, QuantizeSettings(args.calibration, args.calib_count, args.per_channel,
-                                                     args.method), output)
+                                                     args.method, args.keep_float), output)
     if args.json:
         _print_json(summary, "-")
         return 0
@@ -167,6 +168,7 @@ def cmd_quantize(args) -> int:
     print(f"{output}: {model.name} in int8 QDQ form ({'per-channel' if args.per_channel else 'per-tensor'} weights, "
           f"{summary['method']} ranges from {summary['samples']} {args.calibration} samples, "
           f"{summary['seconds']:.1f} s); int8 inputs of: {ops}")
+    _print_kept_float(summary)
     print(f"build it: edgevit compile {output} --target host|rpi4")
     return 0
 
@@ -270,6 +272,7 @@ def cmd_bench(args) -> int:
                    input_shape=args.input_shape, tuning_db=args.tuning_db, profile=args.profile,
                    quantize=quantize)
     print(format_report(report))
+    _print_kept_float(report.get("quantization"))
     if args.json:
         _print_json(report, args.json)
     return 0
@@ -288,12 +291,26 @@ def _quantize_settings(args, command: str):
     if args.quantize and args.calibration is None:
         raise UsageError(f"--quantize int8 needs --calibration DATA (see `edgevit {command} --help`)")
     if not args.quantize:
-        if args.calibration is not None or args.per_channel:
-            raise UsageError("--calibration and --per-channel apply with --quantize int8")
+        if args.calibration is not None or args.per_channel or args.keep_float:
+            raise UsageError("--calibration, --per-channel and --keep-float apply with --quantize int8")
         return None
     from .quantize import QuantizeSettings
 
-    return QuantizeSettings(args.calibration, args.calib_count, args.per_channel)
+    return QuantizeSettings(args.calibration, args.calib_count, args.per_channel, keep_float=args.keep_float)
+
+
+def _print_kept_float(summary: dict | None) -> None:
+    """The nodes ``--keep-float`` kept in float, with their measured error, and the outputs' SQNR."""
+    if not summary or not summary.get("kept_float"):
+        return
+    rows = [[k["node"], k["op"], "exact" if k["sqnr_db"] is None else f"{k['sqnr_db']:.1f}"]
+            for k in summary["kept_float"]]
+    print(f"kept in float ({len(rows)} of {summary['measured_nodes']} quantized nodes, lowest SQNR of their "
+          f"output vs float first):")
+    print(format_table(rows, ["node", "op", "SQNR dB"]))
+    sqnr = summary["output_sqnr_db"]
+    print(f"model outputs vs float ({summary['samples']} calibration samples, onnxruntime): SQNR "
+          f"{sqnr['all_int8']:.1f} dB all int8 -> {sqnr['with_float_fallback']:.1f} dB with these in float")
 
 
 def _quantize_options(p, required: bool = False) -> None:
@@ -302,6 +319,9 @@ def _quantize_options(p, required: bool = False) -> None:
     p.add_argument("--calib-count", type=count(1, 100000), default=32, metavar="N",
                    help="calibration samples to use (default 32)")
     p.add_argument("--per-channel", action="store_true", help="one scale per output channel of each weight")
+    p.add_argument("--keep-float", type=count(0, 100000), default=0, metavar="N",
+                   help="keep in float the N quantized nodes whose output is furthest from float (lowest SQNR, "
+                   "measured on the calibration samples); onnxruntime's nodes_to_exclude (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:

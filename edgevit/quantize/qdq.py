@@ -20,6 +20,7 @@ from ..errors import InputError, ModelImportError
 from ..frontend import ImportedModel, from_onnx_file
 from ..settings import cache_dir
 from .calibration import calibration_inputs
+from .fallback import name_nodes, node_errors, output_sqnr
 
 METHODS = ("minmax", "entropy", "percentile")
 
@@ -29,18 +30,24 @@ class QuantizeSettings:
     """How to quantize: calibration source and count, weight granularity, range estimator.
 
     ``per_channel`` gives each output channel of a Conv/Gemm/MatMul weight its own scale (hybrid ViTs have
-    channels whose ranges differ by orders of magnitude); ``method`` is onnxruntime's calibrator.
+    channels whose ranges differ by orders of magnitude); ``method`` is onnxruntime's calibrator;
+    ``keep_float`` is how many of the nodes with the largest measured error stay in float
+    (:mod:`edgevit.quantize.fallback`).
     """
 
     calibration: str
     count: int = 32
     per_channel: bool = False
     method: str = "minmax"
+    keep_float: int = 0
 
     def to_json(self) -> dict:
-        return {"scheme": "int8 QDQ (onnxruntime quantize_static)", "activations": "int8", "weights": "int8",
-                "calibration": self.calibration, "calibration_count": self.count,
-                "per_channel": self.per_channel, "method": self.method}
+        settings = {"scheme": "int8 QDQ (onnxruntime quantize_static)", "activations": "int8", "weights": "int8",
+                    "calibration": self.calibration, "calibration_count": self.count,
+                    "per_channel": self.per_channel, "method": self.method}
+        if self.keep_float:  # only when asked: all-int8 models keep the cache keys they had
+            settings["keep_float"] = self.keep_float
+        return settings
 
 
 def is_qdq_model(model) -> bool:
@@ -97,6 +104,7 @@ def quantize_model(model: ImportedModel, settings: QuantizeSettings, output: Pat
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[settings.method]
+    fallback: dict = {}
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns through the root logger on every call
     try:
@@ -105,9 +113,21 @@ def quantize_model(model: ImportedModel, settings: QuantizeSettings, output: Pat
             # folded) first: the quantizer then sees the operators as they will run.
             prepared = Path(tmp) / "prepared.onnx"
             quant_pre_process(str(model.onnx_path), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(output), Reader(), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            per_channel=settings.per_channel, calibrate_method=method)
+            float_model = onnx.load(str(prepared))
+            if name_nodes(float_model):  # nodes_to_exclude names nodes
+                onnx.save(float_model, str(prepared))
+
+            def quantize(path: Path, exclude: list[str]) -> None:
+                quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                per_channel=settings.per_channel, calibrate_method=method,
+                                nodes_to_exclude=exclude)
+
+            if settings.keep_float:
+                fallback = _float_fallback(model.name, settings.keep_float, prepared, Path(tmp) / "all_int8.onnx",
+                                           output, quantize, [{spec.name: s} for s in samples])
+            else:
+                quantize(output, [])
     except InputError:
         raise
     except Exception as exc:  # onnxruntime raises RuntimeError/ValueError/its own Fail types alike
@@ -119,11 +139,32 @@ def quantize_model(model: ImportedModel, settings: QuantizeSettings, output: Pat
     quantized = onnx.load(str(output), load_external_data=False)
     counts: dict[str, int] = {}
     produced_by_dq = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    kept = {k["node"] for k in fallback.get("kept_float", [])}
     for node in quantized.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and any(i in produced_by_dq for i in node.input):
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and node.name not in kept \
+                and any(i in produced_by_dq for i in node.input):
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return {**settings.to_json(), "samples": len(samples), "quantized_ops": dict(sorted(counts.items())),
-            "seconds": time.monotonic() - start}
+            **fallback, "seconds": time.monotonic() - start}
+
+
+def _float_fallback(name: str, keep: int, prepared: Path, all_int8: Path, output: Path, quantize,
+                    feeds: list[dict]) -> dict:
+    """Quantize everything, measure each node's error, quantize again with the ``keep`` worst in float.
+
+    Returns the summary's fallback fields: the nodes kept in float with their SQNR, how many were measured,
+    and the SQNR of the model's outputs against float before and after.
+    """
+    quantize(all_int8, [])
+    errors = node_errors(prepared, all_int8, feeds)
+    if keep > len(errors):
+        raise InputError(f"--keep-float {keep}: {name} has {len(errors)} quantized nodes whose error could be "
+                         f"measured; keep at most {len(errors)} in float")
+    kept = errors[:keep]
+    quantize(output, [e.node for e in kept])
+    return {"kept_float": [e.to_json() for e in kept], "measured_nodes": len(errors),
+            "output_sqnr_db": {"all_int8": round(output_sqnr(prepared, all_int8, feeds), 2),
+                               "with_float_fallback": round(output_sqnr(prepared, output, feeds), 2)}}
 
 
 def quantize_cached(model: ImportedModel, settings: QuantizeSettings) -> ImportedModel:

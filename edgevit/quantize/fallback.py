@@ -1,0 +1,184 @@
+"""Float fallback: measure how much error each quantized node adds, and pick the worst ones to keep in float.
+
+The measurement uses onnxruntime's QDQ debugging helpers (``onnxruntime.quantization.qdq_loss_debug``):
+``create_weight_matching`` pairs each quantized weight with its float original, ``modify_model_output_intermediate
+_tensors`` + ``collect_activations`` run a model saving every float tensor, and ``create_activation_matching``
+pairs each activation before and after its QuantizeLinear -> DequantizeLinear. Their ``xmodel_err`` (float model
+vs QDQ model at the same tensor) is cumulative: a node after a badly quantized layer inherits its error, so the
+worst tensors are the last ones, not the layer to blame. The error of a node here is therefore local: the QDQ
+model gets a copy of every quantized node that reads the same dequantized activations but the float weights and
+biases and writes its output without quantizing it; the node's error is the SQNR (onnxruntime's
+``compute_signal_to_quantization_noice_ratio``: ``20 log10(|float| / |float - int8|)`` over all samples) of its
+output after its QuantizeLinear -> DequantizeLinear (what the next node reads) against that copy's. The N nodes
+with the lowest SQNR are passed to ``quantize_static(nodes_to_exclude=...)``.
+
+SQNR is over the whole tensor: a layer whose huge channel sets the scale and crushes its small channels scores
+well when the huge channel dominates the tensor's norm; that loss shows up in the node that reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_REF = "_edgevit_float_ref"
+CHUNK = 4  # samples per onnxruntime session of the augmented model: every float tensor of a run is kept
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One quantized node's measured error: its name (what ``nodes_to_exclude`` takes), operator and SQNR."""
+
+    node: str
+    op: str
+    sqnr_db: float
+
+    def to_json(self) -> dict:
+        """``sqnr_db`` is None for a node whose output was exact."""
+        return {"node": self.node, "op": self.op,
+                "sqnr_db": round(self.sqnr_db, 2) if math.isfinite(self.sqnr_db) else None}
+
+
+def name_nodes(model) -> int:
+    """Give every unnamed node of an ``onnx.ModelProto`` a unique name (``nodes_to_exclude`` selects by name).
+
+    Returns the number of nodes named.
+    """
+    taken = {n.name for n in model.graph.node if n.name}
+    named = 0
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name, named = name, named + 1
+            taken.add(name)
+    return named
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """onnxruntime's SQNR from the sums of squares of the float tensor and of the difference (same eps clamps),
+    except that no difference at all is infinite (onnxruntime's clamps give 0 dB for two zero tensors)."""
+    if noise == 0:
+        return math.inf
+    eps = float(np.finfo("float").eps)
+    return 20 * math.log10(max(math.sqrt(signal), eps) / max(math.sqrt(noise), eps))
+
+
+def _augment(qdq, float_model, float_weights: dict[str, np.ndarray]):
+    """The QDQ model plus, per quantized node, a float-weight copy on the same dequantized inputs.
+
+    The quantizer drops a ReLU/Clip whose range the output's quantization covers (the node then writes the
+    ReLU's output tensor): the copy gets that float ReLU/Clip back from ``float_model``.
+
+    Returns the model and ``{node name: (op, [outputs as the next node reads them], [copy's outputs])}``.
+    """
+    from onnx import numpy_helper
+    from onnxruntime.quantization.quant_utils import (DEQUANT_OUTPUT_SUFFIX, QUANT_INPUT_SUFFIX,
+                                                      TENSOR_NAME_QUANT_SUFFIX)
+
+    def unquantized(name: str) -> str:
+        return name[:-len(QUANT_INPUT_SUFFIX)] if name.endswith(QUANT_INPUT_SUFFIX) else name
+
+    initializers = {t.name for t in qdq.graph.initializer}
+    weight_of = {n.output[0]: n.input[0][:-len(TENSOR_NAME_QUANT_SUFFIX)] for n in qdq.graph.node
+                 if n.op_type == "DequantizeLinear" and n.input[0] in initializers
+                 and n.input[0][:-len(TENSOR_NAME_QUANT_SUFFIX)] in float_weights}
+    for name in sorted(set(weight_of.values())):  # a bias's DequantizeLinear output has the float name
+        qdq.graph.initializer.append(numpy_helper.from_array(float_weights[name], name + _REF))
+    dequantized = {o for n in qdq.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    produced = {o for n in qdq.graph.node for o in n.output}
+    float_nodes = {n.name: n for n in float_model.graph.node}
+    consumers: dict[str, list] = {}
+    for n in float_model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    nodes = {}
+    for node in list(qdq.graph.node):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not node.name \
+                or not any(i in dequantized for i in node.input) or node.name not in float_nodes:
+            continue
+        chain, original = [], float_nodes[node.name]
+        tensor, target = original.output[0], unquantized(node.output[0])
+        while tensor != target and len(consumers.get(tensor, [])) == 1 and len(chain) < 4:
+            chain.append(consumers[tensor][0])
+            tensor = chain[-1].output[0]
+        if tensor != target:
+            continue  # rewritten in a way this measurement does not follow: not measured
+        for source, inputs in [(original, [weight_of[i] + _REF if i in weight_of else i for i in node.input]),
+                               *[(c, None) for c in chain]]:
+            copy = qdq.graph.node.add()
+            copy.CopyFrom(source)
+            copy.name = source.name + _REF
+            copy.input[:] = inputs if inputs is not None else [
+                i + _REF if i == source.input[0] else weight_of.get(i, i) for i in source.input]
+            copy.output[:] = [o + _REF if o else o for o in source.output]
+        outputs = [chain[-1].output[0], *original.output[1:]] if chain else list(original.output)
+        read = [unquantized(o) + DEQUANT_OUTPUT_SUFFIX if unquantized(o) + DEQUANT_OUTPUT_SUFFIX in produced
+                else unquantized(o) for o in node.output]
+        nodes[node.name] = (node.op_type, read, [o + _REF for o in outputs])
+    return qdq, nodes
+
+
+def node_errors(float_path: Path, qdq_path: Path, feeds: list[dict[str, np.ndarray]]) -> list[NodeError]:
+    """The local error of every quantized node of ``qdq_path`` (see the module docstring), worst first.
+
+    Parameters
+    ----------
+    float_path
+        The float model ``qdq_path`` was quantized from (after ``quant_pre_process``), for the float weights.
+    qdq_path
+        Its QDQ form; only nodes with a name can be measured (and excluded).
+    feeds
+        The samples, as onnxruntime input dicts.
+
+    Returns
+    -------
+    list of NodeError
+        One per quantized node whose outputs onnxruntime's helpers could save (float outputs of inferred
+        shape), lowest SQNR first.
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_weight_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    weights = create_weight_matching(str(float_path), str(qdq_path))
+    model, nodes = _augment(onnx.load(str(qdq_path)), onnx.load(str(float_path)),
+                            {k: v["float"] for k, v in weights.items()})
+    sums = {name: [0.0, 0.0] for name in nodes}
+    with tempfile.TemporaryDirectory(prefix="edgevit-fallback-") as tmp:
+        reference = Path(tmp) / "reference.onnx"
+        augmented = Path(tmp) / "augmented.onnx"
+        onnx.save(model, str(reference))
+        modify_model_output_intermediate_tensors(str(reference), str(augmented))
+        for start in range(0, len(feeds), CHUNK):
+            saved = collect_activations(str(augmented), iter(feeds[start:start + CHUNK]))
+            for name, (_, read, refs) in nodes.items():
+                if not all(r in saved and f in saved for r, f in zip(read, refs)):
+                    sums[name] = None
+                if sums[name] is None:
+                    continue
+                for r, f in zip(read, refs):
+                    for quantized, exact in zip(saved[r], saved[f]):
+                        sums[name][0] += float(np.sum(np.square(exact, dtype=np.float64)))
+                        sums[name][1] += float(np.sum(np.square(exact.astype(np.float64) - quantized)))
+    errors = [NodeError(name, nodes[name][0], sqnr_db(*s)) for name, s in sums.items() if s is not None]
+    return sorted(errors, key=lambda e: (e.sqnr_db, e.node))
+
+
+def output_sqnr(float_path: Path, qdq_path: Path, feeds: list[dict[str, np.ndarray]]) -> float:
+    """SQNR (dB) of the QDQ model's outputs against the float model's, over all outputs and ``feeds``
+    (both run by onnxruntime with its default optimisations, as the int8 reference runs)."""
+    from ..reference import onnxruntime_session
+
+    signal = noise = 0.0
+    exact, quantized = onnxruntime_session(Path(float_path)), onnxruntime_session(Path(qdq_path))
+    for feed in feeds:
+        for a, b in zip(exact.run(None, feed), quantized.run(None, feed)):
+            signal += float(np.sum(np.square(a, dtype=np.float64)))
+            noise += float(np.sum(np.square(a.astype(np.float64) - b)))
+    return sqnr_db(signal, noise)
