@@ -18,6 +18,7 @@ well when the huge channel dominates the tensor's norm; that loss shows up in th
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from dataclasses import dataclass
@@ -102,26 +103,37 @@ def _augment(qdq, float_model, float_weights: dict[str, np.ndarray]):
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not node.name \
                 or not any(i in dequantized for i in node.input) or node.name not in float_nodes:
             continue
-        chain, original = [], float_nodes[node.name]
-        tensor, target = original.output[0], unquantized(node.output[0])
-        while tensor != target and len(consumers.get(tensor, [])) == 1 and len(chain) < 4:
-            chain.append(consumers[tensor][0])
-            tensor = chain[-1].output[0]
-        if tensor != target:
+        original = float_nodes[node.name]
+        chains = [_removed_after(t, unquantized(q), consumers) for t, q in zip(original.output, node.output)]
+        if len(original.output) != len(node.output) or any(c is None for c in chains):
             continue  # rewritten in a way this measurement does not follow: not measured
-        for source, inputs in [(original, [weight_of[i] + _REF if i in weight_of else i for i in node.input]),
-                               *[(c, None) for c in chain]]:
+        ours = set(original.output) | {o for chain in chains for c in chain for o in c.output}
+        copies = [(original, [weight_of[i] + _REF if i in weight_of else i for i in node.input])]
+        copies += [(c, [i + _REF if i in ours else weight_of.get(i, i) for i in c.input])
+                   for chain in chains for c in chain]
+        for source, inputs in copies:
             copy = qdq.graph.node.add()
             copy.CopyFrom(source)
             copy.name = source.name + _REF
-            copy.input[:] = inputs if inputs is not None else [
-                i + _REF if i == source.input[0] else weight_of.get(i, i) for i in source.input]
+            copy.input[:] = inputs
             copy.output[:] = [o + _REF if o else o for o in source.output]
-        outputs = [chain[-1].output[0], *original.output[1:]] if chain else list(original.output)
+        outputs = [chain[-1].output[0] if chain else o for chain, o in zip(chains, original.output)]
         read = [unquantized(o) + DEQUANT_OUTPUT_SUFFIX if unquantized(o) + DEQUANT_OUTPUT_SUFFIX in produced
                 else unquantized(o) for o in node.output]
         nodes[node.name] = (node.op_type, read, [o + _REF for o in outputs])
     return qdq, nodes
+
+
+def _removed_after(tensor: str, target: str, consumers: dict) -> list | None:
+    """The float nodes (ReLU/Clip) the quantizer removed between ``tensor`` and the QDQ node's output
+    ``target``: a single-consumer chain, or None if ``target`` is not reached that way."""
+    chain = []
+    while tensor != target:
+        if len(consumers.get(tensor, [])) != 1 or len(chain) == 4:
+            return None
+        chain.append(consumers[tensor][0])
+        tensor = chain[-1].output[0]
+    return chain
 
 
 def node_errors(float_path: Path, qdq_path: Path, feeds: list[dict[str, np.ndarray]]) -> list[NodeError]:
@@ -143,12 +155,21 @@ def node_errors(float_path: Path, qdq_path: Path, feeds: list[dict[str, np.ndarr
         shape), lowest SQNR first.
     """
     import onnx
+    from onnx import numpy_helper
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_weight_matching,
                                                          modify_model_output_intermediate_tensors)
 
-    weights = create_weight_matching(str(float_path), str(qdq_path))
-    model, nodes = _augment(onnx.load(str(qdq_path)), onnx.load(str(float_path)),
-                            {k: v["float"] for k, v in weights.items()})
+    float_model = onnx.load(str(float_path))
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.CRITICAL)  # it logs an error for each constant that is not an initializer
+    try:
+        weights = {k: v["float"] for k, v in create_weight_matching(str(float_path), str(qdq_path)).items()}
+    finally:
+        logging.getLogger().setLevel(quiet)
+    for node in float_model.graph.node:  # constants the exporter wrote as Constant nodes (scalars of Mul/Add)
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            weights.setdefault(node.output[0], numpy_helper.to_array(node.attribute[0].t))
+    model, nodes = _augment(onnx.load(str(qdq_path)), float_model, weights)
     sums = {name: [0.0, 0.0] for name in nodes}
     with tempfile.TemporaryDirectory(prefix="edgevit-fallback-") as tmp:
         reference = Path(tmp) / "reference.onnx"
@@ -168,6 +189,53 @@ def node_errors(float_path: Path, qdq_path: Path, feeds: list[dict[str, np.ndarr
                         sums[name][1] += float(np.sum(np.square(exact.astype(np.float64) - quantized)))
     errors = [NodeError(name, nodes[name][0], sqnr_db(*s)) for name, s in sums.items() if s is not None]
     return sorted(errors, key=lambda e: (e.sqnr_db, e.node))
+
+
+def float_outputs(model, kept: list[str]) -> int:
+    """Drop the QuantizeLinear -> DequantizeLinear pairs on the outputs of the ``kept`` nodes of a QDQ
+    ``onnx.ModelProto`` (in place), so that their readers get the float result.
+
+    ``nodes_to_exclude`` alone leaves a kept node's output quantized whenever a node reading it is quantized
+    (that node asks for int8 inputs), and the output's quantization is part of the error measured here. A
+    ReLU/Clip after the node (which the quantizer folds into the quantization of a quantized node) is followed.
+
+    Returns the number of pairs removed.
+    """
+    from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+
+    def readers(tensor: str) -> list:
+        return [n for n in graph.node if tensor in n.input]
+
+    removed = 0
+    for node in [n for n in graph.node if n.name in set(kept)]:
+        for tensor in node.output:
+            while len(readers(tensor)) == 1 and readers(tensor)[0].op_type in ("Relu", "Clip"):
+                tensor = readers(tensor)[0].output[0]
+            quantizes = [n for n in readers(tensor) if n.op_type == "QuantizeLinear"]
+            for q in quantizes:
+                dequantizes = readers(q.output[0])
+                if not dequantizes or any(d.op_type != "DequantizeLinear" for d in dequantizes):
+                    continue
+                final = tensor
+                if tensor.endswith(QUANT_INPUT_SUFFIX) and dequantizes[0].output[0] in outputs:
+                    final = dequantizes[0].output[0]  # a graph output keeps its name
+                for other in graph.node:
+                    for k, name in enumerate(other.input):
+                        if name in {d.output[0] for d in dequantizes} or (final != tensor and name == tensor):
+                            other.input[k] = final
+                    for k, name in enumerate(other.output):
+                        if final != tensor and name == tensor:
+                            other.output[k] = final
+                for n in [q, *dequantizes]:
+                    graph.node.remove(n)
+                removed += 1
+    used = {i for n in graph.node for i in n.input}
+    for init in [t for t in graph.initializer if t.name not in used and t.name not in outputs]:
+        graph.initializer.remove(init)  # the removed pairs' scales and zero points
+    return removed
 
 
 def output_sqnr(float_path: Path, qdq_path: Path, feeds: list[dict[str, np.ndarray]]) -> float:

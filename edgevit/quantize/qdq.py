@@ -20,7 +20,7 @@ from ..errors import InputError, ModelImportError
 from ..frontend import ImportedModel, from_onnx_file
 from ..settings import cache_dir
 from .calibration import calibration_inputs
-from .fallback import name_nodes, node_errors, output_sqnr
+from .fallback import float_outputs, name_nodes, node_errors, output_sqnr
 
 METHODS = ("minmax", "entropy", "percentile")
 
@@ -122,6 +122,10 @@ def quantize_model(model: ImportedModel, settings: QuantizeSettings, output: Pat
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                 per_channel=settings.per_channel, calibrate_method=method,
                                 nodes_to_exclude=exclude)
+                if exclude:  # the kept nodes' readers get their float outputs (what was measured)
+                    quantized = onnx.load(str(path))
+                    float_outputs(quantized, exclude)
+                    onnx.save(quantized, str(path))
 
             if settings.keep_float:
                 fallback = _float_fallback(model.name, settings.keep_float, prepared, Path(tmp) / "all_int8.onnx",

@@ -1,0 +1,67 @@
+"""``run --verify`` on int8 artifacts: the int8 rule (output quantization steps, top-1) decides, a reference that
+does not match the build fails with exit 8, and outputs a few steps off pass or fail at the documented limit."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from cli_helpers import assert_one_line_error, run_cli
+from tiny_onnx_models import tiny_cnn_onnx
+
+from edgevit.quantize import MAX_STEPS, output_steps
+from edgevit.reference import run_onnxruntime, verify
+from edgevit.runtime.artifact import Artifact, write_artifact
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8_verify")
+    model = tiny_cnn_onnx(folder / "cnn.onnx")
+    from edgevit.cli import main
+
+    assert main(["compile", str(model), "--quantize", "int8", "--calibration", "fashion-mnist",
+                 "--calib-count", "4", "-o", str(folder / "m.tar")]) == 0
+    return folder / "m.tar"
+
+
+def _repack(artifact: "Artifact", path):
+    """Write the (edited) extracted artifact again with fresh hashes: a reference that is intact as a file
+    but no longer the model the library was built from."""
+    meta = {k: v for k, v in artifact.metadata.items() if k not in ("format", "format_version", "members")}
+    write_artifact(path, {name: artifact.dir / name for name in artifact.metadata["members"]}, meta)
+
+
+def test_untouched_int8_artifact_passes(capsys, int8_artifact):
+    code, out, err = run_cli(capsys, "run", int8_artifact, "--verify")
+    assert code == 0, err
+    assert "output quantization steps (limit 4)" in out and "-> PASS" in out
+
+
+def test_reference_with_changed_scales_fails_with_exit_8(capsys, int8_artifact, tmp_path):
+    with Artifact.open(int8_artifact) as artifact:
+        model = onnx.load(str(artifact.reference))
+        scale = next(t for t in model.graph.initializer if t.name == "w_scale")
+        scale.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(scale) * 1.5, scale.name))
+        onnx.save(model, str(artifact.reference))
+        _repack(artifact, tmp_path / "tampered.tar")
+    code, out, err = run_cli(capsys, "run", tmp_path / "tampered.tar", "--verify")
+    assert_one_line_error(code, err, 8, "verification failed (int8 rule)", "output quantization steps", "FAIL")
+    assert "-> FAIL" in out
+
+
+def test_outputs_off_by_steps(int8_artifact):
+    """Outputs moved by MAX_STEPS output steps pass, by one more fail (no float64 arbitration for QDQ)."""
+    with Artifact.open(int8_artifact) as artifact:
+        (step,) = output_steps(onnx.load(str(artifact.reference)))
+        x = [np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)]
+        reference = run_onnxruntime(artifact.reference, x)
+        top = int(reference[0].argmax())
+        for steps, ok in ((MAX_STEPS, True), (MAX_STEPS + 1, False)):
+            moved = reference[0].copy()
+            moved[0, top] += steps * step   # the top class moves up: top-1 still agrees
+            result = verify([moved], artifact.reference, x, rtol=1e-5, reference=reference)
+            assert result.ok is ok and result.max_steps == pytest.approx(steps, abs=1e-3)
+            assert not hasattr(result, "float64_rel_error")
+            assert json.dumps(result.to_json())
