@@ -120,6 +120,7 @@ def cmd_ops(args) -> int:
 def cmd_compile(args) -> int:
     from .compiler import compile_for_target
     from .frontend import load_model
+    from .frontend_tflite import from_tflite_file, is_tflite_path
     from .outputs import check_output
     from .targets import get_target
 
@@ -128,7 +129,13 @@ def cmd_compile(args) -> int:
     if args.output is not None:  # checked before the model is read, so a bad -o costs nothing
         check_output(args.output, [Path(args.model)], "-o")
     quantize = _quantize_settings(args, "compile")
-    model = load_model(args.model, args.input_shape)
+    if is_tflite_path(args.model):  # compiled as it is, verified against LiteRT on the same file
+        if quantize:
+            raise UsageError("--quantize applies to ONNX files and zoo models; a .tflite file is compiled as it is "
+                             "(give an int8 .tflite, e.g. from ai-edge-quantizer)")
+        model = from_tflite_file(Path(args.model), args.input_shape)
+    else:
+        model = load_model(args.model, args.input_shape)
     if quantize:
         from .quantize import quantize_cached
 
@@ -243,7 +250,7 @@ def cmd_run(args) -> int:
         if "top5" in result:
             print(f"top-5 classes: {result['top5']}")
         if ran.comparison:
-            print(f"verify vs onnxruntime: {ran.comparison.summary()}")
+            print(f"verify vs {ran.reference_engine}: {ran.comparison.summary()}")
     check_verified(ran.comparison)
     return 0
 
@@ -344,10 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ops)
 
     p = sub.add_parser("compile", help="compile a zoo model or ONNX file for a target into an artifact .tar")
-    p.add_argument("model", help="zoo name (see `edgevit models`) or path to an .onnx file")
+    p.add_argument("model", help="zoo name (see `edgevit models`), or path to an .onnx or .tflite (fp32 or int8) "
+                   "file")
     p.add_argument("--target", "-t", default="host", help="target name (see `edgevit targets`); default host")
     p.add_argument("--output", "-o", help="artifact to write (default MODEL-TARGET.tar)")
-    p.add_argument("--input-shape", help="static input shape for ONNX files with symbolic dims: "
+    p.add_argument("--input-shape", help="static input shape for ONNX/TFLite files with symbolic (dynamic) dims: "
                    "1,3,224,224 or NAME:1,3,224,224[;NAME2:...]")
     p.add_argument("--tuning-db", metavar="DIR", help="apply kernels from an `edgevit tune` database")
     p.add_argument("--quantize", choices=["int8"], help="quantize first (as `edgevit quantize`; needs "
@@ -386,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="save the first output as .npy")
     p.add_argument("--device", choices=["auto", "local", "qemu"], default="auto",
                    help="where to run: this CPU, or qemu user-mode emulation (auto: by the artifact's arch)")
-    p.add_argument("--verify", action="store_true", help="compare with onnxruntime on the same input")
+    p.add_argument("--verify", action="store_true", help="compare with onnxruntime (LiteRT for .tflite builds) on "
+                   "the same input")
     p.add_argument("--rtol", type=nonnegative_float, default=1e-5, help="max relative error for --verify (default 1e-5)")
     p.add_argument("--repeat", type=count(1, 1000000), default=1, help="runs to time (default 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

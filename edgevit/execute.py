@@ -22,6 +22,7 @@ class RunResult:
     outputs: list[np.ndarray]
     seconds: list[float]
     comparison: object | None = None  # reference.Comparison or the int8 rule's result
+    reference_engine: str = "onnxruntime"  # what ``comparison`` compared with (LiteRT for .tflite builds)
 
     def to_json(self, artifact: str) -> dict:
         """The ``--json`` report."""
@@ -87,13 +88,19 @@ def run(artifact_path: Path, input_paths: list[str] | None = None, device: str =
             outputs, seconds = emulation.run_artifact(python, artifact.dir, inputs, repeat)
         else:
             outputs, seconds = run_artifact(artifact, inputs, repeat)
-        comparison = None
+        comparison, engine = None, "onnxruntime"
         if verify:
             if artifact.reference is None:
                 raise ArtifactError(f"{artifact_path} holds no reference model: --verify needs one")
-            comparison = compare_with_reference(outputs, artifact.reference, inputs, rtol)
+            if artifact.reference.suffix == ".tflite":  # built from a .tflite file: LiteRT is its reference
+                from .reference_litert import verify_tflite
+
+                engine = "LiteRT"
+                comparison = verify_tflite(outputs, artifact.reference, inputs, rtol)
+            else:
+                comparison = compare_with_reference(outputs, artifact.reference, inputs, rtol)
     return RunResult(meta["model"]["name"], meta["target"]["name"],
-                     device if device == "local" else f"qemu-{artifact.arch}", outputs, seconds, comparison)
+                     device if device == "local" else f"qemu-{artifact.arch}", outputs, seconds, comparison, engine)
 
 
 def check_verified(comparison) -> None:

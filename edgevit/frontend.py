@@ -85,6 +85,9 @@ def load_model(spec: str, input_shape: str | None = None) -> ImportedModel:
     input_shape
         Static input shape(s) for ONNX files whose inputs have symbolic dimensions (see ``parse_input_shape``).
     """
+    if spec.lower().endswith(".tflite"):
+        raise ModelImportError(f"{spec}: only `edgevit compile` takes .tflite files; this command takes an ONNX "
+                               "file or a zoo name")
     if spec.endswith(".onnx") or Path(spec).exists():
         return from_onnx_file(Path(spec), input_shape)
     entry = zoo.lookup(spec)

@@ -74,7 +74,11 @@ def check_fits(model, input_specs, memory_bytes: int | None, where: str) -> Memo
     ResourceError
         With the estimate and the memory of ``where``.
     """
-    found = estimate(model, input_specs)
+    return refuse_over(estimate(model, input_specs), input_specs, memory_bytes, where)
+
+
+def refuse_over(found: MemoryEstimate, input_specs, memory_bytes: int | None, where: str) -> MemoryEstimate:
+    """Refuse an estimate (of any model format) over ``memory_bytes``; see :func:`check_fits`."""
     if memory_bytes is not None and found.total > memory_bytes:
         shapes = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in input_specs)
         raise ResourceError(f"the model with input {shapes} needs {found.describe()} at run time, more than the "

@@ -13,11 +13,15 @@ from .frontend import TensorSpec
 
 
 def random_inputs(specs: list[TensorSpec], seed: int) -> list[np.ndarray]:
-    """Seeded standard-normal inputs (integers in [0, 10) for integer inputs) matching ``specs``."""
+    """Seeded standard-normal inputs matching ``specs``: int8/uint8 inputs (quantized values) uniform over their
+    whole range, other integer inputs (indices) in [0, 10)."""
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
-        if np.issubdtype(np.dtype(spec.dtype), np.integer):
+        if spec.dtype in ("int8", "uint8"):
+            info = np.iinfo(spec.dtype)
+            arrays.append(rng.integers(info.min, info.max, spec.shape, endpoint=True).astype(spec.dtype))
+        elif np.issubdtype(np.dtype(spec.dtype), np.integer):
             arrays.append(rng.integers(0, 10, spec.shape).astype(spec.dtype))
         else:
             arrays.append(rng.standard_normal(spec.shape).astype(spec.dtype))

@@ -69,6 +69,42 @@ def import_onnx(model, input_specs) -> "tvm.IRModule":
                                f"{message[-1] if message else ''}") from None
 
 
+def import_tflite(model, input_specs) -> "tvm.IRModule":
+    """Convert a ``tflite.Model`` (``frontend_tflite.read_tflite``) to a Relax module, weights as constants.
+
+    Fully-int8 models go through ``tflite_import.Int8CompleteConverter`` (TVM 0.27 refuses quantized
+    TRANSPOSE, PAD, SLICE, BATCH_MATMUL, GELU and misreads some operator codes and weight buffers).
+
+    Raises
+    ------
+    ModelImportError
+        With the frontend's message (the operators it refuses are named in it).
+    """
+    import tvm
+    from tvm.relax.frontend.tflite import from_tflite
+
+    from .tflite_import import Int8CompleteConverter
+
+    shapes = {s.name: tuple(s.shape) for s in input_specs}
+    dtypes = {s.name: s.dtype for s in input_specs}
+    try:
+        return from_tflite(model, shape_dict=shapes, dtype_dict=dtypes, op_converter=Int8CompleteConverter)
+    except tvm.error.OpNotImplemented as exc:
+        message = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+        raise ModelImportError(f"TVM cannot import this model: {message}") from None
+    except Exception as exc:  # asserts, NotImplementedError, TVMError from shape inference alike
+        message = str(exc).strip().splitlines()
+        raise ModelImportError(f"TVM's TFLite import failed: {type(exc).__name__}: "
+                               f"{message[-1] if message else ''}") from None
+
+
+def supported_tflite_ops() -> set[str]:
+    """The TFLite operator names TVM's Relax TFLite frontend converts (its converter map)."""
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
+
+    return set(OperatorConverter(None, None, None, None).convert_map)
+
+
 def cpu_pipeline(target, database=None):
     """The Relax pipeline edgevit compiles CPU builds with.
 
