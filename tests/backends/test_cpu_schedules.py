@@ -141,6 +141,10 @@ CASES = {
     "matmul_220_columns_padded": (lambda p: _matmul(p, 1, 48, 32, 220), "TiledReduction", "matmul"),
     "matmul_49_columns_padded": (lambda p: _matmul(p, 2, 48, 32, 49), "TiledReduction", "matmul"),
     "conv1x1_8_channels_over_2401_pixels": (lambda p: _conv(p, 8, 8, 49, 1), "TiledReduction", "ihwo"),
+    # On AArch64 the 49 pixels are padded to 52 (whole vectors of the broadcast input, see _lane_block_extent)
+    "conv1x1_7x7_gelu": (lambda p: _conv(p, 64, 128, 7, 1, act="Erf"), "TiledReduction", "ihwo"),
+    # ... and a 49-long reduction over a matmul's rows to 52 (P @ V of attention over a 7x7 map)
+    "matmul_49_reduction": (lambda p: _matmul(p, 2, 49, 49, 64), "TiledReduction", "matmul"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
     "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
     "attention_prime_tokens": (lambda p: _attention(p, 2, 197, 16), "Attention", "fused_attention"),
@@ -414,7 +418,7 @@ def test_weight_parameters_are_marked_without_renaming_kernels(tmp_path):
 #: Kernels whose broadcast operand AArch64 loads a vector at a time (FMA by lane, see broadcast_by_lane): along
 #: the block axis (packed conv weights), along the reduction (a matmul's rows, attention's queries/probabilities).
 LANE_CASES = ["conv3x3", "conv1x1", "matmul_long_reduction_chunked", "matmul_bias_gelu", "attention_fused",
-              "attention_odd_sizes"]
+              "attention_odd_sizes", "conv1x1_7x7_gelu", "matmul_49_reduction"]
 
 
 @pytest.mark.parametrize("case", LANE_CASES)
@@ -428,6 +432,49 @@ def test_aarch64_loads_broadcast_operands_as_vectors(case, tmp_path):
     host = rule.apply(func, tvm_compiler.make_target(AVX512.tvm)) if CASES[case][1] == "TiledReduction" else None
     assert tiled_reduction.LANE_OPERAND in script
     assert host is None or tiled_reduction.LANE_OPERAND not in host.mod.script()  # x86 broadcasts from memory
+
+
+@pytest.mark.parametrize("case,padded", [("conv1x1_7x7_gelu", r"lv\d+"), ("matmul_49_reduction", "x")])
+def test_aarch64_pads_7x7_axes_to_whole_vectors(case, padded, tmp_path):
+    """On AArch64 a 7x7 map's 49 pixels (a pointwise conv's block axis) or 49 reduction steps (a matmul over its
+    tokens) are padded to 52, so the broadcast operand is loaded a vector at a time: the FMA loop of the
+    compiled kernel has lane-indexed FMAs and no scalar float loads (``ldr s``/``ldp s``) or ``ld1r``. x86 keeps
+    them (numerics: the cases' onnxruntime and qemu tests)."""
+    import tvm
+
+    func, target = _case_kernel(case, tmp_path, cpu=get_target("rpi4").cpu)
+    sch = tiled_reduction.apply(func, target)
+    # the input (the broadcast operand) copied into a buffer whose last axis (pixels, reduction) is 52 long
+    assert re.search(padded + r"_pad = T\.sblock_alloc_buffer\(\(.*T\.int64\(52\)\)\)$", sch.mod.script(), re.M), \
+        sch.mod.script()[:3000]
+    for host in (AVX2, AVX512):
+        host_func, host_target = _case_kernel(case, tmp_path, cpu=host)
+        assert "(52)" not in tiled_reduction.apply(host_func, host_target).mod.script()
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+    loop = _hottest_loop(_assembly(lib))
+    assert re.search(r"fmla\s+v\d+\.4s, v\d+\.4s, v\d+\.s\[\d\]", loop), loop
+    assert not re.search(r"\b(ldr|ldp)\s+s\d+|ld1r", loop), loop
+
+
+def _assembly(lib) -> str:
+    """The assembly of a compiled kernel (the module of the executable that has it)."""
+    for module in [lib.mod, *lib.mod.imports]:
+        try:
+            return module.inspect_source("asm")
+        except Exception:  # noqa: BLE001 - a module with no assembly (the host-side wrapper)
+            continue
+    raise AssertionError("no module with assembly")
+
+
+def _hottest_loop(asm: str) -> str:
+    """The single-block loop (a label, then instructions up to a branch back to it) with the most FMAs."""
+    parts = re.split(r"^(\.LBB\w+):$", asm, flags=re.M)  # [before, label, block, label, block, ...]
+    loops = []
+    for label, block in zip(parts[1::2], parts[2::2]):
+        back = re.search(rf"^\s+b(\.\w+)?\s+{re.escape(label)}$", block, flags=re.M)
+        if back:
+            loops.append(block[:back.end()])
+    return max(loops, key=lambda body: body.count("fmla"), default="")
 
 
 @pytest.mark.qemu
