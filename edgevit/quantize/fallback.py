@@ -1,16 +1,18 @@
 """Float fallback: measure how much error each quantized node adds, and pick the worst ones to keep in float.
 
-The measurement uses onnxruntime's QDQ debugging helpers (``onnxruntime.quantization.qdq_loss_debug``):
-``create_weight_matching`` pairs each quantized weight with its float original, ``modify_model_output_intermediate
-_tensors`` + ``collect_activations`` run a model saving every float tensor, and ``create_activation_matching``
-pairs each activation before and after its QuantizeLinear -> DequantizeLinear. Their ``xmodel_err`` (float model
-vs QDQ model at the same tensor) is cumulative: a node after a badly quantized layer inherits its error, so the
-worst tensors are the last ones, not the layer to blame. The error of a node here is therefore local: the QDQ
-model gets a copy of every quantized node that reads the same dequantized activations but the float weights and
-biases and writes its output without quantizing it; the node's error is the SQNR (onnxruntime's
-``compute_signal_to_quantization_noice_ratio``: ``20 log10(|float| / |float - int8|)`` over all samples) of its
-output after its QuantizeLinear -> DequantizeLinear (what the next node reads) against that copy's. The N nodes
-with the lowest SQNR are passed to ``quantize_static(nodes_to_exclude=...)``.
+The measurement runs on onnxruntime's QDQ debugging helpers (``onnxruntime.quantization.qdq_loss_debug``):
+``create_weight_matching`` pairs each quantized weight/bias with its float original, and
+``modify_model_output_intermediate_tensors`` + ``collect_activations`` run a model saving every float tensor.
+Their own ``compute_activation_error`` gives ``xmodel_err`` (float model vs QDQ model at the same tensor), which is
+cumulative: a node after a badly quantized layer inherits its error, so ranking by it picks the last nodes, not
+the layer to blame. The error of a node here is local instead: the QDQ model gets a copy of every quantized node
+that reads the same dequantized activations but the float weights and biases and writes its output unquantized;
+the node's error is the SQNR of its output after its QuantizeLinear -> DequantizeLinear (what its readers get,
+named as ``create_activation_matching`` pairs them) against that copy's output. The SQNR is
+``compute_signal_to_quantization_noice_ratio``'s, ``20 log10(|float| / |float - int8|)`` over all samples,
+accumulated sample by sample so memory does not grow with the sample count. The N nodes with the lowest SQNR go
+to ``quantize_static(nodes_to_exclude=...)``, and :func:`float_outputs` then gives their readers the float
+output (what was measured).
 
 SQNR is over the whole tensor: a layer whose huge channel sets the scale and crushes its small channels scores
 well when the huge channel dominates the tensor's norm; that loss shows up in the node that reads it.
