@@ -2,7 +2,8 @@
 
 ``calibration`` turns Fashion-MNIST or a folder of ``.npy`` files into inputs of a model's shape; ``qdq``
 writes the quantized model (QuantizeLinear/DequantizeLinear around int8 tensors), which onnxruntime runs as the
-int8 reference and ``edgevit compile`` builds.
+int8 reference and ``edgevit compile`` builds; ``fallback`` measures each quantized node's error so that the
+worst ones can stay in float (``--keep-float N``); ``verify`` is the int8 rule of ``run --verify``.
 """
 
 from .calibration import FASHION_MNIST, calibration_inputs
