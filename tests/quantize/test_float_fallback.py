@@ -118,6 +118,9 @@ def test_bad_keep_float_values(capsys, tmp_path, value, code, needle):
                           "--calib-count", "2", "--keep-float", value, "-o", tmp_path / "m.tar")
     assert_one_line_error(got, err, code, needle)
     assert not (tmp_path / "m.tar").exists()
+    got, _, err = run_cli(capsys, "bench", model, "--quantize", "int8", "--calibration", "fashion-mnist",
+                          "--calib-count", "2", "--keep-float", value, "--runs", "1")
+    assert_one_line_error(got, err, code, needle)
 
 
 def test_keep_float_needs_quantize(capsys, tmp_path):
