@@ -37,6 +37,32 @@ class Fmt:
         return f"ap_fixed<{self.w},{self.i}>"
 
 
+@dataclass(frozen=True)
+class QFmt(Fmt):
+    """An int8 tensor of a QDQ model: ``q = clip(round(x / scale) + zero_point, -128, 127)``.
+
+    The arena holds ``q - zero_point`` (in [-255, 255], a 9-bit integer: ``Fmt(9, 9)``), so real values are
+    ``raw * scale`` and zero padding is a real zero; the program's float model works in these steps too.
+    """
+
+    scale: float = 1.0
+    zero_point: int = 0
+
+    def quantize_steps(self, x) -> np.ndarray:
+        """onnxruntime's QuantizeLinear in float32 (``x / scale``, round half to even, clip), minus the zero
+        point."""
+        q = np.rint(np.asarray(x, np.float32) / np.float32(self.scale)) + self.zero_point
+        return np.clip(q, -128, 127).astype(np.int64) - self.zero_point
+
+    def __str__(self) -> str:
+        return f"int8 (scale {self.scale:.6g}, zero point {self.zero_point})"
+
+
+def int8_format(scale: float, zero_point: int) -> QFmt:
+    """The :class:`QFmt` of an int8 tensor (scale and zero point as onnxruntime stores them)."""
+    return QFmt(9, 9, float(np.float32(scale)), int(zero_point))
+
+
 def shift(raw, s: int):
     """Multiply raw integers by ``2**-s`` with a floor (``s > 0``) or exactly (``s <= 0``)."""
     raw = np.asarray(raw, dtype=np.int64)
@@ -52,7 +78,10 @@ def convert(raw, frac: int, fmt: Fmt) -> np.ndarray:
 
 
 def quantize(x, fmt: Fmt) -> np.ndarray:
-    """Round floats to ``fmt`` (half up, saturating), the same rule as every other conversion."""
+    """Round floats to ``fmt`` (half up, saturating), the same rule as every other conversion; an int8
+    :class:`QFmt` quantizes as onnxruntime's QuantizeLinear does."""
+    if isinstance(fmt, QFmt):
+        return fmt.quantize_steps(x)
     scaled = np.floor(np.asarray(x, dtype=np.float64) * 2.0 ** fmt.frac + 0.5)
     return np.clip(scaled, fmt.lo, fmt.hi).astype(np.int64)
 

@@ -85,10 +85,21 @@ def _generate_onnx(path: str, board: str, out: Path, calib: int, input_shape, ov
 
 def _write_onnx(imported, board: str, out: Path, samples: list, tests: list, overrides: dict) -> Generated:
     """Map an imported ONNX model's ops (:mod:`.onnx_import`) and write its project and CPU part."""
+    from ..quantize import is_qdq_model
     from . import project
     from .onnx_import import lower_onnx
 
-    result = lower_onnx(imported.load(), samples[0])
+    model = imported.load()
+    if is_qdq_model(model):   # int8: the model's own scales on the int8 units (qdq_import), no calibration
+        from . import qdq_import
+
+        if overrides:
+            raise InputError("--format does not apply to an int8 (QDQ) model: its scales are the model's")
+        result = qdq_import.lower_qdq(model, samples[0])
+        written = qdq_import.write_project(result, board, out, tests,
+                                           {"model": imported.name, "onnx": imported.source})
+        return Generated(result.program, written, tests, result)
+    result = lower_onnx(model, samples[0])
     if overrides:
         check_format_names(result.program, samples[0], overrides)
     written = project.write_onnx(result, board, out, samples, overrides, tests,

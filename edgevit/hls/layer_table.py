@@ -110,7 +110,8 @@ def build(prog: Program) -> LayerTable:
         if len(layer.inputs) > 1:
             d["x2"], d["fx2"] = tensors[layer.inputs[1]][0], f[layer.inputs[1]].frac
         q = prog.quantized_params(layer)
-        slots = {"w": "w", "gamma": "w", "scale": "w", "wg": "w", "pos": "w", "tok": "w", "beta": "w2", "b": "b"}
+        slots = {"w": "w", "gamma": "w", "scale": "w", "wg": "w", "pos": "w", "tok": "w", "beta": "w2", "b": "b",
+                 "rq": "w2"}   # rq: int8 requantization records (requant.h)
         if k == "moe_experts":   # expert blocks packed together; hidden activations in the arena scratch
             _check_width(f"{layer.name}.w", q["w1"][1], WORD_BITS)
             _check_width(layer.name + ".hidden", f[layer.name + ".hidden"], WORD_BITS)
@@ -166,9 +167,10 @@ def unit_bounds(prog: Program) -> dict:
         return most("moe_experts", lambda l: fn(*l.params["w1"].shape, int(np.prod(ishape(l)[:-1]))))
 
     return {"TM": TILE_TOKENS,
-            "KMAX": max(most("linear", lambda l: ishape(l)[-1]), moe(lambda e, h, d, n: max(h, d))),
-            "KMAXDW": most("dwconv", lambda l: l.attrs["k"]),
-            "WMAX": most("dwconv", lambda l: ishape(l)[1]),
+            "KMAX": max(most("linear", lambda l: ishape(l)[-1]), most("qlinear", lambda l: ishape(l)[-1]),
+                        moe(lambda e, h, d, n: max(h, d))),
+            "KMAXDW": max(most(kind, lambda l: l.attrs["k"]) for kind in ("dwconv", "qdwconv")),
+            "WMAX": max(most(kind, lambda l: ishape(l)[1]) for kind in ("dwconv", "qdwconv")),
             "NMAX": most("attention", lambda l: ishape(l)[1]),
             "DHMAX": most("attention", lambda l: ishape(l)[2] // 3 // l.attrs["heads"]),
             "CMAX": most("layernorm", lambda l: ishape(l)[-1]),

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import golden, reference
+from . import golden, reference, requant
 from .fixed import convert
 
 
@@ -29,7 +29,8 @@ class LayerKind:
     descriptor's ``d0..d5``; ``cost(units, layer, shape, oshape, lanes)`` gives (compute cycles, memory cycles,
     MACs) from the estimator's unit cycle models ``units``; ``trips(dims, lanes, add, linear)`` reports the loop
     counts of one descriptor. ``fmt`` is ``"fitted"`` (calibrated from its range), ``"same"`` (data movement: the
-    input's format) or ``"gate"`` (fixed by the kernel). ``fields(prog, layer)`` gives the descriptor fields
+    input's format), ``"gate"`` (fixed by the kernel) or ``"int8"`` (a QDQ model's scale and zero point,
+    :class:`~edgevit.hls.fixed.QFmt`). ``fields(prog, layer)`` gives the descriptor fields
     beyond the common ones (an internal format, LayerNorm's eps).
     """
 
@@ -416,6 +417,46 @@ def _x(layer, env):
     return env[layer.inputs[0]]
 
 
+# --- int8 kinds of QDQ models: tensors hold q - zero point (fixed.QFmt), parameters are onnxruntime's integers,
+# requant.py is the golden model (qlinear.h, requant.h); the float model computes in steps of the output --------
+
+def _qlinear_float(layer, env, stats):
+    p, a = layer.params, layer.attrs
+    x = _x(layer, env)
+    return requant.qlinear_float(x.reshape(-1, x.shape[-1]), p["w"], p.get("b"), a["m"], a["zy"],
+                                 a.get("act") == "relu")
+
+
+def _qlinear_fixed(prog, layer, env):
+    p, x = layer.params, _x(layer, env)
+    return requant.qlinear(x.reshape(-1, x.shape[-1]), p["w"], p.get("b"), p["rq"], layer.attrs.get("act") == "relu")
+
+
+def _qavgpool_float(layer, env, stats):
+    x, a = _x(layer, env), layer.attrs
+    s = x.reshape(-1, x.shape[-1]).sum(0, keepdims=True)
+    return np.clip(np.rint(s * np.asarray(a["m"], np.float64)), -128 - a["zy"], 127 - a["zy"])
+
+
+def _qdwconv_float(layer, env, stats):
+    p, a = layer.params, layer.attrs
+    acc = reference.depthwise_conv(_x(layer, env), p["w"], p.get("b"), a["stride"], a["pad"], "none")
+    lo = max(-128 - a["zy"], 0) if a.get("act") == "relu" else -128 - a["zy"]
+    return np.clip(np.rint(acc * np.asarray(a["m"], np.float64)), lo, 127 - a["zy"])
+
+
+def _qadd_float(layer, env, stats):
+    a = layer.attrs
+    y = np.rint(_x(layer, env) * a["ra"] + env[layer.inputs[1]].reshape(np.shape(_x(layer, env))) * a["rb"])
+    return np.clip(y, -128 - a["zy"], 127 - a["zy"])
+
+
+def _qtable(layer, env):
+    """``qlinear.h`` (``qtable``): each word ``x`` of the input replaced by ``w[x + 256]`` (512 entries: every
+    ``q - zero_point`` an int8 tensor can hold)."""
+    return np.asarray(layer.params["w"], np.int64)[np.asarray(_x(layer, env), np.int64) + requant.TABLE_OFFSET]
+
+
 def _trips(**names):
     """Trip counts that are the descriptor's dims in order: ``_trips(ln_rows=0, ln_channels=1)``."""
     return lambda dims, lanes, add, linear: add(**{name: dims[i] for name, i in names.items()})
@@ -490,5 +531,22 @@ KINDS = {
         lambda p, l, env: golden.separable_attention(_x(l, env), p.formats[l.inputs[0]], *_second(p, l, env),
                                                      p.formats[l.output]),
         _separable_dims, _separable_cost, _trips(sep_groups=0, sep_tokens=1, sep_dim=2)),
+    "qlinear": LayerKind(20, _qlinear_float, _qlinear_fixed, _linear_dims, _linear_cost, _linear_trips, "int8"),
+    "qavgpool": LayerKind(
+        21, _qavgpool_float, lambda p, l, env: requant.qavgpool(_x(l, env), l.params["rq"]), _rows_dims,
+        _avgpool_cost, _trips(avgpool_tokens=0, avgpool_channels=1), "int8"),
+    "qdwconv": LayerKind(
+        23, _qdwconv_float,
+        lambda p, l, env: requant.qdepthwise(_x(l, env), l.params["w"], l.params.get("b"), l.params["rq"],
+                                             l.attrs["stride"], l.attrs["pad"], l.attrs.get("act") == "relu"),
+        _window_dims, _dwconv_cost, _dwconv_trips, "int8"),
+    "qadd": LayerKind(
+        24, _qadd_float, lambda p, l, env: requant.qadd(_x(l, env), env[l.inputs[1]], l.params["rq"]), _rows_dims,
+        lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(osh)), ii=2), 0),
+        lambda dims, lanes, add, linear: add(qadd_words=dims[0] * dims[1]), "int8"),
+    "qtable": LayerKind(
+        22, lambda l, env, s: _qtable(l, env), lambda p, l, env: _qtable(l, env), _rows_dims,
+        lambda u, l, sh, osh, lanes: (0, u.loop(requant.TABLE_WORDS) + u.loop(int(np.prod(sh))), 0),
+        lambda dims, lanes, add, linear: add(qtable_words=dims[0] * dims[1]), "int8"),
 }
 CODES = {name: kind.code for name, kind in KINDS.items()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import golden
-from .fixed import Fmt, fit_format, quantize
+from .fixed import Fmt, QFmt, fit_format, quantize
 from .ops import KINDS
 
 ACT_WIDTH = 16
@@ -86,8 +86,12 @@ class Program:
         return {key: (quantize(value, fmts[key]), fmts[key]) for key, value in layer.params.items()}
 
     def run_float(self, x: np.ndarray, stats: dict | None = None) -> dict:
-        """Execute in float64; returns every tensor. ``stats`` (if given) collects the peak |value| of each."""
-        env = {self.input: np.asarray(x, np.float64)}
+        """Execute in float64; returns every tensor. ``stats`` (if given) collects the peak |value| of each.
+
+        An int8 program (input format :class:`~edgevit.hls.fixed.QFmt`) runs on the quantized input, in steps.
+        """
+        fi = self.formats.get(self.input)
+        env = {self.input: np.asarray(fi.quantize_steps(x) if isinstance(fi, QFmt) else x, np.float64)}
         for layer in self.layers:
             env[layer.output] = KINDS[layer.kind].run_float(layer, env, stats).reshape(self.shapes[layer.output])
         if stats is not None:

@@ -61,6 +61,11 @@ void edgevit_top(const int* program, const beat_t* params, beat_t* arena, const 
             case OP_CHANNEL_SCALE: channel_scale<accel_config>(mem, d); break;
             case OP_GLOBAL_NORM: global_norm<accel_config>(mem, d); break;
             case OP_SEPARABLE_ATTENTION: separable_attention<accel_config>(mem, d); break;
+            case OP_QLINEAR: qgemm_unit<accel_config>(par, mem, d); break;
+            case OP_QAVGPOOL: qavgpool<accel_config>(par, mem, d); break;
+            case OP_QTABLE: qtable<accel_config>(par, mem, d); break;
+            case OP_QDWCONV: qdwconv_unit<accel_config>(par, mem, d); break;
+            case OP_QADD: qadd<accel_config>(par, mem, d); break;
             default: break;
         }
         mem.flush();

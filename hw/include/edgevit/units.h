@@ -13,6 +13,7 @@
 #include "linear.h"
 #include "moe.h"
 #include "packed.h"
+#include "qlinear.h"
 #include "stream.h"
 #include "token_mixers.h"
 
