@@ -177,15 +177,18 @@ def _prepare_passes(target) -> list:
     from .int8 import IntegerQdqKernels
     from .int8_kernels import dot_kernel_for
     from .int8_tables import Int8ElementwiseTables
+    from .pooling import AveragePoolExcludingPadding
     from .upsample import BilinearUpsample2x
     from .weight_packing import PackConvWeights
 
     # IntegerQdqKernels first: it matches the quantize/dequantize ops as the ONNX frontend wrote them (a float
     # model has none and is returned unchanged).
-    lanes = CpuInfo.of(target).lanes
-    return [IntegerQdqKernels(lanes, dot_kernel_for(target)), Int8ElementwiseTables(),
+    info = CpuInfo.of(target)
+    # Pooling's constant 1 / count map: AArch64 only for now (counted there; x86 not timed with it).
+    pooling = [AveragePoolExcludingPadding()] if info.lane_fma else []
+    return [IntegerQdqKernels(info.lanes, dot_kernel_for(target)), Int8ElementwiseTables(),
             relax.transform.DecomposeOpsForInference(),
-            PackConvWeights(lanes), BilinearUpsample2x(), FuseAttention(), *fast_math_passes()]
+            PackConvWeights(info.lanes), BilinearUpsample2x(), *pooling, FuseAttention(), *fast_math_passes()]
 
 
 def fused_module(mod, cpu):

@@ -17,6 +17,7 @@ from edgevit.backends import tvm_compiler
 from edgevit.backends.cpu_schedules import CpuInfo, schedule_func, schedule_variants, tiled_reduction
 from edgevit.backends.cpu_schedules import attention as attention_rule
 from edgevit.backends.cpu_schedules.common import LAYOUT_FREE
+from edgevit.backends.pooling import window_counts
 from edgevit.frontend import load_model
 from edgevit.reference import compare, random_inputs, run_onnxruntime
 from edgevit.targets import CpuTarget, get_target
@@ -59,6 +60,16 @@ def _matmul(path, batch, m, k, n):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
              helper.make_node("Erf", ["a"], ["e"]), helper.make_node("Mul", ["a", "e"], ["y"])]
     return _model(path, nodes, {"x": [batch, m, k]}, ("y", [batch, m, n]), [_const("w", [k, n]), _const("b", [n])])
+
+
+def _pool_mixer(path, channels, size):
+    """EfficientFormer's token mixer: ``(avgpool3x3(x) - x) * scale + x``, the padding left out of the count."""
+    nodes = [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[3, 3], pads=[1] * 4, strides=[1, 1],
+                              count_include_pad=0),
+             helper.make_node("Sub", ["p", "x"], ["d"]), helper.make_node("Mul", ["d", "s"], ["m"]),
+             helper.make_node("Add", ["x", "m"], ["y"])]
+    return _model(path, nodes, {"x": [1, channels, size, size]}, ("y", [1, channels, size, size]),
+                  [_const("s", [channels, 1, 1])])
 
 
 def _attention(path, heads, tokens, dim, bias=False):
@@ -145,6 +156,9 @@ CASES = {
     "conv1x1_7x7_gelu": (lambda p: _conv(p, 64, 128, 7, 1, act="Erf"), "TiledReduction", "ihwo"),
     # ... and a 49-long reduction over a matmul's rows to 52 (P @ V of attention over a 7x7 map)
     "matmul_49_reduction": (lambda p: _matmul(p, 2, 49, 49, 64), "TiledReduction", "matmul"),
+    # 3x3 average pooling excluding the padding, vectorised along the rows on AArch64 (pooling.py)
+    "pool_mixer_28": (lambda p: _pool_mixer(p, 16, 28), "Elementwise", "avg_pool2d"),
+    "pool_mixer_14": (lambda p: _pool_mixer(p, 8, 14), "Elementwise", "avg_pool2d"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
     "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
     "attention_prime_tokens": (lambda p: _attention(p, 2, 197, 16), "Attention", "fused_attention"),
@@ -346,6 +360,20 @@ def test_register_tile_maximises_accumulators(lanes, registers, vec, blk, expect
     assert tiled_reduction.register_tile(vec, blk, CpuInfo(lanes, registers, 1), tiled_reduction.Knobs()) == expected
 
 
+@pytest.mark.parametrize("vec,blk,expected", [
+    (196, 120, (4, 12)),  # 14x14 pixels x 120 channels: 1 x 12 (4 loads per 12 FMAs), not 1 x 15 (16 per 15)
+    (196, 480, (4, 16)),
+    (128, 52, (16, 4)),   # a 7x7 map padded to 52 pixels: 4 vectors x 4 pixels
+    (128, 49, (8, 7)),    # unpadded: 7 pixels, one scalar load each
+    (3136, 128, (8, 8)),  # 2 vectors x 8 channels (16 accumulators, 4 loads), not 4 x 4 (5 loads)
+])
+def test_lane_fma_register_tile_counts_instructions(vec, blk, expected):
+    """On AArch64 the tile is the one with the fewest FMA + operand-load instructions per FMA (given 8+
+    accumulators): a broadcast block that is no multiple of the lanes costs a load per row."""
+    assert tiled_reduction.register_tile(vec, blk, CpuInfo(4, 32, 1, lane_fma=True), tiled_reduction.Knobs()) \
+        == expected
+
+
 @pytest.mark.parametrize("case", ["conv3x3", "conv1x1_small_map_packed", "conv1x1_28_map_over_pixels",
                                   "conv1x1_220_channels_padded", "conv1x1_prime_channels_padded",
                                   "conv1x1_input_panel_packed", "depthwise_channel_last",
@@ -477,6 +505,33 @@ def _hottest_loop(asm: str) -> str:
     return max(loops, key=lambda body: body.count("fmla"), default="")
 
 
+def test_window_counts_leave_the_padding_out():
+    counts = window_counts(7, 3, 1, 1, 1)
+    assert counts.tolist() == [2, 3, 3, 3, 3, 3, 2]
+    assert window_counts(8, 3, 2, 1, 0).tolist() == [2, 3, 3, 3]
+    padded = np.pad(np.ones(8), (1, 0))  # the same, counted on a padded row
+    assert [padded[i * 2:i * 2 + 3].sum() for i in range(4)] == [2, 3, 3, 3]
+
+
+@pytest.mark.parametrize("case", ["pool_mixer_28", "pool_mixer_14"])
+def test_aarch64_pooling_sums_windows_a_vector_at_a_time(case, tmp_path):
+    """On AArch64 the pooling kernel multiplies by a constant ``1 / count`` map (a [H, W] parameter) and sums
+    each window over a materialised padded input, a row tile at a time, with no bounds test in the sum
+    (numerics: the qemu test below); x86 keeps TVM's pooling (the count computed per output)."""
+    func, target = _case_kernel(case, tmp_path, cpu=get_target("rpi4").cpu)
+    size = int(case.rsplit("_", 1)[1])
+    assert [int(d) for d in func.params[1].ty.shape] == [size, size]
+    script = schedule_func(func, target)[1].script()
+    update = script[script.index('T.sblock("pool_sum_update")') - 400:script.index('T.sblock("pool_sum_update")')]
+    assert "T.vectorized" in update and "if_then_else" not in script.split('T.sblock("pool_sum_update")')[1]
+    host_func, _ = _case_kernel(case, tmp_path)
+    assert len(host_func.params) == len(func.params) - 1  # no 1 / count map on x86
+
+
+#: What the qemu test runs: the lane kernels and the AArch64 pooling.
+QEMU_CASES = LANE_CASES + ["pool_mixer_28", "pool_mixer_14"]
+
+
 @pytest.mark.qemu
 def test_aarch64_lane_kernels_match_onnxruntime(tmp_path):
     """The cases above built for rpi4 and run under qemu: numerics as on the host."""
@@ -485,7 +540,7 @@ def test_aarch64_lane_kernels_match_onnxruntime(tmp_path):
     from edgevit.runtime.artifact import Artifact
 
     python = emulation.prepare("aarch64")
-    for case in LANE_CASES:
+    for case in QEMU_CASES:
         model = load_model(CASES[case][0](tmp_path / f"{case}.onnx"))
         compile_for_target(model, get_target("rpi4"), tmp_path / f"{case}.tar")
         inputs = random_inputs(model.inputs, 0)

@@ -608,7 +608,7 @@ def register_tile(vec_extent: int, blk_extent: int, info: CpuInfo, knobs: Knobs)
     by lane, to the tile that loads the fewest operand vectors per reduction step.
     """
     budget = info.registers * 3 // 4
-    best = (0, 0), 1, 1
+    best = (), 1, 1
     # Tiles of 1, 2, 4 .. registers (a 3-register tile, <24 x float>, ran 8x slower), else vector_tile's
     # fallback for extents with no lane-multiple divisor.
     tiles = {vector_tile(vec_extent, info.lanes, info.lanes)}
@@ -623,10 +623,19 @@ def register_tile(vec_extent: int, blk_extent: int, info: CpuInfo, knobs: Knobs)
         while block > 1 and regs * block + min(regs, block) + 1 >= info.registers:
             block = largest_divisor(blk_extent, block - 1)
         if info.lane_fma:
-            # Fewest operand loads per step among the tiles with the most accumulators: the vector operand's
-            # ``regs`` loads, plus the broadcast operand's, a vector per ``lanes`` rows (see _broadcast_by_lane).
-            loads = regs + (block // info.lanes if block % info.lanes == 0 else block)
-            best = max(best, ((regs * block, -loads), tile, block))
+            # Fewest instructions per FMA (the FMAs and the operand loads of a reduction step: the vector
+            # operand's ``regs`` loads, plus the broadcast operand's, a vector per ``lanes`` rows, see
+            # broadcast_by_lane) among the tiles with enough accumulators, then the most accumulators; every
+            # block up to the largest is a candidate. A block that is no multiple of the lanes loads each row's
+            # value alone: 1 vector x 15 channels (a 120-channel 1x1 conv over a 14x14 map's pixels) took 16
+            # loads per 15 FMAs, 1 x 12 takes 4 per 12.
+            for rows in range(block, 0, -1):
+                if blk_extent % rows:
+                    continue
+                accumulators = regs * rows
+                loads = regs + (rows // info.lanes if rows % info.lanes == 0 else rows)
+                best = max(best, ((accumulators >= MIN_ACCUMULATORS, -(accumulators + loads) / accumulators,
+                                   accumulators), tile, rows))
         else:
             best = max(best, ((regs * block, tile), tile, block))
     return best[1], best[2]
