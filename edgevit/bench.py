@@ -248,6 +248,9 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
             compile_s = time.monotonic() - start
         with Artifact.open(artifact_path) as artifact:
             meta = artifact.metadata
+            if artifact.reference is not None and artifact.reference.suffix == ".tflite":
+                raise UsageError(f"{model} was built from a .tflite file; edgevit bench times against onnxruntime "
+                                 "on an ONNX reference: time it with `edgevit run ARTIFACT --repeat N`")
             specs = [TensorSpec.from_json(s) for s in meta["inputs"]]
             inputs = random_inputs(specs, seed())
             models = {"edgevit": (sys.executable, str(artifact.library)),

@@ -37,6 +37,8 @@ def test_fp32_tflite_compiles_and_verifies_against_litert(capsys, tmp_path):
     assert not meta["model"]["quantized"] and meta["inputs"][0]["dtype"] == "float32"
     code, out, _ = run_cli(capsys, "run", tmp_path / "tiny.tar", "--verify")
     assert code == 0 and "verify vs LiteRT: " in out and "-> PASS" in out
+    code, _, err = run_cli(capsys, "bench", tmp_path / "tiny.tar", "--runs", "1")   # it has no ONNX reference
+    assert_one_line_error(code, err, 2, "was built from a .tflite file", "edgevit run ARTIFACT --repeat N")
 
 
 def test_int8_tflite_compiles_and_verifies_in_output_steps(capsys, tmp_path):
