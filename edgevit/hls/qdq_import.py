@@ -466,6 +466,9 @@ def _region_table(im: _QdqImporter, closure: list, starts: set, end: str, fx: QF
 def _add(im: _QdqImporter, k: int, node) -> None:
     """Add of two int8 tensors of one shape (a residual): ``qadd``; otherwise an elementwise table region."""
     ins = [im.alias.get(i) for i in node.input]
+    consts = [i for i in node.input if i in im.const_dq or i in im.consts]
+    if any(np.size(im.values.get(i, im.consts.get(i))) > 1 for i in consts):
+        raise Unsupported("an add of a constant tensor (a position embedding, a bias): no int8 unit for it yet")
     if len(ins) != 2 or None in ins or ins[0][0] == ins[1][0]:
         return _table(im, k, node)
     (a, la), (b, lb) = ins
