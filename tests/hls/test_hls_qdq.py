@@ -105,6 +105,17 @@ class _Residual(torch.nn.Module):
         return self.fc((x + self.project(torch.relu(self.dw(torch.relu(self.expand(x)))))).mean((2, 3)))
 
 
+class _PatchTokens(torch.nn.Module):
+    """A ViT's patch embedding: conv 4x4 stride 4, flattened and transposed into tokens, then a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch, self.fc = torch.nn.Conv2d(1, 16, 4, 4), torch.nn.Linear(16, 10, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.patch(x).flatten(2).transpose(1, 2))
+
+
 class _Tokens(torch.nn.Module):
     """Tokens [1, 16, 24] through two MatMuls (Linear without bias) and a ReLU."""
 
@@ -188,6 +199,18 @@ def test_matmul_tokens_map(tmp_path, images):
         got = prog.run_fixed(prog.quantize_input(x[0]))[prog.output]
         want = np.rint(sess.run(None, {sess.get_inputs()[0].name: x})[0][0] / prog.formats[prog.output].scale)
         assert np.abs(got - want).max() <= 1
+
+
+def test_patch_embedding_views_are_found_by_value(tmp_path, images):
+    model = _quantized(_PatchTokens(), (1, 1, 28, 28), tmp_path / "patch_int8.onnx", "fashion-mnist")
+    result = qdq_import.lower_qdq(model, images[0][None])
+    prog = result.program
+    assert result.cut is None and [l.kind for l in prog.layers] == ["im2col", "qlinear", "qlinear"]
+    sess = onnxruntime_session(model.SerializeToString())
+    for x in images[:8]:
+        got = prog.run_fixed(prog.quantize_input(to_accel_layout(x[None])))[prog.output].reshape(-1, 10)
+        want = sess.run(None, {sess.get_inputs()[0].name: x[None]})[0][0] / prog.formats[prog.output].scale
+        assert np.abs(got - np.rint(want)).max() <= 1
 
 
 # --- QDQ files the importer must refuse, or whose nodes go to the CPU with the reason ----------------------------
