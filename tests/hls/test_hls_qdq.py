@@ -315,6 +315,28 @@ def test_depthwise_and_residual_add(tmp_path, images):
     assert synth_check.require_synthesizable(out).ok
 
 
+@pytest.mark.parametrize("li, lo, ld", [(3, 5, 3), (8, 16, 4)])
+def test_int8_units_at_other_lanes(tmp_path, images, monkeypatch, li, lo, ld):
+    """The lane plan gives int8-only programs one lane (docs/fpga.md); the C++ must match the golden model at any
+    lanes, odd ones included: token and weight tiles, partial k steps, LO beyond N, depthwise channel groups."""
+    from edgevit.hls import codegen, estimator
+    from edgevit.targets import get_target
+
+    model = _quantized(_Residual(), (1, 1, 28, 28), tmp_path / "res_int8.onnx", "fashion-mnist")
+    result = qdq_import.lower_qdq(model, images[0][None])
+    prog = result.program
+    for layer in prog.layers:
+        layer.attrs.update(li=li, lo=lo, ld=ld)
+    monkeypatch.setattr(codegen, "lanes_of", lambda p: estimator.Lanes(li, lo, ld, 1))
+    out = codegen.write_project(prog, tmp_path / "prj", get_target("zcu102").require_fpga(), "zcu102",
+                                np.asarray([to_accel_layout(x[None]) for x in images[:2]]))
+    assert f"LI = {li};" in (out / "config.h").read_text() and f"LD = {ld};" in (out / "config.h").read_text()
+    _, probes = csim.simulate_project(out, probes=True)
+    for x, probe in zip(images[:2], probes):
+        env = prog.run_fixed(prog.quantize_input(to_accel_layout(x[None])))
+        assert all(np.array_equal(probe[name], env[name].ravel()) for name in prog.shapes)
+
+
 def test_unsupported_quantized_op_goes_to_the_cpu(tmp_path, images, capsys):
     from edgevit.cli import main
 
