@@ -118,11 +118,16 @@ class Accelerator:
         return np.array(out[:n_out], dtype=np.int64)
 
     def quantize(self, x) -> np.ndarray:
-        """Float input (channels-last, the accelerator's input shape) to raw words: round half up, saturate."""
+        """Float input (channels-last, the accelerator's input shape) to raw words: round half up, saturate (an
+        int8 input: ``round_half_even(x / scale)`` clipped to int8, minus the zero point)."""
         spec = self.config["buffers"]["input"]
         x = np.asarray(x, dtype=np.float64)
         if x.size != spec["elements"]:
             raise InputError(f"the model takes input of shape {spec['shape']} (channels-last), got {x.shape}")
+        if "int8" in spec:   # an int8 (QDQ) model: onnxruntime's QuantizeLinear, stored minus the zero point
+            scale, zp = np.float32(spec["int8"]["scale"]), int(spec["int8"]["zero_point"])
+            q = np.rint(x.ravel().astype(np.float32) / scale) + zp
+            return np.clip(q, -128, 127).astype(np.int64) - zp
         w, i = spec["format"]
         raw = np.floor(x.ravel() * 2.0 ** (w - i) + 0.5)
         return np.clip(raw, -(1 << (w - 1)), (1 << (w - 1)) - 1).astype(np.int64)
@@ -161,8 +166,11 @@ def part_output(raw, spec: dict, tail: dict | None) -> np.ndarray:
     graph where the accelerator stops (e.g. NCHW where the accelerator is channels-last); without, the model's
     output. A pipeline that puts the accelerator part on an FPGA node sends this tensor on to the next node.
     """
-    w, i = spec["format"]
-    y = np.asarray(raw, dtype=np.float64).reshape(spec["shape"]) / 2.0 ** (w - i)
+    if "int8" in spec:   # q - zero point of an int8 tensor: DequantizeLinear's (q - zero point) * scale
+        y = (np.asarray(raw, np.float32) * np.float32(spec["int8"]["scale"])).astype(np.float64).reshape(spec["shape"])
+    else:
+        w, i = spec["format"]
+        y = np.asarray(raw, dtype=np.float64).reshape(spec["shape"]) / 2.0 ** (w - i)
     if tail is None:
         return y
     y = y.transpose(tail["transpose"]) if tail["transpose"] else y

@@ -337,6 +337,30 @@ def test_int8_units_at_other_lanes(tmp_path, images, monkeypatch, li, lo, ld):
         assert all(np.array_equal(probe[name], env[name].ravel()) for name in prog.shapes)
 
 
+def test_board_driver_converts_int8_buffers_as_the_golden_model(small, images, tmp_path):
+    """regmap.json marks int8 buffers (scale, zero point); the PYNQ driver quantizes the input as the golden
+    model does and dequantizes the output as DequantizeLinear does (a fixed-point reading would be wrong)."""
+    import json
+    from types import SimpleNamespace
+
+    from edgevit.pynq.driver import Accelerator, part_output
+
+    result = qdq_import.lower_qdq(small, images[0][None])
+    prog = result.program
+    out = qdq_import.write_project(result, "zcu102", tmp_path / "prj", [images[0][None]])
+    buffers = json.loads((out / "regmap.json").read_text())["buffers"]
+    fi, fo = prog.formats["input"], prog.formats[prog.output]
+    assert buffers["input"]["int8"] == {"scale": fi.scale, "zero_point": fi.zero_point}
+    x = to_accel_layout(images[1][None])
+    raw = Accelerator.quantize(SimpleNamespace(config={"buffers": buffers}), x)
+    assert np.array_equal(raw, prog.quantize_input(x).ravel())
+    y_raw = prog.run_fixed(prog.quantize_input(x))[prog.output]
+    sess = onnxruntime_session(small.SerializeToString())
+    want = sess.run(None, {sess.get_inputs()[0].name: images[1][None]})[0]
+    got = part_output(y_raw.ravel(), buffers["output"], None)
+    assert np.abs(got.ravel() - want.ravel()).max() <= fo.scale * 1.001
+
+
 def test_unsupported_quantized_op_goes_to_the_cpu(tmp_path, images, capsys):
     from edgevit.cli import main
 
