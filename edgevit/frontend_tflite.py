@@ -21,7 +21,7 @@ from .memory_estimate import MemoryEstimate
 IDENTIFIER = b"TFL3"   # the file identifier, at bytes 4-8 of every TFLite flatbuffer
 SCHEMA_VERSION = 3
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8",
-           10: "float64"}   # tflite.TensorType -> numpy name (those an artifact can carry, plus int16)
+           10: "float64"}   # tflite.TensorType -> numpy name
 _QUANTIZED = {"int8", "uint8", "int16"}
 
 
@@ -182,10 +182,12 @@ def _indices(vector) -> list[int]:
 
 
 def _tensor_dtype(tensor, what: str) -> str:
+    from .runtime.artifact import DTYPES
+
     dtype = _DTYPES.get(tensor.Type())
-    if dtype is None:
-        raise ModelImportError(f"{what} has TFLite tensor type {tensor.Type()}; edgevit takes "
-                               f"{', '.join(sorted(set(_DTYPES.values())))}")
+    if dtype not in DTYPES:  # what an artifact's inputs can be
+        raise ModelImportError(f"{what} has TFLite tensor type {dtype or tensor.Type()}; edgevit takes "
+                               f"{', '.join(DTYPES)} inputs")
     return dtype
 
 

@@ -10,7 +10,7 @@ import pytest
 from edgevit.errors import EdgevitError, InputError, ModelImportError
 from edgevit.frontend_tflite import (builtin_code, check_operators, from_tflite_file, is_quantized, memory_estimate,
                                      operator_name, output_steps, read_tflite)
-from tflite_builder import one_op, requantize_then_dense
+from tflite_builder import Graph, Op, Tensor, one_op, requantize_then_dense, write
 
 DATA = Path(__file__).resolve().parent / "backends" / "data"
 RELU, SKIP_GRAM, CUSTOM = 19, 30, 32   # tflite.BuiltinOperator values
@@ -124,3 +124,10 @@ def test_dynamic_dimensions_need_an_input_shape_that_fits(tmp_path):
         from_tflite_file(path, "image:3,4")
     with pytest.raises(InputError, match="does not fit"):   # a static model takes only its own shape
         from_tflite_file(DATA / "tiny.tflite", "2,3,8,8")
+
+
+def test_an_input_type_an_artifact_cannot_carry_is_refused(tmp_path):
+    graph = Graph([Tensor("input", (1, 4), "int16"), Tensor("output", (1, 4), "int16")], [Op(RELU, [0], [1])],
+                  [0], [1])
+    with pytest.raises(ModelImportError, match="input 'input' has TFLite tensor type int16; edgevit takes float32"):
+        from_tflite_file(write(graph, tmp_path / "int16.tflite"))

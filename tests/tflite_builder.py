@@ -15,7 +15,7 @@ from pathlib import Path
 import flatbuffers
 import numpy as np
 
-_TYPES = {"float32": 0, "int32": 2, "int8": 9}
+_TYPES = {"float32": 0, "int32": 2, "int16": 7, "int8": 9}
 
 
 def _fb(name: str):
