@@ -543,10 +543,10 @@ KINDS = {
     "qadd": LayerKind(
         24, _qadd_float, lambda p, l, env: requant.qadd(_x(l, env), env[l.inputs[1]], l.params["rq"]), _rows_dims,
         lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(osh)), ii=2), 0),
-        lambda dims, lanes, add, linear: add(qadd_words=dims[0] * dims[1]), "int8"),
+        lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1]), "int8"),
     "qtable": LayerKind(
         22, lambda l, env, s: _qtable(l, env), lambda p, l, env: _qtable(l, env), _rows_dims,
         lambda u, l, sh, osh, lanes: (0, u.loop(requant.TABLE_WORDS) + u.loop(int(np.prod(sh))), 0),
-        lambda dims, lanes, add, linear: add(qtable_words=dims[0] * dims[1]), "int8"),
+        lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1]), "int8"),   # an elementwise pass
 }
 CODES = {name: kind.code for name, kind in KINDS.items()}

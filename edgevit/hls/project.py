@@ -13,6 +13,7 @@ from . import codegen, csim, estimator
 from .fixed import Fmt, to_float
 from .onnx_import import ImportResult, lower_onnx, write_cpu_tail
 from .program import Program, calibrate
+from .qdq_import import restore_int8_formats
 from .torch_import import lower, to_accel_layout
 
 
@@ -75,7 +76,8 @@ def run_csim(project: Path) -> dict:
     if not (project / "program.bin").exists() or not (project / "testdata" / "samples.npy").exists():
         raise InputError(f"{project} has no layer program or no test data (made by an older edgevit, or without "
                          f"samples): regenerate it with `edgevit hls MODEL -o {project}`")
-    prog, _ = codegen.load_program(project)
+    prog, doc = codegen.load_program(project)
+    restore_int8_formats(prog, doc.get("meta"))   # an int8 (QDQ) project: its tensors' scales and zero points
     samples = np.load(project / "testdata" / "samples.npy")
     outputs, probes = csim.simulate_project(project, probes=True)
     fo = prog.formats[prog.output]

@@ -31,6 +31,7 @@ from .onnx_import import ImportResult, _attr, _choose_cut, _intermediates, _macs
 from .program import Layer, Program
 
 PARAM_FMT = Fmt(16, 16)     # integer parameters stored as they are (weights, requantization records)
+INT8_FORMATS = "int8_formats"   # program.json meta: tensor -> [scale, zero point] of the int8 tensors
 MAX_STEPS = 1               # a layer vs onnxruntime's unfused (float32) graph on the mapping input
 VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"}
 # elementwise ops a table region may hold: each output element depends only on the same element of one int8
@@ -578,6 +579,7 @@ def write_project(result: ImportResult, board: str, out, tests, meta: dict | Non
     pathlib.Path
         The project directory.
     """
+    import json
     from pathlib import Path
 
     from ..targets import get_target
@@ -589,9 +591,15 @@ def write_project(result: ImportResult, board: str, out, tests, meta: dict | Non
     prog = result.program
     estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))
     fo = prog.formats[prog.output]
-    meta = {**(meta or {}), "int8": True, "cpu_tail_input": result.cut,
+    int8 = {name: [f.scale, f.zero_point] for name, f in prog.formats.items() if isinstance(f, QFmt)}
+    meta = {**(meta or {}), INT8_FORMATS: int8, "cpu_tail_input": result.cut,
             "cpu_tail_dequantize": [fo.scale, fo.zero_point], "unsupported": list(result.unsupported or ())}
     path = codegen.write_project(prog, Path(out), fpga, board, np.asarray([to_accel_layout(x) for x in tests]), meta)
+    # regmap.json's input and output buffers: the scale and zero point the board's driver converts with
+    regmap = json.loads((path / "regmap.json").read_text())
+    for port, name in (("input", prog.input), ("output", prog.output)):
+        regmap["buffers"][port]["int8"] = {"scale": int8[name][0], "zero_point": int8[name][1]}
+    (path / "regmap.json").write_text(json.dumps(regmap, indent=1))
     from ..pynq.manifest import TAIL_JSON, TAIL_NPZ
 
     for stale in (TAIL_JSON, TAIL_NPZ):
@@ -601,3 +609,11 @@ def write_project(result: ImportResult, board: str, out, tests, meta: dict | Non
     except (ModelImportError, ValueError) as exc:   # ValueError: onnx's extractor on a tensor without a shape
         result.tail_error = str(exc).splitlines()[0]
     return path
+
+
+def restore_int8_formats(prog: Program, meta: dict) -> Program:
+    """Give a reloaded program (:func:`edgevit.hls.codegen.load_program`, which keeps ``Fmt(9, 9)``) its int8
+    tensors' scales and zero points from ``program.json``'s meta; a float program is returned unchanged."""
+    for name, (scale, zero_point) in (meta or {}).get(INT8_FORMATS, {}).items():
+        prog.formats[name] = int8_format(scale, zero_point)
+    return prog

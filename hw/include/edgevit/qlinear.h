@@ -213,7 +213,7 @@ void qadd(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) 
     const i64 mb = ((i64)params.get(d.w2 + 2).to_int() << 15) | params.get(d.w2 + 3).to_int();
     const int n = params.get(d.w2 + 4).to_int(), zy = params.get(d.w2 + 5).to_int();
     for (int i = 0; i < d.d0 * d.d1; ++i) {
-        EDGEVIT_TRIPCOUNT(CFG::qadd_words)
+        EDGEVIT_TRIPCOUNT(CFG::add_words)  // the element count of every add (add_tensors and qadd)
 #pragma HLS PIPELINE II=2
         const i64 y = rne_shift((i64)arena.get(d.x + i).to_int() * ma + (i64)arena.get(d.x2 + i).to_int() * mb, n);
         arena.put(d.y + i, word_t(y < -128 - zy ? -128 - zy : (y > 127 - zy ? 127 - zy : y)));
@@ -233,7 +233,7 @@ void qtable(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d
         table[i] = params.get(d.w + i);
     }
     for (int i = 0; i < d.d0 * d.d1; ++i) {
-        EDGEVIT_TRIPCOUNT(CFG::qtable_words)
+        EDGEVIT_TRIPCOUNT(CFG::add_words)  // elementwise passes: counted with the adds (ops.py)
 #pragma HLS PIPELINE II=1
         arena.put(d.y + i, table[arena.get(d.x + i).to_int() + QTABLE_OFFSET]);
     }
