@@ -73,7 +73,8 @@ def import_tflite(model, input_specs) -> "tvm.IRModule":
     """Convert a ``tflite.Model`` (``frontend_tflite.read_tflite``) to a Relax module, weights as constants.
 
     Fully-int8 models go through ``tflite_import.Int8CompleteConverter`` (TVM 0.27 refuses quantized
-    TRANSPOSE, PAD, SLICE, BATCH_MATMUL, GELU and misreads some operator codes and weight buffers).
+    TRANSPOSE, PAD, SLICE, BATCH_MATMUL, GELU and misreads some operator codes and weight buffers); long
+    multi-axis means (TFLite's GroupNorm) are reduced one axis at a time (``ReduceOneAxisAtATime``).
 
     Raises
     ------
@@ -83,12 +84,13 @@ def import_tflite(model, input_specs) -> "tvm.IRModule":
     import tvm
     from tvm.relax.frontend.tflite import from_tflite
 
-    from .tflite_import import Int8CompleteConverter
+    from .tflite_import import Int8CompleteConverter, ReduceOneAxisAtATime
 
     shapes = {s.name: tuple(s.shape) for s in input_specs}
     dtypes = {s.name: s.dtype for s in input_specs}
     try:
-        return from_tflite(model, shape_dict=shapes, dtype_dict=dtypes, op_converter=Int8CompleteConverter)
+        mod = from_tflite(model, shape_dict=shapes, dtype_dict=dtypes, op_converter=Int8CompleteConverter)
+        return ReduceOneAxisAtATime()(mod)
     except tvm.error.OpNotImplemented as exc:
         message = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
         raise ModelImportError(f"TVM cannot import this model: {message}") from None

@@ -61,3 +61,40 @@ def test_a_converter_failure_is_one_model_import_error(tmp_path):
     with pytest.raises(ModelImportError, match="TVM's TFLite import failed"):
         tvm_compiler.import_tflite(model.load()[1], wrong)
     assert data == (DATA / "tiny_int8.tflite").read_bytes()
+
+
+def test_long_multi_axis_means_are_reduced_one_axis_at_a_time():
+    """TVM sums a reduction in one float32 accumulator: a mean of 128 x 1024 values drifts by the sequential
+    float32 sum's error (mobilevitv2's GroupNorm: 1.7e-5); per-axis means keep it near float64."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from edgevit.backends.tflite_import import ReduceOneAxisAtATime
+
+    @tvm.script.ir_module
+    class Before:
+        @R.function
+        def main(x: R.Tensor((1, 1, 128, 1024), "float32")):
+            with R.dataflow():
+                m = R.mean(x, axis=[2, 3], keepdims=True)
+                s = R.sum(x, axis=[2, 3], keepdims=False)
+                small = R.mean(x, axis=[0, 1], keepdims=True)   # 1 value per position: left alone
+                R.output(m, s, small)
+            return (m, s, small)
+
+    after = ReduceOneAxisAtATime()(Before)
+    text = after.script()
+    assert text.count("R.mean(") == 3 and text.count("R.sum(") == 2 and "R.squeeze(" in text
+    x = np.random.default_rng(0).random((1, 1, 128, 1024), dtype=np.float32) * 0.004
+    target = tvm.target.Target({"kind": "llvm", "mcpu": tvm_compiler.host_cpu_name()})
+    results = {}
+    for name, mod in (("before", Before), ("after", after)):
+        vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+        results[name] = [t.numpy() for t in vm["main"](tvm.runtime.tensor(x))]
+    exact = x.astype(np.float64).mean()
+    error = {k: abs(float(v[0].ravel()[0]) - exact) / exact for k, v in results.items()}
+    assert error["after"] < 1e-6 < error["before"], error
+    assert results["after"][1].shape == (1, 1) and np.allclose(results["after"][1], x.sum(), rtol=1e-6)
+    assert np.array_equal(results["after"][2], results["before"][2])
