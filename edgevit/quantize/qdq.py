@@ -124,7 +124,7 @@ def quantize_model(model: ImportedModel, settings: QuantizeSettings, output: Pat
                                 nodes_to_exclude=exclude)
                 if exclude:  # the kept nodes' readers get their float outputs (what was measured)
                     quantized = onnx.load(str(path))
-                    float_outputs(quantized, exclude)
+                    float_outputs(quantized, exclude, float_model)
                     onnx.save(quantized, str(path))
 
             if settings.keep_float:

@@ -39,6 +39,13 @@ def test_the_layer_that_quantizes_badly_is_kept_in_float(tmp_path, bad):
     if bad != LAYERS[-1]:
         after = next(n for n in quantized.graph.node if n.name == LAYERS[LAYERS.index(bad) + 1])
         assert after.input[0] == f"{bad}_relu"
+    # and it reads its input before quantization, through the ReLU the quantizer had folded (nodes in order)
+    before = LAYERS[LAYERS.index(bad) - 1]
+    names = [n.name for n in quantized.graph.node]
+    kept_node = quantized.graph.node[names.index(bad)]
+    assert kept_node.input[0] == f"{before}_relu_float"
+    assert names.index(before) < names.index(f"{before}_relu_float") < names.index(bad)
+    onnx.checker.check_model(quantized)
 
 
 def test_without_an_outlier_nothing_scores_that_badly(tmp_path):
