@@ -4,6 +4,8 @@
                                                          # here, MoE-ViT task builds such as moe_vit_tiny:parity)
     edgevit hls model.onnx -o build/my_hls               # any ONNX file: its supported ops run on the
                                                          # accelerator, the rest on the CPU (cpu_tail.json)
+    edgevit hls model_int8.onnx -o build/q_hls           # a QDQ file (edgevit quantize): int8 units with the
+                                                         # model's own scales (docs/fpga-int8.md)
     edgevit hls build build/mvit_hls --csim
     edgevit hls report build/mvit_hls [--json]
 """
