@@ -3,8 +3,8 @@
 A float model is checked by the float rule (``reference.compare``: relative error within ``rtol``, top-1
 agreeing). There is no float64 arbitration: nothing evaluates a TFLite model in float64. A fully-int8 model
 is checked by the int8 rule (``quantize.compare_int8``), counted in output quantization steps: LiteRT's integer
-kernels requantize with fixed-point multipliers and use lookup tables for LOGISTIC/SOFTMAX/RSQRT, where edgevit
-computes those operators in float32 between the same quantize steps, so values near a half step can round the
+kernels requantize with fixed-point multipliers and compute LOGISTIC/SOFTMAX/RSQRT with tables or fixed-point
+arithmetic, where edgevit computes those operators in float32 between the same quantize steps, so values near a half step can round the
 other way (limits and measurements in docs/int8.md).
 """
 
