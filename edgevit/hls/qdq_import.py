@@ -33,6 +33,7 @@ from .program import Layer, Program
 PARAM_FMT = Fmt(16, 16)     # integer parameters stored as they are (weights, requantization records)
 INT8_FORMATS = "int8_formats"   # program.json meta: tensor -> [scale, zero point] of the int8 tensors
 MAX_STEPS = 1               # a layer vs onnxruntime's unfused (float32) graph on the mapping input
+TAIL_MAX_STEPS = 4          # the board's numpy CPU part vs onnxruntime, output steps (docs/int8.md's int8 rule)
 VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Transpose"}
 # elementwise ops a table region may hold: each output element depends only on the same element of one int8
 # tensor (other inputs: scalar constants), so the region is a 256-entry function of that tensor's int8 values
@@ -584,7 +585,6 @@ def write_project(result: ImportResult, board: str, out, tests, meta: dict | Non
 
     from ..targets import get_target
     from . import codegen, estimator
-    from .onnx_import import write_cpu_tail
     from .torch_import import to_accel_layout
 
     fpga = get_target(board).require_fpga()
@@ -605,7 +605,7 @@ def write_project(result: ImportResult, board: str, out, tests, meta: dict | Non
     for stale in (TAIL_JSON, TAIL_NPZ):
         (path / stale).unlink(missing_ok=True)
     try:
-        write_cpu_tail(result, np.asarray(tests[0]), path)
+        write_int8_cpu_tail(result, np.asarray(tests[0]), path)
     except (ModelImportError, ValueError) as exc:   # ValueError: onnx's extractor on a tensor without a shape
         result.tail_error = str(exc).splitlines()[0]
     return path
@@ -617,3 +617,60 @@ def restore_int8_formats(prog: Program, meta: dict) -> Program:
     for name, (scale, zero_point) in (meta or {}).get(INT8_FORMATS, {}).items():
         prog.formats[name] = int8_format(scale, zero_point)
     return prog
+
+
+def write_int8_cpu_tail(result: ImportResult, sample: np.ndarray, out) -> dict | None:
+    """Write the CPU part of a QDQ model (``cpu_tail.json``/``.npz``, run by :mod:`edgevit.pynq.numpy_graph`,
+    QuantizeLinear/DequantizeLinear included) after checking it on ``sample``: fed onnxruntime's value of the cut
+    tensor (the accelerator's output dequantized, which the board's driver computes the same way), its outputs
+    must be within ``TAIL_MAX_STEPS`` output quantization steps of onnxruntime's run of the whole file (the
+    numpy float operators between quantize steps are not onnxruntime's fused int8 kernels). Returns the tail's
+    description, or None when the accelerator runs the whole graph.
+
+    Raises
+    ------
+    ModelImportError
+        An operator the board's interpreter lacks, or outputs further from onnxruntime than the limit.
+    """
+    if result.cut is None:
+        return None
+    import json
+    from pathlib import Path
+
+    import onnx
+    import onnx.utils
+
+    from ..pynq import cpu_tail, numpy_graph
+    from ..reference import onnxruntime_session
+
+    mp = result.model
+    outputs = [o.name for o in mp.graph.output]
+    graph, weights = cpu_tail._plain(onnx.utils.Extractor(mp).extract_model([result.cut], outputs))
+    try:
+        numpy_graph.check_ops(graph)
+    except NotImplementedError as e:
+        raise ModelImportError(f"the CPU part of this model cannot run on the board: {e}") from None
+    m = onnx.ModelProto()
+    m.CopyFrom(mp)
+    m.graph.output.extend([onnx.helper.ValueInfoProto(name=result.cut)])
+    sess = onnxruntime_session(m.SerializeToString())
+    values = dict(zip([o.name for o in sess.get_outputs()],
+                      sess.run(None, {sess.get_inputs()[0].name: np.asarray(sample, np.float32)})))
+    got = numpy_graph.run(graph, weights, {result.cut: values[result.cut]})
+    producer = {o: n for n in mp.graph.node for o in n.output}
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in mp.graph.initializer}
+    steps = []
+    for g, name in zip(got, outputs):
+        node = producer.get(name)
+        scale = float(np.max(consts[node.input[1]])) if node is not None and node.op_type == "DequantizeLinear" \
+            else float(np.abs(values[name]).max() / 127 or 1.0)   # a float output: its range in int8 steps
+        steps.append(float(np.abs(np.asarray(g, np.float64) - values[name]).max() / scale))
+    if max(steps) > TAIL_MAX_STEPS:
+        raise ModelImportError(f"the numpy CPU part is {max(steps):.1f} output steps from onnxruntime (limit "
+                               f"{TAIL_MAX_STEPS})")
+    names = sorted(weights)
+    graph.update(input=result.cut, input_shape=list(values[result.cut].shape), transpose=result.transpose,
+                 weights=names, check_output_steps=max(steps), sample_output=values[outputs[0]].ravel().tolist())
+    np.savez(Path(out) / cpu_tail.TAIL_NPZ, **{f"w{k}": weights[n] for k, n in enumerate(names)})
+    (Path(out) / cpu_tail.TAIL_JSON).write_text(json.dumps(graph))
+    return graph

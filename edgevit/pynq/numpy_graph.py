@@ -135,7 +135,32 @@ def _erf(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
 
 
+def _per_axis(node, v, x):
+    """A scale or zero point: one value, or one per index of ``axis`` of ``x`` (QuantizeLinear's per-axis form)."""
+    v = np.asarray(v)
+    if v.size <= 1:
+        return v.reshape(())
+    shape = [1] * x.ndim
+    shape[_attr(node, "axis", 1) % x.ndim] = -1
+    return v.reshape(shape)
+
+
+def _dequantize(node, x, scale, zp=None):
+    """DequantizeLinear: (x - zero point) * scale in float32."""
+    z = 0 if zp is None else _per_axis(node, zp, x).astype(np.int64)
+    return ((np.asarray(x).astype(np.int64) - z).astype(np.float32) * _per_axis(node, scale, x).astype(np.float32))
+
+
+def _quantize(node, x, scale, zp=None):
+    """QuantizeLinear: x / scale in float32, round half to even, + zero point, saturated to its type."""
+    dtype = np.dtype(np.uint8) if zp is None else np.asarray(zp).dtype
+    z = 0 if zp is None else _per_axis(node, zp, x).astype(np.int64)
+    q = np.rint(np.asarray(x, np.float32) / _per_axis(node, scale, x).astype(np.float32)).astype(np.int64) + z
+    return np.clip(q, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+
+
 OPS = {
+    "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
     "Add": lambda n, a, b: a + b, "Sub": lambda n, a, b: a - b, "Mul": lambda n, a, b: a * b,
     "Div": lambda n, a, b: a / b, "Pow": lambda n, a, b: np.power(a, b), "Sqrt": lambda n, x: np.sqrt(x),
     "MatMul": lambda n, a, b: a @ b, "Gemm": _gemm, "Conv": _conv, "MaxPool": _maxpool, "AveragePool": _avgpool,

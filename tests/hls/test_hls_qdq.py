@@ -149,6 +149,13 @@ def images():
     return fashion_mnist("test", 24)[0]
 
 
+def qdq_import_output_step(model):
+    """The scale of the DequantizeLinear producing the model's output."""
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    node = next(n for n in model.graph.node if model.graph.output[0].name in n.output)
+    return float(consts[node.input[1]])
+
+
 def _ort_output_steps(model, images, fmt):
     sess = onnxruntime_session(model.SerializeToString())
     outs = [sess.run(None, {sess.get_inputs()[0].name: x[None]})[0] for x in images]
@@ -371,3 +378,22 @@ def test_unsupported_quantized_op_goes_to_the_cpu(tmp_path, images, capsys):
     assert main(["hls", str(tmp_path / "pool_int8.onnx"), "-o", str(tmp_path / "prj")]) == 0
     text = capsys.readouterr().out
     assert "runs on the ARM CPU:" in text and "MaxPool: no int8 accelerator unit" in text
+    # the CPU part is written for the board (its numpy interpreter runs QuantizeLinear/DequantizeLinear), and
+    # the board's way (accelerator output dequantized as the driver does, then that part) stays within the
+    # int8 rule of onnxruntime running the whole file
+    import json
+
+    from edgevit.pynq import numpy_graph
+    from edgevit.pynq.driver import part_output
+
+    out = qdq_import.write_project(result, "zcu102", tmp_path / "prj2", [x[None] for x in images[:4]])
+    assert result.tail_error is None and (out / "cpu_tail.json").exists()
+    graph, weights = numpy_graph.load(out, "cpu_tail.json", "cpu_tail.npz")
+    spec = json.loads((out / "regmap.json").read_text())["buffers"]["output"]
+    sim, _ = csim.simulate_project(out)
+    step = qdq_import_output_step(model)
+    sess = onnxruntime_session(model.SerializeToString())
+    for x, raw in zip(images[:4], sim):
+        got = numpy_graph.run(graph, weights, {graph["input"]: part_output(raw, spec, graph)})[0]
+        want = sess.run(None, {sess.get_inputs()[0].name: x[None]})[0]
+        assert np.abs(got - want).max() <= qdq_import.TAIL_MAX_STEPS * step * 1.001
