@@ -10,6 +10,7 @@ converter or LiteRT.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +68,17 @@ def operator_name(model, op) -> str:
     from tflite.BuiltinOperator import BuiltinOperator
 
     code = builtin_code(model.OperatorCodes(op.OpcodeIndex()))
-    names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
     if code == BuiltinOperator.CUSTOM:
         custom = model.OperatorCodes(op.OpcodeIndex()).CustomCode() or b""
         return f"CUSTOM:{custom.decode(errors='replace')}"
-    return names.get(code, f"operator code {code}")
+    return _operator_names().get(code, f"operator code {code}")
+
+
+@functools.cache
+def _operator_names() -> dict[int, str]:
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    return {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
 
 
 def read_tflite(path: Path):
