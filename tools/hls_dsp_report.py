@@ -2,7 +2,7 @@
 
     python tools/hls_dsp_report.py [--models mobilevit_xxs ...] [--boards zcu102 pynq-z2] [--out results/hls_dsp]
 
-Five rows per model and board (six for mobilevitv2_050):
+Six rows per model and board (seven for mobilevitv2_050):
 
 * ``before``: what ``edgevit hls MODEL`` printed at the commit in results/hls_dsp_before.json (the estimator then
   assumed loads overlapping compute, axi_bits-wide ports and on-chip MoE expert blocks);
@@ -13,6 +13,8 @@ Five rows per model and board (six for mobilevitv2_050):
   16-bit banks, L2 norm and pool mixer a word a cycle, BRAM counted by bits); for a model listed in
   results/hls_dsp_v2_prefix.json that row is called ``a3d139b`` and ``previous`` is the one kept there
   (mobilevitv2_050 at 76398e5, when only the part before its first MobileVitV2Block ran on the accelerator);
+* ``sequential``: the ``after`` row of results/hls_dsp_sequential.json (the report at 8b24102, when the linear
+  unit ran each tile's load, MAC steps and write-back one after the other);
 * ``after``: the lane plan ``estimator.choose_lanes`` picks today.
 
 For the ``after`` plan, ``next lanes`` raises each lane count in turn to the next value the search tries and says whether the design still fits (and
@@ -43,6 +45,7 @@ BEFORE = ROOT / "results" / "hls_dsp_before.json"
 UNPACKED = ROOT / "results" / "hls_dsp_16bit_ports.json"
 PREVIOUS = ROOT / "results" / "hls_dsp_previous.json"
 PREFIX = ROOT / "results" / "hls_dsp_v2_prefix.json"
+SEQUENTIAL = ROOT / "results" / "hls_dsp_sequential.json"
 
 
 def _program(name: str):
@@ -83,12 +86,13 @@ def next_lanes(prog, fpga, lanes: estimator.Lanes, latency_ms: float) -> list[di
 
 
 def measure(models, boards) -> list[dict]:
-    """One entry per (model, board) with its ``before``, ``16-bit ports``, ``old lanes``, ``previous`` and
-    ``after`` rows."""
+    """One entry per (model, board) with its ``before``, ``16-bit ports``, ``old lanes``, ``previous``,
+    ``sequential`` and ``after`` rows."""
     before = {(r["model"], r["board"]): r for r in json.loads(BEFORE.read_text())["rows"]}
     unpacked = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(UNPACKED.read_text())["entries"]}
     previous = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREVIOUS.read_text())["entries"]}
     prefix = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREFIX.read_text())["entries"]}
+    sequential = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(SEQUENTIAL.read_text())["entries"]}
     out = []
     for name in models:
         prog = _program(name)
@@ -109,6 +113,8 @@ def measure(models, boards) -> list[dict]:
                 rows.append({**previous[(name, board)], "row": "a3d139b" if (name, board) in prefix else "previous"})
             if (name, board) in prefix:
                 rows.append({**prefix[(name, board)], "row": "previous"})
+            if (name, board) in sequential:
+                rows.append({**sequential[(name, board)], "row": "sequential"})
             chosen = estimator.choose_lanes(prog, fpga)
             estimator.apply_lanes(prog, chosen)
             rep = estimator.report(prog, fpga)
@@ -124,11 +130,12 @@ def measure(models, boards) -> list[dict]:
 
 
 def markdown(entries: list[dict]) -> str:
-    lines = ["| model | board | row | lanes li,lo,ld,rows | DSP | BRAM36 | LUT | latency ms | fits | memory-bound "
-             "cycles | linear MAC efficiency |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | board | row | lanes li,lo,ld,rows[,input tiles] | DSP | BRAM36 | LUT | latency ms | fits | "
+             "memory-bound cycles | linear MAC efficiency |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         for r in e["rows"]:
-            lanes = ",".join(str(r["lanes"][k]) for k in ("li", "lo", "ld", "rows"))
+            keys = ("li", "lo", "ld", "rows") + (("xtiles",) if "xtiles" in r["lanes"] else ())
+            lanes = ",".join(str(r["lanes"][k]) for k in keys)
             fits = "" if r["fits"] is None else ("yes" if r["fits"] else "NO")
             extra = ("", "") if "memory_bound_share" not in r else (f"{100 * r['memory_bound_share']:.0f} %",
                                                                      f"{100 * r['linear_mac_efficiency']:.1f} %")
@@ -174,10 +181,13 @@ def main(argv=None) -> int:
                                       "a cycle, BRAM counted by bits, not by bank width); for mobilevitv2_050 that row is "
                                       f"`a3d139b` and `previous` is the after plan at 76398e5 ({PREFIX.name}: only "
                                       "the part before its first MobileVitV2Block on the accelerator, the rest on "
-                                      "the CPU). `after`: today's C++ "
+                                      "the CPU). `sequential`: the after plan and estimate at 8b24102 "
+                                      f"({SEQUENTIAL.name}: the linear unit's tile loads, MAC steps and write-back "
+                                      "one after the other). `after`: today's C++ "
                                       "(ports of the board's AXI width, weight rows in pairs per 32-bit bank, L2 "
-                                      "norm and pool mixer LNL words a cycle) and lane plan. Estimates only: Vitis "
-                                      "HLS did not run.\n\n" + text)
+                                      "norm and pool mixer LNL words a cycle, the linear unit's next token tile "
+                                      "and previous results moving during a tile's MAC steps) and lane plan. "
+                                      "Estimates only: Vitis HLS did not run.\n\n" + text)
     return 0
 
 

@@ -60,7 +60,8 @@ TRIPCOUNTS = {
     "output_copy": "output words copied out",
     "linear_n_tiles": "linear: weight tiles (N / LO)", "linear_m_tiles": "linear: token tiles (M / TM)",
     "linear_tile_tokens": "linear: tokens in a token tile", "linear_k": "linear: input features K",
-    "linear_k_steps": "linear: pipelined k steps (K / LI)",
+    "linear_k_steps": "linear: pipelined k steps (K / LI)", "linear_jobs": "linear: (token tile, weight tile) jobs",
+    "linear_pass": "linear: iterations of a tile's pass (MAC steps, next tile's load, previous tile's write-back)",
     "dw_channel_groups": "depthwise: channel groups (C / LD)", "dw_window": "depthwise: weights per channel (K*K)",
     "dw_rows": "depthwise: input rows", "dw_cols": "depthwise: input columns",
     "dw_rows_ready": "depthwise: output rows completed per input row", "dw_out_cols": "depthwise: output columns",
@@ -95,8 +96,9 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int) -> dict:
-    """(min, max, avg) of every loop count in :data:`TRIPCOUNTS` over ``table``'s descriptors.
+def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int, wpb: int = 1) -> dict:
+    """(min, max, avg) of every loop count in :data:`TRIPCOUNTS` over ``table``'s descriptors (``wpb``: words
+    per port beat).
 
     Counts that depend on the routes an MoE layer takes at run time span their possible range. A loop of a unit
     the program never runs gets (1, 1, 1).
@@ -114,7 +116,11 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int) -> dict:
     def linear(m, k, n):
         add(linear_n_tiles=_ceil(n, lanes.lo), linear_m_tiles=_ceil(m, tile_tokens), linear_k=k,
             linear_k_steps=_ceil(k, lanes.li),
-            linear_tile_tokens=[tile_tokens] * (m // tile_tokens) + ([m % tile_tokens] if m % tile_tokens else []))
+            linear_tile_tokens=[tile_tokens] * (m // tile_tokens) + ([m % tile_tokens] if m % tile_tokens else []),
+            linear_jobs=_ceil(m, tile_tokens) * _ceil(n, lanes.lo),
+            # a pass is the longest of its MAC steps, the next tile's load and the previous tile's write-back
+            linear_pass=[max(tm * _ceil(k, lanes.li), _ceil(tm * k, wpb) + 1, tm * _ceil(min(lanes.lo, n), wpb))
+                         for tm in {min(tile_tokens, m), m % tile_tokens or tile_tokens}])
 
     by_code = {kind.code: kind for kind in KINDS.values()}
     for d in table.descriptors:
@@ -141,8 +147,9 @@ def _config_h(prog: Program, table: layer_table.LayerTable, axi_bits: int) -> st
         return "\n".join(f"    static const int {k}{suffix} = {v};" for k, v in values.items())
 
     trips = "\n".join(f"    typedef edgevit::tripcount<{lo}, {hi}, {avg}> {name};  // {TRIPCOUNTS[name]}"
-                       for name, (lo, hi, avg) in tripcounts(table, lanes, bounds["TM"]).items())
-    lane_constants = constants({"LI": lanes.li, "LO": lanes.lo, "LD": lanes.ld, "ROWS": lanes.rows})
+                       for name, (lo, hi, avg) in tripcounts(table, lanes, bounds["TM"], wpb).items())
+    lane_constants = constants({"LI": lanes.li, "LO": lanes.lo, "LD": lanes.ld, "ROWS": lanes.rows,
+                                "XTILES": lanes.xtiles})
     ports = (constants({"AXI_BITS": axi_bits, "WPB": wpb, "XBANKS": max(lanes.li, wpb),
                         "LNL": layernorm_lanes(lanes.li, wpb)})
              + "\n    typedef ap_uint<AXI_BITS> beat_t;")

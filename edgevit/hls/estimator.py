@@ -16,15 +16,23 @@ Cycles (what the C++ does, loop by loop):
 * **Pipelined loops** take ``trip * II + depth`` cycles per invocation (UG1399); an invocation that reads or
   writes DDR also waits ``AXI_LATENCY`` cycles once (the m_axi latency Vitis schedules by default; a new burst
   starts with every invocation of an inner loop, since the outer loops are not pipelined).
-* **Sequential.** Tile loads, compute and write-back are separate loops run one after the other (no DATAFLOW
-  region): a layer's cycles are the *sum* of its loops. ``compute`` is the part spent in the MAC / key-step
-  loops at their ideal rate, ``memory`` the rest (loads, write-back, port stalls, latencies); ``bound`` names
-  the larger. When a layer is memory bound, more lanes shrink only its small compute part.
-* **Linear unit** (``linear.h``): per weight tile one pass over the beats of its ``min(LO, N - n0) x K`` words
-  and one over their 64-bit biases; per token tile one pass over the beats of its ``tm x K`` words; per token
-  and weight tile one loop of ``tm x ceil(K/LI)`` MAC steps and one writing the beats of the ``tm`` output rows
-  of ``min(LO, N - n0)`` words (reading the residual; a partly covered beat is read first).
-  The loop order is the descriptor's (``layer_table.weights_outer``).
+* **Sequential, except where one loop does several things.** There is no DATAFLOW region: a unit's loops run one
+  after the other and a layer's cycles are the *sum* of its loops. Overlap exists only inside one pipelined
+  loop whose iterations do several things (the linear unit's pass), and is counted as that loop's trip, the
+  longest of its parts. ``compute`` is the part spent in the MAC / key-step loops at their ideal rate,
+  ``memory`` the rest (loads, write-back, the part of a pass its transfers make longer than its MAC steps, port
+  stalls, latencies); ``bound`` names the larger. When a layer is memory bound, more lanes shrink only its
+  compute part.
+* **Linear unit** (``linear.h``, :func:`linear_loops`): (token tile, weight tile) jobs in the descriptor's
+  order (``layer_table.weights_outer``). Per job one pass of ``tm x ceil(K/LI)`` MAC steps that also loads the
+  next token tile (ping-pong input tiles, ``Lanes.xtiles`` = 2) and writes back the previous job's ``tm``
+  output rows (ping-pong result tiles) a beat a cycle, when every output row is whole beats (``N`` and ``LO``
+  multiples of ``WPB``);
+  its trip is the longest of the three. Run on their own: weight tiles (the beats of ``min(LO, N - n0) x K``
+  words and of their 64-bit biases; no ping-pong), the write-back of a layer whose rows are not whole beats
+  (a partly covered beat is read first), the token tiles of a layer whose overlapped write-back reads a
+  residual (the port reads one beat a cycle), the last job's write-back. A token tile is loaded only when the
+  next job's tokens differ, a weight tile only when its rows do.
 * **Depthwise unit** (``conv.h``): per group of ``LD`` channels the weights, then per input row one pipelined
   read of its ``W x LD`` words, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel
   over one port).
@@ -47,12 +55,13 @@ Resources:
   the linear unit's pipelined write loop and ``LD`` in the depthwise unit's unrolled one.
 * BRAM36 per partitioned array: each bank is one memory; banks of at most ``LUTRAM_BITS`` go to LUTRAM (LUTs),
   larger ones take BRAM18 halves in the aspect ratio that needs the fewest (1K x 18, 512 x 36, ...: a bank's
-  width counts, so a 64-bit bank takes two). Linear: input tile ``max(LI, WPB)`` banks, weight tile
-  ``ceil(LO / 2) * max(LI, WPB)`` banks of 32-bit words (the two rows of a pair share a word), result tile ``LO``
-  banks of ``TM`` 64-bit sums in LUTRAM (bound so in the C++: a 32-deep bank would waste a BRAM);
+  width counts, so a 64-bit bank takes two). Linear: two input tiles of ``max(LI, WPB)`` banks, weight tile
+  ``ceil(LO / 2) * max(LI, WPB)`` banks of 32-bit words (the two rows of a pair share a word), two result tiles
+  of ``LO`` banks of ``TM`` 64-bit sums in LUTRAM (bound so in the C++: a 32-deep bank would waste a BRAM);
   depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
   and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and the
-  rows' 64-bit sums (``NMAX x DHMAX`` in ``DHMAX`` banks). No ping-pong copies (the C++ has none).
+  rows' 64-bit sums (``NMAX x DHMAX`` in ``DHMAX`` banks). Ping-pong copies only where the C++ has them (the
+  linear unit's input and result tiles).
 * LUTs: per 16x16 MAC 40 (its share of the adder tree and the 64-bit accumulator), 350 per epilogue, 900 per
   attention row, 15,000 for control, the descriptor decoder and the three m_axi adapters (first-order, not
   calibrated against a Vitis report).
@@ -103,12 +112,14 @@ _ACT = 40            # the epilogue's internal format (ACT_BITS)
 @dataclass(frozen=True)
 class Lanes:
     """Compile-time lanes of the units: ``li x lo`` linear MACs, ``ld`` depthwise channels, ``rows`` attention
-    query rows."""
+    query rows; ``xtiles``: the linear unit's input tiles (2: the next token tile loads during a tile's MAC steps;
+    1: between them, for boards whose BRAM cannot hold a second tile)."""
 
     li: int
     lo: int
     ld: int
     rows: int
+    xtiles: int = 2
 
 
 def dsp_per_multiply(a_bits: int, b_bits: int, family: str) -> int:
@@ -176,33 +187,97 @@ def layernorm_lanes(li: int, wpb: int) -> int:
     return n
 
 
-def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
-            outer_w: bool | None = None, wpb: int = 1) -> tuple[int, int]:
-    """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer; ``outer_w``: the descriptor's loop
-    order (default: the one ``layer_table`` writes for a linear layer); ``wpb``: 16-bit words per port beat.
+def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
+                 outer_w: bool | None = None, wpb: int = 1, aligned: bool = True,
+                 overlap: bool | None = None) -> list[tuple]:
+    """The pipelined loops linear_unit runs on an [M, K] x [K, N] layer, in order, as ``(trip, stall, depth,
+    latencies, steps)``: iterations, extra cycles of iterations that read a port twice, pipeline depth, m_axi
+    latencies waited, and MAC steps among the iterations. ``outer_w``: the descriptor's loop order (default: the
+    one ``layer_table`` writes); ``wpb``: 16-bit words per port beat; ``aligned``: the output and residual start on a
+    beat (``layer_table`` lays every tensor out on a 32-word boundary); ``overlap``: whether the write-back runs in
+    the passes (default: when ``linear_overlaps`` in the C++ says so; tests force it to show what crediting absent
+    overlap would count).
 
-    Tile loads move a beat a cycle. The write-back moves a beat of each output row a cycle; a beat the row
-    covers in part is read first (read-modify-write), which shares the read channel with the residual."""
-    tiles = [TILE_TOKENS] * (m // TILE_TOKENS) + ([m % TILE_TOKENS] if m % TILE_TOKENS else [])
-    cols = [(n0, min(lanes.lo, n - n0)) for n0 in range(0, n, lanes.lo)]
+    It walks the (token tile, weight tile) jobs as ``linear_unit`` does. A job's pass (``linear_pass``) runs its MAC
+    steps and, in the same loop, the next token tile's load (with two input tiles) and the previous job's
+    write-back when the layer overlaps (whole output beats: ``linear_overlaps``); its trip is the longest of the
+    three. Everything else
+    runs on its own: weight tiles, the write-back of a layer that does not overlap, a token tile whose layer's
+    overlapped write-back reads a residual (one read a cycle), the last job's write-back.
+    """
     if outer_w is None:
         outer_w = weights_outer(m, k, n, lanes.lo)
+    if overlap is None:
+        overlap = aligned and lanes.lo % wpb == 0 and n % wpb == 0
+    fuse_load = lanes.xtiles == 2 and not (overlap and residual)
+    loops = []
 
-    def out_row(n0: int, c: int) -> int:   # cycles per output row of a weight tile
-        aligned = n % wpb == 0 and n0 % wpb == 0
-        beats = math.ceil(c / wpb) + (0 if aligned else 1)
-        partial = 0 if aligned and c % wpb == 0 else min(2, beats)
-        return beats + (partial if residual else 0)
+    def tokens(m0: int) -> int:
+        return min(TILE_TOKENS, m - m0)
 
-    load_w = sum(_loop(_beats(c * k, wpb)) + (_loop(_beats(4 * c, wpb)) if bias else 0) for _, c in cols)
-    compute = memory = 0
-    for tm in tiles:
-        compute += len(cols) * _loop(tm * math.ceil(k / lanes.li), depth=DEPTH_MAC, ddr=False)
-        memory += _loop(_beats(tm * k, wpb)) * (len(cols) if outer_w else 1)
-        memory += sum(_loop(tm * out_row(n0, c), depth=DEPTH_EPILOGUE) + (AXI_LATENCY if residual else 0)
-                      for n0, c in cols)
-    memory += load_w * (1 if outer_w else len(tiles))
-    return compute, memory
+    def load_w(n0: int) -> None:
+        c = min(lanes.lo, n - n0)
+        loops.append((_beats(c * k, wpb), 0, DEPTH_IO, 1, 0))
+        if bias:
+            loops.append((_beats(4 * c, wpb), 0, DEPTH_IO, 1, 0))
+
+    def run(start: int, words: int) -> int:   # beats of a run of words from word start of an aligned tensor
+        return (start % wpb + words - 1) // wpb + 1 if aligned else _beats(words, wpb)
+
+    def load_x(m0: int) -> tuple:
+        return (run(m0 * k, tokens(m0) * k), 0, DEPTH_IO, 1, 0)
+
+    def write_back(m0: int, n0: int) -> None:   # a beat per cycle; a partly covered beat is read first
+        c = min(lanes.lo, n - n0)
+        beats = [run((m0 + em) * n + n0, c) for em in range(tokens(m0))]
+        whole = aligned and n % wpb == 0 and n0 % wpb == 0 and c % wpb == 0
+        stall = 0 if whole or not residual else sum(min(2, b) for b in beats)
+        loops.append((sum(beats), stall, DEPTH_EPILOGUE, 2 if residual else 1, 0))
+
+    jobs = math.ceil(m / TILE_TOKENS) * math.ceil(n / lanes.lo)
+    m0 = n0 = 0
+    prev = None
+    load_w(0)
+    loops.append(load_x(0))
+    for j in range(jobs):
+        nm0, nn0 = m0, n0
+        if outer_w:
+            nm0 += TILE_TOKENS
+            if nm0 >= m:
+                nm0, nn0 = 0, nn0 + lanes.lo
+        else:
+            nn0 += lanes.lo
+            if nn0 >= n:
+                nn0, nm0 = 0, nm0 + TILE_TOKENS
+        more = j + 1 < jobs
+        new_x, new_w = more and nm0 != m0, more and nn0 != n0
+        steps = tokens(m0) * math.ceil(k / lanes.li)
+        load = load_x(nm0)[0] if new_x and fuse_load else 0
+        out = tokens(prev[0]) * (min(lanes.lo, n - prev[1]) // wpb) if overlap and prev else 0
+        loops.append((max(steps, load, out), 0, DEPTH_EPILOGUE if out else DEPTH_MAC,
+                      (1 if load or out else 0) + (1 if out and residual else 0), steps))
+        if not overlap:
+            write_back(m0, n0)
+        if new_x and not fuse_load:
+            loops.append(load_x(nm0))
+        if new_w:
+            load_w(nn0)
+        prev = (m0, n0)
+        m0, n0 = nm0, nn0
+    if overlap:
+        write_back(*prev)
+    return loops
+
+
+def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
+            outer_w: bool | None = None, wpb: int = 1, aligned: bool = True) -> tuple[int, int]:
+    """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer (:func:`linear_loops`): ``compute`` the
+    MAC steps of its passes and their pipeline fill, ``memory`` every other cycle (loads, write-back, and the
+    part of a pass its load or write-back makes longer than its MAC steps)."""
+    loops = linear_loops(m, k, n, lanes, bias, residual, outer_w, wpb, aligned)
+    total = sum(trip + stall + depth + lat * AXI_LATENCY for trip, stall, depth, lat, _ in loops if trip > 0)
+    compute = sum(steps + DEPTH_MAC for *_, steps in loops if steps > 0)
+    return compute, total - compute
 
 
 def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes, wpb: int = 1) -> tuple[int, int]:
@@ -232,8 +307,9 @@ def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: 
     runs = [n * k // min(e, n * k)] * min(e, n * k) if reorder else [1] * (n * k)
     compute = memory = 0
     for cnt in runs:
-        for kk, nn in ((dm, h), (h, dm)):
-            c, mem = _linear(cnt, kk, nn, lanes, outer_w=True, wpb=wpb)   # moe.h: fc1 and fc2 weight tiles outer
+        # moe.h: fc1 and fc2 weight tiles outer; scratch after y: gathered tokens [N][D], hidden [N][H], outputs
+        for kk, nn, y in ((dm, h, 2 * n * dm), (h, dm, 2 * n * dm + n * h)):
+            c, mem = _linear(cnt, kk, nn, lanes, outer_w=True, wpb=wpb, aligned=y % wpb == 0)
             compute, memory = compute + c, memory + mem
         memory += 2 * cnt * _loop(dm)   # gather and scatter rows
     memory += 2 * n * _loop(dm) + n * k * (2 + AXI_LATENCY)   # clear/requantise accumulators, route table
@@ -291,10 +367,12 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     banks = max(lanes.li, wpb)
     # per write-back lane: an LO:1 mux of 64-bit sums (16 LO LUT6), the residual/merge lane selects; per load
     # lane a write to any of the tile's banks
-    # weight rows in pairs, each bank a 32-bit word of two rows; the result tile's TM-deep banks in LUTRAM (linear.h)
+    # weight rows in pairs, each bank a 32-bit word of two rows; input and result tiles ping-pong pairs, the result
+    # tiles' TM-deep banks in LUTRAM (linear.h)
     pairs = math.ceil(lanes.lo / 2)
     add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
-        [(tm * kmax, banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS), (tm * lanes.lo, lanes.lo, 64, True)])
+        [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS),
+         (2 * tm * lanes.lo, 2 * lanes.lo, 64, True)])
     if "dwconv" in kinds:
         k = bound["KMAXDW"]
         add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,
@@ -350,7 +428,7 @@ def fits(res: dict, fpga) -> bool:
 # allowed unused, 16 x 128 needs 2,800). Nothing in the C++ needs powers of two (tests run LI 3, LO 5, LD 3).
 LANE_SPACE = {"li": (1, 2, 4, 8, 12, 16, 24, 32),
               "lo": (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256),
-              "ld": (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), "rows": (1, 2, 4, 8, 16)}
+              "ld": (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), "rows": (1, 2, 4, 8, 16), "xtiles": (1, 2)}
 
 
 # Kinds whose cycles depend on LI (and LO): the linear unit and the units whose words a cycle are LNL.
@@ -369,10 +447,11 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
     kinds = {l.kind for l in prog.layers}
     base = Lanes(1, 1, 1, 1)
     plans = []
-    for li, lo, ld, rows in itertools.product(*LANE_SPACE.values()):
-        if (ld > 1 and "dwconv" not in kinds) or (rows > 1 and "attention" not in kinds):
+    for values in itertools.product(*LANE_SPACE.values()):
+        lanes = Lanes(**dict(zip(LANE_SPACE, values)))
+        if (lanes.ld > 1 and "dwconv" not in kinds) or (lanes.rows > 1 and "attention" not in kinds):
             continue
-        plans.append(Lanes(li, lo, ld, rows))
+        plans.append(lanes)
     per_unit = {}
 
     def unit_cycles(key: tuple, lanes: Lanes, select) -> int:
@@ -388,7 +467,8 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
         res = resources(prog, lanes, family, fpga.axi_bits)
         if not fits(res, fpga):
             continue
-        cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo), Lanes(lanes.li, lanes.lo, 1, 1),
+        cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo, lanes.xtiles),
+                                     Lanes(lanes.li, lanes.lo, 1, 1, lanes.xtiles),
                                      LI_KINDS.__contains__)
                   + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), "dwconv".__eq__)
                   + unit_cycles(("rows", lanes.rows), Lanes(1, 1, 1, lanes.rows), "attention".__eq__))
@@ -396,7 +476,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
     if not scored:
         return base
     best = min(c for c, _, _ in scored)
-    return min((dsp, c, (l.li, l.lo, l.ld, l.rows)) + (l,) for c, dsp, l in scored
+    return min((dsp, c, (l.li, l.lo, l.ld, l.rows, l.xtiles)) + (l,) for c, dsp, l in scored
                if c <= best * (1 + LATENCY_TOLERANCE))[-1]
 
 
@@ -404,7 +484,7 @@ def apply_lanes(prog: Program, lanes: Lanes) -> None:
     """Write the lane choice into the layers' compile-time attributes (it does not change the numerics)."""
     for layer in prog.layers:
         if layer.kind == "linear":
-            layer.attrs.update(li=lanes.li, lo=lanes.lo)
+            layer.attrs.update(li=lanes.li, lo=lanes.lo, xtiles=lanes.xtiles)
         elif layer.kind == "dwconv":
             layer.attrs.update(ld=lanes.ld)
         elif layer.kind == "attention":
@@ -413,7 +493,8 @@ def apply_lanes(prog: Program, lanes: Lanes) -> None:
 
 def lanes_of(prog: Program) -> Lanes:
     get = lambda kind, key: next((l.attrs[key] for l in prog.layers if l.kind == kind and key in l.attrs), 1)  # noqa: E731
-    return Lanes(get("linear", "li"), get("linear", "lo"), get("dwconv", "ld"), get("attention", "rows"))
+    xtiles = next((l.attrs["xtiles"] for l in prog.layers if l.kind == "linear" and "xtiles" in l.attrs), 2)
+    return Lanes(get("linear", "li"), get("linear", "lo"), get("dwconv", "ld"), get("attention", "rows"), xtiles)
 
 
 def report(prog: Program, fpga) -> dict:

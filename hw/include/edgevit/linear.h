@@ -1,18 +1,18 @@
-// The shared linear unit: every linear layer (Q/K/V, projection, MLP), pointwise conv and im2col'd KxK conv.
-// M, K, N, formats and epilogue come from the descriptor at run time; only the lanes are compile-time:
-// each cycle LI input lanes times LO output lanes (LI * LO MACs, the unrolled body of the pipelined k loop).
-// Tiles on chip: TM tokens of input (TM x KMAX words, XBANKS = max(LI, WPB) banks) and LO weight rows (LO x KMAX
-// words, XBANKS banks per pair of rows), so all LI * LO operands of a cycle come from distinct memories or the
-// two halves of one word, and the WPB words of a port beat from distinct banks (tiles load and results leave a
-// beat per cycle, packed.h). Rows 2j and 2j+1 share each bank as the halves of a 32-bit word (w[j][k][2],
-// dim 3 reshaped): the MAC step reads both at one address, and a BRAM18 of 512 x 36 holds the pair of 16-bit
-// banks (KMAX / XBANKS <= 512 words) that would otherwise take two BRAM18 of 1K x 18 a quarter or half full.
-// A tile load writes one half (the BRAM's byte write enables). The descriptor picks the loop order
-// (d3): token tiles outer (each weight tile re-read once per token tile) or weight tiles outer (each input tile
-// re-read once per weight tile), whichever moves fewer words. Each tile load, the MAC steps of a tile and its
-// write-back are one pipelined loop each, run one after the other (no ping-pong yet). The accumulator is exact
-// (64 bits), so neither the tiling nor the order changes a result. Epilogue: bias, activation and
-// requantisation (activation.h), optional residual.
+// The shared linear unit: every linear layer (Q/K/V, projection, MLP), pointwise conv and im2col'd KxK conv. M, K, N,
+// formats and epilogue come from the descriptor at run time; only the lanes are compile-time: each cycle LI input lanes
+// times LO output lanes (LI * LO MACs, the unrolled body of the pipelined k loop). Tiles on chip: XTILES (1 or 2) input
+// tiles of TM tokens (TM x KMAX words, XBANKS = max(LI, WPB) banks) and LO weight rows (LO x KMAX words, XBANKS banks
+// per pair of rows), so all LI * LO operands of a cycle come from distinct memories or the two halves of one word, and
+// the WPB words of a port beat from distinct banks (tiles load and results leave a beat per cycle, packed.h). Rows 2j
+// and 2j+1 share each bank as the halves of a 32-bit word (w[j][k][2], dim 3 reshaped): the MAC step reads both at one
+// address, and a BRAM18 of 512 x 36 holds the pair of 16-bit banks (KMAX / XBANKS <= 512 words) that would otherwise
+// take two BRAM18 of 1K x 18 a quarter or half full. A tile load writes one half (the BRAM's byte write enables). The
+// descriptor picks the loop order (d3): token tiles outer (each weight tile re-read once per token tile) or weight
+// tiles outer (each input tile re-read once per weight tile), whichever moves fewer words. Result tiles, and with
+// XTILES = 2 input tiles, are ping-pong pairs: one pipelined loop runs a tile's MAC steps while the next token tile
+// loads and the previous results leave (linear_unit says when each of them can). The accumulator is exact (64 bits), so
+// neither the tiling nor the order changes a result. Epilogue: bias, activation and requantisation (activation.h),
+// optional residual.
 #ifndef EDGEVIT_LINEAR_H
 #define EDGEVIT_LINEAR_H
 
@@ -21,12 +21,34 @@
 #include "packed.h"
 #include "tripcount_product.h"
 
+#ifndef __SYNTHESIS__
+#include <cstdlib>
+#endif
+
 namespace edgevit {
 
 #ifndef __SYNTHESIS__
 // C-simulation only: parameter words (weights and biases) the unit has read from DDR, in total. The MoE unit
 // takes differences of it to count each expert's reads.
 inline long& linear_weight_words_read() { static long n = 0; return n; }
+
+// C-simulation only: the pipelined loops each linear_unit call runs, so that a test can hold the estimator's loop
+// model to the C++ as written. Per call, the iterations of all its pipelined loops and how many loops ran (at
+// least one iteration), written as two longs to slots[2 pos] when the testbench has set slots (cap calls).
+struct linear_loop_log {
+    long* slots;
+    int pos, cap;
+    long trips, loops;
+};
+inline linear_loop_log& linear_loops() { static linear_loop_log g = {0, 0, 0, 0, 0}; return g; }
+inline void linear_loop_begin() { linear_loops().trips = linear_loops().loops = 0; }
+inline void linear_loop_note(int trip) {
+    if (trip > 0) linear_loops().trips += trip, ++linear_loops().loops;
+}
+inline void linear_loop_end() {
+    linear_loop_log& g = linear_loops();
+    if (g.slots && g.pos < g.cap) g.slots[2 * g.pos] = g.trips, g.slots[2 * g.pos + 1] = g.loops, ++g.pos;
+}
 #endif
 
 // Word k of row m of a tile: x [TM][KMAX] as written, the weight tile's rows in pairs (w [LO / 2][KMAX][2]).
@@ -49,6 +71,9 @@ void load_rows(PORT& mem, int start, int rows, int K, TILE dst) {
     typedef tripcount_beats<WORDS, CFG::WPB> beats_trip;
     const int first = start / CFG::WPB, beats = (start + rows * K - 1) / CFG::WPB - first + 1;
     int m = 0, k = -(start % CFG::WPB);   // row and column of the beat's lane 0
+#ifndef __SYNTHESIS__
+    linear_loop_note(beats);
+#endif
     for (int i = 0; i < beats; ++i) {
         EDGEVIT_TRIPCOUNT(beats_trip)
 #pragma HLS PIPELINE II=1
@@ -64,7 +89,7 @@ void load_rows(PORT& mem, int start, int rows, int K, TILE dst) {
     }
 }
 
-// Tokens [m0, m0 + tm) of x [M][K] into the input tile (their tm x K words are consecutive in DDR).
+// Tokens [m0, m0 + tm) of x [M][K] into an input tile (their tm x K words are consecutive in DDR).
 template <class CFG>
 void linear_load_x(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, word_t x[CFG::TM][CFG::KMAX]) {
     typedef tripcount_product<typename CFG::linear_tile_tokens, typename CFG::linear_k> tile_words;
@@ -89,6 +114,9 @@ void linear_load_w(word_source<CFG>& params, const layer_desc& d, int n0, word_t
         const int start = d.b + 4 * n0, first = start / CFG::WPB;
         const int beats = (start + 4 * rows - 1) / CFG::WPB - first + 1;
         int i = -(start % CFG::WPB);   // bias word of the beat's lane 0
+#ifndef __SYNTHESIS__
+        linear_loop_note(beats);
+#endif
         for (int b = 0; b < beats; ++b) {
             EDGEVIT_TRIPCOUNT(bias_beats)
 #pragma HLS PIPELINE II=1
@@ -106,46 +134,110 @@ void linear_load_w(word_source<CFG>& params, const layer_desc& d, int n0, word_t
 #endif
 }
 
-// Outputs [m0, m0 + tm) x [n0, n0 + LO) from the tiles: one pipelined loop over the tm x ceil(K / LI) MAC
-// steps (LI x LO MACs each; a token's sums go to the result tile at its last step), then one over the beats
-// of the tm output rows (min(LO, N - n0) words each): WPB outputs a cycle through WPB epilogues, the residual
-// read a beat at a time. A beat the row covers only in part keeps its other words (read-modify-write).
+// Whether a tile's write-back can run inside the next tile's MAC loop: every output row is whole beats (LO and N
+// multiples of WPB, y on a beat), so no beat is read to be merged, and a residual sits at the output's lanes
+// (x2 - y a multiple of WPB: one beat read per beat written). layer_table's 32-word alignment of tensors gives
+// the last two; test layouts and odd lanes take the sequential path.
 template <class CFG>
-void linear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, int n0,
-                    word_t x[CFG::TM][CFG::KMAX], word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2], const i64 bias[CFG::LO]) {
-    typedef tripcount_product<typename CFG::linear_tile_tokens, typename CFG::linear_k_steps> mac_steps;
+inline bool linear_overlaps(const layer_desc& d) {
+    return CFG::LO % CFG::WPB == 0 && d.d2 % CFG::WPB == 0 && d.y % CFG::WPB == 0 &&
+           (d.x2 < 0 || (d.x2 - d.y) % CFG::WPB == 0);
+}
+
+// One tile's tm x ceil(K / LI) MAC steps (x[cur] -> res[rj]; LI x LO MACs each, a token's sums to the result tile at
+// its last step) and, in the same pipelined loop, what the port can do meanwhile: the next token tile's lrows rows
+// (words from lstart) into the other input tile (XTILES = 2), and the write-back of the previous tile (rows wm0..,
+// columns wn0.., wtm rows) from res[rj ^ 1], a whole beat of WPB epilogues a cycle (linear_overlaps). Each iteration
+// makes at most one arena read (a beat of the load, or else the residual's) and one write, so the trip is the longest
+// of the three parts, not their sum. The caller never asks for both a load and a write-back that reads a residual (two
+// reads of one port a cycle).
+template <class CFG>
+void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, int rj,
+                 word_t x[CFG::XTILES][CFG::TM][CFG::KMAX],
+                 word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2], const i64 bias[CFG::LO], i64 res[2][CFG::TM][CFG::LO],
+                 int lstart, int lrows, int wm0, int wtm, int wn0) {
+    typedef typename CFG::beat_t beat_t;
+    const int K = d.d1, N = d.d2, FA = d.fx + d.fw;
+    const bool resid = d.x2 >= 0;
+    const int steps = tm * ((K + CFG::LI - 1) / CFG::LI);
+    const int lfirst = lstart / CFG::WPB, lbeats = lrows ? (lstart + lrows * K - 1) / CFG::WPB - lfirst + 1 : 0;
+    const int cols = N - wn0 < CFG::LO ? N - wn0 : CFG::LO, rbeats = cols / CFG::WPB, obeats = wtm * rbeats;
+    const int bx = resid ? (d.x2 - d.y) / CFG::WPB : 0;
+    int trip = steps > lbeats ? steps : lbeats;
+    if (obeats > trip) trip = obeats;
+#ifndef __SYNTHESIS__
+    if (lbeats && obeats && resid) std::abort();   // two reads of the arena port in one iteration
+    linear_loop_note(trip);
+#endif
+    const int nb = CFG::XTILES == 2 ? cur ^ 1 : 0, pr = rj ^ 1;
+    i64 acc[CFG::LO];
+#pragma HLS ARRAY_PARTITION variable=acc complete
+    int m = 0, k0 = 0;                          // MAC steps: token, first input lane
+    int lm = 0, lk = -(lstart % CFG::WPB);      // load: row and column of the beat's lane 0
+    int em = 0, oc = 0, row = (d.y + wm0 * N + wn0) / CFG::WPB;   // write-back: row, beat in the row, its beat
+    for (int i = 0; i < trip; ++i) {
+        EDGEVIT_TRIPCOUNT(CFG::linear_pass)
+#pragma HLS PIPELINE II=1
+        if (i < steps) {
+            const bool last = k0 + CFG::LI >= K;
+            for (int lo = 0; lo < CFG::LO; ++lo) {
+#pragma HLS UNROLL
+                i64 sum = k0 == 0 ? bias[lo] : acc[lo];
+                for (int li = 0; li < CFG::LI; ++li) {
+#pragma HLS UNROLL
+                    if (k0 + li < K) sum += (i64)x[cur][m][k0 + li] * (i64)w[lo >> 1][k0 + li][lo & 1];
+                }
+                acc[lo] = sum;
+                if (last) res[rj][m][lo] = sum;
+            }
+            if (last) {
+                k0 = 0;
+                ++m;
+            } else {
+                k0 += CFG::LI;
+            }
+        }
+        const bool ld = i < lbeats, wb = i < obeats;
+        beat_t r = 0;
+        if (ld || (wb && resid)) r = arena.beat(ld ? lfirst + i : row + oc + bx);
+        if (ld) {
+            for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+                if (lk >= 0 && lm < lrows) x[nb][lm][lk] = lane_of(r, l);
+                if (++lk == K) {
+                    lk = 0;
+                    ++lm;
+                }
+            }
+        }
+        if (wb) {
+            beat_t v = 0;
+            for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+                i64 y = epilogue(res[pr][em][oc * CFG::WPB + l], FA, d.act, d.fo, d.wo);
+                if (resid) y = add_residual(y, d.fo, lane_of(r, l), d.fx2, d.fo, d.wo);
+                set_lane(v, l, word_t(y));
+            }
+            arena.put_whole_beat(row + oc, v);
+            if (++oc == rbeats) {
+                oc = 0;
+                ++em;
+                row += N / CFG::WPB;
+            }
+        }
+    }
+}
+
+// Outputs [m0, m0 + tm) x [n0, n0 + LO) from a result tile, on their own (the last tile of an overlapped layer,
+// every tile of the others): one pipelined loop over the beats of the tm output rows (min(LO, N - n0) words
+// each), WPB outputs a cycle through WPB epilogues, the residual read a beat at a time. A beat the row covers
+// only in part keeps its other words (read-modify-write).
+template <class CFG>
+void linear_write_back(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, int n0, i64 res[CFG::TM][CFG::LO]) {
     typedef tripcount_product<typename CFG::linear_tile_tokens,
                               tripcount_beats<tripcount_const<CFG::LO>, CFG::WPB> > out_beats;
     typedef typename CFG::beat_t beat_t;
-    static i64 res[CFG::TM][CFG::LO];
-#pragma HLS ARRAY_PARTITION variable=res complete dim=2
-#pragma HLS BIND_STORAGE variable=res type=ram_2p impl=lutram
-    const int K = d.d1, N = d.d2, FA = d.fx + d.fw;
-    i64 acc[CFG::LO];
-#pragma HLS ARRAY_PARTITION variable=acc complete
-    int m = 0, k0 = 0;
-    const int steps = tm * ((K + CFG::LI - 1) / CFG::LI);
-    for (int i = 0; i < steps; ++i) {
-        EDGEVIT_TRIPCOUNT(mac_steps)
-#pragma HLS PIPELINE II=1
-        const bool last = k0 + CFG::LI >= K;
-        for (int lo = 0; lo < CFG::LO; ++lo) {
-#pragma HLS UNROLL
-            i64 sum = k0 == 0 ? bias[lo] : acc[lo];
-            for (int li = 0; li < CFG::LI; ++li) {
-#pragma HLS UNROLL
-                if (k0 + li < K) sum += (i64)x[m][k0 + li] * (i64)w[lo >> 1][k0 + li][lo & 1];
-            }
-            acc[lo] = sum;
-            if (last) res[m][lo] = sum;
-        }
-        if (last) {
-            k0 = 0;
-            ++m;
-        } else {
-            k0 += CFG::LI;
-        }
-    }
+    const int N = d.d2, FA = d.fx + d.fw;
     const int cols = N - n0 < CFG::LO ? N - n0 : CFG::LO;
     int beats = 0;
     for (int em = 0; em < tm; ++em) {
@@ -153,6 +245,9 @@ void linear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, 
         const int s = d.y + (m0 + em) * N + n0;
         beats += (s + cols - 1) / CFG::WPB - s / CFG::WPB + 1;
     }
+#ifndef __SYNTHESIS__
+    linear_loop_note(beats);
+#endif
     // The residual word of output word g is word g + dx of the arena: lanes sh.. of beat g / WPB + bx, then
     // of the next beat (sh = 0 when the two tensors start at the same offset within a beat, as layer_table
     // lays them out).
@@ -194,40 +289,67 @@ void linear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, 
 
 // x [M][K] at d.x, w [N][K] at d.w, bias [N] (64-bit) at d.b, residual [M][N] at d.x2, y [M][N] at d.y;
 // M, K <= KMAX, N = d0, d1, d2; d3 = 1: weight tiles outer.
+//
+// The layer is a sequence of (token tile, weight tile) jobs in the descriptor's order. Result tiles, and with
+// XTILES = 2 input tiles, are ping-pong pairs: while job j's MAC steps run (linear_pass), the next token tile
+// loads into the other input tile and, when linear_overlaps, job j - 1's results leave from the other result
+// tile. A token tile is
+// loaded only when the next job's tokens differ (weight tiles outer over one token tile keep it; so do token
+// tiles outer over one weight tile for the weights). What does not overlap runs between passes: weight tiles
+// (one weight tile, no ping-pong), the write-back of a layer that cannot overlap, the token tiles of a layer whose
+// overlapped write-back reads a residual or of a design with one input tile, and the last job's write-back.
 template <class CFG>
 void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    static word_t x[CFG::TM][CFG::KMAX], w[(CFG::LO + 1) / 2][CFG::KMAX][2];
-    static i64 bias[CFG::LO];
-#pragma HLS ARRAY_PARTITION variable=x cyclic factor=CFG::XBANKS dim=2
+    static word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], w[(CFG::LO + 1) / 2][CFG::KMAX][2];
+    static i64 bias[CFG::LO], res[2][CFG::TM][CFG::LO];
+#pragma HLS ARRAY_PARTITION variable=x complete dim=1
+#pragma HLS ARRAY_PARTITION variable=x cyclic factor=CFG::XBANKS dim=3
 #pragma HLS ARRAY_PARTITION variable=w complete dim=1
 #pragma HLS ARRAY_PARTITION variable=w cyclic factor=CFG::XBANKS dim=2
 #pragma HLS ARRAY_RESHAPE variable=w complete dim=3
 #pragma HLS ARRAY_PARTITION variable=bias complete
-    const int M = d.d0, N = d.d2;
-    if (d.d3) {
-        for (int n0 = 0; n0 < N; n0 += CFG::LO) {
-            EDGEVIT_TRIPCOUNT(CFG::linear_n_tiles)
-            linear_load_w<CFG>(params, d, n0, w, bias);
-            for (int m0 = 0; m0 < M; m0 += CFG::TM) {
-                EDGEVIT_TRIPCOUNT(CFG::linear_m_tiles)
-                const int tm = M - m0 < CFG::TM ? M - m0 : CFG::TM;
-                linear_load_x<CFG>(arena, d, m0, tm, x);
-                linear_compute<CFG>(arena, d, m0, tm, n0, x, w, bias);
-            }
+#pragma HLS ARRAY_PARTITION variable=res complete dim=1
+#pragma HLS ARRAY_PARTITION variable=res complete dim=3
+#pragma HLS BIND_STORAGE variable=res type=ram_2p impl=lutram
+#ifndef __SYNTHESIS__
+    linear_loop_begin();
+#endif
+    const int M = d.d0, K = d.d1, N = d.d2;
+    const int jobs = ((M + CFG::TM - 1) / CFG::TM) * ((N + CFG::LO - 1) / CFG::LO);
+    const bool overlap = linear_overlaps<CFG>(d), fuse_load = CFG::XTILES == 2 && !(overlap && d.x2 >= 0);
+    int m0 = 0, n0 = 0, cur = 0, rj = 0, pm0 = 0, ptm = 0, pn0 = 0;
+    linear_load_w<CFG>(params, d, 0, w, bias);
+    linear_load_x<CFG>(arena, d, 0, M < CFG::TM ? M : CFG::TM, x[0]);
+    for (int j = 0; j < jobs; ++j) {
+        EDGEVIT_TRIPCOUNT(CFG::linear_jobs)
+        const int tm = M - m0 < CFG::TM ? M - m0 : CFG::TM;
+        int nm0 = m0, nn0 = n0;   // the next job's tiles
+        if (d.d3) {
+            nm0 += CFG::TM;
+            if (nm0 >= M) nm0 = 0, nn0 += CFG::LO;
+        } else {
+            nn0 += CFG::LO;
+            if (nn0 >= N) nn0 = 0, nm0 += CFG::TM;
         }
-    } else {
-        for (int m0 = 0; m0 < M; m0 += CFG::TM) {
-            EDGEVIT_TRIPCOUNT(CFG::linear_m_tiles)
-            const int tm = M - m0 < CFG::TM ? M - m0 : CFG::TM;
-            linear_load_x<CFG>(arena, d, m0, tm, x);
-            for (int n0 = 0; n0 < N; n0 += CFG::LO) {
-                EDGEVIT_TRIPCOUNT(CFG::linear_n_tiles)
-                linear_load_w<CFG>(params, d, n0, w, bias);
-                linear_compute<CFG>(arena, d, m0, tm, n0, x, w, bias);
-            }
-        }
+        const bool more = j + 1 < jobs, new_x = more && nm0 != m0, new_w = more && nn0 != n0;
+        const int ntm = M - nm0 < CFG::TM ? M - nm0 : CFG::TM;
+        linear_pass<CFG>(arena, d, tm, cur, rj, x, w, bias, res, d.x + nm0 * K, new_x && fuse_load ? ntm : 0, pm0,
+                         overlap && j > 0 ? ptm : 0, pn0);
+        if (!overlap) linear_write_back<CFG>(arena, d, m0, tm, n0, res[rj]);
+        const int nxt = CFG::XTILES == 2 ? cur ^ 1 : 0;
+        if (new_x && !fuse_load) linear_load_x<CFG>(arena, d, nm0, ntm, x[nxt]);
+        if (new_w) linear_load_w<CFG>(params, d, nn0, w, bias);
+        if (new_x) cur = nxt;
+        rj ^= 1;
+        pm0 = m0, ptm = tm, pn0 = n0;
+        m0 = nm0, n0 = nn0;
     }
+    if (overlap) linear_write_back<CFG>(arena, d, pm0, ptm, pn0, res[rj ^ 1]);
+#ifndef __SYNTHESIS__
+    linear_loop_end();
+#endif
 }
+
 
 }  // namespace edgevit
 

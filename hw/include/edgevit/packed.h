@@ -100,6 +100,13 @@ struct word_port {
         mem[b] = v;
         if (b == rb) rd = v;
     }
+    // A whole beat b: no merge, so no read (the linear unit's overlapped write-back, which must not read the
+    // port its tile load uses). Pending words of beat b are superseded.
+    void put_whole_beat(int b, beat_t v) {
+        if (b == wb) wb = -1, mask = 0;
+        mem[b] = v;
+        if (b == rb) rd = v;
+    }
     void flush() {
         if (wb >= 0 && mask != 0) {
             beat_t v = wr;
