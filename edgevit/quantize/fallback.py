@@ -199,11 +199,12 @@ def float_outputs(model, kept: list[str], float_model) -> int:
     their activation inputs before quantization (other readers keep the quantized ones).
 
     ``nodes_to_exclude`` alone leaves a kept node's output quantized whenever a node reading it is quantized
-    (that node asks for int8 inputs), and the output's quantization is part of the error measured here. A
+    (that node asks for int8 inputs), and the output's quantization is part of the error measured here. Readers
+    with int8 weights (Conv/Gemm/MatMul: edgevit's int8 kernels) keep the quantized output. A
     ReLU/Clip after the node (which the quantizer folds into the quantization of a quantized node) is followed;
     ``float_model`` (the model that was quantized) gives back a ReLU folded before an input.
 
-    Returns the number of pairs removed.
+    Returns the number of pairs removed (pairs some readers still need are kept for them).
     """
     import onnx
     from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX
@@ -213,6 +214,14 @@ def float_outputs(model, kept: list[str], float_model) -> int:
 
     def readers(tensor: str) -> list:
         return [n for n in graph.node if tensor in n.input]
+
+    initializers = {t.name for t in graph.initializer}
+    weight_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in initializers}
+
+    def int8_kernel(node) -> bool:
+        # a Conv/Gemm/MatMul with int8 weights: fed a float input, it would run as a float op dequantizing its
+        # weights inside the kernel (unscheduled, slow), so it keeps reading the quantized tensor
+        return node.op_type in ("Conv", "Gemm", "MatMul") and any(i in weight_dq for i in node.input)
 
     removed = 0
     for node in [n for n in graph.node if n.name in set(kept)]:
@@ -224,19 +233,24 @@ def float_outputs(model, kept: list[str], float_model) -> int:
                 dequantizes = readers(q.output[0])
                 if not dequantizes or any(d.op_type != "DequantizeLinear" for d in dequantizes):
                     continue
+                dequantized = {d.output[0] for d in dequantizes}
+                staying = [n for n in graph.node if int8_kernel(n) and dequantized & set(n.input)]
                 final = tensor
-                if tensor.endswith(QUANT_INPUT_SUFFIX) and dequantizes[0].output[0] in outputs:
+                if not staying and tensor.endswith(QUANT_INPUT_SUFFIX) and dequantizes[0].output[0] in outputs:
                     final = dequantizes[0].output[0]  # a graph output keeps its name
                 for other in graph.node:
+                    if other in staying:
+                        continue
                     for k, name in enumerate(other.input):
-                        if name in {d.output[0] for d in dequantizes} or (final != tensor and name == tensor):
+                        if name in dequantized or (final != tensor and name == tensor):
                             other.input[k] = final
                     for k, name in enumerate(other.output):
                         if final != tensor and name == tensor:
                             other.output[k] = final
-                for n in [q, *dequantizes]:
-                    graph.node.remove(n)
-                removed += 1
+                if not staying:
+                    for n in [q, *dequantizes]:
+                        graph.node.remove(n)
+                    removed += 1
     # ... and they read their activations before quantization: a float conv reading a DequantizeLinear gets it
     # fused in front (a prologue the CPU schedules do not take: 30 ms instead of 1 for one mobilevit_xxs conv)
     producers = {o: n for n in graph.node for o in n.output}
