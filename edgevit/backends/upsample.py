@@ -7,6 +7,11 @@ half-pixel upsample the source rows/columns and weights follow from the output i
 output ``2i`` interpolates inputs ``i-1`` and ``i`` with weights 0.25 / 0.75, output ``2i+1`` inputs ``i`` and
 ``i+1`` with 0.75 / 0.25 (indices clamped at the border). The products and sums are the ones ``resize2d``
 computes, in the same order, so the result is the same to the bit.
+
+On AArch64 the two interpolations are separate stages (``separable``): each map's rows first (the columns'
+taps gather), then down the columns, which reads two of those rows with plain vector loads and is computed
+inside the consumer (the GELU that follows in EfficientFormerV2); the same products and sums, in the same
+order. 2x upsample + GELU of 1024 x 7 x 7 (qemu count, Cortex-A72): 5.5 -> 3.7 M instructions.
 """
 
 from __future__ import annotations
@@ -27,14 +32,28 @@ def _taps(out, size: int):
     return low, high, weight
 
 
-def upsample2x_bilinear(data: te.Tensor) -> te.Tensor:
+def upsample2x_bilinear(data: te.Tensor, separable: bool = False) -> te.Tensor:
     """NCHW bilinear 2x upsample, half-pixel centres (ONNX ``Resize`` linear ``half_pixel`` /
-    ``pytorch_half_pixel``, PyTorch ``Upsample(scale_factor=2, mode="bilinear")``)."""
+    ``pytorch_half_pixel``, PyTorch ``Upsample(scale_factor=2, mode="bilinear")``); ``separable``: rows first,
+    as a stage of their own (the same arithmetic)."""
     n, c, h, w = (int(d) for d in data.shape)
     one = tirx.const(1.0, "float32")
 
     def lerp(a, b, t):
         return a * (one - t) + b * t  # resize2d's _lerp
+
+    if separable:
+        def across(b, ch, r, x):
+            x0, x1, tx = _taps(x, w)
+            return lerp(data[b, ch, r, x0], data[b, ch, r, x1], tx)
+
+        rows = te.compute((n, c, h, 2 * w), across, name="upsample2x_rows", tag="injective")
+
+        def down(b, ch, y, x):
+            y0, y1, ty = _taps(y, h)
+            return lerp(rows[b, ch, y0, x], rows[b, ch, y1, x], ty)
+
+        return te.compute((n, c, 2 * h, 2 * w), down, name="upsample2x", tag="injective")
 
     def value(b, ch, y, x):
         y0, y1, ty = _taps(y, h)
@@ -48,10 +67,14 @@ def upsample2x_bilinear(data: te.Tensor) -> te.Tensor:
 
 @expr_functor.mutator
 class _Rewriter(PyExprMutator):
+    def __init__(self, mod, separable: bool):
+        super().__init__(mod)
+        self.separable = separable
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         if is_op(call, "relax.image.resize2d") and _is_2x_bilinear(call):
             return self.builder_.call_te(upsample2x_bilinear, self.visit_expr(call.args[0]),
-                                         primfunc_name_hint="upsample2x")
+                                         separable=self.separable, primfunc_name_hint="upsample2x")
         return super().visit_call_(call)
 
 
@@ -68,7 +91,11 @@ def _is_2x_bilinear(call: relax.Call) -> bool:
 
 @tvm.transform.module_pass(opt_level=0, name="BilinearUpsample2x")
 class BilinearUpsample2x:
-    """Rewrite exact 2x bilinear ``resize2d`` (NCHW, half-pixel, float32) to :func:`upsample2x_bilinear`."""
+    """Rewrite exact 2x bilinear ``resize2d`` (NCHW, half-pixel, float32) to :func:`upsample2x_bilinear`
+    (``separable``: rows first, for AArch64)."""
+
+    def __init__(self, separable: bool = False):
+        self.separable = separable
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return rewrite_functions(_Rewriter(mod), mod)
+        return rewrite_functions(_Rewriter(mod, self.separable), mod)

@@ -72,6 +72,18 @@ def _pool_mixer(path, channels, size):
                   [_const("s", [channels, 1, 1])])
 
 
+def _upsample_gelu(path, channels, size):
+    """EfficientFormerV2's 2x bilinear upsample (half-pixel) followed by an exact GELU."""
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n)
+              for n, v in (("scales", [1, 1, 2, 2]), ("sq2", 2 ** 0.5), ("one", 1.0), ("half", 0.5))]
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="linear",
+                              coordinate_transformation_mode="half_pixel"),
+             helper.make_node("Div", ["r", "sq2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["r", "a"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["y"])]
+    return _model(path, nodes, {"x": [1, channels, size, size]}, ("y", [1, channels, 2 * size, 2 * size]), consts)
+
+
 def _attention(path, heads, tokens, dim, bias=False):
     """softmax(q kᵀ) v, fused into one kernel; with an attention bias between (EfficientFormer) it is not."""
     scores = "sb" if bias else "s"
@@ -159,6 +171,8 @@ CASES = {
     # 3x3 average pooling excluding the padding, vectorised along the rows on AArch64 (pooling.py)
     "pool_mixer_28": (lambda p: _pool_mixer(p, 16, 28), "Elementwise", "avg_pool2d"),
     "pool_mixer_14": (lambda p: _pool_mixer(p, 8, 14), "Elementwise", "avg_pool2d"),
+    # 2x upsample + GELU: on AArch64 rows first, per map, the columns' stage inlined into the GELU (upsample.py)
+    "upsample_gelu": (lambda p: _upsample_gelu(p, 32, 7), "Elementwise", "upsample2x"),
     "attention_fused": (lambda p: _attention(p, 4, 256, 16), "Attention", "fused_attention"),
     "attention_odd_sizes": (lambda p: _attention(p, 3, 49, 20), "Attention", "fused_attention"),
     "attention_prime_tokens": (lambda p: _attention(p, 2, 197, 16), "Attention", "fused_attention"),
@@ -528,8 +542,23 @@ def test_aarch64_pooling_sums_windows_a_vector_at_a_time(case, tmp_path):
     assert len(host_func.params) == len(func.params) - 1  # no 1 / count map on x86
 
 
-#: What the qemu test runs: the lane kernels and the AArch64 pooling.
-QEMU_CASES = LANE_CASES + ["pool_mixer_28", "pool_mixer_14"]
+def test_aarch64_upsample_interpolates_rows_first():
+    """On AArch64 the 2x upsample's rows are interpolated once per map into a small buffer, and the columns'
+    interpolation (two rows, plain vector loads) is computed inside the GELU instead of stored per map; x86
+    keeps the one-stage upsample per map (numerics: the onnxruntime test above and the qemu test below)."""
+    import tempfile
+    from pathlib import Path
+
+    func, target = _case_kernel("upsample_gelu", Path(tempfile.mkdtemp()), cpu=get_target("rpi4").cpu)
+    script = schedule_func(func, target)[1].script()
+    assert 'upsample2x_rows_local = T.sblock_alloc_buffer' in script and "upsample2x_intermediate" not in script
+    host_func, host_target = _case_kernel("upsample_gelu", Path(tempfile.mkdtemp()), cpu=AVX512)
+    host = schedule_func(host_func, host_target)[1].script()
+    assert "upsample2x_rows" not in host and "upsample2x_intermediate_local" in host
+
+
+#: What the qemu test runs: the lane kernels, the AArch64 pooling and upsample.
+QEMU_CASES = LANE_CASES + ["pool_mixer_28", "pool_mixer_14", "upsample_gelu"]
 
 
 @pytest.mark.qemu
