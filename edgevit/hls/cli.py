@@ -187,7 +187,8 @@ def _report(args) -> int:
     print(f"total {rep['cycles']} cycles = {rep['latency_ms']:.3f} ms at {rep['clock_mhz']} MHz; "
           f"{'fits' if rep['fits'] else 'DOES NOT FIT'} {board} (limit 80 % per resource)")
     print(f"{100 * rep['memory_bound_share']:.0f} % of the cycles are in memory-bound layers (loads, write-back and "
-          f"m_axi latency on the board's AXI ports, run one after the other); there more lanes do not help. MACs in "
+          f"m_axi latency on the board's AXI ports beyond what overlaps the MAC steps); there more lanes do not help. "
+          f"MACs in "
           f"{100 * rep['compute_cycles'] / rep['cycles']:.1f} % of the cycles; linear unit at "
           f"{100 * rep['linear_mac_efficiency']:.1f} % of its LI x LO peak.")
     for entry in prog.cpu_layers:
