@@ -9,7 +9,6 @@ buffer of 16-bit words (64-bit biases take four), and every layer one descriptor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
