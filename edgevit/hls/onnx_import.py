@@ -1079,6 +1079,29 @@ def _choose_cut(im: _Importer, stop: int) -> tuple[str | None, str | None]:
     return None, None
 
 
+def cpu_part(result: ImportResult) -> tuple:
+    """The graph from ``result.cut`` to the model's outputs as the board's numpy interpreter runs it
+    (:mod:`edgevit.pynq.numpy_graph`): its nodes and weights.
+
+    Raises
+    ------
+    ModelImportError
+        If it uses an operator the interpreter lacks.
+    """
+    import onnx.utils
+
+    from ..pynq import cpu_tail, numpy_graph
+
+    mp = result.model
+    outputs = [o.name for o in mp.graph.output]
+    graph, weights = cpu_tail._plain(onnx.utils.Extractor(mp).extract_model([result.cut], outputs))
+    try:
+        numpy_graph.check_ops(graph)
+    except NotImplementedError as e:
+        raise ModelImportError(f"the CPU part of this model cannot run on the board: {e}") from None
+    return graph, weights
+
+
 def write_cpu_tail(result: ImportResult, sample: np.ndarray, out: Path) -> dict | None:
     """Write the CPU part (``cpu_tail.json``/``.npz``, the format :mod:`edgevit.pynq.numpy_graph` runs) into
     ``out``; checked against onnxruntime on ``sample`` first. Returns the tail's description, or None when the
@@ -1091,17 +1114,11 @@ def write_cpu_tail(result: ImportResult, sample: np.ndarray, out: Path) -> dict 
     """
     if result.cut is None:
         return None
-    import onnx.utils
-
     from ..pynq import cpu_tail, numpy_graph
 
     mp = result.model
     outputs = [o.name for o in mp.graph.output]
-    graph, weights = cpu_tail._plain(onnx.utils.Extractor(mp).extract_model([result.cut], outputs))
-    try:
-        numpy_graph.check_ops(graph)
-    except NotImplementedError as e:
-        raise ModelImportError(f"the CPU part of this model cannot run on the board: {e}") from None
+    graph, weights = cpu_part(result)
     values = _intermediates(mp, mp.graph.input[0].name, np.asarray(sample))
     got = numpy_graph.run(graph, weights, {result.cut: values[result.cut]})
     err = max(_rel_err(np.asarray(g, np.float64), values[o].astype(np.float64)) for g, o in zip(got, outputs))

@@ -27,7 +27,8 @@ from ..errors import ModelImportError
 from . import requant
 from .fixed import Fmt, QFmt, int8_format
 from .ops import KINDS
-from .onnx_import import ImportResult, _attr, _choose_cut, _intermediates, _macs, _needed_layers, _tail_nodes
+from .onnx_import import (ImportResult, _attr, _choose_cut, _intermediates, _macs, _needed_layers, _tail_nodes,
+                          cpu_part)
 from .program import Layer, Program
 
 PARAM_FMT = Fmt(16, 16)     # integer parameters stored as they are (weights, requantization records)
@@ -638,18 +639,13 @@ def write_int8_cpu_tail(result: ImportResult, sample: np.ndarray, out) -> dict |
     from pathlib import Path
 
     import onnx
-    import onnx.utils
 
     from ..pynq import cpu_tail, numpy_graph
     from ..reference import onnxruntime_session
 
     mp = result.model
     outputs = [o.name for o in mp.graph.output]
-    graph, weights = cpu_tail._plain(onnx.utils.Extractor(mp).extract_model([result.cut], outputs))
-    try:
-        numpy_graph.check_ops(graph)
-    except NotImplementedError as e:
-        raise ModelImportError(f"the CPU part of this model cannot run on the board: {e}") from None
+    graph, weights = cpu_part(result)
     m = onnx.ModelProto()
     m.CopyFrom(mp)
     m.graph.output.extend([onnx.helper.ValueInfoProto(name=result.cut)])
