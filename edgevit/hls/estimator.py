@@ -227,12 +227,16 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
     def load_x(m0: int) -> tuple:
         return (run(m0 * k, tokens(m0) * k), 0, DEPTH_IO, 1, 0)
 
+    written = {}   # a tile's beats depend only on where its first row starts within a beat: most jobs repeat
+
     def write_back(m0: int, n0: int) -> None:   # a beat per cycle; a partly covered beat is read first
         c = min(lanes.lo, n - n0)
-        beats = [run((m0 + em) * n + n0, c) for em in range(tokens(m0))]
-        whole = aligned and n % wpb == 0 and n0 % wpb == 0 and c % wpb == 0
-        stall = 0 if whole or not residual else sum(min(2, b) for b in beats)
-        loops.append((sum(beats), stall, DEPTH_EPILOGUE, 2 if residual else 1, 0))
+        key = ((m0 * n + n0) % wpb, tokens(m0), c, n0 % wpb)
+        if key not in written:
+            beats = [run((m0 + em) * n + n0, c) for em in range(tokens(m0))]
+            whole = aligned and n % wpb == 0 and n0 % wpb == 0 and c % wpb == 0
+            written[key] = (sum(beats), 0 if whole or not residual else sum(min(2, b) for b in beats))
+        loops.append((*written[key], DEPTH_EPILOGUE, 2 if residual else 1, 0))
 
     jobs = math.ceil(m / TILE_TOKENS) * math.ceil(n / lanes.lo)
     m0 = n0 = 0
@@ -269,6 +273,7 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
     return loops
 
 
+@functools.lru_cache(maxsize=65536)   # the lane search asks for the same layer shapes under each candidate plan
 def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
             outer_w: bool | None = None, wpb: int = 1, aligned: bool = True) -> tuple[int, int]:
     """(compute, memory) cycles of linear_unit on an [M, K] x [K, N] layer (:func:`linear_loops`): ``compute`` the
