@@ -65,6 +65,7 @@ TRIPCOUNTS = {
     "dw_channel_groups": "depthwise: channel groups (C / LD)", "dw_window": "depthwise: weights per channel (K*K)",
     "dw_rows": "depthwise: input rows", "dw_cols": "depthwise: input columns",
     "dw_rows_ready": "depthwise: output rows completed per input row", "dw_out_cols": "depthwise: output columns",
+    "dw_overlapped": "depthwise: iterations of a group's overlapped row passes (row reads and output rows)",
     "im2col_out_rows": "im2col: output rows", "im2col_out_cols": "im2col: output columns",
     "im2col_k": "im2col: kernel size", "im2col_channels": "im2col: channels",
     "attn_groups": "attention: sequences", "attn_heads": "attention: heads", "attn_tokens": "attention: tokens",

@@ -62,12 +62,13 @@ def simulate_project(project: Path, probes: bool = False) -> tuple[list, list]:
     Returns the raw outputs, one array per input, and (if ``probes``) per input a dict of every tensor's raw
     values (read from the arena after the run) plus ``"trace"``, the attention units' row completion steps,
     ``"moe_reads"``, the expert weight words each MoE layer read per expert (layers in program order), and
-    ``"linear_loops"``, per linear_unit call in call order a row (iterations of its pipelined loops, loops run).
+    ``"unit_loops"``, per linear_unit, depthwise_unit and im2col call in call order a row (iterations of its
+    pipelined loops, loops run).
     A mismatch against ``testdata/golden.bin`` is not an error here: the caller compares tensor by tensor.
     """
     project = Path(project)
     data = project / "testdata"
-    for stale in ("outputs.bin", "arenas.bin", "trace.bin", "moe_reads.bin", "linear_loops.bin"):
+    for stale in ("outputs.bin", "arenas.bin", "trace.bin", "moe_reads.bin", "unit_loops.bin"):
         (data / stale).unlink(missing_ok=True)
     exe = build([project / "top.cpp", project / "tb.cpp"], [project], [project / "config.h"])
     proc = subprocess.run([str(exe), *(["dump"] if probes else [])], cwd=project, capture_output=True, text=True)
@@ -81,8 +82,8 @@ def simulate_project(project: Path, probes: bool = False) -> tuple[list, list]:
         arenas = np.fromfile(data / "arenas.bin", "<i2").astype(np.int64).reshape(len(outputs), -1)
         traces = np.fromfile(data / "trace.bin", "<i4").astype(np.int64).reshape(len(outputs), -1)
         reads = np.fromfile(data / "moe_reads.bin", "<i8").reshape(len(outputs), -1)
-        loops = np.fromfile(data / "linear_loops.bin", "<i8").reshape(len(outputs), -1, 2)
+        loops = np.fromfile(data / "unit_loops.bin", "<i8").reshape(len(outputs), -1, 2)
         for arena, trace, read, loop in zip(arenas, traces, reads, loops):
             dumps.append({**{name: arena[off:off + n] for name, (off, n) in table["tensors"].items()},
-                          "trace": trace, "moe_reads": read, "linear_loops": loop[loop[:, 1] > 0]})
+                          "trace": trace, "moe_reads": read, "unit_loops": loop[loop[:, 1] > 0]})
     return outputs, dumps

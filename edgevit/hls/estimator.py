@@ -33,15 +33,18 @@ Cycles (what the C++ does, loop by loop):
   (a partly covered beat is read first), the token tiles of a layer whose overlapped write-back reads a
   residual (the port reads one beat a cycle), the last job's write-back. A token tile is loaded only when the
   next job's tokens differ, a weight tile only when its rows do.
-* **Depthwise unit** (``conv.h``): per group of ``LD`` channels the weights, then per input row one pipelined
-  read of its ``W x LD`` words, and per output row ``WO`` pixels at ``II = LD`` (``LD`` words written per pixel
-  over one port).
+* **Depthwise unit** (``conv.h``, :func:`depthwise_loops`): per group of ``LD`` channels its weights and biases
+  a beat a cycle, then passes over the rows: when a pixel's channels are whole beats (``LD`` and ``C`` multiples
+  of ``WPB``), each pass reads an input row and computes the output row its predecessors completed, and all
+  passes of a group are one pipelined loop (``II = LD / WPB``); otherwise an input row's read and each output
+  row are loops of their own at the beats a pixel's words can span.
 * **Attention unit** (``attention.h``): per head one pass reading Q, K and V (three words a step, ``II = 3``),
   the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising
   and writing the outputs.
 * LayerNorm (gamma and beta read once per layer, then two passes per row), L2 norm (two passes per row) and
   the pool mixer (per pixel a pass per window tap and one writing, each the most beats a row can span): ``LNL``
-  words a cycle (:func:`layernorm_lanes`). Additive attention, data movers, MoE copies: their pipelined
+  words a cycle (:func:`layernorm_lanes`). im2col: one loop, a beat a cycle when the channels are whole beats,
+  else a word (:func:`ops.im2col_trip`). Additive attention, the other data movers, MoE copies: their pipelined
   loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
@@ -58,7 +61,7 @@ Resources:
   width counts, so a 64-bit bank takes two). Linear: two input tiles of ``max(LI, WPB)`` banks, weight tile
   ``ceil(LO / 2) * max(LI, WPB)`` banks of 32-bit words (the two rows of a pair share a word), two result tiles
   of ``LO`` banks of ``TM`` 64-bit sums in LUTRAM (bound so in the C++: a 32-deep bank would waste a BRAM);
-  depthwise line buffer ``KMAXDW^2 * LD`` banks; attention K
+  depthwise line buffer ``(KMAXDW + 1) * KMAXDW * LD`` banks (``KMAXDW + 1`` rows); attention K
   and V one copy per row slot (``ROWS * DHMAX`` banks of ``NMAX`` words each), the queries by slot and the
   rows' 64-bit sums (``NMAX x DHMAX`` in ``DHMAX`` banks). Ping-pong copies only where the C++ has them (the
   linear unit's input and result tiles).
@@ -84,7 +87,7 @@ import numpy as np
 
 from .golden import moe_active_experts
 from .layer_table import FIELDS, TILE_TOKENS, WORD_BITS, expert_words, unit_bounds, weights_outer
-from .ops import KINDS
+from .ops import KINDS, depthwise_passes
 from .program import Program
 
 UTIL_LIMIT = 0.8
@@ -285,17 +288,49 @@ def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: b
     return compute, total - compute
 
 
-def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes, wpb: int = 1) -> tuple[int, int]:
-    """A pixel's ``LD`` input words and its ``LD`` results each move as up to ``(LD + WPB - 2) // WPB + 1``
-    beats (``read_lanes`` / ``write_lanes``), which is the II of the row-read and output loops."""
+def depthwise_loops(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes, bias: bool = True,
+                    int8: bool = False, wpb: int = 1, overlap: bool | None = None) -> list[tuple]:
+    """The pipelined loops depthwise_unit runs on an [H, W, C] map, in order, as ``(trip, ii, depth, steps)``
+    (``steps``: output pixels among the iterations). ``overlap``: whether a row's reads and an output row share
+    one loop (default: when ``depthwise_overlaps`` in the C++ says so, ``LD`` and ``C`` multiples of ``WPB``;
+    ``layer_table`` puts every tensor on a beat).
+
+    Per group of ``LD`` channels: its weights and biases a beat a cycle (a run that need not start on a beat:
+    one beat more), for int8 the requantisation records (``LD`` at ``II = 4``), then the row passes of
+    :func:`ops.depthwise_passes`. Overlapped, the passes are one loop, each pass ``max(W, WO)`` pixels at
+    ``II = LD / WPB`` (a pixel's beats, reads and writes on their own AXI channels); otherwise each is a loop of
+    ``W`` or ``WO`` pixels at the ``(LD + WPB - 2) // WPB + 1`` beats a pixel's words can span.
+    """
+    if overlap is None:
+        overlap = lanes.ld % wpb == 0 and c % wpb == 0
     ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
-    groups = math.ceil(c / lanes.ld)
-    beats = (lanes.ld + wpb - 2) // wpb + 1
-    weights = min(lanes.ld, c) * (_loop(k * k) + 4 + AXI_LATENCY)
-    lines = h * _loop(w, ii=beats)
-    out_rows = ho * _loop(wo, ii=beats, depth=DEPTH_EPILOGUE)
-    compute = groups * ho * wo
-    return compute, groups * (weights + lines + out_rows) - compute
+    ii = lanes.ld // wpb if overlap else (lanes.ld + wpb - 2) // wpb + 1
+    rows = [(max(w if rd else 0, wo if out else 0), ii, DEPTH_EPILOGUE if out else DEPTH_IO, wo if out else 0)
+            for rd, out in depthwise_passes(h, k, s, pad, overlap)]
+    if overlap:   # the passes are one loop
+        rows = [(sum(r[0] for r in rows), ii, DEPTH_EPILOGUE, sum(r[3] for r in rows))]
+    loops = []
+    for c0 in range(0, c, lanes.ld):
+        n = min(lanes.ld, c - c0)
+        loops.append((_beats(n * k * k, wpb), 1, DEPTH_IO, 0))
+        if bias:
+            loops.append((_beats(4 * n, wpb), 1, DEPTH_IO, 0))
+        if int8:
+            loops.append((lanes.ld, 4, DEPTH_IO, 0))
+        loops += rows
+    return loops
+
+
+@functools.lru_cache(maxsize=4096)
+def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes, bias: bool = True,
+               int8: bool = False, wpb: int = 1) -> tuple[int, int]:
+    """(compute, memory) cycles of depthwise_unit (:func:`depthwise_loops`): ``compute`` one cycle per output
+    pixel of each channel group, ``memory`` every other cycle (weights, reads, a pixel's beats beyond one, the
+    m_axi latency of every loop)."""
+    loops = depthwise_loops(h, w, c, k, s, pad, lanes, bias, int8, wpb)
+    total = sum(_loop(trip, ii, depth) for trip, ii, depth, _ in loops)
+    compute = sum(steps for *_, steps in loops)
+    return compute, total - compute
 
 
 def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes) -> tuple[int, int]:
@@ -381,7 +416,7 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     if "dwconv" in kinds:
         k = bound["KMAXDW"]
         add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,
-            [(k * bound["WMAX"] * lanes.ld, k * k * lanes.ld)])
+            [((k + 1) * bound["WMAX"] * lanes.ld, (k + 1) * k * lanes.ld)])
         usage["lut"] += lanes.ld * k * k * WORD_BITS // 2   # the weights of LD channels in registers
     if "attention" in kinds:
         dh = bound["DHMAX"]

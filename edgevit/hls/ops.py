@@ -128,7 +128,8 @@ def _dwconv_fixed(prog, layer, env):
 
 def _dwconv_cost(u, layer, shape, oshape, lanes):
     a = layer.attrs
-    compute, memory = u.depthwise(*shape, a["k"], a["stride"], a["pad"], lanes)
+    compute, memory = u.depthwise(*shape, a["k"], a["stride"], a["pad"], lanes, "b" in layer.params,
+                                  layer.kind == "qdwconv")
     return compute, memory, int(np.prod(oshape)) * a["k"] ** 2
 
 
@@ -136,17 +137,45 @@ def _out_size(h, w, k, s, pad):
     return (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
 
 
+def depthwise_passes(h: int, k: int, s: int, pad: int, overlap: bool) -> list[tuple[bool, bool]]:
+    """The pipelined row loops depthwise_unit runs on one channel group (conv.h), in order, as (reads an input
+    row, computes an output row). ``overlap`` (``depthwise_overlaps``): each pass reads the next input row and
+    computes the first output row whose input rows have all arrived before it; otherwise a pass does one of the
+    two, an input row and then every output row it completes."""
+    ho = _out_size(h, h, k, s, pad)[0]
+
+    def ready(oy: int, rows: int) -> bool:   # output row oy's input rows are all among the first `rows`
+        return min(oy * s - pad + k - 1, h - 1) < rows
+
+    passes, iy, oy = [], 0, 0
+    while iy < h or oy < ho:
+        if overlap:
+            step = (iy < h, oy < ho and ready(oy, iy))
+        else:
+            step = (False, True) if oy < ho and ready(oy, iy) else (True, False)
+        passes.append(step)
+        iy, oy = iy + step[0], oy + step[1]
+    return passes
+
+
 def _dwconv_trips(dims, lanes, add, linear):
     h, w, c, k, s, pad = dims
     ho, wo = _out_size(h, w, k, s, pad)
     ready, oy = [], 0
-    for iy in range(h):   # the line-buffer schedule of depthwise_unit
+    for iy in range(h):   # the sequential schedule: output rows completed per input row
         start = oy
         while oy < ho and min(oy * s - pad + k - 1, h - 1) <= iy:
             oy += 1
         ready.append(oy - start)
+    passes = depthwise_passes(h, k, s, pad, True)
     add(dw_channel_groups=_ceil(c, lanes.ld), dw_window=k * k, dw_rows=h, dw_cols=w, dw_rows_ready=ready,
-        dw_out_cols=wo)
+        dw_out_cols=wo, dw_overlapped=sum(max(w if i else 0, wo if o else 0) for i, o in passes))
+
+
+def im2col_trip(words: int, c: int, wpb: int) -> int:
+    """Iterations of im2col's one loop (conv.h) writing ``words`` output words of a ``c``-channel map: a beat a
+    cycle when ``c`` is whole beats (tensors start on a beat), else a word a cycle."""
+    return words // wpb if c % wpb == 0 else words
 
 
 def _im2col_trips(dims, lanes, add, linear):
@@ -471,7 +500,7 @@ KINDS = {
     "im2col": LayerKind(
         3, lambda l, env, s: reference.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
         lambda p, l, env: golden.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
-        _window_dims, lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(osh))), 0),   # one word a cycle, one loop
+        _window_dims, lambda u, l, sh, osh, lanes: (0, u.loop(im2col_trip(int(np.prod(osh)), sh[-1], u.wpb)), 0),
         _im2col_trips, "same"),
     "layernorm": LayerKind(
         4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),

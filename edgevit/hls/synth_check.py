@@ -303,6 +303,9 @@ class _Scanner:
             if c.kind == self.K.DECL_REF_EXPR:
                 target = c.referenced
                 if target is None:
+                    # a function template's non-type parameter, substituted in the instantiation: its value
+                    if any(k.kind == self.K.INTEGER_LITERAL for k in c.get_children()):
+                        continue
                     return False
                 if target.get_usr() in loop_vars:
                     uses_var = True

@@ -2,8 +2,9 @@
 // testdata/inputs.bin through edgevit_top, writes testdata/outputs.bin, and compares with testdata/golden.bin
 // (bit for bit) and testdata/reference.bin (float64 model). With the argument "dump" it also writes the whole
 // arena after each input (testdata/arenas.bin), the attention schedule (testdata/trace.bin), the expert
-// weight words read per MoE layer and expert (testdata/moe_reads.bin) and, per linear_unit call, the iterations
-// of its pipelined loops and how many ran (testdata/linear_loops.bin). Exit 1 on any mismatch.
+// weight words read per MoE layer and expert (testdata/moe_reads.bin) and, per linear_unit, depthwise_unit and
+// im2col call, the iterations of its pipelined loops and how many ran (testdata/unit_loops.bin). Exit 1 on any
+// mismatch.
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -50,13 +51,13 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "program.bin is not a layer program of this version\n");
         return 2;
     }
-    int traced = 0, expert_slots = 0, linear_calls = 0;
+    int traced = 0, expert_slots = 0, unit_calls = 0;
     for (int n = 0; n < hd.layers; ++n) {
         layer_desc d;
         read_layer(program.data() + HEADER_WORDS + n * DESC_WORDS, d);
         if (d.op == OP_ATTENTION) traced += d.d0 * d.d1 * d.d2;
-        if (d.op == OP_MOE_EXPERTS) expert_slots += d.d3, linear_calls += 2 * d.d0 * d.d4;   // at most a run a pair
-        if (d.op == OP_LINEAR) ++linear_calls;
+        if (d.op == OP_MOE_EXPERTS) expert_slots += d.d3, unit_calls += 2 * d.d0 * d.d4;   // at most a run a pair
+        if (d.op == OP_LINEAR || d.op == OP_DWCONV || d.op == OP_QDWCONV || d.op == OP_IM2COL) ++unit_calls;
     }
     const int count = (int)(inputs.size() / hd.input_words);
     // The m_axi buffers as the board holds them: beats of AXI_BITS bits (the arena starts zeroed, as the driver
@@ -65,12 +66,12 @@ int main(int argc, char** argv) {
     std::vector<beat_t> arena((hd.arena_words + wpb - 1) / wpb, beat_t(0)), output((hd.output_words + wpb - 1) / wpb);
     std::vector<short> out16(hd.output_words), arena16(hd.arena_words);
     std::vector<int> trace(traced);
-    std::vector<long> reads(expert_slots), loops(2 * linear_calls);
+    std::vector<long> reads(expert_slots), loops(2 * unit_calls);
     FILE* fout = std::fopen("testdata/outputs.bin", "wb");
     FILE* farena = dump ? std::fopen("testdata/arenas.bin", "wb") : 0;
     FILE* ftrace = dump ? std::fopen("testdata/trace.bin", "wb") : 0;
     FILE* freads = dump ? std::fopen("testdata/moe_reads.bin", "wb") : 0;
-    FILE* floops = dump ? std::fopen("testdata/linear_loops.bin", "wb") : 0;
+    FILE* floops = dump ? std::fopen("testdata/unit_loops.bin", "wb") : 0;
     long mismatches = 0;
     int agree = 0;
     double max_err = 0;
@@ -83,9 +84,9 @@ int main(int argc, char** argv) {
         moe_weight_reads() = reads.data();
         moe_weight_reads_pos() = 0;
         for (size_t k = 0; k < loops.size(); ++k) loops[k] = 0;
-        linear_loops().slots = loops.data();
-        linear_loops().pos = 0;
-        linear_loops().cap = linear_calls;
+        unit_loops().slots = loops.data();
+        unit_loops().pos = 0;
+        unit_loops().cap = unit_calls;
         edgevit_top(program.data(), params.data(), arena.data(), input.data(), output.data());
         from_beats<accel_config>(output, out16.data(), hd.output_words);
         int best = 0, best_ref = 0;

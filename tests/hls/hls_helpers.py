@@ -33,7 +33,7 @@ def csim_vs_golden(prog: Program, samples, tmp_path, overrides=None, fpga=None):
         env = prog.run_fixed(prog.quantize_input(x))
         for name in prog.shapes:
             mismatches += int((probe[name] != env[name].ravel()).sum())
-        env["trace"], env["linear_loops"] = probe["trace"], probe["linear_loops"]
+        env["trace"], env["unit_loops"] = probe["trace"], probe["unit_loops"]
         # Error of the kernel alone: float reference on the quantized input.
         xq = to_float(prog.quantize_input(x), prog.formats["input"])
         ref = prog.run_float(xq)[prog.output]

@@ -1,14 +1,16 @@
-"""The linear unit's overlapped passes (a tile's MAC steps, the next tile's load and the previous tile's
-write-back in one pipelined loop, ping-pong input and result tiles): C-simulation equals the golden model bit for
-bit in every path (overlapped, overlapped with a residual, sequential), and the estimator's loop model is the
-loops the C++ runs, counted in C-simulation."""
+"""Overlapped passes. The linear unit's (a tile's MAC steps, the next tile's load and the previous tile's
+write-back in one pipelined loop, ping-pong input and result tiles) and the depthwise unit's (an input row's
+reads and an output row in one pipelined loop, a line buffer of K + 1 rows), and im2col a beat a cycle when the
+channels are whole beats: C-simulation equals the golden model bit for bit in every path (overlapped, overlapped
+with a residual, sequential; float and int8 depthwise; im2col by beat and by word), and the estimator's loop
+model is the loops the C++ runs, counted in C-simulation."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from edgevit.hls import estimator, layer_table
+from edgevit.hls import estimator, layer_table, ops
 from edgevit.targets import get_target
 
 from hls_helpers import csim_vs_golden, program
@@ -61,7 +63,7 @@ def test_one_token_tile_and_one_weight_tile_are_kept(tmp_path):
     prog = program(layers, shapes, {"li": 4, "lo": 16})
     mism, errs, envs = csim_vs_golden(prog, [_normal(20, 20)], tmp_path)
     assert mism == 0 and errs[0] < 0.05
-    _check_loops(prog, envs[0]["linear_loops"])
+    _check_loops(prog, envs[0]["unit_loops"])
 
 
 def test_one_input_tile_loads_between_passes(tmp_path):
@@ -72,20 +74,27 @@ def test_one_input_tile_loads_between_passes(tmp_path):
     mism, errs, envs = csim_vs_golden(prog, [_normal(70, 20)], tmp_path)
     assert "XTILES = 1;" in (tmp_path / "prj" / "config.h").read_text()
     assert mism == 0 and errs[0] < 0.05
-    counted = envs[0]["linear_loops"]
+    counted = envs[0]["unit_loops"]
     _check_loops(prog, counted)
     two = _estimated_loops(prog, lanes=dataclasses.replace(estimator.lanes_of(prog), xtiles=2))
     assert not _matches(counted.tolist()[0], two[0])
 
 
 def _estimated_loops(prog, **force):
-    """Per linear layer the estimator's (iterations, loops run) for its descriptor; ``force``: arguments of
+    """Per linear and depthwise layer the estimator's (iterations, loops run) for its descriptor; ``force``: arguments of
     ``linear_loops`` to override (what an estimator crediting absent overlap would assume)."""
     out = []
     for layer, d in zip(prog.layers, layer_table.build(prog).descriptors):
-        args = {"lanes": estimator.lanes_of(prog), "bias": "b" in layer.params, "residual": len(layer.inputs) > 1,
-                "outer_w": bool(d["d3"]), "wpb": WPB, **force}
-        loops = [t for t, *_ in estimator.linear_loops(d["d0"], d["d1"], d["d2"], **args) if t > 0]
+        if layer.kind in ("dwconv", "qdwconv"):
+            args = {"lanes": estimator.lanes_of(prog), "bias": "b" in layer.params, "int8": layer.kind == "qdwconv",
+                    "wpb": WPB, **force}
+            loops = [t for t, *_ in estimator.depthwise_loops(*(d[f"d{n}"] for n in range(6)), **args) if t > 0]
+        elif layer.kind == "linear":
+            args = {"lanes": estimator.lanes_of(prog), "bias": "b" in layer.params,
+                    "residual": len(layer.inputs) > 1, "outer_w": bool(d["d3"]), "wpb": WPB, **force}
+            loops = [t for t, *_ in estimator.linear_loops(d["d0"], d["d1"], d["d2"], **args) if t > 0]
+        else:
+            continue
         out.append((sum(loops), len(loops)))
     return out
 
@@ -105,9 +114,50 @@ def _check_loops(prog, counted):
 
 def test_estimator_loops_are_the_cplusplus_loops(overlapped):
     prog, _, _, envs = overlapped
-    counted = envs[0]["linear_loops"].tolist()
-    _check_loops(prog, envs[0]["linear_loops"])
+    counted = envs[0]["unit_loops"].tolist()
+    _check_loops(prog, envs[0]["unit_loops"])
     # Overlap the C++ does not have is caught: the sequential layer (s, N = 11) counted as overlapped, or the
     # residual layer (r) with its token tiles loaded inside the passes, no longer matches what C-sim ran.
     assert not _matches(counted[2], _estimated_loops(prog, overlap=True)[2])
     assert not _matches(counted[1], _estimated_loops(prog, residual=False)[1])
+
+
+def _dw_layers(c: int):
+    """Depthwise layers on a 9 x 7 map of ``c`` channels: K = 3 stride 1, K = 3 stride 2 (two input rows an output
+    row), K = 5 stride 1 pad 2 (three output rows complete with the last input row); KMAXDW = 5 masks the taps of
+    the K = 3 layers."""
+    return [
+        ("dwconv", ["input"], "a", {"k": 3, "stride": 1, "pad": 1, "act": "silu"},
+         {"w": _normal(c, 3, 3, scale=0.5), "b": _normal(c)}),
+        ("dwconv", ["a"], "b", {"k": 3, "stride": 2, "pad": 1, "act": "relu"}, {"w": _normal(c, 3, 3, scale=0.5)}),
+        ("dwconv", ["b"], "out", {"k": 5, "stride": 1, "pad": 2, "act": "none"},
+         {"w": _normal(c, 5, 5, scale=0.3), "b": _normal(c)}),
+    ], {"input": (9, 7, c), "a": (9, 7, c), "b": (5, 4, c), "out": (5, 4, c)}
+
+
+@pytest.mark.parametrize("c,ld,overlaps", [(16, 8, True), (24, 16, True), (12, 8, False)])
+def test_depthwise_passes_are_bit_exact_and_counted(tmp_path, c, ld, overlaps):
+    # LD = 8 (one beat a pixel) and 16 over 24 channels (a last group of one beat) overlap; C = 12 is not whole
+    # beats a pixel: the sequential rows.
+    layers, shapes = _dw_layers(c)
+    prog = program(layers, shapes, {"ld": ld})
+    samples = [_normal(9, 7, c), np.sign(_normal(9, 7, c)) * 100]
+    mism, errs, envs = csim_vs_golden(prog, samples, tmp_path)
+    assert mism == 0 and errs[0] < 0.05
+    counted = envs[0]["unit_loops"]
+    _check_loops(prog, counted)
+    # The other schedule's loops are not what C-sim ran.
+    other = _estimated_loops(prog, overlap=not overlaps)
+    assert not any(_matches(cnt, est) for cnt, est in zip(counted.tolist(), other))
+
+
+@pytest.mark.parametrize("c", [16, 12])
+def test_im2col_moves_beats_when_channels_are_whole_beats(tmp_path, c):
+    # C = 16: a beat a cycle (an output beat is one input beat or zeros); C = 12: a word a cycle. Stride 2, pad 1.
+    prog = program([("im2col", ["input"], "cols", {"k": 3, "stride": 2, "pad": 1}, {}),
+                    ("linear", ["cols"], "out", {"act": "none"}, {"w": _normal(8, 9 * c, scale=0.2)})],
+                   {"input": (7, 6, c), "cols": (12, 9 * c), "out": (12, 8)}, {"lo": 8})
+    mism, errs, envs = csim_vs_golden(prog, [_normal(7, 6, c)], tmp_path)
+    assert mism == 0 and errs[0] < 0.05
+    (trips, loops), _ = envs[0]["unit_loops"].tolist()   # im2col, then the linear layer
+    assert loops == 1 and trips == ops.im2col_trip(12 * 9 * c, c, WPB) == (12 * 9 * c // WPB if c == 16 else 12 * 9 * c)

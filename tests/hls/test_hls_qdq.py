@@ -322,11 +322,12 @@ def test_depthwise_and_residual_add(tmp_path, images):
     assert synth_check.require_synthesizable(out).ok
 
 
-@pytest.mark.parametrize("li, lo, ld", [(3, 5, 3), (8, 16, 4)])
+@pytest.mark.parametrize("li, lo, ld", [(3, 5, 3), (8, 16, 4), (8, 16, 8)])
 def test_int8_units_at_other_lanes(tmp_path, images, monkeypatch, li, lo, ld):
     """The lane plan gives int8-only programs one lane (docs/fpga.md); the C++ must match the golden model at any
-    lanes, odd ones included: token and weight tiles, partial k steps, LO beyond N, depthwise channel groups."""
-    from edgevit.hls import codegen, estimator
+    lanes, odd ones included: token and weight tiles, partial k steps, LO beyond N, depthwise channel groups (LD = 8:
+    one beat a pixel, the overlapped rows), and the depthwise unit's loops are the estimator's."""
+    from edgevit.hls import codegen, estimator, layer_table
     from edgevit.targets import get_target
 
     model = _quantized(_Residual(), (1, 1, 28, 28), tmp_path / "res_int8.onnx", "fashion-mnist")
@@ -342,6 +343,12 @@ def test_int8_units_at_other_lanes(tmp_path, images, monkeypatch, li, lo, ld):
     for x, probe in zip(images[:2], probes):
         env = prog.run_fixed(prog.quantize_input(to_accel_layout(x[None])))
         assert all(np.array_equal(probe[name], env[name].ravel()) for name in prog.shapes)
+    (layer, d), = [(l, d) for l, d in zip(prog.layers, layer_table.build(prog).descriptors) if l.kind == "qdwconv"]
+    loops = [t for t, *_ in estimator.depthwise_loops(*(d[f"d{n}"] for n in range(6)), estimator.Lanes(li, lo, ld, 1),
+                                                       "b" in layer.params, True, 8) if t > 0]
+    logged = [l.kind for l in prog.layers if l.kind in ("linear", "dwconv", "qdwconv", "im2col")]   # in call order
+    trips, count = probes[0]["unit_loops"].tolist()[logged.index("qdwconv")]
+    assert count == len(loops) and abs(trips - sum(loops)) <= count
 
 
 def test_board_driver_converts_int8_buffers_as_the_golden_model(small, images, tmp_path):

@@ -141,8 +141,8 @@ def test_a_pragma_must_be_a_vitis_directive_on_a_variable_of_its_function(tiny_p
     header = out / "include" / "edgevit" / "linear.h"
     _replace(header, "#pragma HLS ARRAY_PARTITION variable=bias complete",
              "#pragma HLS ARRAY_PARTITION variable=biases complete")
-    _replace(header, "#pragma HLS PIPELINE II=1\n        const typename CFG::beat_t v = mem.beat",
-             "#pragma HLS PIPELNE II=1\n        const typename CFG::beat_t v = mem.beat")
+    _replace(header, "#pragma HLS PIPELINE II=1\n        beat_t v = 0, r0 = 0, r1 = 0;",
+             "#pragma HLS PIPELNE II=1\n        beat_t v = 0, r0 = 0, r1 = 0;")
     report = synth_check.check_project(out)
     assert {(v.file, v.line, v.rule) for v in report.violations} == {
         ("include/edgevit/linear.h", _line_of(header, "variable=biases"), "pragma"),

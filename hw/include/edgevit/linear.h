@@ -31,63 +31,7 @@ namespace edgevit {
 // C-simulation only: parameter words (weights and biases) the unit has read from DDR, in total. The MoE unit
 // takes differences of it to count each expert's reads.
 inline long& linear_weight_words_read() { static long n = 0; return n; }
-
-// C-simulation only: the pipelined loops each linear_unit call runs, so that a test can hold the estimator's loop
-// model to the C++ as written. Per call, the iterations of all its pipelined loops and how many loops ran (at
-// least one iteration), written as two longs to slots[2 pos] when the testbench has set slots (cap calls).
-struct linear_loop_log {
-    long* slots;
-    int pos, cap;
-    long trips, loops;
-};
-inline linear_loop_log& linear_loops() { static linear_loop_log g = {0, 0, 0, 0, 0}; return g; }
-inline void linear_loop_begin() { linear_loops().trips = linear_loops().loops = 0; }
-inline void linear_loop_note(int trip) {
-    if (trip > 0) linear_loops().trips += trip, ++linear_loops().loops;
-}
-inline void linear_loop_end() {
-    linear_loop_log& g = linear_loops();
-    if (g.slots && g.pos < g.cap) g.slots[2 * g.pos] = g.trips, g.slots[2 * g.pos + 1] = g.loops, ++g.pos;
-}
 #endif
-
-// Word k of row m of a tile: x [TM][KMAX] as written, the weight tile's rows in pairs (w [LO / 2][KMAX][2]).
-template <int KMAX>
-inline void tile_put(word_t (*dst)[KMAX], int m, int k, word_t v) {
-    dst[m][k] = v;
-}
-
-template <int KMAX>
-inline void tile_put(word_t (*dst)[KMAX][2], int m, int k, word_t v) {
-    dst[m >> 1][k][m & 1] = v;
-}
-
-// Words [start, start + rows * K) of a buffer into rows [0, rows) of a tile: one pipelined pass over the beats
-// that hold them (one m_axi request stream), WPB words a cycle. The lanes of a beat go to consecutive positions
-// (k wraps to the next row at K), so the tile needs WPB banks on its k dimension (the callers partition it by
-// max(LI, WPB)).
-template <class CFG, class PORT, class WORDS, class TILE>
-void load_rows(PORT& mem, int start, int rows, int K, TILE dst) {
-    typedef tripcount_beats<WORDS, CFG::WPB> beats_trip;
-    const int first = start / CFG::WPB, beats = (start + rows * K - 1) / CFG::WPB - first + 1;
-    int m = 0, k = -(start % CFG::WPB);   // row and column of the beat's lane 0
-#ifndef __SYNTHESIS__
-    linear_loop_note(beats);
-#endif
-    for (int i = 0; i < beats; ++i) {
-        EDGEVIT_TRIPCOUNT(beats_trip)
-#pragma HLS PIPELINE II=1
-        const typename CFG::beat_t v = mem.beat(first + i);
-        for (int l = 0; l < CFG::WPB; ++l) {
-#pragma HLS UNROLL
-            if (k >= 0 && m < rows) tile_put<CFG::KMAX>(dst, m, k, lane_of(v, l));
-            if (++k == K) {
-                k = 0;
-                ++m;
-            }
-        }
-    }
-}
 
 // Tokens [m0, m0 + tm) of x [M][K] into an input tile (their tm x K words are consecutive in DDR).
 template <class CFG>
@@ -103,32 +47,9 @@ template <class CFG>
 void linear_load_w(word_source<CFG>& params, const layer_desc& d, int n0, word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2],
                    i64 bias[CFG::LO]) {
     typedef tripcount<CFG::linear_k::min, CFG::linear_k::max * CFG::LO, CFG::linear_k::avg * CFG::LO> tile_words;
-    typedef tripcount_beats<tripcount<4, 4 * CFG::LO, 4 * CFG::LO>, CFG::WPB> bias_beats;
     const int rows = d.d2 - n0 < CFG::LO ? d.d2 - n0 : CFG::LO;
     load_rows<CFG, word_source<CFG>, tile_words>(params, d.w + n0 * d.d1, rows, d.d1, w);
-    for (int l = 0; l < CFG::LO; ++l) {
-#pragma HLS UNROLL
-        bias[l] = 0;
-    }
-    if (d.b >= 0) {
-        const int start = d.b + 4 * n0, first = start / CFG::WPB;
-        const int beats = (start + 4 * rows - 1) / CFG::WPB - first + 1;
-        int i = -(start % CFG::WPB);   // bias word of the beat's lane 0
-#ifndef __SYNTHESIS__
-        linear_loop_note(beats);
-#endif
-        for (int b = 0; b < beats; ++b) {
-            EDGEVIT_TRIPCOUNT(bias_beats)
-#pragma HLS PIPELINE II=1
-            const typename CFG::beat_t v = params.beat(first + b);
-            for (int l = 0; l < CFG::WPB; ++l) {
-#pragma HLS UNROLL
-                if (i + l >= 0 && i + l < 4 * rows)
-                    bias[(i + l) >> 2] |= (i64)(unsigned short)lane_of(v, l).to_int() << (16 * ((i + l) & 3));
-            }
-            i += CFG::WPB;
-        }
-    }
+    load_biases<CFG, CFG::LO>(params, d.b >= 0 ? d.b + 4 * n0 : -1, rows, bias);
 #ifndef __SYNTHESIS__
     linear_weight_words_read() += rows * (d.d1 + (d.b >= 0 ? 4 : 0));
 #endif
@@ -167,7 +88,7 @@ void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, in
     if (obeats > trip) trip = obeats;
 #ifndef __SYNTHESIS__
     if (lbeats && obeats && resid) std::abort();   // two reads of the arena port in one iteration
-    linear_loop_note(trip);
+    unit_loop_note(trip);
 #endif
     const int nb = CFG::XTILES == 2 ? cur ^ 1 : 0, pr = rj ^ 1;
     i64 acc[CFG::LO];
@@ -246,7 +167,7 @@ void linear_write_back(word_port<CFG>& arena, const layer_desc& d, int m0, int t
         beats += (s + cols - 1) / CFG::WPB - s / CFG::WPB + 1;
     }
 #ifndef __SYNTHESIS__
-    linear_loop_note(beats);
+    unit_loop_note(beats);
 #endif
     // The residual word of output word g is word g + dx of the arena: lanes sh.. of beat g / WPB + bx, then
     // of the next beat (sh = 0 when the two tensors start at the same offset within a beat, as layer_table
@@ -312,7 +233,7 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
 #pragma HLS ARRAY_PARTITION variable=res complete dim=3
 #pragma HLS BIND_STORAGE variable=res type=ram_2p impl=lutram
 #ifndef __SYNTHESIS__
-    linear_loop_begin();
+    unit_loop_begin();
 #endif
     const int M = d.d0, K = d.d1, N = d.d2;
     const int jobs = ((M + CFG::TM - 1) / CFG::TM) * ((N + CFG::LO - 1) / CFG::LO);
@@ -346,7 +267,7 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
     }
     if (overlap) linear_write_back<CFG>(arena, d, pm0, ptm, pn0, res[rj ^ 1]);
 #ifndef __SYNTHESIS__
-    linear_loop_end();
+    unit_loop_end();
 #endif
 }
 

@@ -11,7 +11,10 @@
 #ifndef EDGEVIT_PACKED_H
 #define EDGEVIT_PACKED_H
 
+#include "descriptor.h"
 #include "fixed.h"
+#include "tripcount_product.h"
+#include "unit_loops.h"
 
 namespace edgevit {
 
@@ -127,6 +130,73 @@ struct word_port {
    private:
     beat_t b_read(int b) { return b == rb ? rd : mem[b]; }
 };
+
+// Word k of row m of a tile: as written (the linear unit's input tile, the depthwise weights), or rows in pairs
+// (the linear unit's weight tile, w [LO / 2][KMAX][2]).
+template <int N>
+inline void tile_put(word_t (*dst)[N], int m, int k, word_t v) {
+    dst[m][k] = v;
+}
+
+template <int N>
+inline void tile_put(word_t (*dst)[N][2], int m, int k, word_t v) {
+    dst[m >> 1][k][m & 1] = v;
+}
+
+// Words [start, start + rows * K) of a buffer into rows [0, rows) of a tile: one pipelined pass over the beats
+// that hold them (one m_axi request stream), WPB words a cycle. The lanes of a beat go to consecutive positions
+// (k wraps to the next row at K), so the tile needs WPB banks on its k dimension (the linear unit partitions it
+// by max(LI, WPB); the depthwise weights are registers).
+template <class CFG, class PORT, class WORDS, class TILE>
+void load_rows(PORT& mem, int start, int rows, int K, TILE dst) {
+    typedef tripcount_beats<WORDS, CFG::WPB> beats_trip;
+    const int first = start / CFG::WPB, beats = (start + rows * K - 1) / CFG::WPB - first + 1;
+    int m = 0, k = -(start % CFG::WPB);   // row and column of the beat's lane 0
+#ifndef __SYNTHESIS__
+    unit_loop_note(beats);
+#endif
+    for (int i = 0; i < beats; ++i) {
+        EDGEVIT_TRIPCOUNT(beats_trip)
+#pragma HLS PIPELINE II=1
+        const typename CFG::beat_t v = mem.beat(first + i);
+        for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+            if (k >= 0 && m < rows) tile_put(dst, m, k, lane_of(v, l));
+            if (++k == K) {
+                k = 0;
+                ++m;
+            }
+        }
+    }
+}
+
+// The 64-bit biases of rows [0, rows) from words [start, start + 4 rows) (four little-endian words each) into
+// bias[0..rows), the other lanes zero; start < 0: no biases, all zero. One pipelined pass over their beats.
+template <class CFG, int N>
+void load_biases(word_source<CFG>& params, int start, int rows, i64 bias[N]) {
+    typedef tripcount_beats<tripcount<4, 4 * N, 4 * N>, CFG::WPB> bias_beats;
+    for (int l = 0; l < N; ++l) {
+#pragma HLS UNROLL
+        bias[l] = 0;
+    }
+    if (start < 0) return;
+    const int first = start / CFG::WPB, beats = (start + 4 * rows - 1) / CFG::WPB - first + 1;
+    int i = -(start % CFG::WPB);   // bias word of the beat's lane 0
+#ifndef __SYNTHESIS__
+    unit_loop_note(beats);
+#endif
+    for (int b = 0; b < beats; ++b) {
+        EDGEVIT_TRIPCOUNT(bias_beats)
+#pragma HLS PIPELINE II=1
+        const typename CFG::beat_t v = params.beat(first + b);
+        for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+            if (i + l >= 0 && i + l < 4 * rows)
+                bias[(i + l) >> 2] |= (i64)(unsigned short)lane_of(v, l).to_int() << (16 * ((i + l) & 3));
+        }
+        i += CFG::WPB;
+    }
+}
 
 // The LD words of a pixel's channel group (the depthwise unit): words [off, off + n) into out[0..n) (n <= LD),
 // from the at most (LD + WPB - 2) / WPB + 1 beats that hold them, in one step (unrolled).

@@ -132,76 +132,11 @@ void qavgpool(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc&
     }
 }
 
-// Depthwise KxK convolution on int8 (ops.py kind qdwconv): depthwise_unit's line-buffer schedule and lanes (conv.h;
-// dims, weights [C][K][K] at d.w, int32 biases at d.b), each output through requantize_int8 with its channel's
-// record (d.w2). Its buffers are its own copies.
+// Depthwise KxK convolution on int8 (ops.py kind qdwconv): depthwise_unit (conv.h) with requantisation as its
+// epilogue (dims, weights [C][K][K] at d.w, int32 biases at d.b, each channel's record at d.w2).
 template <class CFG>
 void qdwconv_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    static word_t wbuf[CFG::LD][CFG::KMAXDW * CFG::KMAXDW], lines[CFG::KMAXDW][CFG::WMAX][CFG::LD];
-#pragma HLS ARRAY_PARTITION variable=wbuf complete dim=0
-#pragma HLS ARRAY_PARTITION variable=lines complete dim=1
-#pragma HLS ARRAY_PARTITION variable=lines cyclic factor=CFG::KMAXDW dim=2
-#pragma HLS ARRAY_PARTITION variable=lines complete dim=3
-    i64 bias[CFG::LD];
-    requant_param rq[CFG::LD];
-#pragma HLS ARRAY_PARTITION variable=bias complete
-#pragma HLS ARRAY_PARTITION variable=rq complete
-    const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5;
-    const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1;
-    for (int c0 = 0; c0 < C; c0 += CFG::LD) {
-        EDGEVIT_TRIPCOUNT(CFG::dw_channel_groups)
-        for (int l = 0; l < CFG::LD; ++l) {
-            if (c0 + l < C) {
-                for (int k = 0; k < K * K; ++k) {
-                    EDGEVIT_TRIPCOUNT(CFG::dw_window)
-#pragma HLS PIPELINE II=1
-                    wbuf[l][k] = params.get(d.w + (c0 + l) * K * K + k);
-                }
-                bias[l] = d.b >= 0 ? params.get_i64(d.b + 4 * (c0 + l)) : 0;
-                rq[l] = read_requant(params, d.w2 + REQUANT_RECORD_WORDS * (c0 + l));
-            }
-        }
-        int oy = 0;
-        for (int iy = 0; iy < H; ++iy) {
-            EDGEVIT_TRIPCOUNT(CFG::dw_rows)
-            const int n = C - c0 < CFG::LD ? C - c0 : CFG::LD;
-            for (int x = 0; x < W; ++x) {
-                EDGEVIT_TRIPCOUNT(CFG::dw_cols)
-#pragma HLS PIPELINE II=1
-                word_t px[CFG::LD];
-                read_lanes<CFG>(arena, d.x + (iy * W + x) * C + c0, n, px);
-                for (int l = 0; l < CFG::LD; ++l) {
-#pragma HLS UNROLL
-                    lines[iy % K][x][l] = px[l];
-                }
-            }
-            for (; oy < HO; ++oy) {  // every output row whose input rows have all arrived
-                EDGEVIT_TRIPCOUNT(CFG::dw_rows_ready)
-                const int last = oy * S - PAD + K - 1;
-                if ((last < H - 1 ? last : H - 1) > iy) break;
-                for (int ox = 0; ox < WO; ++ox) {
-                    EDGEVIT_TRIPCOUNT(CFG::dw_out_cols)
-#pragma HLS PIPELINE II=1
-                    word_t res[CFG::LD];
-                    for (int l = 0; l < CFG::LD; ++l) {
-#pragma HLS UNROLL
-                        i64 acc = bias[l];
-                        for (int ky = 0; ky < CFG::KMAXDW; ++ky) {
-#pragma HLS UNROLL
-                            for (int kx = 0; kx < CFG::KMAXDW; ++kx) {
-#pragma HLS UNROLL
-                                const int ry = oy * S + ky - PAD, rx = ox * S + kx - PAD;
-                                if (ky < K && kx < K && ry >= 0 && ry < H && rx >= 0 && rx < W)
-                                    acc += (i64)lines[ry % K][rx][l] * (i64)wbuf[l][ky * K + kx];
-                            }
-                        }
-                        res[l] = word_t(requantize_int8(acc, rq[l], d.act == ACT_RELU));
-                    }
-                    write_lanes<CFG>(arena, d.y + (oy * WO + ox) * C + c0, n, res);
-                }
-            }
-        }
-    }
+    depthwise_unit<CFG, true>(params, arena, d);
 }
 
 // a + b of two int8 tensors (ops.py kind qadd: a residual) at d.x, d.x2 ([d0][d1] words) to d.y:
