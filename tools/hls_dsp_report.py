@@ -2,7 +2,7 @@
 
     python tools/hls_dsp_report.py [--models mobilevit_xxs ...] [--boards zcu102 pynq-z2] [--out results/hls_dsp]
 
-Six rows per model and board (seven for mobilevitv2_050):
+Seven rows per model and board (eight for mobilevitv2_050):
 
 * ``before``: what ``edgevit hls MODEL`` printed at the commit in results/hls_dsp_before.json (the estimator then
   assumed loads overlapping compute, axi_bits-wide ports and on-chip MoE expert blocks);
@@ -15,6 +15,9 @@ Six rows per model and board (seven for mobilevitv2_050):
   (mobilevitv2_050 at 76398e5, when only the part before its first MobileVitV2Block ran on the accelerator);
 * ``sequential``: the ``after`` row of results/hls_dsp_sequential.json (the report at 8b24102, when the linear
   unit ran each tile's load, MAC steps and write-back one after the other);
+* ``linear overlap``: the ``after`` row of results/hls_dsp_linear_overlap.json (the report at e8db318, when only
+  the linear unit overlapped its transfers: the depthwise unit read a row, then wrote output rows, a loop each,
+  and im2col moved a word a cycle);
 * ``after``: the lane plan ``estimator.choose_lanes`` picks today.
 
 For the ``after`` plan, ``next lanes`` raises each lane count in turn to the next value the search tries and says whether the design still fits (and
@@ -46,6 +49,7 @@ UNPACKED = ROOT / "results" / "hls_dsp_16bit_ports.json"
 PREVIOUS = ROOT / "results" / "hls_dsp_previous.json"
 PREFIX = ROOT / "results" / "hls_dsp_v2_prefix.json"
 SEQUENTIAL = ROOT / "results" / "hls_dsp_sequential.json"
+LINEAR_OVERLAP = ROOT / "results" / "hls_dsp_linear_overlap.json"
 
 
 def _program(name: str):
@@ -87,12 +91,14 @@ def next_lanes(prog, fpga, lanes: estimator.Lanes, latency_ms: float) -> list[di
 
 def measure(models, boards) -> list[dict]:
     """One entry per (model, board) with its ``before``, ``16-bit ports``, ``old lanes``, ``previous``,
-    ``sequential`` and ``after`` rows."""
+    ``sequential``, ``linear overlap`` and ``after`` rows."""
     before = {(r["model"], r["board"]): r for r in json.loads(BEFORE.read_text())["rows"]}
     unpacked = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(UNPACKED.read_text())["entries"]}
     previous = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREVIOUS.read_text())["entries"]}
     prefix = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREFIX.read_text())["entries"]}
     sequential = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(SEQUENTIAL.read_text())["entries"]}
+    linear_overlap = {(e["model"], e["board"]): e["rows"][-1]
+                      for e in json.loads(LINEAR_OVERLAP.read_text())["entries"]}
     out = []
     for name in models:
         prog = _program(name)
@@ -115,6 +121,8 @@ def measure(models, boards) -> list[dict]:
                 rows.append({**prefix[(name, board)], "row": "previous"})
             if (name, board) in sequential:
                 rows.append({**sequential[(name, board)], "row": "sequential"})
+            if (name, board) in linear_overlap:
+                rows.append({**linear_overlap[(name, board)], "row": "linear overlap"})
             chosen = estimator.choose_lanes(prog, fpga)
             estimator.apply_lanes(prog, chosen)
             rep = estimator.report(prog, fpga)
@@ -183,10 +191,16 @@ def main(argv=None) -> int:
                                       "the part before its first MobileVitV2Block on the accelerator, the rest on "
                                       "the CPU). `sequential`: the after plan and estimate at 8b24102 "
                                       f"({SEQUENTIAL.name}: the linear unit's tile loads, MAC steps and write-back "
-                                      "one after the other). `after`: today's C++ "
+                                      "one after the other). `linear overlap`: the after plan and estimate at "
+                                      f"e8db318 ({LINEAR_OVERLAP.name}: only the linear unit overlapped its "
+                                      "transfers; the depthwise unit read a row and wrote output rows in separate "
+                                      "loops, one per row, and im2col moved a word a cycle). `after`: today's C++ "
                                       "(ports of the board's AXI width, weight rows in pairs per 32-bit bank, L2 "
                                       "norm and pool mixer LNL words a cycle, the linear unit's next token tile "
-                                      "and previous results moving during a tile's MAC steps) and lane plan. "
+                                      "and previous results moving during a tile's MAC steps; the depthwise unit's "
+                                      "row reads and output rows in one pipelined loop per channel group, a "
+                                      "pixel's whole beats in and out; im2col a beat a cycle when the channels are "
+                                      "whole beats) and lane plan. "
                                       "Estimates only: Vitis HLS did not run.\n\n" + text)
     return 0
 
