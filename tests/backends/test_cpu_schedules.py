@@ -56,6 +56,18 @@ def _conv(path, cin, cout, size, kernel, stride=1, groups=1, act="Sigmoid"):
                   [_const("w", [cout, cin // groups, kernel, kernel]), _const("b", [cout])])
 
 
+def _conv_gelu(path, cin, cout, size, kernel, groups=1):
+    """A convolution and PyTorch's exact GELU, as timm's models export it: ``x * (0.5 * (erf(x / sqrt2) + 1))``."""
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n)
+              for n, v in (("sq2", 2 ** 0.5), ("one", 1.0), ("half", 0.5))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[kernel // 2] * 4, group=groups),
+             helper.make_node("Div", ["c", "sq2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["a"]), helper.make_node("Mul", ["half", "a"], ["h"]),
+             helper.make_node("Mul", ["c", "h"], ["y"])]
+    return _model(path, nodes, {"x": [1, cin, size, size]}, ("y", [1, cout, size, size]),
+                  [_const("w", [cout, cin // groups, kernel, kernel]), _const("b", [cout]), *consts])
+
+
 def _matmul(path, batch, m, k, n):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
              helper.make_node("Erf", ["a"], ["e"]), helper.make_node("Mul", ["a", "e"], ["y"])]
@@ -168,6 +180,9 @@ CASES = {
     "conv1x1_7x7_gelu": (lambda p: _conv(p, 64, 128, 7, 1, act="Erf"), "TiledReduction", "ihwo"),
     # ... and a 49-long reduction over a matmul's rows to 52 (P @ V of attention over a 7x7 map)
     "matmul_49_reduction": (lambda p: _matmul(p, 2, 49, 49, 64), "TiledReduction", "matmul"),
+    # GELU epilogues (fast_math.fast_gelu): on AArch64 a loop over the tile, two vectors an iteration
+    "conv1x1_gelu_rolled": (lambda p: _conv_gelu(p, 16, 32, 16, 1), "TiledReduction", "fast_gelu"),
+    "depthwise_gelu_rolled": (lambda p: _conv_gelu(p, 16, 16, 16, 3, groups=16), "TiledReduction", "fast_gelu"),
     # 3x3 average pooling excluding the padding, vectorised along the rows on AArch64 (pooling.py)
     "pool_mixer_28": (lambda p: _pool_mixer(p, 16, 28), "Elementwise", "avg_pool2d"),
     "pool_mixer_14": (lambda p: _pool_mixer(p, 8, 14), "Elementwise", "avg_pool2d"),
@@ -519,6 +534,29 @@ def _hottest_loop(asm: str) -> str:
     return max(loops, key=lambda body: body.count("fmla"), default="")
 
 
+@pytest.mark.parametrize("case", ["conv1x1_gelu_rolled", "depthwise_gelu_rolled"])
+def test_aarch64_gelu_epilogue_is_a_loop(case, tmp_path):
+    """On AArch64 a GELU epilogue (fast_gelu: its constants are scalar parameters) is computed after the tile's
+    accumulators are copied out, in a loop of two vectors an iteration: the compiled kernel has the GELU's
+    division twice (LLVM unrolled the whole tile's: 16 times), its constants kept in registers. x86
+    keeps the epilogue on the accumulators (numerics: the onnxruntime and qemu tests)."""
+    import tvm
+
+    func, target = _case_kernel(case, tmp_path, cpu=get_target("rpi4").cpu)
+    sch = tiled_reduction.apply(func, target)
+    script = sch.mod.script()
+    assert re.search(r"T\.unroll\(T\.int64\(2\)\):\s+for \w+ in T\.vectorized\(T\.int64\(4\)\):\s+"
+                     r"with T\.sblock\(\"T_fast_gelu\"\)", script), script[-3000:]
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+    asm = _assembly(lib)
+    assert asm.count("fdiv\t") == 2, asm.count("fdiv\t")
+    gelu_loop = next(body for body in re.split(r"^\.LBB\w+:$", asm, flags=re.M) if "fdiv" in body)
+    # the constants stay in registers: no reloads, no re-materialised splats but the clamp's two immediates
+    assert not re.search(r"\b(ldr|ldp)\s+s\d+", gelu_loop) and len(re.findall(r"\bdup\b", gelu_loop)) <= 2, gelu_loop
+    host_func, host_target = _case_kernel(case, tmp_path, cpu=AVX512)
+    assert "T.unroll(T.int64(2))" not in tiled_reduction.apply(host_func, host_target).mod.script()
+
+
 def test_window_counts_leave_the_padding_out():
     counts = window_counts(7, 3, 1, 1, 1)
     assert counts.tolist() == [2, 3, 3, 3, 3, 3, 2]
@@ -557,8 +595,9 @@ def test_aarch64_upsample_interpolates_rows_first():
     assert "upsample2x_rows" not in host and "upsample2x_intermediate_local" in host
 
 
-#: What the qemu test runs: the lane kernels, the AArch64 pooling and upsample.
-QEMU_CASES = LANE_CASES + ["pool_mixer_28", "pool_mixer_14", "upsample_gelu"]
+#: What the qemu test runs: the lane kernels, the AArch64 pooling and upsample, the rolled GELU epilogues.
+QEMU_CASES = LANE_CASES + ["pool_mixer_28", "pool_mixer_14", "upsample_gelu", "conv1x1_gelu_rolled",
+                          "depthwise_gelu_rolled"]
 
 
 @pytest.mark.qemu

@@ -95,3 +95,60 @@ def test_fast_exp_accuracy_and_saturation(nonpositive):
     assert np.max(np.abs(got[:4000] - want) / want) < 3e-7
     assert np.all(got[4000:4003] < 1e-37)
     assert np.all(np.isfinite(got)) and np.all(got >= 0)
+
+
+def test_fast_gelu_accuracy_and_saturation():
+    """``fast_gelu`` (immediate constants and constants as scalar parameters) within 3e-7 |x| of the exact GELU
+    (float64 erf), 0 far below and x far above, like TVM's composed ``fast_erf`` GELU."""
+    import math
+
+    from tvm import te
+
+    from edgevit.backends.fast_math import GELU_CONSTANTS, fast_gelu
+
+    x = te.placeholder((8192,), "float32", name="x")
+    xs = np.concatenate([np.linspace(-8, 8, 8000), [-1e4, -30, -6, 6, 30, 1e4], np.zeros(186)]).astype(np.float32)
+    want = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in xs.astype(np.float64)])
+    scalars = [te.placeholder((), "float32", name=f"c{i}") for i in range(len(GELU_CONSTANTS))]
+    for args, inputs in (([x], []), ([x, *scalars], [np.float32(v) for v in GELU_CONSTANTS])):
+        lib = tvm.compile(te.create_prim_func([*args, fast_gelu(*args)]), target={"kind": "llvm"})
+        out = tvm.runtime.tensor(np.zeros_like(xs))
+        lib(tvm.runtime.tensor(xs), *[tvm.runtime.tensor(np.array(v)) for v in inputs], out)
+        got = out.numpy()
+        assert np.max(np.abs(got - want) / np.maximum(np.abs(xs), 1)) < 3e-7
+        assert got[8000] == 0 and got[8005] == np.float32(1e4)
+
+
+def _gelu_graph(form: str, half: float = 0.5, same_input: bool = True) -> tvm.IRModule:
+    """PyTorch's exact GELU in Relax (``x / sqrt2`` already a multiply), grouped as ``form`` says."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 8), "float32"))
+    other = relax.Var("other", relax.TensorType((2, 8), "float32"))
+    with bb.function("main", [x, other]):
+        with bb.dataflow():
+            scaled = bb.emit(relax.op.multiply(x if same_input else other, relax.const(np.float32(2 ** -0.5))))
+            shifted = bb.emit(relax.op.add(bb.emit(relax.op.erf(scaled)), relax.const(np.float32(1))))
+            if form == "x * (0.5 * (1 + erf))":
+                out = relax.op.multiply(x, bb.emit(relax.op.multiply(relax.const(np.float32(half)), shifted)))
+            else:
+                out = relax.op.multiply(bb.emit(relax.op.multiply(x, shifted)), relax.const(np.float32(half)))
+            out = bb.emit_output(out)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("form,half,same_input,rewritten", [
+    ("x * (0.5 * (1 + erf))", 0.5, True, True),     # as timm's models export it
+    ("(x * (1 + erf)) * 0.5", 0.5, True, True),     # as nn.GELU's decomposition writes it
+    ("x * (0.5 * (1 + erf))", 0.25, True, False),   # not a GELU: another factor
+    ("x * (0.5 * (1 + erf))", 0.5, False, False),   # erf of another tensor
+])
+def test_exact_gelu_becomes_one_kernel(form, half, same_input, rewritten):
+    from edgevit.backends.fast_math import FastGelu
+
+    mod = FastGelu()(_gelu_graph(form, half, same_input))
+    ops = {c.op.name for c in _ops(mod) if isinstance(c.op, tvm.ir.Op)}
+    if rewritten:
+        assert ops == {"relax.call_tir"} and any("fast_gelu" in gv.name_hint for gv, _ in mod.functions_items())
+    else:
+        assert "relax.erf" in ops and not any("fast_gelu" in gv.name_hint for gv, _ in mod.functions_items())
