@@ -373,13 +373,18 @@ class ScheduleIntegerKernels:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         from tvm import tirx
 
-        from . import int8_kernels
+        from . import int8_kernels, int8_softmax
 
         dot = int8_kernels.dot_kernel_for(self.target)
         for gv, func in list(mod.functions_items()):
             if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
                 sch = None
-                if dot is not None and "int8_" in gv.name_hint:
+                try:
+                    if "int8_softmax" in gv.name_hint:
+                        sch = int8_softmax.schedule_softmax(func, self.target)
+                except Exception:  # noqa: BLE001 - a fusion the schedule does not know: left to the rules
+                    sch = None
+                if sch is None and dot is not None and "int8_" in gv.name_hint:
                     try:
                         sch = int8_kernels.schedule_dot_kernel(func, self.target, dot) \
                             or int8_kernels.schedule_pack_kernel(func, self.target)

@@ -6,7 +6,8 @@ quantize``: about 40 float operations per element for a function of one int8 val
 inputs. This rewrite evaluates the float subgraph once per input value at compile time (numpy, float32,
 onnxruntime's quantize/dequantize arithmetic) and replaces it with a lookup, as onnxruntime's own QLinear
 activations (QLinearSigmoid, its lookup-table ops) do. ``quantize(softmax(dequantize(x)))`` over the last axis
-needs only ``exp(sx (x - max x))``, 256 values: :func:`softmax_int8` looks them up (as QLinearSoftmax does).
+needs only ``exp(sx (x - max x))``, 256 values: ``edgevit.backends.int8_softmax`` looks them up (as
+QLinearSoftmax does).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import math
 
 import numpy as np
 import tvm
-from tvm import relax, te
+from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
 from .int8 import _constant, _scalar
+from .int8_softmax import emit_softmax
 from .relax_rewrite import binding_of, is_op, rewrite_functions
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -36,23 +38,6 @@ _UNARY = {
 #: Binary float operators (the other operand a one-element constant, or a function of the same input).
 _BINARY = {"relax.add": np.add, "relax.subtract": np.subtract, "relax.multiply": np.multiply,
            "relax.divide": np.divide, "relax.maximum": np.maximum, "relax.minimum": np.minimum}
-
-
-def softmax_int8(data: te.Tensor, table: te.Tensor, inverse_scale: float, zero: int) -> te.Tensor:
-    """Softmax over the last axis of an int8 tensor, quantized to int8: ``e = table[x - max(x) + 255]`` (the
-    exponentials of the 256 possible differences), ``clip(round(e / Σe / sy) + zy)``."""
-    *rows, n = data.shape
-    k = te.reduce_axis((0, n), "k")
-    top = te.compute(rows, lambda *i: te.max(data[(*i, k)], axis=k), name="int8_softmax_max")
-
-    def exp(*i):
-        return table[data[i].astype("int32") - top[i[:-1]].astype("int32") + 255]
-
-    j = te.reduce_axis((0, n), "j")
-    total = te.compute(rows, lambda *i: te.sum(exp(*i, j), axis=j), name="int8_softmax_sum")
-    return te.compute(data.shape, lambda *i: te.max(te.min(
-        te.round(exp(*i) * (inverse_scale / total[i[:-1]])) + zero, 127.0), -128.0).astype("int8"),
-        name="int8_softmax")
 
 
 class _NotElementwise(Exception):
@@ -84,7 +69,8 @@ class _Tables(PyExprMutator):
         return relax.op.take(relax.const(table), index, axis=0)
 
     def _softmax(self, quantize: relax.Call):
-        """``quantize(softmax(dequantize(x), axis=-1))`` -> :func:`softmax_int8` with a table of ``exp``, or None."""
+        """``quantize(softmax(dequantize(x), axis=-1))`` -> ``int8_softmax.softmax_int8`` with a table of
+        ``exp``, or None."""
         softmax = binding_of(self, quantize.args[0])
         if not is_op(softmax, "relax.nn.softmax"):
             return None
@@ -98,9 +84,8 @@ class _Tables(PyExprMutator):
         sx, sy, zy = params
         # x - max(x) is -255..0: exp(sx (x - max)) for each, in float32
         table = np.exp(np.float32(sx) * np.arange(-255, 1, dtype=np.float32)).astype(np.float32)
-        return self.builder_.call_te(softmax_int8, self.visit_expr(deq.args[0]), relax.const(table),
-                                     float(np.float32(1) / np.float32(sy)), int(zy),
-                                     primfunc_name_hint="int8_softmax")
+        return emit_softmax(self.builder_, self.visit_expr(deq.args[0]), table,
+                            float(np.float32(1) / np.float32(sy)), int(zy))
 
     def _eval(self, expr) -> np.ndarray:
         """``expr`` evaluated for each of the 256 int8 inputs (float32), or raise :class:`_NotElementwise`."""
@@ -184,7 +169,7 @@ class Int8ElementwiseTables:
     quantize/dequantize pairs) of ``dequantize(x)`` and one-element constants. Then the output is a function of
     the int8 value alone; the table holds it for all 256 values (float32 arithmetic, onnxruntime's rounding).
     Requantization alone (no operator between) is left to the integer kernels. Also
-    ``quantize(softmax(dequantize(x), axis=-1))`` with per-tensor parameters becomes :func:`softmax_int8`.
+    ``quantize(softmax(dequantize(x), axis=-1))`` with per-tensor parameters becomes ``int8_softmax.softmax_int8``.
     """
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
