@@ -111,8 +111,9 @@ class _Rewriter(PyExprMutator):
             else:
                 return None
         if is_op(value, "relax.nn.conv2d"):
-            if value.attrs.data_layout != "NCHW" or value.attrs.kernel_layout != "OIHW" or value.attrs.groups != 1:
-                return None  # grouped (depthwise) convs: few MACs, and the float path has a vectorised kernel
+            if value.attrs.data_layout != "NCHW" or value.attrs.kernel_layout != "OIHW" \
+                    or value.attrs.groups != 1 and not _depthwise_batch_one(value):
+                return None  # other grouped convs stay in float
             weights = self._weights(value.args[1], channel_axis=0)
         elif is_op(value, "relax.matmul"):
             if len(static_shape(value.args[1]) or []) != 2:
@@ -220,6 +221,8 @@ class _Rewriter(PyExprMutator):
         xq, sx, zx = activation
         wq, sw = weights
         sy, zy = float(_scalar(quantize.args[1])), int(_scalar(quantize.args[2]))
+        if is_op(kernel, "relax.nn.conv2d") and kernel.attrs.groups != 1:
+            return self._depthwise(kernel, xq, zx, wq, sx, sw, bias, sy, zy)
         acc = self._dot_product(kernel, xq, zx, wq) if self.dot is not None else None
         if acc is not None:
             acc, shift = acc
@@ -259,6 +262,16 @@ class _Rewriter(PyExprMutator):
             weight_sums, channel_shape = wq.astype(np.int64).sum(0), (-1,)
         return self._requantize(acc, weight_sums, channel_shape, zx, sx, sw, bias, sy, zy)
 
+    def _depthwise(self, kernel, xq, zx, wq, sx, sw, bias, sy, zy):
+        """A depthwise conv on ``edgevit.backends.int8_depthwise``'s kernel, requantized."""
+        from . import int8_depthwise
+
+        attrs = kernel.attrs
+        acc = int8_depthwise.emit_depthwise(self.builder_, self.visit_expr(xq), wq, zx, list(attrs.strides),
+                                            [int(p) for p in attrs.padding], list(attrs.dilation))
+        weight_sums = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1)
+        return self._requantize(self.builder_.emit(acc), weight_sums, (1, -1, 1, 1), zx, sx, sw, bias, sy, zy)
+
     def _dot_product(self, kernel, xq, zx: int, wq):
         """(int32 accumulator, activation shift) from the target's dot-product kernel
         (``edgevit.backends.int8_kernels``), or None where it does not fit (then the int16 kernels are used)."""
@@ -291,6 +304,14 @@ class _Rewriter(PyExprMutator):
         return relax.op.astype(relax.op.clip(y, -128, 127), "int8")
 
 
+def _depthwise_batch_one(conv) -> bool:
+    """Whether a grouped NCHW conv2d is depthwise (a group per input channel, one output channel each) on one
+    image: ``edgevit.backends.int8_depthwise``'s kernel."""
+    shape, weights = static_shape(conv.args[0]), static_shape(conv.args[1])
+    return shape is not None and weights is not None and int(shape[0]) == 1 \
+        and int(conv.attrs.groups) == int(shape[1]) == int(weights[0]) and int(weights[1]) == 1
+
+
 def _scalar(expr):
     """The value of a one-element constant, else None."""
     value = _constant(expr)
@@ -303,7 +324,8 @@ class IntegerQdqKernels:
 
     Safe when: the activation is int8 with a per-tensor scale and zero point, the weights an int8 constant with
     zero point 0 and one scale per output channel (or one for all), the bias an int32 constant, the output a
-    per-tensor int8 ``quantize``; NCHW/OIHW convolutions and matmuls by a 2-D weight. Convolutions on maps whose
+    per-tensor int8 ``quantize``; NCHW/OIHW convolutions (groups 1, or depthwise on one image:
+    ``edgevit.backends.int8_depthwise``) and matmuls by a 2-D weight. Convolutions on maps whose
     rows make no whole vector get ``IHWO`` weights (:func:`conv2d_nchw_ihwo_int32`). Anything else (attention's
     activation x activation matmuls, float models) is left as it was; a module without a match is returned
     unchanged.
@@ -373,7 +395,7 @@ class ScheduleIntegerKernels:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         from tvm import tirx
 
-        from . import int8_kernels, int8_softmax
+        from . import int8_depthwise, int8_kernels, int8_softmax
 
         dot = int8_kernels.dot_kernel_for(self.target)
         for gv, func in list(mod.functions_items()):
@@ -382,6 +404,8 @@ class ScheduleIntegerKernels:
                 try:
                     if "int8_softmax" in gv.name_hint:
                         sch = int8_softmax.schedule_softmax(func, self.target)
+                    elif "int8_depthwise" in gv.name_hint:
+                        sch = int8_depthwise.schedule_depthwise(func, self.target)
                 except Exception:  # noqa: BLE001 - a fusion the schedule does not know: left to the rules
                     sch = None
                 if sch is None and dot is not None and "int8_" in gv.name_hint:
