@@ -116,23 +116,25 @@ def test_malloc_and_containers_behind_using_namespace_std_are_found(tiny_project
 def test_a_loop_bounded_by_the_descriptor_needs_a_tripcount(tiny_project, tmp_path):
     out = _planted(tiny_project, tmp_path)
     header = out / "include" / "edgevit" / "layout.h"
-    _replace(header, "            EDGEVIT_TRIPCOUNT(CFG::avgpool_tokens)\n", "")
+    _replace(header, "        EDGEVIT_TRIPCOUNT(CFG::avgpool_tokens)\n", "")
     report = synth_check.check_project(out)
     assert [(v.file, v.line, v.rule) for v in report.violations] == [
-        ("include/edgevit/layout.h", _line_of(header, "for (int t = 0; t < M; ++t) {", "void avgpool"),
+        ("include/edgevit/layout.h", _line_of(header, "for (int t = 0; t < d.d0; ++t) {", "i64 token_sum"),
          "unbounded loop")]
 
 
 def test_a_pipelined_loop_may_hold_only_constant_bound_loops(tiny_project, tmp_path):
     out = _planted(tiny_project, tmp_path)
     header = out / "include" / "edgevit" / "layout.h"
-    # Pipelining the channel loop of avgpool would unroll its token loop, whose bound is the descriptor's M.
+    # Pipelining the channel loop of avgpool would unroll its token loop (in token_sum, which it calls), whose bound
+    # is the descriptor's M.
     _replace(header, "        EDGEVIT_TRIPCOUNT(CFG::avgpool_channels)\n",
              "        EDGEVIT_TRIPCOUNT(CFG::avgpool_channels)\n#pragma HLS PIPELINE II=1\n")
     report = synth_check.check_project(out)
     outer = _line_of(header, "for (int c = 0; c < C; ++c) {", "void avgpool")
     assert [(v.file, v.line, v.rule) for v in report.violations] == [
-        ("include/edgevit/layout.h", _line_of(header, "for (int t = 0; t < M; ++t) {", "void avgpool"), "pipeline")]
+        ("include/edgevit/layout.h", _line_of(header, "for (int t = 0; t < d.d0; ++t) {", "i64 token_sum"),
+         "pipeline")]
     assert f"pipelined loop at include/edgevit/layout.h:{outer}" in report.violations[0].message
 
 

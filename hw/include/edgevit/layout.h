@@ -81,6 +81,18 @@ void channel_scale(word_port<CFG>& arena, const layer_desc& d) {
     }
 }
 
+// The exact sum of channel c over the M tokens of [M][C] at d.x (d0, d1): one pipelined loop, a word a cycle.
+template <class CFG>
+i64 token_sum(word_port<CFG>& arena, const layer_desc& d, int c) {
+    i64 s = 0;
+    for (int t = 0; t < d.d0; ++t) {
+        EDGEVIT_TRIPCOUNT(CFG::avgpool_tokens)
+#pragma HLS PIPELINE II=1
+        s += arena.get(d.x + t * d.d1 + c);
+    }
+    return s;
+}
+
 // Mean over M tokens of [M][C] (d0, d1): the exact sum times round(2^24 / M).
 template <class CFG>
 void avgpool(word_port<CFG>& arena, const layer_desc& d) {
@@ -88,13 +100,7 @@ void avgpool(word_port<CFG>& arena, const layer_desc& d) {
     const i64 R = ((1LL << 24) + M / 2) / M;
     for (int c = 0; c < C; ++c) {
         EDGEVIT_TRIPCOUNT(CFG::avgpool_channels)
-        i64 s = 0;
-        for (int t = 0; t < M; ++t) {
-            EDGEVIT_TRIPCOUNT(CFG::avgpool_tokens)
-#pragma HLS PIPELINE II=1
-            s += arena.get(d.x + t * C + c);
-        }
-        arena.put(d.y + c, requant(s * R, d.fx + 24 - d.fo, d.wo));
+        arena.put(d.y + c, requant(token_sum<CFG>(arena, d, c) * R, d.fx + 24 - d.fo, d.wo));
     }
 }
 

@@ -65,6 +65,34 @@ inline bool linear_overlaps(const layer_desc& d) {
            (d.x2 < 0 || (d.x2 - d.y) % CFG::WPB == 0);
 }
 
+// One MAC step of a token tile: token m's inputs [k0, k0 + LI) times the LO weight rows (LI x LO MACs, unrolled),
+// onto acc (the biases at k0 = 0); at the token's last step its sums go to res[m] and (m, k0) moves to the next
+// token, else k0 to the next LI inputs. The accumulator is exact (64 bits). The float linear unit and the int8 one
+// (qlinear.h) run the same steps.
+template <class CFG>
+inline void linear_mac_step(const word_t x[CFG::TM][CFG::KMAX], const word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2],
+                            const i64 bias[CFG::LO], i64 acc[CFG::LO], i64 res[CFG::TM][CFG::LO], int K, int& m,
+                            int& k0) {
+#pragma HLS INLINE
+    const bool last = k0 + CFG::LI >= K;
+    for (int lo = 0; lo < CFG::LO; ++lo) {
+#pragma HLS UNROLL
+        i64 sum = k0 == 0 ? bias[lo] : acc[lo];
+        for (int li = 0; li < CFG::LI; ++li) {
+#pragma HLS UNROLL
+            if (k0 + li < K) sum += (i64)x[m][k0 + li] * (i64)w[lo >> 1][k0 + li][lo & 1];
+        }
+        acc[lo] = sum;
+        if (last) res[m][lo] = sum;
+    }
+    if (last) {
+        k0 = 0;
+        ++m;
+    } else {
+        k0 += CFG::LI;
+    }
+}
+
 // One tile's tm x ceil(K / LI) MAC steps (x[cur] -> res[rj]; LI x LO MACs each, a token's sums to the result tile at
 // its last step) and, in the same pipelined loop, what the port can do meanwhile: the next token tile's lrows rows
 // (words from lstart) into the other input tile (XTILES = 2), and the write-back of the previous tile (rows wm0..,
@@ -99,25 +127,7 @@ void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, in
     for (int i = 0; i < trip; ++i) {
         EDGEVIT_TRIPCOUNT(CFG::linear_pass)
 #pragma HLS PIPELINE II=1
-        if (i < steps) {
-            const bool last = k0 + CFG::LI >= K;
-            for (int lo = 0; lo < CFG::LO; ++lo) {
-#pragma HLS UNROLL
-                i64 sum = k0 == 0 ? bias[lo] : acc[lo];
-                for (int li = 0; li < CFG::LI; ++li) {
-#pragma HLS UNROLL
-                    if (k0 + li < K) sum += (i64)x[cur][m][k0 + li] * (i64)w[lo >> 1][k0 + li][lo & 1];
-                }
-                acc[lo] = sum;
-                if (last) res[rj][m][lo] = sum;
-            }
-            if (last) {
-                k0 = 0;
-                ++m;
-            } else {
-                k0 += CFG::LI;
-            }
-        }
+        if (i < steps) linear_mac_step<CFG>(x[cur], w, bias, acc, res[rj], K, m, k0);
         const bool ld = i < lbeats, wb = i < obeats;
         beat_t r = 0;
         if (ld || (wb && resid)) r = arena.beat(ld ? lfirst + i : row + oc + bx);

@@ -3,13 +3,14 @@
 // layer needs no zero-point terms: acc = sum x w + b, with b onnxruntime's int32 bias.
 //
 // qgemm_unit (kind qlinear) runs on the linear unit's tile loaders (linear_load_x / linear_load_w of
-// linear.h: input tile, weight tile and the 64-bit biases) with the same MAC loop (LI x LO MACs a step), and
+// linear.h: input tile, weight tile and the 64-bit biases) with the same MAC steps (linear_mac_step), and
 // writes each output through requantize_int8 with the record of its channel (d.w2). Its tiles are its own
 // copies: it is not yet the linear unit's epilogue (docs/fpga.md, int8 models).
 #ifndef EDGEVIT_QLINEAR_H
 #define EDGEVIT_QLINEAR_H
 
 #include "conv.h"
+#include "layout.h"
 #include "linear.h"
 #include "requant.h"
 
@@ -25,8 +26,8 @@ void qlinear_load_requant(word_source<CFG>& params, const layer_desc& d, int n0,
     }
 }
 
-// Outputs [m0, m0 + tm) x [n0, n0 + LO): tm x ceil(K / LI) MAC steps as in linear_compute, then one output
-// word a cycle through requantize_int8.
+// Outputs [m0, m0 + tm) x [n0, n0 + LO): tm x ceil(K / LI) MAC steps (linear_mac_step, linear.h), then one
+// output word a cycle through requantize_int8.
 template <class CFG>
 void qlinear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm, int n0,
                      word_t x[CFG::TM][CFG::KMAX], word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2],
@@ -43,23 +44,7 @@ void qlinear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm,
     for (int i = 0; i < steps; ++i) {
         EDGEVIT_TRIPCOUNT(mac_steps)
 #pragma HLS PIPELINE II=1
-        const bool last = k0 + CFG::LI >= K;
-        for (int lo = 0; lo < CFG::LO; ++lo) {
-#pragma HLS UNROLL
-            i64 sum = k0 == 0 ? bias[lo] : acc[lo];
-            for (int li = 0; li < CFG::LI; ++li) {
-#pragma HLS UNROLL
-                if (k0 + li < K) sum += (i64)x[m][k0 + li] * (i64)w[lo >> 1][k0 + li][lo & 1];
-            }
-            acc[lo] = sum;
-            if (last) res[m][lo] = sum;
-        }
-        if (last) {
-            k0 = 0;
-            ++m;
-        } else {
-            k0 += CFG::LI;
-        }
+        linear_mac_step<CFG>(x, w, bias, acc, res, K, m, k0);
     }
     const int cols = N - n0 < CFG::LO ? N - n0 : CFG::LO;
     int em = 0, lo = 0;
@@ -116,19 +101,13 @@ void qgemm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_des
 }
 
 // The mean over tokens of x [M][C] (d0, d1) at d.x, requantised per channel with M = x_scale / (y_scale M)
-// (records at d.w2): the sum is exact, one word a cycle as avgpool (layout.h).
+// (records at d.w2): the exact sum of avgpool (token_sum, layout.h).
 template <class CFG>
 void qavgpool(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    const int M = d.d0, C = d.d1;
-    for (int c = 0; c < C; ++c) {
+    for (int c = 0; c < d.d1; ++c) {
         EDGEVIT_TRIPCOUNT(CFG::avgpool_channels)
-        i64 s = 0;
-        for (int t = 0; t < M; ++t) {
-            EDGEVIT_TRIPCOUNT(CFG::avgpool_tokens)
-#pragma HLS PIPELINE II=1
-            s += arena.get(d.x + t * C + c);
-        }
-        arena.put(d.y + c, word_t(requantize_int8(s, read_requant(params, d.w2 + REQUANT_RECORD_WORDS * c), false)));
+        arena.put(d.y + c, word_t(requantize_int8(token_sum<CFG>(arena, d, c),
+                                                  read_requant(params, d.w2 + REQUANT_RECORD_WORDS * c), false)));
     }
 }
 
