@@ -99,6 +99,11 @@ class _Tables(PyExprMutator):
             raise _NotElementwise
         name = call.op.name
         if name == "relax.dequantize":
+            constant = _constant(call.args[0])
+            if constant is not None and constant.size == 1:  # a quantized scalar (GELU's 1 and 0.5)
+                if _scalar(call.args[1]) is None or _scalar(call.args[2]) is None:
+                    raise _NotElementwise
+                return _dequantize_values(constant.reshape(()), call)
             return self._dequantize(call)
         if name == "relax.quantize":
             self._nonlinear = True

@@ -300,6 +300,44 @@ def test_silu_becomes_a_table_and_agrees_with_onnxruntime(tmp_path):
     _agrees_with_onnxruntime(model, tmp_path)
 
 
+def gelu_cnn_onnx(path):
+    """conv 1x1 -> GELU as ``x · 0.5 · (1 + erf(x / √2))`` (its constants quantized as QDQ scalars) -> conv 1x1
+    -> Flatten -> Gemm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(9)
+    init = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n)
+            for n, s in (("w1", (16, 8, 1, 1)), ("b1", (16,)), ("w2", (8, 16, 1, 1)), ("fc", (10, 512)))]
+    init += [numpy_helper.from_array(np.array(v, np.float32), n)
+             for n, v in (("sqrt2", np.sqrt(2)), ("one", 1.0), ("half", 0.5))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]), helper.make_node("Div", ["c1", "sqrt2"], ["d"]),
+             helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["e", "one"], ["p"]),
+             helper.make_node("Mul", ["c1", "p"], ["m"]), helper.make_node("Mul", ["m", "half"], ["g"]),
+             helper.make_node("Conv", ["g", "w2"], ["c2"]), helper.make_node("Flatten", ["c2"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
+    return path
+
+
+def test_gelu_with_quantized_constants_becomes_one_table_and_agrees_with_onnxruntime(tmp_path):
+    """GELU's chain (erf, + 1, · x, · 0.5: its constants are dequantized int8 scalars, each step between quantize
+    steps) is a function of the int8 input alone: one 256-entry lookup."""
+    from edgevit.backends.int8_tables import Int8ElementwiseTables
+    from edgevit.frontend import load_model
+    from edgevit.quantize import QuantizeSettings, quantize_cached
+
+    model = quantize_cached(load_model(str(gelu_cnn_onnx(tmp_path / "gelu.onnx"))),
+                            QuantizeSettings("fashion-mnist", 8, per_channel=True))
+    assert "DequantizeLinear" in [n.op_type for n in model.load().graph.node if n.input[0] == "one_quantized"]
+    mod = Int8ElementwiseTables()(tvm_compiler.import_onnx(model.load(), model.inputs))
+    script = mod.script(show_meta=False)
+    assert script.count("R.take(") == 1 and "R.erf" not in script and "R.multiply" not in script
+    _agrees_with_onnxruntime(model, tmp_path)
+
+
 def test_activation_matmul_uses_the_dot_kernel_and_agrees_with_onnxruntime(tmp_path):
     """x @ transpose(relu(x)) (both int8 activations with zero points) on the dot-product kernel: the zero-point
     terms are right (agrees with onnxruntime)."""
