@@ -9,6 +9,9 @@ unmodified QDQ file (its fused int8 kernels). When the accelerator runs the whol
 output; otherwise the CPU part's input, and then also the whole model the board's way (C-simulated
 accelerator output, dequantized as the PYNQ driver does, through the numpy CPU part) against onnxruntime. Prints max steps off, values bit-exact, argmax agreement (whole
 models only) and accuracy.
+
+Exit 0 when the C-simulation is bit-exact with the golden model, 1 when it is not; on a file it cannot read or
+map, one error line and the error's exit code (edgevit/errors.py: 5 unreadable, 4 not mappable).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgevit.datasets import fashion_mnist  # noqa: E402
+from edgevit.errors import EdgevitError, InputError  # noqa: E402
 from edgevit.hls import csim, qdq_import  # noqa: E402
 from edgevit.hls.torch_import import to_accel_layout  # noqa: E402
 from edgevit.reference import onnxruntime_session  # noqa: E402
@@ -83,8 +87,6 @@ def output_scale(model) -> float:
 
 
 def main(argv=None) -> int:
-    import onnx
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--images", type=int, default=200)
@@ -92,7 +94,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="project directory (default: a temporary one)")
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args(argv)
-    model = onnx.load(args.model)
+    try:
+        return _agreement(args)
+    except EdgevitError as exc:
+        print(f"hls_int8_agreement: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _agreement(args) -> int:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(args.model)
+    except (OSError, DecodeError) as exc:   # missing, unreadable, or not an ONNX protobuf
+        raise InputError(f"cannot read {args.model} as an ONNX model: {exc}") from None
     images, labels = fashion_mnist("test", args.images)
     result = qdq_import.lower_qdq(model, images[0][None])
     with tempfile.TemporaryDirectory(prefix="edgevit-int8-") as tmp:

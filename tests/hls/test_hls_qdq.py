@@ -404,3 +404,15 @@ def test_unsupported_quantized_op_goes_to_the_cpu(tmp_path, images, capsys):
         got = numpy_graph.run(graph, weights, {graph["input"]: part_output(raw, spec, graph)})[0]
         want = sess.run(None, {sess.get_inputs()[0].name: x[None]})[0]
         assert np.abs(got - want).max() <= qdq_import.TAIL_MAX_STEPS * step * 1.001
+
+
+def test_agreement_tool_rejects_a_file_it_cannot_read_in_one_line(tmp_path):
+    import sys
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not an onnx protobuf")
+    tool = Path(__file__).resolve().parents[2] / "tools" / "hls_int8_agreement.py"
+    for path, code in ((bad, 5), (tmp_path / "missing.onnx", 5)):
+        run = subprocess.run([sys.executable, str(tool), str(path), "--images", "2"], capture_output=True, text=True)
+        assert run.returncode == code
+        assert run.stderr.startswith("hls_int8_agreement: error: cannot read") and run.stderr.count("\n") == 1
