@@ -15,9 +15,10 @@ from tvm.s_tir import Schedule
 from .cpu_schedules.common import CpuInfo, largest_divisor, root_blocks, schedule_elementwise
 
 
-def softmax_int8(data: te.Tensor, table: te.Tensor, inverse_scale: float, zero: int) -> te.Tensor:
+def softmax_int8(data: te.Tensor, table: te.Tensor, output_scale: float, zero: int) -> te.Tensor:
     """``e = table[x - max(x) + 255]`` (the exponentials of the 256 possible differences), then
-    ``clip(round(e · (1/sy) / Σe) + zy)`` as int8, along the rows of a 2-D ``data``."""
+    ``clip(round((e · output_scale) / Σe) + zy)`` as int8, along the rows of a 2-D ``data``: onnxruntime's
+    QLinearSoftmax with ``output_scale = floor(1 / sy)`` (``edgevit.backends.int8_tables``)."""
     rows, n = data.shape
     k = te.reduce_axis((0, n), "k")
     top = te.compute((rows,), lambda i: te.max(data[i, k], axis=k), name="int8_softmax_max")
@@ -27,19 +28,20 @@ def softmax_int8(data: te.Tensor, table: te.Tensor, inverse_scale: float, zero: 
     exp = te.compute((rows, n), lambda i, j: table[index[i, j]], name="int8_softmax_exp")
     j = te.reduce_axis((0, n), "j")
     total = te.compute((rows,), lambda i: te.sum(exp[i, j], axis=j), name="int8_softmax_sum")
-    # no clip at -128: e / Σe >= 0 and zy >= -128
-    return te.compute((rows, n), lambda i, c: te.min(te.round(exp[i, c] * (inverse_scale / total[i])) + zero,
+    # no clip at -128: e / Σe >= 0 and zy >= -128. (e * scale) / sum, not e * (scale / sum): onnxruntime's
+    # order, so values near a half step round the same way
+    return te.compute((rows, n), lambda i, c: te.min(te.round(exp[i, c] * output_scale / total[i]) + zero,
                                                      127.0).astype("int8"), name="int8_softmax")
 
 
-def emit_softmax(builder, xq, table, inverse_scale: float, zero: int):
+def emit_softmax(builder, xq, table, output_scale: float, zero: int):
     """Emit :func:`softmax_int8` over the last axis of the int8 ``xq`` (static shape) into a Relax builder:
     the rows are one axis (a reshape), so a group of rows is a range of it."""
     from tvm import relax
 
     shape = [int(d) for d in xq.ty.shape]
     rows = builder.emit(relax.op.reshape(xq, (-1, shape[-1])))
-    out = builder.emit_te(softmax_int8, rows, relax.const(table), inverse_scale, zero,
+    out = builder.emit_te(softmax_int8, rows, relax.const(table), output_scale, zero,
                           primfunc_name_hint="int8_softmax")
     return relax.op.reshape(out, shape)
 
