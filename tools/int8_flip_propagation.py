@@ -5,7 +5,8 @@ writes its int8 output as a graph output, so onnxruntime can run the model group
 be changed in between. Running the cut model repeatedly, each run fed the previous run's tensors, reaches
 onnxruntime's own result (a fixed point after as many runs as the graph is deep). Then a convolution output
 value whose exact value (integer accumulator x scales, float64) lies within ``--tie`` of a half step is rounded
-the other way, as any float32 evaluation may, and onnxruntime carries it to the output. ``--edgevit`` also
+the other way, as any float32 evaluation may, and onnxruntime carries it to the output. First, onnxruntime is
+compared with itself: without QDQ fusion (basic graph optimisations) and cut vs whole. ``--edgevit`` also
 counts, per operator, the groups where an edgevit host build and onnxruntime differ given the same int8 inputs.
 
     python tools/int8_flip_propagation.py M_int8.onnx [--seed 0] [--flips 1] [--edgevit]
@@ -126,23 +127,36 @@ def edgevit_differences(cut, quantized, x, values):
 
 def main() -> int:
     import onnx
+    import onnxruntime as ort
     from onnx import numpy_helper
 
     from edgevit.frontend import from_onnx_file
+    from edgevit.quantize import compare_int8, output_steps
     from edgevit.reference import onnxruntime_session, random_inputs
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path, help="a QDQ .onnx (edgevit quantize)")
     p.add_argument("--seed", type=int, default=0, help="random input, as EDGEVIT_SEED")
     p.add_argument("--flips", type=int, default=1, help="how many values to change: near-half conv outputs "
-                                                       "rounded the other way, or with --edgevit edgevit's values")
+                                                       "rounded the other way, or with --edgevit edgevit's values "
+                                                       "(0: only compare onnxruntime with itself)")
     p.add_argument("--tie", type=float, default=1e-5, help="distance from a half step that counts as a tie")
     p.add_argument("--edgevit", action="store_true", help="also build the cut model for the host, count per "
                                                           "operator the groups where edgevit differs, and change "
                                                           "the first --flips of those values instead")
     args = p.parse_args()
     model = onnx.load(str(args.model))
-    x = random_inputs([from_onnx_file(args.model).inputs[0]], args.seed)[0]
+    spec = from_onnx_file(args.model).inputs[0]
+    x = random_inputs([spec], args.seed)[0]
+    levels = {}
+    for level in ("ORT_ENABLE_BASIC", "ORT_ENABLE_ALL"):  # basic: no QDQ fusion, every group in float32
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.graph_optimization_level = 1, getattr(ort.GraphOptimizationLevel, level)
+        levels[level] = ort.InferenceSession(str(args.model), options, providers=["CPUExecutionProvider"],
+                                             disabled_optimizers=["WeightBiasQuantization"]).run(None, {spec.name: x})
+    steps = output_steps(model)
+    print(f"onnxruntime, basic vs all graph optimisations: "
+          f"{compare_int8(levels['ORT_ENABLE_BASIC'], levels['ORT_ENABLE_ALL'], steps).summary()}")
     cut, quantized = cut_model(model)
     path = Path("/tmp") / f"{args.model.stem}_cut.onnx"
     onnx.save(cut, str(path))
@@ -180,6 +194,8 @@ def main() -> int:
                   f"{values[tensor][index]}, edgevit {value}"
                   + (f" (exact {exact[tensor, index]:.7f} steps from the zero point)" if (tensor, index) in exact
                      else ""))
+    if not flips:
+        return 0
     flipped, runs = fixed_point(session, x, quantized, values, flips)
     for output in model.graph.output:
         final = producer[output.name].input[0]
