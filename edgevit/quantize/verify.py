@@ -2,11 +2,11 @@
 
 Both sides compute the same integer tensors up to rounding: onnxruntime fuses some DequantizeLinear -> Conv ->
 QuantizeLinear groups into integer kernels that requantize with a float scale and runs others in float32 (26 of
-mobilevitv2_050's 64 convs), edgevit makes its own choice (integer kernels for dense convs, float32 for
-depthwise ones). A value that lands within float rounding of a half step can round the other way, and one such
-flip moves later tensors by whole steps: given onnxruntime's int8 inputs, every QDQ group of mobilevitv2_050 and
-mobilevit_xxs computes onnxruntime's values except 20 / 7 conv values within 1e-5 of a half step, and one of
-them, carried by onnxruntime itself, moves its output by 12 / 3 steps (``tools/int8_flip_propagation.py``). So
+mobilevitv2_050's 64 convs), edgevit runs its convs on integer kernels. A value that lands within float
+rounding of a half step can round the other way, and one such flip moves later tensors by whole steps: given
+onnxruntime's int8 inputs, every QDQ group of mobilevitv2_050 computes onnxruntime's values except 21 conv
+values at half-step ties (14 of 64 convs; mobilevit_xxs before the int8 depthwise kernels: 7), and one of them,
+carried by onnxruntime itself, moves its output by 12 steps (mobilevit_xxs: 3; ``tools/int8_flip_propagation.py``). So
 the rule is stated in the model's own unit, the output's quantization step (the scale of the DequantizeLinear
 that produces it): an int8 build passes when every output is within ``MAX_STEPS`` steps of onnxruntime's and the
 top-1 class agrees, or differs only where onnxruntime's own top two are within those steps of each other (a tie
