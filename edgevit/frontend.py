@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import InputError, ModelImportError
 from .settings import cache_dir
-from . import zoo
+from . import static_shapes, zoo
 
 OPSET = 18
 MAX_DIM = (1 << 31) - 1
@@ -158,6 +158,9 @@ def _export_torch(model, input_shape: tuple[int, ...], path: Path) -> None:
 def from_onnx_file(path: Path, input_shape: str | None = None) -> ImportedModel:
     """Read and check an ONNX file, fixing symbolic input dimensions from ``input_shape``.
 
+    Shape arithmetic (``Shape -> Gather -> Reshape`` and the like) is then folded into constants
+    (:mod:`edgevit.static_shapes`): the backends get a model of static shapes, checked against the file.
+
     Raises
     ------
     ModelImportError
@@ -218,6 +221,14 @@ def from_onnx_file(path: Path, input_shape: str | None = None) -> ImportedModel:
         specs.append(TensorSpec(value.name, tuple(shape), _ONNX_DTYPES[ttype.elem_type]))
 
     name, source = path.stem, str(path)
+    if static_shapes.has_shape_arithmetic(model):  # computed once per file version and input shapes
+        digest = hashlib.sha256(model.SerializeToString()).hexdigest()[:16]
+        folded = cache_dir("onnx") / f"{path.stem}-static-{digest}.onnx"
+        if not folded.exists():
+            partial = folded.with_suffix(".partial")
+            onnx.save(static_shapes.fold_shape_arithmetic(model, specs), str(partial))
+            partial.rename(folded)
+        return ImportedModel(name, folded, specs, source)
     if changed or external:  # shapes or bundled data live in a copy; the user's file stays as it was
         path = cache_dir("onnx") / f"{path.stem}-{hashlib.sha256(model.SerializeToString()).hexdigest()[:16]}.onnx"
         if not path.exists():

@@ -78,3 +78,60 @@ def tiny_hybrid_onnx(path: Path) -> Path:
 
     path.write_bytes(from_torch(tiny_hybrid(), (1, 1, 8, 8), path.stem).onnx_path.read_bytes())
     return path
+
+
+
+def shape_arithmetic_onnx(path: Path) -> Path:
+    """Torch's ``F.pad``, a conv and a positional ramp with their pads and shapes computed at run time, node for
+    node as torch's TorchScript exporter writes them (timm's efficientvit_m0 / efficientvit_b0 /
+    edgenext_xx_small): pads ``Constant -> ConstantOfShape -> Concat -> Reshape -> Slice -> Transpose -> Reshape
+    -> Cast -> Pad``, ``Reshape(-1)`` of the padded map, a ramp ``Shape -> Gather -> Concat -> ConstantOfShape ->
+    CumSum``. TVM 0.27's ONNX import refuses it as it is ("Reshape expects the input tensor to have known
+    shape")."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+
+    def const(name, values):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(values, np.int64), name))
+
+    def int64_fill(value, dtype=np.int64):
+        return numpy_helper.from_array(np.array([value], dtype))
+
+    nodes = [
+        const("torch_pads", [0, 0, 0, 2]), const("n_pads", [4]),                       # F.pad(x, (0, 0, 0, 2))
+        helper.make_node("ConstantOfShape", ["n_pads"], ["zeros"], value=int64_fill(0)),
+        helper.make_node("Concat", ["torch_pads", "zeros"], ["pads8"], axis=0),
+        const("pairs", [-1, 2]), helper.make_node("Reshape", ["pads8", "pairs"], ["pads_2d"]),
+        const("start", [-1]), const("end", [-(2**63 - 1)]), const("axis0", [0]), const("step", [-1]),
+        helper.make_node("Slice", ["pads_2d", "start", "end", "axis0", "step"], ["reversed"]),
+        helper.make_node("Transpose", ["reversed"], ["onnx_order"], perm=[1, 0]),
+        const("flat", [-1]), helper.make_node("Reshape", ["onnx_order", "flat"], ["pads_any"]),
+        helper.make_node("Cast", ["pads_any"], ["pads"], to=TensorProto.INT64),
+        helper.make_node("Pad", ["x", "pads", ""], ["p"], mode="constant"),            # [1, 3, 8, 6]
+        helper.make_node("Conv", ["p", "w"], ["c"], pads=[1, 1, 1, 1]),                # [1, 4, 8, 6]
+        const("tokens", [1, 4, -1]), helper.make_node("Reshape", ["c", "tokens"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),                   # [1, 48, 4]
+        helper.make_node("Shape", ["t"], ["s"]),
+        const("i0", 0), helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+        const("i1", 1), helper.make_node("Gather", ["s", "i1"], ["n"], axis=0),
+        const("ax", [0]), helper.make_node("Unsqueeze", ["b", "ax"], ["b1"]),
+        helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+        const("one", [1]), helper.make_node("Concat", ["b1", "n1", "one"], ["ramp_shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["ramp_shape"], ["ones"], value=int64_fill(1.0, np.float32)),
+        const("along", 1), helper.make_node("CumSum", ["ones", "along"], ["ramp"]),
+        helper.make_node("Mul", ["ramp", "scale"], ["ramp_s"]),
+        helper.make_node("Add", ["t", "ramp_s"], ["z"]),
+        helper.make_node("ReduceMean", ["z"], ["y"], axes=[1], keepdims=0),          # opset 17: axes attribute
+    ]
+    graph = helper.make_graph(
+        nodes, "shape_arithmetic", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+                     numpy_helper.from_array(np.array(0.01, np.float32), "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
