@@ -135,3 +135,41 @@ def shape_arithmetic_onnx(path: Path) -> Path:
     onnx.save(model, str(path))
     return path
 
+
+def torchscript_style_cnn_onnx(path: Path) -> Path:
+    """Conv 3x3 -> GELU -> conv 3x3 + conv 1x1 (MobileOne's branches) -> channel softmax -> x 2, written as
+    torch's TorchScript exporter writes it (timm's repvit_m0_9, fastvit_t8): each constant a ``Constant`` node
+    just before the node reading it (GELU's sqrt(2), 1 and 0.5 come after the conv they follow), GELU spelled
+    Div/Erf/Add/Mul/Mul, the 1x1 branch added to the 3x3 conv's output, and no value_info."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(6)
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, np.float32), name))
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        const("sqrt2", 1.4142135), helper.make_node("Div", ["c1", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        const("one", 1.0), helper.make_node("Add", ["e", "one"], ["e1"]),
+        helper.make_node("Mul", ["c1", "e1"], ["m"]),
+        const("half", 0.5), helper.make_node("Mul", ["m", "half"], ["g"]),
+        helper.make_node("Conv", ["g", "w3"], ["c3"]),                                  # 1x1 branch first
+        helper.make_node("Conv", ["g", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "c3"], ["r"]),
+        helper.make_node("Softmax", ["r"], ["s"], axis=1),
+        const("two", 2.0), helper.make_node("Mul", ["s", "two"], ["y"]),
+    ]
+    weights = [numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+               for name, shape in (("w1", (4, 3, 3, 3)), ("b1", (4,)), ("w2", (4, 4, 3, 3)), ("b2", (4,)),
+                                         ("w3", (4, 4, 1, 1)))]
+    graph = helper.make_graph(nodes, "torchscript_style", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                         [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

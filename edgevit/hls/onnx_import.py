@@ -114,6 +114,13 @@ class _Importer:
         self.layers: list[Layer] = []
         self.done: set = set()
         self.folded: set = set()   # constant nodes: computed once here, no accelerator work
+        # All of them before the walk: an epilogue looks ahead past nodes not visited yet, and TorchScript
+        # exports define a constant (GELU's sqrt(2)) just before the node that reads it.
+        for k, node in enumerate(self.nodes):
+            if all(i in self.consts for i in node.input if i):
+                self.consts.update({o: _as_float64(self.values[o]) for o in node.output if o in self.values})
+                self.done.add(k)
+                self.folded.add(k)
 
     # --- state --------------------------------------------------------------------------------------------
 
@@ -219,15 +226,6 @@ class _Importer:
         for k, node in enumerate(self.nodes):
             if k in self.done:
                 continue
-            ins = [i for i in node.input if i]
-            if all(i in self.consts for i in ins):   # constant subgraph: its values, computed once
-                for o in node.output:
-                    if o in self.values:
-                        v = self.values[o]
-                        self.consts[o] = _as_float64(v)
-                self.done.add(k)
-                self.folded.add(k)
-                continue
             snap = self.snapshot()
             try:
                 rule = RULES.get(node.op_type)
@@ -283,8 +281,10 @@ class _Importer:
                 other = node.input[1] if node.input[0] == cur else node.input[0]
                 if other in self.alias and self.alias[other][1] == layout:
                     res = self.alias[other][0]
+                    # the residual is added to the layer's rows: an im2col input has [H*W, K] of them
+                    rows = self.shapes[layer.inputs[0]][:-1] + self.shapes[layer.output][-1:]
                     try:
-                        self.require_shape(res, self.shapes[layer.output])
+                        self.require_shape(res, rows)
                     except Unsupported:
                         res = None
                     if res is not None:
@@ -992,7 +992,7 @@ def lower_onnx(model, sample: np.ndarray) -> ImportResult:
     tail = _tail_nodes(im, cut) if cut is not None and cut not in im.outputs else []
     # the node no rule maps first (with why), then the rest of the CPU part in graph order
     cpu = ([f"{first.name} ({first.op_type}: {why})"] if first is not None else []) + [
-        f"{nodes[k].name} ({nodes[k].op_type})" for k in tail if k != stop]
+        f"{nodes[k].name} ({nodes[k].op_type})" for k in tail if k != stop and k not in im.folded]
     used = {"input"} | {t for l in layers for t in l.inputs} | {l.output for l in layers}
     prog = Program("input", {k: v for k, v in im.shapes.items() if k in used}, layers, cpu_layers=cpu)
     macs = _macs(model, im.values)
@@ -1088,11 +1088,13 @@ def cpu_part(result: ImportResult) -> tuple:
     ModelImportError
         If it uses an operator the interpreter lacks.
     """
+    import onnx.shape_inference
     import onnx.utils
 
     from ..pynq import cpu_tail, numpy_graph
 
-    mp = result.model
+    # onnx's Extractor reads the cut's type from value_info, which files exported without it lack
+    mp = onnx.shape_inference.infer_shapes(result.model)
     outputs = [o.name for o in mp.graph.output]
     graph, weights = cpu_tail._plain(onnx.utils.Extractor(mp).extract_model([result.cut], outputs))
     try:

@@ -273,3 +273,31 @@ def test_mobilevitv2_maps_whole_with_group_norms_and_separable_attention(tmp_pat
     assert np.abs(_float_out(result.program, x) - want).max() <= 1e-4 * (1 + np.abs(want).max())
     r = project.run_csim(out)
     assert r["mismatches"] == 0
+
+
+def test_torchscript_export_spelling_maps_and_writes_its_cpu_part(tmp_path):
+    # Constants defined after the conv they follow, a residual on a 3x3 (im2col) conv and no value_info: timm's
+    # repvit_m0_9 stopped at its first GELU, fastvit_t8 raised a numpy broadcast error, both in `edgevit hls`;
+    # every model without value_info failed to write its CPU part.
+    import onnx
+
+    from tiny_onnx_models import torchscript_style_cnn_onnx
+
+    path = torchscript_style_cnn_onnx(tmp_path / "ts.onnx")
+    samples = [_sample((1, 3, 8, 8), s) for s in range(2)]
+    result, out = project.generate_onnx(onnx.load(str(path)), "zcu102", tmp_path / "ts", samples)
+    prog = result.program
+    assert [(l.kind, l.attrs.get("act")) for l in prog.layers] == [
+        ("im2col", None), ("linear", "gelu"), ("linear", "none"), ("im2col", None), ("linear", "none")]
+    assert prog.layers[4].inputs[1] == prog.layers[2].output   # the 1x1 branch in the 3x3 conv's epilogue
+    assert result.unsupported[0] == "Softmax"
+    assert [c.split(" (")[1].split(":")[0].rstrip(")") for c in prog.cpu_layers] == ["Softmax", "Mul"]
+    assert project.run_csim(out)["mismatches"] == 0
+    tail = json.loads((out / "cpu_tail.json").read_text())
+    npz = np.load(out / "cpu_tail.npz")
+    weights = {n: npz[f"w{k}"] for k, n in enumerate(tail["weights"])}
+    acc = prog.run_float(to_accel_layout(samples[1]))[prog.output].transpose(2, 0, 1)[None]
+    got = numpy_graph.run(tail, weights, {tail["input"]: acc.astype(np.float32)})[0]
+    sess = onnxruntime_session(str(path))
+    want = sess.run(None, {"x": samples[1].astype(np.float32)})[0]
+    assert np.abs(got - want).max() <= 1e-4 * (1 + np.abs(want).max())
