@@ -194,3 +194,28 @@ def one_op(path: Path, code: int, shape=(1, 4), signature=None, custom: str | No
     """float input -> one operator -> float output of the same shape (RELU is code 19)."""
     tensors = [Tensor("input", shape, signature=signature), Tensor("output", shape, signature=signature)]
     return write(Graph(tensors, [Op(code, [0], [1], custom=custom)], [0], [1], version=version), path)
+
+
+def dense_of_tokens(path: Path) -> Path:
+    """float [1, 1, 16] -> FULLY_CONNECTED (keep_num_dims false) -> [1, 8]: a classifier head on one token, as
+    litert-torch writes timm's edgenext_xx_small (TFLite flattens the leading dimensions)."""
+    rng = np.random.default_rng(4)
+    tensors = [Tensor("input", (1, 1, 16)),
+               Tensor("weights", (8, 16), data=rng.standard_normal((8, 16)).astype(np.float32)),
+               Tensor("bias", (8,), data=rng.standard_normal(8).astype(np.float32)),
+               Tensor("output", (1, 8))]
+    return write(Graph(tensors, [Op(9, [0, 1, 2], [3], options=fully_connected_options())], [0], [3]), path)
+
+
+def broadcast_batch_matmul(path: Path) -> Path:
+    """float [2, 3, 4] x float [1, 4, 5] (two inputs) -> BATCH_MATMUL -> [2, 3, 5]: batch dimensions broadcast, as
+    litert-torch writes timm's efficientvit_m0 attention."""
+    options = _fb("BatchMatMulOptions")
+
+    def writer(b):
+        options.BatchMatMulOptionsStart(b)
+        return options.BatchMatMulOptionsEnd(b)
+
+    tensors = [Tensor("a", (2, 3, 4)), Tensor("b", (1, 4, 5)), Tensor("output", (2, 3, 5))]
+    op = Op(126, [0, 1], [2], options=(_fb("BuiltinOptions").BuiltinOptions.BatchMatMulOptions, writer))
+    return write(Graph(tensors, [op], [0, 1], [2]), path)

@@ -12,6 +12,11 @@ and edgevit's ``IntegerQdqKernels`` turns ``quantize(move(dequantize(x)))`` back
 The ``tflite`` package misreads operator codes that ai-edge-quantizer writes (QUANTIZE read as ADD, see
 ``frontend_tflite.builtin_code``); the converter reads them as LiteRT does.
 
+Two float operators are converted wrongly and are redone here: FULLY_CONNECTED without ``keep_num_dims`` keeps
+its input's rank (TFLite flattens it to [rows, units]: a [1, 1, C] input gave [1, 1, 1000] logits), and
+BATCH_MATMUL with broadcast batch dimensions fails ("'Type' object has no attribute 'shape'") on a shape it
+reads before normalising; Relax's ``matmul`` broadcasts batch dimensions itself.
+
 TVM 0.27 also reads constant data only from inside the flatbuffer (``Buffer.data``); ai-edge-quantizer writes
 weights after it (``Buffer.offset``/``size``, the format for models over 2 GB that it uses for all sizes), which
 TVM reads as empty (a ``TypeError`` in ``get_tensor_value``). The converter serves those from the file's bytes.
@@ -105,6 +110,30 @@ class Int8CompleteConverter(OperatorConverter):
         data = np.frombuffer(whole, np.uint8, count=size, offset=start)
         return TensorWrapper(tensor.tensor_idx, tensor.tensor, _AppendedBuffer(data), tensor.qnn_params)
 
+    def convert_fully_connected(self, op):
+        """TVM's conversion, reshaped to the output shape the model declares (``keep_num_dims`` false)."""
+        out = super().convert_fully_connected(op)
+        declared = [int(d) for d in self.get_tensor_shape(self.get_output_tensors(op)[0])]
+        if out is not None and static_shape(self.bb.normalize(out)) != declared:
+            out = relax.op.reshape(out, declared)
+        return out
+
+    def convert_batch_matmul(self, op):
+        """One broadcasting Relax ``matmul`` (with the adjoint flags as transposes of the last two axes)."""
+        from tflite.BatchMatMulOptions import BatchMatMulOptions
+
+        inputs = self.get_input_tensors(op)
+        if any(t.qnn_params for t in inputs):
+            return super().convert_batch_matmul(op)   # int8: refused by TVM, lowered in float by the caller
+        options = BatchMatMulOptions()
+        options.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+        a, b = (self.bb.normalize(self.get_tensor_expr(t)) for t in inputs[:2])
+        if options.AdjX():
+            a = relax.op.permute_dims(a, _swap_last_two(len(static_shape(a))))
+        if options.AdjY():
+            b = relax.op.permute_dims(b, _swap_last_two(len(static_shape(b))))
+        return relax.op.matmul(a, b)
+
     def _convert_in_float(self, convert, op):
         """``convert(op)`` on dequantized inputs, its outputs quantized as the model declares them."""
         inputs, outputs = self.get_input_tensors(op), self.get_output_tensors(op)
@@ -137,6 +166,10 @@ class Int8CompleteConverter(OperatorConverter):
         result = self.bb.normalize(result)
         return relax.Tuple([self.quantize(relax.TupleGetItem(result, i), t) if t.qnn_params else
                             relax.TupleGetItem(result, i) for i, t in enumerate(outputs)])
+
+
+def _swap_last_two(rank: int) -> list[int]:
+    return [*range(rank - 2), rank - 1, rank - 2]
 
 
 @mutator

@@ -98,3 +98,32 @@ def test_long_multi_axis_means_are_reduced_one_axis_at_a_time():
     assert error["after"] < 1e-6 < error["before"], error
     assert results["after"][1].shape == (1, 1) and np.allclose(results["after"][1], x.sum(), rtol=1e-6)
     assert np.array_equal(results["after"][2], results["before"][2])
+
+
+def test_fully_connected_flattens_leading_dimensions(tmp_path, capsys):
+    from cli_helpers import run_cli
+    from tflite_builder import dense_of_tokens
+
+    path = dense_of_tokens(tmp_path / "dense.tflite")
+    mod, _ = _tvm_alone(path)
+    assert [int(d) for d in mod["main"].ret_ty.shape.values] == [1, 1, 8]   # TVM keeps the input's rank
+    model = from_tflite_file(path)
+    mod = tvm_compiler.import_tflite(model.load()[1], model.inputs)
+    assert [int(d) for d in mod["main"].ret_ty.shape.values] == [1, 8]
+    code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "a.tar")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "run", tmp_path / "a.tar", "--verify")
+    assert code == 0 and "-> PASS" in out, out + err
+
+
+def test_batch_matmul_broadcasts_batch_dimensions(tmp_path, capsys):
+    from cli_helpers import run_cli
+    from tflite_builder import broadcast_batch_matmul
+
+    path = broadcast_batch_matmul(tmp_path / "bmm.tflite")
+    with pytest.raises(AttributeError, match="has no attribute 'shape'"):
+        _tvm_alone(path)
+    code, _, err = run_cli(capsys, "compile", path, "-o", tmp_path / "a.tar")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "run", tmp_path / "a.tar", "--verify")
+    assert code == 0 and "-> PASS" in out, out + err
