@@ -223,7 +223,7 @@ def from_onnx_file(path: Path, input_shape: str | None = None) -> ImportedModel:
     name, source = path.stem, str(path)
     if static_shapes.has_shape_arithmetic(model):  # computed once per file version and input shapes
         digest = hashlib.sha256(model.SerializeToString()).hexdigest()[:16]
-        folded = cache_dir("onnx") / f"{path.stem}-static-{digest}.onnx"
+        folded = cache_dir("onnx") / f"{path.stem}-static{static_shapes.VERSION}-{digest}.onnx"
         if not folded.exists():
             partial = folded.with_suffix(".partial")
             onnx.save(static_shapes.fold_shape_arithmetic(model, specs), str(partial))

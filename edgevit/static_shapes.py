@@ -7,10 +7,9 @@ input shapes every such value is a constant, but TVM's ONNX frontend keeps them 
 model ("Dynamic pads are not supported", "Reshape expects the input tensor to have known shape"). Computing them
 once here gives every backend (TVM, the HLS importer, the pipeline planner) a graph of static shapes.
 
-What is folded: ``Shape``/``Size``, and every node that reads only constants and folded values and either reads
-a folded value, computes integers only (pad and slice bounds built from constants; quantization ops excepted) or
-computes only parameters of other nodes (a Pad's constant value written as a DequantizeLinear by a quantizer).
-Other constant arithmetic (on weights) is left to the backends. A model
+What is folded: ``Shape``/``Size`` and what is computed from them, and constant arithmetic whose results are only
+parameters of other nodes (pad and slice bounds, a Pad's constant value written as a DequantizeLinear by a
+quantizer); see :func:`_folded_nodes`. Constant arithmetic on weights is left to the backends. A model
 with an op whose output shape depends on values (``NonZero``, ``Loop``, ...) or a random op is not folded.
 The folded model is checked against the original in onnxruntime on a second random input.
 """
@@ -21,6 +20,7 @@ import numpy as np
 
 from .errors import ModelImportError
 
+VERSION = 2   # of the folding rule: part of the cached file's name, so a changed rule folds again
 SHAPE_OPS = {"Shape", "Size"}
 # Ops whose output shape depends on values, or whose outputs are not constants: their shapes are not static.
 NOT_STATIC = {"NonZero", "NonMaxSuppression", "Unique", "Compress", "Loop", "Scan", "If", "RandomNormal",
@@ -33,67 +33,39 @@ PARAMETER_INPUTS = {"Pad": (1, 2, 3), "Reshape": (1,), "Slice": (1, 2, 3, 4), "E
 CHECK_RTOL = 1e-5   # folded vs original in onnxruntime, relative to the output's peak (the same kernels run)
 
 
-def _is_quantization(op: str) -> bool:
-    return op.startswith(("Quantize", "Dequantize", "DynamicQuantize", "QLinear")) or op.endswith("Integer")
-
-
-def _integer_typed(model) -> set[str]:
-    """The tensors of ``model`` whose inferred element type is an integer or bool (index arithmetic)."""
-    import onnx
-
-    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
-               onnx.TensorProto.UINT8, onnx.TensorProto.BOOL}
-    typed = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True).graph
-    values = [*typed.value_info, *typed.output, *typed.input]
-    return ({v.name for v in values if v.type.tensor_type.elem_type in integer}
-            | {t.name for t in typed.initializer if t.data_type in integer})
-
-
-def _parameter_reads(graph) -> dict[str, bool]:
-    """Per tensor: whether every node that reads it reads it as a parameter (:data:`PARAMETER_INPUTS`)."""
-    reads: dict[str, bool] = {}
-    for node in graph.node:
-        slots = PARAMETER_INPUTS.get(node.op_type, ())
-        for slot, name in enumerate(node.input):
-            if name:
-                reads[name] = reads.get(name, True) and slot in slots
-    for output in graph.output:
-        reads[output.name] = False
-    return reads
-
-
-def _folded_nodes(graph, integer: set[str]) -> tuple[list[int], set[str]]:
+def _folded_nodes(graph) -> tuple[list[int], set[str]]:
     """Indices of the nodes to fold, and the tensors they compute.
 
-    A node is folded if it is ``Shape``/``Size``, or reads only constants and folded values and either reads a
-    value computed from a shape, computes integers only (pads, slice bounds: index arithmetic) or computes only
-    parameters of other nodes (a Pad's constant value that a quantizer wrote as a DequantizeLinear). Other
-    quantization ops are never folded: a QDQ model's weights stay quantized.
+    A node can be computed now if it is ``Shape``/``Size`` or reads only constants and values computable now.
+    Of those, it is folded if it reads a value computed from a shape, or if everything it computes ends, through
+    other such nodes, in parameters of other nodes (:data:`PARAMETER_INPUTS`: pad and slice bounds built from
+    constants, a Pad's constant value that a quantizer wrote as a DequantizeLinear). Constant arithmetic on
+    weights is left to the backends, and a model without shape arithmetic is not changed.
     """
     known = {t.name for t in graph.initializer}
-    parameters = _parameter_reads(graph)
-    folded: set[str] = set()
-    fold = []
+    computable: dict[int, bool] = {}   # node index -> reads a shape-derived value
+    shaped: set[str] = set()
     for index, node in enumerate(graph.node):
-        inputs = [i for i in node.input if i]
-        outputs = [o for o in node.output if o]
+        inputs, outputs = [i for i in node.input if i], [o for o in node.output if o]
         if node.op_type == "Constant":
             known.update(outputs)
-            continue
-        constant = bool(inputs) and all(i in known or i in folded for i in inputs)
-        if node.op_type in SHAPE_OPS or constant and (
-                any(i in folded for i in inputs) or all(parameters.get(o, False) for o in outputs)
-                or not _is_quantization(node.op_type) and all(o in integer for o in outputs)):
-            fold.append(index)
-            folded.update(outputs)
-    return fold, folded
-
-
-def _candidates(graph) -> bool:
-    """Cheap test before shape inference: a Shape/Size node or a non-Constant node reading only constants."""
-    known = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    return any(n.op_type in SHAPE_OPS or (n.op_type != "Constant" and n.input and all(i in known for i in n.input if i))
-               for n in graph.node)
+        elif node.op_type in SHAPE_OPS or inputs and all(i in known for i in inputs):
+            computable[index] = node.op_type in SHAPE_OPS or any(i in shaped for i in inputs)
+            known.update(outputs)
+            if computable[index]:
+                shaped.update(outputs)
+    # backwards: a value is a parameter if every reader takes it as one or is computable and computes parameters
+    parameter: dict[str, bool] = {o.name: False for o in graph.output}
+    for index in reversed(range(len(graph.node))):
+        node = graph.node[index]
+        slots = PARAMETER_INPUTS.get(node.op_type, ())
+        feeds = index in computable and all(parameter.get(o, False) for o in node.output if o)
+        for slot, name in enumerate(node.input):
+            if name:
+                parameter[name] = parameter.get(name, True) and (slot in slots or feeds)
+    fold = [k for k, from_shape in computable.items()
+            if from_shape or all(parameter.get(o, False) for o in graph.node[k].output if o)]
+    return sorted(fold), {o for k in fold for o in graph.node[k].output if o}
 
 
 def _run(model, inputs: dict) -> dict:
@@ -111,9 +83,9 @@ def _random_inputs(specs, seed: int) -> dict:
 
 def has_shape_arithmetic(model) -> bool:
     """Whether ``model`` computes values from tensor shapes, and nothing makes its shapes value-dependent."""
-    if any(n.op_type in NOT_STATIC for n in model.graph.node) or not _candidates(model.graph):
+    if any(n.op_type in NOT_STATIC for n in model.graph.node):
         return False
-    return bool(_folded_nodes(model.graph, _integer_typed(model))[0])
+    return bool(_folded_nodes(model.graph)[0])
 
 
 def fold_shape_arithmetic(model, specs):
@@ -133,7 +105,7 @@ def fold_shape_arithmetic(model, specs):
     from onnx import numpy_helper
 
     graph = model.graph
-    fold, values = _folded_nodes(graph, _integer_typed(model))
+    fold, values = _folded_nodes(graph)
     kept = [n for k, n in enumerate(graph.node) if k not in set(fold)]
     needed = {i for n in kept for i in n.input} | {o.name for o in graph.output}
     boundary = sorted(values & needed)
@@ -166,8 +138,9 @@ def fold_shape_arithmetic(model, specs):
         err = np.abs(g - w).max() / max(np.abs(w).max(), 1e-30) if w.size and w.shape == g.shape else (
             0.0 if w.shape == g.shape else np.inf)
         if not err <= CHECK_RTOL:
-            raise ModelImportError(f"folding the shape arithmetic changed output '{name}' (relative error "
-                                   f"{err:.2g}): its shapes depend on input values, which edgevit cannot compile")
+            raise ModelImportError(f"folding the shape arithmetic changed output '{name}' in onnxruntime (relative "
+                                   f"error {err:.2g}): its shapes may depend on input values; edgevit builds static "
+                                   "shapes only")
     return folded
 
 

@@ -5,7 +5,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cli_helpers import run_cli
 from tiny_onnx_models import shape_arithmetic_onnx, tiny_cnn_onnx
-from edgevit.frontend import load_model
+from edgevit.frontend import TensorSpec, load_model
 from edgevit.reference import run_onnxruntime
 from edgevit.static_shapes import fold_shape_arithmetic, has_shape_arithmetic
 
@@ -54,3 +54,38 @@ def test_value_dependent_shapes_are_not_folded():
     graph = helper.make_graph(nodes, "nz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                               [helper.make_tensor_value_info("y", TensorProto.INT64, [2])])
     assert not has_shape_arithmetic(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def _model(nodes, inits, x_shape, y_shape):
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_constant_arithmetic_on_weights_is_left_to_the_backends():
+    # EfficientFormerV2's attention biases: a weight table gathered by constant indices (the zoo's file)
+    nodes = [helper.make_node("Unsqueeze", ["idx", "axes"], ["idx1"]),
+             helper.make_node("Gather", ["table", "idx1"], ["bias"]), helper.make_node("Add", ["x", "bias"], ["y"])]
+    inits = [numpy_helper.from_array(np.ones((4, 3), np.float32), "table"),
+             numpy_helper.from_array(np.array([1, 2], np.int64), "idx"),
+             numpy_helper.from_array(np.array([0], np.int64), "axes")]
+    assert not has_shape_arithmetic(_model(nodes, inits, [1, 2, 3], [1, 2, 3]))
+
+
+def test_a_quantized_pad_value_is_folded_and_the_weights_stay_quantized():
+    # onnxruntime's quantizer writes a Pad's constant value 0 as DequantizeLinear(int8): TVM needs a constant
+    nodes = [helper.make_node("QuantizeLinear", ["x", "scale"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "scale"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["zero_q", "scale"], ["zero"]),
+             helper.make_node("Pad", ["xd", "pads", "zero"], ["p"]),
+             helper.make_node("QuantizeLinear", ["p", "scale"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "scale"], ["pd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "scale"], ["w"]), helper.make_node("MatMul", ["pd", "w"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(0, np.int8), "zero_q"), numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+             numpy_helper.from_array(np.array([0, 1, 0, 1], np.int64), "pads"),
+             numpy_helper.from_array(np.ones((4, 2), np.int8), "w_q")]
+    model = _model(nodes, inits, [1, 2], [1, 2])
+    assert has_shape_arithmetic(model)
+    folded = fold_shape_arithmetic(model, [TensorSpec("x", (1, 2), "float32")])
+    assert [n.op_type for n in folded.graph.node] == [
+        "QuantizeLinear", "DequantizeLinear", "Pad", "QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "MatMul"]
