@@ -45,7 +45,13 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     m, c = extent_of(sch, m_loop), extent_of(sch, c_loop)
     c_vec = vector_tile(c, info.lanes, 2 * info.lanes)
     c_regs = max(1, -(-c_vec // info.lanes))
-    rows = largest_divisor(m, max(1, min(knobs.rows, (info.registers * 3 // 4) // c_regs)))
+    budget = (info.registers * 3 // 4) // c_regs
+    if info.lane_fma:
+        # Each row's register-sized copy of its query / probabilities (broadcast_by_lane) is a register too:
+        # 16 rows x 1 vector took 16 + 16 + 1 of the 32, and LLVM spilled the copies and re-read them lane by
+        # lane (mobilevit_s, head dimension 36: 8.3 M ``ldr s``/``ldp s`` per inference).
+        budget = min(budget, (info.registers - c_regs) // (c_regs + 1))
+    rows = largest_divisor(m, max(1, min(knobs.rows, budget)))
     mo, mi = sch.split(m_loop, [None, rows])
     batch = sch.fuse(*lead, mo) if lead else mo
     if info.cores != 1:

@@ -143,7 +143,9 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     # The epilogue runs per tile from the accumulators, or, when the reduction is chunked, per panel.
     depth, first_reduce = len(spatial_outer), loops[reduce[0]]
     length = extent(stmt.iter_vars[reduce[0]])
-    chunk = largest_divisor(length, knobs.reduction) \
+    # On lane-FMA targets a whole number of vectors: broadcast_by_lane loads a matmul's rows a vector per
+    # ``lanes`` steps of the chunk (220 in chunks of 55 loaded each value alone: a ``ldr s`` per FMA).
+    chunk = largest_divisor(length, knobs.reduction, info.lanes if info.lane_fma else 1) \
         if knobs.reduction and length > LONG_REDUCTION and _weight_panel(stmt, vec) else 0
     panel = order.index(vec) + 1
     if chunk and panel < len(order):
