@@ -68,6 +68,17 @@ def _conv_gelu(path, cin, cout, size, kernel, groups=1):
                   [_const("w", [cout, cin // groups, kernel, kernel]), _const("b", [cout]), *consts])
 
 
+def _conv_pad(path, cin, cout, size, pads):
+    """A convolution whose output is padded (TorchScript exports of windowed attention): the Pad becomes the
+    conv's epilogue, and the padded rows read no element of the conv's tile."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4),
+             helper.make_node("Pad", ["c", "p"], ["y"], mode="constant")]
+    shape = [1, cout, size + pads[2] + pads[6], size + pads[3] + pads[7]]
+    return _model(path, nodes, {"x": [1, cin, size, size]}, ("y", shape),
+                  [_const("w", [cout, cin, 3, 3]), _const("b", [cout]),
+                   numpy_helper.from_array(np.array(pads, np.int64), "p")])
+
+
 def _matmul(path, batch, m, k, n):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
              helper.make_node("Erf", ["a"], ["e"]), helper.make_node("Mul", ["a", "e"], ["y"])]
@@ -168,6 +179,10 @@ CASES = {
     "depthwise_channel_last_stride2": (lambda p: _conv(p, 48, 48, 14, 3, stride=2, groups=48, act="Erf"),
                                        "TiledReduction", "nchw_hwc"),
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
+    # A padded output: its padding is not computed from any tile (was left unwritten: NaN/garbage)
+    "conv3x3_then_pad": (lambda p: _conv_pad(p, 3, 4, 6, [0, 0, 0, 0, 0, 0, 2, 0]), "TiledReduction", "conv2d"),
+    "conv3x3_then_pad_both_sides": (lambda p: _conv_pad(p, 8, 16, 14, [0, 0, 1, 3, 0, 0, 2, 1]),
+                                    "TiledReduction", "conv2d"),
     # Reductions longer than tiled_reduction.LONG_REDUCTION run in chunks (test_long_reductions_are_chunked).
     "conv1x1_input_panel_packed": (lambda p: _conv(p, 32, 24, 64, 1), "TiledReduction", "conv2d"),
     "conv1x1_56_map_unpacked": (lambda p: _conv(p, 32, 24, 56, 1), "TiledReduction", "conv2d"),

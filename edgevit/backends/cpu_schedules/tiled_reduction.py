@@ -322,7 +322,14 @@ def _place_epilogue(sch: Schedule, main, loop, depth: int, tiled_dims: list, vec
     """Compute each consumer of ``main`` per tile (under ``loop``), vectorised along the vector axis; on cores
     with FMA by lane, an epilogue whose constants do not fit the registers beside the tile's ``accumulators``
     (0: computed per panel, from memory) is kept a loop (see :func:`_rolled_epilogue`)."""
+    produced = [int(d) for d in sch.get(main).writes[0].source.shape]
     for consumer in sch.get_consumers(main):
+        written = [int(d) for d in sch.get(consumer).writes[0].source.shape]
+        if len(written) == len(produced) and any(w > p for w, p in zip(written, produced)):
+            # A padded output (conv -> Pad): its padding reads no element of a tile, so computed per tile it
+            # would never be written. It runs after the whole output, vectorised along its rows.
+            sch.vectorize(sch.get_loops(consumer)[-1])
+            continue
         sch.reverse_compute_at(consumer, loop, preserve_unit_loops=False)
         own = sch.get_loops(consumer)[depth:]
         if not own:
