@@ -126,8 +126,6 @@ def from_torch(module, input_shape: tuple[int, ...], name: str = "model") -> Imp
     name
         Name recorded in artifacts.
     """
-    import torch
-
     module = module.eval()
     digest = hashlib.sha256(repr(module).encode() + repr(tuple(input_shape)).encode())
     for tensor in module.state_dict().values():

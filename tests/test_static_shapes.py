@@ -1,6 +1,5 @@
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cli_helpers import run_cli

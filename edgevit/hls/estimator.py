@@ -303,7 +303,7 @@ def depthwise_loops(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lan
     """
     if overlap is None:
         overlap = lanes.ld % wpb == 0 and c % wpb == 0
-    ho, wo = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+    wo = (w + 2 * pad - k) // s + 1
     ii = lanes.ld // wpb if overlap else (lanes.ld + wpb - 2) // wpb + 1
     rows = [(max(w if rd else 0, wo if out else 0), ii, DEPTH_EPILOGUE if out else DEPTH_IO, wo if out else 0)
             for rd, out in depthwise_passes(h, k, s, pad, overlap)]
