@@ -186,13 +186,13 @@ def _prepare_passes(target) -> list:
     # IntegerQdqKernels first: it matches the quantize/dequantize ops as the ONNX frontend wrote them (a float
     # model has none and is returned unchanged).
     info = CpuInfo.of(target)
-    # Pooling's constant 1 / count map, the upsample's separate row stage: AArch64 only for now (counted there;
-    # x86 not timed with them).
+    # Pooling's constant 1 / count map, the upsample's separate row stage, the one-kernel GELU: AArch64 only
+    # (counted there; the GELU timed slower on x86, the others not timed).
     pooling = [AveragePoolExcludingPadding()] if info.lane_fma else []
     return [IntegerQdqKernels(info.lanes, dot_kernel_for(target)), Int8ElementwiseTables(),
             relax.transform.DecomposeOpsForInference(),
             PackConvWeights(info.lanes), BilinearUpsample2x(separable=info.lane_fma), *pooling, FuseAttention(),
-            *fast_math_passes()]
+            *fast_math_passes(gelu=info.lane_fma)]
 
 
 def fused_module(mod, cpu):
