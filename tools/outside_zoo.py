@@ -54,24 +54,9 @@ def _env() -> dict:
 
 def build(name: str):
     """A timm model (eval mode) with seeded random weights, exact zeros redrawn as the zoo's builder does."""
-    import timm
-    import torch
+    from edgevit.zoo.timm_models import build_timm
 
-    from edgevit.settings import seed
-
-    torch.manual_seed(seed())
-    model = timm.create_model(name, pretrained=False).eval()
-    generator = torch.Generator().manual_seed(seed())
-    with torch.no_grad():
-        for module in model.modules():
-            for param_name, param in module.named_parameters(recurse=False):
-                if param.numel() == 0 or param_name == "bias" or bool(param.any()):
-                    continue
-                if isinstance(module, torch.nn.modules.batchnorm._NormBase | torch.nn.LayerNorm | torch.nn.GroupNorm):
-                    param.copy_(torch.rand(param.shape, generator=generator) * 0.4 + 0.1)
-                else:
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-    return model
+    return build_timm(name)
 
 
 def _example(size: int = 224):

@@ -86,10 +86,16 @@ def build(name: str):
     does) would be timed on a smaller model than the others. Those parameters are redrawn: scales from
     U(0.1, 0.5), the size of trained residual-branch scales, other tensors from N(0, 0.02).
     """
+    get_entry(name)
+    return build_timm(name)
+
+
+def build_timm(name: str):
+    """Any timm model (zoo or not) in eval mode, weights drawn from the edgevit seed, exact zeros redrawn as
+    :func:`build` says."""
     import timm
     import torch
 
-    get_entry(name)
     torch.manual_seed(seed())
     model = timm.create_model(name, pretrained=False).eval()
     generator = torch.Generator().manual_seed(seed())
