@@ -69,7 +69,7 @@ def _folded_nodes(graph) -> tuple[list[int], set[str]]:
 
 
 def _run(model, inputs: dict) -> dict:
-    from .reference import onnxruntime_session
+    from .ort_session import onnxruntime_session
 
     session = onnxruntime_session(model.SerializeToString())
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))

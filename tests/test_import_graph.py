@@ -21,7 +21,8 @@ LAYERS = [
     ("targets", ["edgevit.targets"]),
     # the model registry (zoo), the models it names, their datasets and the one training loop
     ("models", ["edgevit.zoo", "edgevit.training", "edgevit.moe", "edgevit.datasets"]),
-    ("graph", ["edgevit.frontend", "edgevit.frontend_tflite", "edgevit.reference", "edgevit.reference_litert",
+    ("graph", ["edgevit.frontend", "edgevit.frontend_tflite", "edgevit.static_shapes", "edgevit.ort_session",
+               "edgevit.reference", "edgevit.reference_litert",
                "edgevit.quantize", "edgevit.memory_estimate", "edgevit.litert", "edgevit.litert_int8"]),
     ("build", ["edgevit.backends", "edgevit.compiler", "edgevit.hls", "edgevit.emulation", "edgevit.pynq",
                "edgevit.execute"]),

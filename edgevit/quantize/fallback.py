@@ -289,17 +289,10 @@ def float_outputs(model, kept: list[str], float_model) -> int:
 def output_sqnr(float_path: Path, qdq_path: Path, feeds: list[dict[str, np.ndarray]]) -> float:
     """SQNR (dB) of the QDQ model's outputs against the float model's, over all outputs and ``feeds``
     (both run by onnxruntime with its default optimisations, as the int8 reference runs)."""
-    import onnxruntime as ort
-
-    def session(path: Path):
-        # as reference.onnxruntime_session (which cannot be imported here: reference imports this package)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=["WeightBiasQuantization"])
+    from ..ort_session import onnxruntime_session
 
     signal = noise = 0.0
-    exact, quantized = session(float_path), session(qdq_path)
+    exact, quantized = onnxruntime_session(float_path), onnxruntime_session(qdq_path)
     for feed in feeds:
         for a, b in zip(exact.run(None, feed), quantized.run(None, feed)):
             signal += float(np.sum(np.square(a, dtype=np.float64)))
