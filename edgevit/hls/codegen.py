@@ -70,14 +70,14 @@ TRIPCOUNTS = {
     "im2col_k": "im2col: kernel size", "im2col_channels": "im2col: channels",
     "attn_groups": "attention: sequences", "attn_heads": "attention: heads", "attn_tokens": "attention: tokens",
     "attn_head_dim": "attention: head dimension", "attn_steps": "attention: key steps per head",
-    "ln_rows": "layernorm: rows", "ln_channels": "layernorm: channels",
+    "ln_slots": "layernorm: row slots (rows + 1)", "ln_channels": "layernorm: channels",
     "unfold_patch_rows": "unfold/fold: patch height", "unfold_patch_cols": "unfold/fold: patch width",
     "unfold_tokens": "unfold/fold: patches", "unfold_channels": "unfold/fold: channels",
     "concat_rows": "concat: rows", "concat_first_channels": "concat: first input's channels",
     "concat_second_channels": "concat: second input's channels",
     "avgpool_tokens": "avgpool: tokens", "avgpool_channels": "avgpool: channels",
     "pool_rows": "pool mixer: rows", "pool_cols": "pool mixer: columns", "pool_channels": "pool mixer: channels",
-    "pool_k": "pool mixer: window", "l2_rows": "l2norm: rows", "l2_channels": "l2norm: channels",
+    "pool_k": "pool mixer: window", "l2_slots": "l2norm: row slots (rows + 1)", "l2_channels": "l2norm: channels",
     "additive_tokens": "additive attention: tokens", "additive_dim": "additive attention: features",
     "route_patches": "moe route: patches", "route_experts": "moe route: experts", "route_kept": "moe route: k",
     "moe_patches": "moe experts: patches", "moe_dim": "moe experts: features",
@@ -119,8 +119,9 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int, wpb: int 
             linear_k_steps=_ceil(k, lanes.li),
             linear_tile_tokens=[tile_tokens] * (m // tile_tokens) + ([m % tile_tokens] if m % tile_tokens else []),
             linear_jobs=_ceil(m, tile_tokens) * _ceil(n, lanes.lo),
-            # a pass is the longest of its MAC steps, the next tile's load and the previous tile's write-back
-            linear_pass=[max(tm * _ceil(k, lanes.li), _ceil(tm * k, wpb) + 1, tm * _ceil(min(lanes.lo, n), wpb))
+            # a pass is the longest of its MAC steps, the next tile's load and the previous tile's write-back (at
+            # most: after the load, when it reads a residual)
+            linear_pass=[max(tm * _ceil(k, lanes.li), _ceil(tm * k, wpb) + 1 + tm * _ceil(min(lanes.lo, n), wpb))
                          for tm in {min(tile_tokens, m), m % tile_tokens or tile_tokens}])
 
     by_code = {kind.code: kind for kind in KINDS.values()}

@@ -28,11 +28,12 @@ Cycles (what the C++ does, loop by loop):
   next token tile (ping-pong input tiles, ``Lanes.xtiles`` = 2) and writes back the previous job's ``tm``
   output rows (ping-pong result tiles) a beat a cycle, when every output row is whole beats (``N`` and ``LO``
   multiples of ``WPB``);
-  its trip is the longest of the three. Run on their own: weight tiles (the beats of ``min(LO, N - n0) x K``
-  words and of their 64-bit biases; no ping-pong), the write-back of a layer whose rows are not whole beats
-  (a partly covered beat is read first), the token tiles of a layer whose overlapped write-back reads a
-  residual (the port reads one beat a cycle), the last job's write-back. A token tile is loaded only when the
-  next job's tokens differ, a weight tile only when its rows do.
+  its trip is the longest of the three, or with a residual the MAC steps or the load's beats followed by the
+  write-back's (the port reads one beat a cycle). Run on their own: weight tiles (the beats of
+  ``min(LO, N - n0) x K`` words and of their 64-bit biases; no ping-pong), the write-back of a layer whose rows
+  are not whole beats (a partly covered beat is read first), the token tiles of a design with one input tile, the
+  last job's write-back. A token tile is loaded only when the next job's tokens differ, a weight tile only when
+  its rows do.
 * **Depthwise unit** (``conv.h``, :func:`depthwise_loops`): per group of ``LD`` channels its weights and biases
   a beat a cycle, then passes over the rows: when a pixel's channels are whole beats (``LD`` and ``C`` multiples
   of ``WPB``), each pass reads an input row and computes the output row its predecessors completed, and all
@@ -41,11 +42,13 @@ Cycles (what the C++ does, loop by loop):
 * **Attention unit** (``attention.h``): per head one pass reading Q, K and V (three words a step, ``II = 3``),
   the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising
   and writing the outputs.
-* LayerNorm (gamma and beta read once per layer, then two passes per row), L2 norm (two passes per row) and
-  the pool mixer (per pixel a pass per window tap and one writing, each the most beats a row can span): ``LNL``
-  words a cycle (:func:`layernorm_lanes`). im2col: one loop, a beat a cycle when the channels are whole beats,
-  else a word (:func:`ops.im2col_trip`). Additive attention, the other data movers, MoE copies: their pipelined
-  loops at one word per cycle.
+* LayerNorm (gamma and beta read once per layer, then one loop of ``M + 1`` row slots, a row read while the
+  previous one is written: :func:`layernorm_loops`), L2 norm (the same loop: :func:`l2norm_loops`), additive
+  attention (w_g on chip, then three loops over the tokens' beats: :func:`additive_loops`) and the pool mixer
+  (per pixel a pass per window tap and one writing, each the most beats a row can span): ``LNL`` words a
+  cycle (:func:`layernorm_lanes`). im2col: one loop, a beat a cycle when the channels are whole beats, else a
+  word (:func:`ops.im2col_trip`). The int8 linear unit (:func:`qlinear_loops`): its loops one after the other.
+  The other data movers, MoE copies: their pipelined loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
 
@@ -110,6 +113,11 @@ _EXP = 17            # exp_neg result: EXP_FRAC = 16 fractional bits, <= 1.0
 _OACC = 41           # attention output accumulator: 16-bit V << EXP_FRAC plus log2(N) growth
 _TABLE = 21          # table values with TABLE_FRAC = 20 fractional bits
 _ACT = 40            # the epilogue's internal format (ACT_BITS)
+_RQ_ACC = 34         # an int8 layer's accumulator rounded to float32's 24 significant bits, as an integer: int8
+                     # products summed over up to 2^16 inputs plus an int32 bias
+_RQ_M0 = 25          # float32 M's 24-bit mantissa, signed
+_RQ_LUT = 600        # requantize_int8: two 64-bit leading-one detectors and shifters, round-half-even, clip
+_NORM = 16           # NORM_FRAC: fractional bits of the L2 norm's and additive attention's intermediates
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,35 @@ def layernorm_lanes(li: int, wpb: int) -> int:
     return n
 
 
+def row_pass_beats(c: int, wpb: int) -> int:
+    """Beats of each row's pass in the units that walk ``[M][C]`` rows in one loop (``row_pass_beats`` in
+    ``packed.h``): ``C / WPB`` when rows are whole beats (arena tensors start on beats), else the most beats a
+    run of ``C`` words can span."""
+    return c // wpb if c % wpb == 0 else (c + wpb - 2) // wpb + 1
+
+
+def layernorm_loops(m: int, c: int, li: int, wpb: int = 1) -> list[tuple]:
+    """The pipelined loops layernorm_unit runs on ``[M][C]``, as ``(trip, depth)``: gamma and beta a word a cycle,
+    then one loop of ``M + 1`` row slots (a row read while the previous one is normalised and written) of
+    :func:`row_pass_beats` beats, ``LNL`` words a cycle."""
+    slots = (m + 1) * row_pass_beats(c, wpb) * (wpb // layernorm_lanes(li, wpb))
+    return [(c, DEPTH_IO)] * 2 + [(slots, DEPTH_EPILOGUE)]
+
+
+def l2norm_loops(m: int, c: int, li: int, wpb: int = 1) -> list[tuple]:
+    """The pipelined loops l2_normalize runs on ``[M][C]``, as ``(trip, depth)``: one loop of ``M + 1`` row slots
+    (a row read while the previous one is written) of :func:`row_pass_beats` beats, ``LNL`` words a cycle."""
+    return [((m + 1) * row_pass_beats(c, wpb) * (wpb // layernorm_lanes(li, wpb)), DEPTH_EPILOGUE)]
+
+
+def additive_loops(t: int, d: int, li: int, wpb: int = 1) -> list[tuple]:
+    """The pipelined loops additive_attention runs on ``[T][D]``, as ``(trip, depth)``: w_g's beats (a run that
+    need not start on a beat), then three passes over the tokens' beats (scores, the global query, the outputs),
+    ``LNL`` words a cycle."""
+    passes = t * row_pass_beats(d, wpb) * (wpb // layernorm_lanes(li, wpb))
+    return [(_beats(d, wpb), DEPTH_IO)] + [(passes, DEPTH_EPILOGUE)] * 3
+
+
 def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
                  outer_w: bool | None = None, wpb: int = 1, aligned: bool = True,
                  overlap: bool | None = None) -> list[tuple]:
@@ -204,15 +241,15 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
     It walks the (token tile, weight tile) jobs as ``linear_unit`` does. A job's pass (``linear_pass``) runs its MAC
     steps and, in the same loop, the next token tile's load (with two input tiles) and the previous job's
     write-back when the layer overlaps (whole output beats: ``linear_overlaps``); its trip is the longest of the
-    three. Everything else
-    runs on its own: weight tiles, the write-back of a layer that does not overlap, a token tile whose layer's
-    overlapped write-back reads a residual (one read a cycle), the last job's write-back.
+    three, except that a write-back reading a residual follows the load's beats (one read a cycle). Everything
+    else runs on its own: weight tiles, the write-back of a layer that does not overlap, the token tiles of a
+    design with one input tile, the last job's write-back.
     """
     if outer_w is None:
         outer_w = weights_outer(m, k, n, lanes.lo)
     if overlap is None:
         overlap = aligned and lanes.lo % wpb == 0 and n % wpb == 0
-    fuse_load = lanes.xtiles == 2 and not (overlap and residual)
+    fuse_load = lanes.xtiles == 2
     loops = []
 
     def tokens(m0: int) -> int:
@@ -261,7 +298,8 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
         steps = tokens(m0) * math.ceil(k / lanes.li)
         load = load_x(nm0)[0] if new_x and fuse_load else 0
         out = tokens(prev[0]) * (min(lanes.lo, n - prev[1]) // wpb) if overlap and prev else 0
-        loops.append((max(steps, load, out), 0, DEPTH_EPILOGUE if out else DEPTH_MAC,
+        trip = max(steps, load + out) if residual else max(steps, load, out)
+        loops.append((trip, 0, DEPTH_EPILOGUE if out else DEPTH_MAC,
                       (1 if load or out else 0) + (1 if out and residual else 0), steps))
         if not overlap:
             write_back(m0, n0)
@@ -285,6 +323,50 @@ def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: b
     loops = linear_loops(m, k, n, lanes, bias, residual, outer_w, wpb, aligned)
     total = sum(trip + stall + depth + lat * AXI_LATENCY for trip, stall, depth, lat, _ in loops if trip > 0)
     compute = sum(steps + DEPTH_MAC for *_, steps in loops if steps > 0)
+    return compute, total - compute
+
+
+def qlinear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, outer_w: bool | None = None,
+                  wpb: int = 1) -> list[tuple]:
+    """The pipelined loops qgemm_unit (``qlinear.h``) runs on an [M, K] x [K, N] int8 layer, in order, as ``(trip,
+    ii, depth, ddr, steps)``: nothing overlaps. Per weight tile its beats and its biases' (a run that need not start
+    on a beat), its ``LO`` requantisation records (``II = 4``); per job the token tile's beats, ``tm x ceil(K/LI)``
+    MAC steps on chip, then ``tm x min(LO, N - n0)`` outputs a word a cycle through ``requantize_int8``."""
+    if outer_w is None:
+        outer_w = weights_outer(m, k, n, lanes.lo)
+    loops = []
+
+    def load_w(n0: int) -> None:
+        c = min(lanes.lo, n - n0)
+        loops.append((_beats(c * k, wpb), 1, DEPTH_IO, True, 0))
+        if bias:
+            loops.append((_beats(4 * c, wpb), 1, DEPTH_IO, True, 0))
+        loops.append((lanes.lo, 4, DEPTH_IO, True, 0))
+
+    def job(m0: int, n0: int) -> None:
+        tm = min(TILE_TOKENS, m - m0)
+        if outer_w or n0 == 0:
+            loops.append(((m0 * k % wpb + tm * k - 1) // wpb + 1, 1, DEPTH_IO, True, 0))
+        loops.append((tm * math.ceil(k / lanes.li), 1, DEPTH_MAC, False, tm * math.ceil(k / lanes.li)))
+        loops.append((tm * min(lanes.lo, n - n0), 1, DEPTH_EPILOGUE, True, 0))
+
+    tiles_m, tiles_n = range(0, m, TILE_TOKENS), range(0, n, lanes.lo)
+    for outer in (tiles_n if outer_w else tiles_m):
+        for inner in (tiles_m if outer_w else tiles_n):
+            n0, m0 = (outer, inner) if outer_w else (inner, outer)
+            if m0 == 0 or not outer_w:
+                load_w(n0)
+            job(m0, n0)
+    return loops
+
+
+@functools.lru_cache(maxsize=4096)
+def _qlinear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, wpb: int = 1) -> tuple[int, int]:
+    """(compute, memory) cycles of qgemm_unit (:func:`qlinear_loops`): ``compute`` its MAC loops, ``memory`` the
+    rest."""
+    loops = qlinear_loops(m, k, n, lanes, bias, wpb=wpb)
+    total = sum(_loop(trip, ii, depth, ddr) for trip, ii, depth, ddr, _ in loops)
+    compute = sum(_loop(trip, ii, depth, ddr) for trip, ii, depth, ddr, steps in loops if steps)
     return compute, total - compute
 
 
@@ -364,7 +446,11 @@ def units(axi_bits: int) -> SimpleNamespace:
     a cycle whatever the width (their loops are written a word per iteration)."""
     wpb = axi_bits // WORD_BITS
     return SimpleNamespace(linear=functools.partial(_linear, wpb=wpb), depthwise=functools.partial(_depthwise, wpb=wpb),
-                           attention=_attention,
+                           qlinear=functools.partial(_qlinear, wpb=wpb),
+                           attention=_attention, l2norm_loops=functools.partial(l2norm_loops, wpb=wpb),
+                           layernorm_loops=functools.partial(layernorm_loops, wpb=wpb),
+                           additive_loops=functools.partial(additive_loops, wpb=wpb),
+                           row_pass_beats=functools.partial(row_pass_beats, wpb=wpb),
                            moe_experts=functools.partial(_moe_experts, wpb=wpb), loop=_loop,
                            beats=functools.partial(_beats, wpb=wpb), wpb=wpb,
                            layernorm_lanes=functools.partial(layernorm_lanes, wpb=wpb), axi_latency=AXI_LATENCY)
@@ -413,11 +499,25 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
         [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS),
          (2 * tm * lanes.lo, 2 * lanes.lo, 64, True)])
-    if "dwconv" in kinds:
-        k = bound["KMAXDW"]
-        add(lanes.ld * (k * k * mul16 + epi), 40 * lanes.ld * k * k + 350 * lanes.ld,
-            [((k + 1) * bound["WMAX"] * lanes.ld, (k + 1) * k * lanes.ld)])
-        usage["lut"] += lanes.ld * k * k * WORD_BITS // 2   # the weights of LD channels in registers
+    requant = dsp_per_multiply(_RQ_ACC, _RQ_M0, family)   # requantize_int8 (requant.h): round_float32(acc) * m0
+    # the depthwise unit, float (dwconv) and int8 (qdwconv: depthwise_unit<CFG, true>, a second instance with its
+    # own line buffer and weights) each with LD epilogues
+    for kind, epilogue, epilogue_lut in (("dwconv", epi, 350), ("qdwconv", requant, _RQ_LUT)):
+        if kind in kinds:
+            k = bound["KMAXDW"]
+            add(lanes.ld * (k * k * mul16 + epilogue), 40 * lanes.ld * k * k + epilogue_lut * lanes.ld,
+                [((k + 1) * bound["WMAX"] * lanes.ld, (k + 1) * k * lanes.ld)])
+            usage["lut"] += lanes.ld * k * k * WORD_BITS // 2   # the weights of LD channels in registers
+    if "qlinear" in kinds:   # qgemm_unit (qlinear.h): its own input tile (one copy), weight tile (rows in pairs)
+        # and result tile (LO banks of TM 64-bit sums), LI x LO MACs, one output a cycle through requantize_int8
+        add(lanes.li * lanes.lo * mul16 + requant, 40 * lanes.li * lanes.lo + _RQ_LUT,
+            [(tm * kmax, banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS), (tm * lanes.lo, lanes.lo, 64)])
+    if "qadd" in kinds:   # a MA + b MB, a word every two cycles (MA, MB < 2^30)
+        add(2 * dsp_per_multiply(_WORD, 31, family), 300)
+    if "qavgpool" in kinds:   # one requantisation a channel
+        add(requant, _RQ_LUT)
+    if "qtable" in kinds:   # the 512-entry table on chip
+        add(0, 100, [(512, 1)])
     if "attention" in kinds:
         dh = bound["DHMAX"]
         per_row = dh * (mul16 + dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_OACC, _EXP, family)) \
@@ -427,11 +527,15 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         add(lanes.rows * per_row + norm, lanes.rows * (900 + 40 * 2 * dh),
             [(lanes.rows * nmax * dh, lanes.rows * dh)] * 2 + [(lanes.rows * qmax * dh, lanes.rows * dh),
                                                               (nmax * dh, dh, 64), (nmax, 1, 64)])
-    if "l2norm" in kinds:   # per LNL lane x^2 and x * rsqrt; the row on chip in WPB banks
+    if "l2norm" in kinds:   # per LNL lane x^2 and x * rsqrt; two row copies (ping-pong) in WPB banks each
         lnl = layernorm_lanes(lanes.li, wpb)
-        add(lnl * (mul16 + dsp_per_multiply(_WORD, _TABLE, family)), 400 * lnl, [(bound["L2MAX"], wpb)])
-    if kinds & {"l2norm", "additive"}:
-        add(4 * dsp_per_multiply(_ACT, _TABLE, family), 800, [(bound["TMAX"], 1, 64), (bound["DMAX"], 1, 64)])
+        add(lnl * (mul16 + dsp_per_multiply(_WORD, _TABLE, family)), 400 * lnl, [(2 * bound["L2MAX"], 2 * wpb)])
+    if "additive" in kinds:   # per LNL lane qn * w_g, an * qn (an <= 1, NORM_FRAC bits), g * kn; the scores, g and
+        lnl = layernorm_lanes(lanes.li, wpb)   # w_g on chip (g and w_g in WPB banks)
+        add(lnl * (mul16 + dsp_per_multiply(_NORM + 2, _WORD, family) + dsp_per_multiply(_OACC, _WORD, family)),
+            400 * lnl, [(bound["TMAX"], 1, 64), (bound["DMAX"], wpb, 64), (bound["DMAX"], wpb)])
+    if kinds & {"l2norm", "additive"}:   # rsqrt interpolation, a_t^2, a_t * rsqrt
+        add(4 * dsp_per_multiply(_ACT, _TABLE, family), 800)
     if "moe_experts" in kinds:   # 64-bit accumulators, per-expert queues and the work list; scatter multiply
         mn, e = bound["MNMAX"], bound["EMAX"]
         add(dsp_per_multiply(_WORD, _WORD, family), 2000,
@@ -442,10 +546,10 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
             [(bound["PCMAX"], wpb, 64)] * 2 + [(bound["PCMAX"], wpb)])
     if "moe_route" in kinds:
         add(2 * dsp_per_multiply(_ACT, _TABLE, family), 500)
-    if "layernorm" in kinds:   # per LNL lane x^2, (C x - S1) * rsqrt, gamma * xhat; row, gamma, beta in WPB banks
-        lnl = layernorm_lanes(lanes.li, wpb)
+    if "layernorm" in kinds:   # per LNL lane x^2, (C x - S1) * rsqrt, gamma * xhat; two rows, gamma, beta in WPB
+        lnl = layernorm_lanes(lanes.li, wpb)   # banks
         add(lnl * (mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family)),
-            400 * lnl, [(bound["CMAX"], wpb)] * 3)
+            400 * lnl, [(2 * bound["CMAX"], 2 * wpb)] + [(bound["CMAX"], wpb)] * 2)
     if "global_norm" in kinds:   # per LNL lane dx^2 and dx * rsqrt; the mean and variance by 2^32 / n once
         lnl = layernorm_lanes(lanes.li, wpb)
         add(lnl * (dsp_per_multiply(21, 21, family) + dsp_per_multiply(21, _TABLE, family))
@@ -472,8 +576,8 @@ LANE_SPACE = {"li": (1, 2, 4, 8, 12, 16, 24, 32),
 
 
 # Kinds whose cycles depend on LI (and LO): the linear unit and the units whose words a cycle are LNL.
-LI_KINDS = frozenset({"linear", "moe_experts", "layernorm", "l2norm", "pool_mixer", "global_norm",
-                      "separable_attention"})
+LI_KINDS = frozenset({"linear", "qlinear", "moe_experts", "layernorm", "l2norm", "additive", "pool_mixer",
+                      "global_norm", "separable_attention"})
 
 
 def choose_lanes(prog: Program, fpga) -> Lanes:
@@ -489,7 +593,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
     plans = []
     for values in itertools.product(*LANE_SPACE.values()):
         lanes = Lanes(**dict(zip(LANE_SPACE, values)))
-        if (lanes.ld > 1 and "dwconv" not in kinds) or (lanes.rows > 1 and "attention" not in kinds):
+        if (lanes.ld > 1 and not kinds & {"dwconv", "qdwconv"}) or (lanes.rows > 1 and "attention" not in kinds):
             continue
         plans.append(lanes)
     per_unit = {}
@@ -500,7 +604,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
                                 if select(l.kind))
         return per_unit[key]
 
-    laned = LI_KINDS | {"dwconv", "attention"}
+    laned = LI_KINDS | {"dwconv", "qdwconv", "attention"}
     rest = unit_cycles(("rest",), base, lambda kind: kind not in laned)   # layers no lane changes
     scored = []
     for lanes in plans:
@@ -510,7 +614,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
         cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo, lanes.xtiles),
                                      Lanes(lanes.li, lanes.lo, 1, 1, lanes.xtiles),
                                      LI_KINDS.__contains__)
-                  + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), "dwconv".__eq__)
+                  + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), {"dwconv", "qdwconv"}.__contains__)
                   + unit_cycles(("rows", lanes.rows), Lanes(1, 1, 1, lanes.rows), "attention".__eq__))
         scored.append((cycles, res["dsp"], lanes))
     if not scored:
@@ -523,18 +627,20 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
 def apply_lanes(prog: Program, lanes: Lanes) -> None:
     """Write the lane choice into the layers' compile-time attributes (it does not change the numerics)."""
     for layer in prog.layers:
-        if layer.kind == "linear":
+        if layer.kind in ("linear", "qlinear"):
             layer.attrs.update(li=lanes.li, lo=lanes.lo, xtiles=lanes.xtiles)
-        elif layer.kind == "dwconv":
+        elif layer.kind in ("dwconv", "qdwconv"):
             layer.attrs.update(ld=lanes.ld)
         elif layer.kind == "attention":
             layer.attrs.update(rows=lanes.rows)
 
 
 def lanes_of(prog: Program) -> Lanes:
-    get = lambda kind, key: next((l.attrs[key] for l in prog.layers if l.kind == kind and key in l.attrs), 1)  # noqa: E731
-    xtiles = next((l.attrs["xtiles"] for l in prog.layers if l.kind == "linear" and "xtiles" in l.attrs), 2)
-    return Lanes(get("linear", "li"), get("linear", "lo"), get("dwconv", "ld"), get("attention", "rows"), xtiles)
+    get = lambda kinds, key, default=1: next((l.attrs[key] for l in prog.layers  # noqa: E731
+                                              if l.kind in kinds and key in l.attrs), default)
+    linear, depthwise = ("linear", "qlinear"), ("dwconv", "qdwconv")
+    return Lanes(get(linear, "li"), get(linear, "lo"), get(depthwise, "ld"), get(("attention",), "rows"),
+                 get(linear, "xtiles", 2))
 
 
 def report(prog: Program, fpga) -> dict:

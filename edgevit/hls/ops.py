@@ -108,6 +108,12 @@ def _linear_cost(u, layer, shape, oshape, lanes):
     return compute, memory, rows * ci * co
 
 
+def _qlinear_cost(u, layer, shape, oshape, lanes):
+    rows, ci, co = _tokens(shape), shape[-1], oshape[-1]
+    compute, memory = u.qlinear(rows, ci, co, lanes, "b" in layer.params)
+    return compute, memory, rows * ci * co
+
+
 def _linear_trips(dims, lanes, add, linear):
     linear(*dims[:3])
 
@@ -195,11 +201,9 @@ def _layernorm_fixed(prog, layer, env):
 
 
 def _layernorm_cost(u, layer, shape, oshape, lanes):
-    # gamma and beta once into on-chip buffers (a word a cycle), then two passes per row over its beats, each
-    # beat WPB / LNL cycles (LNL words a cycle, tied to the linear unit's LI)
-    loop = u.loop
-    c = shape[-1]
-    return 0, 2 * loop(c) + 2 * _tokens(shape) * loop(u.beats(c) * (u.wpb // u.layernorm_lanes(lanes.li))), 0
+    # gamma and beta a word a cycle, then a row read while the previous one is written (estimator.layernorm_loops)
+    loops = u.layernorm_loops(_tokens(shape), shape[-1], lanes.li)
+    return 0, sum(u.loop(trip, depth=depth) for trip, depth in loops), 0
 
 
 # --- attention: Q.K^T, online softmax and .V per head on a [G, N, 3D] QKV tensor (Q pre-scaled) ----------------
@@ -283,14 +287,14 @@ def _pool_mixer_cost(u, layer, shape, oshape, lanes):
     # (rows start on beats when C is a multiple of WPB: arena tensors are aligned), LNL words a cycle
     h, w, c = shape
     kk, wpb = layer.attrs["k"], u.wpb
-    beats = c // wpb if c % wpb == 0 else (c + wpb - 2) // wpb + 1
+    beats = u.row_pass_beats(c)
     scale = u.loop(c) if "scale" in layer.params else 0
     return 0, scale + u.loop(h * w * (kk * kk + 1) * beats * (wpb // u.layernorm_lanes(lanes.li))), 0
 
 
 def _l2norm_cost(u, layer, shape, oshape, lanes):
-    # two passes per row over its beats, LNL words a cycle (as the layernorm)
-    return 0, 2 * _tokens(shape) * u.loop(u.beats(shape[-1]) * (u.wpb // u.layernorm_lanes(lanes.li))), 0
+    # one loop: a row read while the previous one is written, LNL words a cycle (estimator.l2norm_loops)
+    return 0, sum(u.loop(trip, depth=depth) for trip, depth in u.l2norm_loops(_tokens(shape), shape[-1], lanes.li)), 0
 
 
 def _additive_float(layer, env, stats):
@@ -307,8 +311,9 @@ def _additive_fixed(prog, layer, env):
 
 
 def _additive_cost(u, layer, shape, oshape, lanes):
-    loop, d = u.loop, shape[-1]
-    return 0, 3 * _tokens(shape) * loop(d) + loop(d, ddr=False), 0
+    # w_g a beat a cycle, then three loops over the tokens' beats, LNL words a cycle (estimator.additive_loops)
+    loops = u.additive_loops(_tokens(shape), shape[-1], lanes.li)
+    return 0, sum(u.loop(trip, depth=depth) for trip, depth in loops), 0
 
 
 # --- MoE: top-k routing and the experts' MLPs (patches queued per expert) --------------------------------------
@@ -487,7 +492,7 @@ def _qtable(layer, env):
 
 
 def _trips(**names):
-    """Trip counts that are the descriptor's dims in order: ``_trips(ln_rows=0, ln_channels=1)``."""
+    """Trip counts that are the descriptor's dims in order: ``_trips(l2_channels=1)``."""
     return lambda dims, lanes, add, linear: add(**{name: dims[i] for name, i in names.items()})
 
 
@@ -504,7 +509,8 @@ KINDS = {
         _im2col_trips, "same"),
     "layernorm": LayerKind(
         4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),
-        _layernorm_fixed, _rows_dims, _layernorm_cost, _trips(ln_rows=0, ln_channels=1), fields=_eps_fields),
+        _layernorm_fixed, _rows_dims, _layernorm_cost,
+        lambda dims, lanes, add, linear: add(ln_slots=dims[0] + 1, ln_channels=dims[1]), fields=_eps_fields),
     "attention": LayerKind(5, _attention_float, _attention_fixed, _attention_dims, _attention_cost,
                            _attention_trips, fields=_format_fields(".logits")),
     "unfold": LayerKind(
@@ -532,7 +538,7 @@ KINDS = {
     "l2norm": LayerKind(
         11, lambda l, env, s: reference.l2_normalize(_x(l, env)),
         lambda p, l, env: golden.l2_normalize(_x(l, env), p.formats[l.output]), _rows_dims,
-        _l2norm_cost, _trips(l2_rows=0, l2_channels=1)),
+        _l2norm_cost, lambda dims, lanes, add, linear: add(l2_slots=dims[0] + 1, l2_channels=dims[1])),
     "additive": LayerKind(12, _additive_float, _additive_fixed, _rows_dims, _additive_cost,
                           _trips(additive_tokens=0, additive_dim=1)),
     "moe_route": LayerKind(
@@ -560,7 +566,7 @@ KINDS = {
         lambda p, l, env: golden.separable_attention(_x(l, env), p.formats[l.inputs[0]], *_second(p, l, env),
                                                      p.formats[l.output]),
         _separable_dims, _separable_cost, _trips(sep_groups=0, sep_tokens=1, sep_dim=2)),
-    "qlinear": LayerKind(20, _qlinear_float, _qlinear_fixed, _linear_dims, _linear_cost, _linear_trips, "int8"),
+    "qlinear": LayerKind(20, _qlinear_float, _qlinear_fixed, _linear_dims, _qlinear_cost, _linear_trips, "int8"),
     "qavgpool": LayerKind(
         21, _qavgpool_float, lambda p, l, env: requant.qavgpool(_x(l, env), l.params["rq"]), _rows_dims,
         _avgpool_cost, _trips(avgpool_tokens=0, avgpool_channels=1), "int8"),

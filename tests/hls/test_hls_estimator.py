@@ -131,3 +131,43 @@ def test_report_keeps_the_bundle_keys_and_per_layer_ms(prog):
     assert {r["bound"] for r in rep["layers"]} <= {"compute", "memory"}
     assert all(r["cycles"] == r["compute"] + r["memory"] + estimator.dispatch_cycles(fpga.axi_bits)
                for r in rep["layers"])
+
+
+def _int8_program(kinds):
+    """An int8 program of the given kinds on a 6 x 6 x 16 map (resources need only kinds and shapes)."""
+    shapes = {"input": (6, 6, 16), "d": (6, 6, 16), "t": (6, 6, 16), "y": (36, 24), "s": (36, 24), "p": (1, 24)}
+    layers = {"qdwconv": Layer("qdwconv", "dw", ["input"], "d", {"k": 3, "stride": 1, "pad": 1}, {}),
+              "qtable": Layer("qtable", "tb", ["d"], "t", {}, {}),
+              "qlinear": Layer("qlinear", "fc", ["t"], "y", {}, {}),
+              "qadd": Layer("qadd", "add", ["y", "y"], "s", {}, {}),
+              "qavgpool": Layer("qavgpool", "pool", ["s"], "p", {}, {})}
+    return Program("input", shapes, [layers[k] for k in kinds])
+
+
+def test_int8_units_are_counted():
+    # Each int8 unit adds what its C++ holds: qgemm_unit its own LI x LO MACs, one requantisation (a 34 x 25-bit
+    # product: two DSP48E2) and its tiles; the int8 depthwise unit its LD x 9 MACs and LD requantisations; qadd
+    # two 16 x 31-bit products; qavgpool one requantisation; qtable a 512-word table.
+    lanes = estimator.Lanes(4, 8, 2, 1, 1)
+    requant = estimator.dsp_per_multiply(34, 25, "zynquplus")
+    assert requant == 2
+    kinds = ["qdwconv", "qtable", "qlinear", "qadd", "qavgpool"]
+    full = estimator.resources(_int8_program(kinds), lanes, "zynquplus", 128)
+    expected_dsp = {"qdwconv": 2 * (9 + requant), "qtable": 0, "qlinear": 4 * 8 + requant,
+                    "qadd": 2 * estimator.dsp_per_multiply(16, 31, "zynquplus"), "qavgpool": requant}
+    for kind in kinds:
+        without = estimator.resources(_int8_program([k for k in kinds if k != kind]), lanes, "zynquplus", 128)
+        assert full["dsp"] - without["dsp"] == expected_dsp[kind], kind
+        assert full["lut"] > without["lut"], kind
+    without_table = estimator.resources(_int8_program([k for k in kinds if k != "qtable"]), lanes, "zynquplus", 128)
+    assert full["bram36"] - without_table["bram36"] == 1   # 512 x 16 bits: one BRAM18
+
+
+def test_int8_only_programs_get_lanes():
+    # The lane search counts the int8 linear and depthwise units' cycles and resources: a program of them gets
+    # lanes (it had one of each), and the plan fits.
+    prog = _int8_program(["qdwconv", "qtable", "qlinear", "qadd", "qavgpool"])
+    fpga = get_target("zcu102").require_fpga()
+    lanes = estimator.choose_lanes(prog, fpga)
+    assert lanes.li * lanes.lo > 1 and lanes.ld > 1
+    assert estimator.fits(estimator.resources(prog, lanes, fpga.family, fpga.axi_bits), fpga)

@@ -1,9 +1,10 @@
 """Overlapped passes. The linear unit's (a tile's MAC steps, the next tile's load and the previous tile's
 write-back in one pipelined loop, ping-pong input and result tiles) and the depthwise unit's (an input row's
-reads and an output row in one pipelined loop, a line buffer of K + 1 rows), and im2col a beat a cycle when the
-channels are whole beats: C-simulation equals the golden model bit for bit in every path (overlapped, overlapped
-with a residual, sequential; float and int8 depthwise; im2col by beat and by word), and the estimator's loop
-model is the loops the C++ runs, counted in C-simulation."""
+reads and an output row in one pipelined loop, a line buffer of K + 1 rows), im2col a beat a cycle when the
+channels are whole beats, the layernorm and the L2 norm (a row read while the previous one is written), additive
+attention (three passes over the tokens' beats): C-simulation equals the golden model bit for bit in every path
+(overlapped, overlapped with a residual, sequential; float and int8 depthwise; im2col by beat and by word; rows
+whole beats or not), and the estimator's loop model is the loops the C++ runs, counted in C-simulation."""
 
 import dataclasses
 
@@ -28,7 +29,7 @@ def _layers(t: int):
 
     * a: K = 20 (token tiles start inside a beat), N = 24 (two weight tiles, the second 8 wide), token tiles outer
       (a new token tile every second job): overlapped;
-    * r: N = 24 with a residual: the write-back overlaps and reads the residual, token tiles load on their own;
+    * r: N = 24 with a residual: the write-back overlaps and reads the residual after the next token tile's beats;
     * s: N = 11 (rows end inside a beat): sequential write-back, token tiles load inside the passes;
     * out: N = 8, weight tiles outer over three token tiles: overlapped, one weight tile.
     """
@@ -81,7 +82,7 @@ def test_one_input_tile_loads_between_passes(tmp_path):
 
 
 def _estimated_loops(prog, **force):
-    """Per linear and depthwise layer the estimator's (iterations, loops run) for its descriptor; ``force``: arguments of
+    """Per linear, depthwise, layernorm, L2 norm and additive attention layer the estimator's (iterations, loops run) for its descriptor; ``force``: arguments of
     ``linear_loops`` to override (what an estimator crediting absent overlap would assume)."""
     out = []
     for layer, d in zip(prog.layers, layer_table.build(prog).descriptors):
@@ -89,6 +90,12 @@ def _estimated_loops(prog, **force):
             args = {"lanes": estimator.lanes_of(prog), "bias": "b" in layer.params, "int8": layer.kind == "qdwconv",
                     "wpb": WPB, **force}
             loops = [t for t, *_ in estimator.depthwise_loops(*(d[f"d{n}"] for n in range(6)), **args) if t > 0]
+        elif layer.kind == "layernorm":
+            loops = [t for t, _ in estimator.layernorm_loops(d["d0"], d["d1"], estimator.lanes_of(prog).li, WPB)]
+        elif layer.kind == "l2norm":
+            loops = [t for t, _ in estimator.l2norm_loops(d["d0"], d["d1"], estimator.lanes_of(prog).li, WPB)]
+        elif layer.kind == "additive":
+            loops = [t for t, _ in estimator.additive_loops(d["d0"], d["d1"], estimator.lanes_of(prog).li, WPB)]
         elif layer.kind == "linear":
             args = {"lanes": estimator.lanes_of(prog), "bias": "b" in layer.params,
                     "residual": len(layer.inputs) > 1, "outer_w": bool(d["d3"]), "wpb": WPB, **force}
@@ -116,10 +123,22 @@ def test_estimator_loops_are_the_cplusplus_loops(overlapped):
     prog, _, _, envs = overlapped
     counted = envs[0]["unit_loops"].tolist()
     _check_loops(prog, envs[0]["unit_loops"])
-    # Overlap the C++ does not have is caught: the sequential layer (s, N = 11) counted as overlapped, or the
-    # residual layer (r) with its token tiles loaded inside the passes, no longer matches what C-sim ran.
+    # Overlap the C++ does not have is caught: the sequential layer (s, N = 11) counted as overlapped no longer
+    # matches what C-sim ran.
     assert not _matches(counted[2], _estimated_loops(prog, overlap=True)[2])
-    assert not _matches(counted[1], _estimated_loops(prog, residual=False)[1])
+
+
+def test_residual_write_back_follows_the_load(tmp_path):
+    # LI = 8: a pass's 32 x 3 MAC steps are fewer than the next token tile's 96 beats plus the residual write-back's
+    # 64, which reads the residual after the load (one arena read a cycle): the pass is their sum, and crediting
+    # both to the same iterations (two reads a cycle) does not match what C-sim ran.
+    layers, shapes = _layers(70)
+    prog = program(layers, shapes, {"li": 8, "lo": 16})
+    mism, errs, envs = csim_vs_golden(prog, [_normal(70, 20), np.sign(_normal(70, 20)) * 100], tmp_path)
+    assert mism == 0 and errs[0] < 0.05
+    counted = envs[0]["unit_loops"]
+    _check_loops(prog, counted)
+    assert not _matches(counted.tolist()[1], _estimated_loops(prog, residual=False)[1])
 
 
 def _dw_layers(c: int):
@@ -161,3 +180,45 @@ def test_im2col_moves_beats_when_channels_are_whole_beats(tmp_path, c):
     assert mism == 0 and errs[0] < 0.05
     (trips, loops), _ = envs[0]["unit_loops"].tolist()   # im2col, then the linear layer
     assert loops == 1 and trips == ops.im2col_trip(12 * 9 * c, c, WPB) == (12 * 9 * c // WPB if c == 16 else 12 * 9 * c)
+
+
+@pytest.mark.parametrize("d,li", [(16, 8), (12, 3)])
+def test_l2_norm_and_additive_attention_move_beats(tmp_path, d, li):
+    # D = 16: rows are whole beats (WPB = 8), LNL = 8; D = 12: rows start anywhere in a beat (three beats a row's
+    # pass), LNL = 2. A zero token stays zero.
+    t = 21
+    prog = program([
+        ("l2norm", ["input"], "qn", {}, {}),
+        ("linear", ["input"], "k", {"act": "none"}, {"w": _normal(d, d, scale=0.3), "b": _normal(d)}),
+        ("l2norm", ["k"], "kn", {}, {}),
+        ("additive", ["qn", "kn"], "out", {}, {"wg": _normal(d) * d ** -0.5}),
+    ], {"input": (t, d), "qn": (t, d), "k": (t, d), "kn": (t, d), "out": (t, d)}, {"li": li, "lo": 8})
+    zero_row = _normal(t, d)
+    zero_row[4] = 0.0
+    mism, errs, envs = csim_vs_golden(prog, [_normal(t, d), zero_row, np.full((t, d), 1e4)], tmp_path)
+    assert mism == 0 and errs[0] < 2e-3
+    counted = envs[0]["unit_loops"]
+    _check_loops(prog, counted)
+    passes = t * estimator.row_pass_beats(d, WPB) * (WPB // estimator.layernorm_lanes(li, WPB))
+    l2, _, _, additive = counted.tolist()
+    assert l2 == [passes + passes // t, 1]       # one loop: the rows and one slot more
+    assert additive[1] == 4 and additive[0] - 3 * passes in (2, 3)   # w_g's beats, then three passes
+
+
+@pytest.mark.parametrize("c,li", [(24, 8), (20, 3)])
+def test_layernorm_reads_a_row_while_writing_the_last(tmp_path, c, li):
+    # C = 24: rows are whole beats, LNL = 8; C = 20: rows start anywhere in a beat, LNL = 2. Zero-variance and
+    # all-zero rows normalise to beta.
+    t = 13
+    norm = {"gamma": 1 + 0.3 * _normal(c), "beta": 0.2 * _normal(c)}
+    prog = program([("layernorm", ["input"], "n", {"eps": 1e-5}, norm),
+                    ("linear", ["n"], "out", {"act": "none"}, {"w": _normal(8, c, scale=0.3)})],
+                   {"input": (t, c), "n": (t, c), "out": (t, 8)}, {"li": li, "lo": 8})
+    x = _normal(t, c, scale=3)
+    x[1], x[2] = 2.5, 0.0
+    mism, errs, envs = csim_vs_golden(prog, [_normal(t, c), x], tmp_path)
+    assert mism == 0 and max(errs) < 0.05
+    counted = envs[0]["unit_loops"]
+    _check_loops(prog, counted)
+    slots = (t + 1) * estimator.row_pass_beats(c, WPB) * (WPB // estimator.layernorm_lanes(li, WPB))
+    assert counted.tolist()[0] == [2 * c + slots, 3]   # gamma, beta, then one loop over the rows

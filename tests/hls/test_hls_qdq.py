@@ -324,9 +324,9 @@ def test_depthwise_and_residual_add(tmp_path, images):
 
 @pytest.mark.parametrize("li, lo, ld", [(3, 5, 3), (8, 16, 4), (8, 16, 8)])
 def test_int8_units_at_other_lanes(tmp_path, images, monkeypatch, li, lo, ld):
-    """The lane plan gives int8-only programs one lane (docs/fpga.md); the C++ must match the golden model at any
-    lanes, odd ones included: token and weight tiles, partial k steps, LO beyond N, depthwise channel groups (LD = 8:
-    one beat a pixel, the overlapped rows), and the depthwise unit's loops are the estimator's."""
+    """The C++ must match the golden model at any lanes, odd ones included: token and weight tiles, partial k steps,
+    LO beyond N, depthwise channel groups (LD = 8: one beat a pixel, the overlapped rows), and the depthwise and
+    int8 linear units' loops are the estimator's."""
     from edgevit.hls import codegen, estimator, layer_table
     from edgevit.targets import get_target
 
@@ -346,9 +346,18 @@ def test_int8_units_at_other_lanes(tmp_path, images, monkeypatch, li, lo, ld):
     (layer, d), = [(l, d) for l, d in zip(prog.layers, layer_table.build(prog).descriptors) if l.kind == "qdwconv"]
     loops = [t for t, *_ in estimator.depthwise_loops(*(d[f"d{n}"] for n in range(6)), estimator.Lanes(li, lo, ld, 1),
                                                        "b" in layer.params, True, 8) if t > 0]
-    logged = [l.kind for l in prog.layers if l.kind in ("linear", "dwconv", "qdwconv", "im2col")]   # in call order
-    trips, count = probes[0]["unit_loops"].tolist()[logged.index("qdwconv")]
+    logged = [(l, d) for l, d in zip(prog.layers, layer_table.build(prog).descriptors)
+              if l.kind in ("linear", "dwconv", "qdwconv", "im2col", "qlinear")]
+    counted = probes[0]["unit_loops"].tolist()   # in call order
+    assert len(counted) == len(logged)
+    trips, count = counted[[l.kind for l, _ in logged].index("qdwconv")]
     assert count == len(loops) and abs(trips - sum(loops)) <= count
+    lanes = estimator.Lanes(li, lo, ld, 1)
+    for (layer, d), (trips, count) in zip(logged, counted):
+        if layer.kind == "qlinear":   # qgemm_unit: the estimator's loops (a tile's beats within one per loop)
+            loops = [t for t, *_ in estimator.qlinear_loops(d["d0"], d["d1"], d["d2"], lanes, "b" in layer.params,
+                                                            bool(d["d3"]), 8) if t > 0]
+            assert count == len(loops) and abs(trips - sum(loops)) <= count, (layer.name, trips, count, loops)
 
 
 def test_board_driver_converts_int8_buffers_as_the_golden_model(small, images, tmp_path):

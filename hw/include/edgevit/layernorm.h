@@ -15,22 +15,33 @@ namespace edgevit {
 static const int XHAT_FRAC = 16;
 
 // x [M][C] at d.x (d0, d1), gamma [C] at d.w, beta [C] at d.w2 (one format, fw bits), y [M][C] at d.y.
-// gamma and beta are read once per layer into on-chip buffers. Each row takes two pipelined passes over the port
-// beats that hold it (packed.h), LNL = min(LI, WPB) words a cycle (WPB / LNL cycles a beat): one reading the row
-// into an on-chip copy and summing its words and their squares, one normalising the words and writing each beat
-// when it is complete. The row, gamma and beta are split into WPB banks so that a beat's words land in distinct
+// gamma and beta are read once per layer into on-chip buffers. Then one pipelined loop of M + 1 row slots, LNL =
+// min(LI, WPB) words a cycle (WPB / LNL cycles a beat, packed.h): slot t reads row t's beats into one of two
+// on-chip row copies and sums its words and their squares, while it normalises row t - 1 (its rsqrt taken at the
+// slot's first step) from the other copy and writes it a beat at a time (beat_writer: reads and writes on the
+// port's two AXI channels). One m_axi request stream for the rows, no wait per row; every slot takes
+// row_pass_beats beats. The rows, gamma and beta are split into WPB banks so that a beat's words land in distinct
 // ones.
 template <class CFG>
 void layernorm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    typedef tripcount_product<tripcount_beats<typename CFG::ln_channels, CFG::WPB>,
-                              tripcount_const<CFG::WPB / CFG::LNL> > row_steps;
+    typedef tripcount_product<typename CFG::ln_slots,
+                              tripcount_product<tripcount_beats<typename CFG::ln_channels, CFG::WPB>,
+                                                tripcount_const<CFG::WPB / CFG::LNL> > > steps;
     typedef typename CFG::beat_t beat_t;
-    static word_t row[CFG::CMAX], gamma[CFG::CMAX], beta[CFG::CMAX];
-#pragma HLS ARRAY_PARTITION variable=row cyclic factor=CFG::WPB
+    static word_t row[2][CFG::CMAX], gamma[CFG::CMAX], beta[CFG::CMAX];
+#pragma HLS ARRAY_PARTITION variable=row complete dim=1
+#pragma HLS ARRAY_PARTITION variable=row cyclic factor=CFG::WPB dim=2
 #pragma HLS ARRAY_PARTITION variable=gamma cyclic factor=CFG::WPB
 #pragma HLS ARRAY_PARTITION variable=beta cyclic factor=CFG::WPB
-    const int M = d.d0, C = d.d1;
+    const int M = d.d0, C = d.d1, S = CFG::WPB / CFG::LNL;
+    const int PB = row_pass_beats<CFG>(d.x % CFG::WPB == 0 && d.y % CFG::WPB == 0, C), n = (M + 1) * PB * S;
     const i64 eps = eps_of(d);
+#ifndef __SYNTHESIS__
+    unit_loop_begin();
+    unit_loop_note(C);
+    unit_loop_note(C);
+    unit_loop_note(n);
+#endif
     for (int c = 0; c < C; ++c) {
         EDGEVIT_TRIPCOUNT(CFG::ln_channels)
 #pragma HLS PIPELINE II=1
@@ -41,60 +52,61 @@ void layernorm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer
 #pragma HLS PIPELINE II=1
         beta[c] = params.get(d.w2 + c);
     }
-    for (int t = 0; t < M; ++t) {
-        EDGEVIT_TRIPCOUNT(CFG::ln_rows)
-        i64 s1 = 0, s2 = 0;
-        const int si = d.x + t * C, fi = si / CFG::WPB, bi = (si + C - 1) / CFG::WPB - fi + 1;
-        int c0 = -(si % CFG::WPB), b = 0, sub = 0;   // channel of the beat's lane 0; beat; lanes sub * LNL..
-        beat_t v = 0;
-        for (int i = 0; i < bi * (CFG::WPB / CFG::LNL); ++i) {
-            EDGEVIT_TRIPCOUNT(row_steps)
+    beat_writer<CFG> out;
+    out.start(arena, d.y);
+    int t = 0, b = 0, sub = 0, si = d.x, so = d.y - C, j = 0;   // slot, beat and lanes sub * LNL.. of its pass
+    i64 s1 = 0, s2 = 0, m1 = 0, rs = 0;   // row t's sums; row t - 1's sum and rsqrt
+    beat_t v = 0;
+    for (int i = 0; i < n; ++i) {
+        EDGEVIT_TRIPCOUNT(steps)
 #pragma HLS PIPELINE II=1
-            if (sub == 0) v = arena.beat(fi + b);
+        if (b == 0 && sub == 0 && t > 0) {   // row t - 1 is summed: its scale
+            const i64 dv = (i64)C * s2 - s1 * s1 + eps * C * C;
+            rs = dv > 0 ? rsqrt_norm(dv, j) : 0;
+            m1 = s1;
+            s1 = s2 = 0;
+        }
+        const int ib = si / CFG::WPB + b, ci = ib * CFG::WPB - si;   // ci: channel of the beat's lane 0
+        const int ob = so / CFG::WPB + b, co = ob * CFG::WPB - so;
+        if (t < M) {
+            if (sub == 0) v = ci < C ? arena.beat(ib) : beat_t(0);
             for (int q = 0; q < CFG::LNL; ++q) {
 #pragma HLS UNROLL
-                const int l = sub * CFG::LNL + q, c = c0 + l;
+                const int l = sub * CFG::LNL + q, c = ci + l;
                 if (c >= 0 && c < C) {
                     const i64 x = lane_of(v, l);
-                    row[c] = x;
+                    row[t & 1][c] = x;
                     s1 += x;
                     s2 += x * x;
                 }
             }
-            if (++sub == CFG::WPB / CFG::LNL) {
-                sub = 0;
-                ++b;
-                c0 += CFG::WPB;
-            }
         }
-        i64 dv = (i64)C * s2 - s1 * s1 + eps * C * C;
-        int j = 0;
-        i64 rs = dv > 0 ? rsqrt_norm(dv, j) : 0;
-        const int so = d.y + t * C, fo = so / CFG::WPB, bo = (so + C - 1) / CFG::WPB - fo + 1;
-        c0 = -(so % CFG::WPB), b = 0, sub = 0;
-        ap_uint<CFG::WPB> lanes = 0;
-        for (int i = 0; i < bo * (CFG::WPB / CFG::LNL); ++i) {
-            EDGEVIT_TRIPCOUNT(row_steps)
-#pragma HLS PIPELINE II=1
+        if (t > 0 && co < C) {
+            out.to(arena, ob);
             for (int q = 0; q < CFG::LNL; ++q) {
 #pragma HLS UNROLL
-                const int l = sub * CFG::LNL + q, c = c0 + l;
+                const int l = sub * CFG::LNL + q, c = co + l;
                 if (c >= 0 && c < C) {
-                    i64 xhat = (((i64)C * row[c] - s1) * rs) >> (j + TABLE_FRAC - XHAT_FRAC);
-                    i64 acc = (i64)gamma[c] * xhat + ((i64)beta[c] << XHAT_FRAC);
-                    set_lane(v, l, word_t(requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo)));
-                    lanes[l] = 1;
+                    const i64 xhat = (((i64)C * row[(t - 1) & 1][c] - m1) * rs) >> (j + TABLE_FRAC - XHAT_FRAC);
+                    const i64 acc = (i64)gamma[c] * xhat + ((i64)beta[c] << XHAT_FRAC);
+                    out.set(l, word_t(requant(acc, d.fw + XHAT_FRAC - d.fo, d.wo)));
                 }
             }
-            if (++sub == CFG::WPB / CFG::LNL) {
-                arena.put_beat(fo + b, v, lanes);
-                lanes = 0;
-                sub = 0;
-                ++b;
-                c0 += CFG::WPB;
+        }
+        if (++sub == S) {
+            sub = 0;
+            if (++b == PB) {
+                b = 0;
+                ++t;
+                si += C;
+                so += C;
             }
         }
     }
+    out.flush(arena);
+#ifndef __SYNTHESIS__
+    unit_loop_end();
+#endif
 }
 
 // GroupNorm with one group (MobileViTv2): x [M][C] at d.x (d0, d1) normalised by the mean and variance of all its

@@ -21,10 +21,6 @@
 #include "packed.h"
 #include "tripcount_product.h"
 
-#ifndef __SYNTHESIS__
-#include <cstdlib>
-#endif
-
 namespace edgevit {
 
 #ifndef __SYNTHESIS__
@@ -97,9 +93,9 @@ inline void linear_mac_step(const word_t x[CFG::TM][CFG::KMAX], const word_t w[(
 // its last step) and, in the same pipelined loop, what the port can do meanwhile: the next token tile's lrows rows
 // (words from lstart) into the other input tile (XTILES = 2), and the write-back of the previous tile (rows wm0..,
 // columns wn0.., wtm rows) from res[rj ^ 1], a whole beat of WPB epilogues a cycle (linear_overlaps). Each iteration
-// makes at most one arena read (a beat of the load, or else the residual's) and one write, so the trip is the longest
-// of the three parts, not their sum. The caller never asks for both a load and a write-back that reads a residual (two
-// reads of one port a cycle).
+// makes at most one arena read and one write: the trip is the longest of the three parts, not their sum, except
+// that a write-back reading a residual starts after the load's beats (one read a cycle: the load's, then the
+// residual's), so its part is the load's beats plus its own.
 template <class CFG>
 void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, int rj,
                  word_t x[CFG::XTILES][CFG::TM][CFG::KMAX],
@@ -112,10 +108,10 @@ void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, in
     const int lfirst = lstart / CFG::WPB, lbeats = lrows ? (lstart + lrows * K - 1) / CFG::WPB - lfirst + 1 : 0;
     const int cols = N - wn0 < CFG::LO ? N - wn0 : CFG::LO, rbeats = cols / CFG::WPB, obeats = wtm * rbeats;
     const int bx = resid ? (d.x2 - d.y) / CFG::WPB : 0;
+    const int wfirst = resid ? lbeats : 0;   // the write-back's first iteration
     int trip = steps > lbeats ? steps : lbeats;
-    if (obeats > trip) trip = obeats;
+    if (wfirst + obeats > trip) trip = wfirst + obeats;
 #ifndef __SYNTHESIS__
-    if (lbeats && obeats && resid) std::abort();   // two reads of the arena port in one iteration
     unit_loop_note(trip);
 #endif
     const int nb = CFG::XTILES == 2 ? cur ^ 1 : 0, pr = rj ^ 1;
@@ -128,7 +124,7 @@ void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, in
         EDGEVIT_TRIPCOUNT(CFG::linear_pass)
 #pragma HLS PIPELINE II=1
         if (i < steps) linear_mac_step<CFG>(x[cur], w, bias, acc, res[rj], K, m, k0);
-        const bool ld = i < lbeats, wb = i < obeats;
+        const bool ld = i < lbeats, wb = i >= wfirst && i < wfirst + obeats;
         beat_t r = 0;
         if (ld || (wb && resid)) r = arena.beat(ld ? lfirst + i : row + oc + bx);
         if (ld) {
@@ -227,8 +223,8 @@ void linear_write_back(word_port<CFG>& arena, const layer_desc& d, int m0, int t
 // tile. A token tile is
 // loaded only when the next job's tokens differ (weight tiles outer over one token tile keep it; so do token
 // tiles outer over one weight tile for the weights). What does not overlap runs between passes: weight tiles
-// (one weight tile, no ping-pong), the write-back of a layer that cannot overlap, the token tiles of a layer whose
-// overlapped write-back reads a residual or of a design with one input tile, and the last job's write-back.
+// (one weight tile, no ping-pong), the write-back of a layer that cannot overlap, the token tiles of a design with
+// one input tile, and the last job's write-back.
 template <class CFG>
 void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
     static word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], w[(CFG::LO + 1) / 2][CFG::KMAX][2];
@@ -247,7 +243,7 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
 #endif
     const int M = d.d0, K = d.d1, N = d.d2;
     const int jobs = ((M + CFG::TM - 1) / CFG::TM) * ((N + CFG::LO - 1) / CFG::LO);
-    const bool overlap = linear_overlaps<CFG>(d), fuse_load = CFG::XTILES == 2 && !(overlap && d.x2 >= 0);
+    const bool overlap = linear_overlaps<CFG>(d), fuse_load = CFG::XTILES == 2;
     int m0 = 0, n0 = 0, cur = 0, rj = 0, pm0 = 0, ptm = 0, pn0 = 0;
     linear_load_w<CFG>(params, d, 0, w, bias);
     linear_load_x<CFG>(arena, d, 0, M < CFG::TM ? M : CFG::TM, x[0]);

@@ -11,6 +11,10 @@
 #ifndef EDGEVIT_PACKED_H
 #define EDGEVIT_PACKED_H
 
+#ifndef __SYNTHESIS__
+#include <cstdlib>
+#endif
+
 #include "descriptor.h"
 #include "fixed.h"
 #include "tripcount_product.h"
@@ -130,6 +134,59 @@ struct word_port {
    private:
     beat_t b_read(int b) { return b == rb ? rd : mem[b]; }
 };
+
+// The words of one output run, in order, collected a beat at a time by a loop that also reads the port: a beat
+// is written whole, without a read, when the loop moves on to a later one (to()), so the loop makes one read and
+// one write a cycle on the port's two AXI channels. Only the run's first beat (start(), when the run starts
+// inside it) and its last (flush()) are merged with their old contents, outside the loop.
+template <class CFG>
+struct beat_writer {
+    typedef typename CFG::beat_t beat_t;
+    typedef ap_uint<CFG::WPB> lanes_t;
+    beat_t v;
+    int b;
+    lanes_t mask;   // lanes of beat b already set
+    beat_writer() : v(0), b(-1), mask(0) {}
+    void start(word_port<CFG>& mem, int off) {
+        b = off / CFG::WPB;
+        mask = 0;
+        if (off % CFG::WPB) {
+            v = mem.beat(b);
+            for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+                mask[l] = l < off % CFG::WPB;
+            }
+        }
+    }
+    // The next words go to beat bb: the beat held so far, every word of it set, leaves whole.
+    void to(word_port<CFG>& mem, int bb) {
+        if (bb == b) return;
+        if (mask != 0) {
+#ifndef __SYNTHESIS__
+            if (mask != lanes_t(-1)) std::abort();   // a partial beat would need a read in the loop
+#endif
+            mem.put_whole_beat(b, v);
+        }
+        b = bb;
+        mask = 0;
+    }
+    void set(int l, word_t w) {
+        set_lane(v, l, w);
+        mask[l] = 1;
+    }
+    void flush(word_port<CFG>& mem) {
+        if (mask != 0) mem.put_beat(b, v, mask);
+        mask = 0;
+    }
+};
+
+// Beats of each row's pass in the units that walk [M][C] rows a beat at a time in one loop (a fixed count, so
+// that the loop's trip is M times it): C / WPB when the rows are whole beats and the tensors start on beats,
+// else the most beats a run of C words can span.
+template <class CFG>
+inline int row_pass_beats(bool aligned, int C) {
+    return aligned && C % CFG::WPB == 0 ? C / CFG::WPB : (C + CFG::WPB - 2) / CFG::WPB + 1;
+}
 
 // Word k of row m of a tile: as written (the linear unit's input tile, the depthwise weights), or rows in pairs
 // (the linear unit's weight tile, w [LO / 2][KMAX][2]).

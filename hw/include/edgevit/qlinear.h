@@ -20,6 +20,9 @@ namespace edgevit {
 template <class CFG>
 void qlinear_load_requant(word_source<CFG>& params, const layer_desc& d, int n0, requant_param rq[CFG::LO]) {
     const int rows = d.d2 - n0 < CFG::LO ? d.d2 - n0 : CFG::LO;
+#ifndef __SYNTHESIS__
+    unit_loop_note(CFG::LO);
+#endif
     for (int l = 0; l < CFG::LO; ++l) {
 #pragma HLS PIPELINE II=4
         if (l < rows) rq[l] = read_requant(params, d.w2 + REQUANT_RECORD_WORDS * (n0 + l));
@@ -41,12 +44,16 @@ void qlinear_compute(word_port<CFG>& arena, const layer_desc& d, int m0, int tm,
 #pragma HLS ARRAY_PARTITION variable=acc complete
     int m = 0, k0 = 0;
     const int steps = tm * ((K + CFG::LI - 1) / CFG::LI);
+    const int cols = N - n0 < CFG::LO ? N - n0 : CFG::LO;
+#ifndef __SYNTHESIS__
+    unit_loop_note(steps);
+    unit_loop_note(tm * cols);
+#endif
     for (int i = 0; i < steps; ++i) {
         EDGEVIT_TRIPCOUNT(mac_steps)
 #pragma HLS PIPELINE II=1
         linear_mac_step<CFG>(x, w, bias, acc, res, K, m, k0);
     }
-    const int cols = N - n0 < CFG::LO ? N - n0 : CFG::LO;
     int em = 0, lo = 0;
     for (int i = 0; i < tm * cols; ++i) {
         EDGEVIT_TRIPCOUNT(out_words)
@@ -72,6 +79,9 @@ void qgemm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_des
 #pragma HLS ARRAY_RESHAPE variable=w complete dim=3
 #pragma HLS ARRAY_PARTITION variable=bias complete
 #pragma HLS ARRAY_PARTITION variable=rq complete
+#ifndef __SYNTHESIS__
+    unit_loop_begin();
+#endif
     const int M = d.d0, N = d.d2;
     if (d.d3) {
         for (int n0 = 0; n0 < N; n0 += CFG::LO) {
@@ -98,6 +108,9 @@ void qgemm_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_des
             }
         }
     }
+#ifndef __SYNTHESIS__
+    unit_loop_end();
+#endif
 }
 
 // The mean over tokens of x [M][C] (d0, d1) at d.x, requantised per channel with M = x_scale / (y_scale M)

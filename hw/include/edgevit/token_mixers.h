@@ -114,116 +114,158 @@ void pool_mixer(word_source<CFG>& params, word_port<CFG>& arena, const layer_des
     }
 }
 
-// v / |v| for each of M rows of length C (d0, d1); a zero row stays zero. Each row takes two pipelined passes over
-// the port beats that hold it (packed.h), LNL words a cycle as in the layernorm: one copying the row on chip (L2MAX
-// words in WPB banks) and summing its squares, one writing the normalised words a beat at a time.
+// v / |v| for each of M rows of length C (d0, d1); a zero row stays zero. One pipelined loop of M + 1 row slots,
+// LNL words a cycle (as the layernorm): slot t reads row t's beats (packed.h) into one of two on-chip row copies
+// (L2MAX words in WPB banks each) and sums its squares, while it writes row t - 1, normalised by the rsqrt of
+// its sum taken at the slot's first step, from the other copy a beat at a time (beat_writer: reads and writes
+// on the port's two AXI channels). One m_axi request stream for the layer, no wait per row. Every slot takes
+// row_pass_beats beats, so the trip count is fixed.
 template <class CFG>
 void l2_normalize(word_port<CFG>& arena, const layer_desc& d) {
-    typedef tripcount_product<tripcount_beats<typename CFG::l2_channels, CFG::WPB>,
-                              tripcount_const<CFG::WPB / CFG::LNL> > row_steps;
+    typedef tripcount_product<typename CFG::l2_slots,
+                              tripcount_product<tripcount_beats<typename CFG::l2_channels, CFG::WPB>,
+                                                tripcount_const<CFG::WPB / CFG::LNL> > > steps;
     typedef typename CFG::beat_t beat_t;
-    static word_t row[CFG::L2MAX];
-#pragma HLS ARRAY_PARTITION variable=row cyclic factor=CFG::WPB
-    const int M = d.d0, C = d.d1;
-    for (int t = 0; t < M; ++t) {
-        EDGEVIT_TRIPCOUNT(CFG::l2_rows)
-        i64 s = 0;
-        const int si = d.x + t * C, fi = si / CFG::WPB, bi = (si + C - 1) / CFG::WPB - fi + 1;
-        int c0 = -(si % CFG::WPB), b = 0, sub = 0;   // channel of the beat's lane 0; beat; lanes sub * LNL..
-        beat_t v = 0;
-        for (int i = 0; i < bi * (CFG::WPB / CFG::LNL); ++i) {
-            EDGEVIT_TRIPCOUNT(row_steps)
+    static word_t row[2][CFG::L2MAX];
+#pragma HLS ARRAY_PARTITION variable=row complete dim=1
+#pragma HLS ARRAY_PARTITION variable=row cyclic factor=CFG::WPB dim=2
+    const int M = d.d0, C = d.d1, S = CFG::WPB / CFG::LNL;
+    const int PB = row_pass_beats<CFG>(d.x % CFG::WPB == 0 && d.y % CFG::WPB == 0, C), n = (M + 1) * PB * S;
+#ifndef __SYNTHESIS__
+    unit_loop_begin();
+    unit_loop_note(n);
+#endif
+    beat_writer<CFG> out;
+    out.start(arena, d.y);
+    int t = 0, b = 0, sub = 0, si = d.x, so = d.y - C, j = 0;   // slot, beat and lanes sub * LNL.. of its pass
+    i64 s = 0, rs = 0;
+    beat_t v = 0;
+    for (int i = 0; i < n; ++i) {
+        EDGEVIT_TRIPCOUNT(steps)
 #pragma HLS PIPELINE II=1
-            if (sub == 0) v = arena.beat(fi + b);
+        if (b == 0 && sub == 0 && t > 0) {   // row t - 1 is summed: its scale
+            rs = s > 0 ? rsqrt_norm(s, j) : 0;
+            s = 0;
+        }
+        const int ib = si / CFG::WPB + b, ci = ib * CFG::WPB - si;   // ci: channel of the beat's lane 0
+        const int ob = so / CFG::WPB + b, co = ob * CFG::WPB - so;
+        if (t < M) {
+            if (sub == 0) v = ci < C ? arena.beat(ib) : beat_t(0);
             for (int q = 0; q < CFG::LNL; ++q) {
 #pragma HLS UNROLL
-                const int l = sub * CFG::LNL + q, c = c0 + l;
+                const int l = sub * CFG::LNL + q, c = ci + l;
                 if (c >= 0 && c < C) {
                     const i64 x = lane_of(v, l);
-                    row[c] = x;
+                    row[t & 1][c] = x;
                     s += x * x;
                 }
             }
-            if (++sub == CFG::WPB / CFG::LNL) {
-                sub = 0;
-                ++b;
-                c0 += CFG::WPB;
-            }
         }
-        int j = 0;
-        const i64 rs = s > 0 ? rsqrt_norm(s, j) : 0;
-        const int so = d.y + t * C, fo = so / CFG::WPB, bo = (so + C - 1) / CFG::WPB - fo + 1;
-        c0 = -(so % CFG::WPB), b = 0, sub = 0;
-        ap_uint<CFG::WPB> lanes = 0;
-        for (int i = 0; i < bo * (CFG::WPB / CFG::LNL); ++i) {
-            EDGEVIT_TRIPCOUNT(row_steps)
-#pragma HLS PIPELINE II=1
+        if (t > 0 && co < C) {
+            out.to(arena, ob);
             for (int q = 0; q < CFG::LNL; ++q) {
 #pragma HLS UNROLL
-                const int l = sub * CFG::LNL + q, c = c0 + l;
-                if (c >= 0 && c < C) {
-                    set_lane(v, l, word_t(requant(((i64)row[c] * rs) >> (j + TABLE_FRAC - NORM_FRAC),
-                                                  NORM_FRAC - d.fo, d.wo)));
-                    lanes[l] = 1;
-                }
+                const int l = sub * CFG::LNL + q, c = co + l;
+                if (c >= 0 && c < C)
+                    out.set(l, word_t(requant(((i64)row[(t - 1) & 1][c] * rs) >> (j + TABLE_FRAC - NORM_FRAC),
+                                              NORM_FRAC - d.fo, d.wo)));
             }
-            if (++sub == CFG::WPB / CFG::LNL) {
-                arena.put_beat(fo + b, v, lanes);
-                lanes = 0;
-                sub = 0;
-                ++b;
-                c0 += CFG::WPB;
+        }
+        if (++sub == S) {
+            sub = 0;
+            if (++b == PB) {
+                b = 0;
+                ++t;
+                si += C;
+                so += C;
             }
         }
     }
+    out.flush(arena);
+#ifndef __SYNTHESIS__
+    unit_loop_end();
+#endif
 }
 
-// qn [T][D] at d.x (fx), kn [T][D] at d.x2 (fx2), w_g [D] at d.w (fw); T = d0 <= TMAX, D = d1 <= DMAX.
+// qn [T][D] at d.x (fx), kn [T][D] at d.x2 (fx2), w_g [D] at d.w (fw); T = d0 <= TMAX, D = d1 <= DMAX; y at
+// d.y, which starts at the same lane of a beat as kn (layer_table puts every tensor on a 32-word boundary).
+// w_g is read once into an on-chip copy (a beat a cycle), then three pipelined loops over the tokens' beats, LNL
+// words a cycle, each one m_axi request stream: the scores a_t = qn_t . w_g (kept on chip, TMAX 64-bit words)
+// and their sum of squares; g = sum_t (a_t / |a|) qn_t (DMAX 64-bit sums in WPB banks; a feature's sum is updated
+// once a row, row_pass_beats * WPB / LNL steps apart); y_t = g * kn_t, kn's beats in and y's beats out on the
+// port's two AXI channels.
 template <class CFG>
 void additive_attention(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    static i64 a[CFG::TMAX];
-    i64 g[CFG::DMAX];
-    const int T = d.d0, D = d.d1;
-    i64 s = 0;
-    for (int t = 0; t < T; ++t) {
-        EDGEVIT_TRIPCOUNT(CFG::additive_tokens)
-        i64 acc = 0;
-        for (int k = 0; k < D; ++k) {
-            EDGEVIT_TRIPCOUNT(CFG::additive_dim)
-#pragma HLS PIPELINE II=1
-            acc += (i64)arena.get(d.x + t * D + k) * (i64)params.get(d.w + k);
-        }
-        a[t] = shift_floor(acc, d.fx + d.fw - NORM_FRAC);
-        s += a[t] * a[t];
-    }
+    typedef tripcount_product<typename CFG::additive_tokens,
+                              tripcount_product<tripcount_beats<typename CFG::additive_dim, CFG::WPB>,
+                                                tripcount_const<CFG::WPB / CFG::LNL> > > steps;
+    typedef typename CFG::beat_t beat_t;
+    static i64 a[CFG::TMAX], g[CFG::DMAX];
+    static word_t wg[1][CFG::DMAX];
+#pragma HLS ARRAY_PARTITION variable=g cyclic factor=CFG::WPB
+#pragma HLS ARRAY_PARTITION variable=wg cyclic factor=CFG::WPB dim=2
+#pragma HLS DEPENDENCE variable=g inter false
+    const int T = d.d0, D = d.d1, S = CFG::WPB / CFG::LNL;
+    const int PB = row_pass_beats<CFG>(d.x % CFG::WPB == 0 && d.x2 % CFG::WPB == 0, D), n = T * PB * S;
+    const int dy = (d.y - d.x2) / CFG::WPB;   // y's beat of kn's beat
+#ifndef __SYNTHESIS__
+    if ((d.y - d.x2) % CFG::WPB) std::abort();
+    unit_loop_begin();
+#endif
+    load_rows<CFG, word_source<CFG>, typename CFG::additive_dim>(params, d.w, 1, D, wg);
+    i64 s = 0, rs = 0, an = 0;   // the scores' sum of squares, its rsqrt, a token's normalised score
     int j = 0;
-    i64 rs = s > 0 ? rsqrt_norm(s, j) : 0;
-    for (int k = 0; k < D; ++k) {
-        EDGEVIT_TRIPCOUNT(CFG::additive_dim)
-        g[k] = 0;
-    }
-    for (int t = 0; t < T; ++t) {
-        EDGEVIT_TRIPCOUNT(CFG::additive_tokens)
-        i64 an = (a[t] * rs) >> (j + TABLE_FRAC - NORM_FRAC);
-        for (int k = 0; k < D; ++k) {
-            EDGEVIT_TRIPCOUNT(CFG::additive_dim)
+    for (int pass = 0; pass < 3; ++pass) {
+        const int base = pass < 2 ? d.x : d.x2;
+        if (pass == 1) rs = s > 0 ? rsqrt_norm(s, j) : 0;
+        beat_writer<CFG> out;
+        if (pass == 2) out.start(arena, d.y);
+#ifndef __SYNTHESIS__
+        unit_loop_note(n);
+#endif
+        int t = 0, b = 0, sub = 0, si = base;
+        i64 acc = 0;
+        beat_t v = 0;
+        for (int i = 0; i < n; ++i) {
+            EDGEVIT_TRIPCOUNT(steps)
 #pragma HLS PIPELINE II=1
-            g[k] += an * (i64)arena.get(d.x + t * D + k);
+            const int ib = si / CFG::WPB + b, ci = ib * CFG::WPB - si;   // ci: feature of the beat's lane 0
+            if (sub == 0) v = ci < D ? arena.beat(ib) : beat_t(0);
+            if (pass == 1 && b == 0 && sub == 0) an = (a[t] * rs) >> (j + TABLE_FRAC - NORM_FRAC);
+            if (pass == 2 && ci < D) out.to(arena, ib + dy);
+            i64 p = 0;
+            for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+                const int l = sub * CFG::LNL + q, c = ci + l;
+                if (c >= 0 && c < D) {
+                    const i64 x = lane_of(v, l);
+                    if (pass == 0) p += x * (i64)wg[0][c];
+                    if (pass == 1) g[c] = (t == 0 ? 0 : g[c]) + an * x;
+                    if (pass == 2)
+                        out.set(l, word_t(requant(shift_floor(g[c], d.fx) * x, NORM_FRAC + d.fx2 - d.fo, d.wo)));
+                }
+            }
+            acc += p;
+            const bool last = sub == S - 1 && b == PB - 1;
+            if (pass == 0 && last) {
+                a[t] = shift_floor(acc, d.fx + d.fw - NORM_FRAC);
+                s += a[t] * a[t];
+                acc = 0;
+            }
+            if (++sub == S) {
+                sub = 0;
+                if (++b == PB) {
+                    b = 0;
+                    ++t;
+                    si += D;
+                }
+            }
         }
+        out.flush(arena);
     }
-    for (int k = 0; k < D; ++k) {
-        EDGEVIT_TRIPCOUNT(CFG::additive_dim)
-        g[k] = shift_floor(g[k], d.fx);
-    }
-    for (int t = 0; t < T; ++t) {
-        EDGEVIT_TRIPCOUNT(CFG::additive_tokens)
-        for (int k = 0; k < D; ++k) {
-            EDGEVIT_TRIPCOUNT(CFG::additive_dim)
-#pragma HLS PIPELINE II=1
-            arena.put(d.y + t * D + k,
-                      requant(g[k] * (i64)arena.get(d.x2 + t * D + k), NORM_FRAC + d.fx2 - d.fo, d.wo));
-        }
-    }
+#ifndef __SYNTHESIS__
+    unit_loop_end();
+#endif
 }
 
 }  // namespace edgevit

@@ -1,7 +1,7 @@
-// C-simulation only: the pipelined loops each linear_unit, depthwise_unit and im2col call runs, so that a test can
-// hold the estimator's loop model to the C++ as written. Per call, the iterations of all its pipelined loops and how
-// many loops ran (at least one iteration), written as two longs to slots[2 pos] when the testbench has set slots
-// (cap calls).
+// C-simulation only: the pipelined loops each linear_unit, depthwise_unit, im2col, layernorm_unit, l2_normalize,
+// additive_attention and qgemm_unit call runs, so that a test can hold the estimator's loop model to the C++ as
+// written. Per call, the iterations of all its pipelined loops and how many loops ran (at least one iteration),
+// written as two longs to slots[2 pos] when the testbench has set slots (cap calls).
 #ifndef EDGEVIT_UNIT_LOOPS_H
 #define EDGEVIT_UNIT_LOOPS_H
 
