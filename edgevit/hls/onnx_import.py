@@ -1116,13 +1116,13 @@ def write_cpu_tail(result: ImportResult, sample: np.ndarray, out: Path) -> dict 
     """
     if result.cut is None:
         return None
-    from ..pynq import cpu_tail, numpy_graph
+    from ..pynq import cpu_tail
 
     mp = result.model
     outputs = [o.name for o in mp.graph.output]
     graph, weights = cpu_part(result)
     values = _intermediates(mp, mp.graph.input[0].name, np.asarray(sample))
-    got = numpy_graph.run(graph, weights, {result.cut: values[result.cut]})
+    got = cpu_tail.run_checked(graph, weights, {result.cut: values[result.cut]})
     err = max(_rel_err(np.asarray(g, np.float64), values[o].astype(np.float64)) for g, o in zip(got, outputs))
     if err > cpu_tail.CHECK_RTOL:
         raise ModelImportError(f"the numpy CPU part differs from onnxruntime (relative error {err:.2g})")

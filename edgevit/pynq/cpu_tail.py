@@ -85,6 +85,24 @@ def _plain(sub) -> tuple[dict, dict]:
     return {"nodes": nodes, "outputs": [o.name for o in sub.graph.output]}, weights
 
 
+def run_checked(graph: dict, weights: dict, feeds: dict) -> list:
+    """:func:`.numpy_graph.run` after :func:`.numpy_graph.check_ops`, on the host while a CPU part is written.
+
+    Raises
+    ------
+    ModelImportError
+        An operator or attribute the board's interpreter does not take, or a node whose inputs do not fit it:
+        the model's file, not the board, is at fault here.
+    """
+    from ..errors import ExecutionError
+
+    try:
+        numpy_graph.check_ops(graph)
+        return numpy_graph.run(graph, weights, feeds)
+    except (NotImplementedError, ExecutionError) as e:
+        raise ModelImportError(f"the CPU part of this model cannot run on the board: {e}") from None
+
+
 def export(model, input_shape: tuple, prog, sample: np.ndarray, out: Path) -> dict:
     """Cut ``model`` after the accelerator's part ``prog`` and write ``cpu_tail.json``/``.npz`` into ``out``.
 
@@ -119,11 +137,7 @@ def export(model, input_shape: tuple, prog, sample: np.ndarray, out: Path) -> di
     if before:
         raise ModelImportError(f"the CPU part needs tensors from before the accelerator's output ({before[:3]}): "
                                f"not supported")
-    try:
-        numpy_graph.check_ops(graph)
-    except NotImplementedError as e:
-        raise ModelImportError(f"the CPU part of this model cannot run on the board: {e}") from None
-    got = numpy_graph.run(graph, weights, {cut: values[cut]})
+    got = run_checked(graph, weights, {cut: values[cut]})
     err = max(float(np.abs(g - values[o]).max() / (1 + np.abs(values[o]).max())) for g, o in zip(got, outputs))
     if err > CHECK_RTOL:
         raise ModelImportError(f"the numpy CPU part differs from onnxruntime (relative error {err:.2g})")
