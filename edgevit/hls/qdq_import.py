@@ -308,6 +308,50 @@ def _conv(im: _QdqImporter, k: int, node) -> None:
     im.bind_quantized(im.nodes[qk].output[0], out, "cf")
 
 
+BN_WEIGHT = 127   # a folded BatchNormalization's int8 weight magnitude: its bias is in steps of sx |a| / 127
+
+
+def _batchnorm(im: _QdqImporter, k: int, node) -> None:
+    """BatchNormalization between a DequantizeLinear and a QuantizeLinear: per channel the affine ``a x + b``
+    (``a = scale / sqrt(var + epsilon)``, ``b = B - mean a``), a 1x1 ``qdwconv``. Weight ``sign(a) 127``,
+    requantization ``M = float32(sx |a| / (127 sy))``, int32 bias ``round(b / (sy M))``: the integer result is
+    the exact affine up to half a bias step (``M / 2`` output steps, ``sx |a| / (254 sy)``), and onnxruntime
+    computes the same affine in float32 between its DequantizeLinear and QuantizeLinear, so the two agree
+    within one output step (docs/fpga-int8.md)."""
+    if _attr(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
+        raise Unsupported("BatchNormalization in training mode")
+    src, layout = im.source(node.input[0])
+    x, shape = im.values[node.input[0]], im.shapes[src]
+    c = shape[-1]
+    if x.ndim < 2 or x.shape[1] != c or not ((layout == "cf" and x.ndim >= 3) or (layout == "cl" and x.ndim == 2)):
+        raise Unsupported("a BatchNormalization whose channels are not the last axis of the accelerator's map")
+    if len(shape) != 3:
+        raise Unsupported(f"a BatchNormalization on a {list(shape)} tensor: the 1x1 depthwise unit takes [H, W, C] "
+                          "maps")
+    params = [im.consts.get(i) for i in node.input[1:5]]
+    if len(params) != 4 or any(p is None or np.size(p) != c for p in params):
+        raise Unsupported("a BatchNormalization with parameters that are not constants, one per channel")
+    scale, beta, mean, var = (np.asarray(p, np.float64).ravel() for p in params)
+    with np.errstate(all="ignore"):
+        a = scale / np.sqrt(var + float(_attr(node, "epsilon", 1e-5)))
+        b = beta - mean * a
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise Unsupported("a BatchNormalization whose scale or shift is not finite (variance + epsilon <= 0)")
+    fx = im.formats[src]
+    qk, fy, relu = im.output_quantize(node.output[0])
+    mag = np.where(a == 0, 1.0, np.abs(a))   # a zero scale: weight 0, the bias alone (in steps as if a were 1)
+    m = (np.float32(fx.scale) * mag.astype(np.float32) / np.float32(BN_WEIGHT)) / np.float32(fy.scale)
+    bias = np.rint(b / (np.float64(fy.scale) * m.astype(np.float64)))
+    if np.any(np.abs(bias) > np.iinfo(np.int32).max):
+        raise Unsupported("a BatchNormalization whose shift does not fit an int32 bias at its scale")
+    w = (np.sign(a) * BN_WEIGHT).astype(np.int64).reshape(c, 1, 1)
+    out = im.add("qdwconv", node, [src], shape, fy,
+                 {"act": "relu" if relu else "none", "m": m.astype(np.float64).tolist(), "zy": fy.zero_point,
+                  "k": 1, "stride": 1, "pad": 0},
+                 {"w": w, "b": bias.astype(np.int64), "rq": im.requant_records(m, fy, c)})
+    im.bind_quantized(im.nodes[qk].output[0], out, layout)
+
+
 def _bias(im: _QdqImporter, node, fx: QFmt, sw: np.ndarray, n: int, slot: int = 2) -> dict:
     """onnxruntime's int32 bias (scale x_scale * w_scale, zero point 0), or none."""
     if len(node.input) <= slot or not node.input[slot]:
@@ -516,7 +560,7 @@ def _view(im: _QdqImporter, k: int, node) -> None:
 
 
 RULES = {**{op: _table for op in ELEMENTWISE_OPS}, "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
-         "Add": _add, "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "ReduceMean": _mean, "GlobalAveragePool": _mean,
+         "Add": _add, "Conv": _conv, "BatchNormalization": _batchnorm, "Gemm": _gemm, "MatMul": _matmul, "ReduceMean": _mean, "GlobalAveragePool": _mean,
          **{op: _view for op in VIEW_OPS}}
 
 
@@ -624,7 +668,8 @@ def write_int8_cpu_tail(result: ImportResult, sample: np.ndarray, out) -> dict |
     """Write the CPU part of a QDQ model (``cpu_tail.json``/``.npz``, run by :mod:`edgevit.pynq.numpy_graph`,
     QuantizeLinear/DequantizeLinear included) after checking it on ``sample``: fed onnxruntime's value of the cut
     tensor (the accelerator's output dequantized, which the board's driver computes the same way), its outputs
-    must be within ``TAIL_MAX_STEPS`` output quantization steps of onnxruntime's run of the whole file (the
+    must be within ``TAIL_MAX_STEPS`` output quantization steps (:func:`edgevit.quantize.verify.output_steps`, the
+    int8 rule's unit) of onnxruntime's run of the whole file (the
     numpy float operators between quantize steps are not onnxruntime's fused int8 kernels). Returns the tail's
     description, or None when the accelerator runs the whole graph.
 
@@ -640,7 +685,8 @@ def write_int8_cpu_tail(result: ImportResult, sample: np.ndarray, out) -> dict |
 
     import onnx
 
-    from ..pynq import cpu_tail, numpy_graph
+    from ..pynq import cpu_tail
+    from ..quantize.verify import output_steps
     from ..reference import onnxruntime_session
 
     mp = result.model
@@ -652,15 +698,11 @@ def write_int8_cpu_tail(result: ImportResult, sample: np.ndarray, out) -> dict |
     sess = onnxruntime_session(m.SerializeToString())
     values = dict(zip([o.name for o in sess.get_outputs()],
                       sess.run(None, {sess.get_inputs()[0].name: np.asarray(sample, np.float32)})))
-    got = numpy_graph.run(graph, weights, {result.cut: values[result.cut]})
-    producer = {o: n for n in mp.graph.node for o in n.output}
-    consts = {t.name: onnx.numpy_helper.to_array(t) for t in mp.graph.initializer}
+    got = cpu_tail.run_checked(graph, weights, {result.cut: values[result.cut]})
     steps = []
-    for g, name in zip(got, outputs):
-        node = producer.get(name)
-        scale = float(np.max(consts[node.input[1]])) if node is not None and node.op_type == "DequantizeLinear" \
-            else float(np.abs(values[name]).max() / 127 or 1.0)   # a float output: its range in int8 steps
-        steps.append(float(np.abs(np.asarray(g, np.float64) - values[name]).max() / scale))
+    for g, name, unit in zip(got, outputs, output_steps(mp)):   # the int8 rule's unit (EfficientFormer's / 2 too)
+        unit = unit or float(np.abs(values[name]).max() / 127 or 1.0)   # a float output: its range in int8 steps
+        steps.append(float(np.abs(np.asarray(g, np.float64) - values[name]).max() / unit))
     if max(steps) > TAIL_MAX_STEPS:
         raise ModelImportError(f"the numpy CPU part is {max(steps):.1f} output steps from onnxruntime (limit "
                                f"{TAIL_MAX_STEPS})")
