@@ -15,6 +15,10 @@ JSON to ``--results``. Steps (the brief's letters):
 - ``rpi4`` (b): compile for rpi4, ``run --verify`` under qemu
 - ``int8`` (c): ``quantize --calibration fashion-mnist --per-channel``, compile for host, ``run --verify``
 - ``hls`` / ``hls_int8`` (d): ``edgevit hls`` on the float file and on the QDQ file (needs ``int8`` first)
+- ``flash`` / ``flash_int8``: the ``hls`` / ``hls_int8`` project C-simulated (``hls build --csim``), bundled with
+  stand-ins for Vivado's .bit/.hwh (no Vivado here: :func:`edgevit.pynq.manifest.write_stand_in_bit`) and flashed
+  to the simulated board (``--host local:DIR``, ``EDGEVIT_PYNQ_SIM_LIB``: the project's top.cpp as the
+  accelerator, docs/pynq.md), which runs the self-test on the first input, CPU part included
 - ``tflite`` (e): the model converted to .tflite with litert-torch (in the LiteRT venv of
   tools/setup_litert.sh, same weights), compile for host, ``run --verify`` against LiteRT
 - ``pipeline`` (f): ``plan --strategy pipeline --stages 2`` over two x86 nodes of a local cluster (loopback,
@@ -38,7 +42,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["host", "rpi4", "int8", "hls", "hls_int8", "tflite", "pipeline", "bench"]
+STEPS = ["host", "rpi4", "int8", "hls", "hls_int8", "flash", "flash_int8", "tflite", "pipeline", "bench"]
 STEP_TIMEOUT = 3600
 LITERT_RTOL = 1e-4   # XNNPACK reorders float sums (as tools/convert_litert.py)
 NOTES = "## Notes"   # the results file's hand-written part, from this heading on
@@ -192,6 +196,42 @@ def step_hls_int8(step: Step, name: str) -> str:
     return _hls(step, f"{name}.q.onnx", f"{name}.q.hls")
 
 
+def _flash(step: Step, project: str) -> str:
+    """C-sim, bundle and flash ``project`` to the simulated board: the C-sim line and the self-test line."""
+    from edgevit.pynq import manifest, simlib
+    from edgevit.targets import get_target
+
+    if not (step.work / project / "program.json").exists():
+        raise StepFailed("SKIPPED", f"no {project} (its hls step did not make it)")
+    csim = _line(step.run(["hls", "build", project, "--csim"]).stdout, "C-simulation of")
+    board = json.loads((step.work / project / "program.json").read_text())["board"]
+    part = get_target(board).require_fpga().part
+    bit, hwh = f"{project}.stand-in.bit", f"{project}.stand-in.hwh"
+    manifest.write_stand_in_bit(step.work / bit, part)
+    manifest.write_stand_in_hwh(step.work / hwh, manifest.normalize_part(part))
+    bundle = f"{project}.bundle"
+    step.run(["bundle", project, "-o", bundle, "--bitstream", bit, "--hwh", hwh])
+    setup = subprocess.run(["bash", str(ROOT / "tools" / "setup_pynq_env.sh")], capture_output=True, text=True)
+    if setup.returncode != 0:
+        raise StepFailed("SKIPPED", "no pynq venv (tools/setup_pynq_env.sh failed)")
+    home = step.work / "board"
+    home.mkdir(exist_ok=True)
+    env = {**_env(), "EDGEVIT_PYNQ_SIM_LIB": str(simlib.build(step.work / project))}
+    step.commands.append(f"export EDGEVIT_PYNQ_SIM_LIB=$(python -c 'from edgevit.pynq import simlib; "
+                         f"print(simlib.build(\"{project}\"))')")
+    done = step.run(["flash", bundle, "--board", board, "--host", f"local:{home}", "--remote-python",
+                     setup.stdout.strip().splitlines()[-1], "--count", "1", "--timeout", "3600"], env=env)
+    return f"{csim} | {_line(done.stdout, 'self-test on')}"
+
+
+def step_flash(step: Step, name: str) -> str:
+    return _flash(step, f"{name}.hls")
+
+
+def step_flash_int8(step: Step, name: str) -> str:
+    return _flash(step, f"{name}.q.hls")
+
+
 def step_tflite(step: Step, name: str) -> str:
     venvs = sorted(glob.glob(os.path.expanduser("~/.cache/edgevit/litert-venv-*/bin/python")))
     if not venvs:
@@ -230,7 +270,7 @@ def bench_verdict(stdout: str) -> str:
 
 
 STEP_FUNCTIONS = {"host": step_host, "rpi4": step_rpi4, "int8": step_int8, "hls": step_hls,
-                  "hls_int8": step_hls_int8, "tflite": step_tflite, "pipeline": step_pipeline, "bench": step_bench}
+                  "hls_int8": step_hls_int8, "flash": step_flash, "flash_int8": step_flash_int8, "tflite": step_tflite, "pipeline": step_pipeline, "bench": step_bench}
 
 
 def _cell(work: Path, name: str, step_name: str, cluster) -> dict:
