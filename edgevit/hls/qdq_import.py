@@ -308,48 +308,81 @@ def _conv(im: _QdqImporter, k: int, node) -> None:
     im.bind_quantized(im.nodes[qk].output[0], out, "cf")
 
 
-BN_WEIGHT = 127   # a folded BatchNormalization's int8 weight magnitude: its bias is in steps of sx |a| / 127
+AFFINE_WEIGHT = 127   # a per-channel affine's int8 weight magnitude: its bias is in steps of sx |a| / 127
+
+
+def _channel_affine(im: _QdqImporter, node, name: str, what: str, a: np.ndarray, b: np.ndarray) -> None:
+    """``a x + b`` per channel of the int8 tensor ``name`` up to the QuantizeLinear after ``node``: a 1x1
+    ``qdwconv``. Weight ``sign(a) 127``, requantization ``M = float32(sx |a| / (127 sy))``, int32 bias
+    ``round(b / (sy M))``: the integer result is the exact affine up to half a bias step (``M / 2`` output steps,
+    ``sx |a| / (254 sy)``); onnxruntime computes the affine in float32 between its DequantizeLinear and
+    QuantizeLinear, so the two agree within one output step (docs/fpga-int8.md)."""
+    src, layout = im.source(name)
+    x, shape = im.values[name], im.shapes[src]
+    c = shape[-1]
+    if x.ndim < 2 or x.shape[1] != c or not ((layout == "cf" and x.ndim >= 3) or (layout == "cl" and x.ndim == 2)):
+        raise Unsupported(f"a {what} whose channels are not the last axis of the accelerator's map")
+    if len(shape) != 3:
+        raise Unsupported(f"a {what} on a {list(shape)} tensor: the 1x1 depthwise unit takes [H, W, C] maps")
+    a, b = (np.broadcast_to(np.asarray(v, np.float64).ravel(), (c,)) for v in (a, b))
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise Unsupported(f"a {what} whose scale or shift is not finite")
+    fx = im.formats[src]
+    qk, fy, relu = im.output_quantize(node.output[0])
+    mag = np.where(a == 0, 1.0, np.abs(a))   # a zero scale: weight 0, the bias alone (in steps as if a were 1)
+    m = (np.float32(fx.scale) * mag.astype(np.float32) / np.float32(AFFINE_WEIGHT)) / np.float32(fy.scale)
+    bias = np.rint(b / (np.float64(fy.scale) * m.astype(np.float64)))
+    if np.any(np.abs(bias) > np.iinfo(np.int32).max):
+        raise Unsupported(f"a {what} whose shift does not fit an int32 bias at its scale")
+    w = (np.sign(a) * AFFINE_WEIGHT).astype(np.int64).reshape(c, 1, 1)
+    out = im.add("qdwconv", node, [src], shape, fy,
+                 {"act": "relu" if relu else "none", "m": m.astype(np.float64).tolist(), "zy": fy.zero_point,
+                  "k": 1, "stride": 1, "pad": 0},
+                 {"w": w, "b": bias.astype(np.int64), "rq": im.requant_records(m, fy, c)})
+    im.bind_quantized(im.nodes[qk].output[0], out, layout)
 
 
 def _batchnorm(im: _QdqImporter, k: int, node) -> None:
-    """BatchNormalization between a DequantizeLinear and a QuantizeLinear: per channel the affine ``a x + b``
-    (``a = scale / sqrt(var + epsilon)``, ``b = B - mean a``), a 1x1 ``qdwconv``. Weight ``sign(a) 127``,
-    requantization ``M = float32(sx |a| / (127 sy))``, int32 bias ``round(b / (sy M))``: the integer result is
-    the exact affine up to half a bias step (``M / 2`` output steps, ``sx |a| / (254 sy)``), and onnxruntime
-    computes the same affine in float32 between its DequantizeLinear and QuantizeLinear, so the two agree
-    within one output step (docs/fpga-int8.md)."""
+    """BatchNormalization between a DequantizeLinear and a QuantizeLinear (one onnxruntime's pre-processing did not
+    fold into a Conv): per channel ``a x + b``, ``a = scale / sqrt(var + epsilon)``, ``b = B - mean a``."""
     if _attr(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
         raise Unsupported("BatchNormalization in training mode")
-    src, layout = im.source(node.input[0])
-    x, shape = im.values[node.input[0]], im.shapes[src]
-    c = shape[-1]
-    if x.ndim < 2 or x.shape[1] != c or not ((layout == "cf" and x.ndim >= 3) or (layout == "cl" and x.ndim == 2)):
-        raise Unsupported("a BatchNormalization whose channels are not the last axis of the accelerator's map")
-    if len(shape) != 3:
-        raise Unsupported(f"a BatchNormalization on a {list(shape)} tensor: the 1x1 depthwise unit takes [H, W, C] "
-                          "maps")
+    c = im.shapes[im.source(node.input[0])[0]][-1]
     params = [im.consts.get(i) for i in node.input[1:5]]
     if len(params) != 4 or any(p is None or np.size(p) != c for p in params):
         raise Unsupported("a BatchNormalization with parameters that are not constants, one per channel")
     scale, beta, mean, var = (np.asarray(p, np.float64).ravel() for p in params)
     with np.errstate(all="ignore"):
         a = scale / np.sqrt(var + float(_attr(node, "epsilon", 1e-5)))
-        b = beta - mean * a
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise Unsupported("a BatchNormalization whose scale or shift is not finite (variance + epsilon <= 0)")
-    fx = im.formats[src]
-    qk, fy, relu = im.output_quantize(node.output[0])
-    mag = np.where(a == 0, 1.0, np.abs(a))   # a zero scale: weight 0, the bias alone (in steps as if a were 1)
-    m = (np.float32(fx.scale) * mag.astype(np.float32) / np.float32(BN_WEIGHT)) / np.float32(fy.scale)
-    bias = np.rint(b / (np.float64(fy.scale) * m.astype(np.float64)))
-    if np.any(np.abs(bias) > np.iinfo(np.int32).max):
-        raise Unsupported("a BatchNormalization whose shift does not fit an int32 bias at its scale")
-    w = (np.sign(a) * BN_WEIGHT).astype(np.int64).reshape(c, 1, 1)
-    out = im.add("qdwconv", node, [src], shape, fy,
-                 {"act": "relu" if relu else "none", "m": m.astype(np.float64).tolist(), "zy": fy.zero_point,
-                  "k": 1, "stride": 1, "pad": 0},
-                 {"w": w, "b": bias.astype(np.int64), "rq": im.requant_records(m, fy, c)})
-    im.bind_quantized(im.nodes[qk].output[0], out, layout)
+    _channel_affine(im, node, node.input[0], "BatchNormalization", a, beta - mean * a)
+
+
+def _per_channel_constant(im: _QdqImporter, node):
+    """(the int8 tensor's name, the constant) of a binary op between a tensor and a constant with one value per
+    channel ([C, 1, 1]: a layer scale, a bias); None for two tensors or scalar constants; Unsupported for
+    constants of other shapes."""
+    const = [i for i in node.input if i in im.consts and np.size(im.consts[i]) > 1]
+    tensor = [i for i in node.input if i not in const]
+    if len(const) != 1 or len(tensor) != 1:
+        return None
+    v, x = np.asarray(im.consts[const[0]]), im.values[tensor[0]]
+    shape = (1,) * (x.ndim - v.ndim) + v.shape
+    if x.ndim < 2 or len(shape) != x.ndim or shape[1] != x.shape[1] or np.prod(shape) != x.shape[1]:
+        raise Unsupported(f"a {node.op_type} of a constant tensor that is not one value per channel (a position "
+                          "embedding): no int8 unit for it")
+    return tensor[0], v
+
+
+def _mul(im: _QdqImporter, k: int, node) -> None:
+    """Mul of an int8 map by a constant with one value per channel: the per-channel affine
+    (:func:`_channel_affine`); otherwise an elementwise table region."""
+    found = _per_channel_constant(im, node)
+    if found is not None:
+        return _channel_affine(im, node, found[0], "Mul by a per-channel constant", found[1], 0.0)
+    ins = {im.alias[i][0] for i in node.input if i in im.alias}
+    if len(ins) == 2:
+        raise Unsupported("a Mul of two int8 tensors (a gate: squeeze-excitation, attention): no int8 unit for it")
+    _table(im, k, node)
 
 
 def _bias(im: _QdqImporter, node, fx: QFmt, sw: np.ndarray, n: int, slot: int = 2) -> dict:
@@ -511,11 +544,16 @@ def _region_table(im: _QdqImporter, closure: list, starts: set, end: str, fx: QF
 
 
 def _add(im: _QdqImporter, k: int, node) -> None:
-    """Add of two int8 tensors of one shape (a residual): ``qadd``; otherwise an elementwise table region."""
+    """Add or Sub of two int8 tensors of one shape (a residual; fastvit's ``mixer(x) - norm(x)``): ``qadd``, a
+    Sub with the second multiplier negated; of a tensor and a per-channel constant: the per-channel affine;
+    otherwise (scalar constants) an elementwise table region."""
+    found = _per_channel_constant(im, node)
+    if found is not None:   # x + c, x - c, c - x with c per channel: the per-channel affine
+        name, c = found
+        a = -1.0 if node.op_type == "Sub" and node.input[1] == name else 1.0
+        return _channel_affine(im, node, name, f"{node.op_type} of a per-channel constant", a,
+                               -c if node.op_type == "Sub" and a > 0 else c)
     ins = [im.alias.get(i) for i in node.input]
-    consts = [i for i in node.input if i in im.const_dq or i in im.consts]
-    if any(np.size(im.values.get(i, im.consts.get(i))) > 1 for i in consts):
-        raise Unsupported("an add of a constant tensor (a position embedding, a bias): no int8 unit for it yet")
     if len(ins) != 2 or None in ins or ins[0][0] == ins[1][0]:
         return _table(im, k, node)
     (a, la), (b, lb) = ins
@@ -530,6 +568,9 @@ def _add(im: _QdqImporter, k: int, node) -> None:
         rec = requant.add_record(ra, rb, fy.zero_point)
     except ValueError as exc:
         raise Unsupported(str(exc)) from None
+    if node.op_type == "Sub":   # MB -> -MB: its words (-MB >> 15, -MB & 32767) read back as -MB (qlinear.h, requant.py)
+        mb = -((int(rec[2]) << 15) | int(rec[3]))
+        rec[2], rec[3], rb = mb >> 15, mb & 32767, -rb
     out = im.add("qadd", node, [a, b], im.shapes[a], fy, {"ra": ra, "rb": rb, "zy": fy.zero_point}, {"rq": rec})
     im.bind_quantized(im.nodes[qk].output[0], out, la)
 
@@ -560,7 +601,8 @@ def _view(im: _QdqImporter, k: int, node) -> None:
 
 
 RULES = {**{op: _table for op in ELEMENTWISE_OPS}, "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
-         "Add": _add, "Conv": _conv, "BatchNormalization": _batchnorm, "Gemm": _gemm, "MatMul": _matmul, "ReduceMean": _mean, "GlobalAveragePool": _mean,
+         "Add": _add, "Sub": _add, "Mul": _mul, "Conv": _conv, "BatchNormalization": _batchnorm, "Gemm": _gemm,
+         "MatMul": _matmul, "ReduceMean": _mean, "GlobalAveragePool": _mean,
          **{op: _view for op in VIEW_OPS}}
 
 
@@ -703,12 +745,13 @@ def write_int8_cpu_tail(result: ImportResult, sample: np.ndarray, out) -> dict |
     for g, name, unit in zip(got, outputs, output_steps(mp)):   # the int8 rule's unit (EfficientFormer's / 2 too)
         unit = unit or float(np.abs(values[name]).max() / 127 or 1.0)   # a float output: its range in int8 steps
         steps.append(float(np.abs(np.asarray(g, np.float64) - values[name]).max() / unit))
-    if max(steps) > TAIL_MAX_STEPS:
-        raise ModelImportError(f"the numpy CPU part is {max(steps):.1f} output steps from onnxruntime (limit "
+    if not np.max(steps) <= TAIL_MAX_STEPS:   # NaN (np.max keeps it) fails too
+        raise ModelImportError(f"the numpy CPU part is {np.max(steps):.1f} output steps from onnxruntime (limit "
                                f"{TAIL_MAX_STEPS})")
     names = sorted(weights)
     graph.update(input=result.cut, input_shape=list(values[result.cut].shape), transpose=result.transpose,
-                 weights=names, check_output_steps=max(steps), sample_output=values[outputs[0]].ravel().tolist())
+                 weights=names, check_output_steps=float(np.max(steps)),
+                 sample_output=values[outputs[0]].ravel().tolist())
     np.savez(Path(out) / cpu_tail.TAIL_NPZ, **{f"w{k}": weights[n] for k, n in enumerate(names)})
     (Path(out) / cpu_tail.TAIL_JSON).write_text(json.dumps(graph))
     return graph

@@ -1,6 +1,8 @@
-"""A standalone BatchNormalization in an int8 QDQ model (repvit's token mixer, fastvit's identity branch, levit's
-Linear + BatchNorm1d) on the accelerator: a 1x1 ``qdwconv`` (edgevit/hls/qdq_import.py ``_batchnorm``), within
-one output step of onnxruntime for every int8 input of every channel, and bit-exact between C-sim and golden."""
+"""Per-channel affine ops in an int8 QDQ model on the accelerator as a 1x1 ``qdwconv`` (edgevit/hls/qdq_import.py
+``_channel_affine``): a standalone BatchNormalization (repvit's token mixer, fastvit's identity branch, levit's
+Linear + BatchNorm1d), within one output step of onnxruntime for every int8 input of every channel, a Mul / Add by
+a per-channel constant (fastvit's layer scale); and the Sub of two int8 tensors (fastvit's RepMixer) as ``qadd``.
+C-sim bit-exact with the golden model throughout."""
 
 from __future__ import annotations
 
@@ -183,3 +185,69 @@ def test_batchnorm_on_a_token_list_goes_to_the_cpu_with_its_reason():
     m.ir_version = 8
     with pytest.raises(qdq_import.ModelImportError, match="BatchNormalization node 'bn'.*1x1 depthwise unit"):
         qdq_import.lower_qdq(m, rng.standard_normal((1, 5, c)).astype(np.float32))
+
+
+class _RepMixer(torch.nn.Module):
+    """fastvit's RepMixer: conv 3x3/2 -> ReLU, then x + layer_scale * (depthwise(x) - BN(x)) + bias, with
+    layer_scale and bias [C, 1, 1] constants; mean, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem, self.dw, self.bn = nn.Conv2d(1, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.BatchNorm2d(8)
+        self.scale = nn.Parameter(torch.linspace(-0.8, 1.2, 8).reshape(8, 1, 1))
+        self.bias = nn.Parameter(torch.linspace(-0.3, 0.4, 8).reshape(8, 1, 1))
+        self.fc = nn.Linear(8, 10)
+        with torch.no_grad():
+            self.bn.weight.uniform_(-1.5, 1.5)
+            self.bn.running_var.uniform_(0.2, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = x + self.scale * (self.dw(x) - self.bn(x)) + self.bias
+        return self.fc(x.mean((2, 3)))
+
+
+def test_repmixer_sub_and_per_channel_constants_map_and_csim_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    images = fashion_mnist("test", 24)[0]
+    model = _quantized(_RepMixer(), (1, 1, 28, 28), tmp_path / "mixer_int8.onnx", "fashion-mnist")
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Sub", "Mul", "BatchNormalization"} <= ops
+    result = qdq_import.lower_qdq(model, images[0][None])
+    prog = result.program
+    assert result.cut is None, result.unsupported
+    kinds = [l.kind for l in prog.layers]
+    subs = [l for l in prog.layers if l.kind == "qadd" and l.attrs["rb"] < 0]
+    affine = [l for l in prog.layers if l.kind == "qdwconv" and l.attrs["k"] == 1]
+    assert len(subs) == 1 and len(affine) == 3, kinds   # the BN, the layer scale, the bias
+    golden = np.asarray([prog.run_fixed(prog.quantize_input(to_accel_layout(x[None])))[prog.output].ravel()
+                         for x in images])
+    sess = onnxruntime_session(model.SerializeToString())
+    want = np.asarray([np.rint(sess.run(None, {sess.get_inputs()[0].name: x[None]})[0].ravel()
+                               / prog.formats[prog.output].scale) for x in images])
+    # qadd approximates onnxruntime's float32 add/sub within a step, which later layers may carry on
+    assert np.abs(golden - want).max() <= 2
+    out = qdq_import.write_project(result, "zcu102", tmp_path / "prj", [x[None] for x in images[:3]])
+    _, probes = csim.simulate_project(out, probes=True)
+    for x, probe in zip(images[:3], probes):
+        env = prog.run_fixed(prog.quantize_input(to_accel_layout(x[None])))
+        assert all(np.array_equal(probe[t], env[t].ravel()) for t in prog.shapes)
+
+
+def test_an_add_of_a_constant_that_is_not_per_channel_names_its_reason(tmp_path):
+    """A position embedding ([1, C, H, W]) is no per-channel affine: the node goes to the CPU with why."""
+
+    class _Pos(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.fc = torch.nn.Conv2d(1, 8, 3, 2, 1), torch.nn.Linear(8, 10)
+            self.pos = torch.nn.Parameter(torch.randn(1, 8, 14, 14))
+
+        def forward(self, x):
+            return self.fc((torch.relu(self.stem(x)) + self.pos).mean((2, 3)))
+
+    images = fashion_mnist("test", 2)[0]
+    model = _quantized(_Pos(), (1, 1, 28, 28), tmp_path / "pos_int8.onnx", "fashion-mnist")
+    result = qdq_import.lower_qdq(model, images[0][None])
+    assert result.unsupported[0] == "Add" and "not one value per channel" in result.unsupported[2]
