@@ -270,7 +270,8 @@ def bench_verdict(stdout: str) -> str:
 
 
 STEP_FUNCTIONS = {"host": step_host, "rpi4": step_rpi4, "int8": step_int8, "hls": step_hls,
-                  "hls_int8": step_hls_int8, "flash": step_flash, "flash_int8": step_flash_int8, "tflite": step_tflite, "pipeline": step_pipeline, "bench": step_bench}
+                  "hls_int8": step_hls_int8, "flash": step_flash, "flash_int8": step_flash_int8, "tflite": step_tflite,
+                  "pipeline": step_pipeline, "bench": step_bench}
 
 
 def _cell(work: Path, name: str, step_name: str, cluster) -> dict:
