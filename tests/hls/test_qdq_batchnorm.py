@@ -251,3 +251,31 @@ def test_an_add_of_a_constant_that_is_not_per_channel_names_its_reason(tmp_path)
     model = _quantized(_Pos(), (1, 1, 28, 28), tmp_path / "pos_int8.onnx", "fashion-mnist")
     result = qdq_import.lower_qdq(model, images[0][None])
     assert result.unsupported[0] == "Add" and "not one value per channel" in result.unsupported[2]
+
+
+@pytest.mark.parametrize("op, const_first", [("Mul", False), ("Mul", True), ("Add", False), ("Add", True),
+                                             ("Sub", False), ("Sub", True)])
+def test_per_channel_constants_are_within_one_step_for_every_int8_input(op, const_first):
+    rng = np.random.default_rng(11)
+    c = np.concatenate([[-1.3, 0.0], rng.standard_normal(C - 2) * 2]).astype(np.float32).reshape(C, 1, 1)
+    sx, zx, zy = np.float32(0.02), np.int8(-7), np.int8(12)
+    sy = np.float32(0.035 if op == "Mul" else 0.03)
+    ins = ["c", "xf"] if const_first else ["xf", "c"]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xf"]),
+             helper.make_node(op, ins, ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "sy", "zy"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["y"])]
+    consts = {"sx": sx, "zx": zx, "sy": sy, "zy": zy, "c": c}
+    g = helper.make_graph(nodes, op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, SIDE, SIDE])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C, SIDE, SIDE])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    result = qdq_import.lower_qdq(m, (rng.standard_normal((1, C, SIDE, SIDE)) * 0.5).astype(np.float32))
+    prog = result.program
+    assert [l.kind for l in prog.layers] == ["qdwconv"], result.unsupported
+    x = _every_int8_value(float(sx), int(zx), C)
+    got = prog.run_fixed(prog.quantize_input(to_accel_layout(x)))[prog.output]
+    want = np.rint(onnxruntime_session(m.SerializeToString()).run(None, {"x": x})[0][0].transpose(1, 2, 0) / sy)
+    assert np.abs(got - want).max() <= 1
