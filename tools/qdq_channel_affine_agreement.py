@@ -34,39 +34,38 @@ AFFINE_OPS = ("BatchNormalization", "Mul", "Add", "Sub")
 
 def affine_nodes(model):
     """(node, the DequantizeLinear of its tensor input, the QuantizeLinear of its output) of every
-    ``AFFINE_OPS`` node of ``model`` between quantize steps whose other inputs are constants (the per-channel
-    check is the importer's: a node it refuses is counted as not mapped)."""
+    ``AFFINE_OPS`` node of ``model`` between quantize steps whose other inputs are constants: a BatchNormalization,
+    or a Mul / Add / Sub by a [C, 1, 1] constant (a node the importer then refuses is counted as not mapped)."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    consts = {t.name for t in model.graph.initializer}
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    per_channel = {t.name for t in model.graph.initializer   # [C, 1, 1] / [1, C, 1, 1]: one value per map channel
+                   if len(t.dims) >= 3 and list(t.dims[-2:]) == [1, 1] and int(np.prod(t.dims)) == t.dims[-3] > 1}
     users: dict = {}
     for n in model.graph.node:
         for i in n.input:
             users.setdefault(i, []).append(n)
 
-    def constant(name):
+    def constant_size(name):   # elements of a constant (an initializer or its DequantizeLinear), else 0
         p = producer.get(name)
-        return name in consts or (p is not None and p.op_type == "DequantizeLinear" and p.input[0] in consts)
+        if name in sizes:
+            return sizes[name]
+        return sizes.get(p.input[0], 0) if p is not None and p.op_type == "DequantizeLinear" else 0
 
     for n in model.graph.node:
         if n.op_type not in AFFINE_OPS:
             continue
-        tensors = [i for i in n.input if not constant(i)]
+        tensors = [i for i in n.input if i and not constant_size(i)]
         after = users.get(n.output[0], [])
         dq = producer.get(tensors[0]) if len(tensors) == 1 else None
+        def channel_constant(name):
+            p = producer.get(name)
+            return name in per_channel or (p is not None and p.op_type == "DequantizeLinear"
+                                           and p.input[0] in per_channel)
+
         if dq is not None and dq.op_type == "DequantizeLinear" and len(after) == 1 \
                 and after[0].op_type == "QuantizeLinear" and (n.op_type == "BatchNormalization" or any(
-                    constant(i) and _size(model, i) > 1 for i in n.input)):
+                    channel_constant(i) for i in n.input)):
             yield n, dq, after[0]
-
-
-def _size(model, name):
-    from onnx import numpy_helper
-
-    for t in model.graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t).size
-    producer = {o: n for n in model.graph.node for o in n.output}
-    return _size(model, producer[name].input[0]) if name in producer else 0
 
 
 def one_node_graph(model, node, dq, q):
