@@ -191,7 +191,7 @@ def _prepare_passes(target) -> list:
     pooling = [AveragePoolExcludingPadding()] if info.lane_fma else []
     return [IntegerQdqKernels(info.lanes, dot_kernel_for(target)), Int8ElementwiseTables(),
             relax.transform.DecomposeOpsForInference(),
-            PackConvWeights(info.lanes), BilinearUpsample2x(separable=info.lane_fma), *pooling, FuseAttention(),
+            PackConvWeights(info.lanes), BilinearUpsample2x(), *pooling, FuseAttention(),
             *fast_math_passes(gelu=info.lane_fma)]
 
 
