@@ -223,7 +223,17 @@ class _Rewriter(PyExprMutator):
         sy, zy = float(_scalar(quantize.args[1])), int(_scalar(quantize.args[2]))
         if is_op(kernel, "relax.nn.conv2d") and kernel.attrs.groups != 1:
             return self._depthwise(kernel, xq, zx, wq, sx, sw, bias, sy, zy)
+        features = wq.shape[1] if is_op(kernel, "relax.matmul") else 0
+        pad = -features % self.dot.lanes if self.dot is not None and wq.shape[0] % self.dot.depth == 0 else 0
+        if pad:  # features up to whole vectors (zero weights) for the dot kernel; the padding is cropped below
+            wq, sw = np.pad(wq, ((0, 0), (0, pad))), np.pad(sw, (0, pad), constant_values=1)
+            bias = bias and (np.pad(bias[0], (0, pad)), np.pad(bias[1], (0, pad), constant_values=1))
         acc = self._dot_product(kernel, xq, zx, wq) if self.dot is not None else None
+        if acc is not None and pad:
+            y = self._requantize(self.builder_.emit(acc[0]), wq.astype(np.int64).sum(0), (-1,), zx + acc[1], sx, sw,
+                                 bias, sy, zy)
+            return relax.op.strided_slice(self.builder_.emit(y), axes=[len(static_shape(kernel)) - 1], begin=[0],
+                                          end=[features])
         if acc is not None:
             acc, shift = acc
             acc = self.builder_.emit(acc)

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, te
 from tvm.relax import PyExprMutator, expr_functor
 
 from .int8 import _constant, _scalar
@@ -76,8 +76,7 @@ class _Tables(PyExprMutator):
         if self._source is None or not self._nonlinear:
             return super().visit_call_(call)
         self.rewritten += 1
-        index = relax.op.add(relax.op.astype(self.visit_expr(self._source), "int32"), relax.const(128, "int32"))
-        return relax.op.take(relax.const(table), index, axis=0)
+        return emit_lookup(self.builder_, table, self.visit_expr(self._source))
 
     def _softmax(self, quantize: relax.Call):
         """``quantize(softmax(dequantize(x), axis=-1))`` -> ``int8_softmax.softmax_int8`` with a table of
@@ -156,14 +155,31 @@ class _Tables(PyExprMutator):
 
     def _table_lookup(self, expr):
         """(int8 input, table) if ``expr`` is a lookup this pass wrote, else None."""
-        take = binding_of(self, expr)
-        if not is_op(take, "relax.take"):
+        call = binding_of(self, expr)
+        if not is_op(call, "relax.call_tir") or not call.args[0].name_hint.startswith(_LOOKUP):
             return None
-        table, index = _constant(take.args[0]), binding_of(self, take.args[1])
-        if table is None or table.shape != (256,) or table.dtype != np.int8 or not is_op(index, "relax.add"):
-            return None
-        cast = binding_of(self, index.args[0])
-        return (cast.args[0], table) if is_op(cast, "relax.astype") else None
+        table, source = call.args[1].fields
+        return source, _constant(table)
+
+
+_LOOKUP = "int8_lookup"
+#: FuseOps' ``kBroadcast``: a gather is ``kOpaque`` to its analysis, which would keep every lookup a kernel of
+#: its own, fed an int32 index; marked so, it fuses into the epilogue of the kernel producing its input.
+_FUSABLE_AFTER_KERNELS = 1
+
+
+def lookup(table: te.Tensor, data: te.Tensor) -> te.Tensor:
+    """``table[data + 128]`` for an int8 ``data`` and a 256-entry ``table``."""
+    return te.compute(data.shape, lambda *i: table[data[i].astype("int32") + 128], name=_LOOKUP)
+
+
+def emit_lookup(builder, table: np.ndarray, data) -> relax.Expr:
+    """Emit :func:`lookup` of the constant ``table`` (int8, 256 values) into a Relax builder, as a kernel that
+    fusion may put into its producer's epilogue."""
+    call = builder.call_te(lookup, relax.const(table), data, primfunc_name_hint=_LOOKUP)
+    gv = call.args[0]
+    builder.update_func(gv, builder.get()[gv].with_attr("op_pattern", _FUSABLE_AFTER_KERNELS))
+    return call
 
 
 def _quantize(values: np.ndarray, call) -> np.ndarray:
