@@ -16,8 +16,9 @@ import math
 
 import numpy as np
 import tvm
-from tvm import relax, te
+from tvm import relax, te, tirx
 from tvm.relax import PyExprMutator, expr_functor
+from tvm.script import tirx as T
 
 from .int8 import _constant, _scalar
 from .int8_softmax import emit_softmax
@@ -164,8 +165,9 @@ class _Tables(PyExprMutator):
 
 _LOOKUP = "int8_lookup"
 #: FuseOps' ``kBroadcast``: a gather is ``kOpaque`` to its analysis, which would keep every lookup a kernel of
-#: its own, fed an int32 index; marked so, it fuses into the epilogue of the kernel producing its input.
+#: its own, fed an int32 index; marked so, it fuses with a neighbouring kernel.
 _FUSABLE_AFTER_KERNELS = 1
+_OPAQUE = 8
 
 
 def lookup(table: te.Tensor, data: te.Tensor) -> te.Tensor:
@@ -173,9 +175,52 @@ def lookup(table: te.Tensor, data: te.Tensor) -> te.Tensor:
     return te.compute(data.shape, lambda *i: table[data[i].astype("int32") + 128], name=_LOOKUP)
 
 
+def _tbl4(table, base: int, index, fallback=None):
+    """NEON ``tbl``/``tbx`` over the 64 table bytes from ``base``: ``index`` >= 64 gives 0 (``tbl``) or keeps
+    ``fallback`` (``tbx``)."""
+    rows = [table.vload([base + 16 * r], "int8x16") for r in range(4)]
+    if fallback is None:
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.tbl4.v16i8"), *rows, index,
+                                       dtype="int8x16")
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.tbx4.v16i8"), fallback, *rows,
+                                   index, dtype="int8x16")
+
+
+def lookup_neon(shape) -> tirx.PrimFunc:
+    """:func:`lookup` for AArch64, 16 values per ``tbl`` + 3 ``tbx`` over the table held in 16 registers (NEON has
+    no gather: LLVM's vectorised ``lookup`` moves every lane to a general register and back)."""
+    n = int(np.prod(shape))
+    vectors = n // 16
+
+    @T.prim_func(private=True, s_tir=True)
+    def func(table: T.Buffer((256,), "int8"), data: T.Buffer(shape, "int8"), out: T.Buffer(shape, "int8")):
+        T.func_attr({"tirx.noalias": True})
+        x = T.decl_buffer((n,), "int8", data=data.data)
+        y = T.decl_buffer((n,), "int8", data=out.data)
+        for i in range(vectors):
+            index = x.vload([i * 16], "int8x16") ^ T.broadcast(T.int8(-128), 16)  # x + 128 as a byte
+            looked_up = _tbl4(table, 0, index)
+            looked_up = _tbl4(table, 64, index - T.broadcast(T.int8(64), 16), looked_up)
+            looked_up = _tbl4(table, 128, index - T.broadcast(T.int8(-128), 16), looked_up)
+            y[T.ramp(i * 16, 1, 16)] = _tbl4(table, 192, index - T.broadcast(T.int8(-64), 16), looked_up)
+        for j in range(vectors * 16, n):
+            y[j] = table[T.Cast("int32", x[j]) + 128]
+
+    return func
+
+
+def _aarch64(target) -> bool:
+    return target is not None and str(target.attrs.get("mtriple", "")).startswith(("aarch64", "arm64"))
+
+
 def emit_lookup(builder, table: np.ndarray, data) -> relax.Expr:
-    """Emit :func:`lookup` of the constant ``table`` (int8, 256 values) into a Relax builder, as a kernel that
-    fusion may put into its producer's epilogue."""
+    """Emit :func:`lookup` of the constant ``table`` (int8, 256 values) into a Relax builder: as a kernel that
+    fusion may put next to its neighbours, or on AArch64 (the current target's) as :func:`lookup_neon`."""
+    if _aarch64(tvm.target.Target.current(allow_none=True)):
+        shape = [int(d) for d in data.ty.shape]
+        func = lookup_neon(shape).with_attrs({"op_pattern": _OPAQUE, "tirx.is_scheduled": True})
+        gv = builder.add_func(func, _LOOKUP + "_neon")
+        return relax.call_tir(gv, [relax.const(table), data], relax.TensorType(shape, "int8"))
     call = builder.call_te(lookup, relax.const(table), data, primfunc_name_hint=_LOOKUP)
     gv = call.args[0]
     builder.update_func(gv, builder.get()[gv].with_attr("op_pattern", _FUSABLE_AFTER_KERNELS))
