@@ -200,6 +200,9 @@ CASES = {
     # (fast_gelu on AArch64 only: on x86 the conv's kernel ends in FastMathTransform's erf)
     "conv1x1_gelu_rolled": (lambda p: _conv_gelu(p, 16, 32, 16, 1), "TiledReduction", "conv2d"),
     "depthwise_gelu_rolled": (lambda p: _conv_gelu(p, 16, 16, 16, 3, groups=16), "TiledReduction", "conv2d"),
+    # ... and on a channel-last depthwise conv (7-wide rows), whose tile buffer keeps the channels contiguous
+    "depthwise_channel_last_gelu_rolled": (lambda p: _conv_gelu(p, 32, 32, 7, 3, groups=32), "TiledReduction",
+                                           "nchw_hwc"),
     # 3x3 average pooling excluding the padding, vectorised along the rows on AArch64 (pooling.py)
     "pool_mixer_28": (lambda p: _pool_mixer(p, 16, 28), "Elementwise", "avg_pool2d"),
     "pool_mixer_14": (lambda p: _pool_mixer(p, 8, 14), "Elementwise", "avg_pool2d"),
@@ -586,6 +589,43 @@ def test_aarch64_gelu_epilogue_is_a_loop(case, tmp_path):
     assert "T.unroll(T.int64(2))" not in tiled_reduction.apply(host_func, host_target).mod.script()
 
 
+@pytest.mark.parametrize("case", ["depthwise_padded_per_channel", "depthwise_stride2", "depthwise_gelu_rolled"])
+def test_aarch64_depthwise_weights_are_used_by_lane(case, tmp_path):
+    """On AArch64 an NCHW depthwise conv's 3x3 weights (constant over a tile of rows x columns) are copied per
+    tile into a register-sized buffer a vector at a time, the taps unrolled with the column taps outermost: the
+    FMA loop of the compiled kernel uses the weights by lane and has no scalar float loads or ``ld1r``. x86
+    broadcasts them from memory (numerics: the onnxruntime and qemu tests)."""
+    import tvm
+
+    func, target = _case_kernel(case, tmp_path, cpu=get_target("rpi4").cpu)
+    sch = tiled_reduction.apply(func, target)
+    script = sch.mod.script()
+    assert tiled_reduction.LANE_OPERAND in script, script[:3000]
+    assert re.search(r"for rx in T\.unroll\(T\.int64\(3\)\):\s+for \w+ in T\.unroll\(T\.int64\(\d+\)\):\s+"
+                     r"for ry in T\.unroll\(T\.int64\(3\)\):", script), script[:4000]
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+    # the basic block with the most FMAs: the unrolled taps (the tile loop's body also holds the epilogue)
+    taps = max(re.split(r"^\.LBB\w+:$", _assembly(lib), flags=re.M), key=lambda body: body.count("fmla"))
+    assert re.search(r"fmla\s+v\d+\.4s, v\d+\.4s, v\d+\.s\[[1-3]\]", taps), taps
+    assert not re.search(r"\b(ldr|ldp)\s+s\d+|ld1r", taps), taps
+    host_func, host_target = _case_kernel(case, tmp_path, cpu=AVX512)
+    assert tiled_reduction.LANE_OPERAND not in tiled_reduction.apply(host_func, host_target).mod.script()
+
+
+def test_aarch64_channel_last_tile_buffer_keeps_channels_contiguous(tmp_path):
+    """A channel-last depthwise conv's rolled GELU epilogue reads its tile buffer along the channels, the
+    accumulators' layout: the copy out of the accumulators and the epilogue's loads are whole vectors (they
+    were a transposing copy and lane-by-lane gathers, ``ldr s`` + 3 ``ld1 {v.s}[i]`` per vector)."""
+    import tvm
+
+    func, target = _case_kernel("depthwise_channel_last_gelu_rolled", tmp_path, cpu=get_target("rpi4").cpu)
+    sch = tiled_reduction.apply(func, target)
+    lib = tvm.compile(tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}), target=target)
+    asm = _assembly(lib)
+    gelu_loop = next(body for body in re.split(r"^\.LBB\w+:$", asm, flags=re.M) if "fdiv" in body)
+    assert not re.search(r"\b(ldr|ldp)\s+s\d+|ld1\s+\{", gelu_loop), gelu_loop
+
+
 def test_window_counts_leave_the_padding_out():
     counts = window_counts(7, 3, 1, 1, 1)
     assert counts.tolist() == [2, 3, 3, 3, 3, 3, 2]
@@ -652,7 +692,8 @@ def test_avx512_schedules_the_rows_first_upsample_per_map():
 
 #: What the qemu test runs: the lane kernels, the AArch64 pooling and upsample, the rolled GELU epilogues.
 QEMU_CASES = LANE_CASES + ["pool_mixer_28", "pool_mixer_14", "upsample_gelu", "conv1x1_gelu_rolled",
-                          "depthwise_gelu_rolled"]
+                          "depthwise_gelu_rolled", "depthwise_padded_per_channel", "depthwise_stride2",
+                          "depthwise_channel_last_gelu_rolled"]
 
 
 @pytest.mark.qemu
