@@ -146,6 +146,9 @@ def test_per_channel_qdq_for_rpi4_verifies_under_qemu(capsys, cnn, tmp_path):
     result = json.loads(out)
     assert result["device"] == "qemu-aarch64"
     assert result["verify"]["max_steps"] == 0 and result["verify"]["differing"] == 0   # int8 rule: bit-exact here
+    # the probe build ran under qemu too: every group checked, none off
+    assert result["verify"]["groups_checked"] >= 4 and result["verify"]["values_one_step"] == 0
+    assert result["verify"]["probe_differs"] == 0 and result["verify"]["ok"]
 
 
 def test_run_verify_checks_an_int8_build_by_the_int8_rule(tmp_path, capsys):

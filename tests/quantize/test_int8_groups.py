@@ -1,0 +1,154 @@
+"""The per-group int8 check (``edgevit.quantize.groups``): onnxruntime's own tensors pass, a planted wrong
+result in one group (off by one step, a wrong scale) fails naming that group and no other, a value rounded the
+other way at a half-step tie passes as a tie; and ``run --verify`` on a build whose requantization is wrong
+fails with exit 8 and a line naming the group."""
+
+import numpy as np
+import onnx
+import pytest
+
+from cli_helpers import assert_one_line_error, run_cli
+from tiny_onnx_models import tiny_cnn_onnx
+
+from edgevit.ort_session import onnxruntime_session
+from edgevit.quantize import compare_int8, output_steps
+from edgevit.quantize.groups import (TIE, Int8Verification, check_groups, cut_model, probe_model,
+                                     probe_tensors)
+
+
+@pytest.fixture(scope="module")
+def qdq(tmp_path_factory):
+    from edgevit.cli import main
+
+    folder = tmp_path_factory.mktemp("groups")
+    assert main(["quantize", str(tiny_cnn_onnx(folder / "cnn.onnx")), "--calibration", "fashion-mnist",
+                 "--calib-count", "4", "-o", str(folder / "q.onnx")]) == 0
+    return onnx.load(str(folder / "q.onnx"))
+
+
+def _onnxruntime_tensors(model, x):
+    """onnxruntime's outputs and every quantized tensor, by running the probe model itself."""
+    probe, layout = probe_model(model)
+    outputs = onnxruntime_session(probe.SerializeToString()).run(None, {"x": x})
+    return outputs[:len(model.graph.output)], probe_tensors(outputs, layout)
+
+
+def _conv_group(model):
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return next(n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"
+                and producer.get(n.input[0]) is not None and producer[n.input[0]].op_type == "Conv")
+
+
+def _floats(model, x, tensors, name):
+    cut = cut_model(model, pre_quantize=True)
+    feeds = {"x": x, **{"cut_" + n: a for n, a in tensors.items()}}
+    names = [o.name for o in cut.graph.output]
+    return onnxruntime_session(cut.SerializeToString()).run(None, feeds)[names.index("pre_" + name)]
+
+
+def _quantizer(model, name):
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.output[0] == name)
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return float(constants[q.input[1]]), int(constants[q.input[2]])
+
+
+def _carry(model, tensors, planted):
+    """Every group computed by onnxruntime from its inputs, except group ``planted``, kept as given: what an
+    engine with one wrong group would compute."""
+    cut = cut_model(model)
+    session, names = onnxruntime_session(cut.SerializeToString()), [o.name for o in cut.graph.output]
+    for _ in range(len(names)):  # as many runs as the graph is deep reach the fixed point
+        result = dict(zip(names, session.run(None, {"x": X, **{"cut_" + n: a for n, a in tensors.items()}})))
+        result[planted] = tensors[planted]
+        tensors = result
+    return tensors
+
+
+X = np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)
+
+
+def test_onnxruntime_tensors_pass_and_every_group_is_checked(qdq):
+    _, tensors = _onnxruntime_tensors(qdq, X)
+    groups = check_groups(qdq, [X], tensors)
+    assert [g.tensor for g in groups] == list(tensors) and len(groups) >= 4
+    assert all(g.ok and g.max_steps == 0 and g.one_step == 0 for g in groups)
+
+
+def test_off_by_one_requantization_in_one_group_fails_naming_it(qdq):
+    _, tensors = _onnxruntime_tensors(qdq, X)
+    conv = _conv_group(qdq)
+    wrong = dict(tensors)
+    wrong[conv] = np.clip(tensors[conv].astype(np.int16) + 1, -128, 127).astype(np.int8)  # zero point + 1
+    groups = check_groups(qdq, [X], _carry(qdq, wrong, conv))
+    failing = [g for g in groups if not g.ok]
+    assert [g.tensor for g in failing] == [conv]   # local: later groups are right given the wrong input
+    assert failing[0].max_steps == 1 and failing[0].one_step > failing[0].ties
+    assert failing[0].op == "Conv" and f"-> {conv})" in failing[0].line() and "FAIL" in failing[0].line()
+
+
+def test_wrong_scale_in_one_group_fails(qdq):
+    _, tensors = _onnxruntime_tensors(qdq, X)
+    conv = _conv_group(qdq)
+    scale, zero = _quantizer(qdq, conv)
+    wrong = dict(tensors)
+    wrong[conv] = np.clip(np.rint(_floats(qdq, X, tensors, conv) / (scale * 1.25)) + zero, -128, 127).astype(np.int8)
+    failing = [g for g in check_groups(qdq, [X], _carry(qdq, wrong, conv)) if not g.ok]
+    assert [g.tensor for g in failing] == [conv] and failing[0].max_steps > 1
+
+
+def test_a_value_rounded_the_other_way_at_a_tie_passes_as_a_tie(qdq):
+    """The tie-amplification case: one conv value within TIE of a half step rounded the other way, carried by
+    onnxruntime to the output, passes by the group rule, labelled as a tie; the end-to-end steps are reported."""
+    outputs, tensors = _onnxruntime_tensors(qdq, X)
+    conv = _conv_group(qdq)
+    scale, zero = _quantizer(qdq, conv)
+    position = _floats(qdq, X, tensors, conv).astype(np.float64) / scale + zero
+    near = np.argwhere((np.abs(position - np.floor(position) - 0.5) <= TIE) & (position > -127) & (position < 127))
+    assert len(near), "no value of the test conv lies near a half step"
+    index = tuple(near[0])
+    flipped = dict(tensors)
+    flipped[conv] = tensors[conv].copy()
+    ours = int(tensors[conv][index])
+    flipped[conv][index] = int(np.floor(position[index]) if ours > position[index] else np.ceil(position[index]))
+    flipped = _carry(qdq, flipped, conv)   # onnxruntime carries the flip through every later group
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    dq = producer[qdq.graph.output[0].name]
+    s, z = (float(onnx.numpy_helper.to_array(t)) for t in qdq.graph.initializer if t.name in dq.input[1:])
+    carried = [((flipped[dq.input[0]].astype(np.int32) - z) * np.float32(s)).astype(np.float32)]
+    groups = check_groups(qdq, [X], flipped)
+    verdict = Int8Verification(compare_int8(carried, outputs, output_steps(qdq)), groups)
+    (tied,) = [g for g in groups if g.one_step]
+    assert tied.tensor == conv and tied.one_step == tied.ties == 1 and tied.max_steps == 1 and tied.ok
+    assert verdict.ok and "1 values at 1 step, 1 of them half-step ties" in verdict.summary()
+    assert "-> PASS" in verdict.summary() and verdict.to_json()["values_at_ties"] == 1
+
+
+def _plant(monkeypatch, zero_shift=0, scale=1.0):
+    """Make the int8 build's convolution requantization wrong (the Gemm's stays right)."""
+    from edgevit.backends import int8
+
+    rewriter = int8._Rewriter._cls   # the class behind TVM's @mutator wrapper
+    original = rewriter._requantize
+
+    def wrong(self, acc, weight_sums, channel_shape, zx, sx, sw, bias, sy, zy):
+        if len(channel_shape) > 1:   # a conv's per-channel shape
+            sy, zy = sy / scale, zy + zero_shift
+        return original(self, acc, weight_sums, channel_shape, zx, sx, sw, bias, sy, zy)
+
+    monkeypatch.setattr(rewriter, "_requantize", wrong)
+
+
+@pytest.mark.parametrize("fault", [{"zero_shift": 1}, {"scale": 1.25}], ids=["off_by_one", "wrong_scale"])
+def test_run_verify_fails_on_a_planted_kernel_defect_naming_the_group(capsys, tmp_path, monkeypatch, fault):
+    """Both the artifact and its probe come from the defective build: the group check still sees the conv
+    group compute something onnxruntime does not, given the same inputs."""
+    monkeypatch.setenv("EDGEVIT_CACHE", str(tmp_path / "cache"))
+    _plant(monkeypatch, **fault)
+    model = tiny_cnn_onnx(tmp_path / "cnn.onnx")
+    code, _, err = run_cli(capsys, "compile", model, "--quantize", "int8", "--calibration", "fashion-mnist",
+                           "--calib-count", "4", "-o", tmp_path / "m.tar")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "run", tmp_path / "m.tar", "--verify")
+    assert_one_line_error(code, err, 8, "verification failed (int8 rule)", "QDQ groups FAIL", "(Conv -> ")
+    lines = [line for line in out.splitlines() if line.startswith("group ")]
+    assert len(lines) == 1 and "(Conv -> " in lines[0] and lines[0].endswith("-> FAIL")
