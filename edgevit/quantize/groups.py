@@ -140,16 +140,19 @@ class GroupResult:
     one_step: int        # values 1 step from onnxruntime's
     ties: int            # of those, at a half-step tie
     farthest_tie: float | None = None   # the largest distance (steps) from the midpoint among the 1-step values
+    differing: int = 0   # values differing at all
+    nan: int = 0         # differing values whose float value before QuantizeLinear is NaN in onnxruntime
 
     @property
     def ok(self) -> bool:
         return self.max_steps <= 1 and self.one_step == self.ties
 
     def line(self) -> str:
-        off = self.one_step - self.ties
+        nan = (f"; {self.nan} of them NaN before QuantizeLinear in onnxruntime (e.g. 0/0 after a quantized "
+               "denominator rounded to 0: ONNX leaves quantizing NaN undefined)" if self.nan else "")
         return (f"group {self.node or self.tensor} ({self.op} -> {self.tensor}): max {self.max_steps} steps, "
-                f"{self.one_step} of {self.size} values 1 step off, {off} not at a half-step tie -> "
-                f"{'PASS' if self.ok else 'FAIL'}")
+                f"{self.differing} of {self.size} values differ, {self.one_step} by 1 step, "
+                f"{self.one_step - self.ties} of those not at a half-step tie{nan} -> {'PASS' if self.ok else 'FAIL'}")
 
 
 @dataclass
@@ -249,7 +252,9 @@ def check_groups(model, inputs: list[np.ndarray], tensors: dict[str, np.ndarray]
         diff = np.abs(mine - reference.astype(np.int64))
         source = producer.get(quantizer[name].input[0])
         result = GroupResult(name, source.op_type if source else "input", source.name if source else "",
-                             int(diff.size), int(diff.max()) if diff.size else 0, int(np.count_nonzero(diff == 1)), 0)
+                             int(diff.size), int(diff.max()) if diff.size else 0, int(np.count_nonzero(diff == 1)), 0,
+                             differing=int(np.count_nonzero(diff)),
+                             nan=int(np.count_nonzero(np.isnan(floats[name]) & (diff != 0))))
         if result.one_step:
             scale, zero = _parameters(quantizer[name], constants, diff.ndim)
             position = floats[name].astype(np.float64) / scale + zero   # in steps, as QuantizeLinear rounds it

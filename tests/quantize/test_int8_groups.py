@@ -152,3 +152,27 @@ def test_run_verify_fails_on_a_planted_kernel_defect_naming_the_group(capsys, tm
     assert_one_line_error(code, err, 8, "verification failed (int8 rule)", "QDQ groups FAIL", "(Conv -> ")
     lines = [line for line in out.splitlines() if line.startswith("group ")]
     assert len(lines) == 1 and "(Conv -> " in lines[0] and lines[0].endswith("-> FAIL")
+
+
+def test_differences_where_onnxruntime_quantizes_nan_are_named(tmp_path):
+    """0/0 inside a group (efficientvit_b0's attention divides by a quantized denominator that rounds to 0):
+    onnxruntime quantizes the NaN to one value, another engine may to another; the group fails and says why."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    s, z = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("Div", ["xd", "xd"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"], name="ratio_q"),
+             helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "nan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[s, z])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    x = np.array([[0.0, 0.3, 0.0, -0.5]], np.float32)
+    probe, layout = probe_model(model)
+    tensors = probe_tensors(onnxruntime_session(probe.SerializeToString()).run(None, {"x": x}), layout)
+    other = dict(tensors, rq=tensors["rq"].copy())
+    other["rq"][0, [0, 2]] = np.where(tensors["rq"][0, [0, 2]] == 127, -128, 127)   # NaN quantized the other way
+    (ratio,) = [g for g in check_groups(model, [x], other) if g.tensor == "rq"]
+    assert not ratio.ok and ratio.nan == ratio.differing == 2 and "NaN before QuantizeLinear" in ratio.line()
+    assert all(g.ok for g in check_groups(model, [x], tensors))
