@@ -1,8 +1,8 @@
 """How far one rounding flip moves a QDQ model's output, measured with onnxruntime alone.
 
-The model is cut at every activation QuantizeLinear: each QDQ group reads its int8 inputs from graph inputs and
-writes its int8 output as a graph output, so onnxruntime can run the model group by group and a chosen value can
-be changed in between. Running the cut model repeatedly, each run fed the previous run's tensors, reaches
+The model is cut at every activation QuantizeLinear (``edgevit.quantize.groups.cut_model``, what ``run --verify``
+uses): each QDQ group reads its int8 inputs from graph inputs and writes its int8 output as a graph output, so
+onnxruntime can run the model group by group and a chosen value can be changed in between. Running the cut model repeatedly, each run fed the previous run's tensors, reaches
 onnxruntime's own result (a fixed point after as many runs as the graph is deep). Then a convolution output
 value whose exact value (integer accumulator x scales, float64) lies within ``--tie`` of a half step is rounded
 the other way, as any float32 evaluation may, and onnxruntime carries it to the output. First, onnxruntime is
@@ -22,27 +22,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def cut_model(model):
-    """(cut model, activation QuantizeLinear outputs in graph order): every reader of such an output reads the
-    graph input ``cut_<name>`` instead, and the output becomes a graph output."""
-    from onnx import TensorProto, helper, shape_inference
-
-    model = shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
-    constants = {t.name for t in model.graph.initializer}
-    quantized = [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"
-                 and n.input[0] not in constants]
-    names = set(quantized)
-    for node in model.graph.node:
-        node.input[:] = ["cut_" + i if i in names else i for i in node.input]
-    kept_inputs = list(model.graph.input)
-    del model.graph.input[:], model.graph.output[:]
-    model.graph.input.extend(kept_inputs + [helper.make_tensor_value_info("cut_" + q, TensorProto.INT8, shapes[q])
-                                            for q in quantized])
-    model.graph.output.extend(helper.make_tensor_value_info(q, TensorProto.INT8, shapes[q]) for q in quantized)
-    return model, quantized
 
 
 def fixed_point(session, x, quantized, start, overrides=()):
@@ -132,6 +111,7 @@ def main() -> int:
 
     from edgevit.frontend import from_onnx_file
     from edgevit.quantize import compare_int8, output_steps
+    from edgevit.quantize.groups import cut_model
     from edgevit.reference import onnxruntime_session, random_inputs
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -157,7 +137,8 @@ def main() -> int:
     steps = output_steps(model)
     print(f"onnxruntime, basic vs all graph optimisations: "
           f"{compare_int8(levels['ORT_ENABLE_BASIC'], levels['ORT_ENABLE_ALL'], steps).summary()}")
-    cut, quantized = cut_model(model)
+    cut = cut_model(model)
+    quantized = [o.name for o in cut.graph.output]
     path = Path("/tmp") / f"{args.model.stem}_cut.onnx"
     onnx.save(cut, str(path))
     session = onnxruntime_session(path)
