@@ -65,7 +65,9 @@ def write_artifact(path: Path, members: dict[str, Path], metadata: dict) -> dict
     tmp = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tmp, "w") as tar:
+        # dereference: a member given as a symlink (a linked model file) is stored as the file it names;
+        # Artifact.open refuses link members, so storing the link would make an artifact nobody can open.
+        with tarfile.open(tmp, "w", dereference=True) as tar:
             blob = json.dumps(metadata, indent=1).encode()
             info = tarfile.TarInfo(METADATA)
             info.size = len(blob)

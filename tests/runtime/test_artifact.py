@@ -4,7 +4,7 @@ import tarfile
 import pytest
 
 from edgevit.errors import ArtifactError
-from edgevit.runtime.artifact import Artifact, sha256_file
+from edgevit.runtime.artifact import Artifact, sha256_file, write_artifact
 
 
 def _rewrite(src, dst, change):
@@ -82,3 +82,26 @@ def test_not_an_artifact(tmp_path):
         Artifact.open(path)
     with pytest.raises(ArtifactError, match="not found"):
         Artifact.open(tmp_path / "missing.tar")
+
+
+def test_symlinked_member_is_stored_as_its_file(tiny_host_artifact, tmp_path):
+    """A member given as a symlink (a linked QDQ file, say) is stored as the file it points to: the artifact
+    opens, and its member is that file's bytes."""
+    with Artifact.open(tiny_host_artifact) as art:
+        meta = {k: v for k, v in art.metadata.items() if k not in ("format", "format_version", "members")}
+        real = {name: tmp_path / "real" / name for name in art.metadata["members"]}
+        for name, dst in real.items():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes((art.dir / name).read_bytes())
+    links = {}
+    for name, dst in real.items():
+        links[name] = tmp_path / "links" / name
+        links[name].parent.mkdir(parents=True, exist_ok=True)
+        links[name].symlink_to(dst)
+    out = tmp_path / "linked.tar"
+    write_artifact(out, links, meta)
+    with tarfile.open(out) as tar:
+        assert all(m.isfile() for m in tar.getmembers())
+    with Artifact.open(out) as art:
+        for name, dst in real.items():
+            assert (art.dir / name).read_bytes() == dst.read_bytes()
