@@ -3,6 +3,7 @@ output features make no whole vector on the dot-product kernel (padded, cropped)
 
 import numpy as np
 import pytest
+from test_int8_dot_kernels import _agrees_with_onnxruntime
 from tvm import tirx
 
 from edgevit.backends import tvm_compiler
@@ -22,23 +23,6 @@ def _fused_kernels(model) -> dict:
     cpu = get_target("host").require_cpu()
     fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
     return {gv.name_hint: f for gv, f in fused.functions_items() if isinstance(f, tirx.PrimFunc)}
-
-
-def _agrees_with_onnxruntime(model, tmp_path) -> None:
-    """The host build agrees with onnxruntime on the same QDQ file within one output step (3 inputs)."""
-    from edgevit.compiler import compile_for_target
-    from edgevit.quantize import compare_int8, output_steps
-    from edgevit.reference import random_inputs, run_onnxruntime
-    from edgevit.runtime.artifact import Artifact
-    from edgevit.runtime.runner import run_artifact
-
-    compile_for_target(model, get_target("host"), tmp_path / "m.tar", command="pytest")
-    with Artifact.open(tmp_path / "m.tar") as artifact:
-        for seed in range(3):
-            inputs = random_inputs(model.inputs, seed)
-            outputs, _ = run_artifact(artifact, inputs)
-            result = compare_int8(outputs, run_onnxruntime(model.onnx_path, inputs), output_steps(model.load()))
-            assert result.ok and result.max_steps <= 1, result.summary()
 
 
 def gelu_mlp_onnx(path, features: int = 40):
