@@ -164,8 +164,46 @@ def _lowering_passes(target) -> list:
     from .weight_packing import MarkWeightParams
 
     # Which kernel parameters are the model's constants (weights), for the schedules that re-lay them out.
-    return [*cpu.library_dispatch_passes(target), *_prepare_passes(target), *cpu.legalize_passes(target),
+    return [*cpu.library_dispatch_passes(target), *_prepare_passes(target), *_legalize_passes(target, cpu),
             MarkWeightParams()]
+
+
+def _legalize_passes(target, cpu) -> list:
+    """TVM's CPU legalisation, with ``relax.quantize`` lowered as onnxruntime computes QuantizeLinear."""
+    from tvm import relax
+
+    passes = cpu.legalize_passes(target)
+    assert passes[0].info.name == "LegalizeOps", passes[0].info.name  # TVM 0.27's list starts with it
+    return [relax.transform.LegalizeOps({"relax.quantize": _legalize_quantize}), *passes[1:]]
+
+
+def _legalize_quantize(bb, call):
+    """``relax.quantize`` as ``min(max(round(x / scale) + zero, lo), hi)``: the clamp's lower bound first, as
+    onnxruntime's MLAS QuantizeLinear does, so that a NaN (an int8 model's 0/0) becomes the lowest value there
+    and here. TVM's own lowering clamps ``min`` first, and its ``min`` of NaN is the upper bound. Every other
+    value is the same either way."""
+    from tvm import te, tirx
+
+    axis, dtype = call.attrs.axis, str(call.attrs.out_dtype)
+
+    def parameter(p, index):
+        if not isinstance(p, te.Tensor):
+            return p                                    # a scalar constant
+        if all(isinstance(d, tirx.IntImm) and d.value == 1 for d in p.shape):
+            return p[(0,) * len(p.shape)]               # one value for the whole tensor
+        return p[index[axis]]                           # per channel along ``axis``
+
+    def quantize(data, scale, zero):
+        def value(*index):
+            v = data[index] / parameter(scale, index)
+            v = (te.round(v) if "int" in dtype else v) + parameter(zero, index)
+            low = te.max(v, tirx.min_value(dtype).astype(data.dtype))
+            return te.min(low, tirx.max_value(dtype).astype(data.dtype)).astype(dtype)
+        return te.compute(data.shape, value, name="quantized")
+
+    from tvm.relax.transform.legalize_ops.common import _try_convert_to_scalar_const
+    return bb.call_te(quantize, call.args[0], _try_convert_to_scalar_const(call.args[1]),
+                      _try_convert_to_scalar_const(call.args[2]), primfunc_name_hint="quantize")
 
 
 def _prepare_passes(target) -> list:
