@@ -11,12 +11,22 @@ from pathlib import Path
 PREPACKED = "_prepacked"
 
 
-def profile_kernels(model, inputs: list, runs: int = 10) -> list[dict]:
+def _clock(cpu_time: bool):
+    """The calling thread's CPU time (``cpu_time``) or wall-clock time, in seconds.
+
+    On a shared machine other processes' time slices land inside wall-clock intervals; the thread's CPU time
+    leaves them out. It counts this thread only, so it measures 1-thread runs (TVM runs a parallel loop in the
+    calling thread when it has one thread), not the work of a thread pool.
+    """
+    return time.thread_time if cpu_time else time.perf_counter
+
+
+def profile_kernels(model, inputs: list, runs: int = 10, cpu_time: bool = False) -> list[dict]:
     """Time every call the Relax VM makes (kernels and builtins) over ``runs`` inferences.
 
     Uses the VM's instrument hook (TVM 0.27 has no profiling VM): a callback before and after each call. The
     hook stays on ``model`` (a loaded ``tvm_runtime.CompiledModel``) for its later calls: profile it again, but
-    time a fresh one.
+    time a fresh one. ``cpu_time``: the calling thread's CPU time instead of wall-clock time (1 thread).
 
     Returns
     -------
@@ -32,13 +42,14 @@ def profile_kernels(model, inputs: list, runs: int = 10) -> list[dict]:
     totals: dict[str, float] = {}
     calls: dict[str, int] = {}
     started = [0.0]
+    clock = _clock(cpu_time)
 
     def instrument(_func, name, before, _ret, *_args):
         name = name.removesuffix(PREPACKED)
         if before:
-            started[0] = time.perf_counter()
+            started[0] = clock()
         else:
-            totals[name] = totals.get(name, 0.0) + time.perf_counter() - started[0]
+            totals[name] = totals.get(name, 0.0) + clock() - started[0]
             calls[name] = calls.get(name, 0) + 1
         return 0  # VMInstrumentReturnKind.NO_OP
 
@@ -51,10 +62,12 @@ def profile_kernels(model, inputs: list, runs: int = 10) -> list[dict]:
     return sorted(rows, key=lambda r: -r["ms"])
 
 
-def time_models(libraries: list[Path], inputs: list, rounds: int = 5, runs: int = 10) -> list[float]:
+def time_models(libraries: list[Path], inputs: list, rounds: int = 5, runs: int = 10,
+                cpu_time: bool = False) -> list[float]:
     """Median milliseconds per inference of each library, the libraries taking turns in blocks of ``runs``.
 
     Taking turns spreads slow phases of a shared machine over all of them; no instrument hook is set.
+    ``cpu_time``: the calling thread's CPU time per inference instead of wall-clock time (1-thread builds).
     """
     import statistics
 
@@ -65,12 +78,13 @@ def time_models(libraries: list[Path], inputs: list, rounds: int = 5, runs: int 
     mains = [CompiledModel(library).vm["main"] for library in libraries]
     tensors = [tvm.runtime.tensor(x) for x in inputs]
     seconds: list[list[float]] = [[] for _ in mains]
+    clock = _clock(cpu_time)
     for main in mains:
         main(*tensors)  # warm-up: first-call allocations
     for _ in range(rounds):
         for main, times in zip(mains, seconds):
             for _ in range(runs):
-                start = time.perf_counter()
+                start = clock()
                 main(*tensors)
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
     return [statistics.median(times) * 1e3 for times in seconds]
