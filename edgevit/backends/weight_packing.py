@@ -85,6 +85,36 @@ def depthwise_conv2d_nchw_hwc(data: te.Tensor, weight: te.Tensor, strides, paddi
         name="depthwise_conv2d_nchw_hwc")
 
 
+def depthwise_conv2d_nchw_wide(data: te.Tensor, weight: te.Tensor, strides, padding, dilation,
+                               width: int) -> te.Tensor:
+    """NCHW depthwise convolution computed over output rows ``width`` wide (more than the map's) and cropped.
+
+    The zero padding is made wide enough for the extra columns, which are computed in registers and dropped:
+    rows of 28 or 14 (4 and 2 floats apart from 16-lane vectors) then vectorise as 32 or 16, and the conv
+    needs no channel-last copy of its input and no lane-by-lane stores of its output.
+    """
+    n, c, h, w = data.shape
+    _, _, kh, kw = weight.shape
+    sh, sw, dh, dw, top, left, bottom, right, oh, ow = _window(h, w, kh, kw, strides, padding, dilation)
+    padded_width = (width - 1) * sw + (kw - 1) * dw + 1
+    padded_width += -padded_width % sw  # whole strides, so the schedule can de-interleave it
+    zero = tvm.tirx.const(0.0, data.dtype)
+
+    def padded_value(nn, cc, y, x):
+        inside = tvm.tirx.all(y >= top, y < h + top, x >= left, x < w + left)
+        return tvm.tirx.if_then_else(inside, data[nn, cc, y - top, x - left], zero)
+
+    padded = te.compute((n, c, h + top + bottom, padded_width), padded_value, name="pad_temp")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    out = te.compute(
+        (n, c, oh, width),
+        lambda nn, cc, yy, xx: te.sum(padded[nn, cc, yy * sh + ry * dh, xx * sw + rx * dw] * weight[cc, 0, ry, rx],
+                                      axis=[ry, rx]),
+        name="depthwise_conv2d_nchw")
+    return te.compute((n, c, oh, ow), lambda *i: out(*i), name="depthwise_conv2d_nchw_crop")
+
+
 def pointwise_nchw_ihwo(data: te.Tensor, weight: te.Tensor, width: int, channels: int) -> te.Tensor:
     """1x1 convolution over a map's pixels, a matmul: ``out[n,f,p] = Σ in[n,c,p] * w[c,0,0,f]``, then
     unflattened to ``[n, f, y, x]``. ``data`` is the NCHW input reshaped to ``[n, c, y * x]``.
@@ -109,6 +139,12 @@ class _Packer(PyExprMutator):
         self.lanes = lanes
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
+        if is_op(call, "relax.nn.conv2d") and self._depthwise(call) and self._wide_rows(call):
+            a = call.attrs
+            return self.builder_.call_te(depthwise_conv2d_nchw_wide, self.visit_expr(call.args[0]), call.args[1],
+                                         strides=list(a.strides), padding=list(a.padding),
+                                         dilation=list(a.dilation), width=self._wide_rows(call),
+                                         primfunc_name_hint="depthwise_conv2d_nchw_wide")
         if is_op(call, "relax.nn.conv2d") and self._depthwise(call):
             a = call.attrs
             packed = self._ihwo(call.args[1])  # 1HWC: the depthwise conv's O is its channel axis
@@ -161,6 +197,19 @@ class _Packer(PyExprMutator):
         return weight[0] == out[1] == int(a.groups) and weight[1] == 1 and any(int(x) for x in a.padding) \
             and vector_tile(out[3], self.lanes, 2 * self.lanes) < self.lanes \
             and vector_tile(out[1], self.lanes, 2 * self.lanes) >= self.lanes
+
+    def _wide_rows(self, call: relax.Call) -> int:
+        """The row width (a multiple of 8, at most 1/7 more) a depthwise conv computes on 16-lane targets, or 0.
+
+        With 16 lanes (AVX-512), rows of half vectors count as vectorising (Zen 4 runs 512-bit FMAs on 256-bit
+        units, so 8-wide ones lose nothing), and 28- or 14-wide rows are computed as 32 or 16 and cropped
+        (:func:`depthwise_conv2d_nchw_wide`): the channel-last form transposes its input and stores its output
+        a lane at a time. 3x3 depthwise + GELU (Zen 4, 1 thread, CPU time): 128 x 56x56 0.43 -> 0.32 ms.
+        """
+        width = static_shape(call)[3]
+        wide = width + -width % 8
+        stride1 = all(int(s) == 1 for s in call.attrs.strides)
+        return wide if self.lanes == 16 and stride1 and wide >= 2 * self.lanes and wide - width <= width // 7 else 0
 
     def _ihwo(self, weight: relax.Expr) -> relax.Expr:
         """OIHW weights transposed to IHWO (``FoldConstant`` folds it at compile time)."""
