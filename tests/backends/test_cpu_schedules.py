@@ -181,6 +181,8 @@ CASES = {
                                        "TiledReduction", "nchw_hwc"),
     # 28-wide rows: with AVX-512 computed 32 wide and cropped (weight_packing.depthwise_conv2d_nchw_wide)
     "depthwise_wide_rows_gelu": (lambda p: _conv_gelu(p, 32, 32, 28, 3, groups=32), "TiledReduction", "conv2d"),
+    # 56-wide rows: with AVX-512 8-wide tiles, the epilogue per row of tiles (tiled_reduction._half_vector_rows)
+    "depthwise_half_vector_rows": (lambda p: _conv(p, 16, 16, 56, 3, groups=16), "TiledReduction", "conv2d"),
     "matmul_bias_gelu": (lambda p: _matmul(p, 2, 49, 64, 48), "TiledReduction", "matmul"),
     # A padded output: its padding is not computed from any tile (was left unwritten: NaN/garbage)
     "conv3x3_then_pad": (lambda p: _conv_pad(p, 3, 4, 6, [0, 0, 0, 0, 0, 0, 2, 0]), "TiledReduction", "conv2d"),
@@ -344,6 +346,17 @@ def test_depthwise_form_follows_the_row_width(cpu, size, stride, form, tmp_path)
     fused = tvm_compiler.fused_module(tvm_compiler.import_onnx(model.load(), model.inputs), cpu)
     names = [gv.name_hint for gv in fused.get_global_vars() if gv.name_hint != "main"]
     assert any(form in name for name in names), names
+
+
+@pytest.mark.parametrize("cpu,rows", [(AVX512, True), (AVX2, False)], ids=["avx512", "avx2"])
+def test_half_vector_depthwise_epilogue_runs_over_whole_rows(cpu, rows, tmp_path):
+    """A depthwise conv whose 56-wide rows take half vectors (AVX-512: 7 x 8) computes its epilogue per row of
+    tiles, vectorised over the whole 56-wide row; with whole-vector tiles (AVX2: 8 lanes) per tile, 8 wide
+    (numerics: depthwise_half_vector_rows on the host)."""
+    func, target = _case_kernel("depthwise_half_vector_rows", tmp_path, cpu)
+    sch = tiled_reduction.apply(func, target)
+    vectorised = [int(n) for n in re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", sch.mod.script())]
+    assert (56 in vectorised) == rows and 8 in vectorised, vectorised
 
 
 @pytest.mark.parametrize("case", ["depthwise_stride2", "depthwise_padded_per_channel"])
