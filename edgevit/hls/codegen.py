@@ -6,7 +6,8 @@ text file of the project is a template of ``hw/templates`` filled by :func:`fill
 ``{{name}}``). The project holds:
 
 * ``top.cpp``: ``edgevit_top``, which reads the descriptors of ``program.bin`` and dispatches each to its unit;
-  ``config.h``; ``tb.cpp``, the C-simulation testbench;
+  ``config.h`` (which also flags the ops the dispatch has cases for: the program's, so that synthesis builds
+  only their units); ``tb.cpp``, the C-simulation testbench;
 * ``program.bin`` (header + descriptors, int32), ``params.bin`` (packed weights, int16), and ``program.json``
   (the program, its formats, and the readable descriptor table);
 * ``regmap.json`` / ``regmap.h``: AXI-lite control and the m_axi buffers the driver allocates;
@@ -135,7 +136,14 @@ def beats(words: int, axi_bits: int) -> int:
     return max(1, _ceil(words, axi_bits // layer_table.WORD_BITS))
 
 
-def _config_h(prog: Program, table: layer_table.LayerTable, axi_bits: int) -> str:
+def dispatched_kinds(prog: Program, every_unit: bool = False) -> list[str]:
+    """The layer kinds ``config.h`` flags (``EDGEVIT_OP_<KIND>``), in op-code order: the program's, or with
+    ``every_unit`` all of them (a project that builds the whole unit library, for the synthesis-mode check)."""
+    kinds = {layer.kind for layer in prog.layers}
+    return sorted((k for k in KINDS if every_unit or k in kinds), key=lambda k: KINDS[k].code)
+
+
+def _config_h(prog: Program, table: layer_table.LayerTable, axi_bits: int, every_unit: bool = False) -> str:
     lanes = lanes_of(prog)
     bounds = layer_table.unit_bounds(prog)
     h = table.header
@@ -155,7 +163,8 @@ def _config_h(prog: Program, table: layer_table.LayerTable, axi_bits: int) -> st
     ports = (constants({"AXI_BITS": axi_bits, "WPB": wpb, "XBANKS": max(lanes.li, wpb),
                         "LNL": layernorm_lanes(lanes.li, wpb)})
              + "\n    typedef ap_uint<AXI_BITS> beat_t;")
-    return fill_template("config.h", lanes=lane_constants, ports=ports, buffer_bounds=constants(bounds),
+    ops = "\n".join(f"#define EDGEVIT_OP_{kind.upper()} 1" for kind in dispatched_kinds(prog, every_unit))
+    return fill_template("config.h", ops=ops, lanes=lane_constants, ports=ports, buffer_bounds=constants(bounds),
                          port_elements=constants(elements, "_elements"), tripcounts=trips)
 
 
@@ -210,12 +219,13 @@ def _vivado_tcl(fpga: FpgaTarget, board: str) -> str:
 
 
 def write_project(prog: Program, out: Path, fpga: FpgaTarget, board: str, samples: np.ndarray | None = None,
-                  meta: dict | None = None) -> Path:
-    """Write the project for ``prog`` into ``out``; ``samples`` (float inputs) become the testbench inputs."""
+                  meta: dict | None = None, every_unit: bool = False) -> Path:
+    """Write the project for ``prog`` into ``out``; ``samples`` (float inputs) become the testbench inputs.
+    ``every_unit``: dispatch every op, not only the program's (:func:`dispatched_kinds`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = layer_table.build(prog)
-    (out / "config.h").write_text(_config_h(prog, table, fpga.axi_bits))
+    (out / "config.h").write_text(_config_h(prog, table, fpga.axi_bits, every_unit))
     (out / "top.cpp").write_text(fill_template("top.cpp"))
     (out / "tb.cpp").write_text(fill_template("tb.cpp"))
     (out / "program.bin").write_bytes(table.to_bytes())

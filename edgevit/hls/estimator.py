@@ -54,6 +54,8 @@ Cycles (what the C++ does, loop by loop):
 
 Resources:
 
+* Units: those the generated top reaches, which are the units of the program's ops (``ops.program_units``;
+  ``config.h`` flags the program's ops and ``top.cpp`` has cases only for flagged ones), each counted once.
 * DSP48: every multiply of an unrolled (or pipelined, once) loop body, counted by its operand widths against
   the multiplier of the family (DSP48E2 27x18 on UltraScale+, DSP48E1 25x18 on Zynq-7000): one DSP for 16x16,
   partial products for wider ones (:func:`dsp_per_multiply`). Linear ``LI * LO``, depthwise ``LD * KMAXDW^2``,
@@ -90,7 +92,7 @@ import numpy as np
 
 from .golden import moe_active_experts
 from .layer_table import FIELDS, TILE_TOKENS, WORD_BITS, expert_words, unit_bounds, weights_outer
-from .ops import KINDS, depthwise_passes
+from .ops import KINDS, depthwise_passes, program_units
 from .program import Program
 
 UTIL_LIMIT = 0.8
@@ -471,10 +473,11 @@ def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
 
 
 def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: int = WORD_BITS) -> dict:
-    """Estimated DSP, BRAM36 and LUT use of the units (and their on-chip arrays) the program needs, with m_axi
-    ports of ``axi_bits`` (the linear unit's tiles get ``max(LI, WPB)`` banks and its write-back ``WPB``
-    epilogues; the default, one word a beat, is the unpacked design)."""
-    kinds = {l.kind for l in prog.layers}
+    """Estimated DSP, BRAM36 and LUT use of the units (and their on-chip arrays) the generated top reaches for the
+    program (``ops.program_units``: exactly the units of its ops), with m_axi ports of ``axi_bits`` (the linear
+    unit's tiles get ``max(LI, WPB)`` banks and its write-back ``WPB`` epilogues; the default, one word a beat, is
+    the unpacked design)."""
+    units = program_units(l.kind for l in prog.layers)
     bound = unit_bounds(prog)
     mul16 = dsp_per_multiply(_WORD, _WORD, family)
     epi = _epilogue_dsp(family)
@@ -496,29 +499,30 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     # weight rows in pairs, each bank a 32-bit word of two rows; input and result tiles ping-pong pairs, the result
     # tiles' TM-deep banks in LUTRAM (linear.h)
     pairs = math.ceil(lanes.lo / 2)
-    add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
-        [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS),
-         (2 * tm * lanes.lo, 2 * lanes.lo, 64, True)])
+    if "linear_unit" in units:
+        add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
+            [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS),
+             (2 * tm * lanes.lo, 2 * lanes.lo, 64, True)])
     requant = dsp_per_multiply(_RQ_ACC, _RQ_M0, family)   # requantize_int8 (requant.h): round_float32(acc) * m0
     # the depthwise unit, float (dwconv) and int8 (qdwconv: depthwise_unit<CFG, true>, a second instance with its
     # own line buffer and weights) each with LD epilogues
-    for kind, epilogue, epilogue_lut in (("dwconv", epi, 350), ("qdwconv", requant, _RQ_LUT)):
-        if kind in kinds:
+    for unit, epilogue, epilogue_lut in (("depthwise_unit<0>", epi, 350), ("depthwise_unit<1>", requant, _RQ_LUT)):
+        if unit in units:
             k = bound["KMAXDW"]
             add(lanes.ld * (k * k * mul16 + epilogue), 40 * lanes.ld * k * k + epilogue_lut * lanes.ld,
                 [((k + 1) * bound["WMAX"] * lanes.ld, (k + 1) * k * lanes.ld)])
             usage["lut"] += lanes.ld * k * k * WORD_BITS // 2   # the weights of LD channels in registers
-    if "qlinear" in kinds:   # qgemm_unit (qlinear.h): its own input tile (one copy), weight tile (rows in pairs)
+    if "qgemm_unit" in units:   # qgemm_unit (qlinear.h): its own input tile (one copy), weight tile (rows in pairs)
         # and result tile (LO banks of TM 64-bit sums), LI x LO MACs, one output a cycle through requantize_int8
         add(lanes.li * lanes.lo * mul16 + requant, 40 * lanes.li * lanes.lo + _RQ_LUT,
             [(tm * kmax, banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS), (tm * lanes.lo, lanes.lo, 64)])
-    if "qadd" in kinds:   # a MA + b MB, a word every two cycles (MA, MB < 2^30)
+    if "qadd" in units:   # a MA + b MB, a word every two cycles (MA, MB < 2^30)
         add(2 * dsp_per_multiply(_WORD, 31, family), 300)
-    if "qavgpool" in kinds:   # one requantisation a channel
+    if "qavgpool" in units:   # one requantisation a channel
         add(requant, _RQ_LUT)
-    if "qtable" in kinds:   # the 512-entry table on chip
+    if "qtable" in units:   # the 512-entry table on chip
         add(0, 100, [(512, 1)])
-    if "attention" in kinds:
+    if "attention_unit" in units:
         dh = bound["DHMAX"]
         per_row = dh * (mul16 + dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_OACC, _EXP, family)) \
             + dsp_per_multiply(26, _EXP, family)
@@ -527,34 +531,34 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         add(lanes.rows * per_row + norm, lanes.rows * (900 + 40 * 2 * dh),
             [(lanes.rows * nmax * dh, lanes.rows * dh)] * 2 + [(lanes.rows * qmax * dh, lanes.rows * dh),
                                                               (nmax * dh, dh, 64), (nmax, 1, 64)])
-    if "l2norm" in kinds:   # per LNL lane x^2 and x * rsqrt; two row copies (ping-pong) in WPB banks each
+    if "l2_normalize" in units:   # per LNL lane x^2 and x * rsqrt; two row copies (ping-pong) in WPB banks each
         lnl = layernorm_lanes(lanes.li, wpb)
         add(lnl * (mul16 + dsp_per_multiply(_WORD, _TABLE, family)), 400 * lnl, [(2 * bound["L2MAX"], 2 * wpb)])
-    if "additive" in kinds:   # per LNL lane qn * w_g, an * qn (an <= 1, NORM_FRAC bits), g * kn; the scores, g and
-        lnl = layernorm_lanes(lanes.li, wpb)   # w_g on chip (g and w_g in WPB banks)
+    if "additive_attention" in units:   # per LNL lane qn * w_g, an * qn (an <= 1, NORM_FRAC bits), g * kn; the
+        lnl = layernorm_lanes(lanes.li, wpb)   # scores, g and w_g on chip (g and w_g in WPB banks)
         add(lnl * (mul16 + dsp_per_multiply(_NORM + 2, _WORD, family) + dsp_per_multiply(_OACC, _WORD, family)),
             400 * lnl, [(bound["TMAX"], 1, 64), (bound["DMAX"], wpb, 64), (bound["DMAX"], wpb)])
-    if kinds & {"l2norm", "additive"}:   # rsqrt interpolation, a_t^2, a_t * rsqrt
+    if units & {"l2_normalize", "additive_attention"}:   # rsqrt interpolation, a_t^2, a_t * rsqrt
         add(4 * dsp_per_multiply(_ACT, _TABLE, family), 800)
-    if "moe_experts" in kinds:   # 64-bit accumulators, per-expert queues and the work list; scatter multiply
+    if "moe_experts" in units:   # 64-bit accumulators, per-expert queues and the work list; scatter multiply
         mn, e = bound["MNMAX"], bound["EMAX"]
         add(dsp_per_multiply(_WORD, _WORD, family), 2000,
             [(mn * bound["MDMAX"], 1, 64), (e * mn, 1, 32), (e * mn, 1, 64), (3 * e * mn, 1, 32)])
-    if "pool_mixer" in kinds:   # per LNL lane sum * reciprocal, scale * mean; a pixel's window sums, centre, scale
+    if "pool_mixer" in units:   # per LNL lane sum * reciprocal, scale * mean; a pixel's window sums, centre, scale
         lnl = layernorm_lanes(lanes.li, wpb)
         add(lnl * (dsp_per_multiply(_ACT, 26, family) + dsp_per_multiply(_WORD, 50, family)), 600 * lnl,
             [(bound["PCMAX"], wpb, 64)] * 2 + [(bound["PCMAX"], wpb)])
-    if "moe_route" in kinds:
+    if "moe_route" in units:
         add(2 * dsp_per_multiply(_ACT, _TABLE, family), 500)
-    if "layernorm" in kinds:   # per LNL lane x^2, (C x - S1) * rsqrt, gamma * xhat; two rows, gamma, beta in WPB
+    if "layernorm_unit" in units:   # per LNL lane x^2, (C x - S1) * rsqrt, gamma * xhat; two rows, gamma, beta in WPB
         lnl = layernorm_lanes(lanes.li, wpb)   # banks
         add(lnl * (mul16 + dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_WORD, 34, family)),
             400 * lnl, [(2 * bound["CMAX"], 2 * wpb)] + [(bound["CMAX"], wpb)] * 2)
-    if "global_norm" in kinds:   # per LNL lane dx^2 and dx * rsqrt; the mean and variance by 2^32 / n once
+    if "global_norm" in units:   # per LNL lane dx^2 and dx * rsqrt; the mean and variance by 2^32 / n once
         lnl = layernorm_lanes(lanes.li, wpb)
         add(lnl * (dsp_per_multiply(21, 21, family) + dsp_per_multiply(21, _TABLE, family))
             + 2 * dsp_per_multiply(_ACT, 33, family), 400 * lnl + 1500)
-    if "separable_attention" in kinds:   # exp, context * reciprocal; per LNL lane e * k and v * context;
+    if "separable_attention" in units:   # exp, context * reciprocal; per LNL lane e * k and v * context;
         lnl = layernorm_lanes(lanes.li, wpb)   # e[N], the key sums and the context (twice) in LNL banks
         sd = bound["SDMAX"]
         add(dsp_per_multiply(_ACT, _TABLE, family) + dsp_per_multiply(_OACC, _TABLE, family)

@@ -28,7 +28,9 @@ class LayerKind:
     names to values; ``stats`` collects extra peaks such as attention logits). ``dims(prog, layer)`` gives the
     descriptor's ``d0..d5``; ``cost(units, layer, shape, oshape, lanes)`` gives (compute cycles, memory cycles,
     MACs) from the estimator's unit cycle models ``units``; ``trips(dims, lanes, add, linear)`` reports the loop
-    counts of one descriptor. ``fmt`` is ``"fitted"`` (calibrated from its range), ``"same"`` (data movement: the
+    counts of one descriptor. ``units`` names the unit instances (``hw/include/edgevit`` functions, with their
+    integral template arguments) a descriptor of the kind reaches from ``edgevit_top``, its dispatch target first.
+    ``fmt`` is ``"fitted"`` (calibrated from its range), ``"same"`` (data movement: the
     input's format), ``"gate"`` (fixed by the kernel) or ``"int8"`` (a QDQ model's scale and zero point,
     :class:`~edgevit.hls.fixed.QFmt`). ``fields(prog, layer)`` gives the descriptor fields
     beyond the common ones (an internal format, LayerNorm's eps).
@@ -42,6 +44,7 @@ class LayerKind:
     trips: Callable
     fmt: str = "fitted"
     fields: Callable = lambda prog, layer: {}
+    units: tuple = ()
 
 
 def _ceil(a: int, b: int) -> int:
@@ -497,91 +500,113 @@ def _trips(**names):
 
 
 KINDS = {
-    "linear": LayerKind(1, _linear_float, _linear_fixed, _linear_dims, _linear_cost, _linear_trips),
+    "linear": LayerKind(1, _linear_float, _linear_fixed, _linear_dims, _linear_cost, _linear_trips,
+                        units=("linear_unit",)),
     "dwconv": LayerKind(
         2, lambda l, env, s: reference.depthwise_conv(_x(l, env), l.params["w"], l.params.get("b"), l.attrs["stride"],
                                                       l.attrs["pad"], l.attrs.get("act", "none")),
-        _dwconv_fixed, _window_dims, _dwconv_cost, _dwconv_trips),
+        _dwconv_fixed, _window_dims, _dwconv_cost, _dwconv_trips,
+        units=("depthwise_unit<0>",)),   # depthwise_unit<CFG, INT8 = false>
     "im2col": LayerKind(
         3, lambda l, env, s: reference.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
         lambda p, l, env: golden.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
         _window_dims, lambda u, l, sh, osh, lanes: (0, u.loop(im2col_trip(int(np.prod(osh)), sh[-1], u.wpb)), 0),
-        _im2col_trips, "same"),
+        _im2col_trips, "same", units=("im2col",)),
     "layernorm": LayerKind(
         4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),
         _layernorm_fixed, _rows_dims, _layernorm_cost,
-        lambda dims, lanes, add, linear: add(ln_slots=dims[0] + 1, ln_channels=dims[1]), fields=_eps_fields),
+        lambda dims, lanes, add, linear: add(ln_slots=dims[0] + 1, ln_channels=dims[1]), fields=_eps_fields,
+        units=("layernorm_unit",)),
     "attention": LayerKind(5, _attention_float, _attention_fixed, _attention_dims, _attention_cost,
-                           _attention_trips, fields=_format_fields(".logits")),
+                           _attention_trips, fields=_format_fields(".logits"), units=("attention_unit",)),
     "unfold": LayerKind(
         6, lambda l, env, s: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
         lambda p, l, env: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
-        lambda p, l: (*p.shapes[l.inputs[0]], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same"),
+        lambda p, l: (*p.shapes[l.inputs[0]], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same",
+        units=("unfold_fold",)),
     "fold": LayerKind(
         7, lambda l, env, s: golden.fold(_x(l, env), l.attrs["h"], l.attrs["w"], l.attrs["ph"], l.attrs["pw"]),
         lambda p, l, env: golden.fold(_x(l, env), l.attrs["h"], l.attrs["w"], l.attrs["ph"], l.attrs["pw"]),
-        lambda p, l: (*p.shapes[l.output], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same"),
+        lambda p, l: (*p.shapes[l.output], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same",
+        units=("unfold_fold",)),
     "concat": LayerKind(
         8, lambda l, env, s: np.concatenate([_x(l, env), env[l.inputs[1]]], axis=-1),
         lambda p, l, env: golden.concat(_x(l, env), p.formats[l.inputs[0]], *_second(p, l, env),
                                         p.formats[l.output]),
         lambda p, l: (*_rows_dims(p, l), p.shapes[l.inputs[1]][-1]), _concat_cost,
-        _trips(concat_rows=0, concat_first_channels=1, concat_second_channels=2)),
+        _trips(concat_rows=0, concat_first_channels=1, concat_second_channels=2), units=("concat",)),
     "avgpool": LayerKind(
         9, lambda l, env, s: _x(l, env).reshape(-1, _x(l, env).shape[-1]).mean(0, keepdims=True),
         lambda p, l, env: golden.avgpool(_x(l, env), p.formats[l.inputs[0]], p.formats[l.output]),
-        _rows_dims, _avgpool_cost, _trips(avgpool_tokens=0, avgpool_channels=1)),
+        _rows_dims, _avgpool_cost, _trips(avgpool_tokens=0, avgpool_channels=1), units=("avgpool",)),
     "pool_mixer": LayerKind(
         10, lambda l, env, s: reference.pool_mixer(_x(l, env), l.attrs["k"], l.params.get("scale")),
         _pool_mixer_fixed, lambda p, l: (*p.shapes[l.inputs[0]], l.attrs["k"]), _pool_mixer_cost,
-        _trips(pool_rows=0, pool_cols=1, pool_channels=2, pool_k=3)),
+        _trips(pool_rows=0, pool_cols=1, pool_channels=2, pool_k=3), units=("pool_mixer",)),
     "l2norm": LayerKind(
         11, lambda l, env, s: reference.l2_normalize(_x(l, env)),
         lambda p, l, env: golden.l2_normalize(_x(l, env), p.formats[l.output]), _rows_dims,
-        _l2norm_cost, lambda dims, lanes, add, linear: add(l2_slots=dims[0] + 1, l2_channels=dims[1])),
+        _l2norm_cost, lambda dims, lanes, add, linear: add(l2_slots=dims[0] + 1, l2_channels=dims[1]),
+        units=("l2_normalize",)),
     "additive": LayerKind(12, _additive_float, _additive_fixed, _rows_dims, _additive_cost,
-                          _trips(additive_tokens=0, additive_dim=1)),
+                          _trips(additive_tokens=0, additive_dim=1), units=("additive_attention",)),
     "moe_route": LayerKind(
         13, lambda l, env, s: reference.moe_route(_x(l, env), l.attrs["k"]),
         lambda p, l, env: golden.moe_route(_x(l, env), p.formats[l.inputs[0]], l.attrs["k"], p.formats[l.output]),
-        lambda p, l: (*_rows_dims(p, l), l.attrs["k"]), _moe_route_cost, _moe_route_trips, "gate"),
+        lambda p, l: (*_rows_dims(p, l), l.attrs["k"]), _moe_route_cost, _moe_route_trips, "gate",
+        units=("moe_route",)),
     "moe_experts": LayerKind(14, _moe_experts_float, _moe_experts_fixed, _moe_experts_dims, _moe_experts_cost,
-                             _moe_experts_trips, fields=_format_fields(".hidden")),
+                             _moe_experts_trips, fields=_format_fields(".hidden"),
+                             units=("moe_experts", "linear_unit")),   # fc1 and fc2 on the linear unit
     "add": LayerKind(15, _add_float, _add_fixed, _rows_dims, _add_cost,
-                     lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1])),
+                     lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1]), units=("add_tensors",)),
     "token_rows": LayerKind(16, _token_rows_float, _token_rows_fixed, _token_rows_dims, _token_rows_cost,
                             lambda dims, lanes, add, linear: add(token_param_words=dims[3] * dims[1],
-                                                                 token_copy_words=dims[0] * dims[1])),
+                                                                 token_copy_words=dims[0] * dims[1]),
+                            units=("token_rows",)),
     "channel_scale": LayerKind(
         17, lambda l, env, s: _x(l, env).reshape(-1, _x(l, env).shape[-1]) * env[l.inputs[1]].reshape(1, -1),
         _channel_scale_fixed, _rows_dims, lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(sh)), ii=2), 0),
-        lambda dims, lanes, add, linear: add(scale_words=dims[0] * dims[1])),
+        lambda dims, lanes, add, linear: add(scale_words=dims[0] * dims[1]), units=("channel_scale",)),
     "global_norm": LayerKind(
         18, lambda l, env, s: reference.global_norm(_x(l, env), l.attrs["eps"]),
         lambda p, l, env: golden.global_norm(_x(l, env), p.formats[l.inputs[0]], p.formats[l.output], l.attrs["eps"]),
         _rows_dims, _global_norm_cost, lambda dims, lanes, add, linear: add(gn_words=dims[0] * dims[1]),
-        fields=_eps_fields),
+        fields=_eps_fields, units=("global_norm",)),
     "separable_attention": LayerKind(
         19, lambda l, env, s: reference.separable_attention(_x(l, env), env[l.inputs[1]]),
         lambda p, l, env: golden.separable_attention(_x(l, env), p.formats[l.inputs[0]], *_second(p, l, env),
                                                      p.formats[l.output]),
-        _separable_dims, _separable_cost, _trips(sep_groups=0, sep_tokens=1, sep_dim=2)),
-    "qlinear": LayerKind(20, _qlinear_float, _qlinear_fixed, _linear_dims, _qlinear_cost, _linear_trips, "int8"),
+        _separable_dims, _separable_cost, _trips(sep_groups=0, sep_tokens=1, sep_dim=2),
+        units=("separable_attention",)),
+    "qlinear": LayerKind(20, _qlinear_float, _qlinear_fixed, _linear_dims, _qlinear_cost, _linear_trips, "int8",
+                         units=("qgemm_unit",)),
     "qavgpool": LayerKind(
         21, _qavgpool_float, lambda p, l, env: requant.qavgpool(_x(l, env), l.params["rq"]), _rows_dims,
-        _avgpool_cost, _trips(avgpool_tokens=0, avgpool_channels=1), "int8"),
+        _avgpool_cost, _trips(avgpool_tokens=0, avgpool_channels=1), "int8", units=("qavgpool",)),
     "qdwconv": LayerKind(
         23, _qdwconv_float,
         lambda p, l, env: requant.qdepthwise(_x(l, env), l.params["w"], l.params.get("b"), l.params["rq"],
                                              l.attrs["stride"], l.attrs["pad"], l.attrs.get("act") == "relu"),
-        _window_dims, _dwconv_cost, _dwconv_trips, "int8"),
+        _window_dims, _dwconv_cost, _dwconv_trips, "int8",
+        units=("qdwconv_unit", "depthwise_unit<1>")),   # its own depthwise_unit instance, INT8 = true
     "qadd": LayerKind(
         24, _qadd_float, lambda p, l, env: requant.qadd(_x(l, env), env[l.inputs[1]], l.params["rq"]), _rows_dims,
         lambda u, l, sh, osh, lanes: (0, u.loop(int(np.prod(osh)), ii=2), 0),
-        lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1]), "int8"),
+        lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1]), "int8", units=("qadd",)),
     "qtable": LayerKind(
         22, lambda l, env, s: _qtable(l, env), lambda p, l, env: _qtable(l, env), _rows_dims,
         lambda u, l, sh, osh, lanes: (0, u.loop(requant.TABLE_WORDS) + u.loop(int(np.prod(sh))), 0),
-        lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1]), "int8"),   # an elementwise pass
+        lambda dims, lanes, add, linear: add(add_words=dims[0] * dims[1]), "int8",   # an elementwise pass
+        units=("qtable",)),
 }
 CODES = {name: kind.code for name, kind in KINDS.items()}
+# Every unit instance of the library (hw/include/edgevit/units.h) that a descriptor can reach.
+UNITS = frozenset(unit for kind in KINDS.values() for unit in kind.units)
+
+
+def program_units(kinds) -> frozenset:
+    """The unit instances ``edgevit_top`` reaches for a program of ``kinds``: ``config.h`` flags only the program's
+    ops (``EDGEVIT_OP_<KIND>``) and ``top.cpp`` dispatches only flagged ones, so these are what Vitis would build
+    and what :func:`~edgevit.hls.estimator.resources` counts."""
+    return frozenset(unit for kind in set(kinds) for unit in KINDS[kind].units)

@@ -18,13 +18,15 @@ from .torch_import import lower, to_accel_layout
 
 
 def generate(model, input_shape, board: str, out: Path, samples, overrides: dict | None = None,
-             test_inputs=None, meta: dict | None = None, testbench: bool = True) -> tuple[Program, Path]:
+             test_inputs=None, meta: dict | None = None, testbench: bool = True,
+             every_unit: bool = False) -> tuple[Program, Path]:
     """Lower ``model``, calibrate on ``samples`` (NCHW or token arrays), pick lanes for ``board``, write ``out``.
 
     ``test_inputs`` (default: the first calibration sample) become the testbench's inputs. With
     ``testbench=False`` no ``testdata/`` is written (no golden-model run): the sources synthesis reads only.
+    ``every_unit``: the top dispatches every op, not only the model's (``codegen.dispatched_kinds``).
     """
-    return write(lower(model, input_shape), board, out, samples, overrides, test_inputs, meta, testbench)
+    return write(lower(model, input_shape), board, out, samples, overrides, test_inputs, meta, testbench, every_unit)
 
 
 def generate_onnx(model, board: str, out: Path, samples, overrides: dict | None = None, test_inputs=None,
@@ -51,14 +53,14 @@ def write_onnx(result: ImportResult, board: str, out: Path, samples, overrides: 
 
 
 def write(prog: Program, board: str, out: Path, samples, overrides: dict | None = None, test_inputs=None,
-          meta: dict | None = None, testbench: bool = True) -> tuple[Program, Path]:
+          meta: dict | None = None, testbench: bool = True, every_unit: bool = False) -> tuple[Program, Path]:
     """Calibrate a lowered ``prog`` on ``samples``, pick lanes for ``board`` and write the project ``out``."""
     fpga = get_target(board).require_fpga()
     samples = [to_accel_layout(x) for x in samples]
     calibrate(prog, samples, overrides)
     estimator.apply_lanes(prog, estimator.choose_lanes(prog, fpga))
     tests = samples[:1] if test_inputs is None else [to_accel_layout(x) for x in test_inputs]
-    codegen.write_project(prog, out, fpga, board, np.asarray(tests) if testbench else None, meta)
+    codegen.write_project(prog, out, fpga, board, np.asarray(tests) if testbench else None, meta, every_unit)
     return prog, Path(out)
 
 

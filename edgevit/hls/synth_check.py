@@ -37,6 +37,7 @@ from pathlib import Path
 from ..errors import EdgevitError, InputError, ToolMissingError, VerificationError
 from ..settings import data_path
 from .csim import ap_types_dir, compiler
+from .ops import UNITS
 
 STUBS = data_path("hw", "synth_stubs")
 TOP = "edgevit_top"
@@ -77,13 +78,20 @@ class Report:
     functions: int = 0
     loops: int = 0
     tripcounted_loops: int = 0
+    reached: set = field(default_factory=set)
+
+    @property
+    def units(self) -> frozenset:
+        """The unit instances (``ops.UNITS``) reachable from the top function: what synthesis would build."""
+        return frozenset(self.reached & UNITS)
 
     @property
     def ok(self) -> bool:
         return not self.violations
 
     def summary(self) -> str:
-        head = (f"{self.project}: {self.functions} functions reachable from {TOP}, {self.loops} loops "
+        head = (f"{self.project}: {self.functions} functions ({len(self.units)} units) reachable from {TOP}, "
+                f"{self.loops} loops "
                 f"({self.tripcounted_loops} with LOOP_TRIPCOUNT): ")
         if self.ok:
             return head + "synthesizable subset, interface matches regmap.json"
@@ -174,6 +182,7 @@ class _Scanner:
     def visit(self, fn, state: dict) -> None:
         usr = fn.get_usr()
         state[usr] = 1
+        self.report.reached.add(_instance_name(fn))
         for call, callee in self.check_body(fn):
             key = callee.get_usr()
             if state.get(key) == 1:
@@ -344,6 +353,14 @@ class _Scanner:
         if name not in self.lines:
             self.lines[name] = Path(name).read_text().splitlines()
         return self.lines[name]
+
+
+def _instance_name(fn) -> str:
+    """A function's name with its integral template arguments (``depthwise_unit<1>``), as ``ops.UNITS`` spells the
+    unit instances; type arguments (the one ``accel_config``) are left out."""
+    values = [str(fn.get_template_argument_value(k)) for k in range(max(fn.get_num_template_arguments(), 0))
+              if fn.get_template_argument_kind(k).name == "INTEGRAL"]
+    return fn.spelling + (f"<{','.join(values)}>" if values else "")
 
 
 def _inside(cursor, span) -> bool:

@@ -5,6 +5,9 @@
 
 #include <edgevit/descriptor.h>
 
+// The ops of this program: top.cpp dispatches only these, so only their units are built.
+{{ops}}
+
 struct accel_config {
     // Lanes chosen by the estimator for the board: LI x LO MACs in the linear unit, LD depthwise
     // channels, ROWS attention query rows; XTILES input tiles of the linear unit (2: the next token tile

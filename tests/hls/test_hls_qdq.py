@@ -14,6 +14,7 @@ import pytest
 from edgevit.datasets import fashion_mnist
 from edgevit.errors import ModelImportError
 from edgevit.hls import csim, qdq_import, requant, synth_check
+from edgevit.hls.ops import program_units
 from edgevit.hls.torch_import import to_accel_layout
 from edgevit.reference import onnxruntime_session
 
@@ -318,8 +319,12 @@ def test_depthwise_and_residual_add(tmp_path, images):
     for x, probe in zip(images[:3], probes):
         env = prog.run_fixed(prog.quantize_input(to_accel_layout(x[None])))
         assert all(np.array_equal(probe[name], env[name].ravel()) for name in prog.shapes)
-    # every int8 unit is reachable from edgevit_top: the synthesis-mode check covers them
-    assert synth_check.require_synthesizable(out).ok
+    # the synthesis-mode check covers the int8 units; the top reaches exactly the units the estimator counts (no
+    # float linear or depthwise unit)
+    report = synth_check.require_synthesizable(out)
+    assert report.units == program_units(l.kind for l in prog.layers)
+    assert {"qdwconv_unit", "depthwise_unit<1>", "qadd", "qtable"} <= report.units
+    assert not {"linear_unit", "depthwise_unit<0>"} & report.units
 
 
 @pytest.mark.parametrize("li, lo, ld", [(3, 5, 3), (8, 16, 4), (8, 16, 8)])

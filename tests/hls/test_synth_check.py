@@ -1,6 +1,7 @@
 """The synthesis-mode check: generated projects pass it, planted violations are named file:line, and the
 C-simulation stream has the FIFO's bounded depth."""
 
+import re
 import shutil
 import subprocess
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgevit.errors import VerificationError
-from edgevit.hls import codegen, csim, project, synth_check
+from edgevit.hls import codegen, csim, estimator, ops, project, synth_check
 from edgevit.zoo.tiny_mobilevit import build_tiny_mobilevit
 
 # Every zoo model the backend supports (wholly or up to its CPU tail); generated without testbench data, a few
@@ -16,14 +17,25 @@ from edgevit.zoo.tiny_mobilevit import build_tiny_mobilevit
 ZOO_MODELS = ("mobilevit_xxs", "swiftformer_xs", "efficientformer_l1", "mobilevitv2_050")
 
 
-def _sources(model, shape, out):
+def _sources(model, shape, out, every_unit=False):
+    """(program, project) of ``model`` without testbench data."""
     sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    return project.generate(model, shape, "zcu102", out, [sample], testbench=False)[1]
+    return project.generate(model, shape, "zcu102", out, [sample], testbench=False, every_unit=every_unit)
 
 
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory):
-    return _sources(build_tiny_mobilevit().eval(), (1, 1, 8, 8), tmp_path_factory.mktemp("synth") / "tiny")
+    """tiny_mobilevit's project with every op dispatched: it reaches the whole unit library, so the checks below see
+    every unit (a project of one model reaches only its own units)."""
+    return _sources(build_tiny_mobilevit().eval(), (1, 1, 8, 8), tmp_path_factory.mktemp("synth") / "tiny", True)[1]
+
+
+def _units_match_the_estimator(prog, report):
+    """The units the check found reachable are those the estimator counts: its resources cover each of them and
+    nothing else."""
+    assert report.units == ops.program_units(l.kind for l in prog.layers)
+    config = (report.project / "config.h").read_text()
+    assert re.findall(r"#define EDGEVIT_OP_(\w+) 1", config) == [k.upper() for k in codegen.dispatched_kinds(prog)]
 
 
 def _planted(tiny_project, tmp_path):
@@ -45,21 +57,46 @@ def _line_of(path, needle, after=""):
     return next(n for n, line in enumerate(lines[start:], start + 1) if needle in line)
 
 
-def test_tiny_mobilevit_project_is_synthesizable(tiny_project):
+def test_every_unit_project_is_synthesizable(tiny_project):
     report = synth_check.check_project(tiny_project)
     print(report.summary())
     assert report.ok, report.summary()
-    # Every unit is reached (top() dispatches to all of them whatever the model), every loop seen.
+    # Every unit of the library is reached (every op dispatched), every loop seen.
+    assert report.units == ops.UNITS
     assert report.functions >= 35 and report.loops >= 90 and report.tripcounted_loops >= 70
+
+
+def test_a_project_reaches_only_its_programs_units(tmp_path):
+    prog, out = _sources(build_tiny_mobilevit().eval(), (1, 1, 8, 8), tmp_path / "tiny")
+    report = synth_check.require_synthesizable(out)
+    _units_match_the_estimator(prog, report)
+    assert {"qgemm_unit", "depthwise_unit<1>", "moe_experts"}.isdisjoint(report.units)
+    # the estimator counts no unit the top does not reach: without the float linear unit's layers (a program of
+    # the other units only), its MACs leave the DSP count
+    lanes = estimator.Lanes(4, 8, 2, 1)
+    full = estimator.resources(prog, lanes)
+    prog.layers = [l for l in prog.layers if l.kind != "linear"]
+    assert full["dsp"] - estimator.resources(prog, lanes)["dsp"] >= 4 * 8
+
+
+def test_every_dispatch_case_is_guarded_by_its_op_flag():
+    # top.cpp's cases, each under #ifdef EDGEVIT_OP_<KIND>, calling the kind's first unit (ops.KINDS)
+    top = (csim.HW_TEMPLATES / "top.cpp").read_text()
+    cases = re.findall(r"#ifdef EDGEVIT_(OP_\w+)\n\s+case (OP_\w+): (\w+)<accel_config>\(.*\n#endif", top)
+    assert len(cases) == len(re.findall(r"\bcase OP_", top)) == len(ops.KINDS)
+    for flag, op, unit in cases:
+        kind = op.removeprefix("OP_").lower()
+        assert flag == op and ops.KINDS[kind].units[0].split("<")[0] == unit, op
 
 
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_zoo_model_project_is_synthesizable(name, tmp_path):
     from edgevit import zoo
 
-    out = _sources(zoo.build(name), zoo.get_entry(name).input_shape, tmp_path / name)
+    prog, out = _sources(zoo.build(name), zoo.get_entry(name).input_shape, tmp_path / name)
     report = synth_check.require_synthesizable(out)
     print(report.summary())
+    _units_match_the_estimator(prog, report)
     config = (out / "config.h").read_text()
     assert "static const int KMAX = " in config and "typedef edgevit::tripcount<" in config
 
