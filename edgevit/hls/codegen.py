@@ -28,7 +28,7 @@ import numpy as np
 from ..targets import FpgaTarget
 from . import layer_table
 from .csim import HW_INCLUDE, HW_TEMPLATES
-from .estimator import layernorm_lanes, lanes_of
+from .estimator import layernorm_lanes, lanes_of, row_pass_beats
 from .fixed import Fmt
 from .ops import KINDS
 from .program import Layer, Program
@@ -69,13 +69,12 @@ TRIPCOUNTS = {
     "dw_overlapped": "depthwise: iterations of a group's overlapped row passes (row reads and output rows)",
     "im2col_out_rows": "im2col: output rows", "im2col_out_cols": "im2col: output columns",
     "im2col_k": "im2col: kernel size", "im2col_channels": "im2col: channels",
+    "im2col_run_beats": "im2col: beats of a tap row's K C words (channels not whole beats)",
     "attn_groups": "attention: sequences", "attn_heads": "attention: heads", "attn_tokens": "attention: tokens",
     "attn_head_dim": "attention: head dimension", "attn_steps": "attention: key steps per head",
+    "attn_run_beats": "attention: beats of a token's q, k or v run of the head dimension",
     "ln_slots": "layernorm: row slots (rows + 1)", "ln_channels": "layernorm: channels",
-    "unfold_patch_rows": "unfold/fold: patch height", "unfold_patch_cols": "unfold/fold: patch width",
-    "unfold_tokens": "unfold/fold: patches", "unfold_channels": "unfold/fold: channels",
-    "concat_rows": "concat: rows", "concat_first_channels": "concat: first input's channels",
-    "concat_second_channels": "concat: second input's channels",
+    "unfold_words": "unfold/fold: words", "concat_words": "concat: output words",
     "avgpool_tokens": "avgpool: tokens", "avgpool_channels": "avgpool: channels",
     "pool_rows": "pool mixer: rows", "pool_cols": "pool mixer: columns", "pool_channels": "pool mixer: channels",
     "pool_k": "pool mixer: window", "l2_slots": "l2norm: row slots (rows + 1)", "l2_channels": "l2norm: channels",
@@ -128,6 +127,9 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int, wpb: int 
     by_code = {kind.code: kind for kind in KINDS.values()}
     for d in table.descriptors:
         by_code[d["op"]].trips([d[f"d{n}"] for n in range(6)], lanes, add, linear)
+    # the port's beats, which the registry's trip counts do not know
+    seen["attn_run_beats"] = [row_pass_beats(dh, wpb) for dh in seen["attn_head_dim"]]
+    seen["im2col_run_beats"] = [(k * c + wpb - 2) // wpb + 1 for k, c in zip(seen["im2col_k"], seen["im2col_channels"])]
     return {name: (min(v), max(v), round(sum(v) / len(v))) if v else (1, 1, 1) for name, v in seen.items()}
 
 

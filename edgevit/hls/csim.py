@@ -62,8 +62,8 @@ def simulate_project(project: Path, probes: bool = False) -> tuple[list, list]:
     Returns the raw outputs, one array per input, and (if ``probes``) per input a dict of every tensor's raw
     values (read from the arena after the run) plus ``"trace"``, the attention units' row completion steps,
     ``"moe_reads"``, the expert weight words each MoE layer read per expert (layers in program order), and
-    ``"unit_loops"``, per linear_unit, depthwise_unit, im2col, layernorm_unit, l2_normalize, additive_attention
-    and qgemm_unit call in call order a row (iterations of its
+    ``"unit_loops"``, per linear_unit, depthwise_unit, im2col, unfold_fold, concat, attention_unit, layernorm_unit,
+    l2_normalize, additive_attention and qgemm_unit call in call order a row (iterations of its
     pipelined loops, loops run).
     A mismatch against ``testdata/golden.bin`` is not an error here: the caller compares tensor by tensor.
     """

@@ -39,15 +39,16 @@ Cycles (what the C++ does, loop by loop):
   of ``WPB``), each pass reads an input row and computes the output row its predecessors completed, and all
   passes of a group are one pipelined loop (``II = LD / WPB``); otherwise an input row's read and each output
   row are loops of their own at the beats a pixel's words can span.
-* **Attention unit** (``attention.h``): per head one pass reading Q, K and V (three words a step, ``II = 3``),
-  the key-step loop on chip at one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising
-  and writing the outputs.
+* **Attention unit** (``attention.h``, :func:`attention_loops`): per head one pass reading Q, K and V a beat a
+  cycle (per token three runs of ``DH`` words, each :func:`row_pass_beats` beats), the key-step loop on chip at
+  one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising and writing the outputs a word a
+  cycle.
 * LayerNorm (gamma and beta read once per layer, then one loop of ``M + 1`` row slots, a row read while the
   previous one is written: :func:`layernorm_loops`), L2 norm (the same loop: :func:`l2norm_loops`), additive
   attention (w_g on chip, then three loops over the tokens' beats: :func:`additive_loops`) and the pool mixer
   (per pixel a pass per window tap and one writing, each the most beats a row can span): ``LNL`` words a
   cycle (:func:`layernorm_lanes`). im2col: one loop, a beat a cycle when the channels are whole beats, else a
-  word (:func:`ops.im2col_trip`). The int8 linear unit (:func:`qlinear_loops`): its loops one after the other.
+  word (:func:`ops.mover_trip`); unfold/fold and concat the same. The int8 linear unit (:func:`qlinear_loops`): its loops one after the other.
   The other data movers, MoE copies: their pipelined loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
@@ -417,10 +418,19 @@ def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes, b
     return compute, total - compute
 
 
-def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes) -> tuple[int, int]:
-    steps = (n - 1) * math.ceil(n / lanes.rows) + n
-    per_head = _loop(n * dh, ii=3) + DEPTH_ATTENTION + _loop(n * dh)   # Q, K, V in; outputs out
-    return g * heads * steps, g * heads * per_head
+def attention_loops(n: int, dh: int, rows: int, wpb: int = 1) -> list[tuple]:
+    """The pipelined loops attention_unit runs per head, as ``(trip, depth, ddr)``: per token three runs of ``dh``
+    words (q, k, v) a beat a cycle (:func:`row_pass_beats` beats each), the key steps on chip, the outputs a word
+    a cycle."""
+    return [(3 * n * row_pass_beats(dh, wpb), DEPTH_IO, True), ((n - 1) * math.ceil(n / rows) + n, DEPTH_ATTENTION,
+                                                                False), (n * dh, DEPTH_IO, True)]
+
+
+def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes, wpb: int = 1) -> tuple[int, int]:
+    """(compute, memory) of attention_unit (:func:`attention_loops`): ``compute`` the key steps, ``memory`` the
+    Q/K/V reads, the output writes and the step loop's fill."""
+    (read, d_read, _), (steps, d_steps, _), (write, d_write, _) = attention_loops(n, dh, lanes.rows, wpb)
+    return g * heads * steps, g * heads * (_loop(read, depth=d_read) + d_steps + _loop(write, depth=d_write))
 
 
 def _moe_experts(n: int, dm: int, h: int, e: int, k: int, reorder: bool, lanes: Lanes,
@@ -449,7 +459,7 @@ def units(axi_bits: int) -> SimpleNamespace:
     wpb = axi_bits // WORD_BITS
     return SimpleNamespace(linear=functools.partial(_linear, wpb=wpb), depthwise=functools.partial(_depthwise, wpb=wpb),
                            qlinear=functools.partial(_qlinear, wpb=wpb),
-                           attention=_attention, l2norm_loops=functools.partial(l2norm_loops, wpb=wpb),
+                           attention=functools.partial(_attention, wpb=wpb), l2norm_loops=functools.partial(l2norm_loops, wpb=wpb),
                            layernorm_loops=functools.partial(layernorm_loops, wpb=wpb),
                            additive_loops=functools.partial(additive_loops, wpb=wpb),
                            row_pass_beats=functools.partial(row_pass_beats, wpb=wpb),
@@ -522,6 +532,8 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         add(requant, _RQ_LUT)
     if "qtable" in units:   # the 512-entry table on chip
         add(0, 100, [(512, 1)])
+    if "concat" in units:   # WPB requantisers (shift, round, saturate) in its beat path
+        add(0, 150 * wpb)
     if "attention_unit" in units:
         dh = bound["DHMAX"]
         per_row = dh * (mul16 + dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_OACC, _EXP, family)) \

@@ -181,10 +181,18 @@ def _dwconv_trips(dims, lanes, add, linear):
         dw_out_cols=wo, dw_overlapped=sum(max(w if i else 0, wo if o else 0) for i, o in passes))
 
 
-def im2col_trip(words: int, c: int, wpb: int) -> int:
-    """Iterations of im2col's one loop (conv.h) writing ``words`` output words of a ``c``-channel map: a beat a
-    cycle when ``c`` is whole beats (tensors start on a beat), else a word a cycle."""
+def mover_trip(words: int, c: int, wpb: int) -> int:
+    """Iterations of the one pipelined loop of unfold/fold or concat (layout.h) writing ``words`` words in runs of
+    ``c`` (a pixel's channels; concat: the gcd of its inputs' channels): a beat a cycle when ``c`` is whole beats
+    (tensors start on a beat), else a word a cycle."""
     return words // wpb if c % wpb == 0 else words
+
+
+def im2col_trip(pixels: int, k: int, c: int, wpb: int) -> int:
+    """Iterations of im2col's one loop (conv.h) for ``pixels`` output pixels of a ``k x k`` window over ``c``
+    channels: a beat a cycle when ``c`` is whole beats; otherwise per tap row (``k c`` consecutive input words)
+    the beats such a run can span, a beat a cycle."""
+    return pixels * k * k * c // wpb if c % wpb == 0 else pixels * k * ((k * c + wpb - 2) // wpb + 1)
 
 
 def _im2col_trips(dims, lanes, add, linear):
@@ -261,17 +269,11 @@ def _eps_fields(prog, layer):
 # --- data movement ------------------------------------------------------------------------------------------
 
 def _copy_cost(u, layer, shape, oshape, lanes):
-    return 0, int(np.prod(shape)) // shape[-1] * u.loop(shape[-1]), 0
-
-
-def _unfold_trips(dims, lanes, add, linear):
-    h, w, c, ph, pw = dims[:5]
-    add(unfold_patch_rows=ph, unfold_patch_cols=pw, unfold_tokens=(h // ph) * (w // pw), unfold_channels=c)
+    return 0, u.loop(mover_trip(int(np.prod(shape)), shape[-1], u.wpb)), 0
 
 
 def _concat_cost(u, layer, shape, oshape, lanes):
-    loop = u.loop
-    return 0, _tokens(shape) * (loop(shape[-1]) + loop(oshape[-1] - shape[-1])), 0
+    return 0, u.loop(mover_trip(int(np.prod(oshape)), math.gcd(shape[-1], oshape[-1] - shape[-1]), u.wpb)), 0
 
 
 def _avgpool_cost(u, layer, shape, oshape, lanes):
@@ -510,7 +512,8 @@ KINDS = {
     "im2col": LayerKind(
         3, lambda l, env, s: reference.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
         lambda p, l, env: golden.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
-        _window_dims, lambda u, l, sh, osh, lanes: (0, u.loop(im2col_trip(int(np.prod(osh)), sh[-1], u.wpb)), 0),
+        _window_dims, lambda u, l, sh, osh, lanes: (0, u.loop(im2col_trip(_tokens(osh), l.attrs["k"], sh[-1],
+                                                                          u.wpb)), 0),
         _im2col_trips, "same", units=("im2col",)),
     "layernorm": LayerKind(
         4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),
@@ -522,19 +525,21 @@ KINDS = {
     "unfold": LayerKind(
         6, lambda l, env, s: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
         lambda p, l, env: golden.unfold(_x(l, env), l.attrs["ph"], l.attrs["pw"]),
-        lambda p, l: (*p.shapes[l.inputs[0]], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same",
+        lambda p, l: (*p.shapes[l.inputs[0]], l.attrs["ph"], l.attrs["pw"]), _copy_cost,
+        lambda dims, lanes, add, linear: add(unfold_words=dims[0] * dims[1] * dims[2]), "same",
         units=("unfold_fold",)),
     "fold": LayerKind(
         7, lambda l, env, s: golden.fold(_x(l, env), l.attrs["h"], l.attrs["w"], l.attrs["ph"], l.attrs["pw"]),
         lambda p, l, env: golden.fold(_x(l, env), l.attrs["h"], l.attrs["w"], l.attrs["ph"], l.attrs["pw"]),
-        lambda p, l: (*p.shapes[l.output], l.attrs["ph"], l.attrs["pw"]), _copy_cost, _unfold_trips, "same",
+        lambda p, l: (*p.shapes[l.output], l.attrs["ph"], l.attrs["pw"]), _copy_cost,
+        lambda dims, lanes, add, linear: add(unfold_words=dims[0] * dims[1] * dims[2]), "same",
         units=("unfold_fold",)),
     "concat": LayerKind(
         8, lambda l, env, s: np.concatenate([_x(l, env), env[l.inputs[1]]], axis=-1),
         lambda p, l, env: golden.concat(_x(l, env), p.formats[l.inputs[0]], *_second(p, l, env),
                                         p.formats[l.output]),
         lambda p, l: (*_rows_dims(p, l), p.shapes[l.inputs[1]][-1]), _concat_cost,
-        _trips(concat_rows=0, concat_first_channels=1, concat_second_channels=2), units=("concat",)),
+        lambda dims, lanes, add, linear: add(concat_words=dims[0] * (dims[1] + dims[2])), units=("concat",)),
     "avgpool": LayerKind(
         9, lambda l, env, s: _x(l, env).reshape(-1, _x(l, env).shape[-1]).mean(0, keepdims=True),
         lambda p, l, env: golden.avgpool(_x(l, env), p.formats[l.inputs[0]], p.formats[l.output]),

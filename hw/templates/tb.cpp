@@ -3,8 +3,8 @@
 // (bit for bit) and testdata/reference.bin (float64 model). With the argument "dump" it also writes the whole
 // arena after each input (testdata/arenas.bin), the attention schedule (testdata/trace.bin), the expert
 // weight words read per MoE layer and expert (testdata/moe_reads.bin) and, per linear_unit, depthwise_unit,
-// im2col, layernorm_unit, l2_normalize, additive_attention and qgemm_unit call, the iterations of its pipelined
-// loops and how many ran (testdata/unit_loops.bin). Exit 1 on any mismatch.
+// im2col, unfold_fold, concat, attention_unit, layernorm_unit, l2_normalize, additive_attention and qgemm_unit call, the
+// iterations of its pipelined loops and how many ran (testdata/unit_loops.bin). Exit 1 on any mismatch.
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -58,7 +58,8 @@ int main(int argc, char** argv) {
         if (d.op == OP_ATTENTION) traced += d.d0 * d.d1 * d.d2;
         if (d.op == OP_MOE_EXPERTS) expert_slots += d.d3, unit_calls += 2 * d.d0 * d.d4;   // at most a run a pair
         if (d.op == OP_LINEAR || d.op == OP_DWCONV || d.op == OP_QDWCONV || d.op == OP_IM2COL || d.op == OP_L2NORM ||
-            d.op == OP_ADDITIVE || d.op == OP_LAYERNORM || d.op == OP_QLINEAR)
+            d.op == OP_ADDITIVE || d.op == OP_LAYERNORM || d.op == OP_QLINEAR || d.op == OP_UNFOLD ||
+            d.op == OP_FOLD || d.op == OP_CONCAT || d.op == OP_ATTENTION)
             ++unit_calls;
     }
     const int count = (int)(inputs.size() / hd.input_words);

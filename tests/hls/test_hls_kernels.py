@@ -142,8 +142,10 @@ def test_softmax_rows_sum_to_one(tmp_path):
     assert np.abs(sums - 1).max() <= n * 2.0 ** -14
 
 
-def test_unfold_fold_concat_avgpool(tmp_path):
-    h, w, c = 4, 6, 5
+@pytest.mark.parametrize("c", [5, 16])
+def test_unfold_fold_concat_avgpool(tmp_path, c):
+    # C = 5: a word a cycle; C = 16: unfold/fold and concat a beat a cycle (WPB = 8)
+    h, w = 4, 6
     prog = program([
         ("unfold", ["input"], "u", {"ph": 2, "pw": 2}, {}),
         ("fold", ["u"], "f", {"h": h, "w": w, "ph": 2, "pw": 2}, {}),

@@ -7,11 +7,13 @@ attention (three passes over the tokens' beats): C-simulation equals the golden 
 whole beats or not), and the estimator's loop model is the loops the C++ runs, counted in C-simulation."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 
 from edgevit.hls import estimator, layer_table, ops
+from edgevit.hls.fixed import Fmt
 from edgevit.targets import get_target
 
 from hls_helpers import csim_vs_golden, program
@@ -96,6 +98,17 @@ def _estimated_loops(prog, **force):
             loops = [t for t, _ in estimator.l2norm_loops(d["d0"], d["d1"], estimator.lanes_of(prog).li, WPB)]
         elif layer.kind == "additive":
             loops = [t for t, _ in estimator.additive_loops(d["d0"], d["d1"], estimator.lanes_of(prog).li, WPB)]
+        elif layer.kind == "attention":   # per sequence and head: Q/K/V beats, key steps, outputs
+            g, n, heads, dh = (d[f"d{k}"] for k in range(4))
+            loops = [t for t, *_ in estimator.attention_loops(n, dh, estimator.lanes_of(prog).rows, WPB)] * (g * heads)
+        elif layer.kind in ("unfold", "fold", "concat", "im2col"):   # one loop over the output
+            h, w, c = d["d0"], d["d1"], d["d2"]
+            if layer.kind == "im2col":
+                loops = [ops.im2col_trip(prog.shapes[layer.output][0], d["d3"], c, WPB)]
+            else:
+                words, run = {"unfold": (h * w * c, c), "fold": (h * w * c, c),
+                              "concat": (d["d0"] * (d["d1"] + d["d2"]), math.gcd(d["d1"], d["d2"]))}[layer.kind]
+                loops = [ops.mover_trip(words, run, WPB)]
         elif layer.kind == "linear":
             args = {"lanes": estimator.lanes_of(prog), "bias": "b" in layer.params,
                     "residual": len(layer.inputs) > 1, "outer_w": bool(d["d3"]), "wpb": WPB, **force}
@@ -170,16 +183,56 @@ def test_depthwise_passes_are_bit_exact_and_counted(tmp_path, c, ld, overlaps):
     assert not any(_matches(cnt, est) for cnt, est in zip(counted.tolist(), other))
 
 
-@pytest.mark.parametrize("c", [16, 12])
-def test_im2col_moves_beats_when_channels_are_whole_beats(tmp_path, c):
-    # C = 16: a beat a cycle (an output beat is one input beat or zeros); C = 12: a word a cycle. Stride 2, pad 1.
-    prog = program([("im2col", ["input"], "cols", {"k": 3, "stride": 2, "pad": 1}, {}),
-                    ("linear", ["cols"], "out", {"act": "none"}, {"w": _normal(8, 9 * c, scale=0.2)})],
-                   {"input": (7, 6, c), "cols": (12, 9 * c), "out": (12, 8)}, {"lo": 8})
-    mism, errs, envs = csim_vs_golden(prog, [_normal(7, 6, c)], tmp_path)
+@pytest.mark.parametrize("c,k,stride,pad", [(16, 3, 2, 1), (12, 3, 2, 1), (3, 3, 2, 1), (3, 3, 1, 1), (1, 3, 1, 0),
+                                           (5, 2, 2, 0), (3, 5, 1, 2)])
+def test_im2col_moves_beats(tmp_path, c, k, stride, pad):
+    # C = 16: a beat a cycle (an output beat is one input beat or zeros); otherwise a tap row's K C words (which
+    # start anywhere in a beat, in the padding left of the map too) the beats they can span: the 3-channel stem at
+    # stride 2 and 1, one channel, K = 2 without padding, K = 5 with two columns of padding.
+    h, w = 7, 6
+    pixels = ((h + 2 * pad - k) // stride + 1) * ((w + 2 * pad - k) // stride + 1)
+    prog = program([("im2col", ["input"], "cols", {"k": k, "stride": stride, "pad": pad}, {}),
+                    ("linear", ["cols"], "out", {"act": "none"}, {"w": _normal(8, k * k * c, scale=0.2)})],
+                   {"input": (h, w, c), "cols": (pixels, k * k * c), "out": (pixels, 8)}, {"lo": 8})
+    mism, errs, envs = csim_vs_golden(prog, [_normal(h, w, c), np.full((h, w, c), 9.0)], tmp_path)
     assert mism == 0 and errs[0] < 0.05
     (trips, loops), _ = envs[0]["unit_loops"].tolist()   # im2col, then the linear layer
-    assert loops == 1 and trips == ops.im2col_trip(12 * 9 * c, c, WPB) == (12 * 9 * c // WPB if c == 16 else 12 * 9 * c)
+    rb = (k * c + WPB - 2) // WPB + 1
+    assert loops == 1 and trips == ops.im2col_trip(pixels, k, c, WPB) == (
+        pixels * k * k * c // WPB if c == 16 else pixels * k * rb)
+
+
+@pytest.mark.parametrize("c", [16, 12])
+def test_unfold_fold_and_concat_move_beats_when_rows_are_whole_beats(tmp_path, c):
+    # C = 16: unfold, fold and concat (16 + 16 channels) a beat a cycle; C = 12: a word a cycle. Each one loop.
+    prog = program([("unfold", ["input"], "u", {"ph": 2, "pw": 2}, {}),
+                    ("fold", ["u"], "f", {"h": 6, "w": 4, "ph": 2, "pw": 2}, {}),
+                    ("concat", ["f", "input"], "out", {}, {})],
+                   {"input": (6, 4, c), "u": (4, 6, c), "f": (6, 4, c), "out": (6, 4, 2 * c)})
+    mism, errs, envs = csim_vs_golden(prog, [_normal(6, 4, c)], tmp_path, {"out": Fmt(16, 3)})
+    assert mism == 0 and (envs[0]["f"] == envs[0]["input"]).all()
+    counted = envs[0]["unit_loops"]
+    _check_loops(prog, counted)
+    words = 6 * 4 * c
+    assert counted.tolist() == [[words // WPB, 1]] * 2 + [[2 * words // WPB, 1]] if c == 16 else \
+        counted.tolist() == [[words, 1]] * 2 + [[2 * words, 1]]
+
+
+@pytest.mark.parametrize("dh,rows", [(16, 3), (6, 4)])
+def test_attention_reads_q_k_v_a_beat_a_cycle(tmp_path, dh, rows):
+    # DH = 16: a token's q, k and v runs are two whole beats each (WPB = 8); DH = 6: runs start anywhere in a beat
+    # (two beats each, the most six words can span). Two sequences, two heads, 11 tokens.
+    g, n, heads = 2, 11, 2
+    prog = program([("attention", ["input"], "out", {"heads": heads}, {})],
+                   {"input": (g, n, 3 * heads * dh), "out": (g, n, heads * dh)}, {"rows": rows})
+    mism, errs, envs = csim_vs_golden(prog, [_normal(g, n, 3 * heads * dh), _normal(g, n, 3 * heads * dh, scale=4)],
+                                      tmp_path)
+    assert mism == 0 and errs[0] < 0.05
+    counted = envs[0]["unit_loops"]
+    _check_loops(prog, counted)
+    # per head 3 N beats in (II = 1; before: N DH iterations at II = 3), the key steps, N DH words out
+    steps = (n - 1) * -(-n // rows) + n
+    assert counted.tolist() == [[g * heads * (3 * n * 2 + steps + n * dh), 3 * g * heads]]
 
 
 @pytest.mark.parametrize("d,li", [(16, 8), (12, 3)])

@@ -43,8 +43,8 @@ static const int ATTN_ROWS_FIFO_DEPTH = 2;
 // qkv [G][N][3 * H * DH] at d.x (q | k | v, head-major inside each; 1/sqrt(DH) folded into q), G = d0,
 // N = d1, H = d2, DH = d3; logits requantised to (fl, wl); y [G][N][H * DH] at d.y.
 //
-// Per head: one pipelined pass reads its Q, K and V (three words a step over the arena port), then the key-step
-// loop runs on chip only, then one pass writes the outputs. Each slot has its own copy of K and V, so the
+// Per head: one pipelined pass reads its Q, K and V (a beat a cycle: per token three runs of DH words, each the
+// beats that hold it), then the key-step loop runs on chip only, then one pass writes the outputs. Each slot has its own copy of K and V, so the
 // ROWS slots, which read different keys in the same step, never share a memory port (a dynamic index into a
 // shared, partitioned array would make Vitis assume they collide). Row c runs in slot c % ROWS, so queries
 // are stored by slot (qbank[c % ROWS][c / ROWS]); finished rows (sums o and l) collect in obuf and lbuf and
@@ -68,34 +68,56 @@ void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
 #pragma HLS ARRAY_PARTITION variable=m complete
 #pragma HLS ARRAY_PARTITION variable=l complete
 #pragma HLS ARRAY_PARTITION variable=o complete dim=0
+    typedef typename CFG::beat_t beat_t;
     typedef tripcount_product<typename CFG::attn_tokens, typename CFG::attn_head_dim> head_words;
+    typedef tripcount_product<typename CFG::attn_tokens, typename CFG::attn_run_beats> token_beats;
+    typedef tripcount_product<token_beats, tripcount_const<3> > read_beats;
     stream<attn_row<CFG::DHMAX>, ATTN_ROWS_FIFO_DEPTH> rows_out;  // empty again at the end of every head
     const int G = d.d0, N = d.d1, H = d.d2, DH = d.d3, D = H * DH, W = 3 * D;
     const int SKEW = (N + CFG::ROWS - 1) / CFG::ROWS;
     const int FQ = d.fx, FL = d.fl;
+    const int RB = row_pass_beats<CFG>(d.x % CFG::WPB == 0, DH);   // beats of a run of DH words
+#ifndef __SYNTHESIS__
+    unit_loop_begin();
+#endif
     for (int g = 0; g < G; ++g) {
         EDGEVIT_TRIPCOUNT(CFG::attn_groups)
         for (int h = 0; h < H; ++h) {
             EDGEVIT_TRIPCOUNT(CFG::attn_heads)
-            const int base = d.x + g * N * W;
-            int j = 0, k = 0, bank = 0, lap = 0;
-            for (int i = 0; i < N * DH; ++i) {
-                EDGEVIT_TRIPCOUNT(head_words)
-#pragma HLS PIPELINE II=3
-                const int at = base + j * W + h * DH + k;
-                const word_t qv = arena.get(at), kv = arena.get(at + D), vv = arena.get(at + 2 * D);
-                for (int s = 0; s < CFG::ROWS; ++s) {
+            // Token j's q, k and v of this head: three runs of DH words (at h DH, D + h DH and 2 D + h DH of its
+            // row), each RB beats, a beat a cycle; a beat's lanes land in distinct banks (k) of the run's buffer.
+            int j = 0, part = 0, rb = 0, bank = 0, lap = 0;
+#ifndef __SYNTHESIS__
+            unit_loop_note(N * 3 * RB);
+#endif
+            for (int i = 0; i < N * 3 * RB; ++i) {
+                EDGEVIT_TRIPCOUNT(read_beats)
+#pragma HLS PIPELINE II=1
+                const int start = d.x + (g * N + j) * W + part * D + h * DH, sh = start % CFG::WPB;
+                const int b = start / CFG::WPB + rb;
+                const beat_t v = b * CFG::WPB < start + DH ? arena.beat(b) : beat_t(0);
+                for (int l = 0; l < CFG::WPB; ++l) {
 #pragma HLS UNROLL
-                    kbuf[s][j][k] = kv;
-                    vbuf[s][j][k] = vv;
+                    const int k = rb * CFG::WPB + l - sh;
+                    if (k >= 0 && k < DH) {
+                        const word_t w = lane_of(v, l);
+                        if (part == 0) qbank[bank][lap][k] = w;
+                        for (int s = 0; s < CFG::ROWS; ++s) {
+#pragma HLS UNROLL
+                            if (part == 1) kbuf[s][j][k] = w;
+                            if (part == 2) vbuf[s][j][k] = w;
+                        }
+                    }
                 }
-                qbank[bank][lap][k] = qv;
-                if (++k == DH) {
-                    k = 0;
-                    ++j;
-                    if (++bank == CFG::ROWS) {
-                        bank = 0;
-                        ++lap;
+                if (++rb == RB) {
+                    rb = 0;
+                    if (++part == 3) {
+                        part = 0;
+                        ++j;
+                        if (++bank == CFG::ROWS) {
+                            bank = 0;
+                            ++lap;
+                        }
                     }
                 }
             }
@@ -112,6 +134,10 @@ void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
             }
             int next = 0, phase = 0, slot = 0, round = 0;
             const int steps = (N - 1) * SKEW + N;
+#ifndef __SYNTHESIS__
+            unit_loop_note(steps);
+            unit_loop_note(N * DH);
+#endif
             for (int t = 0; t < steps; ++t) {
                 EDGEVIT_TRIPCOUNT(CFG::attn_steps)
 #pragma HLS PIPELINE II=1
@@ -207,6 +233,7 @@ void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
     }
 #ifndef __SYNTHESIS__
     attention_trace_pos() += G * H * N;
+    unit_loop_end();
 #endif
 }
 

@@ -220,25 +220,38 @@ inline void im2col_next(int step, int C, int K, int WO, int& c, int& kx, int& ky
     }
 }
 
+// Floor division by WPB of a word offset that may be negative (a tap row starting in the padding left of the map).
+template <class CFG>
+inline int beat_of(int off) {
+    return off >= 0 ? off / CFG::WPB : -((CFG::WPB - 1 - off) / CFG::WPB);
+}
+
 // [H][W][C] -> [HO * WO][K * K * C], patch order (ky, kx, c), zeros outside the map; dims as above. One
 // pipelined loop over the whole output (one m_axi request stream for the layer, not one per pixel and tap), in
-// order. When C is whole beats (and x, y on a beat, as layer_table lays tensors out), a cycle moves a beat: the
-// output beat is an input beat (a pixel's channels at one tap) or zeros. Otherwise a word a cycle: each output word
-// reads its input word (consecutive within a tap row of K * C words, so a beat serves up to WPB of them) and the
-// output is written a beat per WPB words.
+// order, a beat read a cycle. When C is whole beats (and x, y on a beat, as layer_table lays tensors out) the output
+// beat is an input beat (a pixel's channels at one tap) or zeros. Otherwise (the 3-channel stem) a tap row, K pixels
+// of one input row and so K C consecutive words, takes the RB beats such a run can span: iteration r reads the run's
+// beat r (unless it holds none of its words in the map) and puts its lanes at their places in the output, which
+// a two-beat window collects (a chunk of WPB words spans at most two output beats); a beat leaves whole when the
+// chunks have moved past it.
 template <class CFG>
 void im2col(word_port<CFG>& arena, const layer_desc& d) {
-    typedef tripcount_product<tripcount_product<typename CFG::im2col_out_rows, typename CFG::im2col_out_cols>,
-                              tripcount_product<tripcount_product<typename CFG::im2col_k, typename CFG::im2col_k>,
-                                                typename CFG::im2col_channels> > out_words;
+    typedef typename CFG::beat_t beat_t;
+    typedef tripcount_product<typename CFG::im2col_out_rows, typename CFG::im2col_out_cols> pixels;
+    typedef tripcount_product<tripcount_product<pixels, typename CFG::im2col_k>, typename CFG::im2col_run_beats>
+        run_beats;
+    typedef tripcount_product<tripcount_product<pixels, tripcount_product<typename CFG::im2col_k,
+                                                                          typename CFG::im2col_k> >,
+                              typename CFG::im2col_channels> out_words;
     typedef tripcount_beats<out_words, CFG::WPB> out_beats;
     const int H = d.d0, W = d.d1, C = d.d2, K = d.d3, S = d.d4, PAD = d.d5;
     const int HO = (H + 2 * PAD - K) / S + 1, WO = (W + 2 * PAD - K) / S + 1, words = HO * WO * K * K * C;
+    const int KC = K * C, RB = row_pass_beats<CFG>(false, KC);
     const bool whole = C % CFG::WPB == 0 && d.x % CFG::WPB == 0 && d.y % CFG::WPB == 0;
     int oy = 0, ox = 0, ky = 0, kx = 0, c = 0;
 #ifndef __SYNTHESIS__
     unit_loop_begin();
-    unit_loop_note(whole ? words / CFG::WPB : words);
+    unit_loop_note(whole ? words / CFG::WPB : HO * WO * K * RB);
     unit_loop_end();
 #endif
     if (whole) {
@@ -248,19 +261,62 @@ void im2col(word_port<CFG>& arena, const layer_desc& d) {
             const int iy = oy * S + ky - PAD, ix = ox * S + kx - PAD;
             const bool in = iy >= 0 && iy < H && ix >= 0 && ix < W;
             arena.put_whole_beat(d.y / CFG::WPB + i,
-                                 in ? arena.beat((d.x + (iy * W + ix) * C + c) / CFG::WPB) : typename CFG::beat_t(0));
+                                 in ? arena.beat((d.x + (iy * W + ix) * C + c) / CFG::WPB) : beat_t(0));
             im2col_next(CFG::WPB, C, K, WO, c, kx, ky, ox, oy);
         }
-    } else {
-        for (int i = 0; i < words; ++i) {
-            EDGEVIT_TRIPCOUNT(out_words)
+        return;
+    }
+    const int end = d.y + words;
+    int cb = d.y / CFG::WPB, out = d.y, r = 0;   // the window's first beat; the output word of the run's first word
+    beat_t v0 = arena.beat(cb), v1 = 0;          // the window (lanes before y keep their words)
+    for (int i = 0; i < HO * WO * K * RB; ++i) {
+        EDGEVIT_TRIPCOUNT(run_beats)
 #pragma HLS PIPELINE II=1
-            const int iy = oy * S + ky - PAD, ix = ox * S + kx - PAD;
-            const bool in = iy >= 0 && iy < H && ix >= 0 && ix < W;
-            arena.put(d.y + i, in ? arena.get(d.x + (iy * W + ix) * C + c) : word_t(0));
-            im2col_next(1, C, K, WO, c, kx, ky, ox, oy);
+        const int iy = oy * S + ky - PAD, ix0 = ox * S - PAD;
+        const int start = d.x + (iy * W + ix0) * C, fb = beat_of<CFG>(start), sh = start - fb * CFG::WPB;
+        const int lo = ix0 < 0 ? -ix0 * C : 0, hi = (ix0 + K > W ? W - ix0 : K) * C;   // the words in the map
+        const int b = fb + r;
+        const bool read = iy >= 0 && iy < H && b * CFG::WPB < start + hi && (b + 1) * CFG::WPB > start + lo;
+        const beat_t v = read ? arena.beat(b) : beat_t(0);
+        const int first = out + (r * CFG::WPB - sh > 0 ? r * CFG::WPB - sh : 0);
+        if (first / CFG::WPB > cb && r * CFG::WPB - sh < KC) {   // the chunks have left beat cb: it is complete
+            arena.put_whole_beat(cb, v0);
+            v0 = v1;
+            v1 = 0;
+            ++cb;
+        }
+        for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+            const int q = r * CFG::WPB + l - sh, p = out + q;   // word q of the run, output word p
+            if (q >= 0 && q < KC) {
+                const word_t w = read && q >= lo && q < hi ? lane_of(v, l) : word_t(0);
+                if (p / CFG::WPB == cb)
+                    set_lane(v0, p % CFG::WPB, w);
+                else
+                    set_lane(v1, p % CFG::WPB, w);
+            }
+        }
+        if (++r == RB) {
+            r = 0;
+            out += KC;
+            if (++ky == K) {
+                ky = 0;
+                if (++ox == WO) {
+                    ox = 0;
+                    ++oy;
+                }
+            }
         }
     }
+    // the window's beats that hold output words; the last ones may end inside a beat (merged)
+    ap_uint<CFG::WPB> m0 = 0, m1 = 0;
+    for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+        m0[l] = cb * CFG::WPB + l < end;
+        m1[l] = (cb + 1) * CFG::WPB + l < end;
+    }
+    arena.put_beat(cb, v0, m0);
+    if (m1 != 0) arena.put_beat(cb + 1, v1, m1);
 }
 
 }  // namespace edgevit
