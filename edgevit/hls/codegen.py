@@ -73,6 +73,7 @@ TRIPCOUNTS = {
     "attn_groups": "attention: sequences", "attn_heads": "attention: heads", "attn_tokens": "attention: tokens",
     "attn_head_dim": "attention: head dimension", "attn_steps": "attention: key steps per head",
     "attn_run_beats": "attention: beats of a token's q, k or v run of the head dimension",
+    "attn_out_steps": "attention: output steps per head (LNL words each when outputs are whole beats)",
     "ln_slots": "layernorm: row slots (rows + 1)", "ln_channels": "layernorm: channels",
     "unfold_words": "unfold/fold: words", "concat_words": "concat: output words",
     "avgpool_tokens": "avgpool: tokens", "avgpool_channels": "avgpool: channels",
@@ -129,6 +130,9 @@ def tripcounts(table: layer_table.LayerTable, lanes, tile_tokens: int, wpb: int 
         by_code[d["op"]].trips([d[f"d{n}"] for n in range(6)], lanes, add, linear)
     # the port's beats, which the registry's trip counts do not know
     seen["attn_run_beats"] = [row_pass_beats(dh, wpb) for dh in seen["attn_head_dim"]]
+    lnl = layernorm_lanes(lanes.li, wpb)
+    seen["attn_out_steps"] = [n * dh // (lnl if dh % wpb == 0 else 1)
+                              for n, dh in zip(seen["attn_tokens"], seen["attn_head_dim"])]
     seen["im2col_run_beats"] = [(k * c + wpb - 2) // wpb + 1 for k, c in zip(seen["im2col_k"], seen["im2col_channels"])]
     return {name: (min(v), max(v), round(sum(v) / len(v))) if v else (1, 1, 1) for name, v in seen.items()}
 

@@ -41,15 +41,17 @@ Cycles (what the C++ does, loop by loop):
   row are loops of their own at the beats a pixel's words can span.
 * **Attention unit** (``attention.h``, :func:`attention_loops`): per head one pass reading Q, K and V a beat a
   cycle (per token three runs of ``DH`` words, each :func:`row_pass_beats` beats), the key-step loop on chip at
-  one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising and writing the outputs a word a
-  cycle.
+  one step per cycle (``(N-1) * ceil(N/ROWS) + N`` steps), one pass normalising and writing the outputs, ``LNL``
+  words a cycle when ``DH`` is whole beats (else a word).
 * LayerNorm (gamma and beta read once per layer, then one loop of ``M + 1`` row slots, a row read while the
   previous one is written: :func:`layernorm_loops`), L2 norm (the same loop: :func:`l2norm_loops`), additive
   attention (w_g on chip, then three loops over the tokens' beats: :func:`additive_loops`) and the pool mixer
   (per pixel a pass per window tap and one writing, each the most beats a row can span): ``LNL`` words a
-  cycle (:func:`layernorm_lanes`). im2col: one loop, a beat a cycle when the channels are whole beats, else a
-  word (:func:`ops.mover_trip`); unfold/fold and concat the same. The int8 linear unit (:func:`qlinear_loops`): its loops one after the other.
-  The other data movers, MoE copies: their pipelined loops at one word per cycle.
+  cycle (:func:`layernorm_lanes`). im2col: one loop, a beat a cycle when the channels are whole beats, else per
+  tap row the beats of its ``K C`` words (:func:`ops.im2col_trip`); unfold/fold and concat: one loop, a beat a
+  cycle when rows are whole beats, else a word (:func:`ops.mover_trip`). The int8 linear unit
+  (:func:`qlinear_loops`): its loops one after the other. The other data movers, MoE copies: their pipelined
+  loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
 
@@ -418,18 +420,19 @@ def _depthwise(h: int, w: int, c: int, k: int, s: int, pad: int, lanes: Lanes, b
     return compute, total - compute
 
 
-def attention_loops(n: int, dh: int, rows: int, wpb: int = 1) -> list[tuple]:
+def attention_loops(n: int, dh: int, rows: int, wpb: int = 1, li: int = 1) -> list[tuple]:
     """The pipelined loops attention_unit runs per head, as ``(trip, depth, ddr)``: per token three runs of ``dh``
-    words (q, k, v) a beat a cycle (:func:`row_pass_beats` beats each), the key steps on chip, the outputs a word
-    a cycle."""
+    words (q, k, v) a beat a cycle (:func:`row_pass_beats` beats each), the key steps on chip, the outputs
+    ``LNL`` words a cycle when ``dh`` is whole beats (:func:`layernorm_lanes`), else a word a cycle."""
+    out = n * dh // (layernorm_lanes(li, wpb) if dh % wpb == 0 else 1)
     return [(3 * n * row_pass_beats(dh, wpb), DEPTH_IO, True), ((n - 1) * math.ceil(n / rows) + n, DEPTH_ATTENTION,
-                                                                False), (n * dh, DEPTH_IO, True)]
+                                                                False), (out, DEPTH_EPILOGUE, True)]
 
 
 def _attention(g: int, n: int, heads: int, dh: int, lanes: Lanes, wpb: int = 1) -> tuple[int, int]:
     """(compute, memory) of attention_unit (:func:`attention_loops`): ``compute`` the key steps, ``memory`` the
     Q/K/V reads, the output writes and the step loop's fill."""
-    (read, d_read, _), (steps, d_steps, _), (write, d_write, _) = attention_loops(n, dh, lanes.rows, wpb)
+    (read, d_read, _), (steps, d_steps, _), (write, d_write, _) = attention_loops(n, dh, lanes.rows, wpb, lanes.li)
     return g * heads * steps, g * heads * (_loop(read, depth=d_read) + d_steps + _loop(write, depth=d_write))
 
 
@@ -538,7 +541,7 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
         dh = bound["DHMAX"]
         per_row = dh * (mul16 + dsp_per_multiply(_EXP, _WORD, family) + dsp_per_multiply(_OACC, _EXP, family)) \
             + dsp_per_multiply(26, _EXP, family)
-        norm = dsp_per_multiply(_OACC, _TABLE, family)   # one word a cycle on the way out
+        norm = layernorm_lanes(lanes.li, wpb) * dsp_per_multiply(_OACC, _TABLE, family)   # LNL words out a cycle
         nmax, qmax = bound["NMAX"], math.ceil(bound["NMAX"] / lanes.rows)
         add(lanes.rows * per_row + norm, lanes.rows * (900 + 40 * 2 * dh),
             [(lanes.rows * nmax * dh, lanes.rows * dh)] * 2 + [(lanes.rows * qmax * dh, lanes.rows * dh),
@@ -631,7 +634,8 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
                                      Lanes(lanes.li, lanes.lo, 1, 1, lanes.xtiles),
                                      LI_KINDS.__contains__)
                   + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), {"dwconv", "qdwconv"}.__contains__)
-                  + unit_cycles(("rows", lanes.rows), Lanes(1, 1, 1, lanes.rows), "attention".__eq__))
+                  + unit_cycles(("rows", lanes.rows, lanes.li), Lanes(lanes.li, 1, 1, lanes.rows),
+                                "attention".__eq__))
         scored.append((cycles, res["dsp"], lanes))
     if not scored:
         return base

@@ -3,8 +3,8 @@
 // (bit for bit) and testdata/reference.bin (float64 model). With the argument "dump" it also writes the whole
 // arena after each input (testdata/arenas.bin), the attention schedule (testdata/trace.bin), the expert
 // weight words read per MoE layer and expert (testdata/moe_reads.bin) and, per linear_unit, depthwise_unit,
-// im2col, unfold_fold, concat, attention_unit, layernorm_unit, l2_normalize, additive_attention and qgemm_unit call, the
-// iterations of its pipelined loops and how many ran (testdata/unit_loops.bin). Exit 1 on any mismatch.
+// im2col, unfold_fold, concat, attention_unit, layernorm_unit, l2_normalize, additive_attention and qgemm_unit
+// call, the iterations of its pipelined loops and how many ran (testdata/unit_loops.bin). Exit 1 on any mismatch.
 #include <cmath>
 #include <cstdio>
 #include <vector>

@@ -100,7 +100,8 @@ def _estimated_loops(prog, **force):
             loops = [t for t, _ in estimator.additive_loops(d["d0"], d["d1"], estimator.lanes_of(prog).li, WPB)]
         elif layer.kind == "attention":   # per sequence and head: Q/K/V beats, key steps, outputs
             g, n, heads, dh = (d[f"d{k}"] for k in range(4))
-            loops = [t for t, *_ in estimator.attention_loops(n, dh, estimator.lanes_of(prog).rows, WPB)] * (g * heads)
+            lanes = estimator.lanes_of(prog)
+            loops = [t for t, *_ in estimator.attention_loops(n, dh, lanes.rows, WPB, lanes.li)] * (g * heads)
         elif layer.kind in ("unfold", "fold", "concat", "im2col"):   # one loop over the output
             h, w, c = d["d0"], d["d1"], d["d2"]
             if layer.kind == "im2col":
@@ -218,21 +219,25 @@ def test_unfold_fold_and_concat_move_beats_when_rows_are_whole_beats(tmp_path, c
         counted.tolist() == [[words, 1]] * 2 + [[2 * words, 1]]
 
 
-@pytest.mark.parametrize("dh,rows", [(16, 3), (6, 4)])
-def test_attention_reads_q_k_v_a_beat_a_cycle(tmp_path, dh, rows):
-    # DH = 16: a token's q, k and v runs are two whole beats each (WPB = 8); DH = 6: runs start anywhere in a beat
-    # (two beats each, the most six words can span). Two sequences, two heads, 11 tokens.
+@pytest.mark.parametrize("dh,rows,li", [(16, 3, 8), (16, 3, 3), (6, 4, 8)])
+def test_attention_reads_q_k_v_a_beat_a_cycle(tmp_path, dh, rows, li):
+    # DH = 16: a token's q, k and v runs are two whole beats each (WPB = 8), outputs LNL words a cycle (8 with LI =
+    # 8, 2 with LI = 3); DH = 6: runs start anywhere in a beat (two beats each, the most six words can span),
+    # outputs a word a cycle. Two sequences, two heads, 11 tokens; a linear layer after it sets LI.
     g, n, heads = 2, 11, 2
-    prog = program([("attention", ["input"], "out", {"heads": heads}, {})],
-                   {"input": (g, n, 3 * heads * dh), "out": (g, n, heads * dh)}, {"rows": rows})
+    prog = program([("attention", ["input"], "a", {"heads": heads}, {}),
+                    ("linear", ["a"], "out", {"act": "none"}, {"w": _normal(8, heads * dh, scale=0.3)})],
+                   {"input": (g, n, 3 * heads * dh), "a": (g, n, heads * dh), "out": (g, n, 8)},
+                   {"rows": rows, "li": li, "lo": 8})
     mism, errs, envs = csim_vs_golden(prog, [_normal(g, n, 3 * heads * dh), _normal(g, n, 3 * heads * dh, scale=4)],
                                       tmp_path)
     assert mism == 0 and errs[0] < 0.05
     counted = envs[0]["unit_loops"]
     _check_loops(prog, counted)
-    # per head 3 N beats in (II = 1; before: N DH iterations at II = 3), the key steps, N DH words out
+    # per head 3 N beats in (II = 1; before: N DH iterations at II = 3), the key steps, N DH / LNL steps out
     steps = (n - 1) * -(-n // rows) + n
-    assert counted.tolist() == [[g * heads * (3 * n * 2 + steps + n * dh), 3 * g * heads]]
+    out = n * dh // (estimator.layernorm_lanes(li, WPB) if dh == 16 else 1)
+    assert counted.tolist()[0] == [g * heads * (3 * n * 2 + steps + out), 3 * g * heads]
 
 
 @pytest.mark.parametrize("d,li", [(16, 8), (12, 3)])

@@ -134,8 +134,8 @@ def test_malloc_and_containers_behind_using_namespace_std_are_found(tiny_project
     header = out / "include" / "edgevit" / "layout.h"
     _replace(header, '#include "descriptor.h"\n', '#include "descriptor.h"\n#include <cstdlib>\n#include <map>\n'
              '#include <string>\n')
-    _replace(header, "    const int M = d.d0, CA = d.d1, CB = d.d2;\n",
-             "    const int M = d.d0, CA = d.d1, CB = d.d2;\n"
+    _replace(header, "    const int sa = d.fx - d.fo, sb = d.fx2 - d.fo;\n",
+             "    const int sa = d.fx - d.fo, sb = d.fx2 - d.fo;\n"
              "    using namespace std;\n"
              "    map<int, int> planted_map;\n"
              "    string planted_string;\n"

@@ -44,11 +44,12 @@ static const int ATTN_ROWS_FIFO_DEPTH = 2;
 // N = d1, H = d2, DH = d3; logits requantised to (fl, wl); y [G][N][H * DH] at d.y.
 //
 // Per head: one pipelined pass reads its Q, K and V (a beat a cycle: per token three runs of DH words, each the
-// beats that hold it), then the key-step loop runs on chip only, then one pass writes the outputs. Each slot has its own copy of K and V, so the
+// beats that hold it), then the key-step loop runs on chip only, then one pass writes the outputs (LNL words a
+// cycle when a token's outputs are whole beats). Each slot has its own copy of K and V, so the
 // ROWS slots, which read different keys in the same step, never share a memory port (a dynamic index into a
 // shared, partitioned array would make Vitis assume they collide). Row c runs in slot c % ROWS, so queries
 // are stored by slot (qbank[c % ROWS][c / ROWS]); finished rows (sums o and l) collect in obuf and lbuf and
-// are normalised as they are written out, one word a cycle.
+// are normalised as they are written out.
 template <class CFG>
 void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
     static const int QMAX = (CFG::NMAX + CFG::ROWS - 1) / CFG::ROWS;
@@ -136,7 +137,6 @@ void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
             const int steps = (N - 1) * SKEW + N;
 #ifndef __SYNTHESIS__
             unit_loop_note(steps);
-            unit_loop_note(N * DH);
 #endif
             for (int t = 0; t < steps; ++t) {
                 EDGEVIT_TRIPCOUNT(CFG::attn_steps)
@@ -215,20 +215,40 @@ void attention_unit(word_port<CFG>& arena, const layer_desc& d) {
                     }
                 }
             }
-            // attention.V normalisation (o / l) one word a cycle, so one wide multiplier serves every lane.
+            // attention.V normalisation (o / l), one reciprocal a row: LNL words a cycle, each beat written whole
+            // once filled, when a token's DH outputs are whole beats (y on a beat); otherwise a word a cycle.
+            const bool lanes = DH % CFG::WPB == 0 && d.y % CFG::WPB == 0;
+            const int step = lanes ? CFG::LNL : 1;
             int oj = 0, ok = 0, k2 = 0;
             i64 rm = 0;
-            for (int i = 0; i < N * DH; ++i) {
-                EDGEVIT_TRIPCOUNT(head_words)
+            beat_writer<CFG> out;
+#ifndef __SYNTHESIS__
+            unit_loop_note(N * DH / step);
+#endif
+            for (int i = 0; i < N * DH / step; ++i) {
+                EDGEVIT_TRIPCOUNT(CFG::attn_out_steps)
 #pragma HLS PIPELINE II=1
                 if (ok == 0) rm = recip_norm(lbuf[oj], k2);
-                arena.put(d.y + (g * N + oj) * D + h * DH + ok,
-                          requant(shift_floor(obuf[oj][ok] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8, d.wo));
-                if (++ok == DH) {
+                const int at = d.y + (g * N + oj) * D + h * DH + ok;
+                if (lanes) out.to(arena, at / CFG::WPB);
+                for (int q = 0; q < CFG::LNL; ++q) {
+#pragma HLS UNROLL
+                    if (q < step) {
+                        const word_t w = requant(shift_floor(obuf[oj][ok + q] * rm, FQ + TABLE_FRAC + k2 - d.fo - 8), 8,
+                                                 d.wo);
+                        if (lanes)
+                            out.set(at % CFG::WPB + q, w);
+                        else
+                            arena.put(at, w);
+                    }
+                }
+                ok += step;
+                if (ok == DH) {
                     ok = 0;
                     ++oj;
                 }
             }
+            out.flush(arena);
         }
     }
 #ifndef __SYNTHESIS__
