@@ -2,7 +2,7 @@
 
     python tools/hls_dsp_report.py [--models mobilevit_xxs ...] [--boards zcu102 pynq-z2] [--out results/hls_dsp]
 
-Eight rows per model and board (nine for mobilevitv2_050):
+Nine rows per model and board (ten for mobilevitv2_050):
 
 * ``before``: what ``edgevit hls MODEL`` printed at the commit in results/hls_dsp_before.json (the estimator then
   assumed loads overlapping compute, axi_bits-wide ports and on-chip MoE expert blocks);
@@ -21,6 +21,9 @@ Eight rows per model and board (nine for mobilevitv2_050):
 * ``row waits``: the ``after`` row of results/hls_dsp_row_waits.json (the report at 859f7f0, when the layernorm and
   the L2 norm ran two loops per row and additive attention a word a cycle, each loop waiting out the m_axi
   latency, and a residual layer's token tiles loaded between passes);
+* ``word movers``: the ``after`` row of results/hls_dsp_word_movers.json (the report at 0a3f103, when attention read
+  Q, K and V three words a step at II=3, im2col of channels that are not whole beats, concat and unfold/fold moved
+  a word a cycle, concat and unfold/fold one loop per row);
 * ``after``: the lane plan ``estimator.choose_lanes`` picks today.
 
 For the ``after`` plan, ``next lanes`` raises each lane count in turn to the next value the search tries and says whether the design still fits (and
@@ -54,6 +57,7 @@ PREFIX = ROOT / "results" / "hls_dsp_v2_prefix.json"
 SEQUENTIAL = ROOT / "results" / "hls_dsp_sequential.json"
 LINEAR_OVERLAP = ROOT / "results" / "hls_dsp_linear_overlap.json"
 ROW_WAITS = ROOT / "results" / "hls_dsp_row_waits.json"
+WORD_MOVERS = ROOT / "results" / "hls_dsp_word_movers.json"
 
 
 def _program(name: str):
@@ -95,7 +99,7 @@ def next_lanes(prog, fpga, lanes: estimator.Lanes, latency_ms: float) -> list[di
 
 def measure(models, boards) -> list[dict]:
     """One entry per (model, board) with its ``before``, ``16-bit ports``, ``old lanes``, ``previous``,
-    ``sequential``, ``linear overlap``, ``row waits`` and ``after`` rows."""
+    ``sequential``, ``linear overlap``, ``row waits``, ``word movers`` and ``after`` rows."""
     before = {(r["model"], r["board"]): r for r in json.loads(BEFORE.read_text())["rows"]}
     unpacked = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(UNPACKED.read_text())["entries"]}
     previous = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(PREVIOUS.read_text())["entries"]}
@@ -104,6 +108,7 @@ def measure(models, boards) -> list[dict]:
     linear_overlap = {(e["model"], e["board"]): e["rows"][-1]
                       for e in json.loads(LINEAR_OVERLAP.read_text())["entries"]}
     row_waits = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(ROW_WAITS.read_text())["entries"]}
+    word_movers = {(e["model"], e["board"]): e["rows"][-1] for e in json.loads(WORD_MOVERS.read_text())["entries"]}
     out = []
     for name in models:
         prog = _program(name)
@@ -130,6 +135,8 @@ def measure(models, boards) -> list[dict]:
                 rows.append({**linear_overlap[(name, board)], "row": "linear overlap"})
             if (name, board) in row_waits:
                 rows.append({**row_waits[(name, board)], "row": "row waits"})
+            if (name, board) in word_movers:
+                rows.append({**word_movers[(name, board)], "row": "word movers"})
             chosen = estimator.choose_lanes(prog, fpga)
             estimator.apply_lanes(prog, chosen)
             rep = estimator.report(prog, fpga)
@@ -205,16 +212,21 @@ def main(argv=None) -> int:
                                       f"plan and estimate at 859f7f0 ({ROW_WAITS.name}: the layernorm and the L2 norm "
                                       "ran two loops per row and additive attention a word a cycle, each loop "
                                       "waiting out the m_axi latency; a residual layer's token tiles loaded between "
-                                      "passes). `after`: today's C++ "
+                                      "passes). `word movers`: the after plan and estimate at 0a3f103 "
+                                      f"({WORD_MOVERS.name}: attention read Q, K and V three words a step at II=3; "
+                                      "im2col of channels that are not whole beats, concat and unfold/fold a word a "
+                                      "cycle, concat and unfold/fold one loop per row). `after`: today's C++ "
                                       "(ports of the board's AXI width, weight rows in pairs per 32-bit bank, the "
                                       "pool mixer LNL words a cycle, the linear unit's next token tile "
                                       "and previous results moving during a tile's MAC steps, a residual read "
                                       "after the tile's load in the same loop; the depthwise unit's "
                                       "row reads and output rows in one pipelined loop per channel group, a "
                                       "pixel's whole beats in and out; im2col a beat a cycle when the channels are "
-                                      "whole beats; the layernorm and the L2 norm one loop over the rows, a row "
-                                      "read while the previous one is written, LNL words a cycle; additive "
-                                      "attention three such loops over the tokens' beats) and lane plan. "
+                                      "whole beats, otherwise a tap row's beats a cycle; the layernorm and the L2 "
+                                      "norm one loop over the rows, a row read while the previous one is written, "
+                                      "LNL words a cycle; additive attention three such loops over the tokens' "
+                                      "beats; attention's Q, K and V a beat a cycle; concat and unfold/fold one "
+                                      "loop a layer, a beat a cycle when rows are whole beats) and lane plan. "
                                       "Estimates only: Vitis HLS did not run.\n\n" + text)
     return 0
 
