@@ -29,7 +29,10 @@ Cycles (what the C++ does, loop by loop):
   output rows (ping-pong result tiles) a beat a cycle, when every output row is whole beats (``N`` and ``LO``
   multiples of ``WPB``);
   its trip is the longest of the three, or with a residual the MAC steps or the load's beats followed by the
-  write-back's (the port reads one beat a cycle). Run on their own: weight tiles (the beats of
+  write-back's (the port reads one beat a cycle). With weight tiles outer, two input tiles and an overlapped
+  write-back, a weight tile's passes are one pipelined loop (one m_axi latency per weight tile, not per pass),
+  each pass but the last lasting the MAC pipeline's depth past its steps and the read latency past its load (the
+  next pass reads what it wrote). Run on their own: weight tiles (the beats of
   ``min(LO, N - n0) x K`` words and of their 64-bit biases; no ping-pong), the write-back of a layer whose rows
   are not whole beats (a partly covered beat is read first), the token tiles of a design with one input tile, the
   last job's write-back. A token tile is loaded only when the next job's tokens differ, a weight tile only when
@@ -234,21 +237,25 @@ def additive_loops(t: int, d: int, li: int, wpb: int = 1) -> list[tuple]:
 
 def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: bool = False,
                  outer_w: bool | None = None, wpb: int = 1, aligned: bool = True,
-                 overlap: bool | None = None) -> list[tuple]:
+                 overlap: bool | None = None, runs: bool | None = None) -> list[tuple]:
     """The pipelined loops linear_unit runs on an [M, K] x [K, N] layer, in order, as ``(trip, stall, depth,
     latencies, steps)``: iterations, extra cycles of iterations that read a port twice, pipeline depth, m_axi
     latencies waited, and MAC steps among the iterations. ``outer_w``: the descriptor's loop order (default: the
     one ``layer_table`` writes); ``wpb``: 16-bit words per port beat; ``aligned``: the output and residual start on a
     beat (``layer_table`` lays every tensor out on a 32-word boundary); ``overlap``: whether the write-back runs in
     the passes (default: when ``linear_overlaps`` in the C++ says so; tests force it to show what crediting absent
-    overlap would count).
+    overlap would count); ``runs``: whether a weight tile's passes are one loop (default: as ``linear_unit`` decides,
+    with weight tiles outer, two input tiles and an overlapped write-back).
 
-    It walks the (token tile, weight tile) jobs as ``linear_unit`` does. A job's pass (``linear_pass``) runs its MAC
+    It walks the (token tile, weight tile) jobs as ``linear_unit`` does. A job's pass (in ``linear_run``) runs its MAC
     steps and, in the same loop, the next token tile's load (with two input tiles) and the previous job's
     write-back when the layer overlaps (whole output beats: ``linear_overlaps``); its trip is the longest of the
-    three, except that a write-back reading a residual follows the load's beats (one read a cycle). Everything
-    else runs on its own: weight tiles, the write-back of a layer that does not overlap, the token tiles of a
-    design with one input tile, the last job's write-back.
+    three, except that a write-back reading a residual follows the load's beats (one read a cycle). With weight tiles
+    outer, two input tiles and an overlapped write-back, the passes of one weight tile are one loop (``linear_run``,
+    one m_axi latency), each pass but the run's last at least ``DEPTH_MAC`` past its MAC steps and ``AXI_LATENCY +
+    DEPTH_IO`` past its load's beats (the next pass reads what they wrote). Everything else runs on its own:
+    weight tiles, the write-back of a layer that does not overlap, the token tiles of a design with one input tile,
+    the last job's write-back.
     """
     if outer_w is None:
         outer_w = weights_outer(m, k, n, lanes.lo)
@@ -284,10 +291,13 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
         loops.append((*written[key], DEPTH_EPILOGUE, 2 if residual else 1, 0))
 
     jobs = math.ceil(m / TILE_TOKENS) * math.ceil(n / lanes.lo)
+    if runs is None:
+        runs = overlap and fuse_load and outer_w
     m0 = n0 = 0
     prev = None
     load_w(0)
     loops.append(load_x(0))
+    passes = []   # the current run's passes: (trip, latencies, writes back, steps)
     for j in range(jobs):
         nm0, nn0 = m0, n0
         if outer_w:
@@ -300,18 +310,24 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
                 nn0, nm0 = 0, nm0 + TILE_TOKENS
         more = j + 1 < jobs
         new_x, new_w = more and nm0 != m0, more and nn0 != n0
+        drain = runs and nn0 == n0 and more   # the run's next pass follows in the same loop
         steps = tokens(m0) * math.ceil(k / lanes.li)
         load = load_x(nm0)[0] if new_x and fuse_load else 0
         out = tokens(prev[0]) * (min(lanes.lo, n - prev[1]) // wpb) if overlap and prev else 0
         trip = max(steps, load + out) if residual else max(steps, load, out)
-        loops.append((trip, 0, DEPTH_EPILOGUE if out else DEPTH_MAC,
-                      (1 if load or out else 0) + (1 if out and residual else 0), steps))
-        if not overlap:
-            write_back(m0, n0)
-        if new_x and not fuse_load:
-            loops.append(load_x(nm0))
-        if new_w:
-            load_w(nn0)
+        if drain:
+            trip = max(trip, steps + DEPTH_MAC, load + AXI_LATENCY + DEPTH_IO if load else 0)
+        passes.append((trip, (1 if load or out else 0) + (1 if out and residual else 0), bool(out), steps))
+        if not drain:
+            loops.append((sum(p[0] for p in passes), 0, DEPTH_EPILOGUE if any(p[2] for p in passes) else DEPTH_MAC,
+                          max(p[1] for p in passes), sum(p[3] for p in passes)))
+            passes = []
+            if not overlap:
+                write_back(m0, n0)
+            if new_x and not fuse_load:
+                loops.append(load_x(nm0))
+            if new_w:
+                load_w(nn0)
         prev = (m0, n0)
         m0, n0 = nm0, nn0
     if overlap:

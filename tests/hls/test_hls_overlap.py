@@ -140,6 +140,10 @@ def test_estimator_loops_are_the_cplusplus_loops(overlapped):
     # Overlap the C++ does not have is caught: the sequential layer (s, N = 11) counted as overlapped no longer
     # matches what C-sim ran.
     assert not _matches(counted[2], _estimated_loops(prog, overlap=True)[2])
+    # The weight tile of `out` (weights outer, overlapped) serves three token tiles in one run, one loop: its
+    # weight tile, first token tile, the run, the last write-back. Counting a loop per job does not match.
+    assert counted[3][1] == 4
+    assert not _matches(counted[3], _estimated_loops(prog, runs=False)[3])
 
 
 def test_residual_write_back_follows_the_load(tmp_path):

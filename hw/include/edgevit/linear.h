@@ -89,48 +89,88 @@ inline void linear_mac_step(const word_t x[CFG::TM][CFG::KMAX], const word_t w[(
     }
 }
 
-// One tile's tm x ceil(K / LI) MAC steps (x[cur] -> res[rj]; LI x LO MACs each, a token's sums to the result tile at
-// its last step) and, in the same pipelined loop, what the port can do meanwhile: the next token tile's lrows rows
-// (words from lstart) into the other input tile (XTILES = 2), and the write-back of the previous tile (rows wm0..,
-// columns wn0.., wtm rows) from res[rj ^ 1], a whole beat of WPB epilogues a cycle (linear_overlaps). Each iteration
-// makes at most one arena read and one write: the trip is the longest of the three parts, not their sum, except
-// that a write-back reading a residual starts after the load's beats (one read a cycle: the load's, then the
-// residual's), so its part is the load's beats plus its own.
+// Iterations a pass must last past its last MAC step, and past its load's last beat, when the next pass of its run
+// follows in the same pipelined loop (no loop exit drains the pipeline between them): the MAC pipeline's depth
+// before the next pass's write-back reads the result tile, and the m_axi read latency Vitis schedules (64 cycles)
+// plus the tile write before the next pass's MAC steps read the tile it loaded (estimator: DEPTH_MAC and
+// AXI_LATENCY + DEPTH_IO).
+static const int LINEAR_MAC_DRAIN = 8, LINEAR_LOAD_DRAIN = 67;
+
+// One job's pass: its token tile (tm rows from token m0), its MAC steps, the next token tile's load (lrows rows from
+// word lstart: beats lfirst.. lfirst + lbeats), the write-back of the previous job's tile (wtm rows from row wm0,
+// column wn0, rbeats beats a row, from iteration wfirst) and its trip.
+struct linear_job {
+    int m0, tm, steps, lstart, lrows, lfirst, lbeats, wm0, wtm, wn0, rbeats, wfirst, trip;
+};
+
+// The pass of the job on tokens [m0, m0 + TM), loading the tile at token nm0 (load) and writing back wtm rows of
+// the previous job's tile; drain: the run's next pass follows in the same loop. The trip is the longest of the
+// three parts, not their sum, except that a write-back reading a residual starts after the load's beats (one arena
+// read a cycle: the load's, then the residual's), so its part is the load's beats plus its own.
 template <class CFG>
-void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, int rj,
-                 word_t x[CFG::XTILES][CFG::TM][CFG::KMAX],
-                 word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2], const i64 bias[CFG::LO], i64 res[2][CFG::TM][CFG::LO],
-                 int lstart, int lrows, int wm0, int wtm, int wn0) {
+linear_job linear_job_at(const layer_desc& d, int m0, int nm0, bool load, int wm0, int wtm, int wn0, bool drain) {
+#pragma HLS INLINE
+    const int M = d.d0, K = d.d1, N = d.d2;
+    linear_job j;
+    j.m0 = m0;
+    j.tm = M - m0 < CFG::TM ? M - m0 : CFG::TM;
+    j.steps = j.tm * ((K + CFG::LI - 1) / CFG::LI);
+    j.lstart = d.x + nm0 * K;
+    j.lrows = load ? (M - nm0 < CFG::TM ? M - nm0 : CFG::TM) : 0;
+    j.lfirst = j.lstart / CFG::WPB;
+    j.lbeats = j.lrows ? (j.lstart + j.lrows * K - 1) / CFG::WPB - j.lfirst + 1 : 0;
+    j.wm0 = wm0, j.wtm = wtm, j.wn0 = wn0;
+    j.rbeats = (N - wn0 < CFG::LO ? N - wn0 : CFG::LO) / CFG::WPB;
+    j.wfirst = d.x2 >= 0 ? j.lbeats : 0;
+    int trip = j.steps > j.lbeats ? j.steps : j.lbeats;
+    if (j.wfirst + wtm * j.rbeats > trip) trip = j.wfirst + wtm * j.rbeats;
+    if (drain && j.steps + LINEAR_MAC_DRAIN > trip) trip = j.steps + LINEAR_MAC_DRAIN;
+    if (drain && j.lbeats && j.lbeats + LINEAR_LOAD_DRAIN > trip) trip = j.lbeats + LINEAR_LOAD_DRAIN;
+    j.trip = trip;
+    return j;
+}
+
+// A run of jobs that share the weight tile (n0), token tiles m0, m0 + TM, .., as one pipelined loop: each job's
+// tm x ceil(K / LI) MAC steps (x[cur] -> res[rj]; LI x LO MACs each, a token's sums to the result tile at its last
+// step) and, in the same iterations, what the port can do meanwhile: the next token tile's rows into the other input
+// tile (XTILES = 2; after the run's last job, the tile at token `after` when load_after), and the write-back of the
+// previous job's tile from res[rj ^ 1], a whole beat of WPB epilogues a cycle (linear_overlaps; wtm = 0: none
+// before the run's first job). Each iteration makes at most one arena read and one write. One loop for the run
+// waits out the m_axi latency once, not once per job. cur, rj and the previous job (pm0, ptm, pn0) move on
+// between the run's jobs; the caller moves them on after its last.
+template <class CFG>
+void linear_run(word_port<CFG>& arena, const layer_desc& d, int n0, int m0, int jobs, int after, bool load_after,
+                int wtm, int& cur, int& rj, int& pm0, int& ptm, int& pn0,
+                word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2],
+                const i64 bias[CFG::LO], i64 res[2][CFG::TM][CFG::LO]) {
     typedef typename CFG::beat_t beat_t;
+    typedef tripcount_product<typename CFG::linear_m_tiles, typename CFG::linear_pass> run_trip;
     const int K = d.d1, N = d.d2, FA = d.fx + d.fw;
     const bool resid = d.x2 >= 0;
-    const int steps = tm * ((K + CFG::LI - 1) / CFG::LI);
-    const int lfirst = lstart / CFG::WPB, lbeats = lrows ? (lstart + lrows * K - 1) / CFG::WPB - lfirst + 1 : 0;
-    const int cols = N - wn0 < CFG::LO ? N - wn0 : CFG::LO, rbeats = cols / CFG::WPB, obeats = wtm * rbeats;
     const int bx = resid ? (d.x2 - d.y) / CFG::WPB : 0;
-    const int wfirst = resid ? lbeats : 0;   // the write-back's first iteration
-    int trip = steps > lbeats ? steps : lbeats;
-    if (wfirst + obeats > trip) trip = wfirst + obeats;
-#ifndef __SYNTHESIS__
-    unit_loop_note(trip);
-#endif
-    const int nb = CFG::XTILES == 2 ? cur ^ 1 : 0, pr = rj ^ 1;
+    linear_job jb = linear_job_at<CFG>(d, m0, jobs > 1 ? m0 + CFG::TM : after, jobs > 1 || load_after, pm0, wtm,
+                                       pn0, jobs > 1);
     i64 acc[CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=acc complete
-    int m = 0, k0 = 0;                          // MAC steps: token, first input lane
-    int lm = 0, lk = -(lstart % CFG::WPB);      // load: row and column of the beat's lane 0
-    int em = 0, oc = 0, row = (d.y + wm0 * N + wn0) / CFG::WPB;   // write-back: row, beat in the row, its beat
-    for (int i = 0; i < trip; ++i) {
-        EDGEVIT_TRIPCOUNT(CFG::linear_pass)
+    int m = 0, k0 = 0;                                 // MAC steps: token, first input lane
+    int lm = 0, lk = -(jb.lstart % CFG::WPB);          // load: row and column of the beat's lane 0
+    int em = 0, oc = 0, row = (d.y + jb.wm0 * N + jb.wn0) / CFG::WPB;   // write-back: row, beat in the row, its beat
+    int t = 0, i = 0;
+#ifndef __SYNTHESIS__
+    int trips = 0;
+#endif
+    while (t < jobs) {
+        EDGEVIT_TRIPCOUNT(run_trip)
 #pragma HLS PIPELINE II=1
-        if (i < steps) linear_mac_step<CFG>(x[cur], w, bias, acc, res[rj], K, m, k0);
-        const bool ld = i < lbeats, wb = i >= wfirst && i < wfirst + obeats;
+        const int nb = CFG::XTILES == 2 ? cur ^ 1 : 0, pr = rj ^ 1;
+        if (i < jb.steps) linear_mac_step<CFG>(x[cur], w, bias, acc, res[rj], K, m, k0);
+        const bool ld = i < jb.lbeats, wb = i >= jb.wfirst && i < jb.wfirst + jb.wtm * jb.rbeats;
         beat_t r = 0;
-        if (ld || (wb && resid)) r = arena.beat(ld ? lfirst + i : row + oc + bx);
+        if (ld || (wb && resid)) r = arena.beat(ld ? jb.lfirst + i : row + oc + bx);
         if (ld) {
             for (int l = 0; l < CFG::WPB; ++l) {
 #pragma HLS UNROLL
-                if (lk >= 0 && lm < lrows) x[nb][lm][lk] = lane_of(r, l);
+                if (lk >= 0 && lm < jb.lrows) x[nb][lm][lk] = lane_of(r, l);
                 if (++lk == K) {
                     lk = 0;
                     ++lm;
@@ -146,13 +186,31 @@ void linear_pass(word_port<CFG>& arena, const layer_desc& d, int tm, int cur, in
                 set_lane(v, l, word_t(y));
             }
             arena.put_whole_beat(row + oc, v);
-            if (++oc == rbeats) {
+            if (++oc == jb.rbeats) {
                 oc = 0;
                 ++em;
                 row += N / CFG::WPB;
             }
         }
+#ifndef __SYNTHESIS__
+        ++trips;
+#endif
+        if (++i == jb.trip && ++t < jobs) {   // the run's next job: the tile just loaded, the other result tile
+            i = 0;
+            cur = nb;
+            rj = pr;
+            pm0 = jb.m0, ptm = jb.tm, pn0 = n0;
+            const int nm = jb.m0 + CFG::TM;
+            jb = linear_job_at<CFG>(d, nm, t + 1 < jobs ? nm + CFG::TM : after, t + 1 < jobs || load_after, pm0,
+                                    ptm, pn0, t + 1 < jobs);
+            m = 0, k0 = 0;
+            lm = 0, lk = -(jb.lstart % CFG::WPB);
+            em = 0, oc = 0, row = (d.y + jb.wm0 * N + jb.wn0) / CFG::WPB;
+        }
     }
+#ifndef __SYNTHESIS__
+    unit_loop_note(trips);
+#endif
 }
 
 // Outputs [m0, m0 + tm) x [n0, n0 + LO) from a result tile, on their own (the last tile of an overlapped layer,
@@ -218,13 +276,14 @@ void linear_write_back(word_port<CFG>& arena, const layer_desc& d, int m0, int t
 // M, K <= KMAX, N = d0, d1, d2; d3 = 1: weight tiles outer.
 //
 // The layer is a sequence of (token tile, weight tile) jobs in the descriptor's order. Result tiles, and with
-// XTILES = 2 input tiles, are ping-pong pairs: while job j's MAC steps run (linear_pass), the next token tile
-// loads into the other input tile and, when linear_overlaps, job j - 1's results leave from the other result
-// tile. A token tile is
-// loaded only when the next job's tokens differ (weight tiles outer over one token tile keep it; so do token
-// tiles outer over one weight tile for the weights). What does not overlap runs between passes: weight tiles
-// (one weight tile, no ping-pong), the write-back of a layer that cannot overlap, the token tiles of a design with
-// one input tile, and the last job's write-back.
+// XTILES = 2 input tiles, are ping-pong pairs: while job j's MAC steps run, the next token tile loads into the other
+// input tile and, when linear_overlaps, job j - 1's results leave from the other result tile. With weight tiles
+// outer, two input tiles and an overlapped write-back, the jobs of one weight tile are one run (linear_run): one
+// pipelined loop, which waits out the m_axi latency once per weight tile instead of once per job. A token tile is
+// loaded only when the next job's tokens differ (weight tiles outer over one token tile keep it; so do token tiles
+// outer over one weight tile for the weights). What does not overlap runs between runs: weight tiles (one weight
+// tile, no ping-pong), the write-back of a layer that cannot overlap, the token tiles of a design with one input
+// tile, and the last job's write-back.
 template <class CFG>
 void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
     static word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], w[(CFG::LO + 1) / 2][CFG::KMAX][2];
@@ -243,14 +302,15 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
 #endif
     const int M = d.d0, K = d.d1, N = d.d2;
     const int jobs = ((M + CFG::TM - 1) / CFG::TM) * ((N + CFG::LO - 1) / CFG::LO);
-    const bool overlap = linear_overlaps<CFG>(d), fuse_load = CFG::XTILES == 2;
+    const bool overlap = linear_overlaps<CFG>(d), fuse_load = CFG::XTILES == 2, runs = overlap && fuse_load && d.d3;
     int m0 = 0, n0 = 0, cur = 0, rj = 0, pm0 = 0, ptm = 0, pn0 = 0;
     linear_load_w<CFG>(params, d, 0, w, bias);
     linear_load_x<CFG>(arena, d, 0, M < CFG::TM ? M : CFG::TM, x[0]);
-    for (int j = 0; j < jobs; ++j) {
+    for (int j = 0; j < jobs;) {
         EDGEVIT_TRIPCOUNT(CFG::linear_jobs)
-        const int tm = M - m0 < CFG::TM ? M - m0 : CFG::TM;
-        int nm0 = m0, nn0 = n0;   // the next job's tiles
+        const int rjobs = runs ? (M - m0 + CFG::TM - 1) / CFG::TM : 1, lm0 = m0 + (rjobs - 1) * CFG::TM;
+        const int tm = M - lm0 < CFG::TM ? M - lm0 : CFG::TM;   // the run's last job: tokens [lm0, lm0 + tm)
+        int nm0 = lm0, nn0 = n0;   // the job after the run
         if (d.d3) {
             nm0 += CFG::TM;
             if (nm0 >= M) nm0 = 0, nn0 += CFG::LO;
@@ -258,17 +318,18 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
             nn0 += CFG::LO;
             if (nn0 >= N) nn0 = 0, nm0 += CFG::TM;
         }
-        const bool more = j + 1 < jobs, new_x = more && nm0 != m0, new_w = more && nn0 != n0;
+        j += rjobs;
+        const bool more = j < jobs, new_x = more && nm0 != lm0, new_w = more && nn0 != n0;
         const int ntm = M - nm0 < CFG::TM ? M - nm0 : CFG::TM;
-        linear_pass<CFG>(arena, d, tm, cur, rj, x, w, bias, res, d.x + nm0 * K, new_x && fuse_load ? ntm : 0, pm0,
-                         overlap && j > 0 ? ptm : 0, pn0);
-        if (!overlap) linear_write_back<CFG>(arena, d, m0, tm, n0, res[rj]);
+        linear_run<CFG>(arena, d, n0, m0, rjobs, nm0, new_x && fuse_load, overlap ? ptm : 0, cur, rj, pm0, ptm, pn0,
+                        x, w, bias, res);
+        if (!overlap) linear_write_back<CFG>(arena, d, lm0, tm, n0, res[rj]);
         const int nxt = CFG::XTILES == 2 ? cur ^ 1 : 0;
         if (new_x && !fuse_load) linear_load_x<CFG>(arena, d, nm0, ntm, x[nxt]);
         if (new_w) linear_load_w<CFG>(params, d, nn0, w, bias);
         if (new_x) cur = nxt;
         rj ^= 1;
-        pm0 = m0, ptm = tm, pn0 = n0;
+        pm0 = lm0, ptm = tm, pn0 = n0;
         m0 = nm0, n0 = nn0;
     }
     if (overlap) linear_write_back<CFG>(arena, d, pm0, ptm, pn0, res[rj ^ 1]);
