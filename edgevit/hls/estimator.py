@@ -32,8 +32,9 @@ Cycles (what the C++ does, loop by loop):
   write-back's (the port reads one beat a cycle). With weight tiles outer, two input tiles and an overlapped
   write-back, a weight tile's passes are one pipelined loop (one m_axi latency per weight tile, not per pass),
   each pass but the last lasting the MAC pipeline's depth past its steps and the read latency past its load (the
-  next pass reads what it wrote). Run on their own: weight tiles (the beats of
-  ``min(LO, N - n0) x K`` words and of their 64-bit biases; no ping-pong), the write-back of a layer whose rows
+  next pass reads what it wrote). The next weight tile (the beats of ``min(LO, N - n0) x K`` words and of their
+  64-bit biases) loads over the params port during the run before it, into the other half of the weight banks; the
+  run's last pass lasts until it is in. Run on their own: the first weight tile, the write-back of a layer whose rows
   are not whole beats (a partly covered beat is read first), the token tiles of a design with one input tile, the
   last job's write-back. A token tile is loaded only when the next job's tokens differ, a weight tile only when
   its rows do.
@@ -253,9 +254,10 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
     three, except that a write-back reading a residual follows the load's beats (one read a cycle). With weight tiles
     outer, two input tiles and an overlapped write-back, the passes of one weight tile are one loop (``linear_run``,
     one m_axi latency), each pass but the run's last at least ``DEPTH_MAC`` past its MAC steps and ``AXI_LATENCY +
-    DEPTH_IO`` past its load's beats (the next pass reads what they wrote). Everything else runs on its own:
-    weight tiles, the write-back of a layer that does not overlap, the token tiles of a design with one input tile,
-    the last job's write-back.
+    DEPTH_IO`` past its load's beats (the next pass reads what they wrote). A run (one pass when there are no runs)
+    also prefetches the next weight tile and its biases over the params port, the run lasting at least their
+    beats. Everything else runs on its own: the first weight tile, the write-back of a layer that does not overlap,
+    the token tiles of a design with one input tile, the last job's write-back.
     """
     if outer_w is None:
         outer_w = weights_outer(m, k, n, lanes.lo)
@@ -267,11 +269,9 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
     def tokens(m0: int) -> int:
         return min(TILE_TOKENS, m - m0)
 
-    def load_w(n0: int) -> None:
+    def w_beats(n0: int) -> list[int]:   # a weight tile's beats and its biases' (runs that need not start on a beat)
         c = min(lanes.lo, n - n0)
-        loops.append((_beats(c * k, wpb), 0, DEPTH_IO, 1, 0))
-        if bias:
-            loops.append((_beats(4 * c, wpb), 0, DEPTH_IO, 1, 0))
+        return [_beats(c * k, wpb)] + ([_beats(4 * c, wpb)] if bias else [])
 
     def run(start: int, words: int) -> int:   # beats of a run of words from word start of an aligned tensor
         return (start % wpb + words - 1) // wpb + 1 if aligned else _beats(words, wpb)
@@ -295,7 +295,7 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
         runs = overlap and fuse_load and outer_w
     m0 = n0 = 0
     prev = None
-    load_w(0)
+    loops += [(b, 0, DEPTH_IO, 1, 0) for b in w_beats(0)]
     loops.append(load_x(0))
     passes = []   # the current run's passes: (trip, latencies, writes back, steps)
     for j in range(jobs):
@@ -319,15 +319,17 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
             trip = max(trip, steps + DEPTH_MAC, load + AXI_LATENCY + DEPTH_IO if load else 0)
         passes.append((trip, (1 if load or out else 0) + (1 if out and residual else 0), bool(out), steps))
         if not drain:
-            loops.append((sum(p[0] for p in passes), 0, DEPTH_EPILOGUE if any(p[2] for p in passes) else DEPTH_MAC,
-                          max(p[1] for p in passes), sum(p[3] for p in passes)))
+            # the next weight tile, prefetched during the run: its last pass lasts until the beats are in
+            pre = sum(w_beats(nn0)) if new_w else 0
+            trips = sum(p[0] for p in passes)
+            trips += max(0, pre - trips)
+            loops.append((trips, 0, DEPTH_EPILOGUE if any(p[2] for p in passes) else DEPTH_MAC,
+                          max([p[1] for p in passes] + [1 if pre else 0]), sum(p[3] for p in passes)))
             passes = []
             if not overlap:
                 write_back(m0, n0)
             if new_x and not fuse_load:
                 loops.append(load_x(nm0))
-            if new_w:
-                load_w(nn0)
         prev = (m0, n0)
         m0, n0 = nm0, nn0
     if overlap:
@@ -345,6 +347,23 @@ def _linear(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residual: b
     total = sum(trip + stall + depth + lat * AXI_LATENCY for trip, stall, depth, lat, _ in loops if trip > 0)
     compute = sum(steps + DEPTH_MAC for *_, steps in loops if steps > 0)
     return compute, total - compute
+
+
+def linear_port_floor(prog: Program, axi_bits: int) -> int:
+    """Cycles no lane plan or tiling of the linear unit gets its layers below on ports of ``axi_bits``: per linear
+    layer the most of its output's beats (each word written once), its input's and residual's beats (read once, on
+    the arena's one read channel) and its weights' beats (read once over the params port); the MAC steps are not
+    counted. What more DSPs could buy the linear layers is their estimated cycles minus this."""
+    wpb = axi_bits // WORD_BITS
+    total = 0
+    for layer in prog.layers:
+        if layer.kind != "linear":
+            continue
+        shape = prog.shapes[layer.inputs[0]]
+        m, k, n = int(np.prod(shape[:-1])), shape[-1], prog.shapes[layer.output][-1]
+        reads = m * k + (m * n if len(layer.inputs) > 1 else 0)
+        total += max(math.ceil(m * n / wpb), math.ceil(reads / wpb), math.ceil(n * k / wpb))
+    return total
 
 
 def qlinear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, outer_w: bool | None = None,
@@ -525,12 +544,13 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     banks = max(lanes.li, wpb)
     # per write-back lane: an LO:1 mux of 64-bit sums (16 LO LUT6), the residual/merge lane selects; per load
     # lane a write to any of the tile's banks
-    # weight rows in pairs, each bank a 32-bit word of two rows; input and result tiles ping-pong pairs, the result
-    # tiles' TM-deep banks in LUTRAM (linear.h)
+    # weight rows in pairs, each bank a 32-bit word of two rows, the two weight tiles (one in use, the next
+    # prefetched) in the same banks; input and result tiles ping-pong pairs, the result tiles' TM-deep banks in
+    # LUTRAM (linear.h)
     pairs = math.ceil(lanes.lo / 2)
     if "linear_unit" in units:
         add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
-            [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (pairs * kmax, pairs * banks, 2 * WORD_BITS),
+            [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (2 * pairs * kmax, pairs * banks, 2 * WORD_BITS),
              (2 * tm * lanes.lo, 2 * lanes.lo, 64, True)])
     requant = dsp_per_multiply(_RQ_ACC, _RQ_M0, family)   # requantize_int8 (requant.h): round_float32(acc) * m0
     # the depthwise unit, float (dwconv) and int8 (qdwconv: depthwise_unit<CFG, true>, a second instance with its

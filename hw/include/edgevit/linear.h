@@ -4,9 +4,11 @@
 // tiles of TM tokens (TM x KMAX words, XBANKS = max(LI, WPB) banks) and LO weight rows (LO x KMAX words, XBANKS banks
 // per pair of rows), so all LI * LO operands of a cycle come from distinct memories or the two halves of one word, and
 // the WPB words of a port beat from distinct banks (tiles load and results leave a beat per cycle, packed.h). Rows 2j
-// and 2j+1 share each bank as the halves of a 32-bit word (w[j][k][2], dim 3 reshaped): the MAC step reads both at one
-// address, and a BRAM18 of 512 x 36 holds the pair of 16-bit banks (KMAX / XBANKS <= 512 words) that would otherwise
-// take two BRAM18 of 1K x 18 a quarter or half full. A tile load writes one half (the BRAM's byte write enables). The
+// and 2j+1 share each bank as the halves of a 32-bit word (w[t][j][k][2], dim 4 reshaped): the MAC step reads both at
+// one address, and a BRAM18 of 512 x 36 holds the pair of 16-bit banks that would otherwise take two BRAM18 of
+// 1K x 18 a quarter or half full. A tile load writes one half (the BRAM's byte write enables). Two weight tiles
+// (t: the one in use and the next, prefetched over the params port while the MAC steps read the other) share the
+// banks at different addresses (2 KMAX / XBANKS words a bank; one read and one write port a cycle). The
 // descriptor picks the loop order (d3): token tiles outer (each weight tile re-read once per token tile) or weight
 // tiles outer (each input tile re-read once per weight tile), whichever moves fewer words. Result tiles, and with
 // XTILES = 2 input tiles, are ping-pong pairs: one pipelined loop runs a tile's MAC steps while the next token tile
@@ -139,17 +141,34 @@ linear_job linear_job_at(const layer_desc& d, int m0, int nm0, bool load, int wm
 // waits out the m_axi latency once, not once per job. cur, rj and the previous job (pm0, ptm, pn0) move on
 // between the run's jobs; the caller moves them on after its last.
 template <class CFG>
-void linear_run(word_port<CFG>& arena, const layer_desc& d, int n0, int m0, int jobs, int after, bool load_after,
-                int wtm, int& cur, int& rj, int& pm0, int& ptm, int& pn0,
-                word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], word_t w[(CFG::LO + 1) / 2][CFG::KMAX][2],
-                const i64 bias[CFG::LO], i64 res[2][CFG::TM][CFG::LO]) {
+void linear_run(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d, int n0, int m0, int jobs,
+                int after, bool load_after, int wtm, int& cur, int& rj, int& pm0, int& ptm, int& pn0, int wc, int wn,
+                word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], word_t w[2][(CFG::LO + 1) / 2][CFG::KMAX][2],
+                i64 bias[2][CFG::LO], i64 res[2][CFG::TM][CFG::LO]) {
     typedef typename CFG::beat_t beat_t;
     typedef tripcount_product<typename CFG::linear_m_tiles, typename CFG::linear_pass> run_trip;
     const int K = d.d1, N = d.d2, FA = d.fx + d.fw;
     const bool resid = d.x2 >= 0;
     const int bx = resid ? (d.x2 - d.y) / CFG::WPB : 0;
+    // The weight tile of rows [wn, wn + LO) (wn < 0: none) and its biases into w[wc ^ 1], bias[wc ^ 1]: a params
+    // beat an iteration from the run's first, in the iterations the jobs take anyway; the run's last job lasts until
+    // the prefetch is done (the next run reads the tile after this loop).
+    const int ws = wc ^ 1, wrows = wn < 0 ? 0 : (d.d2 - wn < CFG::LO ? d.d2 - wn : CFG::LO);
+    const int wstart = d.w + (wn < 0 ? 0 : wn) * K, wfirst = wstart / CFG::WPB;
+    const int wbeats = wrows ? (wstart + wrows * K - 1) / CFG::WPB - wfirst + 1 : 0;
+    const int bstart = d.b + 4 * (wn < 0 ? 0 : wn), bfirst = bstart / CFG::WPB;
+    const int pbeats = wbeats + (wrows && d.b >= 0 ? (bstart + 4 * wrows - 1) / CFG::WPB - bfirst + 1 : 0);
+    for (int l = 0; l < CFG::LO; ++l) {
+#pragma HLS UNROLL
+        if (wrows) bias[ws][l] = 0;
+    }
+#ifndef __SYNTHESIS__
+    if (wrows) linear_weight_words_read() += wrows * (K + (d.b >= 0 ? 4 : 0));
+#endif
+    int ps = 0, pm = 0, pk = -(wstart % CFG::WPB), pb = -(bstart % CFG::WPB);   // prefetch: beat, row, column, bias
     linear_job jb = linear_job_at<CFG>(d, m0, jobs > 1 ? m0 + CFG::TM : after, jobs > 1 || load_after, pm0, wtm,
                                        pn0, jobs > 1);
+    if (jobs == 1 && pbeats > jb.trip) jb.trip = pbeats;
     i64 acc[CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=acc complete
     int m = 0, k0 = 0;                                 // MAC steps: token, first input lane
@@ -163,7 +182,24 @@ void linear_run(word_port<CFG>& arena, const layer_desc& d, int n0, int m0, int 
         EDGEVIT_TRIPCOUNT(run_trip)
 #pragma HLS PIPELINE II=1
         const int nb = CFG::XTILES == 2 ? cur ^ 1 : 0, pr = rj ^ 1;
-        if (i < jb.steps) linear_mac_step<CFG>(x[cur], w, bias, acc, res[rj], K, m, k0);
+        if (i < jb.steps) linear_mac_step<CFG>(x[cur], w[wc], bias[wc], acc, res[rj], K, m, k0);
+        if (ps < pbeats) {   // the params port: the next weight tile's beats, then its biases'
+            const beat_t v = params.beat(ps < wbeats ? wfirst + ps : bfirst + ps - wbeats);
+            for (int l = 0; l < CFG::WPB; ++l) {
+#pragma HLS UNROLL
+                if (ps < wbeats) {
+                    if (pk >= 0 && pm < wrows) w[ws][pm >> 1][pk][pm & 1] = lane_of(v, l);
+                    if (++pk == K) {
+                        pk = 0;
+                        ++pm;
+                    }
+                } else if (pb + l >= 0 && pb + l < 4 * wrows) {
+                    bias[ws][(pb + l) >> 2] |= (i64)(unsigned short)lane_of(v, l).to_int() << (16 * ((pb + l) & 3));
+                }
+            }
+            if (ps >= wbeats) pb += CFG::WPB;
+            ++ps;
+        }
         const bool ld = i < jb.lbeats, wb = i >= jb.wfirst && i < jb.wfirst + jb.wtm * jb.rbeats;
         beat_t r = 0;
         if (ld || (wb && resid)) r = arena.beat(ld ? jb.lfirst + i : row + oc + bx);
@@ -203,6 +239,7 @@ void linear_run(word_port<CFG>& arena, const layer_desc& d, int n0, int m0, int 
             const int nm = jb.m0 + CFG::TM;
             jb = linear_job_at<CFG>(d, nm, t + 1 < jobs ? nm + CFG::TM : after, t + 1 < jobs || load_after, pm0,
                                     ptm, pn0, t + 1 < jobs);
+            if (t + 1 == jobs && pbeats - ps > jb.trip) jb.trip = pbeats - ps;
             m = 0, k0 = 0;
             lm = 0, lk = -(jb.lstart % CFG::WPB);
             em = 0, oc = 0, row = (d.y + jb.wm0 * N + jb.wn0) / CFG::WPB;
@@ -281,19 +318,20 @@ void linear_write_back(word_port<CFG>& arena, const layer_desc& d, int m0, int t
 // outer, two input tiles and an overlapped write-back, the jobs of one weight tile are one run (linear_run): one
 // pipelined loop, which waits out the m_axi latency once per weight tile instead of once per job. A token tile is
 // loaded only when the next job's tokens differ (weight tiles outer over one token tile keep it; so do token tiles
-// outer over one weight tile for the weights). What does not overlap runs between runs: weight tiles (one weight
-// tile, no ping-pong), the write-back of a layer that cannot overlap, the token tiles of a design with one input
-// tile, and the last job's write-back.
+// outer over one weight tile for the weights). What does not overlap runs between runs: the first weight tile (one
+// tile), the write-back of a layer that cannot overlap, the token tiles of a design with one input tile, and the
+// last job's write-back. Every weight tile but the first is prefetched during the run before it (linear_run, over
+// the params port, which nothing else uses meanwhile).
 template <class CFG>
 void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    static word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], w[(CFG::LO + 1) / 2][CFG::KMAX][2];
-    static i64 bias[CFG::LO], res[2][CFG::TM][CFG::LO];
+    static word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], w[2][(CFG::LO + 1) / 2][CFG::KMAX][2];
+    static i64 bias[2][CFG::LO], res[2][CFG::TM][CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=x complete dim=1
 #pragma HLS ARRAY_PARTITION variable=x cyclic factor=CFG::XBANKS dim=3
-#pragma HLS ARRAY_PARTITION variable=w complete dim=1
-#pragma HLS ARRAY_PARTITION variable=w cyclic factor=CFG::XBANKS dim=2
-#pragma HLS ARRAY_RESHAPE variable=w complete dim=3
-#pragma HLS ARRAY_PARTITION variable=bias complete
+#pragma HLS ARRAY_PARTITION variable=w complete dim=2
+#pragma HLS ARRAY_PARTITION variable=w cyclic factor=CFG::XBANKS dim=3
+#pragma HLS ARRAY_RESHAPE variable=w complete dim=4
+#pragma HLS ARRAY_PARTITION variable=bias complete dim=0
 #pragma HLS ARRAY_PARTITION variable=res complete dim=1
 #pragma HLS ARRAY_PARTITION variable=res complete dim=3
 #pragma HLS BIND_STORAGE variable=res type=ram_2p impl=lutram
@@ -303,8 +341,8 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
     const int M = d.d0, K = d.d1, N = d.d2;
     const int jobs = ((M + CFG::TM - 1) / CFG::TM) * ((N + CFG::LO - 1) / CFG::LO);
     const bool overlap = linear_overlaps<CFG>(d), fuse_load = CFG::XTILES == 2, runs = overlap && fuse_load && d.d3;
-    int m0 = 0, n0 = 0, cur = 0, rj = 0, pm0 = 0, ptm = 0, pn0 = 0;
-    linear_load_w<CFG>(params, d, 0, w, bias);
+    int m0 = 0, n0 = 0, cur = 0, rj = 0, pm0 = 0, ptm = 0, pn0 = 0, wc = 0;
+    linear_load_w<CFG>(params, d, 0, w[0], bias[0]);
     linear_load_x<CFG>(arena, d, 0, M < CFG::TM ? M : CFG::TM, x[0]);
     for (int j = 0; j < jobs;) {
         EDGEVIT_TRIPCOUNT(CFG::linear_jobs)
@@ -321,12 +359,12 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
         j += rjobs;
         const bool more = j < jobs, new_x = more && nm0 != lm0, new_w = more && nn0 != n0;
         const int ntm = M - nm0 < CFG::TM ? M - nm0 : CFG::TM;
-        linear_run<CFG>(arena, d, n0, m0, rjobs, nm0, new_x && fuse_load, overlap ? ptm : 0, cur, rj, pm0, ptm, pn0,
-                        x, w, bias, res);
+        linear_run<CFG>(params, arena, d, n0, m0, rjobs, nm0, new_x && fuse_load, overlap ? ptm : 0, cur, rj, pm0,
+                        ptm, pn0, wc, new_w ? nn0 : -1, x, w, bias, res);
         if (!overlap) linear_write_back<CFG>(arena, d, lm0, tm, n0, res[rj]);
         const int nxt = CFG::XTILES == 2 ? cur ^ 1 : 0;
         if (new_x && !fuse_load) linear_load_x<CFG>(arena, d, nm0, ntm, x[nxt]);
-        if (new_w) linear_load_w<CFG>(params, d, nn0, w, bias);
+        if (new_w) wc ^= 1;
         if (new_x) cur = nxt;
         rj ^= 1;
         pm0 = lm0, ptm = tm, pn0 = n0;
