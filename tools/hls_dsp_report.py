@@ -21,9 +21,10 @@ Nine rows per model and board (ten for mobilevitv2_050):
 * ``row waits``: the ``after`` row of results/hls_dsp_row_waits.json (the report at 859f7f0, when the layernorm and
   the L2 norm ran two loops per row and additive attention a word a cycle, each loop waiting out the m_axi
   latency, and a residual layer's token tiles loaded between passes);
-* ``word movers``: the ``after`` row of results/hls_dsp_word_movers.json (the report at 0a3f103, when attention read
-  Q, K and V three words a step at II=3, im2col of channels that are not whole beats, concat and unfold/fold moved
-  a word a cycle, concat and unfold/fold one loop per row);
+* ``word movers``: the ``after`` row of results/hls_dsp_word_movers.json (the report at 0a3f103, the same estimates
+  as at 642e939: attention read Q, K and V three words a step at II=3, im2col of channels that are not whole beats,
+  concat and unfold/fold moved a word a cycle, concat and unfold/fold one loop per row; every pass of the linear
+  unit was a pipelined loop of its own waiting out the m_axi latency, and weight tiles loaded between passes);
 * ``after``: the lane plan ``estimator.choose_lanes`` picks today.
 
 For the ``after`` plan, ``next lanes`` raises each lane count in turn to the next value the search tries and says whether the design still fits (and
@@ -144,7 +145,11 @@ def measure(models, boards) -> list[dict]:
             bound = {}
             for r in rep["layers"]:
                 bound[r["kind"]] = bound.get(r["kind"], 0) + r["cycles"]
-            out.append({"model": name, "board": board, "rows": rows,
+            ms = fpga.clock_mhz * 1e3
+            linear = {"estimated_ms": bound.get("linear", 0) / ms,
+                      "mac_steps_ms": sum(r["compute"] for r in rep["layers"] if r["kind"] == "linear") / ms,
+                      "port_floor_ms": estimator.linear_port_floor(prog, fpga.axi_bits) / ms}
+            out.append({"model": name, "board": board, "rows": rows, "linear": linear,
                         "next_lanes": next_lanes(prog, fpga, chosen, rep["latency_ms"]),
                         "after_ms_by_kind": {k: v / (fpga.clock_mhz * 1e3) for k, v in
                                              sorted(bound.items(), key=lambda kv: -kv[1])}})
@@ -168,6 +173,13 @@ def markdown(entries: list[dict]) -> str:
     for e in entries:
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(e["after_ms_by_kind"].items())[:4])
         lines.append(f"* {e['model']} on {e['board']}: {top}")
+    lines += ["", "The linear layers of the after plan: estimated, their MAC steps at its lanes, and the port floor no "
+              "lane plan goes below (each output word written once, each input and residual word and each weight "
+              "read once: estimator.linear_port_floor):", ""]
+    for e in entries:
+        lin = e["linear"]
+        lines.append(f"* {e['model']} on {e['board']}: {lin['estimated_ms']:.2f} ms, MAC steps "
+                     f"{lin['mac_steps_ms']:.2f} ms, port floor {lin['port_floor_ms']:.2f} ms")
     lines += ["", "Next lanes: each lane count of the after plan raised to the next value the search tries (it "
               "keeps a plan only if it fits and saves more than 1 % of the latency):", ""]
     for e in entries:
@@ -215,11 +227,14 @@ def main(argv=None) -> int:
                                       "passes). `word movers`: the after plan and estimate at 0a3f103 "
                                       f"({WORD_MOVERS.name}: attention read Q, K and V three words a step at II=3; "
                                       "im2col of channels that are not whole beats, concat and unfold/fold a word a "
-                                      "cycle, concat and unfold/fold one loop per row). `after`: today's C++ "
+                                      "cycle, concat and unfold/fold one loop per row; each pass of the linear unit a pipelined loop of its own, "
+                                      "waiting out the m_axi latency, weight tiles loaded between passes). `after`: today's C++ "
                                       "(ports of the board's AXI width, weight rows in pairs per 32-bit bank, the "
                                       "pool mixer LNL words a cycle, the linear unit's next token tile "
                                       "and previous results moving during a tile's MAC steps, a residual read "
-                                      "after the tile's load in the same loop; the depthwise unit's "
+                                      "after the tile's load in the same loop, a weight tile's passes one pipelined "
+                                      "loop when weight tiles are outer, the next weight tile prefetched over the "
+                                      "params port during them; the depthwise unit's "
                                       "row reads and output rows in one pipelined loop per channel group, a "
                                       "pixel's whole beats in and out; im2col a beat a cycle when the channels are "
                                       "whole beats, otherwise a tap row's beats a cycle; the layernorm and the L2 "
