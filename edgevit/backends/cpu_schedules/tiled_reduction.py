@@ -178,7 +178,10 @@ def apply(func: tirx.PrimFunc, target, knobs: Knobs = Knobs()) -> Schedule | Non
     if knobs.pack and blk is not None and knobs.block_innermost and depth == len(spatial_outer) > 1:
         _pack_panel(sch, main, vec, blk, spatial_outer, info)
     sliced = _parallelise(sch, prologue, stmt, order, depth, spatial_outer, first_reduce, info)
-    strides = {name: _deinterleave_strided(sch, sch.get_sblock(name), stmt, vec) for name in prologue}
+    # On lane-FMA targets also along the block axis: its values are then loaded a vector at a time
+    # (broadcast_by_lane's strided case).
+    strided = [vec] + ([blk] if info.lane_fma and blk is not None else [])
+    strides = {name: _deinterleave_strided(sch, sch.get_sblock(name), stmt, strided) for name in prologue}
     tiles = {stmt.iter_vars[vec].var.name: vec_tile}
     if blk is not None:
         tiles[stmt.iter_vars[blk].var.name] = blk_tile
@@ -256,6 +259,13 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
         elif outer is not None and step_name in _plain_terms(last.min) and blk_name not in vars_in_range(last) \
                 and not any(step_name in vars_in_range(r) for r in others):
             at, width = outer, info.lanes
+        elif outer is None and blk_name in vars_in_range(last) and step_name in vars_in_range(last):
+            # A stride-2 conv's de-interleaved input ``[.., x % 2, x // 2]`` along the block of output columns:
+            # one pass of the (unrolled) column taps reads whole vectors of it (7 columns x 3 taps: 2 x 8).
+            at = _above(sch, main, step)
+            if at is None or not _copies_whole_vectors(sch, main, index, at, info):
+                continue
+            width = info.lanes
         else:
             continue
         # "global", not "local": TVM gives a "local" buffer allocated inside a loop a TVMBackendAllocWorkspace call
@@ -267,7 +277,7 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
         sch.compute_at(cache, at, preserve_unit_loops=False)
         shared = [sch.get_sref(loop) for loop in sch.get_loops(main)]
         copy = [loop for loop in sch.get_loops(cache) if not any(sch.get_sref(loop).same_as(s) for s in shared)]
-        if copy and extent_of(sch, copy[-1]) == width:
+        if copy and extent_of(sch, copy[-1]) % width == 0:
             sch.vectorize(copy[-1])
             for loop in copy[:-1]:
                 sch.unroll(loop)
@@ -275,6 +285,25 @@ def broadcast_by_lane(sch: Schedule, main, blk_name: str, vec_name: str, blk_til
     else:
         _lane_tile_constant(sch, main, blk_name, vec_name, reduction_loops, info)
     return first_reduce
+
+
+def _above(sch: Schedule, block, loop):
+    """The loop right around ``loop`` among ``block``'s loops, or None."""
+    loops = [sch.get_sref(each) for each in sch.get_loops(block)]
+    at = next(i for i, each in enumerate(loops) if each.same_as(sch.get_sref(loop)))
+    return sch.get_loops(block)[at - 1] if at else None
+
+
+def _copies_whole_vectors(sch: Schedule, main, index: int, at, info: CpuInfo) -> bool:
+    """Whether the values of read ``index`` that ``main`` uses inside loop ``at`` are, copied, whole rows of
+    vectors (the innermost extent a multiple of the lanes) and at most 4 of them. Tried on a copy of ``sch``."""
+    trial = sch.copy()
+    cache = trial.cache_read(main, index, "global", consumer_blocks=[main])
+    trial.compute_at(cache, at, preserve_unit_loops=False)
+    shared = [trial.get_sref(loop) for loop in trial.get_loops(main)]
+    copy = [extent_of(trial, loop) for loop in trial.get_loops(cache)
+            if not any(trial.get_sref(loop).same_as(s) for s in shared)]
+    return bool(copy) and None not in copy and copy[-1] % info.lanes == 0 and math.prod(copy) <= 4 * info.lanes
 
 
 def _lane_tile_constant(sch: Schedule, main, blk_name: str, vec_name: str, reduction_loops: list,
@@ -850,17 +879,18 @@ def _unflattening_width(consumer: tirx.SBlock, buffer) -> int | None:
     return None
 
 
-def _deinterleave_strided(sch: Schedule, producer, stmt: tirx.SBlock, vec: int) -> int:
-    """Store a materialised input (padding) de-interleaved when the kernel reads it with a stride along the
-    vector axis (stride-2 convolutions): ``x -> (x % s, x // s)`` turns each strided gather into a plain
-    vector load. Returns the stride, or 0 if left alone (no stride, or a width that is not a multiple of it)."""
+def _deinterleave_strided(sch: Schedule, producer, stmt: tirx.SBlock, axes: list[int]) -> int:
+    """Store a materialised input (padding) de-interleaved when the kernel reads it with a stride along one of
+    ``axes`` (the vector axis; stride-2 convolutions): ``x -> (x % s, x // s)`` turns each strided gather into a
+    plain vector load. Returns the stride, or 0 if left alone (no stride, or a width that is not a multiple of
+    it)."""
     written = sch.get(producer).writes[0].source
-    name = stmt.iter_vars[vec].var.name
+    names = {stmt.iter_vars[axis].var.name for axis in axes}
     for region in stmt.reads:
         if not region.source.same_as(written):
             continue
         index = region.region[-1].min
-        if not (isinstance(index, tirx.Add) and isinstance(index.a, tirx.Mul) and str(index.a.a) == name
+        if not (isinstance(index, tirx.Add) and isinstance(index.a, tirx.Mul) and str(index.a.a) in names
                 and isinstance(index.a.b, tirx.IntImm) and int(index.a.b) > 1):
             return 0
         stride = int(index.a.b)
