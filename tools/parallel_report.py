@@ -2,6 +2,7 @@
 in parallel; per model, the Amdahl bound on the speed-up over 1 thread.
 
     python tools/parallel_report.py [--models a,b] [--threads 2] [--runs 20] [--keep DIR] [--json OUT.json]
+                                    [--measure] [--profiles EARLIER.json] [--launch-us US]
 
 Wall-clock scaling cannot be measured on a loaded machine; this needs only a 1-thread profile (shares of the
 time, ``edgevit bench --profile``'s per-kernel timing) and the scheduled TIR (``cpu_schedules.parallelism``):
@@ -43,8 +44,8 @@ def structure(model, target_name: str = "host") -> dict:
         return {name: kernel_parallelism(func) for name, func in scheduled_kernels(fused, target).items()}
 
 
-def profile(model, artifact: Path, runs: int) -> tuple[list[dict], float]:
-    """(1-thread per-kernel profile rows, median ms of a whole inference without the profiling hook)."""
+def profile(model, artifact: Path, runs: int, threads: int = 1) -> tuple[list[dict], float]:
+    """(per-kernel profile rows on ``threads`` threads, median ms of a whole inference without the hook)."""
     from edgevit.reference import random_inputs
     from edgevit.runtime.artifact import Artifact
     from edgevit.runtime.profiling import profile_kernels, time_models
@@ -52,9 +53,19 @@ def profile(model, artifact: Path, runs: int) -> tuple[list[dict], float]:
     from edgevit.settings import seed
 
     inputs = random_inputs(model.inputs, seed())
-    with Artifact.open(artifact) as art, thread_count(1):
+    with Artifact.open(artifact) as art, thread_count(threads):
         whole = time_models([art.library], inputs, rounds=3, runs=max(1, runs // 3))[0]
         return profile_kernels(CompiledModel(art.library), inputs, runs), whole
+
+
+def add_measured(table: list[dict], summary: dict, rows: list[dict], whole_ms: float, one_ms: float) -> None:
+    """Put a profile on more threads beside the bound: per kernel ``ms_n`` and its measured speed-up, per
+    model ``measured`` (``one_ms`` / ``whole_ms``: whole inferences on 1 and on more threads, no hook). Only
+    meaningful on a quiet machine."""
+    by_name = {r["name"]: r["ms"] for r in rows}
+    for row in table:
+        row["ms_n"] = by_name.get(row["name"])
+    summary["measured"] = one_ms / whole_ms if whole_ms else None
 
 
 def bound(rows: list[dict], kernels: dict, whole_ms: float, threads: int, tiny_us: float,
@@ -108,14 +119,18 @@ def _earlier_profile(models: dict, name: str) -> tuple[list[dict], float]:
 
 def format_model(name: str, table: list, summary: dict, threads: int, top: int) -> str:
     lines = sorted(table, key=lambda r: -r["lost_ms"])[:top]
+    measured = "measured" in summary
     body = format_table([[r["name"][:64], str(r["calls"]), f"{r['ms']:.3f}", ",".join(map(str, r["extents"])) or "-",
-                          r["kind"], f"{r['time_share']:.3f}", f"{100 * r['lost_ms'] / summary['ms_1_thread']:.1f}"]
+                          r["kind"], f"{r['time_share']:.3f}", f"{100 * r['lost_ms'] / summary['ms_1_thread']:.1f}",
+                          *([f"{r['ms'] / r['ms_n']:.2f}x" if r.get("ms_n") else "-"] if measured else [])]
                          for r in lines],
                         ["kernel", "calls", "ms (1 thread)", "parallel extents", "kind",
-                         f"time on {threads} / on 1", "% of 1-thread time lost"])
+                         f"time on {threads} / on 1", "% of 1-thread time lost",
+                         *([f"measured speed-up on {threads}"] if measured else [])])
     lost = ", ".join(f"{k} {100 * v:.1f} %" for k, v in summary["lost_share"].items() if v > 0)
+    seen = f", measured {summary['measured']:.2f}x" if measured and summary["measured"] else ""
     return (f"{name}: 1 thread {summary['ms_1_thread']:.2f} ms, {summary['launches']} parallel launches of "
-            f"{summary['launch_us']:.2f} us; Amdahl bound on {threads} threads {summary['bound']:.2f}x "
+            f"{summary['launch_us']:.2f} us; Amdahl bound on {threads} threads {summary['bound']:.2f}x{seen} "
             f"(lost: {lost})\n{body}\n")
 
 
@@ -128,6 +143,8 @@ def main() -> int:
                         "microseconds per call (default 20)")
     parser.add_argument("--launch-us", type=float, help="cost of one parallel region on --threads threads, in "
                         "microseconds (default: measured now on a tiny kernel)")
+    parser.add_argument("--measure", action="store_true", help="also profile on --threads threads and show "
+                        "the measured speed-ups beside the bound (a quiet machine only; not with --profiles)")
     parser.add_argument("--top", type=int, default=12, help="kernels listed per model (default 12)")
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the host artifacts in this folder")
     parser.add_argument("--json", type=Path, help="also write every row as JSON")
@@ -136,6 +153,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads < 2 or args.runs < 1 or (args.launch_us is not None and args.launch_us < 0):
         parser.error("--threads must be >= 2, --runs >= 1 and --launch-us >= 0")
+    if args.measure and args.profiles:
+        parser.error("--measure profiles a build: not with --profiles")
     # The pool must start with --threads threads (thread_count can only lower it).
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     from edgevit.compiler import compile_for_target
@@ -169,6 +188,8 @@ def main() -> int:
                         compile_for_target(model, get_target("host"), artifact, command="tools/parallel_report.py")
                     rows, whole = profile(model, artifact, args.runs)
                 table, summary = bound(rows, structure(model), whole, args.threads, args.tiny, launch_us)
+                if args.measure:
+                    add_measured(table, summary, *profile(model, artifact, args.runs, args.threads), whole)
                 print(format_model(name, table, summary, args.threads, args.top), flush=True)
                 report["models"][name] = {**summary, "whole_ms": whole, "kernels": table}
                 if args.json:

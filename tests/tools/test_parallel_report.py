@@ -45,8 +45,21 @@ def test_bound_counts_serial_uneven_runtime_and_launches():
     assert lost["launch"] == pytest.approx(0.3 / 9.0, abs=1e-4)
 
 
+def test_measured_speed_ups_go_beside_the_bound():
+    tool = load_tool()
+    rows = [{"name": "even", "calls": 1, "ms": 4.0, "percent": 100.0}]
+    table, summary = tool.bound(rows, {"even": KernelParallelism([(64, 100)])}, whole_ms=4.0, threads=2,
+                                tiny_us=20.0)
+    tool.add_measured(table, summary, [{"name": "even", "calls": 1, "ms": 2.5, "percent": 100.0}], 2.5, 4.0)
+    assert table[0]["ms_n"] == 2.5 and summary["measured"] == pytest.approx(1.6)
+    text = tool.format_model("m", table, summary, 2, 5)
+    row = next(line for line in text.splitlines() if line.startswith("even"))
+    assert "measured 1.60x" in text and row.endswith("1.60x"), text
+
+
 @pytest.mark.parametrize("args,message", [
     (["--threads", "1"], "--threads must be >= 2"),
+    (["--measure", "--profiles", "x.json"], "not with --profiles"),
     (["--models", "efficientformerv2_s0", "--launch-us", "1", "--profiles", "{missing}"], "not a parallel_report JSON"),
     (["--models", "efficientformerv2_s0", "--launch-us", "1", "--profiles", "{empty}"], "has no efficientformerv2_s0"),
 ])
