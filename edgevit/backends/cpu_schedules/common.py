@@ -139,6 +139,20 @@ def schedule_elementwise(sch: Schedule, block, info: CpuInfo, parallel: bool = T
         run_in_parallel(sch, outer, info)
 
 
+def parallel_share(n: int, info: CpuInfo) -> float:
+    """The share of a parallel loop of extent ``n`` that its busiest thread runs on the target's cores (2 when
+    unknown: the host): TVM hands each thread one static chunk of ceil(n / threads) iterations, so 3 on 2
+    threads runs 2 and 1 (2/3: 1.5x, not 2x), and 1 runs on one thread behind a parallel launch."""
+    threads = info.cores if info.cores > 1 else 2
+    return -(-n // threads) / n
+
+
+def splits_evenly(n: int, info: CpuInfo) -> bool:
+    """Whether a parallel loop of extent ``n`` keeps the cores busy to within 1/8 (:func:`parallel_share`)."""
+    threads = info.cores if info.cores > 1 else 2
+    return parallel_share(n, info) * threads <= 9 / 8
+
+
 def run_in_parallel(sch: Schedule, loops: list, info: CpuInfo) -> None:
     """Fuse adjacent ``loops`` (outermost first) and run them in parallel, unless the target has one core."""
     if info.cores != 1 and loops:
