@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tvm.script import tirx as T
 
+from edgevit.backends.cpu_schedules.common import CpuInfo, run_in_parallel
 from edgevit.backends.cpu_schedules.parallelism import kernel_parallelism
 
 
@@ -39,3 +40,24 @@ def test_a_parallel_loop_inside_a_serial_one_counts_its_own_extent():
     assert p.nests == [(8, 64)]
     assert p.time_share(2) == pytest.approx(0.5)
     assert p.time_share(3) == pytest.approx(3 / 8)
+
+
+def _rows(n: int):
+    @T.prim_func(s_tir=True)
+    def rows(a: T.Buffer((n, 64), "float32")):
+        for i, j in T.grid(n, 64):
+            with T.sblock("fill"):
+                vi, vj = T.axis.remap("SS", [i, j])
+                a[vi, vj] = T.float32(0.0)
+    return rows
+
+
+@pytest.mark.parametrize("rows,nests", [(1, [(0, 64)]), (3, [(3, 192)])])
+def test_run_in_parallel_launches_nothing_for_one_iteration(rows, nests):
+    """A loop of one iteration is not made a parallel region (TVM would launch one for nothing: MobileViTv2's
+    whole-tensor GroupNorm statistics, 21 launches per inference)."""
+    from tvm.s_tir import Schedule
+
+    sch = Schedule(_rows(rows))
+    run_in_parallel(sch, sch.get_loops(sch.get_sblock("fill"))[:1], CpuInfo(4, 32, 2))
+    assert kernel_parallelism(sch.mod["main"]).nests == nests

@@ -154,6 +154,10 @@ def splits_evenly(n: int, info: CpuInfo) -> bool:
 
 
 def run_in_parallel(sch: Schedule, loops: list, info: CpuInfo) -> None:
-    """Fuse adjacent ``loops`` (outermost first) and run them in parallel, unless the target has one core."""
+    """Fuse adjacent ``loops`` (outermost first) and run them in parallel, unless the target has one core or
+    they have one iteration (a launch for nothing: MobileViTv2's whole-tensor GroupNorm statistics, 21 of its
+    160 parallel launches per inference, tools/parallel_report.py)."""
     if info.cores != 1 and loops:
-        sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+        loop = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        if extent_of(sch, loop) != 1:
+            sch.parallel(loop)

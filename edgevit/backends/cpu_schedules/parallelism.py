@@ -35,8 +35,8 @@ class KernelParallelism:
 
     @property
     def launches(self) -> int:
-        """Parallel regions a call starts (each parallel nest over more than one iteration)."""
-        return sum(e > 1 for e, _ in self.nests)
+        """Parallel regions a call starts (one per parallel nest, also of a single iteration: TVM launches it)."""
+        return sum(e > 0 for e, _ in self.nests)
 
     def extents(self) -> list[int]:
         """The distinct outermost parallel extents, in order."""
