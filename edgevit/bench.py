@@ -185,8 +185,9 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
 
     Each engine runs in a process of its own; they take turns in blocks of runs (see ``_time_in_workers``).
     With ``quantize``, the model is quantized first (``quantize_cached``) and the engines are edgevit and
-    onnxruntime on the same QDQ file (``edgevit int8``, ``onnxruntime int8``), their outputs compared in output
-    quantization steps (``compare_int8``).
+    onnxruntime on the same QDQ file (``edgevit int8``, ``onnxruntime int8``), edgevit judged by the int8 rule of
+    ``run --verify`` (``execute.verify_int8_groups``: every QDQ group against onnxruntime, by a probe build run
+    once after the timed runs; ``agreement['ok']``).
 
     Parameters
     ----------
@@ -277,8 +278,15 @@ def bench(model: str, target: str = "host", runs: int = 30, warmup: int = 3, thr
             if quantize is not None:
                 import onnx
 
+                from .execute import verify_int8_groups
+
                 steps = output_steps(onnx.load(str(artifact.reference)))
-                agreement = {"edgevit": compare_int8(outputs["edgevit"], outputs["onnxruntime"], steps).to_json()}
+                end_to_end = compare_int8(outputs["edgevit"], outputs["onnxruntime"], steps)
+                # the rule of run --verify: the probe build runs once, after the timed runs
+                verdict = verify_int8_groups(artifact_path, inputs, outputs["edgevit"], end_to_end, "local")
+                agreement = {"edgevit": {**{k: v for k, v in verdict.to_json().items() if k != "groups"},
+                                         "summary": verdict.summary(),
+                                         "failing_groups": [g.line() for g in verdict.failing]}}
                 if "litert" in outputs:  # quantized by another tool: its own ranges, so compared as floats
                     agreement["litert"] = compare(outputs["litert"], outputs["onnxruntime"]).to_json()
             else:

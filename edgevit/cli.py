@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .argtypes import count, nonnegative_float
-from .errors import EdgevitError, InputError, OutputError, UsageError
+from .errors import EdgevitError, InputError, OutputError, UsageError, VerificationError
 from .tables import format_table
 
 
@@ -233,11 +233,6 @@ def cmd_run(args) -> int:
     if args.output is not None:
         check_output(args.output, [Path(args.artifact), *map(Path, args.input or [])], "--output")
     ran = run(Path(args.artifact), args.input, args.device, args.repeat, args.verify, args.rtol)
-    if args.verify and ran.reference_engine == "onnxruntime":
-        from .quantize import Int8Comparison
-
-        if isinstance(ran.comparison, Int8Comparison):   # a QDQ build: checked group by group
-            ran.comparison = _verify_int8_groups(args, ran)
     if args.output is not None:
         try:
             with open(args.output, "wb") as f:  # the exact name given (np.save would append .npy)
@@ -260,47 +255,6 @@ def cmd_run(args) -> int:
             print(f"verify vs {ran.reference_engine}: {ran.comparison.summary()}")
     check_verified(ran.comparison)
     return 0
-
-
-def _verify_int8_groups(args, ran):
-    """``run --verify`` of an int8 (QDQ) artifact: a probe build of its reference that also outputs every
-    activation QuantizeLinear's tensor (built once for the artifact's target, cached) runs on the same inputs
-    and device, and onnxruntime computes every group from its int8 tensors (:mod:`edgevit.quantize.groups`)."""
-    import hashlib
-
-    import numpy as np
-    import onnx
-
-    from .compiler import compile_for_target
-    from .execute import load_inputs, run
-    from .frontend import TensorSpec, from_onnx_file
-    from .quantize.groups import Int8Verification, check_groups, probe_model, probe_tensors
-    from .runtime.artifact import Artifact, sha256_file
-    from .settings import cache_dir, seed
-    from .targets import get_target
-
-    with Artifact.open(Path(args.artifact)) as artifact:
-        meta = artifact.metadata
-        model = onnx.load(str(artifact.reference))
-        inputs = load_inputs(args.input, [TensorSpec.from_json(s) for s in meta["inputs"]], seed())
-        probe, layout = probe_model(model)
-        key = hashlib.sha256(f"probe 2 {sha256_file(artifact.reference)} {sha256_file(artifact.library)} "
-                             f"{meta['target']['name']}".encode()).hexdigest()[:16]
-        folder = cache_dir("int8-probe", key)
-        probe_tar = folder / "probe.tar"
-        if not probe_tar.exists():
-            print(f"[edgevit] building the int8 probe of {meta['model']['name']} for {meta['target']['name']} "
-                  f"(every quantized tensor as an output; once, cached in {folder})", file=sys.stderr, flush=True)
-            onnx.save(probe, str(folder / "probe.onnx"))
-            compile_for_target(from_onnx_file(folder / "probe.onnx"), get_target(meta["target"]["name"]),
-                               folder / "probe.part.tar", command=f"int8 probe of {args.artifact}")
-            (folder / "probe.part.tar").rename(probe_tar)
-    outputs = run(probe_tar, args.input, args.device).outputs
-    n_out = len(ran.outputs)
-    tensors = probe_tensors(outputs, layout)
-    differs = sum(int(np.count_nonzero(a != b)) if a.shape == b.shape else a.size
-                  for a, b in zip(outputs[:n_out], ran.outputs))
-    return Int8Verification(ran.comparison, check_groups(model, inputs, tensors), differs)
 
 
 def cmd_bench(args) -> int:
@@ -330,6 +284,8 @@ def cmd_bench(args) -> int:
     _print_kept_float(report.get("quantization"))
     if args.json:
         _print_json(report, args.json)
+    if quantize and not report["agreement"]["ok"]:   # the int8 rule of run --verify, same exit code
+        raise VerificationError(f"verification failed (int8 rule): {report['agreement']['summary']}")
     return 0
 
 

@@ -21,7 +21,9 @@ class RunResult:
     device: str                      # "local" or "qemu-<arch>"
     outputs: list[np.ndarray]
     seconds: list[float]
-    comparison: object | None = None  # reference.Comparison or the int8 rule's result
+    # reference.Comparison; quantize.groups.Int8Verification for a QDQ build; quantize.verify.Int8Comparison for
+    # an int8 .tflite build (against LiteRT)
+    comparison: object | None = None
     reference_engine: str = "onnxruntime"  # what ``comparison`` compared with (LiteRT for .tflite builds)
 
     def to_json(self, artifact: str) -> dict:
@@ -61,13 +63,14 @@ def load_inputs(paths: list[str] | None, specs, seed: int) -> list[np.ndarray]:
 def run(artifact_path: Path, input_paths: list[str] | None = None, device: str = "auto", repeat: int = 1,
         verify: bool = False, rtol: float | None = None) -> RunResult:
     """Run an artifact ``repeat`` times on ``device`` ("auto": here if it is built for this machine's
-    architecture, else under qemu) and, with ``verify``, compare with onnxruntime on its reference model."""
-    from . import emulation
+    architecture, else under qemu) and, with ``verify``, compare with its reference model's engine: onnxruntime
+    (a float build within ``rtol``; an int8 QDQ build group by group, :func:`verify_int8_groups`), or LiteRT for a
+    build from a ``.tflite`` file."""
     from .frontend import TensorSpec
+    from .quantize import Int8Comparison
     from .reference import verify as compare_with_reference
-    from .runtime import host_arch
     from .runtime.artifact import Artifact
-    from .runtime.runner import check_inputs, check_memory, run_artifact
+    from .runtime.runner import check_inputs, check_memory
     from .settings import seed
 
     with Artifact.open(Path(artifact_path)) as artifact:
@@ -76,18 +79,7 @@ def run(artifact_path: Path, input_paths: list[str] | None = None, device: str =
         specs = [TensorSpec.from_json(s) for s in meta["inputs"]]
         inputs = load_inputs(input_paths, specs, seed())
         check_inputs(meta, inputs)
-        if device == "auto":
-            device = "local" if artifact.arch == host_arch() else "qemu"
-        if device == "qemu":
-            if artifact.arch == host_arch():
-                raise ArtifactError(f"artifact is for {artifact.arch}, this machine's own architecture: "
-                                    "run it with --device local")
-            python = emulation.prepare(artifact.arch)
-            print(f"[edgevit] running the {artifact.arch} build under {Path(python.qemu).name} "
-                  "(emulated: for correctness, not speed)", file=sys.stderr)
-            outputs, seconds = emulation.run_artifact(python, artifact.dir, inputs, repeat)
-        else:
-            outputs, seconds = run_artifact(artifact, inputs, repeat)
+        outputs, seconds, device = _execute(artifact, inputs, device, repeat)
         comparison, engine = None, "onnxruntime"
         if verify:
             if artifact.reference is None:
@@ -99,8 +91,97 @@ def run(artifact_path: Path, input_paths: list[str] | None = None, device: str =
                 comparison = verify_tflite(outputs, artifact.reference, inputs, rtol)
             else:
                 comparison = compare_with_reference(outputs, artifact.reference, inputs, rtol)
-    return RunResult(meta["model"]["name"], meta["target"]["name"],
-                     device if device == "local" else f"qemu-{artifact.arch}", outputs, seconds, comparison, engine)
+    if isinstance(comparison, Int8Comparison) and engine == "onnxruntime":   # a QDQ build: judged group by group
+        comparison = verify_int8_groups(Path(artifact_path), inputs, outputs, comparison, device)
+    return RunResult(meta["model"]["name"], meta["target"]["name"], device, outputs, seconds, comparison, engine)
+
+
+def _execute(artifact, inputs: list[np.ndarray], device: str, repeat: int) -> tuple[list, list, str]:
+    """Run an open artifact; returns outputs, seconds and where it ran ("local" or "qemu-<arch>")."""
+    from . import emulation
+    from .runtime import host_arch
+    from .runtime.runner import run_artifact
+
+    if device == "auto":
+        device = "local" if artifact.arch == host_arch() else "qemu"
+    if device == "qemu":
+        if artifact.arch == host_arch():
+            raise ArtifactError(f"artifact is for {artifact.arch}, this machine's own architecture: "
+                                "run it with --device local")
+        python = emulation.prepare(artifact.arch)
+        print(f"[edgevit] running the {artifact.arch} build under {Path(python.qemu).name} "
+              "(emulated: for correctness, not speed)", file=sys.stderr)
+        outputs, seconds = emulation.run_artifact(python, artifact.dir, inputs, repeat)
+        return outputs, seconds, f"qemu-{artifact.arch}"
+    outputs, seconds = run_artifact(artifact, inputs, repeat)
+    return outputs, seconds, device
+
+
+def verify_int8_groups(artifact_path: Path, inputs: list[np.ndarray], outputs: list[np.ndarray], end_to_end,
+                       device: str = "auto"):
+    """The int8 rule of ``--verify`` for an artifact built from a QDQ model (docs/int8.md).
+
+    A *probe* build of the artifact's reference that also outputs every activation QuantizeLinear's tensor
+    (built once per artifact for its target, cached under ``int8-probe``) runs on ``inputs`` on the same device;
+    onnxruntime then computes every QDQ group from the probe's int8 tensors (:mod:`edgevit.quantize.groups`).
+
+    Parameters
+    ----------
+    artifact_path
+        The int8 artifact (its reference is the QDQ ONNX model).
+    inputs, outputs
+        The inputs the artifact ran on and its outputs (the probe must reproduce them bit for bit).
+    end_to_end
+        ``quantize.verify.Int8Comparison`` of ``outputs`` against onnxruntime's (reported, not judged).
+    device
+        Where the artifact ran ("auto", "local", "qemu" or ``RunResult.device``): the probe runs there too.
+
+    Returns
+    -------
+    quantize.groups.Int8Verification
+    """
+    import onnx
+
+    from .quantize.groups import Int8Verification, check_groups, probe_model, probe_tensors
+    from .runtime.artifact import Artifact
+
+    with Artifact.open(Path(artifact_path)) as artifact:
+        model = onnx.load(str(artifact.reference))
+        probe, layout = probe_model(model)
+        probe_path = _int8_probe(artifact, probe, artifact_path)
+    with Artifact.open(probe_path) as built:
+        probed = _execute(built, inputs, "qemu" if device.startswith("qemu") else device, 1)[0]
+    differs = sum(int(np.count_nonzero(a != b)) if a.shape == b.shape else a.size
+                  for a, b in zip(probed[:len(outputs)], outputs))
+    return Int8Verification(end_to_end, check_groups(model, inputs, probe_tensors(probed, layout)), differs)
+
+
+def _int8_probe(artifact, probe, artifact_path: Path) -> Path:
+    """The probe build of an open int8 artifact (``probe``: its reference with every quantized tensor as an
+    output), compiled for the artifact's target once and cached by reference, library and target."""
+    import hashlib
+
+    import onnx
+
+    from .compiler import compile_for_target
+    from .frontend import from_onnx_file
+    from .runtime.artifact import sha256_file
+    from .settings import cache_dir
+    from .targets import get_target
+
+    meta = artifact.metadata
+    key = hashlib.sha256(f"probe 2 {sha256_file(artifact.reference)} {sha256_file(artifact.library)} "
+                         f"{meta['target']['name']}".encode()).hexdigest()[:16]
+    folder = cache_dir("int8-probe", key)
+    built = folder / "probe.tar"
+    if not built.exists():
+        print(f"[edgevit] building the int8 probe of {meta['model']['name']} for {meta['target']['name']} "
+              f"(every quantized tensor as an output; once, cached in {folder})", file=sys.stderr, flush=True)
+        onnx.save(probe, str(folder / "probe.onnx"))
+        compile_for_target(from_onnx_file(folder / "probe.onnx"), get_target(meta["target"]["name"]),
+                           folder / "probe.part.tar", command=f"int8 probe of {artifact_path}")
+        (folder / "probe.part.tar").rename(built)
+    return built
 
 
 def check_verified(comparison) -> None:

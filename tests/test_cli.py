@@ -137,8 +137,8 @@ def test_bench_refuses_a_board_target(capsys, tiny_onnx):
 
 
 def test_bench_quantize_int8_times_both_int8_engines(capsys, tiny_onnx, tmp_path):
-    """``bench --quantize int8``: edgevit and onnxruntime on the same QDQ file, compared in quantization steps;
-    the LiteRT line says why it has no int8 row."""
+    """``bench --quantize int8``: edgevit and onnxruntime on the same QDQ file, edgevit judged group by group as
+    by ``run --verify``; the LiteRT line says why it has no int8 row."""
     code, out, err = run_cli(capsys, "bench", tiny_onnx, "--quantize", "int8", "--calibration", "fashion-mnist",
                              "--calib-count", "4", "--per-channel", "--runs", "2", "--warmup", "0",
                              "--json", tmp_path / "b.json")
@@ -155,6 +155,9 @@ def test_bench_quantize_int8_times_both_int8_engines(capsys, tiny_onnx, tmp_path
     assert set(rows) == {"edgevit int8", "onnxruntime int8"}
     assert f"edgevit int8 / onnxruntime int8 = {ratio:.2f}x" in out
     assert "LiteRT int8: no int8 .tflite for this model (" in out
+    # judged by run --verify's rule: every QDQ group, by a probe build
+    assert report["agreement"]["groups_checked"] >= 4 and report["agreement"]["groups_failing"] == 0
+    assert "QDQ groups within 1 step of onnxruntime on edgevit's inputs" in out and "-> PASS" in out
 
 
 @pytest.mark.parametrize("extra, needles", [

@@ -1,7 +1,7 @@
 """The per-group int8 check (``edgevit.quantize.groups``): onnxruntime's own tensors pass, a planted wrong
 result in one group (off by one step, a wrong scale) fails naming that group and no other, a value rounded the
-other way at a half-step tie passes as a tie; and ``run --verify`` on a build whose requantization is wrong
-fails with exit 8 and a line naming the group."""
+other way at a half-step tie passes as a tie; and ``run --verify`` and ``bench --quantize int8`` on a build whose
+requantization is wrong fail with exit 8 and a line naming the group."""
 
 import numpy as np
 import onnx
@@ -176,3 +176,15 @@ def test_differences_where_onnxruntime_quantizes_nan_are_named(tmp_path):
     (ratio,) = [g for g in check_groups(model, [x], other) if g.tensor == "rq"]
     assert not ratio.ok and ratio.nan == ratio.differing == 2 and "NaN before QuantizeLinear" in ratio.line()
     assert all(g.ok for g in check_groups(model, [x], tensors))
+
+
+def test_bench_quantize_int8_fails_on_a_planted_kernel_defect_naming_the_group(capsys, tmp_path, monkeypatch):
+    """``bench --quantize int8`` judges by the same rule: the report is printed, then exit 8 and one line."""
+    monkeypatch.setenv("EDGEVIT_CACHE", str(tmp_path / "cache"))
+    _plant(monkeypatch, zero_shift=1)
+    code, out, err = run_cli(capsys, "bench", tiny_cnn_onnx(tmp_path / "cnn.onnx"), "--quantize", "int8",
+                             "--calibration", "fashion-mnist", "--calib-count", "4", "--runs", "1", "--warmup", "0")
+    assert_one_line_error(code, err, 8, "verification failed (int8 rule)", "QDQ groups FAIL", "(Conv -> ")
+    lines = [line for line in out.splitlines() if line.startswith("group ")]
+    assert len(lines) == 1 and "(Conv -> " in lines[0] and lines[0].endswith("-> FAIL")
+    assert "edgevit int8 / onnxruntime int8 = " in out

@@ -40,6 +40,17 @@ def test_untouched_int8_artifact_passes(capsys, int8_artifact):
     assert "end to end max 0 output quantization steps" in out
 
 
+def test_library_run_verify_checks_every_group(int8_artifact):
+    """``execute.run(..., verify=True)``, not only the CLI, judges a QDQ build group by group."""
+    from edgevit.execute import run
+    from edgevit.quantize.groups import Int8Verification
+
+    ran = run(int8_artifact, verify=True)
+    assert isinstance(ran.comparison, Int8Verification) and ran.comparison.ok
+    assert len(ran.comparison.groups) >= 4 and ran.comparison.probe_differs == 0
+    assert ran.to_json(str(int8_artifact))["verify"]["groups_checked"] == len(ran.comparison.groups)
+
+
 def test_reference_with_changed_scales_fails_with_exit_8(capsys, int8_artifact, tmp_path):
     with Artifact.open(int8_artifact) as artifact:
         model = onnx.load(str(artifact.reference))
