@@ -140,46 +140,65 @@ def verify_int8_groups(artifact_path: Path, inputs: list[np.ndarray], outputs: l
     -------
     quantize.groups.Int8Verification
     """
-    import onnx
-
-    from .quantize.groups import Int8Verification, check_groups, probe_model, probe_tensors
-    from .runtime.artifact import Artifact
+    from .runtime.artifact import Artifact, sha256_file
 
     with Artifact.open(Path(artifact_path)) as artifact:
-        model = onnx.load(str(artifact.reference))
-        probe, layout = probe_model(model)
-        probe_path = _int8_probe(artifact, probe, artifact_path)
-    with Artifact.open(probe_path) as built:
+        meta = artifact.metadata
+        return verify_int8_reference(artifact.reference, meta["target"]["name"], inputs, outputs, end_to_end, device,
+                                     build=sha256_file(artifact.library), name=meta["model"]["name"])
+
+
+def verify_int8_reference(reference: Path, target: str, inputs: list[np.ndarray], outputs: list[np.ndarray],
+                          end_to_end, device: str = "auto", build: str | None = None, name: str | None = None):
+    """The int8 rule for outputs computed from the QDQ model ``reference`` by builds for ``target`` (the stages
+    of a distributed plan, or one artifact: :func:`verify_int8_groups`).
+
+    The probe is compiled from ``reference`` for ``target`` once, cached by the reference's sha256, ``target``
+    and ``build`` (the artifact library's sha256; without one, edgevit's version), and run on ``device``
+    (``name`` says which model it is in the build message).
+    ``outputs`` must equal the probe's own outputs bit for bit, else the groups checked are not the ones that
+    computed them (``probe_differs``).
+
+    Returns
+    -------
+    quantize.groups.Int8Verification
+    """
+    import onnx
+
+    from . import __version__
+    from .quantize.groups import Int8Verification, check_groups, probe_model, probe_tensors
+    from .runtime.artifact import Artifact, sha256_file
+
+    model = onnx.load(str(reference))
+    probe, layout = probe_model(model)
+    key = f"{sha256_file(reference)} {build or 'edgevit-' + __version__} {target}"
+    with Artifact.open(_int8_probe(probe, key, target, name or Path(reference).name)) as built:
         probed = _execute(built, inputs, "qemu" if device.startswith("qemu") else device, 1)[0]
     differs = sum(int(np.count_nonzero(a != b)) if a.shape == b.shape else a.size
                   for a, b in zip(probed[:len(outputs)], outputs))
     return Int8Verification(end_to_end, check_groups(model, inputs, probe_tensors(probed, layout)), differs)
 
 
-def _int8_probe(artifact, probe, artifact_path: Path) -> Path:
-    """The probe build of an open int8 artifact (``probe``: its reference with every quantized tensor as an
-    output), compiled for the artifact's target once and cached by reference, library and target."""
+def _int8_probe(probe, key: str, target: str, name: str) -> Path:
+    """The probe build (``probe``: a QDQ model with every quantized tensor as an output) for ``target``,
+    compiled once per ``key`` and cached."""
     import hashlib
 
     import onnx
 
     from .compiler import compile_for_target
     from .frontend import from_onnx_file
-    from .runtime.artifact import sha256_file
     from .settings import cache_dir
     from .targets import get_target
 
-    meta = artifact.metadata
-    key = hashlib.sha256(f"probe 2 {sha256_file(artifact.reference)} {sha256_file(artifact.library)} "
-                         f"{meta['target']['name']}".encode()).hexdigest()[:16]
-    folder = cache_dir("int8-probe", key)
+    folder = cache_dir("int8-probe", hashlib.sha256(f"probe 2 {key}".encode()).hexdigest()[:16])
     built = folder / "probe.tar"
     if not built.exists():
-        print(f"[edgevit] building the int8 probe of {meta['model']['name']} for {meta['target']['name']} "
-              f"(every quantized tensor as an output; once, cached in {folder})", file=sys.stderr, flush=True)
+        print(f"[edgevit] building the int8 probe of {name} for {target} (every quantized tensor as an output; "
+              f"once, cached in {folder})", file=sys.stderr, flush=True)
         onnx.save(probe, str(folder / "probe.onnx"))
-        compile_for_target(from_onnx_file(folder / "probe.onnx"), get_target(meta["target"]["name"]),
-                           folder / "probe.part.tar", command=f"int8 probe of {artifact_path}")
+        compile_for_target(from_onnx_file(folder / "probe.onnx"), get_target(target), folder / "probe.part.tar",
+                           command=f"int8 probe of {name}")
         (folder / "probe.part.tar").rename(built)
     return built
 

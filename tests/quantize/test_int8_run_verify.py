@@ -51,6 +51,29 @@ def test_library_run_verify_checks_every_group(int8_artifact):
     assert ran.to_json(str(int8_artifact))["verify"]["groups_checked"] == len(ran.comparison.groups)
 
 
+def test_outputs_computed_elsewhere_are_checked_against_a_probe_of_the_reference(int8_artifact, tmp_path):
+    """``verify_int8_reference`` (for a distributed plan's stages): outputs equal to the probe build's pass; one
+    value moved by one step is not what the probed groups computed and fails."""
+    import shutil
+
+    from edgevit.execute import run, verify_int8_reference
+    from edgevit.frontend import TensorSpec
+    from edgevit.reference import random_inputs
+    from edgevit.settings import seed
+
+    ran = run(int8_artifact, verify=True)
+    with Artifact.open(int8_artifact) as artifact:
+        reference = shutil.copy(artifact.reference, tmp_path / "whole.onnx")
+        inputs = random_inputs([TensorSpec.from_json(s) for s in artifact.metadata["inputs"]], seed())  # run()'s
+    good = verify_int8_reference(reference, "host", inputs, ran.outputs, ran.comparison.end_to_end)
+    assert good.ok and good.probe_differs == 0 and len(good.groups) == len(ran.comparison.groups)
+    moved = [ran.outputs[0].copy()]
+    (step,) = output_steps(onnx.load(str(reference)))
+    moved[0].flat[0] += step
+    bad = verify_int8_reference(reference, "host", inputs, moved, ran.comparison.end_to_end)
+    assert not bad.ok and bad.probe_differs == 1 and "the probe build differs from the artifact in 1" in bad.summary()
+
+
 def test_reference_with_changed_scales_fails_with_exit_8(capsys, int8_artifact, tmp_path):
     with Artifact.open(int8_artifact) as artifact:
         model = onnx.load(str(artifact.reference))
