@@ -149,7 +149,8 @@ class GroupResult:
 
     def line(self) -> str:
         nan = (f"; {self.nan} of them NaN before QuantizeLinear in onnxruntime (e.g. 0/0 after a quantized "
-               "denominator rounded to 0: ONNX leaves quantizing NaN undefined)" if self.nan else "")
+               "denominator rounded to 0), which quantizes NaN to the lowest value (its clamp takes the maximum "
+               "first); ONNX leaves it undefined" if self.nan else "")
         return (f"group {self.node or self.tensor} ({self.op} -> {self.tensor}): max {self.max_steps} steps, "
                 f"{self.differing} of {self.size} values differ, {self.one_step} by 1 step, "
                 f"{self.one_step - self.ties} of those not at a half-step tie{nan} -> {'PASS' if self.ok else 'FAIL'}")

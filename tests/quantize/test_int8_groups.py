@@ -171,10 +171,12 @@ def test_differences_where_onnxruntime_quantizes_nan_are_named(tmp_path):
     x = np.array([[0.0, 0.3, 0.0, -0.5]], np.float32)
     probe, layout = probe_model(model)
     tensors = probe_tensors(onnxruntime_session(probe.SerializeToString()).run(None, {"x": x}), layout)
+    assert tensors["rq"][0, 0] == tensors["rq"][0, 2] == -128   # onnxruntime: NaN -> the lowest value
     other = dict(tensors, rq=tensors["rq"].copy())
     other["rq"][0, [0, 2]] = np.where(tensors["rq"][0, [0, 2]] == 127, -128, 127)   # NaN quantized the other way
     (ratio,) = [g for g in check_groups(model, [x], other) if g.tensor == "rq"]
     assert not ratio.ok and ratio.nan == ratio.differing == 2 and "NaN before QuantizeLinear" in ratio.line()
+    assert "quantizes NaN to the lowest value" in ratio.line()
     assert all(g.ok for g in check_groups(model, [x], tensors))
 
 
