@@ -257,16 +257,17 @@ def _quantize(values: np.ndarray, call) -> np.ndarray:
 
 
 def _qlinear_add(a: np.ndarray, dequantize_a, b: np.ndarray, dequantize_b, quantize) -> np.ndarray:
-    """onnxruntime's QLinearAdd (MLAS, x86) of int8 values ``a`` and a constant ``b``: ``round_half_even(c +
-    a * (sa / sy))`` in float32, where ``c = (zy - (sa / sy * za + sb / sy * zb)) + b * (sb / sy)``. Its result
-    differs from ``quantize(dequantize(a) + dequantize(b))`` where the sum is a half step in exact arithmetic
-    (efficientformerv2's ``x + 1`` with sy = 2/255: 41 k of 200 k values of one Add)."""
+    """onnxruntime's QLinearAdd (MLAS, x86 AVX2) of int8 values ``a`` and a constant ``b``:
+    ``round_half_even(fma(a, sa / sy, c))`` in float32, where ``c = (zy - (sa / sy * za + sb / sy * zb)) + b * (sb /
+    sy)``. Its result differs from ``quantize(dequantize(a) + dequantize(b))`` where the sum is a half step in exact
+    arithmetic (efficientformerv2's ``x + 1`` with sy = 2/255: 41 k of 200 k values of one Add)."""
     f32 = np.float32
     (sa, za), (sb, zb) = ((f32(_scalar(d.args[1])), f32(_scalar(d.args[2]))) for d in (dequantize_a, dequantize_b))
     sy, zy = f32(_scalar(quantize.args[1])), f32(_scalar(quantize.args[2]))
     ra, rb = sa / sy, sb / sy
     fixed = (zy - (ra * za + rb * zb)) + f32(b) * rb
-    return np.clip(np.rint(fixed + a.astype(f32) * ra), -128, 127).astype(np.int8)
+    fused = (a.astype(np.float64) * np.float64(ra) + np.float64(fixed)).astype(f32)  # exact in float64: one rounding
+    return np.clip(np.rint(fused), -128, 127).astype(np.int8)
 
 
 def _dequantize_values(q: np.ndarray, call) -> np.ndarray:
