@@ -1,7 +1,10 @@
 """The per-group int8 check (``edgevit.quantize.groups``): onnxruntime's own tensors pass, a planted wrong
 result in one group (off by one step, a wrong scale) fails naming that group and no other, a value rounded the
-other way at a half-step tie passes as a tie; and ``run --verify`` and ``bench --quantize int8`` on a build whose
-requantization is wrong fail with exit 8 and a line naming the group."""
+other way at a half-step tie passes as a tie; ``run --verify`` and ``bench --quantize int8`` on a build whose
+requantization is wrong fail with exit 8 and a line naming the group; ``run --verify`` passes a model whose ties
+move the outputs by 16 steps."""
+
+import json
 
 import numpy as np
 import onnx
@@ -190,3 +193,51 @@ def test_bench_quantize_int8_fails_on_a_planted_kernel_defect_naming_the_group(c
     lines = [line for line in out.splitlines() if line.startswith("group ")]
     assert len(lines) == 1 and "(Conv -> " in lines[0] and lines[0].endswith("-> FAIL")
     assert "edgevit int8 / onnxruntime int8 = " in out
+
+
+def tie_amplifier_onnx(path):
+    """A QDQ model with dense half-step ties, amplified: two quantizations of ``x`` (scales 32/255 and 16/255) are
+    added and quantized at one float32 ulp above 32/255 (efficientformerv2_s0's pattern: about a fifth of the sums
+    are half steps), then multiplied by 16 at the same scale, so one tie rounded the other way moves an output by
+    16 steps."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    sa, sb = np.float32(32 / 255), np.float32(16 / 255)
+    sc = np.nextafter(sa, np.float32(1))
+    init = [numpy_helper.from_array(v, n) for n, v in (
+        ("sa", sa), ("za", np.int8(-1)), ("sb", sb), ("zb", np.int8(-128)), ("sc", sc), ("z0", np.int8(0)),
+        ("m", np.int8(16)), ("one", np.float32(1)))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sa", "za"], ["a"]),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "sb", "zb"], ["b"]),
+             helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["da"]),
+             helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["db"]),
+             helper.make_node("Add", ["da", "db"], ["s"], name="tie_add"),
+             helper.make_node("QuantizeLinear", ["s", "sc", "z0"], ["y"]),
+             helper.make_node("DequantizeLinear", ["y", "sc", "z0"], ["dy"]),
+             helper.make_node("DequantizeLinear", ["m", "one", "z0"], ["dm"]),
+             helper.make_node("Mul", ["dy", "dm"], ["p"], name="amplify"),
+             helper.make_node("QuantizeLinear", ["p", "sc", "z0"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "sc", "z0"], ["out"])]
+    graph = helper.make_graph(nodes, "ties", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 32, 32])],
+                              initializer=init)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
+    return path
+
+
+def test_run_verify_passes_a_tie_amplified_model_that_the_output_rule_fails(capsys, tmp_path, monkeypatch):
+    """edgevit computes the two-tensor Add as dequantize, add, quantize; onnxruntime as QLinearAdd (another float32
+    order): they differ at half steps only, which the x16 multiply carries to the output (16 steps, over the old
+    4-step rule). ``run --verify`` passes it, every 1-step value labelled a tie."""
+    from edgevit.quantize import MAX_STEPS
+
+    monkeypatch.setenv("EDGEVIT_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_cli(capsys, "compile", tie_amplifier_onnx(tmp_path / "ties.onnx"), "-o", tmp_path / "t.tar")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "run", tmp_path / "t.tar", "--verify", "--json")
+    verdict = json.loads(out)["verify"]
+    assert code == 0, err
+    (add,) = [g for g in verdict["groups"] if g["node"] == "tie_add"]
+    assert add["ties"] == add["one_step"] > 0 and add["max_steps"] == 1
+    assert verdict["ok"] and verdict["groups_failing"] == 0 and verdict["max_steps"] > MAX_STEPS
