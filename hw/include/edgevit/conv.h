@@ -250,9 +250,7 @@ void im2col(word_port<CFG>& arena, const layer_desc& d) {
     const bool whole = C % CFG::WPB == 0 && d.x % CFG::WPB == 0 && d.y % CFG::WPB == 0;
     int oy = 0, ox = 0, ky = 0, kx = 0, c = 0;
 #ifndef __SYNTHESIS__
-    unit_loop_begin();
-    unit_loop_note(whole ? words / CFG::WPB : HO * WO * K * RB);
-    unit_loop_end();
+    unit_loop_single(whole ? words / CFG::WPB : HO * WO * K * RB);
 #endif
     if (whole) {
         for (int i = 0; i < words / CFG::WPB; ++i) {

@@ -60,9 +60,7 @@ void unfold_fold(word_port<CFG>& arena, const layer_desc& d, bool fold) {
     const bool whole = C % CFG::WPB == 0 && d.x % CFG::WPB == 0 && d.y % CFG::WPB == 0;
     unfold_walk at;
 #ifndef __SYNTHESIS__
-    unit_loop_begin();
-    unit_loop_note(whole ? words / CFG::WPB : words);
-    unit_loop_end();
+    unit_loop_single(whole ? words / CFG::WPB : words);
 #endif
     if (whole) {
         for (int i = 0; i < words / CFG::WPB; ++i) {
@@ -96,9 +94,7 @@ void concat(word_port<CFG>& arena, const layer_desc& d) {
                        d.y % CFG::WPB == 0;
     int t = 0, c = 0;   // output row and column
 #ifndef __SYNTHESIS__
-    unit_loop_begin();
-    unit_loop_note(whole ? words / CFG::WPB : words);
-    unit_loop_end();
+    unit_loop_single(whole ? words / CFG::WPB : words);
 #endif
     if (whole) {
         for (int i = 0; i < words / CFG::WPB; ++i) {
