@@ -131,7 +131,7 @@ class _Rewriter(PyExprMutator):
         P·V) on the dot-product kernel, or None. With zero points on both sides,
         ``Σ (x - zx)(y - zy) = Σ (x + s) y - (s + zx) Σ_k y - zy Σ_k x + K zx zy`` for the kernel's shift ``s``:
         the two sums are small int32 reductions at run time."""
-        from . import int8_kernels
+        from . import int8_kernels, int8_requantize
 
         if str(quantize.attrs.out_dtype) != "int8" or _scalar(quantize.args[1]) is None \
                 or _scalar(quantize.args[2]) is None:
@@ -157,10 +157,10 @@ class _Rewriter(PyExprMutator):
         if zx * zy:
             acc = relax.op.add(acc, relax.const(k * zx * zy, "int32"))
         sout, zout = float(_scalar(quantize.args[1])), int(_scalar(quantize.args[2]))
-        multiplier = np.float32(np.float32(sx) * np.float32(sy) / np.float32(sout))
-        y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier)))
-        y = relax.op.add(y, relax.const(np.float32(zout)))
-        return relax.op.astype(relax.op.clip(y, -128, 127), "int8")
+        multiplier = np.full(1, np.float32(sx) * np.float32(sy) / np.float32(sout), np.float32)
+        clamp = int8_requantize.needs_clamp(np.array([k * 255 * 255]), multiplier)  # |Σ (x - zx)(y - zy)|
+        return self.builder_.call_te(int8_requantize.requantize, self.builder_.emit(acc), None,
+                                     relax.const(multiplier), zout, -1, clamp, primfunc_name_hint="int8_requantize")
 
     def _activation(self, expr):
         """(xq, sx, zx) when ``expr`` is a per-tensor int8 ``dequantize``."""
@@ -230,7 +230,7 @@ class _Rewriter(PyExprMutator):
             bias = bias and (np.pad(bias[0], (0, pad)), np.pad(bias[1], (0, pad), constant_values=1))
         acc = self._dot_product(kernel, xq, zx, wq) if self.dot is not None else None
         if acc is not None and pad:
-            y = self._requantize(self.builder_.emit(acc[0]), wq.astype(np.int64).sum(0), (-1,), zx + acc[1], sx, sw,
+            y = self._requantize(self.builder_.emit(acc[0]), wq.T, (-1,), zx + acc[1], sx, sw,
                                  bias, sy, zy)
             return relax.op.strided_slice(self.builder_.emit(y), axes=[len(static_shape(kernel)) - 1], begin=[0],
                                           end=[features])
@@ -238,11 +238,11 @@ class _Rewriter(PyExprMutator):
             acc, shift = acc
             acc = self.builder_.emit(acc)
             conv = is_op(kernel, "relax.nn.conv2d")
-            weight_sums = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1) if conv else wq.astype(np.int64).sum(0)
+            rows = wq.reshape(wq.shape[0], -1) if conv else wq.T
             flat = conv and len(static_shape(acc)) == 3  # conv pixels padded to whole vectors
             channel_shape = ((1, -1, 1) if flat else (1, -1, 1, 1)) if conv else (-1,)
             # the activations were shifted by ``shift`` (into uint8): Σ (x + shift) w = Σ x w + shift Σ w
-            y = self._requantize(acc, weight_sums, channel_shape, zx + shift, sx, sw, bias, sy, zy)
+            y = self._requantize(acc, rows, channel_shape, zx + shift, sx, sw, bias, sy, zy)
             if flat:
                 _, f, oh, ow = static_shape(kernel)
                 y = relax.op.reshape(relax.op.strided_slice(self.builder_.emit(y), axes=[2], begin=[0],
@@ -266,11 +266,11 @@ class _Rewriter(PyExprMutator):
             else:
                 acc = relax.op.nn.conv2d(xq, relax.const(weights_const), strides=attrs.strides, padding=0,
                                          dilation=attrs.dilation, groups=attrs.groups, out_dtype="int32")
-            weight_sums, channel_shape = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1), (1, -1, 1, 1)
+            rows, channel_shape = wq.reshape(wq.shape[0], -1), (1, -1, 1, 1)
         else:
             acc = relax.op.matmul(xq, relax.const(weights_const), out_dtype="int32")
-            weight_sums, channel_shape = wq.astype(np.int64).sum(0), (-1,)
-        return self._requantize(acc, weight_sums, channel_shape, zx, sx, sw, bias, sy, zy)
+            rows, channel_shape = wq.T, (-1,)
+        return self._requantize(acc, rows, channel_shape, zx, sx, sw, bias, sy, zy)
 
     def _depthwise(self, kernel, xq, zx, wq, sx, sw, bias, sy, zy):
         """A depthwise conv on ``edgevit.backends.int8_depthwise``'s kernel, requantized."""
@@ -279,8 +279,8 @@ class _Rewriter(PyExprMutator):
         attrs = kernel.attrs
         acc = int8_depthwise.emit_depthwise(self.builder_, self.visit_expr(xq), wq, zx, list(attrs.strides),
                                             [int(p) for p in attrs.padding], list(attrs.dilation))
-        weight_sums = wq.reshape(wq.shape[0], -1).astype(np.int64).sum(1)
-        return self._requantize(self.builder_.emit(acc), weight_sums, (1, -1, 1, 1), zx, sx, sw, bias, sy, zy)
+        return self._requantize(self.builder_.emit(acc), wq.reshape(wq.shape[0], -1), (1, -1, 1, 1), zx, sx, sw, bias,
+                                sy, zy)
 
     def _dot_product(self, kernel, xq, zx: int, wq):
         """(int32 accumulator, activation shift) from the target's dot-product kernel
@@ -297,21 +297,27 @@ class _Rewriter(PyExprMutator):
             acc = int8_kernels.emit_matmul(self.builder_, self.dot, xq, wq)
         return None if acc is None else (acc, self.dot.shift)
 
-    def _requantize(self, acc, weight_sums, channel_shape, zx, sx, sw, bias, sy, zy):
-        """``clip(round(float(acc + offset) · M) + zy)`` as int8, with the zero point and bias folded into one
-        int32 offset per output channel."""
+    def _requantize(self, acc, rows, channel_shape, zx, sx, sw, bias, sy, zy):
+        """``clip(round(float(acc + offset) · M) + zy)`` as int8 (``int8_requantize``), with the zero point and
+        bias folded into one int32 offset per output channel. ``rows``: the int8 weights as ``[channels, K]``."""
+        from . import int8_requantize
+
+        rows = rows.astype(np.int64)
         acc_scale = np.float32(sx) * sw  # float32, as onnxruntime computes input scale x weight scale
-        offset = -zx * weight_sums
+        offset = -zx * rows.sum(1)
         if bias is not None:  # the bias in accumulator units (onnxruntime's bias scale is sx * sw already)
             bq, bias_scale = bias
             offset = offset + np.round(bq.astype(np.float64) * bias_scale / acc_scale).astype(np.int64)
         # Only a degenerate bias scale (far below sx * sw) leaves int32; clipped, not wrapped, it stays monotonic.
         offset = np.clip(offset, -2**31, 2**31 - 1)
-        acc = relax.op.add(acc, relax.const(offset.astype(np.int32).reshape(channel_shape)))
-        multiplier = (acc_scale / np.float32(sy)).astype(np.float32).reshape(channel_shape)
-        y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier)))
-        y = relax.op.add(y, relax.const(np.float32(zy)))
-        return relax.op.astype(relax.op.clip(y, -128, 127), "int8")
+        multiplier = np.broadcast_to(acc_scale / np.float32(sy), offset.shape).astype(np.float32)
+        # |acc| <= 256 Σ|w| (activations, shifted or not, within [-128, 255])
+        clamp = int8_requantize.needs_clamp(256 * np.abs(rows).sum(1) + np.abs(offset), multiplier)
+        acc = acc if isinstance(acc, relax.Var) else self.builder_.emit(acc)
+        return self.builder_.call_te(int8_requantize.requantize, acc, relax.const(offset.astype(np.int32)),
+                                     relax.const(multiplier), int(zy),
+                                     list(channel_shape).index(-1) - len(channel_shape), clamp,
+                                     primfunc_name_hint="int8_requantize")
 
 
 def _depthwise_batch_one(conv) -> bool:

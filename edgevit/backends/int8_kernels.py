@@ -679,9 +679,12 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     sch.reverse_compute_at(epilogue, co, preserve_unit_loops=False)
     info = CpuInfo.of(target)
     run_in_parallel(sch, [*lead, ro], info)  # before tensorizing: TVM cannot parallelise over the tensorized block
-    own = sch.get_loops(epilogue)[len(lead) + 2:]
+    loops = sch.get_loops(epilogue)
+    own = loops[1 + next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(co))):]
     if own:
         sch.vectorize(own[-1])
+        for loop in own[:-1]:  # the tile's rows: its accumulators stay in registers (a loop stores and reloads them)
+            sch.unroll(loop)
     sch.set_scope(dot, 0, "local")
     init = sch.decompose_reduction(dot, rb)
     init_loops = sch.get_loops(init)[-1 - len(partial):]
