@@ -8,7 +8,10 @@ each adding a 4-long dot product of a broadcast operand ``A[0:4]`` with its own 
 - **conv**: lanes are output pixels. ``A`` = the weights of one output channel (4 input channels of the
   ``[F, kh*kw*C]`` constant, at compile time), ``B`` = the input packed at run time as ``[K/4, pixels, 4]`` (4
   input channels of a pixel together: :func:`pack_conv_input`, an im2col for kxk kernels). The output comes out
-  NCHW, so the requantizing epilogue stores whole vectors of pixels.
+  NCHW, so the requantizing epilogue stores whole vectors of pixels. On ``sdot`` a conv whose output channels
+  are a multiple of 4 takes its weights as ``[K/4, F, 4]`` instead: one 16-byte load holds 4 channels' k-block
+  and ``sdot`` by element (``sdot v.4s, b.16b, a.4b[r]``) picks each channel's 4 bytes, where the broadcast
+  form loaded each channel's 4 bytes on their own (``ld1r``).
 - **matmul** by a constant: lanes are output features. ``A`` = 4 consecutive values of an activation row,
   ``B`` = the weights packed at compile time as ``[K/4, N, 4]``.
 
@@ -100,6 +103,59 @@ def _sdot_impl():
             C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([0], "int32x4"),
                 a_bytes, B.vload([0, 0], "int8x16"), dtype="int32x4")
+
+    return impl
+
+
+def _rows_desc(rows: int):
+    """What the lane-indexed conv intrinsic computes: ``rows`` output channels x 4 pixels, ``C[r, i] += Σ_k
+    A[r, k] · B[i, k]``, with the ``rows`` channels' 4 weights side by side in ``A`` (the ``[K/4, F, 4]``
+    weight layout) and the accumulator rows ``stride`` apart."""
+    stride = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (rows, 4), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (rows, 4), "int32", offset_factor=1, scope="local", strides=[stride, 1])
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:4], A[0:rows, 0:4], B[0:4, 0:4])
+            T.writes(C[0:rows, 0:4])
+            for r, i, k in T.grid(rows, 4, 4):
+                with T.sblock("update"):
+                    vr, vi, vk = T.axis.remap("SSR", [r, i, k])
+                    C[vr, vi] = C[vr, vi] + T.Cast("int32", A[vr, vk]) * T.Cast("int32", B[vi, vk])
+
+    return desc
+
+
+def _sdot_rows_impl():
+    """``sdot`` by element: the 4 channels' weights in one 16-byte load, each channel's 4 bytes taken by lane
+    (``sdot v.4s, b.16b, a.4b[r]``) instead of a broadcast load per channel (``ld1r``)."""
+    stride = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4, 4), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4, 4), "int32", offset_factor=1, scope="local", strides=[stride, 1])
+        with T.sblock("root"):
+            T.reads(C[0:4, 0:4], A[0:4, 0:4], B[0:4, 0:4])
+            T.writes(C[0:4, 0:4])
+            words = T.reinterpret(A.vload([0, 0], "int8x16"), dtype="int32x4")
+            b_bytes = B.vload([0, 0], "int8x16")
+            C[0, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([0, 0], "int32x4"), b_bytes,
+                T.reinterpret(T.Shuffle([words], [0, 0, 0, 0]), dtype="int8x16"), dtype="int32x4")
+            C[1, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([1, 0], "int32x4"), b_bytes,
+                T.reinterpret(T.Shuffle([words], [1, 1, 1, 1]), dtype="int8x16"), dtype="int32x4")
+            C[2, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([2, 0], "int32x4"), b_bytes,
+                T.reinterpret(T.Shuffle([words], [2, 2, 2, 2]), dtype="int8x16"), dtype="int32x4")
+            C[3, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([3, 0], "int32x4"), b_bytes,
+                T.reinterpret(T.Shuffle([words], [3, 3, 3, 3]), dtype="int8x16"), dtype="int32x4")
 
     return impl
 
@@ -322,6 +378,7 @@ class DotKernel:
     blocks: int = 1           # k-blocks of 4 per intrinsic call (conv/matmul intrinsics)
     exact_intrin: str = ""    # for operands that may both be -128 (pair sums overflow int16; one k-block per
     #                           call); "": the others are exact
+    conv_rows_intrin: str = ""  # conv on 4 output channels per call, weights ``[K/4, F, 4]`` (F a multiple of 4)
 
     @property
     def depth(self) -> int:
@@ -340,7 +397,8 @@ def _vnni_kernel() -> DotKernel:
 
 def _sdot_kernel() -> DotKernel:
     sdot = _register("edgevit_sdot_4x4_s8s8", 4, "int8", "int8", _sdot_impl())
-    return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24)
+    rows = _register_pair("edgevit_sdot_4x4x4_s8s8_lane", _rows_desc(4), _sdot_rows_impl())
+    return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24, conv_rows_intrin=rows)
 
 
 def _neon_kernel() -> DotKernel:
@@ -425,18 +483,20 @@ def _partial_sum(a, b, blocks: int, a_offsets):
 
 
 def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: int, partials: int = 1,
-             blocks: int = 1, pair_sums: bool = True) -> te.Tensor:
+             blocks: int = 1, pair_sums: bool = True, block_major: bool = False) -> te.Tensor:
     """``out[0, f, y, x] = Σ_k weight[f, k] · packed[k/4, y*OW + x, k%4]`` in int32 (weights first: the
     broadcast operand).
 
     With ``partials`` (2) the reduction block computes 2 sums per output pixel (``[1, F, pixels, 2]``, over the
     k with ``k % 4 // 2 == j``) and a second block adds them; with ``blocks`` (2) each reduction step takes two
     k-blocks, from weights stored by :func:`duplicate_pair_weights`. ``pair_sums`` (annotated on the block) says
-    whether the kernel may add two products in int16: no weight is -128."""
+    whether the kernel may add two products in int16: no weight is -128. ``block_major``: the weights are
+    ``[K/4, F, 4]`` (4 channels' k-block in 16 bytes, for the lane-indexed intrinsic)."""
     kb, pixels, _ = (int(d) for d in packed.shape)
-    f = int(weight.shape[0])
+    f = int(weight.shape[1 if block_major else 0])
     flat = pixels != out_height * out_width  # pixels padded to whole vectors: ``[1, F, pixels]``, cropped later
-    attrs = {"out_width": 0 if flat else out_width, "int16_pair_sums": int(pair_sums)}
+    attrs = {"out_width": 0 if flat else out_width, "int16_pair_sums": int(pair_sums),
+             "block_major": int(block_major)}
     if partials > 1:
         rb, rk = te.reduce_axis((0, kb // blocks), "rb"), te.reduce_axis((0, 2), "rk")
         part = te.compute(
@@ -450,16 +510,17 @@ def conv_dot(packed: te.Tensor, weight: te.Tensor, out_height: int, out_width: i
         return _sum_partials(part, (1, f, out_height, out_width),
                              lambda n, ff, y, x: (n, ff, y * out_width + x))
     rb, rk = te.reduce_axis((0, kb), "rb"), te.reduce_axis((0, 4), "rk")
+
+    def w(ff):
+        return (weight[rb, ff, rk] if block_major else weight[ff, rb * 4 + rk]).astype("int32")
+
     if flat:
         return te.compute(
-            (1, f, pixels),
-            lambda n, ff, p: te.sum(weight[ff, rb * 4 + rk].astype("int32") * packed[rb, p, rk].astype("int32"),
-                                    axis=[rb, rk]),
+            (1, f, pixels), lambda n, ff, p: te.sum(w(ff) * packed[rb, p, rk].astype("int32"), axis=[rb, rk]),
             name="int8_dot_conv", attrs=attrs)
     return te.compute(
         (1, f, out_height, out_width),
-        lambda n, ff, y, x: te.sum(weight[ff, rb * 4 + rk].astype("int32")
-                                   * packed[rb, y * out_width + x, rk].astype("int32"), axis=[rb, rk]),
+        lambda n, ff, y, x: te.sum(w(ff) * packed[rb, y * out_width + x, rk].astype("int32"), axis=[rb, rk]),
         name="int8_dot_conv", attrs=attrs)
 
 
@@ -542,6 +603,7 @@ def emit_conv(builder, dot: DotKernel, xq, wq, zx: int, strides, padding, dilati
     Returns the int32 accumulator ``Σ (xq + dot.shift) · wq`` as ``[1, F, OH, OW]``, or as ``[1, F, P]`` when
     the output pixels make no whole vectors (P: padded to whole vectors; the caller crops), or None for a batch.
     """
+    import numpy as np
     from tvm import relax
 
     oh, ow = out_size
@@ -562,8 +624,11 @@ def emit_conv(builder, dot: DotKernel, xq, wq, zx: int, strides, padding, dilati
     blocks = dot.blocks if pair_sums else 1
     if blocks > 1:
         weights = duplicate_pair_weights(weights)
+    block_major = bool(dot.conv_rows_intrin) and weights.shape[0] % 4 == 0
+    if block_major:  # [K/4, F, 4]: 4 channels' k-block in 16 bytes
+        weights = np.ascontiguousarray(weights.reshape(weights.shape[0], -1, 4).transpose(1, 0, 2))
     return builder.call_te(conv_dot, packed, relax.const(weights), oh, ow, dot.partials, blocks, pair_sums,
-                           primfunc_name_hint=f"int8_dot_conv_{dot.isa}")
+                           block_major, primfunc_name_hint=f"int8_dot_conv_{dot.isa}")
 
 
 def emit_matmul(builder, dot: DotKernel, xq, wq):
@@ -609,15 +674,16 @@ def _pair_sums_fit(dot: DotKernel, wq) -> bool:
     return not dot.exact_intrin or int(wq.min()) > -128
 
 
-def _pick_tile(rows: int, vectors: int, budget: int) -> tuple[int, int]:
-    """(rows, vectors) of the register tile: the most accumulators within ``budget``, rows dividing
-    ``rows`` and vectors dividing ``vectors`` (at most 4: each vector load then feeds every row)."""
-    best = (0, 0, 1, 1)
+def _pick_tile(rows: int, vectors: int, budget: int, row_step: int = 1) -> tuple[int, int]:
+    """(rows, vectors) of the register tile: the most accumulators within ``budget``, rows a multiple of
+    ``row_step`` (the rows one intrinsic call takes) dividing ``rows`` and vectors dividing ``vectors`` (at
+    most 4: each vector load then feeds every row)."""
+    best = (0, 0, row_step, 1)
     for v in (4, 2, 1):
         if vectors % v:
             continue
-        r = largest_divisor(rows, max(1, budget // v))
-        best = max(best, (r * v, -r - v, r, v))  # ties: fewer operand loads per step
+        r = row_step * largest_divisor(rows // row_step, max(1, budget // v // row_step))
+        best = max(best, (r * v, -r // row_step - v, r, v))  # ties: fewer operand loads per step
     return best[2], best[3]
 
 
@@ -672,10 +738,17 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     rows, cols = int(sch.get(rows_loop).extent), int(sch.get(cols_loop).extent)
     if cols % kernel.lanes:
         return None
-    tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators // kernel.partials)
+    # lane-indexed conv intrinsic (4 channels per call, one weight load): rows of 4 under the vector loop
+    step = 4 if conv and int(sch.get(dot).annotations.get("block_major", 0)) else 1
+    tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators // kernel.partials, step)
     ro, ri = sch.split(rows_loop, [None, tile_rows])
     co, cv, cl = sch.split(cols_loop, [None, tile_vectors, kernel.lanes])
-    sch.reorder(*lead, ro, co, rb, ri, cv, cl, *partial, rk)
+    if step > 1:
+        intrin = kernel.conv_rows_intrin
+        ri, r4 = sch.split(ri, [None, step])
+        sch.reorder(*lead, ro, co, rb, ri, cv, r4, cl, rk)
+    else:
+        sch.reorder(*lead, ro, co, rb, ri, cv, cl, *partial, rk)
     sch.reverse_compute_at(epilogue, co, preserve_unit_loops=False)
     info = CpuInfo.of(target)
     run_in_parallel(sch, [*lead, ro], info)  # before tensorizing: TVM cannot parallelise over the tensorized block
@@ -689,7 +762,7 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     init = sch.decompose_reduction(dot, rb)
     init_loops = sch.get_loops(init)[-1 - len(partial):]
     sch.vectorize(sch.fuse(*init_loops) if partial else init_loops[0])
-    sch.tensorize(cl, intrin)
+    sch.tensorize(r4 if step > 1 else cl, intrin)
     sch.unroll(ri)
     sch.unroll(cv)
     for block_name in prologue:

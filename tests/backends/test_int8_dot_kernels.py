@@ -142,12 +142,12 @@ for library, x, out in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
 """
 
 
-def _run_on_rpi4_under_qemu(modules, inputs, tmp_path):
-    """Build Relax modules for rpi4 and run each on its input under qemu (one emulated Python for all): the
-    outputs and the disassembly of every library."""
+def _run_under_qemu(target, modules, inputs, tmp_path):
+    """Build Relax modules for an aarch64 target and run each on its input under qemu (one emulated Python for
+    all): the outputs and the disassembly of every library."""
     from edgevit import emulation
 
-    cpu = get_target("rpi4").require_cpu()
+    cpu = get_target(target).require_cpu()
     python = emulation.prepare("aarch64")
     args, disassembly = [], []
     for i, (mod, x) in enumerate(zip(modules, inputs)):
@@ -212,7 +212,7 @@ def test_neon_kernels_for_rpi4_match_numpy_under_qemu(tmp_path):
     modules.append(_activation_matmul_module(extremes.shape, extremes.shape[::-1], dot))
     inputs.append(extremes)
     expected.append(extremes.astype(np.int64) @ extremes.astype(np.int64).transpose(0, 2, 1))
-    outputs, disassembly = _run_on_rpi4_under_qemu(modules, inputs, tmp_path)
+    outputs, disassembly = _run_under_qemu("rpi4", modules, inputs, tmp_path)
     for got, want in zip(outputs, expected):
         if got.ndim == 3 and want.ndim == 4:  # conv pixels padded to whole vectors
             got = got[:, :, :want.shape[2] * want.shape[3]].reshape(want.shape)
@@ -221,6 +221,31 @@ def test_neon_kernels_for_rpi4_match_numpy_under_qemu(tmp_path):
     assert "smlal" in disassembly[1] and "sadalp" in disassembly[1]  # the 3x3 conv: 10 k-blocks
     assert "smlal" not in disassembly[len(CONVS)]  # -128 weights: no int16 pair sums
     assert "smlal" not in disassembly[-1]  # -128 x -128 twice would overflow an int16 pair sum
+
+
+@pytest.mark.qemu
+def test_sdot_conv_kernels_for_rpi5_match_numpy_under_qemu(tmp_path):
+    """The Cortex-A76 conv kernels agree bit-exactly with numpy under qemu: output channels in multiples of 4
+    on ``sdot`` by element (one 16-byte weight load for 4 channels), the 7-channel conv on the broadcast form.
+    A 1x1 conv with K = 64 shows the by-element form in its loop (with few k-blocks LLVM may hoist the weights'
+    lane copies out of the pixel loop instead)."""
+    dot = dot_kernel_for(tvm_compiler.make_target(get_target("rpi5").require_cpu().tvm))
+    assert dot.isa == "sdot" and dot.conv_rows_intrin
+    rng = np.random.default_rng(13)
+    modules, inputs, expected = [], [], []
+    deep = ((1, 64, 8, 8), (32, 64, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    for x_shape, w_shape, strides, padding, dilation in [*CONVS, deep]:
+        xq, wq, zx = _random_int8(rng, x_shape), _random_int8(rng, w_shape), 5
+        reference = conv_reference(xq, wq, strides, padding, dilation, zx)
+        modules.append(_conv_module(x_shape, wq, strides, padding, dilation, zx, dot, reference.shape[2:]))
+        inputs.append(xq)
+        expected.append(reference)
+    outputs, disassembly = _run_under_qemu("rpi5", modules, inputs, tmp_path)
+    for got, want in zip(outputs, expected):
+        if got.ndim == 3:  # conv pixels padded to whole vectors
+            got = got[:, :, :want.shape[2] * want.shape[3]].reshape(want.shape)
+        np.testing.assert_array_equal(got, want)
+    assert ".4b[" in disassembly[-1] and ".4b[" not in disassembly[3]  # 32 channels; 7 channels
 
 
 @pytest.mark.qemu
