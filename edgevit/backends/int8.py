@@ -158,6 +158,9 @@ class _Rewriter(PyExprMutator):
             acc = relax.op.add(acc, relax.const(k * zx * zy, "int32"))
         sout, zout = float(_scalar(quantize.args[1])), int(_scalar(quantize.args[2]))
         multiplier = np.full(1, np.float32(sx) * np.float32(sy) / np.float32(sout), np.float32)
+        if self.dot.partials > 1:  # NEON without dot products: the float chain (see _requantize)
+            y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier[0])))
+            return relax.op.astype(relax.op.clip(relax.op.add(y, relax.const(np.float32(zout))), -128, 127), "int8")
         clamp = int8_requantize.needs_clamp(np.array([k * 255 * 255]), multiplier)  # |Σ (x - zx)(y - zy)|
         return self.builder_.call_te(int8_requantize.requantize, self.builder_.emit(acc), None,
                                      relax.const(multiplier), zout, -1, clamp, primfunc_name_hint="int8_requantize")
@@ -311,6 +314,13 @@ class _Rewriter(PyExprMutator):
         # Only a degenerate bias scale (far below sx * sw) leaves int32; clipped, not wrapped, it stays monotonic.
         offset = np.clip(offset, -2**31, 2**31 - 1)
         multiplier = np.broadcast_to(acc_scale / np.float32(sy), offset.shape).astype(np.float32)
+        if self.dot is not None and self.dot.partials > 1:
+            # NEON without dot products: the integer stage counted more instructions on the A72 (its partial
+            # sums went through memory); the float chain is kept there
+            acc = relax.op.add(acc, relax.const(offset.astype(np.int32).reshape(channel_shape)))
+            y = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"),
+                                                 relax.const(multiplier.reshape(channel_shape))))
+            return relax.op.astype(relax.op.clip(relax.op.add(y, relax.const(np.float32(zy))), -128, 127), "int8")
         # |acc| <= 256 Σ|w| (activations, shifted or not, within [-128, 255])
         clamp = int8_requantize.needs_clamp(256 * np.abs(rows).sum(1) + np.abs(offset), multiplier)
         acc = acc if isinstance(acc, relax.Var) else self.builder_.emit(acc)

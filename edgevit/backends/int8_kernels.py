@@ -756,8 +756,8 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     own = loops[1 + next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(co))):]
     if own:
         sch.vectorize(own[-1])
-        for loop in own[:-1]:  # the tile's rows: its accumulators stay in registers (a loop stores and reloads them)
-            sch.unroll(loop)
+        for loop in own[:-1] if kernel.partials == 1 else []:  # the tile's rows: its accumulators stay in
+            sch.unroll(loop)                                     # registers (a loop stores and reloads them)
     sch.set_scope(dot, 0, "local")
     init = sch.decompose_reduction(dot, rb)
     init_loops = sch.get_loops(init)[-1 - len(partial):]
