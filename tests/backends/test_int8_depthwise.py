@@ -81,11 +81,11 @@ def test_depthwise_matches_numpy_on_host(case):
 @pytest.mark.qemu
 def test_depthwise_for_rpi4_matches_numpy_under_qemu(tmp_path):
     """The rpi4 build (``smull``/``smlal`` int16 pair sums, widened into int32) is bit-exact under qemu."""
-    from test_int8_dot_kernels import _run_on_rpi4_under_qemu
+    from test_int8_dot_kernels import _run_under_qemu
 
     data = [case_data(case, 2) for case in CASES]
     modules = [depthwise_module(xq.shape, wq, zx, *case[2:5]) for case, (xq, wq, zx, _) in zip(CASES, data)]
-    outputs, disassembly = _run_on_rpi4_under_qemu(modules, [xq for xq, *_ in data], tmp_path)
+    outputs, disassembly = _run_under_qemu("rpi4", modules, [xq for xq, *_ in data], tmp_path)
     for got, (*_, expected) in zip(outputs, data):
         np.testing.assert_array_equal(got, expected)
     int16_pair_sums = re.compile(r"smlal2?\tv\d+\.8h")  # the second tap's products added in int16

@@ -85,11 +85,11 @@ def test_softmax_matches_the_table_arithmetic_on_host(case):
 @pytest.mark.qemu
 def test_softmax_for_rpi4_matches_under_qemu(tmp_path):
     """The rpi4 build (int8 ``smax`` vectors, scalar lookups, float32 vectors) under qemu."""
-    from test_int8_dot_kernels import _run_on_rpi4_under_qemu
+    from test_int8_dot_kernels import _run_under_qemu
 
     modules = [softmax_module(shape, sx, sy, zy) for shape, sx, sy, zy in CASES]
     inputs = [inputs_for(shape, len(shape)) for shape, *_ in CASES]
-    outputs, disassembly = _run_on_rpi4_under_qemu(modules, inputs, tmp_path)
+    outputs, disassembly = _run_under_qemu("rpi4", modules, inputs, tmp_path)
     for got, xq, (_, sx, sy, zy) in zip(outputs, inputs, CASES):
         assert_matches(got, xq, sx, sy, zy)
     assert "smax\tv" in disassembly[0]  # the 64-long rows' maximum in int8 vectors

@@ -3,7 +3,7 @@ registers) against numpy under qemu, every one of the 256 inputs and a tail shor
 
 import numpy as np
 import pytest
-from test_int8_dot_kernels import _run_on_rpi4_under_qemu
+from test_int8_dot_kernels import _run_under_qemu
 from tvm import relax
 
 from edgevit.backends import tvm_compiler
@@ -25,6 +25,6 @@ def test_neon_lookup_matches_numpy_under_qemu(tmp_path):
             bb.emit_func_output(out)
     mod = bb.get()
     assert [gv.name_hint for gv in mod.get_global_vars() if gv.name_hint != "main"] == ["int8_lookup_neon"]
-    (got,), (disassembly,) = _run_on_rpi4_under_qemu([mod], [x], tmp_path)
+    (got,), (disassembly,) = _run_under_qemu("rpi4", [mod], [x], tmp_path)
     np.testing.assert_array_equal(got, table[x.astype(np.int32) + 128])
     assert "tbx" in disassembly and "tbl" in disassembly
