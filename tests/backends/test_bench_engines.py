@@ -151,10 +151,14 @@ def test_litert_int8_says_why_there_is_no_int8_tflite(monkeypatch):
 def test_int8_report_names_the_engines_and_says_what_litert_ran():
     report = _report("LiteRT int8: no int8 .tflite for this model (LiteRT runs converted zoo models only)", False)
     report["engines"] = {f"{name} int8": s for name, s in report["engines"].items()}
-    report["agreement"] = {"max_steps": 2.0, "differing": 3, "top1_agree": True, "limit": 4, "nonfinite": None,
-                           "ok": True}
+    # bench.py's int8 agreement: run --verify's per-group verdict (summary, one line per failing group)
+    summary = ("3 QDQ groups within 1 step of onnxruntime on edgevit's inputs (1 values at 1 step, 1 of them "
+               "half-step ties); end to end max 2 output quantization steps, 3 values differ, top-1 agrees -> PASS")
+    report["agreement"] = {"ok": True, "max_steps": 2.0, "differing": 3, "summary": summary, "failing_groups": []}
     report["quantization"] = {"per_channel": True, "method": "minmax", "samples": 32, "calibration": "fashion-mnist"}
     text = format_report(report)
-    assert "edgevit int8 / onnxruntime int8 = 1.20x" in text and "2 output quantization steps (limit 4)" in text
+    assert "edgevit int8 / onnxruntime int8 = 1.20x" in text and f"(a probe build, run once untimed): {summary}" in text
+    failing = dict(report, agreement=dict(report["agreement"], ok=False, failing_groups=["group n (Conv -> y): FAIL"]))
+    assert "edgevit int8 / onnxruntime int8 = 1.20x\ngroup n (Conv -> y): FAIL\nverify vs" in format_report(failing)
     assert "\nLiteRT int8: no int8 .tflite for this model (LiteRT runs converted zoo models only)" in text
     assert "edgevit int8 " in text and "onnxruntime int8 " in text and "FP32 peak" not in text
