@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 SCRIPT = """
+import tvm.runtime  # registers runtime.NumThreads (thread_count(None) imports nothing)
 import tvm_ffi
 from edgevit.runtime.tvm_runtime import thread_count
 with thread_count(None):
