@@ -153,11 +153,39 @@ def splits_evenly(n: int, info: CpuInfo) -> bool:
     return parallel_share(n, info) * threads <= 9 / 8
 
 
-def run_in_parallel(sch: Schedule, loops: list, info: CpuInfo) -> None:
-    """Fuse adjacent ``loops`` (outermost first) and run them in parallel, unless the target has one core or
-    they have one iteration (a launch for nothing: MobileViTv2's whole-tensor GroupNorm statistics, 21 of its
-    160 parallel launches per inference, tools/parallel_report.py)."""
+#: Static work (stores executed, :func:`static_work`) below which a loop nest stays serial. A parallel region
+#: costs a launch (waking the other threads and waiting for them; ``parallelism.launch_cost_us``: 4.4-7.9 us
+#: on 2 threads at load 5-15 on the 2-core VM, 0.15 us on 1), and SwiftFormer's element-wise kernels on 7x7 and
+#: 14x14 maps take 0.22-0.27 ns per store (1-thread CPU time, Xeon, AVX-512): 16384 stores are 4 us, of which
+#: 2 threads save at most 2, less than a launch there. Under it: layout copies and scalings on 7x7 and 14x14
+#: maps, pooling and means onto 1x1.
+PARALLEL_WORK = 16384
+
+
+def static_work(stmt) -> int:
+    """Stores a statement executes: each store times the extents of the loops around it inside ``stmt``
+    (a non-constant extent counts once)."""
+    if isinstance(stmt, tirx.BufferStore):
+        return 1
+    if isinstance(stmt, tirx.For):
+        n = int(stmt.extent) if isinstance(stmt.extent, tirx.IntImm) else 1
+        return n * static_work(stmt.body)
+    total = 0
+    for name in ("body", "seq", "then_case", "else_case", "block", "init"):
+        child = getattr(stmt, name, None)
+        if child is None:
+            continue
+        many = isinstance(child, (list, tuple)) or type(child).__name__ == "Array"
+        total += sum(static_work(c) for c in (child if many else [child]) if isinstance(c, tirx.Stmt))
+    return total
+
+
+def run_in_parallel(sch: Schedule, loops: list, info: CpuInfo, work: int | None = None) -> None:
+    """Fuse adjacent ``loops`` (outermost first) and run them in parallel, unless the target has one core, they
+    have one iteration (a launch for nothing: MobileViTv2's whole-tensor GroupNorm statistics, 21 of its 160
+    parallel launches per inference, tools/parallel_report.py) or the nest does less than :data:`PARALLEL_WORK`
+    (``work``, default what the fused loop holds now: :func:`static_work`)."""
     if info.cores != 1 and loops:
         loop = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-        if extent_of(sch, loop) != 1:
+        if extent_of(sch, loop) != 1 and (static_work(sch.get(loop)) if work is None else work) >= PARALLEL_WORK:
             sch.parallel(loop)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.s_tir import Schedule
 
-from .common import (CpuInfo, extent, extent_of, is_reduction, root_blocks, run_in_parallel, schedule_elementwise,
-                     vector_tile)
-from .row_reduction import vector_rfactor, vectorize_partials
+from .common import (CpuInfo, extent, extent_of, is_reduction, root_blocks, run_in_parallel,
+                     schedule_elementwise, vector_tile)
+from .row_reduction import parallel_rfactor
 
 
 def apply(func: tirx.PrimFunc, target) -> Schedule | None:
@@ -56,19 +56,11 @@ def apply(func: tirx.PrimFunc, target) -> Schedule | None:
             schedule_elementwise(sch, block, info)
             continue
         try:  # a long contiguous reduction gets one partial sum per vector lane
-            partial = vector_rfactor(sch, block, info)
-            if partial is not None:
-                vectorize_partials(sch, sch.get_sblock(partial))
-            else:
+            if not parallel_rfactor(sch, block, info):
                 _parallel_outputs(sch, block, info)
         except Exception:  # noqa: BLE001 - left as a scalar reduction
             pass
     return sch
-
-
-#: Iterations (outputs x reduction steps) below which a reduction stays serial: a parallel launch costs about
-#: as much as a few thousand multiply-adds (tools/parallel_report.py measures it).
-PARALLEL_WORK = 4096
 
 
 def _parallel_outputs(sch: Schedule, block, info: CpuInfo) -> None:
@@ -90,8 +82,8 @@ def _parallel_outputs(sch: Schedule, block, info: CpuInfo) -> None:
     work = n
     for loop in loops[len(outputs):]:
         work *= extent_of(sch, loop) or 1
-    if n > 1 and work >= PARALLEL_WORK:
-        run_in_parallel(sch, outputs, info)
+    if n > 1:
+        run_in_parallel(sch, outputs, info, work=work)
 
 
 def _gathers(block: tirx.SBlock) -> bool:
