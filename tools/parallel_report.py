@@ -2,7 +2,7 @@
 in parallel; per model, the Amdahl bound on the speed-up over 1 thread.
 
     python tools/parallel_report.py [--models a,b] [--threads 2] [--runs 20] [--keep DIR] [--json OUT.json]
-                                    [--measure] [--profiles EARLIER.json] [--launch-us US]
+                                    [--measure] [--profiles EARLIER.json] [--launch-us US] [--cpu-time]
 
 Wall-clock scaling cannot be measured on a loaded machine; this needs only a 1-thread profile (shares of the
 time, ``edgevit bench --profile``'s per-kernel timing) and the scheduled TIR (``cpu_schedules.parallelism``):
@@ -12,7 +12,11 @@ its serial nests' share plus ceil(E / T) / E of each parallel nest's. Calls the 
 of the model (VM builtins: allocation, reshapes, tuple handling) and the VM's time between calls are serial.
 Each parallel region also costs a launch (waking the other threads and waiting for them): ``--launch-us``,
 by default measured here on a tiny kernel, which on a loaded machine is the cost of a wake-up. The bound
-ignores memory bandwidth; kernels under ``--tiny`` microseconds per call are flagged.
+ignores memory bandwidth; kernels under ``--tiny`` microseconds per call are flagged. ``--cpu-time`` takes the
+1-thread profile in the thread's CPU time: on a loaded machine wall-clock profiles carry other processes' time
+slices (tiny kernels 10-100x their CPU time), CPU time does not. Per model it also counts, deterministically,
+the VM's calls per inference: kernels, builtins (allocation, views, ``null_value`` from freeing registers) and
+parallel launches.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ def structure(model, target_name: str = "host") -> dict:
         return {name: kernel_parallelism(func) for name, func in scheduled_kernels(fused, target).items()}
 
 
-def profile(model, artifact: Path, runs: int, threads: int = 1) -> tuple[list[dict], float]:
-    """(per-kernel profile rows on ``threads`` threads, median ms of a whole inference without the hook)."""
+def profile(model, artifact: Path, runs: int, threads: int = 1, cpu_time: bool = False) -> tuple[list[dict], float]:
+    """(per-kernel profile rows on ``threads`` threads, median ms of a whole inference without the hook);
+    ``cpu_time``: the calling thread's CPU time (1 thread only)."""
     from edgevit.reference import random_inputs
     from edgevit.runtime.artifact import Artifact
     from edgevit.runtime.profiling import profile_kernels, time_models
@@ -54,8 +59,8 @@ def profile(model, artifact: Path, runs: int, threads: int = 1) -> tuple[list[di
 
     inputs = random_inputs(model.inputs, seed())
     with Artifact.open(artifact) as art, thread_count(threads):
-        whole = time_models([art.library], inputs, rounds=3, runs=max(1, runs // 3))[0]
-        return profile_kernels(CompiledModel(art.library), inputs, runs), whole
+        whole = time_models([art.library], inputs, rounds=3, runs=max(1, runs // 3), cpu_time=cpu_time)[0]
+        return profile_kernels(CompiledModel(art.library), inputs, runs, cpu_time=cpu_time), whole
 
 
 def add_measured(table: list[dict], summary: dict, rows: list[dict], whole_ms: float, one_ms: float) -> None:
@@ -98,6 +103,8 @@ def bound(rows: list[dict], kernels: dict, whole_ms: float, threads: int, tiny_u
     return table, {"ms_1_thread": one, "bound": one / many if many else None, "launch_us": launch_us,
                    "launches": sum(r["calls"] * (kernels[r["name"]].launches if r["name"] in kernels else 0)
                                    for r in rows),
+                   "kernel_calls": sum(r["calls"] for r in rows if r["name"] in kernels),
+                   "builtin_calls": {r["name"]: r["calls"] for r in rows if r["name"] not in kernels},
                    "lost_share": {k: round(v, 4) for k, v in sorted(by_kind.items())}}
 
 
@@ -129,7 +136,10 @@ def format_model(name: str, table: list, summary: dict, threads: int, top: int) 
                          *([f"measured speed-up on {threads}"] if measured else [])])
     lost = ", ".join(f"{k} {100 * v:.1f} %" for k, v in summary["lost_share"].items() if v > 0)
     seen = f", measured {summary['measured']:.2f}x" if measured and summary["measured"] else ""
-    return (f"{name}: 1 thread {summary['ms_1_thread']:.2f} ms, {summary['launches']} parallel launches of "
+    builtins = summary["builtin_calls"]
+    calls = f"{summary['kernel_calls']} kernel calls, {sum(builtins.values())} VM builtin calls (" + \
+        ", ".join(f"{k} {v}" for k, v in sorted(builtins.items(), key=lambda kv: -kv[1])) + ")"
+    return (f"{name}: 1 thread {summary['ms_1_thread']:.2f} ms, {calls}, {summary['launches']} parallel launches of "
             f"{summary['launch_us']:.2f} us; Amdahl bound on {threads} threads {summary['bound']:.2f}x{seen} "
             f"(lost: {lost})\n{body}\n")
 
@@ -145,6 +155,8 @@ def main() -> int:
                         "microseconds (default: measured now on a tiny kernel)")
     parser.add_argument("--measure", action="store_true", help="also profile on --threads threads and show "
                         "the measured speed-ups beside the bound (a quiet machine only; not with --profiles)")
+    parser.add_argument("--cpu-time", action="store_true", help="take the 1-thread profile in the thread's CPU "
+                        "time (a loaded machine; not with --measure)")
     parser.add_argument("--top", type=int, default=12, help="kernels listed per model (default 12)")
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the host artifacts in this folder")
     parser.add_argument("--json", type=Path, help="also write every row as JSON")
@@ -153,8 +165,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads < 2 or args.runs < 1 or (args.launch_us is not None and args.launch_us < 0):
         parser.error("--threads must be >= 2, --runs >= 1 and --launch-us >= 0")
-    if args.measure and args.profiles:
-        parser.error("--measure profiles a build: not with --profiles")
+    if args.measure and (args.profiles or args.cpu_time):
+        parser.error("--measure profiles a build on several threads: not with --profiles or --cpu-time")
     # The pool must start with --threads threads (thread_count can only lower it).
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     from edgevit.compiler import compile_for_target
@@ -186,7 +198,7 @@ def main() -> int:
                     artifact = keep / f"{name}-host.tar"
                     if not artifact.exists():
                         compile_for_target(model, get_target("host"), artifact, command="tools/parallel_report.py")
-                    rows, whole = profile(model, artifact, args.runs)
+                    rows, whole = profile(model, artifact, args.runs, cpu_time=args.cpu_time)
                 table, summary = bound(rows, structure(model), whole, args.threads, args.tiny, launch_us)
                 if args.measure:
                     add_measured(table, summary, *profile(model, artifact, args.runs, args.threads), whole)
@@ -197,12 +209,14 @@ def main() -> int:
     except EdgevitError as exc:
         print(f"parallel_report: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(format_table([[n, f"{m['ms_1_thread']:.2f}", str(m["launches"]), f"{m['bound']:.2f}x",
+    print(format_table([[n, f"{m['ms_1_thread']:.2f}", str(m["kernel_calls"]), str(sum(m["builtin_calls"].values())),
+                         str(m["launches"]), f"{m['bound']:.2f}x",
                          *(f"{100 * m['lost_share'].get(k, 0):.1f}" for k in ("serial", "uneven", "tiny", "runtime",
                                                                                "launch"))]
                         for n, m in report["models"].items()],
-                       ["model", "ms (1 thread)", "launches", f"bound on {args.threads}", "% lost: serial kernels",
-                        "uneven split", "tiny", "runtime", "launches"]))
+                       ["model", "ms (1 thread)", "kernel calls", "VM builtin calls", "launches",
+                        f"bound on {args.threads}", "% lost: serial kernels", "uneven split", "tiny", "runtime",
+                        "launches"]))
     return 0
 
 

@@ -37,6 +37,7 @@ def test_bound_counts_serial_uneven_runtime_and_launches():
     # on 2 threads: 4 / 2 + 3 * 2/3 + 1 + 0.5 + the VM's 0.5 between calls, plus 3 launches of 0.1 ms
     assert summary["ms_1_thread"] == pytest.approx(9.0)
     assert summary["launches"] == 3
+    assert summary["kernel_calls"] == 4 and summary["builtin_calls"] == {"vm.builtin.alloc_tensor": 10}
     assert summary["bound"] == pytest.approx(9.0 / (2.0 + 2.0 + 1.0 + 0.5 + 0.5 + 0.3))
     lost = summary["lost_share"]
     assert lost["uneven"] == pytest.approx(3.0 * (2 / 3 - 1 / 2) / 9.0, abs=1e-4)
@@ -60,6 +61,7 @@ def test_measured_speed_ups_go_beside_the_bound():
 @pytest.mark.parametrize("args,message", [
     (["--threads", "1"], "--threads must be >= 2"),
     (["--measure", "--profiles", "x.json"], "not with --profiles"),
+    (["--measure", "--cpu-time"], "not with --profiles or --cpu-time"),
     (["--models", "efficientformerv2_s0", "--launch-us", "1", "--profiles", "{missing}"], "not a parallel_report JSON"),
     (["--models", "efficientformerv2_s0", "--launch-us", "1", "--profiles", "{empty}"], "has no efficientformerv2_s0"),
 ])
