@@ -132,7 +132,8 @@ def parallel_rfactor(sch: Schedule, block, info: CpuInfo) -> bool:
         slice_loop, _ = sch.split(loops[-1], [chunks, None])
         block = sch.rfactor(slice_loop, len(stmt.writes[0].source.shape))
         loops = sch.get_loops(block)
-        sch.reorder(loops[-2], *loops[:-2])
+        if len(loops) > 2:
+            sch.reorder(loops[-2], *loops[:-2])
     partial = vector_rfactor(sch, block, info, lanes_last=True)
     if partial is None:
         if sliced:
@@ -144,7 +145,9 @@ def parallel_rfactor(sch: Schedule, block, info: CpuInfo) -> bool:
     if not serial and outer:
         run_in_parallel(sch, outer, info, work=outputs * n)
         combine = sch.get_consumers(partial_block)
-        if len(combine) == 1:
+        try:  # the lanes' (slice's) sum in the same iteration; else it stays a small serial nest
             sch.reverse_compute_at(combine[0], sch.get_loops(partial_block)[0], preserve_unit_loops=False)
+        except Exception:  # noqa: BLE001 - e.g. several consumers
+            pass
     vectorize_partials(sch, partial_block)
     return True
