@@ -40,8 +40,9 @@ def requantize(acc: te.Tensor, offset: te.Tensor | None, multiplier: te.Tensor, 
     acc
         The int32 accumulator.
     offset, multiplier
-        One int32 / float32 value per index of ``acc``'s axis ``axis`` (1-D), or per-tensor (one element);
-        ``offset`` None: nothing to add.
+        One int32 / float32 value per index of ``acc``'s axis ``axis`` (1-D), per-tensor (one element), or
+        one per index of ``acc``'s last two axes (2-D: an average pool's ``1 / count`` map); ``offset`` None:
+        nothing to add.
     zero_point
         The output's zero point (int8 range).
     clamp
@@ -51,6 +52,8 @@ def requantize(acc: te.Tensor, offset: te.Tensor | None, multiplier: te.Tensor, 
     zy = tirx.const(int(zero_point), "int16")
 
     def pick(param, idx):
+        if len(param.shape) == 2:
+            return param[idx[-2], idx[-1]]
         return param[idx[axis] if int(param.shape[0]) > 1 else 0]
 
     def body(*idx):
