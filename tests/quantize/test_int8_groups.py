@@ -196,10 +196,10 @@ def test_bench_quantize_int8_fails_on_a_planted_kernel_defect_naming_the_group(c
 
 
 def tie_amplifier_onnx(path):
-    """A QDQ model with dense half-step ties, amplified: two quantizations of ``x`` (scales 32/255 and 16/255) are
-    added and quantized at one float32 ulp above 32/255 (efficientformerv2_s0's pattern: about a fifth of the sums
-    are half steps), then multiplied by 16 at the same scale, so one tie rounded the other way moves an output by
-    16 steps."""
+    """A QDQ model with dense half-step ties, amplified: quantizations of ``x`` and of a row ``w`` broadcast over it
+    (scales 32/255 and 16/255) are added and quantized at one float32 ulp above 32/255 (efficientformerv2_s0's
+    pattern: about a fifth of the sums are half steps), then multiplied by 16 at the same scale, so one tie
+    rounded the other way moves an output by 16 steps."""
     from onnx import TensorProto, helper, numpy_helper
 
     sa, sb = np.float32(32 / 255), np.float32(16 / 255)
@@ -208,7 +208,7 @@ def tie_amplifier_onnx(path):
         ("sa", sa), ("za", np.int8(-1)), ("sb", sb), ("zb", np.int8(-128)), ("sc", sc), ("z0", np.int8(0)),
         ("m", np.int8(16)), ("one", np.float32(1)))]
     nodes = [helper.make_node("QuantizeLinear", ["x", "sa", "za"], ["a"]),
-             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Relu", ["w"], ["r"]),
              helper.make_node("QuantizeLinear", ["r", "sb", "zb"], ["b"]),
              helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["da"]),
              helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["db"]),
@@ -219,7 +219,8 @@ def tie_amplifier_onnx(path):
              helper.make_node("Mul", ["dy", "dm"], ["p"], name="amplify"),
              helper.make_node("QuantizeLinear", ["p", "sc", "z0"], ["pq"]),
              helper.make_node("DequantizeLinear", ["pq", "sc", "z0"], ["out"])]
-    graph = helper.make_graph(nodes, "ties", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32])],
+    graph = helper.make_graph(nodes, "ties", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 32, 32]),
+                                              helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 1, 1, 32])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 32, 32])],
                               initializer=init)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), str(path))
@@ -227,7 +228,8 @@ def tie_amplifier_onnx(path):
 
 
 def test_run_verify_passes_a_tie_amplified_model_that_the_output_rule_fails(capsys, tmp_path, monkeypatch):
-    """edgevit computes the two-tensor Add as dequantize, add, quantize; onnxruntime as QLinearAdd (another float32
+    """edgevit computes a broadcasting two-tensor Add as dequantize, add, quantize (an Add of equal shapes is
+    QLinearAdd's arithmetic, ``tests/backends/test_int8_add.py``); onnxruntime as QLinearAdd (another float32
     order): they differ at half steps only, which the x16 multiply carries to the output (16 steps, over the old
     4-step rule). ``run --verify`` passes it, every 1-step value labelled a tie."""
     from edgevit.quantize import MAX_STEPS
