@@ -87,8 +87,8 @@ def markdown(report: dict) -> str:
             "constant weights and attention's activation matmuls on the CPU's dot-product instruction (VNNI "
             "vpdpbusd here), elementwise functions between quantize steps (SiLU...) as 256-entry tables, softmax "
             "on int8 values with a table of exponentials, moves int8 tensors through reshape/transpose/slice; "
-            "depthwise convs on int8 with a requantizing epilogue; LayerNorm, residual adds and the other "
-            "operators run as dequantize -> fp32 -> quantize "
+            "depthwise convs and average pools on int8 with a requantizing epilogue, residual adds as onnxruntime's "
+            "QLinearAdd; LayerNorm and the other operators run as dequantize -> fp32 -> quantize "
             "(docs/int8.md). 'other CPU use': share of the machine other "
             "processes used while timing (the box is shared, so absolute times vary run to run; the pairs' "
             "ratios are what to read).\n\n" + table + "\n")

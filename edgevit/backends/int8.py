@@ -229,7 +229,7 @@ class _Rewriter(PyExprMutator):
     def _add(self, quantize: relax.Call):
         """``quantize(add(dequantize(aq), dequantize(bq)))`` of two int8 tensors of one shape (a residual) as
         onnxruntime's QLinearAdd computes it (it fuses that group; MLAS on x86):
-        ``round_half_even(fma(a, sa/sy, fma(b, sb/sy, zy - (sa/sy·za + sb/sy·zb))))`` in float32. Bit for bit
+        ``round_half_even(fma(a, sa/sy, fma(b, sb/sy, zy - fma(sa/sy, za, sb/sy·zb))))`` in float32. Bit for bit
         on all 65,536 int8 pairs of four scale sets (``tests/backends/test_int8_add.py``), where dequantize, add,
         quantize differed in up to 2,300 (half-step ties) and took a division per value."""
         if str(quantize.attrs.out_dtype) != "int8" or _scalar(quantize.args[1]) is None \
@@ -439,7 +439,9 @@ class IntegerQdqKernels:
     Safe when: the activation is int8 with a per-tensor scale and zero point, the weights an int8 constant with
     zero point 0 and one scale per output channel (or one for all), the bias an int32 constant, the output a
     per-tensor int8 ``quantize``; NCHW/OIHW convolutions (groups 1, or depthwise on one image:
-    ``edgevit.backends.int8_depthwise``) and matmuls by a 2-D weight. Convolutions on maps whose
+    ``edgevit.backends.int8_depthwise``) and matmuls by a 2-D weight. Also on int8: average pools (on the
+    depthwise kernel) and adds of two int8 tensors of one shape (onnxruntime's QLinearAdd arithmetic), both
+    with per-tensor parameters. Convolutions on maps whose
     rows make no whole vector get ``IHWO`` weights (:func:`conv2d_nchw_ihwo_int32`). Anything else (attention's
     activation x activation matmuls, float models) is left as it was; a module without a match is returned
     unchanged.
