@@ -199,6 +199,8 @@ class _Rewriter(PyExprMutator):
         if str(quantize.attrs.out_dtype) != "int8" or _scalar(quantize.args[1]) is None \
                 or _scalar(quantize.args[2]) is None:
             return None
+        if _aarch64(tvm.target.Target.current(allow_none=True)):
+            return None  # on the Cortex-A72, 2.45 -> 2.74 M instructions per 56x56 mixer kernel: pooling.py's float pool kept
         pool = binding_of(self, quantize.args[0])
         if not is_op(pool, "relax.nn.avg_pool2d"):
             return None
@@ -235,6 +237,8 @@ class _Rewriter(PyExprMutator):
         if str(quantize.attrs.out_dtype) != "int8" or _scalar(quantize.args[1]) is None \
                 or _scalar(quantize.args[2]) is None:
             return None
+        if _aarch64(tvm.target.Target.current(allow_none=True)):
+            return None  # efficientformer_l1 on the Cortex-A72: 420.66 -> 421.23 M instructions; the float add kept
         add = binding_of(self, quantize.args[0])
         if not is_op(add, "relax.add"):
             return None
@@ -426,6 +430,10 @@ def _depthwise_batch_one(conv) -> bool:
         and int(conv.attrs.groups) == int(shape[1]) == int(weights[0]) and int(weights[1]) == 1
 
 
+def _aarch64(target) -> bool:
+    return target is not None and str(target.attrs.get("mtriple", "")).startswith(("aarch64", "arm64"))
+
+
 def _scalar(expr):
     """The value of a one-element constant, else None."""
     value = _constant(expr)
@@ -439,9 +447,9 @@ class IntegerQdqKernels:
     Safe when: the activation is int8 with a per-tensor scale and zero point, the weights an int8 constant with
     zero point 0 and one scale per output channel (or one for all), the bias an int32 constant, the output a
     per-tensor int8 ``quantize``; NCHW/OIHW convolutions (groups 1, or depthwise on one image:
-    ``edgevit.backends.int8_depthwise``) and matmuls by a 2-D weight. Also on int8: average pools (on the
-    depthwise kernel) and adds of two int8 tensors of one shape (onnxruntime's QLinearAdd arithmetic), both
-    with per-tensor parameters. Convolutions on maps whose
+    ``edgevit.backends.int8_depthwise``) and matmuls by a 2-D weight. Also on int8, except on AArch64 (where
+    they counted more instructions): average pools (on the depthwise kernel) and adds of two int8 tensors of one
+    shape (onnxruntime's QLinearAdd arithmetic), both with per-tensor parameters. Convolutions on maps whose
     rows make no whole vector get ``IHWO`` weights (:func:`conv2d_nchw_ihwo_int32`). Anything else (attention's
     activation x activation matmuls, float models) is left as it was; a module without a match is returned
     unchanged.

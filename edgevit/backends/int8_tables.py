@@ -20,7 +20,7 @@ from tvm import relax, te, tirx
 from tvm.relax import PyExprMutator, expr_functor
 from tvm.script import tirx as T
 
-from .int8 import _constant, _scalar
+from .int8 import _aarch64, _constant, _scalar
 from .int8_softmax import emit_softmax
 from .relax_rewrite import binding_of, is_op, rewrite_functions, static_shape
 
@@ -305,10 +305,6 @@ def _vbmi(target) -> bool:
 
     return target is not None and str(target.kind.name) == "llvm" \
         and bool(codegen.target_has_features("avx512vbmi", target))
-
-
-def _aarch64(target) -> bool:
-    return target is not None and str(target.attrs.get("mtriple", "")).startswith(("aarch64", "arm64"))
 
 
 def emit_lookup(builder, table: np.ndarray, data) -> relax.Expr:

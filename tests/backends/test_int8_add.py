@@ -58,3 +58,13 @@ def test_int8_add_of_two_tensors_equals_onnxruntime_qlinearadd(tmp_path):
     for scales, x, y in zip(SCALES, mine, theirs, strict=True):
         differing = np.count_nonzero(x.numpy() != y)
         assert differing == 0, f"{scales}: {differing} of {y.size} values differ from onnxruntime"
+
+
+def test_aarch64_builds_keep_the_float_add(tmp_path):
+    """AArch64 builds keep dequantize, add, quantize (QLinearAdd's arithmetic counted more on the Cortex-A72)."""
+    from edgevit.frontend import from_onnx_file
+
+    path = qdq_add_onnx(tmp_path / "add.onnx")
+    mod = tvm_compiler.import_onnx(onnx.load(str(path)), from_onnx_file(path).inputs)
+    fused = tvm_compiler.fused_module(mod, get_target("rpi4").require_cpu())
+    assert not any("int8_add" in gv.name_hint for gv in fused.functions)

@@ -74,3 +74,14 @@ def test_int8_average_pool_equals_the_exact_average(tmp_path):
         differ = y.numpy() != expected
         assert np.all(np.abs(y.numpy().astype(int) - expected) <= 1)
         assert np.all(from_half[differ] < 1e-4), f"{branch}: {np.count_nonzero(differ)} values off a half step"
+
+
+def test_aarch64_builds_keep_the_float_pool(tmp_path):
+    """AArch64 builds keep ``pooling.py``'s float pool (it counted fewer instructions on the Cortex-A72)."""
+    from edgevit.frontend import from_onnx_file
+
+    path = pool_onnx(tmp_path / "pool.onnx")
+    mod = tvm_compiler.import_onnx(onnx.load(str(path)), from_onnx_file(path).inputs)
+    fused = tvm_compiler.fused_module(mod, get_target("rpi4").require_cpu())
+    names = [gv.name_hint for gv in fused.functions]
+    assert not any("int8_depthwise" in n for n in names) and any("avg_pool2d" in n for n in names), names
