@@ -253,8 +253,11 @@ def build(mod, cpu, database=None) -> "tvm.relax.VMExecutable":
     """
     import tvm
 
+    from .stack_buffers import tir_pipeline
+
     target = make_target(cpu.tvm)
-    return tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, database))
+    return tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, database),
+                       tir_pipeline=tir_pipeline())
 
 
 def export_library(executable, cpu, path: Path) -> None:
