@@ -165,7 +165,7 @@ def _config_h(prog: Program, table: layer_table.LayerTable, axi_bits: int, every
     trips = "\n".join(f"    typedef edgevit::tripcount<{lo}, {hi}, {avg}> {name};  // {TRIPCOUNTS[name]}"
                        for name, (lo, hi, avg) in tripcounts(table, lanes, bounds["TM"], wpb).items())
     lane_constants = constants({"LI": lanes.li, "LO": lanes.lo, "LD": lanes.ld, "ROWS": lanes.rows,
-                                "XTILES": lanes.xtiles})
+                                "XTILES": lanes.xtiles, "WTILES": lanes.wtiles})
     ports = (constants({"AXI_BITS": axi_bits, "WPB": wpb, "XBANKS": max(lanes.li, wpb),
                         "LNL": layernorm_lanes(lanes.li, wpb)})
              + "\n    typedef ap_uint<AXI_BITS> beat_t;")

@@ -33,11 +33,11 @@ Cycles (what the C++ does, loop by loop):
   write-back, a weight tile's passes are one pipelined loop (one m_axi latency per weight tile, not per pass),
   each pass but the last lasting the MAC pipeline's depth past its steps and the read latency past its load (the
   next pass reads what it wrote). The next weight tile (the beats of ``min(LO, N - n0) x K`` words and of their
-  64-bit biases) loads over the params port during the run before it, into the other half of the weight banks; the
-  run's last pass lasts until it is in. Run on their own: the first weight tile, the write-back of a layer whose rows
-  are not whole beats (a partly covered beat is read first), the token tiles of a design with one input tile, the
-  last job's write-back. A token tile is loaded only when the next job's tokens differ, a weight tile only when
-  its rows do.
+  64-bit biases) loads over the params port during the run before it, into the other half of the weight banks
+  (``Lanes.wtiles`` = 2); the run's last pass lasts until it is in. Run on their own: the first weight tile, the
+  write-back of a layer whose rows are not whole beats (a partly covered beat is read first), the token tiles of a
+  design with one input tile, the weight tiles of a design with one weight tile, the last job's write-back. A
+  token tile is loaded only when the next job's tokens differ, a weight tile only when its rows do.
 * **Depthwise unit** (``conv.h``, :func:`depthwise_loops`): per group of ``LD`` channels its weights and biases
   a beat a cycle, then passes over the rows: when a pixel's channels are whole beats (``LD`` and ``C`` multiples
   of ``WPB``), each pass reads an input row and computes the output row its predecessors completed, and all
@@ -133,13 +133,16 @@ _NORM = 16           # NORM_FRAC: fractional bits of the L2 norm's and additive 
 class Lanes:
     """Compile-time lanes of the units: ``li x lo`` linear MACs, ``ld`` depthwise channels, ``rows`` attention
     query rows; ``xtiles``: the linear unit's input tiles (2: the next token tile loads during a tile's MAC steps;
-    1: between them, for boards whose BRAM cannot hold a second tile)."""
+    1: between them, for boards whose BRAM cannot hold a second tile); ``wtiles``: its weight tiles (2: the next
+    weight tile is prefetched over the params port during a run; 1: it loads between runs, and the BRAM of the
+    second tile can buy output lanes instead)."""
 
     li: int
     lo: int
     ld: int
     rows: int
     xtiles: int = 2
+    wtiles: int = 2
 
 
 def dsp_per_multiply(a_bits: int, b_bits: int, family: str) -> int:
@@ -255,9 +258,10 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
     outer, two input tiles and an overlapped write-back, the passes of one weight tile are one loop (``linear_run``,
     one m_axi latency), each pass but the run's last at least ``DEPTH_MAC`` past its MAC steps and ``AXI_LATENCY +
     DEPTH_IO`` past its load's beats (the next pass reads what they wrote). A run (one pass when there are no runs)
-    also prefetches the next weight tile and its biases over the params port, the run lasting at least their
-    beats. Everything else runs on its own: the first weight tile, the write-back of a layer that does not overlap,
-    the token tiles of a design with one input tile, the last job's write-back.
+    also prefetches the next weight tile and its biases over the params port (two weight tiles), the run lasting
+    at least their beats. Everything else runs on its own: the first weight tile, the write-back of a layer that
+    does not overlap, the token tiles of a design with one input tile, the weight tiles of a design with one
+    (after the run before them), the last job's write-back.
     """
     if outer_w is None:
         outer_w = weights_outer(m, k, n, lanes.lo)
@@ -319,8 +323,9 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
             trip = max(trip, steps + DEPTH_MAC, load + AXI_LATENCY + DEPTH_IO if load else 0)
         passes.append((trip, (1 if load or out else 0) + (1 if out and residual else 0), bool(out), steps))
         if not drain:
-            # the next weight tile, prefetched during the run: its last pass lasts until the beats are in
-            pre = sum(w_beats(nn0)) if new_w else 0
+            # the next weight tile, prefetched during the run (two weight tiles): its last pass lasts until the
+            # beats are in
+            pre = sum(w_beats(nn0)) if new_w and lanes.wtiles == 2 else 0
             trips = sum(p[0] for p in passes)
             trips += max(0, pre - trips)
             loops.append((trips, 0, DEPTH_EPILOGUE if any(p[2] for p in passes) else DEPTH_MAC,
@@ -330,6 +335,8 @@ def linear_loops(m: int, k: int, n: int, lanes: Lanes, bias: bool = True, residu
                 write_back(m0, n0)
             if new_x and not fuse_load:
                 loops.append(load_x(nm0))
+            if new_w and lanes.wtiles == 1:   # one weight tile: the next loads after the run
+                loops += [(b, 0, DEPTH_IO, 1, 0) for b in w_beats(nn0)]
         prev = (m0, n0)
         m0, n0 = nm0, nn0
     if overlap:
@@ -544,13 +551,13 @@ def resources(prog: Program, lanes: Lanes, family: str = "zynquplus", axi_bits: 
     banks = max(lanes.li, wpb)
     # per write-back lane: an LO:1 mux of 64-bit sums (16 LO LUT6), the residual/merge lane selects; per load
     # lane a write to any of the tile's banks
-    # weight rows in pairs, each bank a 32-bit word of two rows, the two weight tiles (one in use, the next
-    # prefetched) in the same banks; input and result tiles ping-pong pairs, the result tiles' TM-deep banks in
+    # weight rows in pairs, each bank a 32-bit word of two rows, the WTILES weight tiles (with two: one in use, the
+    # next prefetched) in the same banks; input and result tiles ping-pong pairs, the result tiles' TM-deep banks in
     # LUTRAM (linear.h)
     pairs = math.ceil(lanes.lo / 2)
     if "linear_unit" in units:
         add(lanes.li * lanes.lo * mul16 + wpb * epi, 40 * lanes.li * lanes.lo + 350 + wpb * (16 * lanes.lo + 200),
-            [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (2 * pairs * kmax, pairs * banks, 2 * WORD_BITS),
+            [(lanes.xtiles * tm * kmax, lanes.xtiles * banks), (lanes.wtiles * pairs * kmax, pairs * banks, 2 * WORD_BITS),
              (2 * tm * lanes.lo, 2 * lanes.lo, 64, True)])
     requant = dsp_per_multiply(_RQ_ACC, _RQ_M0, family)   # requantize_int8 (requant.h): round_float32(acc) * m0
     # the depthwise unit, float (dwconv) and int8 (qdwconv: depthwise_unit<CFG, true>, a second instance with its
@@ -627,7 +634,8 @@ def fits(res: dict, fpga) -> bool:
 # allowed unused, 16 x 128 needs 2,800). Nothing in the C++ needs powers of two (tests run LI 3, LO 5, LD 3).
 LANE_SPACE = {"li": (1, 2, 4, 8, 12, 16, 24, 32),
               "lo": (1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256),
-              "ld": (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), "rows": (1, 2, 4, 8, 16), "xtiles": (1, 2)}
+              "ld": (1, 2, 4, 8, 12, 16, 24, 32, 48, 64), "rows": (1, 2, 4, 8, 16), "xtiles": (1, 2),
+              "wtiles": (1, 2)}
 
 
 # Kinds whose cycles depend on LI (and LO): the linear unit and the units whose words a cycle are LNL.
@@ -666,8 +674,8 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
         res = resources(prog, lanes, family, fpga.axi_bits)
         if not fits(res, fpga):
             continue
-        cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo, lanes.xtiles),
-                                     Lanes(lanes.li, lanes.lo, 1, 1, lanes.xtiles),
+        cycles = (rest + unit_cycles(("li", lanes.li, lanes.lo, lanes.xtiles, lanes.wtiles),
+                                     Lanes(lanes.li, lanes.lo, 1, 1, lanes.xtiles, lanes.wtiles),
                                      LI_KINDS.__contains__)
                   + unit_cycles(("ld", lanes.ld), Lanes(1, 1, lanes.ld, 1), {"dwconv", "qdwconv"}.__contains__)
                   + unit_cycles(("rows", lanes.rows, lanes.li), Lanes(lanes.li, 1, 1, lanes.rows),
@@ -676,7 +684,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
     if not scored:
         return base
     best = min(c for c, _, _ in scored)
-    return min((dsp, c, (l.li, l.lo, l.ld, l.rows, l.xtiles)) + (l,) for c, dsp, l in scored
+    return min((dsp, c, (l.li, l.lo, l.ld, l.rows, l.xtiles, l.wtiles)) + (l,) for c, dsp, l in scored
                if c <= best * (1 + LATENCY_TOLERANCE))[-1]
 
 
@@ -684,7 +692,7 @@ def apply_lanes(prog: Program, lanes: Lanes) -> None:
     """Write the lane choice into the layers' compile-time attributes (it does not change the numerics)."""
     for layer in prog.layers:
         if layer.kind in ("linear", "qlinear"):
-            layer.attrs.update(li=lanes.li, lo=lanes.lo, xtiles=lanes.xtiles)
+            layer.attrs.update(li=lanes.li, lo=lanes.lo, xtiles=lanes.xtiles, wtiles=lanes.wtiles)
         elif layer.kind in ("dwconv", "qdwconv"):
             layer.attrs.update(ld=lanes.ld)
         elif layer.kind == "attention":
@@ -696,7 +704,7 @@ def lanes_of(prog: Program) -> Lanes:
                                               if l.kind in kinds and key in l.attrs), default)
     linear, depthwise = ("linear", "qlinear"), ("dwconv", "qdwconv")
     return Lanes(get(linear, "li"), get(linear, "lo"), get(depthwise, "ld"), get(("attention",), "rows"),
-                 get(linear, "xtiles", 2))
+                 get(linear, "xtiles", 2), get(linear, "wtiles", 2))
 
 
 def report(prog: Program, fpga) -> dict:

@@ -11,7 +11,7 @@
 struct accel_config {
     // Lanes chosen by the estimator for the board: LI x LO MACs in the linear unit, LD depthwise
     // channels, ROWS attention query rows; XTILES input tiles of the linear unit (2: the next token tile
-    // loads during a tile's MAC steps).
+    // loads during a tile's MAC steps), WTILES weight tiles (2: the next weight tile is prefetched during a run).
 {{lanes}}
     // The m_axi ports: AXI_BITS-bit beats (the board's HP port width) of WPB 16-bit words (packed.h); the
     // linear unit's tiles have XBANKS = max(LI, WPB) banks so that a beat's words land in one cycle; the

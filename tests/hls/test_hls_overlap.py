@@ -83,6 +83,21 @@ def test_one_input_tile_loads_between_passes(tmp_path):
     assert not _matches(counted.tolist()[0], two[0])
 
 
+def test_one_weight_tile_loads_between_runs(tmp_path):
+    # WTILES = 1 (a board whose BRAM buys more output lanes than a prefetch saves): the second weight tile of a and
+    # r (N = 24, LO = 16) loads after the run before it instead of during it; the estimator counts that loop, not
+    # the prefetch.
+    layers, shapes = _layers(70)
+    prog = program(layers, shapes, {"li": 4, "lo": 16, "wtiles": 1})
+    mism, errs, envs = csim_vs_golden(prog, [_normal(70, 20), np.sign(_normal(70, 20)) * 100], tmp_path)
+    assert "WTILES = 1;" in (tmp_path / "prj" / "config.h").read_text()
+    assert mism == 0 and errs[0] < 0.05
+    counted = envs[0]["unit_loops"]
+    _check_loops(prog, counted)
+    two = _estimated_loops(prog, lanes=dataclasses.replace(estimator.lanes_of(prog), wtiles=2))
+    assert not _matches(counted.tolist()[0], two[0])
+
+
 def _estimated_loops(prog, **force):
     """Per linear, depthwise, layernorm, L2 norm and additive attention layer the estimator's (iterations, loops run) for its descriptor; ``force``: arguments of
     ``linear_loops`` to override (what an estimator crediting absent overlap would assume)."""

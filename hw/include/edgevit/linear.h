@@ -6,9 +6,11 @@
 // the WPB words of a port beat from distinct banks (tiles load and results leave a beat per cycle, packed.h). Rows 2j
 // and 2j+1 share each bank as the halves of a 32-bit word (w[t][j][k][2], dim 4 reshaped): the MAC step reads both at
 // one address, and a BRAM18 of 512 x 36 holds the pair of 16-bit banks that would otherwise take two BRAM18 of
-// 1K x 18 a quarter or half full. A tile load writes one half (the BRAM's byte write enables). Two weight tiles
-// (t: the one in use and the next, prefetched over the params port while the MAC steps read the other) share the
-// banks at different addresses (2 KMAX / XBANKS words a bank; one read and one write port a cycle). The
+// 1K x 18 a quarter or half full. A tile load writes one half (the BRAM's byte write enables). With WTILES = 2, two
+// weight tiles (t: the one in use and the next, prefetched over the params port while the MAC steps read the other)
+// share the banks at different addresses (2 KMAX / XBANKS words a bank; one read and one write port a cycle); with
+// WTILES = 1 (a board whose BRAM buys more output lanes than a prefetch saves) the next weight tile loads between
+// runs. The
 // descriptor picks the loop order (d3): token tiles outer (each weight tile re-read once per token tile) or weight
 // tiles outer (each input tile re-read once per weight tile), whichever moves fewer words. Result tiles, and with
 // XTILES = 2 input tiles, are ping-pong pairs: one pipelined loop runs a tile's MAC steps while the next token tile
@@ -143,17 +145,17 @@ linear_job linear_job_at(const layer_desc& d, int m0, int nm0, bool load, int wm
 template <class CFG>
 void linear_run(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d, int n0, int m0, int jobs,
                 int after, bool load_after, int wtm, int& cur, int& rj, int& pm0, int& ptm, int& pn0, int wc, int wn,
-                word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], word_t w[2][(CFG::LO + 1) / 2][CFG::KMAX][2],
-                i64 bias[2][CFG::LO], i64 res[2][CFG::TM][CFG::LO]) {
+                word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], word_t w[CFG::WTILES][(CFG::LO + 1) / 2][CFG::KMAX][2],
+                i64 bias[CFG::WTILES][CFG::LO], i64 res[2][CFG::TM][CFG::LO]) {
     typedef typename CFG::beat_t beat_t;
     typedef tripcount_product<typename CFG::linear_m_tiles, typename CFG::linear_pass> run_trip;
     const int K = d.d1, N = d.d2, FA = d.fx + d.fw;
     const bool resid = d.x2 >= 0;
     const int bx = resid ? (d.x2 - d.y) / CFG::WPB : 0;
-    // The weight tile of rows [wn, wn + LO) (wn < 0: none) and its biases into w[wc ^ 1], bias[wc ^ 1]: a params
-    // beat an iteration from the run's first, in the iterations the jobs take anyway; the run's last job lasts until
-    // the prefetch is done (the next run reads the tile after this loop).
-    const int ws = wc ^ 1, wrows = wn < 0 ? 0 : (d.d2 - wn < CFG::LO ? d.d2 - wn : CFG::LO);
+    // The weight tile of rows [wn, wn + LO) (wn < 0: none; always none with WTILES = 1) and its biases into
+    // w[wc ^ 1], bias[wc ^ 1]: a params beat an iteration from the run's first, in the iterations the jobs take
+    // anyway; the run's last job lasts until the prefetch is done (the next run reads the tile after this loop).
+    const int ws = CFG::WTILES == 2 ? wc ^ 1 : 0, wrows = wn < 0 ? 0 : (d.d2 - wn < CFG::LO ? d.d2 - wn : CFG::LO);
     const int wstart = d.w + (wn < 0 ? 0 : wn) * K, wfirst = wstart / CFG::WPB;
     const int wbeats = wrows ? (wstart + wrows * K - 1) / CFG::WPB - wfirst + 1 : 0;
     const int bstart = d.b + 4 * (wn < 0 ? 0 : wn), bfirst = bstart / CFG::WPB;
@@ -320,12 +322,12 @@ void linear_write_back(word_port<CFG>& arena, const layer_desc& d, int m0, int t
 // loaded only when the next job's tokens differ (weight tiles outer over one token tile keep it; so do token tiles
 // outer over one weight tile for the weights). What does not overlap runs between runs: the first weight tile (one
 // tile), the write-back of a layer that cannot overlap, the token tiles of a design with one input tile, and the
-// last job's write-back. Every weight tile but the first is prefetched during the run before it (linear_run, over
-// the params port, which nothing else uses meanwhile).
+// last job's write-back. With WTILES = 2 every weight tile but the first is prefetched during the run before it
+// (linear_run, over the params port, which nothing else uses meanwhile); with WTILES = 1 it loads after that run.
 template <class CFG>
 void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_desc& d) {
-    static word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], w[2][(CFG::LO + 1) / 2][CFG::KMAX][2];
-    static i64 bias[2][CFG::LO], res[2][CFG::TM][CFG::LO];
+    static word_t x[CFG::XTILES][CFG::TM][CFG::KMAX], w[CFG::WTILES][(CFG::LO + 1) / 2][CFG::KMAX][2];
+    static i64 bias[CFG::WTILES][CFG::LO], res[2][CFG::TM][CFG::LO];
 #pragma HLS ARRAY_PARTITION variable=x complete dim=1
 #pragma HLS ARRAY_PARTITION variable=x cyclic factor=CFG::XBANKS dim=3
 #pragma HLS ARRAY_PARTITION variable=w complete dim=2
@@ -359,12 +361,14 @@ void linear_unit(word_source<CFG>& params, word_port<CFG>& arena, const layer_de
         j += rjobs;
         const bool more = j < jobs, new_x = more && nm0 != lm0, new_w = more && nn0 != n0;
         const int ntm = M - nm0 < CFG::TM ? M - nm0 : CFG::TM;
+        const bool prefetch = new_w && CFG::WTILES == 2;
         linear_run<CFG>(params, arena, d, n0, m0, rjobs, nm0, new_x && fuse_load, overlap ? ptm : 0, cur, rj, pm0,
-                        ptm, pn0, wc, new_w ? nn0 : -1, x, w, bias, res);
+                        ptm, pn0, wc, prefetch ? nn0 : -1, x, w, bias, res);
         if (!overlap) linear_write_back<CFG>(arena, d, lm0, tm, n0, res[rj]);
         const int nxt = CFG::XTILES == 2 ? cur ^ 1 : 0;
         if (new_x && !fuse_load) linear_load_x<CFG>(arena, d, nm0, ntm, x[nxt]);
-        if (new_w) wc ^= 1;
+        if (prefetch) wc ^= 1;
+        if (new_w && !prefetch) linear_load_w<CFG>(params, d, nn0, w[0], bias[0]);
         if (new_x) cur = nxt;
         rj ^= 1;
         pm0 = lm0, ptm = tm, pn0 = n0;
