@@ -58,6 +58,7 @@ class FpgaTarget:
     lut: int
     ff: int
     axi_bits: int
+    ddr_gbps: float       # the PS DDR's peak bandwidth (GB/s, reads and writes together), which all HP ports share
     board_part: str = ""  # Vivado board-file id (its PS presets); needs the board files installed in Vivado
 
 
@@ -105,7 +106,8 @@ TARGET_SCHEMA = schema.Record(
             required={"part": schema.TEXT, "family": schema.TEXT,
                       "clock_mhz": schema.number_in(1, 2000), "dsp": schema.int_in(1, 1 << 24),
                       "bram36": schema.int_in(1, 1 << 24), "lut": schema.int_in(1, 1 << 30),
-                      "ff": schema.int_in(1, 1 << 30), "axi_bits": schema.one_of(32, 64, 128, 256, 512)},
+                      "ff": schema.int_in(1, 1 << 30), "axi_bits": schema.one_of(32, 64, 128, 256, 512),
+                      "ddr_gbps": schema.number_in(0.1, 10000)},
             optional={"board_part": schema.TEXT}),
     })
 

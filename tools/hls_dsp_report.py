@@ -148,7 +148,8 @@ def measure(models, boards) -> list[dict]:
             ms = fpga.clock_mhz * 1e3
             linear = {"estimated_ms": bound.get("linear", 0) / ms,
                       "mac_steps_ms": sum(r["compute"] for r in rep["layers"] if r["kind"] == "linear") / ms,
-                      "port_floor_ms": estimator.linear_port_floor(prog, fpga.axi_bits) / ms}
+                      "port_floor_ms": estimator.linear_port_floor(prog, fpga.axi_bits) / ms,
+                      "ddr_floor_ms": sum(r["ddr_cycles"] for r in rep["layers"] if r["kind"] == "linear") / ms}
             out.append({"model": name, "board": board, "rows": rows, "linear": linear,
                         "next_lanes": next_lanes(prog, fpga, chosen, rep["latency_ms"]),
                         "after_ms_by_kind": {k: v / (fpga.clock_mhz * 1e3) for k, v in
@@ -157,11 +158,11 @@ def measure(models, boards) -> list[dict]:
 
 
 def markdown(entries: list[dict]) -> str:
-    lines = ["| model | board | row | lanes li,lo,ld,rows[,input tiles] | DSP | BRAM36 | LUT | latency ms | fits | "
+    lines = ["| model | board | row | lanes li,lo,ld,rows[,input tiles[,weight tiles]] | DSP | BRAM36 | LUT | latency ms | fits | "
              "memory-bound cycles | linear MAC efficiency |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in entries:
         for r in e["rows"]:
-            keys = ("li", "lo", "ld", "rows") + (("xtiles",) if "xtiles" in r["lanes"] else ())
+            keys = ("li", "lo", "ld", "rows") + tuple(k for k in ("xtiles", "wtiles") if k in r["lanes"])
             lanes = ",".join(str(r["lanes"][k]) for k in keys)
             fits = "" if r["fits"] is None else ("yes" if r["fits"] else "NO")
             extra = ("", "") if "memory_bound_share" not in r else (f"{100 * r['memory_bound_share']:.0f} %",
@@ -175,11 +176,13 @@ def markdown(entries: list[dict]) -> str:
         lines.append(f"* {e['model']} on {e['board']}: {top}")
     lines += ["", "The linear layers of the after plan: estimated, their MAC steps at its lanes, and the port floor no "
               "lane plan goes below (each output word written once, each input and residual word and each weight "
-              "read once: estimator.linear_port_floor):", ""]
+              "read once: estimator.linear_port_floor), and the DDR floor at the plan (all ports' words over the "
+              "board's DDR bandwidth, targets/*.toml ddr_gbps):", ""]
     for e in entries:
         lin = e["linear"]
         lines.append(f"* {e['model']} on {e['board']}: {lin['estimated_ms']:.2f} ms, MAC steps "
-                     f"{lin['mac_steps_ms']:.2f} ms, port floor {lin['port_floor_ms']:.2f} ms")
+                     f"{lin['mac_steps_ms']:.2f} ms, port floor {lin['port_floor_ms']:.2f} ms, DDR floor "
+                     f"{lin['ddr_floor_ms']:.2f} ms")
     lines += ["", "Next lanes: each lane count of the after plan raised to the next value the search tries (it "
               "keeps a plan only if it fits and saves more than 1 % of the latency):", ""]
     for e in entries:

@@ -178,10 +178,11 @@ def _report(args) -> int:
         return 0
     name_w = max([22, *(len(r["layer"]) + 2 for r in rep["layers"])])
     kind_w = max([11, *(len(r["kind"]) + 2 for r in rep["layers"])])
-    print(f"{'layer':<{name_w}}{'kind':<{kind_w}}{'MACs':>11}{'cycles':>11}{'ms':>9}{'compute':>11}  {'bound':<8}source")
+    print(f"{'layer':<{name_w}}{'kind':<{kind_w}}{'MACs':>11}{'cycles':>11}{'ms':>9}{'compute':>11}{'DDR':>11}"
+          f"  {'bound':<8}source")
     for r in rep["layers"]:
         print(f"{r['layer']:<{name_w}}{r['kind']:<{kind_w}}{r['macs']:>11}{r['cycles']:>11}{r['ms']:>9.3f}"
-              f"{r['compute']:>11}  {r['bound']:<8}{r['source']}")
+              f"{r['compute']:>11}{r['ddr_cycles']:>11}  {r['bound']:<8}{r['source']}")
     print(f"lanes {rep['lanes']}")
     print(_usage(rep))
     print(f"total {rep['cycles']} cycles = {rep['latency_ms']:.3f} ms at {rep['clock_mhz']} MHz; "
@@ -191,6 +192,9 @@ def _report(args) -> int:
           f"MACs in "
           f"{100 * rep['compute_cycles'] / rep['cycles']:.1f} % of the cycles; linear unit at "
           f"{100 * rep['linear_mac_efficiency']:.1f} % of its LI x LO peak.")
+    print(f"DDR {rep['ddr_gbps']} GB/s ({estimator.ddr_bytes_per_cycle(fpga):.1f} bytes a cycle, all ports together): "
+          f"the layers' traffic needs at least {rep['ddr_cycles']} cycles ({100 * rep['ddr_cycles'] / rep['cycles']:.0f} "
+          f"% of the total); {100 * rep['ddr_bound_share']:.0f} % of the cycles are in layers the DDR bounds (bound ddr).")
     for entry in prog.cpu_layers:
         print(f"runs on the ARM CPU: {entry}")
     print("Estimate only: synthesis needs Vitis HLS / Vivado, which did not run here.")

@@ -513,17 +513,33 @@ def units(axi_bits: int) -> SimpleNamespace:
                            layernorm_lanes=functools.partial(layernorm_lanes, wpb=wpb), axi_latency=AXI_LATENCY)
 
 
-def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int) -> list[dict]:
+def ddr_bytes_per_cycle(fpga) -> float:
+    """Bytes the board's DDR moves per kernel cycle (``ddr_gbps`` of ``targets/*.toml`` at ``clock_mhz``), reads
+    and writes together: every m_axi port shares it."""
+    return fpga.ddr_gbps * 1e3 / fpga.clock_mhz
+
+
+def layer_cycles(prog: Program, lanes: Lanes, axi_bits: int, ddr_bytes: float = 0.0) -> list[dict]:
     """Cycles of every descriptor (one per layer): ``compute``, ``memory`` (see the module docstring), their
-    sum plus dispatch in ``cycles``, and ``bound`` (``compute`` or ``memory``, whichever is larger)."""
+    sum plus dispatch in ``cycles``, and ``bound`` (``compute`` or ``memory``, whichever is larger, or ``ddr``).
+
+    ``ddr_bytes``: the board's DDR bytes per cycle (:func:`ddr_bytes_per_cycle`; 0: no limit). A layer then takes
+    at least its DDR traffic (``ddr_words``, ``ops.LayerKind.traffic``: all ports' reads and writes) over that
+    bandwidth (``ddr_cycles``): ports that could together move more than the DDR delivers wait for it, and the
+    wait is counted as ``memory`` (``bound`` ``ddr``)."""
     out, u = [], units(axi_bits)
     for layer in prog.layers:
         compute, memory, macs = KINDS[layer.kind].cost(u, layer, prog.shapes[layer.inputs[0]],
                                                        prog.shapes[layer.output], lanes)
+        words = KINDS[layer.kind].traffic(prog, layer, lanes)
+        ddr = math.ceil(words * WORD_BITS / 8 / ddr_bytes) if ddr_bytes else 0
+        bound = "compute" if compute >= memory else "memory"
+        if ddr > compute + memory:
+            memory, bound = ddr - compute, "ddr"
         cycles = compute + memory + dispatch_cycles(axi_bits)
         out.append({"layer": layer.name, "kind": layer.kind, "source": layer.source, "macs": macs,
-                    "compute": compute, "memory": memory, "cycles": cycles,
-                    "bound": "compute" if compute >= memory else "memory"})
+                    "compute": compute, "memory": memory, "cycles": cycles, "ddr_words": words,
+                    "ddr_cycles": ddr, "bound": bound})
     return out
 
 
@@ -650,7 +666,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
     The units' cycles are independent of each other's lanes, so each unit's lanes are scored on its own layers
     and only the combinations are checked against the budget.
     """
-    family = fpga.family
+    family, ddr = fpga.family, ddr_bytes_per_cycle(fpga)
     kinds = {l.kind for l in prog.layers}
     base = Lanes(1, 1, 1, 1)
     plans = []
@@ -663,7 +679,7 @@ def choose_lanes(prog: Program, fpga) -> Lanes:
 
     def unit_cycles(key: tuple, lanes: Lanes, select) -> int:
         if key not in per_unit:
-            per_unit[key] = sum(r["cycles"] for r, l in zip(layer_cycles(prog, lanes, fpga.axi_bits), prog.layers)
+            per_unit[key] = sum(r["cycles"] for r, l in zip(layer_cycles(prog, lanes, fpga.axi_bits, ddr), prog.layers)
                                 if select(l.kind))
         return per_unit[key]
 
@@ -710,9 +726,10 @@ def lanes_of(prog: Program) -> Lanes:
 def report(prog: Program, fpga) -> dict:
     """Per-layer cycles (with compute / memory parts and the bound), totals, resource use against ``fpga`` and
     whether it fits. ``latency_ms``, ``cycles``, ``clock_mhz`` and ``fits`` keep their meaning for callers such
-    as the PYNQ bundle; ``memory_bound_share`` is the fraction of cycles in memory-bound layers."""
+    as the PYNQ bundle; ``memory_bound_share`` is the fraction of cycles in memory-bound layers (ports or DDR),
+    ``ddr_bound_share`` of those bound by the DDR bandwidth, ``ddr_cycles`` the sum of the layers' DDR floors."""
     lanes = lanes_of(prog)
-    layers = layer_cycles(prog, lanes, fpga.axi_bits)
+    layers = layer_cycles(prog, lanes, fpga.axi_bits, ddr_bytes_per_cycle(fpga))
     res = resources(prog, lanes, fpga.family, fpga.axi_bits)
     total = sum(r["cycles"] for r in layers)
     for r in layers:
@@ -724,7 +741,9 @@ def report(prog: Program, fpga) -> dict:
             "fits": fits(res, fpga), "cycles": total, "clock_mhz": fpga.clock_mhz,
             "latency_ms": total / (fpga.clock_mhz * 1e3), "macs": macs,
             "compute_cycles": sum(r["compute"] for r in layers),
-            "memory_bound_share": sum(r["cycles"] for r in layers if r["bound"] == "memory") / total if total else 0.0,
+            "memory_bound_share": sum(r["cycles"] for r in layers if r["bound"] != "compute") / total if total else 0.0,
+            "ddr_gbps": fpga.ddr_gbps, "ddr_cycles": sum(r["ddr_cycles"] for r in layers),
+            "ddr_bound_share": sum(r["cycles"] for r in layers if r["bound"] == "ddr") / total if total else 0.0,
             "linear_mac_efficiency": (sum(r["macs"] for r in layers if r["kind"] == "linear")
                                       / (peak * sum(r["cycles"] for r in layers if r["kind"] == "linear") or 1))}
 

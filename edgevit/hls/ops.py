@@ -20,6 +20,14 @@ from . import golden, reference, requant
 from .fixed import convert
 
 
+def io_words(prog, layer, lanes) -> int:
+    """Words a layer moves over DDR if each input and parameter word is read once and each output word written
+    once (64-bit biases are four words): the traffic of the units that stream their operands, and a lower bound
+    for the others."""
+    params = sum(v.size * (4 if k == "b" else 1) for k, v in layer.params.items() if hasattr(v, "size"))
+    return sum(int(np.prod(prog.shapes[t])) for t in {*layer.inputs, layer.output}) + int(params)
+
+
 @dataclass(frozen=True)
 class LayerKind:
     """One kind of accelerator layer.
@@ -33,7 +41,9 @@ class LayerKind:
     ``fmt`` is ``"fitted"`` (calibrated from its range), ``"same"`` (data movement: the
     input's format), ``"gate"`` (fixed by the kernel) or ``"int8"`` (a QDQ model's scale and zero point,
     :class:`~edgevit.hls.fixed.QFmt`). ``fields(prog, layer)`` gives the descriptor fields
-    beyond the common ones (an internal format, LayerNorm's eps).
+    beyond the common ones (an internal format, LayerNorm's eps). ``traffic(prog, layer, lanes)`` gives the 16-bit
+    words a descriptor reads and writes in DDR over all ports (the estimator's DDR bandwidth line; default
+    :func:`io_words`).
     """
 
     code: int
@@ -45,6 +55,7 @@ class LayerKind:
     fmt: str = "fitted"
     fields: Callable = lambda prog, layer: {}
     units: tuple = ()
+    traffic: Callable = io_words
 
 
 def _ceil(a: int, b: int) -> int:
@@ -56,10 +67,11 @@ TILE_TOKENS = 32   # tokens per input tile of the linear unit (TM)
 
 def linear_traffic(m: int, k: int, n: int, lo: int) -> tuple[int, int]:
     """Words the linear unit reads for an [M, K] x [K, N] layer: (input, weights), in the order
-    :func:`weights_outer` picks (each tile of the outer operand is read once, the inner one per outer tile)."""
+    :func:`weights_outer` picks (each tile of the outer operand is read once, the inner one per outer tile unless
+    there is only one, which linear_unit keeps on chip)."""
     if weights_outer(m, k, n, lo):
-        return m * k * math.ceil(n / lo), n * k
-    return m * k, n * k * math.ceil(m / TILE_TOKENS)
+        return m * k * (math.ceil(n / lo) if m > TILE_TOKENS else 1), n * k
+    return m * k, n * k * (math.ceil(m / TILE_TOKENS) if n > lo else 1)
 
 
 def weights_outer(m: int, k: int, n: int, lo: int) -> bool:
@@ -115,6 +127,16 @@ def _qlinear_cost(u, layer, shape, oshape, lanes):
     rows, ci, co = _tokens(shape), shape[-1], oshape[-1]
     compute, memory = u.qlinear(rows, ci, co, lanes, "b" in layer.params)
     return compute, memory, rows * ci * co
+
+
+def _linear_words(prog, layer, lanes) -> int:
+    """DDR words of a linear layer at ``lanes``: input and weight tiles as re-read in linear_unit's loop order
+    (:func:`linear_traffic`, the biases with their weights), the residual read once, the output written once."""
+    shape, oshape = _shapes(prog, layer)
+    m, k, n = _tokens(shape), shape[-1], oshape[-1]
+    x, w = linear_traffic(m, k, n, lanes.lo)
+    bias = 4 * n * (w // (n * k)) if "b" in layer.params else 0
+    return x + w + bias + m * n * (2 if len(layer.inputs) > 1 else 1)
 
 
 def _linear_trips(dims, lanes, add, linear):
@@ -503,7 +525,7 @@ def _trips(**names):
 
 KINDS = {
     "linear": LayerKind(1, _linear_float, _linear_fixed, _linear_dims, _linear_cost, _linear_trips,
-                        units=("linear_unit",)),
+                        units=("linear_unit",), traffic=_linear_words),
     "dwconv": LayerKind(
         2, lambda l, env, s: reference.depthwise_conv(_x(l, env), l.params["w"], l.params.get("b"), l.attrs["stride"],
                                                       l.attrs["pad"], l.attrs.get("act", "none")),
@@ -514,7 +536,9 @@ KINDS = {
         lambda p, l, env: golden.im2col(_x(l, env), l.attrs["k"], l.attrs["stride"], l.attrs["pad"]),
         _window_dims, lambda u, l, sh, osh, lanes: (0, u.loop(im2col_trip(_tokens(osh), l.attrs["k"], sh[-1],
                                                                           u.wpb)), 0),
-        _im2col_trips, "same", units=("im2col",)),
+        # each output word is one input word (or padding, not read): the output's words in and out
+        _im2col_trips, "same", units=("im2col",),
+        traffic=lambda p, l, lanes: 2 * int(np.prod(p.shapes[l.output]))),
     "layernorm": LayerKind(
         4, lambda l, env, s: reference.layernorm(_x(l, env), l.params["gamma"], l.params["beta"], l.attrs["eps"]),
         _layernorm_fixed, _rows_dims, _layernorm_cost,

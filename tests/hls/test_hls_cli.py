@@ -46,11 +46,16 @@ def test_generate_build_report(tmp_path, capsys):
     assert rep["fits"] and rep["resources"]["dsp"] <= 220
     assert _run(["hls", "report", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:7] == ["layer", "kind", "MACs", "cycles", "ms", "compute", "bound"]
+    assert lines[0].split()[:8] == ["layer", "kind", "MACs", "cycles", "ms", "compute", "DDR", "bound"]
     rows = lines[1:1 + len(rep["layers"])]
     assert [r.split()[0] for r in rows] == [layer["layer"] for layer in rep["layers"]]
-    assert all(r.split()[6] in ("compute", "memory") for r in rows)
+    assert all(r.split()[7] in ("compute", "memory", "ddr") for r in rows)
+    # every layer's DDR floor is its traffic over the PYNQ-Z2's 2.1 GB/s at 100 MHz (21 bytes a cycle), and no
+    # layer is estimated below it
+    assert all(int(r.split()[6]) == -(-2 * layer["ddr_words"] // 21) <= layer["cycles"]
+               for r, layer in zip(rows, rep["layers"]))
     assert any("memory-bound layers" in line for line in lines)
+    assert any(line.startswith("DDR 2.1 GB/s") for line in lines)
 
 
 def test_errors_are_edgevit_errors(tmp_path):

@@ -1,6 +1,7 @@
 """The analytic estimator: lane choice fits each board, oversize designs do not fit, one entry per descriptor;
 DSPs by operand width, memory-bound layers gain nothing from lanes, the lane search is the brute-force optimum."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -115,8 +116,8 @@ def test_choice_is_the_fastest_fitting_plan_by_brute_force(prog, board, monkeypa
         lanes = estimator.Lanes(li, lo, ld, rows)
         res = estimator.resources(prog, lanes, fpga.family, fpga.axi_bits)
         if estimator.fits(res, fpga):
-            plans.append((sum(r["cycles"] for r in estimator.layer_cycles(prog, lanes, fpga.axi_bits)), res["dsp"],
-                          lanes))
+            cycles = estimator.layer_cycles(prog, lanes, fpga.axi_bits, estimator.ddr_bytes_per_cycle(fpga))
+            plans.append((sum(r["cycles"] for r in cycles), res["dsp"], lanes))
     best = min(c for c, _, _ in plans)
     near = [(dsp, lanes) for c, dsp, lanes in plans if c <= best * (1 + estimator.LATENCY_TOLERANCE)]
     got = next((c, dsp) for c, dsp, lanes in plans if lanes == chosen)
@@ -194,3 +195,24 @@ def test_no_lane_plan_beats_the_linear_port_floor(prog, board):
         linear = sum(r["cycles"] for r, l in zip(estimator.layer_cycles(prog, lanes, fpga.axi_bits), prog.layers)
                      if l.kind == "linear")
         assert linear > floor
+
+
+def test_no_layer_moves_more_than_the_ddr_delivers():
+    # 256 tokens x 64 -> 64 with bias: the words cross DDR once each (one weight tile, so weights are not re-read):
+    # input, weights, biases (four words each), output. On the ZCU102 (64 bytes a cycle) the ports bound the layer;
+    # with a DDR of 0.5 GB/s (1.7 bytes a cycle) the layer takes its traffic over that bandwidth, bound "ddr".
+    prog = _linear_prog(256, 64, 64)
+    lanes = estimator.Lanes(8, 64, 1, 1)
+    zcu = get_target("zcu102").require_fpga()
+    words = 256 * 64 + 64 * 64 + 4 * 64 + 256 * 64
+    rows = {}
+    for gbps in (zcu.ddr_gbps, 0.5):
+        fpga = dataclasses.replace(zcu, ddr_gbps=gbps)
+        (r,) = estimator.layer_cycles(prog, lanes, fpga.axi_bits, estimator.ddr_bytes_per_cycle(fpga))
+        assert r["ddr_words"] == words and r["ddr_cycles"] == -(-2 * words * fpga.clock_mhz // int(gbps * 1e3))
+        assert r["compute"] + r["memory"] >= r["ddr_cycles"]
+        rows[gbps] = r
+    assert rows[zcu.ddr_gbps]["bound"] != "ddr" and rows[0.5]["bound"] == "ddr"
+    assert rows[0.5]["cycles"] > rows[zcu.ddr_gbps]["cycles"]
+    (free,) = estimator.layer_cycles(prog, lanes, zcu.axi_bits)
+    assert free["cycles"] == rows[zcu.ddr_gbps]["cycles"]
