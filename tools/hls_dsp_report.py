@@ -36,7 +36,9 @@ Writes OUT.json and OUT.md. Lowering needs only the model's shapes (no calibrati
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -200,8 +202,11 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--boards", nargs="+", default=list(BOARDS))
     p.add_argument("--out", default=str(ROOT / "results" / "hls_dsp"), help="output path without extension")
+    p.add_argument("--jobs", type=int, default=1, help="models measured in parallel processes")
     args = p.parse_args(argv)
-    entries = measure(args.models, args.boards)
+    with multiprocessing.Pool(max(1, args.jobs)) as pool:
+        per_model = pool.map(functools.partial(measure, boards=args.boards), [[m] for m in args.models])
+    entries = [e for model in per_model for e in model]
     text = markdown(entries)
     print(text, end="")
     before = json.loads(BEFORE.read_text())

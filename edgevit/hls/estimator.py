@@ -58,6 +58,8 @@ Cycles (what the C++ does, loop by loop):
   loops at one word per cycle.
 * **MoE experts**: fc1 and fc2 of each expert run are linear-unit calls whose weights come from DDR (no on-chip
   expert block), plus the gather, scatter and requantisation loops.
+* **DDR.** All ports share the PS DDR (``ddr_gbps`` of ``targets/*.toml``, peak, reads and writes together): a
+  layer takes at least the bytes it moves (``ops.LayerKind.traffic``) over that bandwidth (:func:`layer_cycles`).
 
 Resources:
 
