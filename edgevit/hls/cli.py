@@ -192,9 +192,10 @@ def _report(args) -> int:
           f"MACs in "
           f"{100 * rep['compute_cycles'] / rep['cycles']:.1f} % of the cycles; linear unit at "
           f"{100 * rep['linear_mac_efficiency']:.1f} % of its LI x LO peak.")
-    print(f"DDR {rep['ddr_gbps']} GB/s ({estimator.ddr_bytes_per_cycle(fpga):.1f} bytes a cycle, all ports together): "
-          f"the layers' traffic needs at least {rep['ddr_cycles']} cycles ({100 * rep['ddr_cycles'] / rep['cycles']:.0f} "
-          f"% of the total); {100 * rep['ddr_bound_share']:.0f} % of the cycles are in layers the DDR bounds (bound ddr).")
+    share = 100 * rep["ddr_cycles"] / rep["cycles"]
+    print(f"DDR {rep['ddr_gbps']} GB/s ({estimator.ddr_bytes_per_cycle(fpga):.1f} bytes a cycle, all ports "
+          f"together): the layers' traffic needs at least {rep['ddr_cycles']} cycles ({share:.0f} % of the total); "
+          f"{100 * rep['ddr_bound_share']:.0f} % of the cycles are in layers the DDR bounds (bound ddr).")
     for entry in prog.cpu_layers:
         print(f"runs on the ARM CPU: {entry}")
     print("Estimate only: synthesis needs Vitis HLS / Vivado, which did not run here.")

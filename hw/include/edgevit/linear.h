@@ -5,12 +5,11 @@
 // per pair of rows), so all LI * LO operands of a cycle come from distinct memories or the two halves of one word, and
 // the WPB words of a port beat from distinct banks (tiles load and results leave a beat per cycle, packed.h). Rows 2j
 // and 2j+1 share each bank as the halves of a 32-bit word (w[t][j][k][2], dim 4 reshaped): the MAC step reads both at
-// one address, and a BRAM18 of 512 x 36 holds the pair of 16-bit banks that would otherwise take two BRAM18 of
-// 1K x 18 a quarter or half full. A tile load writes one half (the BRAM's byte write enables). With WTILES = 2, two
-// weight tiles (t: the one in use and the next, prefetched over the params port while the MAC steps read the other)
-// share the banks at different addresses (2 KMAX / XBANKS words a bank; one read and one write port a cycle); with
-// WTILES = 1 (a board whose BRAM buys more output lanes than a prefetch saves) the next weight tile loads between
-// runs. The
+// one address, and a BRAM18 of 512 x 36 holds the pair of 16-bit banks that would otherwise take two BRAM18 of 1K x 18
+// a quarter or half full. A tile load writes one half (the BRAM's byte write enables). With WTILES = 2, two weight
+// tiles (t: the one in use and the next, prefetched over the params port while the MAC steps read the other) share the
+// banks at different addresses (2 KMAX / XBANKS words a bank; one read and one write port a cycle); with WTILES = 1 (a
+// board whose BRAM buys more output lanes than a prefetch saves) the next weight tile loads between runs. The
 // descriptor picks the loop order (d3): token tiles outer (each weight tile re-read once per token tile) or weight
 // tiles outer (each input tile re-read once per weight tile), whichever moves fewer words. Result tiles, and with
 // XTILES = 2 input tiles, are ping-pong pairs: one pipelined loop runs a tile's MAC steps while the next token tile
