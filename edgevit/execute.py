@@ -163,10 +163,29 @@ def verify_int8_reference(reference: Path, target: str, inputs: list[np.ndarray]
     -------
     quantize.groups.Int8Verification
     """
+    from .quantize.groups import Int8Verification, check_groups
+
+    model, probed, tensors = probe_int8(reference, target, inputs, device, build, name)
+    differs = sum(int(np.count_nonzero(a != b)) if a.shape == b.shape else a.size
+                  for a, b in zip(probed[:len(outputs)], outputs))
+    return Int8Verification(end_to_end, check_groups(model, inputs, tensors), differs)
+
+
+def probe_int8(reference: Path, target: str, inputs: list[np.ndarray], device: str = "auto",
+               build: str | None = None, name: str | None = None) -> tuple[object, list[np.ndarray], dict]:
+    """Run the probe of the QDQ model ``reference`` built for ``target`` (cached as in
+    :func:`verify_int8_reference`) on ``inputs`` on ``device``.
+
+    Returns
+    -------
+    model, outputs, tensors
+        The reference (``onnx.ModelProto``), the probe's outputs (the model's own first) and every activation
+        QuantizeLinear's int8 tensor by name.
+    """
     import onnx
 
     from . import __version__
-    from .quantize.groups import Int8Verification, check_groups, probe_model, probe_tensors
+    from .quantize.groups import probe_model, probe_tensors
     from .runtime.artifact import Artifact, sha256_file
 
     model = onnx.load(str(reference))
@@ -174,9 +193,7 @@ def verify_int8_reference(reference: Path, target: str, inputs: list[np.ndarray]
     key = f"{sha256_file(reference)} {build or 'edgevit-' + __version__} {target}"
     with Artifact.open(_int8_probe(probe, key, target, name or Path(reference).name)) as built:
         probed = _execute(built, inputs, "qemu" if device.startswith("qemu") else device, 1)[0]
-    differs = sum(int(np.count_nonzero(a != b)) if a.shape == b.shape else a.size
-                  for a, b in zip(probed[:len(outputs)], outputs))
-    return Int8Verification(end_to_end, check_groups(model, inputs, probe_tensors(probed, layout)), differs)
+    return model, probed, probe_tensors(probed, layout)
 
 
 def _int8_probe(probe, key: str, target: str, name: str) -> Path:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from ..argtypes import count, nonnegative_float
-from ..errors import EdgevitError, InputError
+from ..errors import EdgevitError, InputError, VerificationError
 from ..tables import format_table
+from . import keys_cli, pipeline_verify
 from . import node as node_agent
-from . import keys_cli
 from .keys_cli import add_security_arguments, security_from_args
 
 
@@ -231,6 +231,9 @@ def _infer_pipeline(args, plan: dict) -> int:
     from .pipeline_runner import PipelineRunner, summarize
 
     items, labels = _pipeline_inputs(args, plan)
+    int8 = args.verify and pipeline_verify.is_int8_plan(plan)
+    if int8:
+        pipeline_verify.check_int8_verifiable(plan)
     tracker = _tracker(args.tracker, args.timeout, security_from_args(args, "host"))
     runner = PipelineRunner(plan, tracker, bind=args.bind, call_timeout=args.timeout,
                             stall_timeout=args.stall_timeout)
@@ -241,6 +244,10 @@ def _infer_pipeline(args, plan: dict) -> int:
         streamed = runner.stream(items, wait=args.wait)
         wall = time.perf_counter() - start
         placement = runner.placement()
+        # the int8 rule checks each stage on its node's own inputs and outputs: one input, stage by stage
+        stage_runs = runner.run_stages(items[0]) if int8 else None
+        nodes = [s.spec["slot"] if s.session is None else f"{s.session.info.get('host')}:"
+                 f"{s.session.info.get('port')}" for s in runner.stages]
     finally:
         runner.close()
     report = {"plan": str(args.plan), "model": plan["model"], "images": len(items),
@@ -251,8 +258,12 @@ def _infer_pipeline(args, plan: dict) -> int:
     if labels is not None:
         report["accuracy"] = float(np.mean([p == y for p, y in zip(report["predictions"], labels)]))
     verdict = None
-    if args.verify:
-        verdict = _verify_pipeline(args, plan, items, streamed)
+    if int8:
+        verdict = pipeline_verify.verify_int8(plan, items, streamed, stage_runs, nodes)
+        report["verify"] = verdict.to_json()
+    elif args.verify:
+        verdict = pipeline_verify.verify_float(plan, items, streamed,
+                                               args.rtol or float(plan.get("verify_rtol", 1e-5)))
         report["verify"] = verdict
     rows = [[s["stage"], s["node"], s["target"], _ms(s["compute_ms"]), _ms(s["streaming_compute_ms"]),
              _ms(s["predicted_compute_ms"]), f"{s['bytes_in'] / 1024:.1f}"] for s in report["stages"]]
@@ -270,45 +281,27 @@ def _infer_pipeline(args, plan: dict) -> int:
           f"{runner.counters['nodes_replaced']}")
     if labels is not None:
         print(f"accuracy: {report['accuracy'] * 100:.2f} %")
-    if verdict:
+    if int8:
+        for stage in verdict.stages:
+            print(f"verify {stage.summary()}")
+            for line in stage.failing[1:]:
+                print(f"  {line}")
+        print(f"verify vs onnxruntime (int8 rule, per stage): {verdict.summary()}")
+    elif verdict:
         print(f"verify vs onnxruntime (whole model): max rel error {verdict['max_rel_error']:.3g} over "
               f"{verdict['checked']} result(s) (tolerance {verdict['rtol']:g}) -> "
               f"{'PASS' if verdict['ok'] else 'FAIL'}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
-    if verdict and not verdict["ok"]:
-        from ..errors import VerificationError
-
+    if int8 and not verdict.ok:
+        raise VerificationError(f"pipeline verification failed (int8 rule): {verdict.failure}")
+    if verdict and not int8 and not verdict["ok"]:
         raise VerificationError(f"pipeline results differ from onnxruntime on the whole model: {verdict['why']}")
     return 1 if report["failed"] else 0
 
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _verify_pipeline(args, plan: dict, items: list, results: list[dict]) -> dict:
-    """Every result against onnxruntime running the whole model (``PLAN_DIR/model.onnx``), by the rule of
-    ``edgevit run --verify`` (``reference.verify``); onnxruntime runs once per distinct input."""
-    from ..reference import run_onnxruntime, verify
-
-    whole = Path(plan["artifact_root"]) / plan["whole_model"]
-    rtol = args.rtol or float(plan.get("verify_rtol", 1e-5))
-    worst, checked = 0.0, 0
-    expected: dict[int, list] = {}
-    for item, result in zip(items, results):
-        if result["outputs"] is None:
-            return {"ok": False, "max_rel_error": float("nan"), "checked": checked, "rtol": rtol,
-                    "why": f"an input got no result ({result['error']})"}
-        if id(item) not in expected:
-            expected[id(item)] = run_onnxruntime(whole, item)
-        comparison = verify(result["outputs"], whole, item, rtol, reference=expected[id(item)])
-        # an int8 plan is checked in output quantization steps (reference.verify), a float one by relative error
-        error = getattr(comparison, "max_rel_error", getattr(comparison, "max_steps", float("nan")))
-        if not comparison.ok:
-            return {"ok": False, "max_rel_error": error, "checked": checked, "rtol": rtol, "why": comparison.summary()}
-        worst, checked = max(worst, error), checked + 1
-    return {"ok": True, "max_rel_error": worst, "checked": checked, "rtol": rtol, "why": ""}
 
 
 def register(subparsers) -> None:
@@ -366,7 +359,7 @@ def register(subparsers) -> None:
     p.add_argument("--wait", type=nonnegative_float, default=60.0, help="seconds to wait for nodes to appear (default 60)")
     p.add_argument("--json", help="also write the report as JSON")
     p.add_argument("--verify", action="store_true", help="pipeline: compare every result with onnxruntime "
-                   "running the whole model")
+                   "running the whole model; an int8 (QDQ) plan stage by stage, group by group (docs/int8.md)")
     p.add_argument("--rtol", type=nonnegative_float, help="max relative error for --verify (default: the plan's, 1e-5; "
                    "with an FPGA stage, 4x the fixed-point error measured at plan time)")
     p.add_argument("--bind", default="127.0.0.1", help="pipeline: host address the last stage sends results to "

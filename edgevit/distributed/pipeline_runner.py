@@ -224,6 +224,17 @@ class PipelineRunner:
                 self.counters["resent"] += 1
         in_flight.clear()
 
+    def run_stages(self, inputs: list[np.ndarray]) -> list[tuple[list, list]]:
+        """Run one input through the stages one at a time over each node's ``run`` (the code its stream runs),
+        each stage fed the previous node's outputs; returns every stage's inputs and outputs (``infer --verify``
+        of an int8 plan checks each stage on them)."""
+        runs = []
+        for stage in self.stages:
+            outputs = stage.session.run(stage.spec["sha256"], inputs)
+            runs.append((inputs, outputs))
+            inputs = outputs
+        return runs
+
     def placement(self) -> list[dict]:
         """Where each stage's node runs: ``{"machine", "cpus"}``; nodes on loopback share this machine."""
         import os

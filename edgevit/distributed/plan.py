@@ -167,8 +167,9 @@ def read_plan(path: Path) -> dict:
                                  f"{'both' if 'artifact' in stage else 'neither'}")
     entries_name = "stages" if plan["strategy"] == "pipeline" else "submodels"
     for i, entry in enumerate(plan[entries_name] + ([plan["full"]] if isinstance(plan.get("full"), dict) else [])):
-        if "artifact" in entry:
-            entry["artifact"] = str(_inside(root, entry["artifact"], path, f"{entries_name}[{i}].artifact"))
+        for name in ("artifact", "onnx"):   # a pipeline stage's model, which the int8 --verify probes
+            if name in entry:
+                entry[name] = str(_inside(root, entry[name], path, f"{entries_name}[{i}].{name}"))
     plan["artifact_root"] = str(root)
     return plan
 
