@@ -37,7 +37,11 @@ def model_configs(name: str) -> tuple[Arch, TrainConfig]:
         ``name`` is not in ``FASHION_MODELS``; the message lists the known names.
     """
     if name not in FASHION_MODELS:
-        raise UnknownNameError(f"unknown model '{name}' for a distributed plan; known: {', '.join(FASHION_MODELS)}")
+        # A class split trains and prunes the model here: a file (float or int8 QDQ) cannot be class-split.
+        hint = ("; an ONNX file (float or int8 QDQ) can be split with --strategy pipeline"
+                if name.endswith(".onnx") else "")
+        raise UnknownNameError(f"unknown model '{name}' for a class split (it trains and prunes one of the models "
+                               f"trained here); known: {', '.join(FASHION_MODELS)}{hint}")
     return FASHION_MODELS[name]
 
 
