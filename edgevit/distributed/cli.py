@@ -245,7 +245,7 @@ def _infer_pipeline(args, plan: dict) -> int:
         wall = time.perf_counter() - start
         placement = runner.placement()
         # the int8 rule checks each stage on its node's own inputs and outputs: one input, stage by stage
-        stage_runs = runner.run_stages(items[0]) if int8 else None
+        stage_runs = runner.run_stages(items[0]) if int8 and streamed[0]["outputs"] is not None else None
         nodes = [s.spec["slot"] if s.session is None else f"{s.session.info.get('host')}:"
                  f"{s.session.info.get('port')}" for s in runner.stages]
     finally:

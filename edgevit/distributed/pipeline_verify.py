@@ -199,7 +199,7 @@ def verify_int8(plan: dict, items: list, results: list[dict], stage_runs: list[t
         The streamed inputs and their results (``PipelineRunner.stream``).
     stage_runs
         ``items[0]`` run stage by stage on the nodes (``PipelineRunner.run_stages``): per stage its inputs and
-        its node's outputs.
+        its node's outputs (None when a result is missing: then that is the verdict).
     nodes
         Per stage, the node that ran it (for the report).
 
@@ -209,15 +209,15 @@ def verify_int8(plan: dict, items: list, results: list[dict], stage_runs: list[t
     """
     from ..reference import run_onnxruntime, verify
 
+    missing = next((r["error"] for r in results if r["outputs"] is None), None)
+    if missing is not None:
+        return PipelineInt8Verification([], missing=missing)
     whole = whole_model(plan)
-    stages = [_verify_stage(plan, spec, inputs, outputs, node)
+    stages = [_verify_stage(spec, inputs, outputs, node, plan["model"])
               for spec, (inputs, outputs), node in zip(plan["stages"], stage_runs, nodes)]
     verdict = PipelineInt8Verification(stages)
     expected: dict[int, list] = {}
     for item, result in zip(items, results):
-        if result["outputs"] is None:
-            verdict.missing = result["error"]
-            return verdict
         if id(item) not in expected:
             expected[id(item)] = run_onnxruntime(whole, item)
         verdict.end_to_end.append(verify(result["outputs"], whole, item, FLOAT_RTOL, reference=expected[id(item)]))
@@ -227,14 +227,14 @@ def verify_int8(plan: dict, items: list, results: list[dict], stage_runs: list[t
     return verdict
 
 
-def _verify_stage(plan: dict, spec: dict, inputs: list, outputs: list, node: str) -> StageVerification:
+def _verify_stage(spec: dict, inputs: list, outputs: list, node: str, model_name: str) -> StageVerification:
     """One stage by the int8 rule: its probe on ``inputs`` (on the host, or under qemu), its groups, its float
     outputs; ``outputs`` are what its node computed."""
     from ..execute import probe_int8
     from ..quantize.groups import check_groups
 
     model, probed, tensors = probe_int8(Path(spec["onnx"]), spec["target"], inputs, build=spec["sha256"],
-                                        name=f"{plan['model']} {spec['name']}")
+                                        name=f"{model_name} {spec['name']}")
     differs = sum(int(np.count_nonzero(a != b)) if a.shape == b.shape else max(a.size, b.size)
                   for a, b in zip(probed[:len(outputs)], outputs))
     return StageVerification(spec["name"], spec["target"], node, check_groups(model, inputs, tensors),
