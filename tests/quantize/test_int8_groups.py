@@ -243,3 +243,38 @@ def test_run_verify_passes_a_tie_amplified_model_that_the_output_rule_fails(caps
     (add,) = [g for g in verdict["groups"] if g["node"] == "tie_add"]
     assert add["ties"] == add["one_step"] > 0 and add["max_steps"] == 1
     assert verdict["ok"] and verdict["groups_failing"] == 0 and verdict["max_steps"] > MAX_STEPS
+
+
+def test_probe_of_more_quantized_tensors_than_outputs_concatenates_few_per_output():
+    """300 quantized tensors (an artifact has at most 256 outputs): the probe concatenates at most two per output
+    (one Concat of all of them compiles to a select chain as long as its input list: swiftformer_xs's probe
+    spent 300x the model's instructions there), and every tensor reads back as onnxruntime computes it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgevit.quantize.groups import MAX_OUTPUTS
+
+    count = 300
+    s, z = numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.int8(0), "z")
+    k = numpy_helper.from_array(np.float32(0.97), "k")
+    nodes, previous = [], "x"
+    for i in range(count):
+        nodes += [helper.make_node("QuantizeLinear", [previous, "s", "z"], [f"q{i}"]),
+                  helper.make_node("DequantizeLinear", [f"q{i}", "s", "z"], [f"d{i}"]),
+                  helper.make_node("Mul", [f"d{i}", "k"], [f"m{i}"])]
+        previous = f"m{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info(previous, TensorProto.FLOAT, [1, 8])],
+                              initializer=[s, z, k])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    probe, layout = probe_model(model)
+    assert len(probe.graph.output) <= MAX_OUTPUTS and len(layout) == count
+    concats = [n for n in probe.graph.node if n.op_type == "Concat"]
+    assert len(concats) == len(probe.graph.output) - 1 and max(len(n.input) for n in concats) == 2
+    x = np.linspace(-6, 6, 8, dtype=np.float32)[None]
+    tensors = probe_tensors(onnxruntime_session(probe.SerializeToString()).run(None, {"x": x}), layout)
+    cut = helper.make_model(helper.make_graph(nodes, "all", graph.input, [helper.make_tensor_value_info(
+        f"q{i}", TensorProto.INT8, [1, 8]) for i in range(count)], initializer=[s, z, k]),
+        opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    expected = onnxruntime_session(cut.SerializeToString()).run(None, {"x": x})
+    assert all(np.array_equal(tensors[f"q{i}"], expected[i]) for i in range(count))
+    assert len({tensors[f"q{i}"].tobytes() for i in range(count)}) > 10   # the tensors differ: layout checked
