@@ -208,7 +208,7 @@ def _int8_probe(probe, key: str, target: str, name: str) -> Path:
     from .settings import cache_dir
     from .targets import get_target
 
-    folder = cache_dir("int8-probe", hashlib.sha256(f"probe 3 {key}".encode()).hexdigest()[:16])
+    folder = cache_dir("int8-probe", hashlib.sha256(f"probe 4 {key}".encode()).hexdigest()[:16])
     built = folder / "probe.tar"
     if not built.exists():
         print(f"[edgevit] building the int8 probe of {name} for {target} (every quantized tensor as an output; "

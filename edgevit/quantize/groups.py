@@ -56,11 +56,11 @@ def _typed(model, names: list[str]) -> list:
 def probe_model(model):
     """A copy of ``model`` that also outputs every activation QuantizeLinear's tensor.
 
-    The tensors are flattened and concatenated, a few of one element type per extra output, after the model's
-    own outputs: an artifact has at most ``MAX_OUTPUTS`` outputs (mobilevitv2_050 has 300 such tensors), and a
-    concatenation of many tensors compiles to one kernel that picks each value's source through a chain of
-    comparisons as long as the list (all 279 of swiftformer_xs in one output: 34.7 G instructions per
-    inference on a Cortex-A76, 300x the model; two per output: a copy).
+    Each tensor is an extra output of its own, after the model's outputs, as long as an artifact's
+    ``MAX_OUTPUTS`` allow (mobilevitv2_050 has 300 such tensors); beyond that the smallest are flattened and
+    concatenated in pairs (:func:`_probe_outputs`). Not all in one Concat: that compiles to one kernel picking
+    each value's source through a chain of comparisons as long as the list (swiftformer_xs's 279 tensors:
+    34.7 G instructions per inference on a Cortex-A76, 300x the model).
 
     Returns
     -------
@@ -75,33 +75,52 @@ def probe_model(model):
     probe.CopyFrom(model)
     names = [q.output[0] for q in activation_quantizers(model)]
     infos = _typed(model, names)
+    shapes = [tuple(d.dim_value for d in info.type.tensor_type.shape.dim) for info in infos]
+    types = [info.type.tensor_type.elem_type for info in infos]
     flat = numpy_helper.from_array(np.array([-1], np.int64), "probe_flat_shape")
     probe.graph.initializer.append(flat)
-    by_type, layout = {}, []
-    for name, info in zip(names, infos):
-        by_type.setdefault(info.type.tensor_type.elem_type, []).append((name, info))
-    spare = MAX_OUTPUTS - len(model.graph.output) - len(by_type)
-    per_output = -(-len(names) // max(1, spare))
-    chunks = [(t, members[i:i + per_output]) for t, members in by_type.items()
-              for i in range(0, len(members), per_output)]
-    for index, (elem_type, members) in enumerate(chunks, start=len(model.graph.output)):
+    taken = {o.name for o in model.graph.output}
+    layout = []
+    groups = _probe_outputs([int(np.prod(s, dtype=np.int64)) for s in shapes], types,
+                            MAX_OUTPUTS - len(model.graph.output))
+    for index, members in enumerate(groups, start=len(model.graph.output)):
+        if len(members) == 1 and names[members[0]] not in taken:   # the tensor itself: no kernel added
+            (i,) = members
+            probe.graph.output.append(infos[i])
+            layout.append((names[i], index, 0, shapes[i]))
+            continue
         offset, parts = 0, []
-        for name, info in members:
-            shape = tuple(d.dim_value for d in info.type.tensor_type.shape.dim)
-            parts.append(f"probe_flat_{len(layout)}")
-            probe.graph.node.append(helper.make_node("Reshape", [name, flat.name], [parts[-1]],
-                                                     name=f"probe_reshape_{len(layout)}"))
-            layout.append((name, index, offset, shape))
-            offset += int(np.prod(shape, dtype=np.int64))
-        output = f"probe_{onnx.helper.tensor_dtype_to_np_dtype(elem_type).name}_{index}"
+        for i in members:
+            parts.append(f"probe_flat_{i}")
+            probe.graph.node.append(helper.make_node("Reshape", [names[i], flat.name], [parts[-1]],
+                                                     name=f"probe_reshape_{i}"))
+            layout.append((names[i], index, offset, shapes[i]))
+            offset += int(np.prod(shapes[i], dtype=np.int64))
+        output = f"probe_concat_{index}"
         probe.graph.node.append(helper.make_node("Concat", parts, [output], axis=0, name=output))
-        probe.graph.output.append(helper.make_tensor_value_info(output, elem_type, [offset]))
-    return probe, layout
+        probe.graph.output.append(helper.make_tensor_value_info(output, types[members[0]], [offset]))
+    order = {name: i for i, name in enumerate(names)}
+    return probe, sorted(layout, key=lambda entry: order[entry[0]])
+
+
+def _probe_outputs(sizes: list[int], types: list[int], budget: int) -> list[list[int]]:
+    """Tensor indices per probe output, at most ``budget`` outputs: each tensor alone if they fit, else the
+    largest alone and the rest, smallest first, concatenated per element type in groups as small as fit."""
+    by_size = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    for per_output in range(2, len(sizes) + 2):
+        for alone in range(min(len(sizes), budget), -1, -1):
+            rest: dict[int, list[int]] = {}
+            for i in by_size[alone:]:
+                rest.setdefault(types[i], []).append(i)
+            merged = [m[j:j + per_output] for m in rest.values() for j in range(0, len(m), per_output)]
+            if alone + len(merged) <= budget:
+                return [[i] for i in by_size[:alone]] + merged
+    raise ValueError(f"{len(sizes)} tensors of {len(set(types))} types do not fit in {budget} outputs")
 
 
 def probe_tensors(outputs: list[np.ndarray], layout) -> dict[str, np.ndarray]:
     """The quantized tensors by name, from a probe build's outputs (``layout`` from :func:`probe_model`)."""
-    return {name: outputs[index][offset:offset + int(np.prod(shape, dtype=np.int64))].reshape(shape)
+    return {name: outputs[index].reshape(-1)[offset:offset + int(np.prod(shape, dtype=np.int64))].reshape(shape)
             for name, index, offset, shape in layout}
 
 
