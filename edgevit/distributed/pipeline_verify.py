@@ -36,6 +36,7 @@ FLOAT_RTOL = 1e-5   # the float rule's tolerance (reference.compare), for float 
 
 
 def whole_model(plan: dict) -> Path:
+    """The plan's whole model (``PLAN_DIR/model.onnx``): onnxruntime's reference for every result."""
     return Path(plan["artifact_root"]) / plan["whole_model"]
 
 
