@@ -41,14 +41,14 @@ from .cpu_schedules.common import (CpuInfo, inline_injective, largest_divisor, r
                                    schedule_elementwise)
 
 
-def _dot_desc(lanes: int, a_dtype: str, b_dtype: str):
-    """What an intrinsic computes: ``C[i] += A[k] * B[i, k]`` over ``lanes`` x 4."""
+def _dot_desc(lanes: int, a_dtype: str, b_dtype: str, scope: str = "local"):
+    """What an intrinsic computes: ``C[i] += A[k] * B[i, k]`` over ``lanes`` x 4 (``scope``: the accumulators')."""
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), a_dtype, offset_factor=1)
         B = T.match_buffer(b, (lanes, 4), b_dtype, offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
@@ -87,14 +87,14 @@ def _dot_impl(lanes: int, a_dtype: str, b_dtype: str, llvm_intrinsic: str, broad
     return impl
 
 
-def _sdot_impl():
+def _sdot_impl(scope: str):
     """``sdot`` (aarch64 +dotprod): its operands are 16 bytes each, so the broadcast is reinterpreted as such."""
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "int8", offset_factor=1)
         B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:4], A[0:4], B[0:4, 0:4])
             T.writes(C[0:4])
@@ -107,7 +107,7 @@ def _sdot_impl():
     return impl
 
 
-def _rows_desc(rows: int):
+def _rows_desc(rows: int, scope: str):
     """What the lane-indexed conv intrinsic computes: ``rows`` output channels x 4 pixels, ``C[r, i] += Σ_k
     A[r, k] · B[i, k]``, with the ``rows`` channels' 4 weights side by side in ``A`` (the ``[K/4, F, 4]``
     weight layout) and the accumulator rows ``stride`` apart."""
@@ -117,7 +117,7 @@ def _rows_desc(rows: int):
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (rows, 4), "int8", offset_factor=1)
         B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (rows, 4), "int32", offset_factor=1, scope="local", strides=[stride, 1])
+        C = T.match_buffer(c, (rows, 4), "int32", offset_factor=1, scope=scope, strides=[stride, 1])
         with T.sblock("root"):
             T.reads(C[0:rows, 0:4], A[0:rows, 0:4], B[0:4, 0:4])
             T.writes(C[0:rows, 0:4])
@@ -129,7 +129,7 @@ def _rows_desc(rows: int):
     return desc
 
 
-def _sdot_rows_impl():
+def _sdot_rows_impl(scope: str):
     """``sdot`` by element: the 4 channels' weights in one 16-byte load, each channel's 4 bytes taken by lane
     (``sdot v.4s, b.16b, a.4b[r]``) instead of a broadcast load per channel (``ld1r``)."""
     stride = T.int32()
@@ -138,7 +138,7 @@ def _sdot_rows_impl():
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4, 4), "int8", offset_factor=1)
         B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (4, 4), "int32", offset_factor=1, scope="local", strides=[stride, 1])
+        C = T.match_buffer(c, (4, 4), "int32", offset_factor=1, scope=scope, strides=[stride, 1])
         with T.sblock("root"):
             T.reads(C[0:4, 0:4], A[0:4, 0:4], B[0:4, 0:4])
             T.writes(C[0:4, 0:4])
@@ -160,7 +160,7 @@ def _sdot_rows_impl():
     return impl
 
 
-def _pair_desc(a_size: int, a_offsets):
+def _pair_desc(a_size: int, a_offsets, scope: str):
     """What the NEON conv pair intrinsic computes: 4 outputs x 2 k-blocks of 4, each output kept as 2 int32
     partial sums ``C[2i + j]`` over the k with ``k % 4 // 2 == j`` (their sum is the dot product). ``B`` is two
     k-blocks of the ``[K/4, lanes, 4]`` packing, a row apart; k-block ``r``'s values of ``A`` are read from
@@ -172,7 +172,7 @@ def _pair_desc(a_size: int, a_offsets):
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (a_size,), "int8", offset_factor=1)
         B = T.match_buffer(b, (2, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:8], A[0:a_size], B[0:2, 0:4, 0:4])
             T.writes(C[0:8])
@@ -186,14 +186,14 @@ def _pair_desc(a_size: int, a_offsets):
     return desc
 
 
-def _block_desc():
+def _block_desc(scope: str):
     """:func:`_pair_desc` for one k-block (``A[2j + k]``, ``B`` one k-block)."""
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "int8", offset_factor=1)
         B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:8], A[0:4], B[0:4, 0:4])
             T.writes(C[0:8])
@@ -246,7 +246,7 @@ def _high(x):
     return T.vectorhigh(x, dtype="int8x8")
 
 
-def _pair_conv_impl():
+def _pair_conv_impl(scope: str):
     """NEON without dot products (Cortex-A53/A72), as gemmlowp/ruy/XNNPACK do it: ``smull`` multiplies 8 int8
     pairs into int16, ``smlal`` adds the 8 products of the next k-block to them (two products summed in int16:
     exact while no pair of operands is both -128, i.e. weights in [-127, 127]), ``sadalp`` adds neighbouring
@@ -261,7 +261,7 @@ def _pair_conv_impl():
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (size,), "int8", offset_factor=1)
         B = T.match_buffer(b, (2, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:8], A[0:size], B[0:2, 0:4, 0:4])
             T.writes(C[0:8])
@@ -277,7 +277,7 @@ def _pair_conv_impl():
     return impl
 
 
-def _pair_matmul_desc():
+def _pair_matmul_desc(scope: str):
     """:func:`_pair_desc` for a matmul by constant weights packed by :func:`pair_matmul_weights`: ``A`` 8
     activations, ``B[i // 2, r, i % 2, k]`` (the two k-blocks of two neighbouring outputs in 16 bytes)."""
 
@@ -285,7 +285,7 @@ def _pair_matmul_desc():
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (8,), "int8", offset_factor=1)
         B = T.match_buffer(b, (2, 2, 2, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:8], A[0:8], B[0:2, 0:2, 0:2, 0:4])
             T.writes(C[0:8])
@@ -299,7 +299,7 @@ def _pair_matmul_desc():
     return desc
 
 
-def _pair_matmul_impl():
+def _pair_matmul_impl(scope: str):
     """The matmul's pair intrinsic: the 8 activations loaded once and spread as ``lo lo hi hi`` (``zip1``);
     each 16 bytes of ``B`` hold two outputs' first k-block (low half) and second (high half), so ``smull`` on
     the low halves and ``smlal2`` on the high halves add the two k-blocks' products."""
@@ -308,7 +308,7 @@ def _pair_matmul_impl():
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (8,), "int8", offset_factor=1)
         B = T.match_buffer(b, (2, 2, 2, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:8], A[0:8], B[0:2, 0:2, 0:2, 0:4])
             T.writes(C[0:8])
@@ -333,7 +333,7 @@ def pair_matmul_weights(wq):
     return np.ascontiguousarray(wq.reshape(k // 8, 2, 4, n // 2, 2).transpose(0, 3, 1, 4, 2))
 
 
-def _widening_impl():
+def _widening_impl(scope: str):
     """The exact NEON intrinsic, for operands that may both be -128: one k-block, each product widened on its
     own (``smull`` + ``sadalp``: 16 multiply-adds in 4 instructions)."""
 
@@ -341,7 +341,7 @@ def _widening_impl():
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         A = T.match_buffer(a, (4,), "int8", offset_factor=1)
         B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (8,), "int32", offset_factor=1, scope=scope)
         with T.sblock("root"):
             T.reads(C[0:8], A[0:4], B[0:4, 0:4])
             T.writes(C[0:8])
@@ -353,8 +353,8 @@ def _widening_impl():
     return impl
 
 
-def _register(name: str, lanes: int, a_dtype: str, b_dtype: str, impl) -> str:
-    TensorIntrin.register(name, _dot_desc(lanes, a_dtype, b_dtype), impl, override=True)
+def _register(name: str, lanes: int, a_dtype: str, b_dtype: str, impl, scope: str = "local") -> str:
+    TensorIntrin.register(name, _dot_desc(lanes, a_dtype, b_dtype, scope), impl, override=True)
     return name
 
 
@@ -379,6 +379,7 @@ class DotKernel:
     exact_intrin: str = ""    # for operands that may both be -128 (pair sums overflow int16; one k-block per
     #                           call); "": the others are exact
     conv_rows_intrin: str = ""  # conv on 4 output channels per call, weights ``[K/4, F, 4]`` (F a multiple of 4)
+    accumulator_scope: str = "local"  # of the register tile's accumulators (see _sdot_kernel)
 
     @property
     def depth(self) -> int:
@@ -396,16 +397,23 @@ def _vnni_kernel() -> DotKernel:
 
 
 def _sdot_kernel() -> DotKernel:
-    sdot = _register("edgevit_sdot_4x4_s8s8", 4, "int8", "int8", _sdot_impl())
-    rows = _register_pair("edgevit_sdot_4x4x4_s8s8_lane", _rows_desc(4), _sdot_rows_impl())
-    return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24, conv_rows_intrin=rows)
+    # The tile's accumulators in a "global" buffer: a stack array, which LLVM keeps in registers. A "local" one
+    # is a TVMBackendAllocWorkspace buffer that LLVM must assume the output stores may alias: the tile was
+    # zeroed in memory, stored after the reduction and partly reloaded by the epilogue.
+    scope = "global"
+    sdot = _register("edgevit_sdot_4x4_s8s8", 4, "int8", "int8", _sdot_impl(scope), scope)
+    rows = _register_pair("edgevit_sdot_4x4x4_s8s8_lane", _rows_desc(4, scope), _sdot_rows_impl(scope))
+    return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24, conv_rows_intrin=rows, accumulator_scope=scope)
 
 
 def _neon_kernel() -> DotKernel:
-    conv = _register_pair("edgevit_neon_4x8_s8s8_smlal_dup", _pair_desc(*_DUPLICATED_A), _pair_conv_impl())
-    matmul = _register_pair("edgevit_neon_4x8_s8s8_smlal_zip", _pair_matmul_desc(), _pair_matmul_impl())
+    scope = "global"  # as for sdot
+    conv = _register_pair("edgevit_neon_4x8_s8s8_smlal_dup", _pair_desc(*_DUPLICATED_A, scope),
+                          _pair_conv_impl(scope))
+    matmul = _register_pair("edgevit_neon_4x8_s8s8_smlal_zip", _pair_matmul_desc(scope), _pair_matmul_impl(scope))
     return DotKernel("neon", "neon", 4, 0, conv, matmul, 16, partials=2, blocks=2,
-                     exact_intrin=_register_pair("edgevit_neon_4x4_s8s8_smull", _block_desc(), _widening_impl()))
+                     exact_intrin=_register_pair("edgevit_neon_4x4_s8s8_smull", _block_desc(scope),
+                                                 _widening_impl(scope)), accumulator_scope=scope)
 
 
 #: Instruction sets with an int8 kernel, best first; a target takes the first whose LLVM feature its
@@ -758,7 +766,7 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
         sch.vectorize(own[-1])
         for loop in own[:-1] if kernel.partials == 1 else []:  # the tile's rows: its accumulators stay in
             sch.unroll(loop)                                     # registers (a loop stores and reloads them)
-    sch.set_scope(dot, 0, "local")
+    sch.set_scope(dot, 0, kernel.accumulator_scope)
     init = sch.decompose_reduction(dot, rb)
     init_loops = sch.get_loops(init)[-1 - len(partial):]
     sch.vectorize(sch.fuse(*init_loops) if partial else init_loops[0])
