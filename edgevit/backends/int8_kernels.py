@@ -87,6 +87,20 @@ def _dot_impl(lanes: int, a_dtype: str, b_dtype: str, llvm_intrinsic: str, broad
     return impl
 
 
+def _sdot(acc, b, a):
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, b, a,
+                                   dtype="int32x4")
+
+
+def _word_lane(bytes16, lane: int):
+    """32-bit word ``lane`` of 16 bytes over all four words (what ``sdot``'s by-element operand is)."""
+    return T.reinterpret(T.Shuffle([T.reinterpret(bytes16, dtype="int32x4")], [lane] * 4), dtype="int8x16")
+
+
+# The impls below write their operands inline: a named value in an intrinsic's body becomes a "local" buffer, a
+# TVMBackendAllocWorkspace call per parallel task (per tile where the tile loop is the parallel one).
+
+
 def _sdot_impl(scope: str):
     """``sdot`` (aarch64 +dotprod): its operands are 16 bytes each, so the broadcast is reinterpreted as such."""
 
@@ -98,11 +112,10 @@ def _sdot_impl(scope: str):
         with T.sblock("root"):
             T.reads(C[0:4], A[0:4], B[0:4, 0:4])
             T.writes(C[0:4])
-            a_bytes = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
-                                    dtype="int8x16")
-            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([0], "int32x4"),
-                a_bytes, B.vload([0, 0], "int8x16"), dtype="int32x4")
+            C[T.ramp(T.int32(0), 1, 4)] = _sdot(
+                C.vload([0], "int32x4"), T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"),
+                                                                                 dtype="int32"), 4), dtype="int8x16"),
+                B.vload([0, 0], "int8x16"))
 
     return impl
 
@@ -142,20 +155,14 @@ def _sdot_rows_impl(scope: str):
         with T.sblock("root"):
             T.reads(C[0:4, 0:4], A[0:4, 0:4], B[0:4, 0:4])
             T.writes(C[0:4, 0:4])
-            words = T.reinterpret(A.vload([0, 0], "int8x16"), dtype="int32x4")
-            b_bytes = B.vload([0, 0], "int8x16")
-            C[0, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([0, 0], "int32x4"), b_bytes,
-                T.reinterpret(T.Shuffle([words], [0, 0, 0, 0]), dtype="int8x16"), dtype="int32x4")
-            C[1, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([1, 0], "int32x4"), b_bytes,
-                T.reinterpret(T.Shuffle([words], [1, 1, 1, 1]), dtype="int8x16"), dtype="int32x4")
-            C[2, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([2, 0], "int32x4"), b_bytes,
-                T.reinterpret(T.Shuffle([words], [2, 2, 2, 2]), dtype="int8x16"), dtype="int32x4")
-            C[3, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), C.vload([3, 0], "int32x4"), b_bytes,
-                T.reinterpret(T.Shuffle([words], [3, 3, 3, 3]), dtype="int8x16"), dtype="int32x4")
+            C[0, T.ramp(T.int32(0), 1, 4)] = _sdot(C.vload([0, 0], "int32x4"), B.vload([0, 0], "int8x16"),
+                                                   _word_lane(A.vload([0, 0], "int8x16"), 0))
+            C[1, T.ramp(T.int32(0), 1, 4)] = _sdot(C.vload([1, 0], "int32x4"), B.vload([0, 0], "int8x16"),
+                                                   _word_lane(A.vload([0, 0], "int8x16"), 1))
+            C[2, T.ramp(T.int32(0), 1, 4)] = _sdot(C.vload([2, 0], "int32x4"), B.vload([0, 0], "int8x16"),
+                                                   _word_lane(A.vload([0, 0], "int8x16"), 2))
+            C[3, T.ramp(T.int32(0), 1, 4)] = _sdot(C.vload([3, 0], "int32x4"), B.vload([0, 0], "int8x16"),
+                                                   _word_lane(A.vload([0, 0], "int8x16"), 3))
 
     return impl
 
@@ -246,6 +253,17 @@ def _high(x):
     return T.vectorhigh(x, dtype="int8x8")
 
 
+def _spread(bytes8):
+    """8 bytes as 32-bit words ``lo lo hi hi`` (``zip1``)."""
+    words = T.reinterpret(bytes8, dtype="int32x2")
+    return T.reinterpret(T.Shuffle([words, words], [0, 2, 1, 3]), dtype="int8x16")
+
+
+def _twice(bytes4):
+    """4 bytes twice (8 bytes)."""
+    return T.reinterpret(T.broadcast(T.reinterpret(bytes4, dtype="int32"), 2), dtype="int8x8")
+
+
 def _pair_conv_impl(scope: str):
     """NEON without dot products (Cortex-A53/A72), as gemmlowp/ruy/XNNPACK do it: ``smull`` multiplies 8 int8
     pairs into int16, ``smlal`` adds the 8 products of the next k-block to them (two products summed in int16:
@@ -265,14 +283,13 @@ def _pair_conv_impl(scope: str):
         with T.sblock("root"):
             T.reads(C[0:8], A[0:size], B[0:2, 0:4, 0:4])
             T.writes(C[0:8])
-            b0 = B.vload([0, 0, 0], "int8x16")
-            b1 = B.vload([1, 0, 0], "int8x16")
-            lo_hi = A.vload([0], "int8x16")
-            hi_lo = A.vload([16], "int8x16")  # bytes 24..31: past the region, within the step's 32
+            # A's second 16 bytes: bytes 24..31 are past the region, within the step's 32
             C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
-                _smull(_low(lo_hi), _low(b0)) + _smull(_low(hi_lo), _low(b1)))
+                _smull(_low(A.vload([0], "int8x16")), _low(B.vload([0, 0, 0], "int8x16")))
+                + _smull(_low(A.vload([16], "int8x16")), _low(B.vload([1, 0, 0], "int8x16"))))
             C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
-                _smull(_high(hi_lo), _high(b0)) + _smull(_high(lo_hi), _high(b1)))
+                _smull(_high(A.vload([16], "int8x16")), _high(B.vload([0, 0, 0], "int8x16")))
+                + _smull(_high(A.vload([0], "int8x16")), _high(B.vload([1, 0, 0], "int8x16"))))
 
     return impl
 
@@ -312,14 +329,12 @@ def _pair_matmul_impl(scope: str):
         with T.sblock("root"):
             T.reads(C[0:8], A[0:8], B[0:2, 0:2, 0:2, 0:4])
             T.writes(C[0:8])
-            words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
-            a = T.reinterpret(T.Shuffle([words, words], [0, 2, 1, 3]), dtype="int8x16")
-            b01 = B.vload([0, 0, 0, 0], "int8x16")
-            b23 = B.vload([1, 0, 0, 0], "int8x16")
             C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
-                _smull(_low(a), _low(b01)) + _smull(_high(a), _high(b01)))
+                _smull(_low(_spread(A.vload([0], "int8x8"))), _low(B.vload([0, 0, 0, 0], "int8x16")))
+                + _smull(_high(_spread(A.vload([0], "int8x8"))), _high(B.vload([0, 0, 0, 0], "int8x16"))))
             C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
-                _smull(_low(a), _low(b23)) + _smull(_high(a), _high(b23)))
+                _smull(_low(_spread(A.vload([0], "int8x8"))), _low(B.vload([1, 0, 0, 0], "int8x16")))
+                + _smull(_high(_spread(A.vload([0], "int8x8"))), _high(B.vload([1, 0, 0, 0], "int8x16"))))
 
     return impl
 
@@ -345,10 +360,10 @@ def _widening_impl(scope: str):
         with T.sblock("root"):
             T.reads(C[0:8], A[0:4], B[0:4, 0:4])
             T.writes(C[0:8])
-            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 2), dtype="int8x8")
-            b = B.vload([0, 0], "int8x16")
-            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(_smull(a, _low(b)))
-            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(_smull(a, _high(b)))
+            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + _saddlp(
+                _smull(_twice(A.vload([0], "int8x4")), _low(B.vload([0, 0], "int8x16"))))
+            C[T.ramp(T.int32(4), 1, 4)] = C.vload([4], "int32x4") + _saddlp(
+                _smull(_twice(A.vload([0], "int8x4")), _high(B.vload([0, 0], "int8x16"))))
 
     return impl
 
