@@ -271,6 +271,11 @@ def count_artifact(path: Path, cpus: list[str], warm: int, runs: int) -> list[di
     rows = []
     with Artifact.open(path) as artifact, tempfile.TemporaryDirectory(prefix="edgevit-count-") as tmp:
         for cpu in cpus:
+            missing = _missing_features(artifact, cpu)
+            if missing:  # e.g. an rpi5 build (sdot) on the Cortex-A72: it would stop at the first sdot
+                print(f"[count] {path} not counted on {cpu}: built for {', '.join(missing)}, which {cpu} lacks",
+                      file=sys.stderr, flush=True)
+                continue
             command, env = _edgevit_command(artifact, python, cpu, Path(tmp), warm, runs)
             counts = run_counted(command, env, plugin, Path(tmp), "the edgevit runtime")
             rows.append(make_row(str(path), artifact.metadata["model"]["name"], cpu, counts, warm, runs))
@@ -283,6 +288,17 @@ CPUINFO = {
     "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc "
                             "dcpop asimddp"),
 }
+
+#: LLVM target features an artifact may be built with, as the /proc/cpuinfo feature a core needs for them.
+CPU_FEATURES = {"+dotprod": "asimddp"}
+
+
+def _missing_features(artifact: Artifact, cpu: str) -> list[str]:
+    """The LLVM features the artifact was built with that ``cpu`` does not have (by :data:`CPUINFO`)."""
+    features = CPUINFO.get(cpu, ("", ""))[1].split()
+    mattr = artifact.metadata.get("target", {}).get("tvm", {}).get("mattr", [])
+    return [f for f in mattr if f in CPU_FEATURES and CPU_FEATURES[f] not in features]
+
 
 ONNXRUNTIME_RUNNER = MARKERS + """
 import sys

@@ -13,7 +13,12 @@ each adding a 4-long dot product of a broadcast operand ``A[0:4]`` with its own 
   and ``sdot`` by element (``sdot v.4s, b.16b, a.4b[r]``) picks each channel's 4 bytes, where the broadcast
   form loaded each channel's 4 bytes on their own (``ld1r``).
 - **matmul** by a constant: lanes are output features. ``A`` = 4 consecutive values of an activation row,
-  ``B`` = the weights packed at compile time as ``[K/4, N, 4]``.
+  ``B`` = the weights packed at compile time as ``[K/4, N, 4]``. On ``sdot``, when K is a multiple of 16, one
+  call takes 4 k-blocks: a row's 16 activations in one load, each k-block's 4 by lane (``sdot v.4s, b.16b,
+  a.4b[kb]``), where the broadcast form loaded each k-block's 4 on their own (``ld1r``).
+
+On aarch64 the register tile's accumulators are a "global" buffer (a stack array LLVM keeps in registers), not a
+"local" one (a TVMBackendAllocWorkspace buffer, which LLVM kept in memory).
 
 The NEON kernel takes two such k-blocks per call (``blocks``) and keeps 2 int32 partial sums per output
 (``partials``), added in the epilogue: that is how ``sadalp`` accumulates without a horizontal add per call. Its
@@ -163,6 +168,51 @@ def _sdot_rows_impl(scope: str):
                                                    _word_lane(A.vload([0, 0], "int8x16"), 2))
             C[3, T.ramp(T.int32(0), 1, 4)] = _sdot(C.vload([3, 0], "int32x4"), B.vload([0, 0], "int8x16"),
                                                    _word_lane(A.vload([0, 0], "int8x16"), 3))
+
+    return impl
+
+
+def _matmul_lane_desc(scope: str):
+    """What the lane-indexed matmul intrinsic computes: 4 outputs over 4 k-blocks, ``C[i] += Σ A[4kb + k] ·
+    B[kb, i, k]`` (``A`` 16 consecutive activations of a row, ``B`` 4 k-blocks of the ``[K/4, N, 4]`` weights,
+    a row of them ``stride`` apart)."""
+    stride = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (16,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=scope)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:16], B[0:4, 0:4, 0:4])
+            T.writes(C[0:4])
+            for i, kb, k in T.grid(4, 4, 4):
+                with T.sblock("update"):
+                    vi, vkb, vk = T.axis.remap("SRR", [i, kb, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vkb * 4 + vk]) * T.Cast("int32", B[vkb, vi, vk])
+
+    return desc
+
+
+def _sdot_matmul_lane_impl(scope: str):
+    """``sdot`` by element for a matmul (XNNPACK's ``qs8-gemm ... neondot`` kernels): a row's 16 activations in
+    one load, k-block ``kb``'s 4 taken by lane (``sdot v.4s, b.16b, a.4b[kb]``), where the broadcast form
+    loads each k-block's 4 on their own (``ld1r``)."""
+    stride = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (16,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4, 4), "int8", offset_factor=1, strides=[stride, 4, 1])
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1, scope=scope)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:16], B[0:4, 0:4, 0:4])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = _sdot(_sdot(_sdot(_sdot(
+                C.vload([0], "int32x4"), B.vload([0, 0, 0], "int8x16"), _word_lane(A.vload([0], "int8x16"), 0)),
+                B.vload([1, 0, 0], "int8x16"), _word_lane(A.vload([0], "int8x16"), 1)),
+                B.vload([2, 0, 0], "int8x16"), _word_lane(A.vload([0], "int8x16"), 2)),
+                B.vload([3, 0, 0], "int8x16"), _word_lane(A.vload([0], "int8x16"), 3))
 
     return impl
 
@@ -394,6 +444,7 @@ class DotKernel:
     exact_intrin: str = ""    # for operands that may both be -128 (pair sums overflow int16; one k-block per
     #                           call); "": the others are exact
     conv_rows_intrin: str = ""  # conv on 4 output channels per call, weights ``[K/4, F, 4]`` (F a multiple of 4)
+    matmul_lane_intrin: str = ""  # matmul over 4 k-blocks per call, activations by lane (K a multiple of 16)
     accumulator_scope: str = "local"  # of the register tile's accumulators (see _sdot_kernel)
 
     @property
@@ -418,7 +469,10 @@ def _sdot_kernel() -> DotKernel:
     scope = "global"
     sdot = _register("edgevit_sdot_4x4_s8s8", 4, "int8", "int8", _sdot_impl(scope), scope)
     rows = _register_pair("edgevit_sdot_4x4x4_s8s8_lane", _rows_desc(4, scope), _sdot_rows_impl(scope))
-    return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24, conv_rows_intrin=rows, accumulator_scope=scope)
+    lane = _register_pair("edgevit_sdot_4x16_s8s8_matmul_lane", _matmul_lane_desc(scope),
+                          _sdot_matmul_lane_impl(scope))
+    return DotKernel("sdot", "dotprod", 4, 0, sdot, sdot, 24, conv_rows_intrin=rows, matmul_lane_intrin=lane,
+                     accumulator_scope=scope)
 
 
 def _neon_kernel() -> DotKernel:
@@ -763,13 +817,21 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
         return None
     # lane-indexed conv intrinsic (4 channels per call, one weight load): rows of 4 under the vector loop
     step = 4 if conv and int(sch.get(dot).annotations.get("block_major", 0)) else 1
+    by_lane = not conv and bool(kernel.matmul_lane_intrin) and int(sch.get(rb).extent) % 4 == 0 \
+        and intrin == kernel.matmul_intrin
     tile_rows, tile_vectors = _pick_tile(rows, cols // kernel.lanes, kernel.accumulators // kernel.partials, step)
     ro, ri = sch.split(rows_loop, [None, tile_rows])
     co, cv, cl = sch.split(cols_loop, [None, tile_vectors, kernel.lanes])
+    tensorized = cl
     if step > 1:
         intrin = kernel.conv_rows_intrin
         ri, r4 = sch.split(ri, [None, step])
         sch.reorder(*lead, ro, co, rb, ri, cv, r4, cl, rk)
+        tensorized = r4
+    elif by_lane:  # 4 k-blocks per call: one load of a row's 16 activations
+        intrin = kernel.matmul_lane_intrin
+        rb, rb4 = sch.split(rb, [None, 4])
+        sch.reorder(*lead, ro, co, rb, ri, cv, cl, rb4, rk)
     else:
         sch.reorder(*lead, ro, co, rb, ri, cv, cl, *partial, rk)
     sch.reverse_compute_at(epilogue, co, preserve_unit_loops=False)
@@ -785,7 +847,7 @@ def schedule_dot_kernel(func: tirx.PrimFunc, target, kernel: DotKernel) -> Sched
     init = sch.decompose_reduction(dot, rb)
     init_loops = sch.get_loops(init)[-1 - len(partial):]
     sch.vectorize(sch.fuse(*init_loops) if partial else init_loops[0])
-    sch.tensorize(r4 if step > 1 else cl, intrin)
+    sch.tensorize(tensorized, intrin)
     sch.unroll(ri)
     sch.unroll(cv)
     for block_name in prologue:

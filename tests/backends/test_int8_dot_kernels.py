@@ -249,6 +249,32 @@ def test_sdot_conv_kernels_for_rpi5_match_numpy_under_qemu(tmp_path):
 
 
 @pytest.mark.qemu
+def test_sdot_matmul_kernels_for_rpi5_match_numpy_under_qemu(tmp_path):
+    """The Cortex-A76 matmul kernels agree bit-exactly with numpy under qemu: K = 64 by constant weights and a
+    product of two activations with K = 32 (4 k-blocks per call, the activations by lane: ``sdot ... .4b[``),
+    and K = 20 (5 k-blocks: the broadcast form, ``ld1r``), with activations and weights at -128."""
+    dot = dot_kernel_for(tvm_compiler.make_target(get_target("rpi5").require_cpu().tvm))
+    assert dot.isa == "sdot" and dot.matmul_lane_intrin
+    rng = np.random.default_rng(17)
+    modules, inputs, expected = [], [], []
+    for k in (64, 20):
+        xq, wq = _random_int8(rng, (2, 12, k)), _random_int8(rng, (k, 32))
+        xq[0, 0], wq[:, 0] = -128, -128
+        modules.append(_matmul_module(xq.shape, wq, dot))
+        inputs.append(xq)
+        expected.append(xq.astype(np.int64) @ wq.astype(np.int64))
+    xq = _random_int8(rng, (2, 8, 32))
+    modules.append(_activation_matmul_module(xq.shape, xq.shape[::-1], dot))
+    inputs.append(xq)
+    expected.append(xq.astype(np.int64) @ xq.astype(np.int64).transpose(0, 2, 1))
+    outputs, disassembly = _run_under_qemu("rpi5", modules, inputs, tmp_path)
+    for got, want in zip(outputs, expected):
+        np.testing.assert_array_equal(got, want)
+    assert ".4b[" in disassembly[0] and ".4b[" in disassembly[2]
+    assert ".4b[" not in disassembly[1] and "ld1r" in disassembly[1]
+
+
+@pytest.mark.qemu
 def test_sdot_build_for_rpi5_agrees_with_onnxruntime_under_qemu(tmp_path, capsys):
     """A QDQ model (padded 3x3 conv, 1x1 conv, Gemm) built for rpi5 uses ``sdot`` and, run under qemu, agrees
     with onnxruntime on x86 by the int8 rule (within one output step here)."""

@@ -165,3 +165,20 @@ def test_profile_names_the_kernels_of_an_aarch64_build(tmp_path):
     kernels = [r for r in rows if "conv2d" in r["function"]]
     assert kernels and kernels[0]["fmla"] > 0
     assert not any(r["function"] == "model.so (no symbol)" for r in rows)
+
+
+def test_builds_with_dot_products_are_not_counted_on_cores_without_them():
+    """An rpi5 build (``+dotprod``: ``sdot``) is counted on the Cortex-A76 only; an rpi4 build on both."""
+    from types import SimpleNamespace
+
+    from edgevit.targets import get_target
+
+    tool = load_tool()
+
+    def built_for(target):
+        return SimpleNamespace(metadata={"target": {"tvm": get_target(target).require_cpu().tvm}})
+
+    assert tool._missing_features(built_for("rpi5"), "cortex-a72") == ["+dotprod"]
+    assert tool._missing_features(built_for("rpi5"), "cortex-a76") == []
+    assert tool._missing_features(built_for("rpi4"), "cortex-a72") == []
+    assert tool._missing_features(built_for("rpi4"), "cortex-a76") == []
