@@ -8,9 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgevit.backends import tvm_compiler
 from edgevit.reference import onnxruntime_session
-from edgevit.targets import get_target
 
 #: (sa, za, sb, zb, sy, zy): efficientformerv2_s0's scales (a fifth of the sums at a half step), two sets where
 #: the fixed part's rounding depends on the contraction (fma), an exact one, and a lopsided one.
@@ -39,22 +37,16 @@ def qdq_add_onnx(path):
 def test_int8_add_of_two_tensors_equals_onnxruntime_qlinearadd(tmp_path):
     """Every pair of int8 values, every scale set: 0 values differ (dequantize, add, quantize: up to 2,300)."""
     import tvm
-    from tvm.runtime import vm
+    from qdq_build import fused_for, host_machine
 
-    from edgevit.frontend import from_onnx_file
-
-    path = qdq_add_onnx(tmp_path / "add.onnx")
-    specs = from_onnx_file(path).inputs
-    mod = tvm_compiler.import_onnx(onnx.load(str(path)), specs)
-    cpu = get_target("host").require_cpu()
-    fused = tvm_compiler.fused_module(mod, cpu)
+    specs, mod, cpu, fused = fused_for(qdq_add_onnx(tmp_path / "add.onnx"))
     assert sum("int8_add" in gv.name_hint for gv in fused.functions) == len(SCALES)
-    machine = vm.VirtualMachine(tvm_compiler.build(mod, cpu), tvm.runtime.cpu())
+    machine = host_machine(mod, cpu)
     a = np.repeat(np.arange(-128, 128, dtype=np.int8), 256).reshape(1, 256, 256)
     b = np.tile(np.arange(-128, 128, dtype=np.int8), 256).reshape(1, 256, 256)
     feeds = {spec.name: a if spec.name.startswith("a") else b for spec in specs}
     mine = machine["main"](*[tvm.runtime.tensor(feeds[spec.name]) for spec in specs])
-    theirs = onnxruntime_session(path).run(None, feeds)
+    theirs = onnxruntime_session(tmp_path / "add.onnx").run(None, feeds)
     for scales, x, y in zip(SCALES, mine, theirs, strict=True):
         differing = np.count_nonzero(x.numpy() != y)
         assert differing == 0, f"{scales}: {differing} of {y.size} values differ from onnxruntime"
@@ -62,9 +54,7 @@ def test_int8_add_of_two_tensors_equals_onnxruntime_qlinearadd(tmp_path):
 
 def test_aarch64_builds_keep_the_float_add(tmp_path):
     """AArch64 builds keep dequantize, add, quantize (QLinearAdd's arithmetic counted more on the Cortex-A72)."""
-    from edgevit.frontend import from_onnx_file
+    from qdq_build import fused_for
 
-    path = qdq_add_onnx(tmp_path / "add.onnx")
-    mod = tvm_compiler.import_onnx(onnx.load(str(path)), from_onnx_file(path).inputs)
-    fused = tvm_compiler.fused_module(mod, get_target("rpi4").require_cpu())
+    fused = fused_for(qdq_add_onnx(tmp_path / "add.onnx"), "rpi4")[3]
     assert not any("int8_add" in gv.name_hint for gv in fused.functions)

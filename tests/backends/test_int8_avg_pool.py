@@ -6,9 +6,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tvm import tirx
 
-from edgevit.backends import tvm_compiler
 from edgevit.backends.pooling import window_counts
-from edgevit.targets import get_target
 
 #: (input NCHW, kernel, strides, pads t/l/b/r, count_include_pad, sx, zx, sy, zy): EfficientFormer's token mixer
 #: (3x3, stride 1, padding left out of the count), the same counting the padding, a strided pool with uneven pads.
@@ -52,19 +50,13 @@ def exact_average(xq, kernel, strides, pads, include, sx, zx, sy, zy):
 
 def test_int8_average_pool_equals_the_exact_average(tmp_path):
     import tvm
-    from tvm.runtime import vm
+    from qdq_build import fused_for, host_machine
 
-    from edgevit.frontend import from_onnx_file
-
-    path = pool_onnx(tmp_path / "pool.onnx")
-    specs = from_onnx_file(path).inputs
-    mod = tvm_compiler.import_onnx(onnx.load(str(path)), specs)
-    cpu = get_target("host").require_cpu()
-    fused = tvm_compiler.fused_module(mod, cpu)
+    _, mod, cpu, fused = fused_for(pool_onnx(tmp_path / "pool.onnx"))
     scripts = [f.script(show_meta=False) for f in fused.functions.values() if isinstance(f, tirx.PrimFunc)]
     assert sum("int8_depthwise_conv" in s for s in scripts) == len(BRANCHES)
     assert not any("pool_sum" in s or "float32" in s for s in scripts if "int8_requantize" not in s)
-    machine = vm.VirtualMachine(tvm_compiler.build(mod, cpu), tvm.runtime.cpu())
+    machine = host_machine(mod, cpu)
     rng = np.random.default_rng(0)
     xs = [rng.integers(-128, 128, size=b[0], dtype=np.int8) for b in BRANCHES]
     got = machine["main"](*[tvm.runtime.tensor(x) for x in xs])
@@ -78,10 +70,8 @@ def test_int8_average_pool_equals_the_exact_average(tmp_path):
 
 def test_aarch64_builds_keep_the_float_pool(tmp_path):
     """AArch64 builds keep ``pooling.py``'s float pool (it counted fewer instructions on the Cortex-A72)."""
-    from edgevit.frontend import from_onnx_file
+    from qdq_build import fused_for
 
-    path = pool_onnx(tmp_path / "pool.onnx")
-    mod = tvm_compiler.import_onnx(onnx.load(str(path)), from_onnx_file(path).inputs)
-    fused = tvm_compiler.fused_module(mod, get_target("rpi4").require_cpu())
+    fused = fused_for(pool_onnx(tmp_path / "pool.onnx"), "rpi4")[3]
     names = [gv.name_hint for gv in fused.functions]
     assert not any("int8_depthwise" in n for n in names) and any("avg_pool2d" in n for n in names), names
