@@ -5,7 +5,7 @@ A bundle's accelerator runs the model from its input up to one tensor of the mod
 ``cpu_tail.json``, found when the bundle was made) or to its output. A plan with an FPGA node makes that
 tensor a cut, gives the FPGA kind exactly the units before it (``cost.accelerator_kind``, timed by the HLS
 estimator), and lets the DP place the rest on the other nodes. The fixed-point error is measured here, on the
-bundle's own self-test input: its golden accelerator output (bit-exact with the C-simulation and the PL) goes
+bundle's own self-test inputs: their golden accelerator outputs (bit-exact with the C-simulation and the PL) goes
 through the float stages that follow, and the result is compared with onnxruntime on the whole model. That
 measured error sets the plan's ``--verify`` tolerance.
 """
@@ -22,7 +22,7 @@ from ..errors import InputError
 from .accelerator_stage import bundle_digest
 from .plan import NodeSlot
 
-# --verify on an FPGA plan allows this many times the error measured on the self-test input (fixed-point
+# --verify on an FPGA plan allows this many times the worst error measured on the self-test inputs (fixed-point
 # error varies from input to input; the factor is a stated margin, and top-1 must still agree).
 VERIFY_MARGIN = 4.0
 
@@ -98,25 +98,31 @@ def cut_index(part: AcceleratorPart, candidates: list, cuts: list) -> tuple[list
     return merged, [c.position for c in merged].index(match[0].position)
 
 
-def selftest_input(part: AcceleratorPart) -> tuple[np.ndarray, np.ndarray]:
-    """The bundle's first self-test input as the model's float NCHW input, and the golden accelerator output
-    for it in the layout of the tensor it stops at."""
+def selftest_inputs(part: AcceleratorPart) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every self-test input of the bundle as the model's float NCHW input, with the golden accelerator output for
+    it in the layout of the tensor it stops at."""
     from ..pynq.driver import part_output
 
     cfg, bundle = part.config, part.bundle
     spec_in, spec_out = cfg["buffers"]["input"], cfg["buffers"]["output"]
-    raw_in = np.fromfile(bundle / cfg["selftest"]["inputs"], "<i2")[:spec_in["elements"]]
-    raw_out = np.fromfile(bundle / cfg["selftest"]["golden"], "<i2")[:spec_out["elements"]]
-    w, i = spec_in["format"]
-    x = raw_in.astype(np.float64).reshape(spec_in["shape"]) / 2.0 ** (w - i)
-    x = (x.transpose(2, 0, 1)[None] if len(spec_in["shape"]) == 3 else x).astype(np.float32)  # to NCHW
+    raw_in = np.fromfile(bundle / cfg["selftest"]["inputs"], "<i2")
+    raw_out = np.fromfile(bundle / cfg["selftest"]["golden"], "<i2")
+    count = min(raw_in.size // spec_in["elements"], raw_out.size // spec_out["elements"])
     tail = json.loads((bundle / cfg["cpu_tail"]).read_text()) if cfg.get("cpu_tail") else None
-    return x, part_output(raw_out, spec_out, tail).astype(np.float32)
+    w, i = spec_in["format"]
+    pairs = []
+    for k in range(count):
+        x = raw_in[k * spec_in["elements"]:(k + 1) * spec_in["elements"]].astype(np.float64)
+        x = x.reshape(spec_in["shape"]) / 2.0 ** (w - i)
+        x = (x.transpose(2, 0, 1)[None] if len(spec_in["shape"]) == 3 else x).astype(np.float32)  # to NCHW
+        out = raw_out[k * spec_out["elements"]:(k + 1) * spec_out["elements"]]
+        pairs.append((x, part_output(out, spec_out, tail).astype(np.float32)))
+    return pairs
 
 
 def fixed_point_check(part: AcceleratorPart, model, stage_paths: list[Path], outputs: list[str]) -> dict:
     """The model's output with the accelerator's golden fixed-point result and the float stages after it,
-    against onnxruntime on the whole model (the bundle's self-test input 0).
+    against onnxruntime on the whole model, on every self-test input of the bundle (the worst one counts).
 
     Returns
     -------
@@ -126,14 +132,16 @@ def fixed_point_check(part: AcceleratorPart, model, stage_paths: list[Path], out
     from ..reference import compare, run_onnxruntime
     from .graph_split import run_chain
 
-    x, acc_out = selftest_input(part)
-    expected = run_onnxruntime(model.onnx_path, [x])
-    if stage_paths:
-        values = run_chain(stage_paths, {part.stops_at: acc_out})
-        got = [values[name] for name in outputs]
-    else:
-        got = [acc_out.reshape(expected[0].shape)]
-    result = compare(got, expected, 1.0)
-    return {"max_rel_error": result.max_rel_error, "top1_agree": bool(result.top1_agree),
-            "verify_rtol": max(1e-5, VERIFY_MARGIN * result.max_rel_error), "input": "bundle self-test input 0",
-            "rule": f"--verify allows {VERIFY_MARGIN:g}x the fixed-point error measured here; top-1 must agree"}
+    worst, agree, pairs = 0.0, True, selftest_inputs(part)
+    for x, acc_out in pairs:
+        expected = run_onnxruntime(model.onnx_path, [x])
+        if stage_paths:
+            values = run_chain(stage_paths, {part.stops_at: acc_out})
+            got = [values[name] for name in outputs]
+        else:
+            got = [acc_out.reshape(expected[0].shape)]
+        result = compare(got, expected, 1.0)
+        worst, agree = max(worst, result.max_rel_error), agree and bool(result.top1_agree)
+    return {"max_rel_error": worst, "top1_agree": agree,
+            "verify_rtol": max(1e-5, VERIFY_MARGIN * worst), "input": f"the bundle's {len(pairs)} self-test input(s)",
+            "rule": f"--verify allows {VERIFY_MARGIN:g}x the worst fixed-point error measured here; top-1 must agree"}

@@ -55,6 +55,7 @@ def test_plan_puts_the_accelerator_part_on_the_fpga_node(hybrid, tmp_path):
     fixed = plan["chain_check"]["fixed_point"]
     assert fixed["top1_agree"] and 0 < fixed["max_rel_error"] < 0.1
     assert plan["verify_rtol"] == pytest.approx(4 * fixed["max_rel_error"])
+    assert fixed["input"] == "the bundle's 4 self-test input(s)"  # every one, not only the first
     assert read_plan(tmp_path / "plan")["stages"][0]["sha256"] == first["sha256"]
 
 def test_fpga_node_runs_its_stage_verified_end_to_end(hybrid, pynq_python, cluster, tmp_path):
