@@ -85,7 +85,8 @@ def test_mutated_metadata_names_the_field(ws, mutation):
 
 # --- target files: a required field removed, or a value of the wrong type
 FPGA_TARGET = {"name": "myfpga", "fpga": {"part": "xc7z020clg400-1", "family": "zynq", "clock_mhz": 100, "dsp": 220,
-                                          "bram36": 140, "lut": 53200, "ff": 106400, "axi_bits": 64}}
+                                          "bram36": 140, "lut": 53200, "ff": 106400, "axi_bits": 64,
+                                          "ddr_gbps": 2.1}}
 TARGET_FIELDS = {  # path -> wrong values (TOML can write them all)
     ("name",): [5, ["rpi4"], "../../etc", "Upper", "", "a b"],
     ("cpu",): ["x", 5, [1]],
@@ -100,11 +101,12 @@ TARGET_FIELDS = {  # path -> wrong values (TOML can write them all)
     ("fpga", "lut"): ["many", [1]],
     ("fpga", "clock_mhz"): ["100MHz", -1, 0, 1e9],
     ("fpga", "axi_bits"): [63, "64", 0],
+    ("fpga", "ddr_gbps"): ["19.2 GB/s", 0, -1, 1e6, [1]],
     ("fpga", "part"): [7, ["a"]],
     ("fpga", "board_part"): [1, ["x"]],
 }
 REQUIRED_TARGET = [("name",), ("cpu", "arch"), ("cpu", "tvm"), ("cpu", "tvm", "kind"), ("fpga", "part"),
-                   ("fpga", "dsp"), ("fpga", "ff"), ("fpga", "axi_bits")]
+                   ("fpga", "dsp"), ("fpga", "ff"), ("fpga", "axi_bits"), ("fpga", "ddr_gbps")]
 
 
 @st.composite
