@@ -42,12 +42,15 @@ def test_task_build_matches_pytorch(spec, tmp_path, trained, digits):
     task = 1 if spec.endswith("parity") else 0
     with torch.no_grad():
         ref = load_task_model(spec)(torch.from_numpy(xte)).numpy()
+        # the error bound is against float64: float32 PyTorch and onnxruntime are themselves 1.3e-5 apart on an
+        # AVX-512 Xeon (moe_vit_tiny_static:parity, max over the test set), edgevit 7e-6 from float64 there
+        ref64 = load_task_model(spec).double()(torch.from_numpy(xte).double()).numpy()
     with Artifact.open(path) as art:
         compiled = CompiledModel(art.library)
         got = np.concatenate([compiled([x[None]])[0] for x in xte])
-    rel = (np.abs(got - ref).max(1) / np.abs(ref).max(1)).max()
+    rel = (np.abs(got - ref64).max(1) / np.abs(ref64).max(1)).max()
     acc_cpu, acc_torch = (got.argmax(1) == lte[task]).mean(), (ref.argmax(1) == lte[task]).mean()
-    print(f"{spec}: max rel error vs PyTorch {rel:.2e} over {len(xte)} images; accuracy CPU {100 * acc_cpu:.2f} %, "
+    print(f"{spec}: max rel error vs PyTorch float64 {rel:.2e} over {len(xte)} images; accuracy CPU {100 * acc_cpu:.2f} %, "
           f"PyTorch {100 * acc_torch:.2f} %; {moe['params']} params, experts {moe['experts']}")
     assert rel <= 1e-5
     assert acc_cpu == acc_torch
