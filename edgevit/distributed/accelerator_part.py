@@ -102,21 +102,17 @@ def selftest_inputs(part: AcceleratorPart) -> list[tuple[np.ndarray, np.ndarray]
     """Every self-test input of the bundle as the model's float NCHW input, with the golden accelerator output for
     it in the layout of the tensor it stops at."""
     from ..pynq.driver import part_output
+    from ..pynq.selftest import selftest_data
 
     cfg, bundle = part.config, part.bundle
     spec_in, spec_out = cfg["buffers"]["input"], cfg["buffers"]["output"]
-    raw_in = np.fromfile(bundle / cfg["selftest"]["inputs"], "<i2")
-    raw_out = np.fromfile(bundle / cfg["selftest"]["golden"], "<i2")
-    count = min(raw_in.size // spec_in["elements"], raw_out.size // spec_out["elements"])
     tail = json.loads((bundle / cfg["cpu_tail"]).read_text()) if cfg.get("cpu_tail") else None
     w, i = spec_in["format"]
     pairs = []
-    for k in range(count):
-        x = raw_in[k * spec_in["elements"]:(k + 1) * spec_in["elements"]].astype(np.float64)
-        x = x.reshape(spec_in["shape"]) / 2.0 ** (w - i)
+    for raw_in, raw_out in zip(*selftest_data(bundle, cfg)):
+        x = raw_in.astype(np.float64).reshape(spec_in["shape"]) / 2.0 ** (w - i)
         x = (x.transpose(2, 0, 1)[None] if len(spec_in["shape"]) == 3 else x).astype(np.float32)  # to NCHW
-        out = raw_out[k * spec_out["elements"]:(k + 1) * spec_out["elements"]]
-        pairs.append((x, part_output(out, spec_out, tail).astype(np.float32)))
+        pairs.append((x, part_output(raw_out, spec_out, tail).astype(np.float32)))
     return pairs
 
 

@@ -24,6 +24,13 @@ from .driver import Accelerator
 MARK = "EDGEVIT_SELFTEST"
 
 
+
+def selftest_data(bundle: Path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The bundle's self-test inputs and golden outputs, raw 16-bit words, one row per input."""
+    n_in, n_out = cfg["buffers"]["input"]["elements"], cfg["buffers"]["output"]["elements"]
+    return (np.fromfile(bundle / cfg["selftest"]["inputs"], "<i2").reshape(-1, n_in),
+            np.fromfile(bundle / cfg["selftest"]["golden"], "<i2").reshape(-1, n_out))
+
 def run(bundle: Path, count: int | None = None, timeout_s: float = 10.0, device=None,
         bitstream: Path | None = None) -> dict:
     """Run the bundle's self-test inputs through :class:`~edgevit.pynq.driver.Accelerator`.
@@ -47,9 +54,7 @@ def run(bundle: Path, count: int | None = None, timeout_s: float = 10.0, device=
 
         device = from_env(cfg)  # None on a board: pynq's own device
     acc = Accelerator(bundle, device, timeout_s, config=cfg, bitstream=bitstream)
-    n_in, n_out = cfg["buffers"]["input"]["elements"], cfg["buffers"]["output"]["elements"]
-    inputs = np.fromfile(bundle / cfg["selftest"]["inputs"], "<i2").reshape(-1, n_in)
-    golden = np.fromfile(bundle / cfg["selftest"]["golden"], "<i2").reshape(-1, n_out)
+    inputs, golden = selftest_data(bundle, cfg)
     count = len(inputs) if count is None else min(count, len(inputs))
     mismatches, first = 0, None
     start = time.perf_counter()
